@@ -1,0 +1,181 @@
+// The one typed contract between TypeScript and the native addon (native/src). Nothing else crosses it.
+//
+// Layout conventions shared with the C++ side:
+// - Matrices are row-major. A linear layer's weight is (out, in), as in Hugging Face checkpoints: y = x W^T.
+// - Int4 weights: group-wise along `in` (groups of `groupSize` consecutive input columns of one output row).
+//   qweight (out, in/2) bytes: byte j of row r holds column 2j in its low nibble and column 2j+1 in its high nibble.
+//   scales (out, in/groupSize) float32. zeros (out, in/groupSize) uint8 in 0..15, or absent for symmetric (zero 8).
+//   Dequantized value: w = (q - zero) * scale.
+// - KV cache (CPU): per layer, K and V each (numPages, blockSize, numKvHeads, headDim) float32. Page 0 is reserved
+//   and never written; a sequence's block table lists its page ids in order.
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export type DType = "f32" | "f16" | "bf16";
+
+/** Model hyper-parameters the engine needs (a Llama-family decoder). */
+export interface ModelShape {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  ropeTheta: number;
+  rmsNormEps: number;
+  /** When true and no `lm_head` tensor is set, the LM head reuses `embed`. */
+  tieWordEmbeddings: boolean;
+}
+
+export interface EngineOptions {
+  shape: ModelShape;
+  /** KV pool size in pages, including the reserved page 0. */
+  numPages: number;
+  /** Tokens per page (16 by default in tpserve). */
+  blockSize: number;
+  /** Most tokens one forward() may carry (sizes the workspaces). */
+  maxBatchTokens: number;
+  /** Worker threads for the kernels; 0 = one per hardware thread. */
+  threads?: number;
+}
+
+/** An unquantized tensor in its on-disk dtype; the engine converts it to float32. Raw little-endian bytes. */
+export interface DenseTensor {
+  kind: "dense";
+  dtype: DType;
+  shape: number[];
+  data: Uint8Array;
+}
+
+/** A group-wise int4 weight, layout in the header comment. */
+export interface Int4Tensor {
+  kind: "int4";
+  rows: number;
+  cols: number;
+  groupSize: number;
+  qweight: Uint8Array;
+  scales: Float32Array;
+  zeros?: Uint8Array;
+}
+
+export type WeightTensor = DenseTensor | Int4Tensor;
+
+/**
+ * Tensor names the engine takes (i = layer index):
+ *   embed (vocab, hidden) dense; final_norm (hidden) dense; lm_head (vocab, hidden) dense, optional when tied;
+ *   layers.i.attn_norm, layers.i.mlp_norm (hidden) dense;
+ *   layers.i.q (heads*headDim, hidden), layers.i.k / layers.i.v (kvHeads*headDim, hidden),
+ *   layers.i.o (hidden, heads*headDim), layers.i.gate / layers.i.up (inter, hidden), layers.i.down (hidden, inter):
+ *   dense or int4.
+ */
+export type TensorName = string;
+
+/**
+ * One forward pass over a batch that mixes prefill chunks and decodes. Tokens of sequence 0 come first, then
+ * sequence 1, and so on. Sequence s contributes seqLens[s] tokens at positions contextLens[s]-seqLens[s] ..
+ * contextLens[s]-1; their K/V are written into the pages of its block table before attention reads them.
+ */
+export interface ForwardBatch {
+  /** (T) token ids. */
+  tokens: Int32Array;
+  /** (numSeqs) tokens of each sequence in this batch. */
+  seqLens: Int32Array;
+  /** (numSeqs) context length of each sequence after this step. */
+  contextLens: Int32Array;
+  /** (numSeqs, maxBlocksPerSeq) page ids, padded with 0. */
+  blockTables: Int32Array;
+  maxBlocksPerSeq: number;
+  /** "last": logits of each sequence's last token (numSeqs rows); "all": of every token (T rows). */
+  logits: "last" | "all";
+}
+
+export interface EngineInfo {
+  threads: number;
+  /** Instruction set the kernels use: "avx512", "avx2" or "scalar". */
+  simd: string;
+  weightBytes: number;
+  kvBytes: number;
+}
+
+export interface Engine {
+  setTensor(name: TensorName, tensor: WeightTensor): void;
+  /** Checks that every tensor is present with the right shape; forward() refuses to run before. */
+  finalize(): void;
+  /** Runs off the main thread. Resolves to (rows, vocab) float32 logits. */
+  forward(batch: ForwardBatch): Promise<Float32Array>;
+  /** Same as forward, on the calling thread (benchmarks and tests). */
+  forwardSync(batch: ForwardBatch): Float32Array;
+  info(): EngineInfo;
+  /** Releases weights and the KV pool; the engine is unusable afterwards. */
+  close(): void;
+}
+
+/** Single kernels, exposed for tests against the TypeScript references and for benchmarks. Synchronous. */
+export interface Kernels {
+  /** y (rows, cols) = x / rms(x) * weight. */
+  rmsNorm(x: Float32Array, weight: Float32Array, rows: number, eps: number): Float32Array;
+  /** y (m, out) = x (m, in) W^T. */
+  matmul(x: Float32Array, m: number, w: WeightTensor): Float32Array;
+  /** In place on x (tokens, heads, headDim): rotary embedding, Hugging Face "rotate half" convention. */
+  rope(x: Float32Array, positions: Int32Array, numHeads: number, headDim: number, theta: number): Float32Array;
+  /** y = silu(gate) * up, elementwise. */
+  siluMul(gate: Float32Array, up: Float32Array): Float32Array;
+  /**
+   * Decode/prefill attention for one sequence over a paged cache.
+   * q (qLen, numHeads, headDim); kCache/vCache (numPages, blockSize, numKvHeads, headDim); the queries sit at
+   * positions contextLen-qLen .. contextLen-1 and attend causally. Returns (qLen, numHeads, headDim).
+   */
+  pagedAttention(args: {
+    q: Float32Array;
+    qLen: number;
+    numHeads: number;
+    numKvHeads: number;
+    headDim: number;
+    kCache: Float32Array;
+    vCache: Float32Array;
+    blockSize: number;
+    blockTable: Int32Array;
+    contextLen: number;
+  }): Float32Array;
+}
+
+export interface NativeAddon {
+  Engine: new (options: EngineOptions) => Engine;
+  kernels: Kernels;
+  /** What the build compiled: CPU SIMD level seen at run time, whether CUDA sources were compiled in. */
+  buildInfo(): { simd: string; cuda: boolean; version: string };
+}
+
+/** Error thrown by the addon: `code` is one of the NATIVE_* codes, the message says what to change. */
+export interface NativeError extends Error {
+  code: string;
+}
+
+function findAddon(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, "native", "build", "Release", "tpserve_native.node");
+    if (existsSync(candidate)) return candidate;
+    const sibling = join(dir, "build", "Release", "tpserve_native.node");
+    if (existsSync(sibling)) return sibling;
+    dir = dirname(dir);
+  }
+  throw Object.assign(
+    new Error("native addon not built: run `npm run build:native` (needs cmake and a C++17 compiler)"),
+    { code: "NATIVE_NOT_BUILT" },
+  );
+}
+
+let cached: NativeAddon | undefined;
+
+/** Loads the addon once. */
+export function loadNative(): NativeAddon {
+  if (!cached) {
+    const require = createRequire(import.meta.url);
+    cached = require(findAddon()) as NativeAddon;
+  }
+  return cached;
+}

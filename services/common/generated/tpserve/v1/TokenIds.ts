@@ -1,0 +1,10 @@
+// Original file: proto/tpserve/v1/generation.proto
+
+
+export interface TokenIds {
+  'ids'?: (number)[];
+}
+
+export interface TokenIds__Output {
+  'ids': (number)[];
+}

@@ -1,0 +1,46 @@
+// Original file: proto/tpserve/worker/v1/worker.proto
+
+import type { Sampling as _tpserve_worker_v1_Sampling, Sampling__Output as _tpserve_worker_v1_Sampling__Output } from '../../../tpserve/worker/v1/Sampling';
+import type { Long } from '@grpc/proto-loader';
+
+/**
+ * A sequence the worker has not seen yet (or sees again after preemption).
+ */
+export interface NewSequence {
+  'seqId'?: (number | string | Long);
+  /**
+   * prompt (plus tokens generated before a preemption)
+   */
+  'tokens'?: (number)[];
+  'sampling'?: (_tpserve_worker_v1_Sampling | null);
+  /**
+   * tokens already generated (after preemption); seeds the sampler position
+   */
+  'numGenerated'?: (number);
+  /**
+   * the worker stops the sequence itself at this count
+   */
+  'maxNewTokens'?: (number);
+  'ignoreEos'?: (boolean);
+}
+
+/**
+ * A sequence the worker has not seen yet (or sees again after preemption).
+ */
+export interface NewSequence__Output {
+  'seqId': (number);
+  /**
+   * prompt (plus tokens generated before a preemption)
+   */
+  'tokens': (number)[];
+  'sampling': (_tpserve_worker_v1_Sampling__Output | null);
+  /**
+   * tokens already generated (after preemption); seeds the sampler position
+   */
+  'numGenerated': (number);
+  /**
+   * the worker stops the sequence itself at this count
+   */
+  'maxNewTokens': (number);
+  'ignoreEos': (boolean);
+}
