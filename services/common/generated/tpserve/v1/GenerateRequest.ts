@@ -18,7 +18,7 @@ export interface GenerateRequest {
   'tokenIds'?: (_tpserve_v1_TokenIds | null);
   'sampling'?: (_tpserve_v1_SamplingParams | null);
   /**
-   * Hard cap on generated tokens (1 ..= max_context - prompt length). 0 means "up to the context".
+   * Cap on generated tokens: 1 ..= max_context - prompt length. Unset means "up to the context".
    */
   'maxTokens'?: (number);
   /**
@@ -34,6 +34,7 @@ export interface GenerateRequest {
    */
   'addSpecialTokens'?: (boolean);
   'prompt'?: "text"|"tokenIds";
+  '_maxTokens'?: "maxTokens";
   '_addSpecialTokens'?: "addSpecialTokens";
 }
 
@@ -52,9 +53,9 @@ export interface GenerateRequest__Output {
   'tokenIds'?: (_tpserve_v1_TokenIds__Output | null);
   'sampling': (_tpserve_v1_SamplingParams__Output | null);
   /**
-   * Hard cap on generated tokens (1 ..= max_context - prompt length). 0 means "up to the context".
+   * Cap on generated tokens: 1 ..= max_context - prompt length. Unset means "up to the context".
    */
-  'maxTokens': (number);
+  'maxTokens'?: (number);
   /**
    * Generation stops when the text contains one of these; the stop string is not returned.
    */
@@ -68,5 +69,6 @@ export interface GenerateRequest__Output {
    */
   'addSpecialTokens'?: (boolean);
   'prompt'?: "text"|"tokenIds";
+  '_maxTokens'?: "maxTokens";
   '_addSpecialTokens'?: "addSpecialTokens";
 }

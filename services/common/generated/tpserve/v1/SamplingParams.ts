@@ -12,7 +12,7 @@ export interface SamplingParams {
    */
   'topK'?: (number);
   /**
-   * In (0, 1]; 0 (unset) means 1.
+   * In (0, 1]; unset means 1 (off).
    */
   'topP'?: (number | string);
   /**
@@ -23,6 +23,7 @@ export interface SamplingParams {
    * Seed for reproducible sampling; unset = random.
    */
   'seed'?: (number | string | Long);
+  '_topP'?: "topP";
   '_seed'?: "seed";
 }
 
@@ -36,9 +37,9 @@ export interface SamplingParams__Output {
    */
   'topK': (number);
   /**
-   * In (0, 1]; 0 (unset) means 1.
+   * In (0, 1]; unset means 1 (off).
    */
-  'topP': (number);
+  'topP'?: (number);
   /**
    * In [0, 1); 0 = disabled.
    */
@@ -47,5 +48,6 @@ export interface SamplingParams__Output {
    * Seed for reproducible sampling; unset = random.
    */
   'seed'?: (number);
+  '_topP'?: "topP";
   '_seed'?: "seed";
 }

@@ -18,6 +18,11 @@ export interface DescribeResponse {
   'tpRank'?: (number);
   'tpSize'?: (number);
   'epoch'?: (number | string | Long);
+  /**
+   * most tokens one plan may carry
+   */
+  'maxBatchTokens'?: (number);
+  'eosTokenIds'?: (number)[];
 }
 
 export interface DescribeResponse__Output {
@@ -36,4 +41,9 @@ export interface DescribeResponse__Output {
   'tpRank': (number);
   'tpSize': (number);
   'epoch': (number);
+  /**
+   * most tokens one plan may carry
+   */
+  'maxBatchTokens': (number);
+  'eosTokenIds': (number)[];
 }

@@ -1,0 +1,63 @@
+// The `tpserve` command: serve, generate, eval ppl, and the internal worker entry.
+import { TpserveError } from "../common/errors.js";
+import { Flags } from "../common/flags.js";
+import { ROUTER_FLAGS_HELP } from "../router/config.js";
+import { WORKER_FLAGS_HELP } from "../worker/config.js";
+import { evalCommand } from "./eval-command.js";
+import { generateCommand } from "./generate.js";
+import { serveCommand, workerCommand } from "./serve.js";
+
+const HELP = `tpserve: tensor-parallel LLM serving
+
+usage:
+  tpserve serve [options]                 start router + worker on this machine (npm start)
+  tpserve generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
+                   [--seed S] [--stop STR] [--address HOST:PORT] [--json]
+                                          stream a completion from a running server
+  tpserve eval ppl --text FILE [--window 512] [worker options]
+                                          perplexity of a text file, printed as JSON
+
+serve options:
+  --no-demo                don't stream a sample completion once ready
+${ROUTER_FLAGS_HELP}
+${WORKER_FLAGS_HELP}`;
+
+export async function run(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case "serve":
+        return await serveCommand(new Flags(rest, ["no-demo", "asym", "log-steps"]));
+      case "worker":
+        return await workerCommand(new Flags(rest, ["asym"]));
+      case "generate":
+        return await generateCommand(new Flags(rest, ["json", "ignore-eos"]));
+      case "eval":
+        return await evalCommand(new Flags(rest, ["asym"]));
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(HELP);
+        return cmd === undefined ? 1 : 0;
+      default:
+        console.error(`tpserve: unknown command "${cmd}"\n\n${HELP}`);
+        return 1;
+    }
+  } catch (err) {
+    if (err instanceof TpserveError) {
+      console.error(`tpserve ${cmd}: ${err.code}: ${err.message}`);
+      return 2;
+    }
+    const e = err as { code?: unknown; message?: string; details?: string };
+    if (typeof e.code === "number" && e.details !== undefined) {
+      console.error(`tpserve ${cmd}: gRPC error ${e.code}: ${e.details}`);
+      return 3;
+    }
+    if (typeof e.code === "string") {
+      console.error(`tpserve ${cmd}: ${e.code}: ${e.message}`);
+      return 2;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,51 @@
+// Router configuration, read once from flags and validated.
+import { ConfigError } from "../common/errors.js";
+import type { Flags } from "../common/flags.js";
+import { bundledModelDir } from "../common/paths.js";
+
+export interface RouterConfig {
+  host: string;
+  /** Public gRPC port; 0 = any free port. */
+  port: number;
+  /** Worker addresses (host:port), one per group leader. */
+  workers: string[];
+  /** Model folder: the router reads the tokenizer and chat template from it. */
+  model: string;
+  /** Most sequences running at once in one group (the batch size limit). */
+  maxRunning: number;
+  /** Most requests waiting for a slot, over all groups; beyond it requests get RESOURCE_EXHAUSTED. */
+  maxQueue: number;
+  /** Token budget of one step; long prompts are prefilled in chunks of what remains of it. */
+  maxBatchTokens: number;
+  /** Decode steps a worker may run back to back when the batch is decode only. */
+  decodeSteps: number;
+  maxStopStrings: number;
+  /** Print one line per step to stderr (joins, leaves, preemptions). */
+  logSteps: boolean;
+}
+
+export const ROUTER_FLAGS_HELP = `router options:
+  --host H                 listen address (default 127.0.0.1)
+  --port N                 public gRPC port (default 50051, 0 = any free port)
+  --max-running N          most sequences in one batch (default 64)
+  --max-queue N            most waiting requests before RESOURCE_EXHAUSTED (default 256)
+  --max-batch-tokens N     token budget of one step (default 512)
+  --decode-steps N         decode steps a worker runs per plan when only decoding (default 4)
+  --log-steps              print one line per step to stderr`;
+
+export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
+  const cfg: RouterConfig = {
+    host: f.string("host", "127.0.0.1"),
+    port: f.int("port", 50051, 0, 65535),
+    workers,
+    model: f.string("model", bundledModelDir()),
+    maxRunning: f.int("max-running", 64, 1, 4096),
+    maxQueue: f.int("max-queue", 256, 0, 1 << 20),
+    maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
+    decodeSteps: f.int("decode-steps", 4, 1, 64),
+    maxStopStrings: 16,
+    logSteps: f.bool("log-steps"),
+  };
+  if (cfg.workers.length === 0) throw new ConfigError("the router needs at least one worker address (--workers)");
+  return cfg;
+}

@@ -1,0 +1,198 @@
+// One worker group as the router sees it: the scheduler of its page pool, the long-lived Steps stream to its
+// leader, and the loop that turns plans into results. Plans go out one at a time; a decode-only plan may ask the
+// worker for several steps back to back, each answered with its own result as soon as it is computed.
+import type * as grpc from "@grpc/grpc-js";
+import type { StepPlan } from "../common/generated/tpserve/worker/v1/StepPlan.js";
+import type { StepResult__Output } from "../common/generated/tpserve/worker/v1/StepResult.js";
+import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
+import type { NormalizedSampling } from "./validate.js";
+import type { Scheduler, StepPlanData } from "./scheduler.js";
+
+/** What the group needs of a request to put it on the worker. */
+export interface SequenceParams {
+  sampling: NormalizedSampling;
+  ignoreEos: boolean;
+}
+
+export interface GroupEvents {
+  /** A token was sampled for a live sequence. `finished` means the worker ended it (EOS or token limit). */
+  onToken(seqId: number, token: number, finished: boolean, eos: boolean): void;
+  /** The step failed for these sequences (they are already removed from the scheduler). */
+  onFailure(seqIds: number[], code: string, message: string): void;
+  /** The sequence was preempted (its pages freed; it will be recomputed). */
+  onPreempt(seqId: number): void;
+}
+
+export interface StepLogEntry {
+  stepId: number;
+  /** Sequences that entered the worker in this step (new or re-admitted after preemption). */
+  joined: number[];
+  /** Sequences dropped from the worker before this step (finished, cancelled, preempted). */
+  left: number[];
+  preempted: number[];
+  scheduled: number;
+  tokens: number;
+  decodeSteps: number;
+  forwardMs: number;
+}
+
+const STEP_LOG_SIZE = 2000;
+
+export class WorkerGroup {
+  readonly stepLog: StepLogEntry[] = [];
+  private stream: grpc.ClientDuplexStream<StepPlan, StepResult__Output> | undefined;
+  private pending: ((r: StepResult__Output) => void) | undefined;
+  private looping = false;
+  private failed: string | undefined;
+  private closed = false;
+
+  constructor(
+    readonly name: string,
+    private readonly client: WorkerClient,
+    readonly scheduler: Scheduler,
+    private readonly params: Map<number, SequenceParams>,
+    private readonly events: GroupEvents,
+    private readonly epoch: number,
+  ) {}
+
+  /** Opens the Steps stream. */
+  connect(): void {
+    const stream = this.client.Steps();
+    stream.on("data", (r: StepResult__Output) => {
+      const p = this.pending;
+      if (p) p(r);
+    });
+    stream.on("error", (err: Error) => this.fail(`worker ${this.name} stream failed: ${err.message}`));
+    stream.on("end", () => this.fail(`worker ${this.name} closed the step stream`));
+    this.stream = stream;
+  }
+
+  get healthy(): boolean {
+    return this.failed === undefined;
+  }
+
+  /** Starts the step loop if it is idle. */
+  kick(): void {
+    if (this.looping || this.failed) return;
+    this.looping = true;
+    void this.loop().finally(() => {
+      this.looping = false;
+      if (this.scheduler.hasWork() && !this.failed && !this.closed) this.kick();
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.stream?.end();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.failed && !this.closed) {
+      // Let request handlers that are ready run first, so that requests arriving together share a step.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const plan = this.scheduler.schedule();
+      if (!plan) return;
+      await this.runPlan(plan);
+    }
+  }
+
+  private runPlan(plan: StepPlanData): Promise<void> {
+    const stream = this.stream;
+    if (!stream) throw new Error("WorkerGroup.connect() was not called");
+    const entry: StepLogEntry = {
+      stepId: plan.stepId,
+      joined: plan.newSequences.map((s) => s.seqId),
+      left: plan.drop,
+      preempted: plan.preempted,
+      scheduled: plan.scheduled.length,
+      tokens: plan.scheduled.reduce((a, s) => a + s.numTokens, 0),
+      decodeSteps: plan.decodeSteps,
+      forwardMs: 0,
+    };
+    this.stepLog.push(entry);
+    for (const id of plan.preempted) this.events.onPreempt(id);
+    if (this.stepLog.length > STEP_LOG_SIZE) this.stepLog.splice(0, this.stepLog.length - STEP_LOG_SIZE);
+    if (plan.scheduled.length === 0) {
+      // Drops only: nothing to wait for.
+      stream.write(this.toWire(plan));
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      this.pending = (r) => {
+        if (r.stepId !== plan.stepId) return;
+        entry.forwardMs += r.forwardMs;
+        if (r.errorCode) {
+          const ids = plan.scheduled.map((s) => s.seqId);
+          for (const id of ids) this.scheduler.finish(id, true);
+          this.events.onFailure(ids, r.errorCode, r.errorMessage);
+        } else {
+          this.applyResult(plan, r);
+        }
+        if (r.last) {
+          this.pending = undefined;
+          resolve();
+        }
+      };
+      this.failWaiter = () => {
+        this.pending = undefined;
+        resolve();
+      };
+      stream.write(this.toWire(plan));
+    });
+  }
+
+  private failWaiter: (() => void) | undefined;
+
+  private applyResult(plan: StepPlanData, r: StepResult__Output): void {
+    const sampled = new Map<number, { token: number; finished: boolean; eos: boolean }>();
+    for (const t of r.tokens) sampled.set(t.seqId, t);
+    if (r.subStep === 0) {
+      for (const s of plan.scheduled) {
+        const t = sampled.get(s.seqId);
+        this.scheduler.onComputed(s.seqId, s.numTokens, t?.token);
+      }
+    } else {
+      for (const t of r.tokens) this.scheduler.onComputed(t.seqId, 1, t.token);
+    }
+    for (const t of r.tokens) {
+      if (!this.scheduler.get(t.seqId)) continue; // ended by the router meanwhile (stop string, cancel)
+      if (t.finished) this.scheduler.finish(t.seqId, true);
+      this.events.onToken(t.seqId, t.token, t.finished, t.eos);
+    }
+  }
+
+  private toWire(plan: StepPlanData): StepPlan {
+    return {
+      stepId: plan.stepId,
+      epoch: this.epoch,
+      drop: plan.drop,
+      decodeSteps: plan.decodeSteps,
+      newSequences: plan.newSequences.map((n) => {
+        const p = this.params.get(n.seqId);
+        return {
+          seqId: n.seqId,
+          tokens: n.tokens,
+          numGenerated: n.numGenerated,
+          maxNewTokens: n.maxNewTokens,
+          ignoreEos: p?.ignoreEos ?? false,
+          sampling: p?.sampling ?? { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0 },
+        };
+      }),
+      scheduled: plan.scheduled.map((s) => ({ seqId: s.seqId, numTokens: s.numTokens, newPages: s.newPages })),
+    };
+  }
+
+  private fail(message: string): void {
+    if (this.failed || this.closed) return;
+    this.failed = message;
+    const ids: number[] = [];
+    for (const id of this.params.keys()) {
+      if (this.scheduler.get(id)) {
+        this.scheduler.finish(id, true);
+        ids.push(id);
+      }
+    }
+    this.events.onFailure(ids, "UNAVAILABLE", message);
+    this.failWaiter?.();
+  }
+}

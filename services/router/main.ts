@@ -1,0 +1,77 @@
+// Starts the router: loads the tokenizer, connects to the workers, serves tpserve.v1 and grpc.health.v1.
+import * as grpc from "@grpc/grpc-js";
+import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
+import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
+import { loadTokenizer } from "../common/model/tokenizer.js";
+import { protos } from "../common/proto.js";
+import type { RouterConfig } from "./config.js";
+import { Router, generationServiceWithUtf8Check } from "./server.js";
+
+export interface RouterHandle {
+  router: Router;
+  port: number;
+  address: string;
+  /** Stops taking requests, waits up to `graceMs` for in-flight ones, then closes. */
+  close(graceMs?: number): Promise<void>;
+}
+
+function describe(client: WorkerClient, deadlineMs: number): Promise<DescribeResponse__Output> {
+  return new Promise((resolve, reject) => {
+    client.waitForReady(Date.now() + deadlineMs, (err) => {
+      if (err) return reject(new Error(`worker not reachable: ${err.message}`));
+      client.Describe({}, (e, d) => (e || !d ? reject(e ?? new Error("empty Describe")) : resolve(d)));
+    });
+  });
+}
+
+export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
+  const tokenizer = loadTokenizer(cfg.model);
+  const { worker, health } = protos();
+  const clients = cfg.workers.map(
+    (addr) =>
+      new worker.tpserve.worker.v1.Worker(addr, grpc.credentials.createInsecure(), {
+        "grpc.max_receive_message_length": 64 << 20,
+        "grpc.max_send_message_length": 64 << 20,
+      }),
+  );
+  const descs = await Promise.all(clients.map((c) => describe(c, 60_000)));
+  const router = new Router(cfg, tokenizer, descs[0]!, clients, descs);
+
+  const server = new grpc.Server();
+  server.addService(generationServiceWithUtf8Check(), router.handlers() as grpc.UntypedServiceImplementation);
+  const status = () => (router.healthy ? "SERVING" : "NOT_SERVING");
+  server.addService(health.grpc.health.v1.Health.service, {
+    Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      const svc = call.request.service;
+      if (svc !== "" && svc !== "tpserve.v1.Generation") {
+        cb({ code: grpc.status.NOT_FOUND, details: `unknown service "${svc}"` });
+        return;
+      }
+      cb(null, { status: status() });
+    },
+    Watch: (call: grpc.ServerWritableStream<{ service: string }, unknown>) => {
+      call.write({ status: status() });
+      const timer = setInterval(() => call.write({ status: status() }), 1000);
+      call.on("cancelled", () => clearInterval(timer));
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${cfg.host}:${cfg.port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}: ${err.message}`)) : resolve(p),
+    ),
+  );
+  return {
+    router,
+    port,
+    address: `${cfg.host}:${port}`,
+    async close(graceMs = 0) {
+      router.drain();
+      const until = Date.now() + graceMs;
+      while (router.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      router.close();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      server.forceShutdown();
+      for (const c of clients) c.close();
+    },
+  };
+}

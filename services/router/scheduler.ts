@@ -1,0 +1,371 @@
+// Continuous-batching scheduler: pure, synchronous, no I/O. It turns the waiting queue, the running set and the
+// free pages into one step plan (plain data). Progress is `numComputed` against `tokens.length`; there is no
+// separate prefill and decode phase: a sequence with many uncomputed tokens gets a chunk of the step's token
+// budget, one with a single uncomputed token (its last sampled one) decodes.
+//
+// Pages: the scheduler owns the page ids of one group's KV pool. Page 0 is reserved. A sequence holds
+// ceil(numComputedAfterStep / blockSize) pages. When a running sequence cannot get the page it needs, the newest
+// running sequence is preempted by recompute: its pages are freed, the worker is told to drop it, and it goes back
+// to the front of the queue with its prompt plus the tokens generated so far.
+import { PagePool } from "./pages.js";
+
+export interface SchedulerOptions {
+  /** KV pool size in pages, including the reserved page 0. */
+  numPages: number;
+  /** Tokens per page. */
+  blockSize: number;
+  /** Token budget of one step (prefill chunks plus decodes). */
+  maxBatchTokens: number;
+  /** Most sequences in one step. */
+  maxRunning: number;
+  /** Decode steps the worker may run back to back for a decode-only plan (1 = every step is planned). */
+  decodeSteps: number;
+}
+
+export interface SequenceSpec {
+  id: number;
+  promptTokens: readonly number[];
+  /** The worker stops the sequence after this many generated tokens. */
+  maxNewTokens: number;
+}
+
+export type SeqStatus = "waiting" | "running" | "finished";
+
+export interface SequenceState {
+  readonly id: number;
+  readonly numPrompt: number;
+  /** Prompt followed by every generated token. */
+  readonly tokens: number[];
+  /** Tokens whose K/V are in the cache. */
+  numComputed: number;
+  pages: number[];
+  status: SeqStatus;
+  /** Whether the worker currently holds this sequence (it must be told to drop it). */
+  onWorker: boolean;
+  maxNewTokens: number;
+  preemptions: number;
+  /** Monotonic admission order; the newest running sequence is preempted first. */
+  admittedAt: number;
+}
+
+export interface PlannedNewSequence {
+  seqId: number;
+  tokens: number[];
+  numGenerated: number;
+  maxNewTokens: number;
+}
+
+export interface PlannedSequence {
+  seqId: number;
+  numTokens: number;
+  newPages: number[];
+  /** Whether this step ends with a sampled token for the sequence. */
+  samples: boolean;
+}
+
+export interface StepPlanData {
+  stepId: number;
+  newSequences: PlannedNewSequence[];
+  scheduled: PlannedSequence[];
+  drop: number[];
+  decodeSteps: number;
+  /** Sequences preempted while building this plan (for logs and stats). */
+  preempted: number[];
+}
+
+export interface SchedulerStats {
+  running: number;
+  waiting: number;
+  pagesTotal: number;
+  pagesFree: number;
+  steps: number;
+  preemptions: number;
+}
+
+export class Scheduler {
+  private readonly opts: SchedulerOptions;
+  private readonly pool: PagePool;
+  private readonly seqs = new Map<number, SequenceState>();
+  private waiting: number[] = [];
+  private running: number[] = [];
+  private pendingDrops: number[] = [];
+  private stepCounter = 0;
+  private admitCounter = 0;
+  private preemptionCount = 0;
+
+  constructor(opts: SchedulerOptions) {
+    if (opts.numPages < 2) throw new RangeError(`numPages must be >= 2 (page 0 is reserved), got ${opts.numPages}`);
+    if (opts.blockSize < 1) throw new RangeError(`blockSize must be >= 1, got ${opts.blockSize}`);
+    if (opts.maxBatchTokens < 1) throw new RangeError(`maxBatchTokens must be >= 1, got ${opts.maxBatchTokens}`);
+    this.opts = { ...opts, decodeSteps: Math.max(1, opts.decodeSteps) };
+    this.pool = new PagePool(opts.numPages);
+  }
+
+  get blockSize(): number {
+    return this.opts.blockSize;
+  }
+
+  /** Largest context one sequence can ever hold in this pool. */
+  get capacityTokens(): number {
+    return (this.opts.numPages - 1) * this.opts.blockSize;
+  }
+
+  add(spec: SequenceSpec): void {
+    if (this.seqs.has(spec.id)) throw new Error(`sequence ${spec.id} already exists`);
+    if (spec.promptTokens.length === 0) throw new RangeError("a sequence needs at least one prompt token");
+    this.seqs.set(spec.id, {
+      id: spec.id,
+      numPrompt: spec.promptTokens.length,
+      tokens: [...spec.promptTokens],
+      numComputed: 0,
+      pages: [],
+      status: "waiting",
+      onWorker: false,
+      maxNewTokens: spec.maxNewTokens,
+      preemptions: 0,
+      admittedAt: -1,
+    });
+    this.waiting.push(spec.id);
+  }
+
+  get(id: number): SequenceState | undefined {
+    return this.seqs.get(id);
+  }
+
+  hasWork(): boolean {
+    return this.waiting.length > 0 || this.running.length > 0 || this.pendingDrops.length > 0;
+  }
+
+  /**
+   * Ends a sequence (finished, cancelled, failed): frees its pages at once. `workerDropped` says the worker has
+   * already forgotten it (it ended the sequence itself); otherwise the next plan tells it to.
+   */
+  finish(id: number, workerDropped = false): void {
+    const s = this.seqs.get(id);
+    if (!s) return;
+    this.pool.release(s.pages);
+    s.pages = [];
+    if (s.onWorker && !workerDropped) this.pendingDrops.push(id);
+    s.onWorker = false;
+    this.running = this.running.filter((x) => x !== id);
+    this.waiting = this.waiting.filter((x) => x !== id);
+    s.status = "finished";
+    this.sentPages.delete(id);
+    this.seqs.delete(id);
+  }
+
+  /**
+   * Records that the step computed `numTokens` of the sequence and, when it sampled, appends the token.
+   * Tokens for sequences that have ended meanwhile are ignored (returns false).
+   */
+  onComputed(id: number, numTokens: number, sampled: number | undefined): boolean {
+    const s = this.seqs.get(id);
+    if (!s || s.status !== "running") return false;
+    s.numComputed += numTokens;
+    if (sampled !== undefined) s.tokens.push(sampled);
+    return true;
+  }
+
+  /** Builds the next step plan, or null when there is nothing to run. */
+  schedule(): StepPlanData | null {
+    const plan: StepPlanData = {
+      stepId: ++this.stepCounter,
+      newSequences: [],
+      scheduled: [],
+      drop: [],
+      decodeSteps: 1,
+      preempted: [],
+    };
+    let budget = this.opts.maxBatchTokens;
+    const picked = new Map<number, number>(); // seq id -> tokens this step
+
+    // 1. Running sequences, oldest first. Each needs its uncomputed tokens (1 for a decode).
+    const runningByAge = [...this.running].sort((a, b) => this.seq(a).admittedAt - this.seq(b).admittedAt);
+    for (const id of runningByAge) {
+      if (budget === 0) break;
+      const s = this.seqs.get(id);
+      if (!s || s.status !== "running") continue; // preempted by an older sequence in this loop
+      const n = Math.min(s.tokens.length - s.numComputed, budget);
+      if (n <= 0) continue;
+      if (!this.ensurePages(s, s.numComputed + n, plan)) continue; // s itself was preempted
+      picked.set(id, n);
+      budget -= n;
+    }
+
+    // 2. Waiting sequences, in order, while budget, slots and pages last. No preemption to admit.
+    while (this.waiting.length > 0 && budget > 0 && this.running.length < this.opts.maxRunning) {
+      const id = this.waiting[0]!;
+      const s = this.seq(id);
+      const n = Math.min(s.tokens.length - s.numComputed, budget);
+      if (!this.pool.canAllocate(this.pagesFor(s.numComputed + n) - s.pages.length)) break;
+      this.waiting.shift();
+      s.status = "running";
+      s.admittedAt = ++this.admitCounter;
+      this.running.push(id);
+      this.growPages(s, s.numComputed + n);
+      picked.set(id, n);
+      budget -= n;
+    }
+
+    // 3. Decode-only plans may run several steps on the worker without a round trip.
+    const allDecode = picked.size > 0 && [...picked.entries()].every(([id, n]) => n === 1 && this.isDecode(id));
+    if (allDecode && this.opts.decodeSteps > 1 && this.waiting.length === 0) {
+      plan.decodeSteps = this.reserveLookahead(picked);
+    }
+
+    for (const [id, n] of picked) {
+      const s = this.seq(id);
+      if (!s.onWorker) {
+        plan.newSequences.push({
+          seqId: id,
+          tokens: [...s.tokens],
+          numGenerated: s.tokens.length - s.numPrompt,
+          maxNewTokens: s.maxNewTokens,
+        });
+        s.onWorker = true;
+        this.sentPages.set(id, 0);
+      }
+      const sent = this.sentPages.get(id) ?? 0;
+      plan.scheduled.push({
+        seqId: id,
+        numTokens: n,
+        newPages: s.pages.slice(sent),
+        samples: s.numComputed + n === s.tokens.length,
+      });
+      this.sentPages.set(id, s.pages.length);
+    }
+    plan.drop = this.pendingDrops;
+    this.pendingDrops = [];
+    if (plan.scheduled.length === 0 && plan.drop.length === 0) {
+      this.stepCounter--;
+      return null;
+    }
+    return plan;
+  }
+
+  stats(): SchedulerStats {
+    return {
+      running: this.running.length,
+      waiting: this.waiting.length,
+      pagesTotal: this.opts.numPages - 1,
+      pagesFree: this.pool.free,
+      steps: this.stepCounter,
+      preemptions: this.preemptionCount,
+    };
+  }
+
+  /**
+   * Checks the page invariants: page 0 never used, no page held by two sequences or both held and free,
+   * held + free = total. Returns a description of the first violation, or null.
+   */
+  checkInvariants(): string | null {
+    const owner = new Map<number, number>();
+    for (const s of this.seqs.values()) {
+      for (const p of s.pages) {
+        if (p === 0) return `sequence ${s.id} holds the reserved page 0`;
+        const prev = owner.get(p);
+        if (prev !== undefined) return `page ${p} is held by sequences ${prev} and ${s.id}`;
+        if (this.pool.isFree(p)) return `page ${p} is held by sequence ${s.id} and also free`;
+        owner.set(p, s.id);
+      }
+      if (s.status === "waiting" && s.pages.length > 0) return `waiting sequence ${s.id} holds pages`;
+    }
+    if (owner.size + this.pool.free !== this.opts.numPages - 1) {
+      return `held ${owner.size} + free ${this.pool.free} != ${this.opts.numPages - 1} pages`;
+    }
+    return null;
+  }
+
+  // --- internals -------------------------------------------------------------------------------------------
+
+  /** Pages already announced to the worker, per sequence (the plan carries only the new ones). */
+  private readonly sentPages = new Map<number, number>();
+
+  private seq(id: number): SequenceState {
+    const s = this.seqs.get(id);
+    if (!s) throw new Error(`unknown sequence ${id}`);
+    return s;
+  }
+
+  private pagesFor(tokens: number): number {
+    return Math.ceil(tokens / this.opts.blockSize);
+  }
+
+  private isDecode(id: number): boolean {
+    const s = this.seq(id);
+    return s.onWorker && s.numComputed === s.tokens.length - 1;
+  }
+
+  private growPages(s: SequenceState, tokens: number): void {
+    const need = this.pagesFor(tokens) - s.pages.length;
+    if (need > 0) s.pages.push(...this.pool.allocate(need));
+  }
+
+  /**
+   * Makes sure `s` holds pages for `tokens` tokens, preempting the newest running sequences (possibly `s` itself)
+   * until it does. Returns false when `s` was preempted.
+   */
+  private ensurePages(s: SequenceState, tokens: number, plan: StepPlanData): boolean {
+    for (;;) {
+      const need = this.pagesFor(tokens) - s.pages.length;
+      if (this.pool.canAllocate(need)) {
+        this.growPages(s, tokens);
+        return true;
+      }
+      const victim = this.newestRunning();
+      if (victim === undefined) return false;
+      this.preempt(victim, plan);
+      if (victim === s.id) return false;
+    }
+  }
+
+  private newestRunning(): number | undefined {
+    let best: SequenceState | undefined;
+    for (const id of this.running) {
+      const s = this.seq(id);
+      if (!best || s.admittedAt > best.admittedAt) best = s;
+    }
+    return best?.id;
+  }
+
+  private preempt(id: number, plan: StepPlanData): void {
+    const s = this.seq(id);
+    this.pool.release(s.pages);
+    s.pages = [];
+    s.numComputed = 0;
+    s.status = "waiting";
+    s.preemptions++;
+    this.preemptionCount++;
+    if (s.onWorker) this.pendingDrops.push(id);
+    s.onWorker = false;
+    this.sentPages.delete(id);
+    this.running = this.running.filter((x) => x !== id);
+    this.waiting.unshift(id);
+    plan.preempted.push(id);
+  }
+
+  /**
+   * Reserves pages so that every picked decode can run up to decodeSteps steps (each sequence at most to its own
+   * token limit, where the worker stops it). Returns the steps granted: decodeSteps, or 1 when pages are short.
+   */
+  private reserveLookahead(picked: Map<number, number>): number {
+    const steps = this.opts.decodeSteps;
+    const target = (s: SequenceState): number =>
+      s.numComputed + Math.max(1, Math.min(steps, s.maxNewTokens - (s.tokens.length - s.numPrompt)));
+    let extra = 0;
+    for (const id of picked.keys()) {
+      const s = this.seq(id);
+      extra += Math.max(0, this.pagesFor(target(s)) - s.pages.length);
+    }
+    if (!this.pool.canAllocate(extra)) return 1;
+    for (const id of picked.keys()) {
+      const s = this.seq(id);
+      this.growPages(s, target(s));
+    }
+    return steps;
+  }
+}
+
+export function createScheduler(opts: SchedulerOptions): Scheduler {
+  return new Scheduler(opts);
+}

@@ -1,0 +1,321 @@
+// The public gRPC server: tpserve.v1.Generation and grpc.health.v1. Requests are validated, tokenized and handed
+// to a worker group's scheduler; sampled tokens come back through the group and stream out as text deltas.
+import * as grpc from "@grpc/grpc-js";
+import { RequestError, invalidArgument } from "../common/errors.js";
+import type { FinishReason } from "../common/generated/tpserve/v1/FinishReason.js";
+import type { GenerateChunk } from "../common/generated/tpserve/v1/GenerateChunk.js";
+import type { GenerateRequest__Output } from "../common/generated/tpserve/v1/GenerateRequest.js";
+import type { GenerationHandlers } from "../common/generated/tpserve/v1/Generation.js";
+import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
+import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
+import type { TpTokenizer } from "../common/model/tokenizer.js";
+import { protos } from "../common/proto.js";
+import type { RouterConfig } from "./config.js";
+import { IncrementalDetokenizer } from "./detokenizer.js";
+import { type SequenceParams, WorkerGroup } from "./group.js";
+import { createScheduler } from "./scheduler.js";
+import { StopMatcher } from "./stop.js";
+import { INVALID_UTF8, type Limits, findInvalidUtf8, validateRequest } from "./validate.js";
+
+interface ActiveRequest {
+  requestId: string;
+  seqId: number;
+  group: WorkerGroup;
+  call: grpc.ServerWritableStream<GenerateRequest__Output, GenerateChunk>;
+  detok: IncrementalDetokenizer;
+  stop: StopMatcher;
+  promptTokens: number;
+  completionTokens: number;
+  preemptions: number;
+  done: boolean;
+}
+
+export interface RouterCounters {
+  requestsFinished: number;
+  tokensGenerated: number;
+  promptTokens: number;
+}
+
+export class Router {
+  readonly groups: WorkerGroup[] = [];
+  readonly counters: RouterCounters = { requestsFinished: 0, tokensGenerated: 0, promptTokens: 0 };
+  private readonly active = new Map<number, ActiveRequest>();
+  private readonly params = new Map<number, SequenceParams>();
+  private readonly limits: Limits;
+  private nextSeqId = 1;
+  private draining = false;
+
+  constructor(
+    private readonly cfg: RouterConfig,
+    private readonly tokenizer: TpTokenizer,
+    private readonly info: DescribeResponse__Output,
+    clients: WorkerClient[],
+    descs: DescribeResponse__Output[],
+  ) {
+    clients.forEach((client, i) => {
+      const d = descs[i]!;
+      const scheduler = createScheduler({
+        numPages: d.numPages,
+        blockSize: d.blockSize,
+        maxBatchTokens: Math.min(cfg.maxBatchTokens, d.maxBatchTokens || cfg.maxBatchTokens),
+        maxRunning: cfg.maxRunning,
+        decodeSteps: cfg.decodeSteps,
+      });
+      const group = new WorkerGroup(
+        cfg.workers[i] ?? `worker-${i}`,
+        client,
+        scheduler,
+        this.params,
+        {
+          onToken: (seqId, token, finished, eos) => this.onToken(seqId, token, finished, eos),
+          onFailure: (ids, code, message) => this.onFailure(ids, code, message),
+          onPreempt: (id) => {
+            const a = this.active.get(id);
+            if (a) a.preemptions++;
+          },
+        },
+        d.epoch,
+      );
+      group.connect();
+      this.groups.push(group);
+    });
+    const capacity = Math.min(...this.groups.map((g) => g.scheduler.capacityTokens));
+    this.limits = {
+      vocabSize: info.vocabSize,
+      maxContext: Math.min(info.maxContext, capacity),
+      maxStopStrings: cfg.maxStopStrings,
+      maxStopLength: 256,
+    };
+  }
+
+  get maxContext(): number {
+    return this.limits.maxContext;
+  }
+
+  handlers(): GenerationHandlers {
+    return {
+      Generate: (call) => this.generate(call),
+      Tokenize: (call, cb) => {
+        const ids = this.tokenizer.encode(call.request.text, {
+          addSpecialTokens: call.request._addSpecialTokens ? call.request.addSpecialTokens : true,
+        });
+        cb(null, { ids, tokens: ids.map((id) => this.tokenizer.idToToken(id) ?? "") });
+      },
+      ModelInfo: (_call, cb) =>
+        cb(null, {
+          model: this.info.model,
+          vocabSize: this.info.vocabSize,
+          maxContext: this.limits.maxContext,
+          bosTokenId: this.tokenizer.bosTokenId ?? 0,
+          eosTokenId: this.info.eosTokenId,
+          quantization: this.info.quantization,
+          backend: this.info.backend,
+          blockSize: this.info.blockSize,
+          numPages: this.info.numPages,
+          maxConcurrentRequests: this.cfg.maxRunning * this.groups.length,
+          maxQueue: this.cfg.maxQueue,
+          chatTemplate: this.tokenizer.hasChatTemplate ? "present" : "",
+        }),
+      Stats: (_call, cb) => cb(null, this.stats()),
+    };
+  }
+
+  stats() {
+    let running = 0;
+    let waiting = 0;
+    let pagesTotal = 0;
+    let pagesFree = 0;
+    let steps = 0;
+    let preemptions = 0;
+    for (const g of this.groups) {
+      const s = g.scheduler.stats();
+      running += s.running;
+      waiting += s.waiting;
+      pagesTotal += s.pagesTotal;
+      pagesFree += s.pagesFree;
+      steps += s.steps;
+      preemptions += s.preemptions;
+    }
+    return {
+      running,
+      waiting,
+      pagesTotal,
+      pagesFree,
+      steps,
+      preemptions,
+      requestsFinished: this.counters.requestsFinished,
+      tokensGenerated: this.counters.tokensGenerated,
+      promptTokens: this.counters.promptTokens,
+    };
+  }
+
+  get healthy(): boolean {
+    return !this.draining && this.groups.some((g) => g.healthy);
+  }
+
+  /** Stops taking requests; in-flight ones go on. */
+  drain(): void {
+    this.draining = true;
+  }
+
+  get inFlight(): number {
+    return this.active.size;
+  }
+
+  close(): void {
+    for (const a of [...this.active.values()]) this.finish(a, "FINISH_REASON_CANCELLED");
+    for (const g of this.groups) g.close();
+  }
+
+  private generate(call: grpc.ServerWritableStream<GenerateRequest__Output, GenerateChunk>): void {
+    const req = call.request;
+    let a: ActiveRequest;
+    try {
+      if (this.draining) throw new RequestError(grpc.status.UNAVAILABLE, "the router is draining; retry elsewhere");
+      const bad = (req as unknown as Record<symbol, string | undefined>)[INVALID_UTF8];
+      if (bad) throw invalidArgument(`${bad} is not valid UTF-8`);
+      let promptIds: number[] = [];
+      if (req.prompt === "text") {
+        const addSpecial = req._addSpecialTokens ? req.addSpecialTokens! : true;
+        if (req.text!.length > 0) promptIds = this.tokenizer.encode(req.text!, { addSpecialTokens: addSpecial });
+      } else if (req.prompt === "tokenIds") {
+        promptIds = req.tokenIds?.ids ?? [];
+      }
+      const norm = validateRequest(req, promptIds, this.limits);
+      const group = this.pickGroup();
+      if (!group) throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group");
+      const waiting = this.groups.reduce((n, g) => n + g.scheduler.stats().waiting, 0);
+      if (waiting >= this.cfg.maxQueue) {
+        throw new RequestError(
+          grpc.status.RESOURCE_EXHAUSTED,
+          `the queue is full (max_queue ${this.cfg.maxQueue} waiting requests); retry later`,
+        );
+      }
+      const seqId = this.nextSeqId++;
+      a = {
+        requestId: req.requestId || `req-${seqId}`,
+        seqId,
+        group,
+        call,
+        detok: new IncrementalDetokenizer((ids) => this.tokenizer.decode(ids, { skipSpecialTokens: true }), promptIds),
+        stop: new StopMatcher(norm.stop),
+        promptTokens: promptIds.length,
+        completionTokens: 0,
+        preemptions: 0,
+        done: false,
+      };
+      this.params.set(seqId, { sampling: norm.sampling, ignoreEos: norm.ignoreEos });
+      this.active.set(seqId, a);
+      this.counters.promptTokens += promptIds.length;
+      group.scheduler.add({ id: seqId, promptTokens: promptIds, maxNewTokens: norm.maxNewTokens });
+    } catch (err) {
+      const e = err instanceof RequestError ? err : new RequestError(grpc.status.INTERNAL, (err as Error).message);
+      call.emit("error", { code: e.grpcCode, details: e.message });
+      return;
+    }
+    call.on("cancelled", () => {
+      if (a.done) return;
+      a.done = true;
+      this.release(a);
+      a.group.scheduler.finish(a.seqId);
+      a.group.kick();
+    });
+    a.group.kick();
+  }
+
+  private pickGroup(): WorkerGroup | undefined {
+    let best: WorkerGroup | undefined;
+    let bestLoad = Number.POSITIVE_INFINITY;
+    for (const g of this.groups) {
+      if (!g.healthy) continue;
+      const s = g.scheduler.stats();
+      const load = s.running + s.waiting;
+      if (load < bestLoad) {
+        best = g;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+
+  private onToken(seqId: number, token: number, finished: boolean, eos: boolean): void {
+    const a = this.active.get(seqId);
+    if (!a || a.done) return;
+    a.completionTokens++;
+    this.counters.tokensGenerated++;
+    const delta = eos ? "" : a.detok.push([token]);
+    const r = a.stop.push(delta);
+    if (r.stopped) {
+      a.call.write({ requestId: a.requestId, tokenIds: [token], text: r.emit });
+      a.group.scheduler.finish(seqId);
+      this.finish(a, "FINISH_REASON_STOP");
+      return;
+    }
+    if (finished) {
+      const tail = a.stop.push(a.detok.flush());
+      let text = r.emit + tail.emit;
+      if (tail.stopped) {
+        a.call.write({ requestId: a.requestId, tokenIds: [token], text });
+        this.finish(a, "FINISH_REASON_STOP");
+        return;
+      }
+      text += a.stop.flush();
+      a.call.write({ requestId: a.requestId, tokenIds: [token], text });
+      this.finish(a, eos ? "FINISH_REASON_EOS" : "FINISH_REASON_LENGTH");
+      return;
+    }
+    a.call.write({ requestId: a.requestId, tokenIds: [token], text: r.emit });
+  }
+
+  private finish(a: ActiveRequest, reason: FinishReason): void {
+    if (a.done) return;
+    a.done = true;
+    this.release(a);
+    const s = a.group.scheduler.get(a.seqId);
+    if (s) a.group.scheduler.finish(a.seqId);
+    a.call.write({
+      requestId: a.requestId,
+      tokenIds: [],
+      text: "",
+      finishReason: reason,
+      usage: { promptTokens: a.promptTokens, completionTokens: a.completionTokens, preemptions: a.preemptions },
+    });
+    a.call.end();
+  }
+
+  private release(a: ActiveRequest): void {
+    this.active.delete(a.seqId);
+    this.params.delete(a.seqId);
+    this.counters.requestsFinished++;
+  }
+
+  private onFailure(ids: number[], code: string, message: string): void {
+    for (const id of ids) {
+      const a = this.active.get(id);
+      if (!a || a.done) continue;
+      a.done = true;
+      this.release(a);
+      const grpcCode = code === "UNAVAILABLE" ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
+      a.call.emit("error", { code: grpcCode, details: `${code}: ${message}` });
+    }
+  }
+}
+
+/** The Generate method definition with a request deserializer that also flags invalid UTF-8 in text fields. */
+export function generationServiceWithUtf8Check(): grpc.ServiceDefinition {
+  const base = protos().generation.tpserve.v1.Generation.service as unknown as grpc.ServiceDefinition;
+  const gen = base["Generate"]!;
+  const deserialize = gen.requestDeserialize;
+  return {
+    ...base,
+    Generate: {
+      ...gen,
+      requestDeserialize: (buf: Buffer) => {
+        const obj = deserialize(buf) as Record<symbol, unknown>;
+        const bad = findInvalidUtf8(buf);
+        if (bad) obj[INVALID_UTF8] = bad;
+        return obj;
+      },
+    },
+  };
+}

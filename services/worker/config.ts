@@ -1,0 +1,55 @@
+// Worker configuration, read once from flags and validated.
+import { Flags } from "../common/flags.js";
+import { bundledModelDir } from "../common/paths.js";
+
+export interface WorkerConfig {
+  /** Model folder (Hugging Face layout). */
+  model: string;
+  quantization: "none" | "int4";
+  groupSize: 32 | 64 | 128;
+  symmetric: boolean;
+  loadFormat: "safetensors" | "dummy";
+  /** KV pool size in pages including page 0; 0 = derive from kvCacheMiB. */
+  numPages: number;
+  kvCacheMiB: number;
+  blockSize: number;
+  maxBatchTokens: number;
+  /** Kernel threads; 0 = one per hardware thread. */
+  threads: number;
+  host: string;
+  /** 0 = any free port. */
+  port: number;
+  epoch: number;
+  seed: number;
+}
+
+export const WORKER_FLAGS_HELP = `worker options:
+  --model DIR              model folder (default: the bundled tinyllama-brown)
+  --quantization none|int4 weights as stored, or int4 round-to-nearest at load (default none)
+  --group-size 32|64|128   int4 group size (default 128)
+  --asym                   int4 with zero points (default symmetric)
+  --load-format safetensors|dummy  dummy = random weights for the config (default safetensors)
+  --kv-cache-mib N         KV pool size in MiB (default 256)
+  --num-pages N            KV pool size in pages, overrides --kv-cache-mib
+  --block-size N           tokens per KV page (default 16)
+  --max-batch-tokens N     token budget of one step (default 512)
+  --threads N              kernel threads, 0 = all cores (default 0)`;
+
+export function workerConfigFromFlags(f: Flags): WorkerConfig {
+  return {
+    model: f.string("model", bundledModelDir()),
+    quantization: f.choice("quantization", ["none", "int4"] as const, "none"),
+    groupSize: Number(f.choice("group-size", ["32", "64", "128"] as const, "128")) as 32 | 64 | 128,
+    symmetric: !f.bool("asym"),
+    loadFormat: f.choice("load-format", ["safetensors", "dummy"] as const, "safetensors"),
+    numPages: f.int("num-pages", 0, 0, 1 << 24),
+    kvCacheMiB: f.int("kv-cache-mib", 256, 1, 1 << 20),
+    blockSize: f.int("block-size", 16, 1, 1024),
+    maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
+    threads: f.int("threads", 0, 0, 1024),
+    host: f.string("worker-host", "127.0.0.1"),
+    port: f.int("worker-port", 0, 0, 65535),
+    epoch: f.int("epoch", 1, 1),
+    seed: f.int("seed", 0, 0),
+  };
+}

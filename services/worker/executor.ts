@@ -1,0 +1,225 @@
+// Carries out step plans on one engine. The worker keeps the batch state (each sequence's tokens, progress and
+// block table); the router refers to sequences by id and sends only what changed.
+import type { Engine, ForwardBatch } from "../../native/index.js";
+import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
+import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
+import type { SampledToken } from "../common/generated/tpserve/worker/v1/SampledToken.js";
+import { type SamplingOptions, sampleToken } from "./sampler.js";
+
+export interface ExecutorOptions {
+  vocabSize: number;
+  eosTokenIds: readonly number[];
+  blockSize: number;
+  /** Pages one sequence may hold (max context / block size, rounded up). */
+  maxBlocksPerSeq: number;
+  maxBatchTokens: number;
+  numPages: number;
+  epoch: number;
+}
+
+interface WorkerSequence {
+  tokens: number[];
+  computed: number;
+  pages: number[];
+  sampling: SamplingOptions;
+  numGenerated: number;
+  maxNewTokens: number;
+  ignoreEos: boolean;
+}
+
+/** A plan the worker cannot carry out; the router fails the plan's sequences with it. */
+export class PlanError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export interface ExecutorStats {
+  sequences: number;
+  steps: number;
+  forwardMsTotal: number;
+  tokensComputed: number;
+}
+
+export class StepExecutor {
+  private readonly seqs = new Map<number, WorkerSequence>();
+  private readonly eos: Set<number>;
+  private steps = 0;
+  private forwardMsTotal = 0;
+  private tokensComputed = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly opts: ExecutorOptions,
+  ) {
+    this.eos = new Set(opts.eosTokenIds);
+  }
+
+  stats(): ExecutorStats {
+    return {
+      sequences: this.seqs.size,
+      steps: this.steps,
+      forwardMsTotal: this.forwardMsTotal,
+      tokensComputed: this.tokensComputed,
+    };
+  }
+
+  /** Runs one plan; `emit` receives one result per executed step (several for a multi-step decode plan). */
+  async execute(plan: StepPlan__Output, emit: (r: StepResult) => void): Promise<void> {
+    try {
+      this.applyPlan(plan);
+      const ids = plan.scheduled.map((s) => s.seqId);
+      const counts = plan.scheduled.map((s) => s.numTokens);
+      const maxSteps = Math.max(1, plan.decodeSteps);
+      for (let sub = 0; sub < maxSteps; sub++) {
+        const { tokens, forwardMs } = await this.runStep(ids, counts, sub === 0);
+        const last = sub + 1 >= maxSteps || !this.canContinue(ids);
+        emit({ stepId: plan.stepId, subStep: sub, last, tokens, forwardMs });
+        if (last) break;
+        // Later sub-steps decode one token of every sequence still alive.
+        for (let i = 0; i < ids.length; i++) counts[i] = this.seqs.has(ids[i]!) ? 1 : 0;
+      }
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      for (const s of plan.scheduled) this.seqs.delete(s.seqId);
+      emit({
+        stepId: plan.stepId,
+        subStep: 0,
+        last: true,
+        tokens: [],
+        errorCode: e.code ?? "WORKER_INTERNAL",
+        errorMessage: e.message ?? String(err),
+      });
+    }
+  }
+
+  private applyPlan(plan: StepPlan__Output): void {
+    if (plan.epoch !== this.opts.epoch) {
+      throw new PlanError("WORKER_STALE_EPOCH", `plan epoch ${plan.epoch} does not match worker epoch ${this.opts.epoch}`);
+    }
+    for (const id of plan.drop) this.seqs.delete(id);
+    for (const n of plan.newSequences) {
+      if (n.tokens.length === 0) throw new PlanError("WORKER_BAD_PLAN", `new sequence ${n.seqId} has no tokens`);
+      for (const t of n.tokens) {
+        if (t >= this.opts.vocabSize) {
+          throw new PlanError("WORKER_BAD_PLAN", `token ${t} of sequence ${n.seqId} >= vocab ${this.opts.vocabSize}`);
+        }
+      }
+      const s = n.sampling;
+      this.seqs.set(n.seqId, {
+        tokens: [...n.tokens],
+        computed: 0,
+        pages: [],
+        sampling: {
+          temperature: s?.temperature ?? 0,
+          topK: s?.topK ?? 0,
+          topP: s?.topP || 1,
+          minP: s?.minP ?? 0,
+          seed: s?.seed ?? 0,
+        },
+        numGenerated: n.numGenerated,
+        maxNewTokens: n.maxNewTokens,
+        ignoreEos: n.ignoreEos,
+      });
+    }
+    let total = 0;
+    for (const sch of plan.scheduled) {
+      const s = this.seqs.get(sch.seqId);
+      if (!s) throw new PlanError("WORKER_BAD_PLAN", `plan schedules unknown sequence ${sch.seqId}`);
+      for (const p of sch.newPages) {
+        if (p <= 0 || p >= this.opts.numPages) {
+          throw new PlanError("WORKER_BAD_PLAN", `page ${p} of sequence ${sch.seqId} outside 1..${this.opts.numPages - 1}`);
+        }
+      }
+      s.pages.push(...sch.newPages);
+      if (s.pages.length > this.opts.maxBlocksPerSeq) {
+        throw new PlanError("WORKER_BAD_PLAN", `sequence ${sch.seqId} holds ${s.pages.length} pages, limit ${this.opts.maxBlocksPerSeq}`);
+      }
+      if (sch.numTokens < 1 || s.computed + sch.numTokens > s.tokens.length) {
+        throw new PlanError(
+          "WORKER_BAD_PLAN",
+          `sequence ${sch.seqId}: ${sch.numTokens} tokens asked, ${s.tokens.length - s.computed} uncomputed`,
+        );
+      }
+      total += sch.numTokens;
+    }
+    if (total > this.opts.maxBatchTokens) {
+      throw new PlanError("WORKER_BAD_PLAN", `plan has ${total} tokens, worker limit --max-batch-tokens ${this.opts.maxBatchTokens}`);
+    }
+  }
+
+  private canContinue(ids: number[]): boolean {
+    for (const id of ids) {
+      const s = this.seqs.get(id);
+      if (s && s.computed + 1 <= s.pages.length * this.opts.blockSize) return true;
+    }
+    return false;
+  }
+
+  private async runStep(ids: number[], counts: number[], strict: boolean): Promise<{ tokens: SampledToken[]; forwardMs: number }> {
+    const active: { id: number; s: WorkerSequence; n: number }[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const n = counts[i]!;
+      const s = this.seqs.get(ids[i]!);
+      if (!s || n === 0) continue;
+      if (s.computed + n > s.pages.length * this.opts.blockSize) {
+        if (strict) {
+          throw new PlanError(
+            "WORKER_BAD_PLAN",
+            `sequence ${ids[i]} needs ${s.computed + n} token slots, its ${s.pages.length} pages hold ${s.pages.length * this.opts.blockSize}`,
+          );
+        }
+        continue; // multi-step decode past the pages the router reserved: it sits out the remaining sub-steps
+      }
+      active.push({ id: ids[i]!, s, n });
+    }
+    if (active.length === 0) return { tokens: [], forwardMs: 0 };
+    const batch = this.buildBatch(active);
+    const t0 = performance.now();
+    const logits = await this.engine.forward(batch);
+    const forwardMs = performance.now() - t0;
+    this.steps++;
+    this.forwardMsTotal += forwardMs;
+    this.tokensComputed += batch.tokens.length;
+
+    const out: SampledToken[] = [];
+    const vocab = this.opts.vocabSize;
+    for (let row = 0; row < active.length; row++) {
+      const { id, s, n } = active[row]!;
+      s.computed += n;
+      if (s.computed !== s.tokens.length) continue; // a prefill chunk that is not the last one
+      const token = sampleToken(logits, row * vocab, vocab, s.sampling, s.numGenerated);
+      s.tokens.push(token);
+      s.numGenerated++;
+      const eos = !s.ignoreEos && this.eos.has(token);
+      const finished = eos || s.numGenerated >= s.maxNewTokens;
+      if (finished) this.seqs.delete(id);
+      out.push({ seqId: id, token, finished, eos });
+    }
+    return { tokens: out, forwardMs };
+  }
+
+  private buildBatch(active: { s: WorkerSequence; n: number }[]): ForwardBatch {
+    let total = 0;
+    let maxBlocks = 1;
+    for (const a of active) {
+      total += a.n;
+      maxBlocks = Math.max(maxBlocks, a.s.pages.length);
+    }
+    const tokens = new Int32Array(total);
+    const seqLens = new Int32Array(active.length);
+    const contextLens = new Int32Array(active.length);
+    const blockTables = new Int32Array(active.length * maxBlocks);
+    let t = 0;
+    for (let i = 0; i < active.length; i++) {
+      const { s, n } = active[i]!;
+      for (let j = 0; j < n; j++) tokens[t++] = s.tokens[s.computed + j]!;
+      seqLens[i] = n;
+      contextLens[i] = s.computed + n;
+      blockTables.set(s.pages, i * maxBlocks);
+    }
+    return { tokens, seqLens, contextLens, blockTables, maxBlocksPerSeq: maxBlocks, logits: "last" };
+  }
+}

@@ -1,0 +1,138 @@
+// The worker process: one engine (one device, one shard), its KV pool, and the gRPC service the router drives.
+import { basename } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { type Engine, type ModelShape, loadNative } from "../../native/index.js";
+import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
+import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
+import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
+import { type ModelConfig, loadModelConfig, toModelShape } from "../common/model/config.js";
+import { protos } from "../common/proto.js";
+import type { WorkerConfig } from "./config.js";
+import { StepExecutor } from "./executor.js";
+import { loadWeights } from "./load.js";
+
+export interface LoadProgress {
+  done: number;
+  total: number;
+  name: string;
+}
+
+export interface WorkerHandle {
+  port: number;
+  address: string;
+  describe: DescribeResponse;
+  engine: Engine;
+  executor: StepExecutor;
+  close(): Promise<void>;
+}
+
+/** KV bytes of one page: K and V, every layer, float32 on the CPU backend. */
+export function kvBytesPerPage(shape: ModelShape, blockSize: number): number {
+  return shape.numLayers * 2 * blockSize * shape.numKvHeads * shape.headDim * 4;
+}
+
+export function quantizationLabel(cfg: WorkerConfig): string {
+  return cfg.quantization === "none" ? "none" : `int4-g${cfg.groupSize}-${cfg.symmetric ? "sym" : "asym"}`;
+}
+
+/** Builds the engine and loads the weights (no server). Used by the worker, `tpserve eval` and the benchmarks. */
+export function createEngine(
+  cfg: WorkerConfig,
+  onProgress?: (p: LoadProgress) => void,
+): { engine: Engine; model: ModelConfig; numPages: number } {
+  const model = loadModelConfig(cfg.model);
+  const shape = toModelShape(model);
+  const perPage = kvBytesPerPage(shape, cfg.blockSize);
+  const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
+  const native = loadNative();
+  const engine = new native.Engine({
+    shape,
+    numPages,
+    blockSize: cfg.blockSize,
+    maxBatchTokens: cfg.maxBatchTokens,
+    threads: cfg.threads,
+  });
+  loadWeights(engine, {
+    dir: cfg.model,
+    config: model,
+    quantization: cfg.quantization,
+    groupSize: cfg.groupSize,
+    symmetric: cfg.symmetric,
+    loadFormat: cfg.loadFormat,
+    seed: cfg.seed,
+    onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
+  });
+  return { engine, model, numPages };
+}
+
+export async function startWorker(cfg: WorkerConfig, onProgress?: (p: LoadProgress) => void): Promise<WorkerHandle> {
+  const { engine, model, numPages } = createEngine(cfg, onProgress);
+  const maxContext = model.maxPositionEmbeddings;
+  const maxBlocksPerSeq = Math.ceil(maxContext / cfg.blockSize);
+  const executorOpts = {
+    vocabSize: model.vocabSize,
+    eosTokenIds: model.eosTokenIds,
+    blockSize: cfg.blockSize,
+    maxBlocksPerSeq,
+    maxBatchTokens: cfg.maxBatchTokens,
+    numPages,
+    epoch: cfg.epoch,
+  };
+  let executor = new StepExecutor(engine, executorOpts);
+  const info = engine.info();
+  const describe: DescribeResponse = {
+    model: basename(cfg.model),
+    vocabSize: model.vocabSize,
+    maxContext,
+    numPages,
+    blockSize: cfg.blockSize,
+    backend: "cpu",
+    backendReason: `no CUDA backend in this build; CPU kernels use ${info.simd} with ${info.threads} threads`,
+    quantization: quantizationLabel(cfg),
+    eosTokenId: model.eosTokenIds[0] ?? 0,
+    eosTokenIds: model.eosTokenIds,
+    tpRank: 0,
+    tpSize: 1,
+    epoch: cfg.epoch,
+    maxBatchTokens: cfg.maxBatchTokens,
+  };
+
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": 64 << 20,
+    "grpc.max_send_message_length": 64 << 20,
+  });
+  server.addService(protos().worker.tpserve.worker.v1.Worker.service, {
+    Describe: (_call: unknown, cb: grpc.sendUnaryData<DescribeResponse>) => cb(null, describe),
+    Stats: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, executor.stats()),
+    Steps: (call: grpc.ServerDuplexStream<StepPlan__Output, StepResult>) => {
+      // A new stream means a new router session: the previous one's sequences are gone.
+      executor = new StepExecutor(engine, executorOpts);
+      const ex = executor;
+      let chain = Promise.resolve();
+      call.on("data", (plan: StepPlan__Output) => {
+        chain = chain.then(() => ex.execute(plan, (r) => call.write(r)));
+      });
+      call.on("end", () => void chain.then(() => call.end()));
+      call.on("error", () => undefined); // the router went away; its next stream starts afresh
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${cfg.host}:${cfg.port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(new Error(`worker cannot listen on ${cfg.host}:${cfg.port}: ${err.message}`)) : resolve(p),
+    ),
+  );
+  return {
+    port,
+    address: `${cfg.host}:${port}`,
+    describe,
+    engine,
+    get executor() {
+      return executor;
+    },
+    async close() {
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      server.forceShutdown();
+      engine.close();
+    },
+  };
+}
