@@ -62,6 +62,7 @@ export async function workerCommand(f: Flags): Promise<number> {
     process.once("disconnect", stop);
   });
   await handle.close();
+  if (process.connected) process.disconnect(); // the IPC channel would keep this process alive
   return 0;
 }
 
@@ -100,7 +101,11 @@ export async function serveCommand(f: Flags): Promise<number> {
       stopping = true;
       console.error("tpserve: draining (up to 10 s for in-flight streams)...");
       await handle.close(10_000);
+      const gone = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
+      await Promise.race([gone, new Promise((r) => setTimeout(r, 5000).unref())]);
+      if (child.exitCode === null) child.kill("SIGKILL");
+      if (child.connected) child.disconnect();
       resolve();
     };
     process.once("SIGINT", stop);

@@ -42,3 +42,17 @@ export function protos(): { generation: GenerationProto; worker: WorkerProto; he
   };
   return cache;
 }
+
+/** Graceful shutdown of a gRPC server, forced after `graceMs` (open streams would otherwise hold it forever). */
+export function shutdownServer(server: grpc.Server, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -3,7 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
 import { loadTokenizer } from "../common/model/tokenizer.js";
-import { protos } from "../common/proto.js";
+import { protos, shutdownServer } from "../common/proto.js";
 import type { RouterConfig } from "./config.js";
 import { Router, generationServiceWithUtf8Check } from "./server.js";
 
@@ -69,8 +69,7 @@ export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
       const until = Date.now() + graceMs;
       while (router.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       router.close();
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      server.forceShutdown();
+      await shutdownServer(server, 1000);
       for (const c of clients) c.close();
     },
   };

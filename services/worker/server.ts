@@ -6,7 +6,7 @@ import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/Des
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
 import { type ModelConfig, loadModelConfig, toModelShape } from "../common/model/config.js";
-import { protos } from "../common/proto.js";
+import { protos, shutdownServer } from "../common/proto.js";
 import type { WorkerConfig } from "./config.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
@@ -130,8 +130,7 @@ export async function startWorker(cfg: WorkerConfig, onProgress?: (p: LoadProgre
       return executor;
     },
     async close() {
-      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      server.forceShutdown();
+      await shutdownServer(server, 1000);
       engine.close();
     },
   };

@@ -1,0 +1,107 @@
+// The Llama forward engine: weights (float32 or packed int4), a paged float32 KV pool, preallocated workspaces.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "threadpool.h"
+
+namespace tpserve {
+
+struct ModelShape {
+  int vocab = 0, hidden = 0, inter = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0;
+  float theta = 10000.f, eps = 1e-5f;
+  bool tie = false;
+};
+
+struct EngineOptions {
+  ModelShape s;
+  int numPages = 0, blockSize = 0, maxBatchTokens = 0, threads = 0;
+};
+
+struct Weight {
+  bool present = false, int4 = false;
+  int rows = 0, cols = 0, group = 0;
+  std::vector<float> f;
+  std::vector<uint8_t> q, zeros;
+  std::vector<float> scales;
+  Int4View view() const { return {q.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), rows, cols, group}; }
+  size_t bytes() const { return f.size() * 4 + q.size() + scales.size() * 4 + zeros.size(); }
+};
+
+/** Raw tensor as handed over by JS (pointers valid for the duration of the call). */
+struct TensorIn {
+  bool int4 = false;
+  std::string dtype;  // dense: "f32" | "f16" | "bf16"
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;
+  size_t dataBytes = 0;
+  int rows = 0, cols = 0, group = 0;  // int4
+  const float* scales = nullptr;
+  size_t numScales = 0;
+  const uint8_t* zeros = nullptr;  // nullptr: symmetric
+  size_t numZeros = 0;
+};
+
+struct BatchIn {
+  std::vector<int32_t> tokens, seqLens, contextLens, blockTables;
+  int maxBlocksPerSeq = 0;
+  bool all = false;
+};
+
+/** Converts a dense tensor to float32, checking that the byte length matches the shape. */
+void toFloat32(const TensorIn& t, const std::string& name, std::vector<float>& out);
+/** Validates an int4 tensor and copies it into w. */
+void loadInt4(const TensorIn& t, const std::string& name, Weight& w);
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& o);
+  void setTensor(const std::string& name, const TensorIn& t);
+  void finalize();
+  /** Checks a batch against the engine's limits; returns the number of logits rows. */
+  int validate(const BatchIn& b) const;
+  /** Runs a validated batch; out has rows x vocab floats. Caller holds mutex(). */
+  void forward(const BatchIn& b, float* out);
+  void close();
+  bool closed() const { return closed_; }
+  bool finalized() const { return finalized_; }
+  std::mutex& mutex() { return mu_; }
+  int threads() const { return pool_ ? pool_->size() : 0; }
+  const char* simd() const { return simdName(simd_); }
+  size_t weightBytes() const;
+  size_t kvBytes() const { return kv_.size() * sizeof(float); }
+  int vocab() const { return o_.s.vocab; }
+
+ private:
+  struct Layer {
+    Weight attnNorm, mlpNorm, q, k, v, o, gate, up, down;
+  };
+  struct Job {
+    const Weight* w;
+    float* y;
+  };
+  Weight* lookup(const std::string& name, int& expRows, int& expCols, bool& matrix);
+  void matmuls(const float* x, int m, const Job* jobs, int n);
+  void requireReady() const;
+
+  EngineOptions o_;
+  Simd simd_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::mutex mu_;
+  bool finalized_ = false, closed_ = false;
+  Weight embed_, finalNorm_, lmHead_;
+  std::vector<Layer> layers_;
+  std::vector<float> kv_;  // (layers, 2, numPages, blockSize, kvHeads, headDim)
+  size_t maxCtx_ = 0;
+  // Workspaces sized for maxBatchTokens.
+  std::vector<float> x_, h_, h2_, q_, k_, v_, att_, gate_, up_, cos_, sin_, scratch_;
+  std::vector<float> xp_[3], xsum_[3];
+  std::vector<int32_t> pos_, seqOf_;
+  std::vector<AttnArgs> args_;
+};
+
+}  // namespace tpserve

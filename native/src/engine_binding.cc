@@ -1,0 +1,176 @@
+// JS class Engine: wraps tpserve::Engine; forward() runs on the libuv pool and resolves a Promise.
+#include <memory>
+
+#include "napi_util.h"
+
+namespace tpserve {
+namespace {
+
+EngineOptions parseOptions(const Napi::Value& v) {
+  Napi::Object o = asObject(v, "options");
+  Napi::Object s = asObject(o.Get("shape"), "options.shape");
+  EngineOptions e;
+  const std::string w = "options.shape";
+  e.s.vocab = getInt(s, "vocabSize", w, 1), e.s.hidden = getInt(s, "hiddenSize", w, 1);
+  e.s.inter = getInt(s, "intermediateSize", w, 1), e.s.layers = getInt(s, "numLayers", w, 1);
+  e.s.heads = getInt(s, "numHeads", w, 1), e.s.kvHeads = getInt(s, "numKvHeads", w, 1);
+  e.s.headDim = getInt(s, "headDim", w, 2);
+  e.s.theta = (float)getNumber(s, "ropeTheta", w), e.s.eps = (float)getNumber(s, "rmsNormEps", w);
+  Napi::Value tie = s.Get("tieWordEmbeddings");
+  if (!tie.IsBoolean()) fail("NATIVE_INVALID_ARG", "options.shape.tieWordEmbeddings must be a boolean");
+  e.s.tie = tie.As<Napi::Boolean>().Value();
+  e.numPages = getInt(o, "numPages", "options", 2), e.blockSize = getInt(o, "blockSize", "options", 1);
+  e.maxBatchTokens = getInt(o, "maxBatchTokens", "options", 1);
+  Napi::Value th = o.Get("threads");
+  e.threads = th.IsUndefined() ? 0 : toInt(th, "options.threads", 0, 1024);
+  return e;
+}
+
+std::shared_ptr<BatchIn> parseBatch(const Napi::Value& v) {
+  Napi::Object o = asObject(v, "batch");
+  auto b = std::make_shared<BatchIn>();
+  auto copy = [&](const char* key, std::vector<int32_t>& dst) {
+    Napi::Int32Array a = i32(o.Get(key), std::string("batch.") + key);
+    dst.assign(a.Data(), a.Data() + a.ElementLength());
+  };
+  copy("tokens", b->tokens), copy("seqLens", b->seqLens), copy("contextLens", b->contextLens);
+  copy("blockTables", b->blockTables);
+  b->maxBlocksPerSeq = getInt(o, "maxBlocksPerSeq", "batch", 1);
+  Napi::Value lg = o.Get("logits");
+  const std::string l = lg.IsString() ? lg.As<Napi::String>().Utf8Value() : "";
+  if (l != "last" && l != "all") fail("NATIVE_INVALID_ARG", "batch.logits must be \"last\" or \"all\"");
+  b->all = l == "all";
+  return b;
+}
+
+class ForwardWorker : public Napi::AsyncWorker {
+ public:
+  ForwardWorker(Napi::Env env, std::shared_ptr<Engine> e, std::shared_ptr<BatchIn> b, Napi::Float32Array out)
+      : Napi::AsyncWorker(env, "tpserve.forward"), deferred_(Napi::Promise::Deferred::New(env)), eng_(std::move(e)),
+        batch_(std::move(b)), outPtr_(out.Data()) {
+    out_ = Napi::Persistent(out);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      std::lock_guard<std::mutex> lk(eng_->mutex());
+      eng_->forward(*batch_, outPtr_);
+    } catch (const NativeError& e) {
+      code_ = e.code, SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "NATIVE_OOM", SetError("out of memory during forward");
+    } catch (const std::exception& e) {
+      code_ = "NATIVE_INTERNAL", SetError(std::string("internal error: ") + e.what());
+    } catch (...) {
+      code_ = "NATIVE_INTERNAL", SetError("internal error: unknown exception");
+    }
+  }
+  void OnOK() override { deferred_.Resolve(out_.Value()); }
+  void OnError(const Napi::Error& err) override {
+    Napi::Error e = Napi::Error::New(Env(), err.Message());
+    e.Set("code", Napi::String::New(Env(), code_));
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Engine> eng_;
+  std::shared_ptr<BatchIn> batch_;
+  Napi::Reference<Napi::Float32Array> out_;
+  float* outPtr_;
+  std::string code_ = "NATIVE_INTERNAL";
+};
+
+class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
+ public:
+  EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+    guard(info.Env(), [&] { eng_ = std::make_shared<Engine>(parseOptions(info[0])); });
+  }
+
+  Napi::Value SetTensor(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      if (!info[0].IsString()) fail("NATIVE_INVALID_ARG", "setTensor(name, tensor): name must be a string");
+      const std::string name = info[0].As<Napi::String>().Utf8Value();
+      eng_->setTensor(name, parseTensor(info[1], "tensor '" + name + "'"));
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Finalize(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      eng_->finalize();
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    try {
+      auto b = parseBatch(info[0]);
+      const int rows = eng_->validate(*b);
+      Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)rows * eng_->vocab());
+      auto* w = new ForwardWorker(env, eng_, b, out);
+      Napi::Promise p = w->promise();
+      w->Queue();
+      return p;
+    } catch (const NativeError& e) {
+      return rejected(env, e.code, e.what());
+    } catch (const std::bad_alloc&) {
+      return rejected(env, "NATIVE_OOM", "out of memory preparing forward");
+    }
+  }
+
+  Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      auto b = parseBatch(info[0]);
+      std::lock_guard<std::mutex> lk(eng_->mutex());
+      const int rows = eng_->validate(*b);
+      Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)rows * eng_->vocab());
+      eng_->forward(*b, out.Data());
+      return out;
+    });
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      if (eng_->closed()) fail("NATIVE_CLOSED", "engine is closed: create a new Engine");
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("threads", eng_->threads());
+      o.Set("simd", eng_->simd());
+      o.Set("weightBytes", (double)eng_->weightBytes());
+      o.Set("kvBytes", (double)eng_->kvBytes());
+      return o;
+    });
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      eng_->close();
+      return info.Env().Undefined();
+    });
+  }
+
+ private:
+  static Napi::Value rejected(Napi::Env env, const std::string& code, const std::string& msg) {
+    auto d = Napi::Promise::Deferred::New(env);
+    Napi::Error e = Napi::Error::New(env, msg);
+    e.Set("code", Napi::String::New(env, code));
+    d.Reject(e.Value());
+    return d.Promise();
+  }
+  std::shared_ptr<Engine> eng_;
+};
+
+}  // namespace
+
+Napi::Function defineEngine(Napi::Env env) {
+  return EngineWrap::DefineClass(env, "Engine",
+                                 {EngineWrap::InstanceMethod("setTensor", &EngineWrap::SetTensor),
+                                  EngineWrap::InstanceMethod("finalize", &EngineWrap::Finalize),
+                                  EngineWrap::InstanceMethod("forward", &EngineWrap::Forward),
+                                  EngineWrap::InstanceMethod("forwardSync", &EngineWrap::ForwardSync),
+                                  EngineWrap::InstanceMethod("info", &EngineWrap::Info),
+                                  EngineWrap::InstanceMethod("close", &EngineWrap::Close)});
+}
+
+}  // namespace tpserve

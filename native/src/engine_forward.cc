@@ -1,0 +1,187 @@
+// Batch validation and the Llama forward pass.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <cstring>
+
+#include "engine.h"
+#include "errors.h"
+
+namespace tpserve {
+
+void Engine::requireReady() const {
+  if (closed_) fail("NATIVE_CLOSED", "engine is closed: create a new Engine");
+  if (!finalized_) fail("NATIVE_NOT_FINALIZED", "engine is not finalized: set every tensor, then call finalize()");
+}
+
+int Engine::validate(const BatchIn& b) const {
+  requireReady();
+  const size_t T = b.tokens.size(), S = b.seqLens.size();
+  const std::string mbt = std::to_string(o_.maxBatchTokens);
+  if (T == 0) fail("NATIVE_INVALID_ARG", "batch.tokens is empty: expected 1.." + mbt + " tokens");
+  if (T > (size_t)o_.maxBatchTokens)
+    fail("NATIVE_INVALID_ARG", "batch has " + std::to_string(T) + " tokens, more than maxBatchTokens " + mbt);
+  for (size_t i = 0; i < T; i++)
+    if (b.tokens[i] < 0 || b.tokens[i] >= o_.s.vocab)
+      fail("NATIVE_INVALID_ARG", "batch.tokens[" + std::to_string(i) + "] = " + std::to_string(b.tokens[i]) +
+                                     " is out of range, expected 0.." + std::to_string(o_.s.vocab - 1));
+  if (S == 0) fail("NATIVE_INVALID_ARG", "batch.seqLens is empty: expected one entry per sequence");
+  if (b.contextLens.size() != S)
+    fail("NATIVE_SHAPE", "batch.contextLens has " + std::to_string(b.contextLens.size()) +
+                             " entries, expected one per sequence (" + std::to_string(S) + ")");
+  if (b.maxBlocksPerSeq <= 0) fail("NATIVE_INVALID_ARG", "batch.maxBlocksPerSeq must be a positive integer");
+  if (b.blockTables.size() != S * (size_t)b.maxBlocksPerSeq)
+    fail("NATIVE_SHAPE", "batch.blockTables has " + std::to_string(b.blockTables.size()) +
+                             " entries, expected numSeqs * maxBlocksPerSeq = " +
+                             std::to_string(S * (size_t)b.maxBlocksPerSeq));
+  size_t sum = 0;
+  for (size_t s = 0; s < S; s++) {
+    const std::string ss = std::to_string(s);
+    const int len = b.seqLens[s], ctx = b.contextLens[s];
+    if (len <= 0) fail("NATIVE_INVALID_ARG", "batch.seqLens[" + ss + "] = " + std::to_string(len) + ", expected >= 1");
+    if (ctx < len)
+      fail("NATIVE_INVALID_ARG", "batch.contextLens[" + ss + "] = " + std::to_string(ctx) + " is below seqLens[" + ss +
+                                     "] = " + std::to_string(len) + ": the context includes this step's tokens");
+    if ((size_t)ctx > maxCtx_)
+      fail("NATIVE_PAGE_RANGE", "batch.contextLens[" + ss + "] = " + std::to_string(ctx) +
+                                    " exceeds the KV pool, at most (numPages-1)*blockSize = " + std::to_string(maxCtx_));
+    const long long blocks = ((long long)ctx + o_.blockSize - 1) / o_.blockSize;
+    if (blocks > b.maxBlocksPerSeq)
+      fail("NATIVE_PAGE_RANGE", "sequence " + ss + " needs " + std::to_string(blocks) + " pages for context " +
+                                    std::to_string(ctx) + " but maxBlocksPerSeq is " +
+                                    std::to_string(b.maxBlocksPerSeq));
+    for (long long j = 0; j < blocks; j++) {
+      const int p = b.blockTables[s * b.maxBlocksPerSeq + j];
+      if (p <= 0 || p >= o_.numPages)
+        fail("NATIVE_PAGE_RANGE", "blockTables[" + ss + "][" + std::to_string(j) + "] = " + std::to_string(p) +
+                                      ": used pages must be 1.." + std::to_string(o_.numPages - 1) +
+                                      " (page 0 is reserved)");
+    }
+    sum += len;
+  }
+  if (sum != T)
+    fail("NATIVE_SHAPE", "sum of batch.seqLens is " + std::to_string(sum) + " but batch.tokens has " +
+                             std::to_string(T) + " tokens");
+  return b.all ? (int)T : (int)S;
+}
+
+void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
+  const KernelTable& dense = kernelsFor(simd_);
+  const KernelTable* tabs[3];
+  const float* xps[3];
+  const float* xss[3];
+  int slotKey[3][2];
+  int slots = 0, total = 0;
+  for (int j = 0; j < n; j++) {
+    const Weight& w = *jobs[j].w;
+    total += w.rows;
+    if (!w.int4) continue;
+    tabs[j] = &int4KernelsFor(simd_, w.group);
+    int s = 0;
+    while (s < slots && !(slotKey[s][0] == tabs[j]->chunk && slotKey[s][1] == w.group)) s++;
+    if (s == slots) {
+      tabs[j]->prepI4(x, m, w.cols, w.group, xp_[s].data(), xsum_[s].data());
+      slotKey[s][0] = tabs[j]->chunk, slotKey[s][1] = w.group;
+      slots++;
+    }
+    xps[j] = xp_[s].data(), xss[j] = xsum_[s].data();
+  }
+  pool_->parallelFor(total, 16, [&](int b, int e) {
+    int off = 0;
+    for (int j = 0; j < n; j++) {
+      const Weight& w = *jobs[j].w;
+      const int lo = std::max(b, off), hi = std::min(e, off + w.rows);
+      if (lo < hi) {
+        if (w.int4) tabs[j]->gemmI4(xps[j], xss[j], m, w.view(), jobs[j].y, w.rows, lo - off, hi - off);
+        else dense.gemmF32(x, m, w.cols, w.f.data(), jobs[j].y, w.rows, lo - off, hi - off);
+      }
+      off += w.rows;
+    }
+  });
+}
+
+void Engine::forward(const BatchIn& b, float* out) {
+  requireReady();
+  const ModelShape& s = o_.s;
+  const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), H = s.hidden, hd = s.headDim;
+  const int qd = s.heads * hd, kvd = s.kvHeads * hd, I = s.inter, bs = o_.blockSize;
+  const size_t layerStride = (size_t)2 * o_.numPages * bs * kvd, halfStride = layerStride / 2;
+  // Positions, sequence of each token, attention views.
+  args_.clear();
+  for (int sq = 0, t = 0; sq < S; sq++) {
+    const int len = b.seqLens[sq], ctx = b.contextLens[sq];
+    AttnArgs a{};
+    a.q = q_.data() + (size_t)t * qd, a.out = att_.data() + (size_t)t * qd;
+    a.blockTable = b.blockTables.data() + (size_t)sq * b.maxBlocksPerSeq;
+    a.qLen = len, a.numHeads = s.heads, a.numKvHeads = s.kvHeads, a.headDim = hd, a.blockSize = bs;
+    a.contextLen = ctx, a.qStride = qd;
+    args_.push_back(a);
+    for (int i = 0; i < len; i++, t++) pos_[t] = ctx - len + i, seqOf_[t] = sq;
+  }
+  ropeTables(pos_.data(), T, hd, s.theta, cos_.data(), sin_.data());
+  for (int t = 0; t < T; t++) std::memcpy(&x_[(size_t)t * H], &embed_.f[(size_t)b.tokens[t] * H], H * sizeof(float));
+  auto rowsParallel = [&](int rows, const std::function<void(int, int)>& fn) {
+    if (rows < 16) fn(0, rows);
+    else pool_->parallelFor(rows, 4, fn);
+  };
+  for (int l = 0; l < s.layers; l++) {
+    const Layer& L = layers_[l];
+    float* kc = kv_.data() + l * layerStride;
+    float* vc = kc + halfStride;
+    rowsParallel(T, [&](int r0, int r1) {
+      rmsNormRows(&x_[(size_t)r0 * H], L.attnNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
+    });
+    const Job qkv[3] = {{&L.q, q_.data()}, {&L.k, k_.data()}, {&L.v, v_.data()}};
+    matmuls(h_.data(), T, qkv, 3);
+    ropeApply(q_.data(), T, s.heads, hd, qd, cos_.data(), sin_.data());
+    ropeApply(k_.data(), T, s.kvHeads, hd, kvd, cos_.data(), sin_.data());
+    for (int t = 0; t < T; t++) {
+      const int p = pos_[t];
+      const int page = args_[seqOf_[t]].blockTable[p / bs];
+      const size_t off = ((size_t)page * bs + p % bs) * kvd;
+      std::memcpy(kc + off, &k_[(size_t)t * kvd], kvd * sizeof(float));
+      std::memcpy(vc + off, &v_[(size_t)t * kvd], kvd * sizeof(float));
+    }
+    const KernelTable& kt = kernelsFor(simd_);
+    for (AttnArgs& a : args_) a.k = kc, a.v = vc;
+    const int items = T * s.heads;
+    auto attn = [&](int part, int parts) {
+      float* scratch = scratch_.data() + (size_t)part * maxCtx_;
+      for (int i = part; i < items; i += parts) {
+        const int t = i / s.heads, h = i % s.heads;
+        const AttnArgs& a = args_[seqOf_[t]];
+        const int first = (int)((a.q - q_.data()) / qd);
+        kt.attention(a, t - first, h, scratch);
+      }
+    };
+    if (items < 2) attn(0, 1);
+    else pool_->run(attn);
+    const Job o[1] = {{&L.o, h2_.data()}};
+    matmuls(att_.data(), T, o, 1);
+    rowsParallel(T, [&](int r0, int r1) {
+      for (size_t i = (size_t)r0 * H; i < (size_t)r1 * H; i++) x_[i] += h2_[i];
+      rmsNormRows(&x_[(size_t)r0 * H], L.mlpNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
+    });
+    const Job gu[2] = {{&L.gate, gate_.data()}, {&L.up, up_.data()}};
+    matmuls(h_.data(), T, gu, 2);
+    rowsParallel(T, [&](int r0, int r1) {
+      siluMul(&gate_[(size_t)r0 * I], &up_[(size_t)r0 * I], &gate_[(size_t)r0 * I], (size_t)(r1 - r0) * I);
+    });
+    const Job d[1] = {{&L.down, h2_.data()}};
+    matmuls(gate_.data(), T, d, 1);
+    rowsParallel(T, [&](int r0, int r1) {
+      for (size_t i = (size_t)r0 * H; i < (size_t)r1 * H; i++) x_[i] += h2_[i];
+    });
+  }
+  // Final norm on the rows that produce logits, then the LM head straight into the output.
+  const int rows = b.all ? T : S;
+  for (int r = 0, t = 0; r < rows; r++) {
+    int src = r;
+    if (!b.all) t += b.seqLens[r], src = t - 1;
+    rmsNormRows(&x_[(size_t)src * H], finalNorm_.f.data(), &h_[(size_t)r * H], 1, H, s.eps);
+  }
+  const Job head[1] = {{lmHead_.present ? &lmHead_ : &embed_, out}};
+  matmuls(h_.data(), rows, head, 1);
+}
+
+}  // namespace tpserve

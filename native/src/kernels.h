@@ -1,0 +1,61 @@
+// Kernel tables: one per instruction set (scalar, AVX2, AVX-512), chosen at run time.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace tpserve {
+
+enum class Simd { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+/** Group-wise int4 weight (layout in native/index.ts). zeros == nullptr: symmetric (zero 8). */
+struct Int4View {
+  const uint8_t* q;
+  const float* scales;
+  const uint8_t* zeros;
+  int rows, cols, group;
+};
+
+/** One sequence's view of a paged KV cache for attention. */
+struct AttnArgs {
+  const float* q;  // (qLen, numHeads, headDim) for this sequence
+  float* out;      // same shape
+  const float* k;  // (numPages, blockSize, numKvHeads, headDim)
+  const float* v;
+  const int32_t* blockTable;
+  int qLen, numHeads, numKvHeads, headDim, blockSize, contextLen;
+  int qStride;  // floats between consecutive tokens in q/out (numHeads*headDim in a packed layout)
+};
+
+struct KernelTable {
+  const char* name;
+  int chunk;  // int4 activation chunk: xp holds x reordered per `chunk` columns (evens then odds)
+  /** y[t*ldy + r] = dot(x[t*k..], w[r*k..]) for t < m and r0 <= r < r1. */
+  void (*gemmF32)(const float* x, int m, int k, const float* w, float* y, int ldy, int r0, int r1);
+  /** Same for int4: xp/xsum from prepInt4 (same group size). */
+  void (*gemmI4)(const float* xp, const float* xsum, int m, const Int4View& w, float* y, int ldy, int r0, int r1);
+  /** Reorders x (m, k) into xp and sums every group of x into xsum (m, k/group). */
+  void (*prepI4)(const float* x, int m, int k, int group, float* xp, float* xsum);
+  /** Causal attention for token t of the sequence and head h; scratch holds contextLen floats. */
+  void (*attention)(const AttnArgs& a, int t, int h, float* scratch);
+};
+
+const KernelTable& scalarKernels();
+const KernelTable& avx2Kernels();
+const KernelTable& avx512Kernels();
+
+/** Best level the CPU supports, lowered by TPSERVE_SIMD=scalar|avx2|avx512 when set. */
+Simd activeSimd();
+const char* simdName(Simd s);
+const KernelTable& kernelsFor(Simd s);
+/** Table to use for an int4 weight of this group size (falls back to a narrower ISA when group % chunk != 0). */
+const KernelTable& int4KernelsFor(Simd s, int group);
+
+// Plain kernels (auto-vectorised, accurate); used by the engine and exposed to JS.
+void rmsNormRows(const float* x, const float* w, float* y, int rows, int cols, float eps);
+/** cos/sin (tokens, headDim/2) of the rotary angles of each position. */
+void ropeTables(const int32_t* positions, int tokens, int headDim, float theta, float* cs, float* sn);
+/** Rotates x (tokens rows of `stride` floats, numHeads heads of headDim each) with tables from ropeTables. */
+void ropeApply(float* x, int tokens, int numHeads, int headDim, int stride, const float* cs, const float* sn);
+void siluMul(const float* gate, const float* up, float* y, size_t n);
+
+}  // namespace tpserve

@@ -1,0 +1,212 @@
+// Loads a model's weights into the native engine: Hugging Face tensor names -> engine names, optional RTN int4
+// quantization of the decoder-layer linears, or seeded random ("dummy") weights for benchmarks.
+import type { DType, Engine, Int4Tensor, WeightTensor } from "../../native/index.js";
+import { ConfigError, ModelLoadError } from "../common/errors.js";
+import type { ModelConfig } from "../common/model/config.js";
+import { type Checkpoint, openCheckpoint, type StDType, toFloat32 } from "../common/model/safetensors.js";
+import { checkGroupSize, quantizeRtn } from "./quant/rtn.js";
+
+export interface LoadOptions {
+  dir?: string;
+  config: ModelConfig;
+  quantization: "none" | "int4";
+  groupSize: 32 | 64 | 128;
+  symmetric: boolean;
+  loadFormat: "safetensors" | "dummy";
+  seed?: number;
+  onProgress?: (done: number, total: number, name: string) => void;
+}
+
+export interface LoadSummary {
+  tensors: number;
+  /** Bytes handed to the engine (dense data, or qweight + scales + zeros). */
+  bytes: number;
+  quantization: "none" | "int4";
+  ms: number;
+}
+
+export interface TensorSpec {
+  /** Engine name. */
+  name: string;
+  /** Hugging Face checkpoint name. */
+  hf: string;
+  shape: number[];
+  /** Linear layer inside a decoder layer (quantized under int4). */
+  linear: boolean;
+}
+
+/** Every tensor the engine takes for this config, in load order. */
+export function tensorSpecs(cfg: ModelConfig): TensorSpec[] {
+  const h = cfg.hiddenSize;
+  const qDim = cfg.numHeads * cfg.headDim;
+  const kvDim = cfg.numKvHeads * cfg.headDim;
+  const inter = cfg.intermediateSize;
+  const specs: TensorSpec[] = [
+    { name: "embed", hf: "model.embed_tokens.weight", shape: [cfg.vocabSize, h], linear: false },
+  ];
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    const l = `layers.${i}`;
+    const lin = (name: string, hf: string, shape: number[]): TensorSpec => ({
+      name: `${l}.${name}`,
+      hf: `${p}.${hf}.weight`,
+      shape,
+      linear: true,
+    });
+    specs.push(
+      { name: `${l}.attn_norm`, hf: `${p}.input_layernorm.weight`, shape: [h], linear: false },
+      lin("q", "self_attn.q_proj", [qDim, h]),
+      lin("k", "self_attn.k_proj", [kvDim, h]),
+      lin("v", "self_attn.v_proj", [kvDim, h]),
+      lin("o", "self_attn.o_proj", [h, qDim]),
+      { name: `${l}.mlp_norm`, hf: `${p}.post_attention_layernorm.weight`, shape: [h], linear: false },
+      lin("gate", "mlp.gate_proj", [inter, h]),
+      lin("up", "mlp.up_proj", [inter, h]),
+      lin("down", "mlp.down_proj", [h, inter]),
+    );
+  }
+  specs.push({ name: "final_norm", hf: "model.norm.weight", shape: [h], linear: false });
+  // Tied models reuse `embed` in the engine; a stored lm_head.weight (a copy of it) is skipped.
+  if (!cfg.tieWordEmbeddings) {
+    specs.push({ name: "lm_head", hf: "lm_head.weight", shape: [cfg.vocabSize, h], linear: false });
+  }
+  return specs;
+}
+
+const NATIVE_DTYPE: Record<StDType, DType> = { BF16: "bf16", F16: "f16", F32: "f32" };
+
+function tensorBytes(t: WeightTensor): number {
+  if (t.kind === "dense") return t.data.byteLength;
+  return t.qweight.byteLength + t.scales.byteLength + (t.zeros?.byteLength ?? 0);
+}
+
+const fmtShape = (s: number[]): string => `[${s.join(", ")}]`;
+
+/** xorshift128-style 32-bit generator (fast, seeded, not cryptographic). */
+function makeRng(seed: number): () => number {
+  let a = seed >>> 0 || 0x9e3779b9;
+  let b = 0x243f6a88;
+  let c = 0xb7e15162;
+  let d = 0x85a308d3;
+  return () => {
+    const t = a ^ (a << 11);
+    a = b;
+    b = c;
+    c = d;
+    d = (d ^ (d >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
+    return d;
+  };
+}
+
+const POOL = 1 << 20;
+const CHUNK = 4096;
+const DUMMY_STD = 0.02;
+
+/** Seeded random source for dummy weights: pools of random values, copied out in chunks at random offsets (fast). */
+class DummySource {
+  private readonly rng: () => number;
+  private readonly normals = new Float32Array(POOL);
+  private readonly bytes = new Uint8Array(POOL);
+  constructor(seed: number) {
+    this.rng = makeRng(seed);
+    // Approximately normal (Irwin-Hall of four random bytes), mean 0, standard deviation DUMMY_STD.
+    const k = DUMMY_STD / Math.sqrt((4 * (256 * 256 - 1)) / 12);
+    for (let i = 0; i < POOL; i++) {
+      const x = this.rng();
+      this.normals[i] = ((x & 255) + ((x >>> 8) & 255) + ((x >>> 16) & 255) + (x >>> 24) - 510) * k;
+      this.bytes[i] = this.rng() & 255;
+    }
+  }
+  private fill<T extends Float32Array | Uint8Array>(out: T, pool: T): T {
+    for (let i = 0; i < out.length; i += CHUNK) {
+      const n = Math.min(CHUNK, out.length - i);
+      const at = this.rng() % (POOL - CHUNK);
+      out.set(pool.subarray(at, at + n), i);
+    }
+    return out;
+  }
+  normal(n: number): Float32Array {
+    return this.fill(new Float32Array(n), this.normals);
+  }
+  randomBytes(n: number): Uint8Array {
+    return this.fill(new Uint8Array(n), this.bytes);
+  }
+}
+
+function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySource): Int4Tensor {
+  const qweight = src.randomBytes((rows * cols) / 2);
+  const groups = (rows * cols) / opts.groupSize;
+  const scales = new Float32Array(groups);
+  const jitter = src.randomBytes(groups);
+  for (let i = 0; i < groups; i++) scales[i] = (DUMMY_STD / 7) * (0.9 + (jitter[i]! / 255) * 0.2);
+  const t: Int4Tensor = { kind: "int4", rows, cols, groupSize: opts.groupSize, qweight, scales };
+  if (!opts.symmetric) t.zeros = new Uint8Array(groups).fill(8);
+  return t;
+}
+
+function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions): WeightTensor {
+  const info = ckpt.info(spec.hf);
+  if (!info) {
+    throw new ModelLoadError(
+      `checkpoint ${opts.dir} is missing tensor "${spec.hf}" (expected shape ${fmtShape(spec.shape)})`,
+    );
+  }
+  const same = info.shape.length === spec.shape.length && info.shape.every((d, i) => d === spec.shape[i]);
+  if (!same) {
+    throw new ModelLoadError(
+      `tensor "${spec.hf}" has shape ${fmtShape(info.shape)} but config.json implies ${fmtShape(spec.shape)}`,
+    );
+  }
+  const raw = ckpt.read(spec.hf);
+  if (spec.linear && opts.quantization === "int4") {
+    const [rows, cols] = spec.shape as [number, number];
+    return quantizeRtn(toFloat32(raw.data, raw.dtype), rows, cols, {
+      groupSize: opts.groupSize,
+      symmetric: opts.symmetric,
+      name: spec.hf,
+    });
+  }
+  return { kind: "dense", dtype: NATIVE_DTYPE[raw.dtype], shape: raw.shape, data: raw.data };
+}
+
+function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource): WeightTensor {
+  const n = spec.shape.reduce((a, b) => a * b, 1);
+  if (spec.linear && opts.quantization === "int4") {
+    const [rows, cols] = spec.shape as [number, number];
+    return dummyInt4(rows, cols, opts, src);
+  }
+  const values = spec.shape.length === 1 ? new Float32Array(n).fill(1) : src.normal(n);
+  return { kind: "dense", dtype: "f32", shape: [...spec.shape], data: new Uint8Array(values.buffer) };
+}
+
+/** Loads all weights into `engine` and finalizes it. */
+export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
+  const start = performance.now();
+  const cfg = opts.config;
+  const specs = tensorSpecs(cfg);
+  if (opts.quantization === "int4") {
+    for (const s of specs) if (s.linear) checkGroupSize(s.name, s.shape[1]!, opts.groupSize);
+  }
+  let ckpt: Checkpoint | undefined;
+  if (opts.loadFormat === "safetensors") {
+    if (!opts.dir) throw new ConfigError("loadFormat safetensors needs a model directory");
+    ckpt = openCheckpoint(opts.dir);
+  }
+  const src = ckpt ? undefined : new DummySource(opts.seed ?? 0);
+  let tensors = 0;
+  let bytes = 0;
+  try {
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i]!;
+      const t = ckpt ? fromCheckpoint(ckpt, spec, opts) : dummy(spec, opts, src!);
+      engine.setTensor(spec.name, t);
+      tensors++;
+      bytes += tensorBytes(t);
+      opts.onProgress?.(i + 1, specs.length, spec.name);
+    }
+  } finally {
+    ckpt?.close();
+  }
+  engine.finalize();
+  return { tensors, bytes, quantization: opts.quantization, ms: performance.now() - start };
+}
