@@ -28,9 +28,7 @@ if (!existsSync(addon) || statSync(addon).mtimeMs < nativeSrc) {
   run("npm run --silent build:native");
 }
 const distMain = join(root, "dist", "services", "cli", "main.js");
-const tsSrc = Math.max(
-  ...["services", "bench", "native", "test"].map((d) => newest(join(root, d), [".ts"])),
-);
+const tsSrc = Math.max(...["services", "bench", "native", "test"].map((d) => newest(join(root, d), [".ts"])));
 if (!existsSync(distMain) || statSync(distMain).mtimeMs < tsSrc) {
   console.error("[tpserve] compiling TypeScript...");
   run("npm run --silent build:ts");

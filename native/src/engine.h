@@ -1,5 +1,6 @@
 // The Llama forward engine: weights (float32 or packed int4), a paged float32 KV pool, preallocated workspaces.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -76,6 +77,16 @@ class Engine {
   size_t kvBytes() const { return kv_.size() * sizeof(float); }
   int vocab() const { return o_.s.vocab; }
 
+  /** Per-op wall-time accounting in forward (off by default; one branch per op when off). */
+  enum Op { kEmbed, kRmsNorm, kQkv, kRope, kKvWrite, kAttention, kOProj, kResidual, kGateUp, kSilu, kDown,
+            kFinalNorm, kLmHead, kInt4Prep, kPoolWait, kForward, kNumOps };
+  static const char* opName(int op);
+  void setProfiling(bool on) { profiling_ = on; if (pool_) pool_->setProfiling(on); }
+  bool profiling() const { return profiling_; }
+  void resetProfile();
+  /** Snapshot: ms and calls per op (pool wait is read from the pool). */
+  void profile(double* ms, long long* calls);
+
  private:
   struct Layer {
     Weight attnNorm, mlpNorm, q, k, v, o, gate, up, down;
@@ -87,6 +98,18 @@ class Engine {
   Weight* lookup(const std::string& name, int& expRows, int& expCols, bool& matrix);
   void matmuls(const float* x, int m, const Job* jobs, int n);
   void requireReady() const;
+
+  using Clock = std::chrono::steady_clock;
+  void tick(Op op) {
+    if (!profiling_) return;
+    const Clock::time_point now = Clock::now();
+    profNs_[op] += std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_).count();
+    profCalls_[op]++;
+    last_ = now;
+  }
+  bool profiling_ = false;
+  Clock::time_point last_;
+  long long profNs_[kNumOps] = {}, profCalls_[kNumOps] = {};
 
   EngineOptions o_;
   Simd simd_;

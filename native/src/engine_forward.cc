@@ -65,6 +65,23 @@ int Engine::validate(const BatchIn& b) const {
   return b.all ? (int)T : (int)S;
 }
 
+const char* Engine::opName(int op) {
+  static const char* names[kNumOps] = {"embed", "rmsnorm", "qkv_matmul", "rope", "kv_write", "attention",
+                                       "o_matmul", "residual", "mlp_gate_up", "silu_mul", "mlp_down",
+                                       "final_norm", "lm_head", "int4_prep", "pool_wait", "forward"};
+  return op >= 0 && op < kNumOps ? names[op] : "?";
+}
+
+void Engine::resetProfile() {
+  for (int i = 0; i < kNumOps; i++) profNs_[i] = 0, profCalls_[i] = 0;
+  if (pool_) pool_->resetWait();
+}
+
+void Engine::profile(double* ms, long long* calls) {
+  for (int i = 0; i < kNumOps; i++) ms[i] = profNs_[i] / 1e6, calls[i] = profCalls_[i];
+  if (pool_) ms[kPoolWait] = pool_->waitNs() / 1e6, calls[kPoolWait] = pool_->waitCalls();
+}
+
 void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
   const KernelTable& dense = kernelsFor(simd_);
   const KernelTable* tabs[3];
@@ -86,6 +103,7 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
     }
     xps[j] = xp_[s].data(), xss[j] = xsum_[s].data();
   }
+  if (slots) tick(kInt4Prep);
   pool_->parallelFor(total, 16, [&](int b, int e) {
     int off = 0;
     for (int j = 0; j < n; j++) {
@@ -102,6 +120,8 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
 
 void Engine::forward(const BatchIn& b, float* out) {
   requireReady();
+  Clock::time_point start{};
+  if (profiling_) start = last_ = Clock::now();
   const ModelShape& s = o_.s;
   const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), H = s.hidden, hd = s.headDim;
   const int qd = s.heads * hd, kvd = s.kvHeads * hd, I = s.inter, bs = o_.blockSize;
@@ -120,6 +140,7 @@ void Engine::forward(const BatchIn& b, float* out) {
   }
   ropeTables(pos_.data(), T, hd, s.theta, cos_.data(), sin_.data());
   for (int t = 0; t < T; t++) std::memcpy(&x_[(size_t)t * H], &embed_.f[(size_t)b.tokens[t] * H], H * sizeof(float));
+  tick(kEmbed);
   auto rowsParallel = [&](int rows, const std::function<void(int, int)>& fn) {
     if (rows < 16) fn(0, rows);
     else pool_->parallelFor(rows, 4, fn);
@@ -131,10 +152,13 @@ void Engine::forward(const BatchIn& b, float* out) {
     rowsParallel(T, [&](int r0, int r1) {
       rmsNormRows(&x_[(size_t)r0 * H], L.attnNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
     });
+    tick(kRmsNorm);
     const Job qkv[3] = {{&L.q, q_.data()}, {&L.k, k_.data()}, {&L.v, v_.data()}};
     matmuls(h_.data(), T, qkv, 3);
+    tick(kQkv);
     ropeApply(q_.data(), T, s.heads, hd, qd, cos_.data(), sin_.data());
     ropeApply(k_.data(), T, s.kvHeads, hd, kvd, cos_.data(), sin_.data());
+    tick(kRope);
     for (int t = 0; t < T; t++) {
       const int p = pos_[t];
       const int page = args_[seqOf_[t]].blockTable[p / bs];
@@ -142,6 +166,7 @@ void Engine::forward(const BatchIn& b, float* out) {
       std::memcpy(kc + off, &k_[(size_t)t * kvd], kvd * sizeof(float));
       std::memcpy(vc + off, &v_[(size_t)t * kvd], kvd * sizeof(float));
     }
+    tick(kKvWrite);
     const KernelTable& kt = kernelsFor(simd_);
     for (AttnArgs& a : args_) a.k = kc, a.v = vc;
     const int items = T * s.heads;
@@ -156,22 +181,29 @@ void Engine::forward(const BatchIn& b, float* out) {
     };
     if (items < 2) attn(0, 1);
     else pool_->run(attn);
+    tick(kAttention);
     const Job o[1] = {{&L.o, h2_.data()}};
     matmuls(att_.data(), T, o, 1);
+    tick(kOProj);
     rowsParallel(T, [&](int r0, int r1) {
       for (size_t i = (size_t)r0 * H; i < (size_t)r1 * H; i++) x_[i] += h2_[i];
       rmsNormRows(&x_[(size_t)r0 * H], L.mlpNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
     });
+    tick(kRmsNorm);
     const Job gu[2] = {{&L.gate, gate_.data()}, {&L.up, up_.data()}};
     matmuls(h_.data(), T, gu, 2);
+    tick(kGateUp);
     rowsParallel(T, [&](int r0, int r1) {
       siluMul(&gate_[(size_t)r0 * I], &up_[(size_t)r0 * I], &gate_[(size_t)r0 * I], (size_t)(r1 - r0) * I);
     });
+    tick(kSilu);
     const Job d[1] = {{&L.down, h2_.data()}};
     matmuls(gate_.data(), T, d, 1);
+    tick(kDown);
     rowsParallel(T, [&](int r0, int r1) {
       for (size_t i = (size_t)r0 * H; i < (size_t)r1 * H; i++) x_[i] += h2_[i];
     });
+    tick(kResidual);
   }
   // Final norm on the rows that produce logits, then the LM head straight into the output.
   const int rows = b.all ? T : S;
@@ -180,8 +212,14 @@ void Engine::forward(const BatchIn& b, float* out) {
     if (!b.all) t += b.seqLens[r], src = t - 1;
     rmsNormRows(&x_[(size_t)src * H], finalNorm_.f.data(), &h_[(size_t)r * H], 1, H, s.eps);
   }
+  tick(kFinalNorm);
   const Job head[1] = {{lmHead_.present ? &lmHead_ : &embed_, out}};
   matmuls(h_.data(), rows, head, 1);
+  tick(kLmHead);
+  if (profiling_) {
+    profNs_[kForward] += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+    profCalls_[kForward]++;
+  }
 }
 
 }  // namespace tpserve

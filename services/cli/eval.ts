@@ -61,7 +61,12 @@ export async function perplexity(
     count += n;
     opts.onWindow?.(w + 1, starts.length);
   }
-  return { perplexity: Math.exp(total / count), tokens: count, windows: starts.length, seconds: (performance.now() - t0) / 1000 };
+  return {
+    perplexity: Math.exp(total / count),
+    tokens: count,
+    windows: starts.length,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 export function readText(file: string): string {

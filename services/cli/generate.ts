@@ -1,6 +1,7 @@
 // `tpserve generate`: streams one completion from a running server to stdout.
-import type { Flags } from "../common/flags.js";
+
 import { generate, generationClient } from "../common/client.js";
+import type { Flags } from "../common/flags.js";
 import type { GenerateRequest } from "../common/generated/tpserve/v1/GenerateRequest.js";
 
 export async function generateCommand(f: Flags): Promise<number> {
@@ -40,7 +41,9 @@ export async function generateCommand(f: Flags): Promise<number> {
         }),
       );
     } else {
-      process.stdout.write(`\n[${out.finishReason.replace("FINISH_REASON_", "").toLowerCase()}, ${out.completionTokens} tokens]\n`);
+      process.stdout.write(
+        `\n[${out.finishReason.replace("FINISH_REASON_", "").toLowerCase()}, ${out.completionTokens} tokens]\n`,
+      );
     }
     return 0;
   } finally {

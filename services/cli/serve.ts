@@ -66,7 +66,9 @@ export async function workerCommand(f: Flags): Promise<number> {
   return 0;
 }
 
-function startWorkerProcess(cfg: WorkerConfig): Promise<{ child: ChildProcess; ready: Extract<WorkerMessage, { type: "ready" }> }> {
+function startWorkerProcess(
+  cfg: WorkerConfig,
+): Promise<{ child: ChildProcess; ready: Extract<WorkerMessage, { type: "ready" }> }> {
   const bin = join(packageRoot(), "bin", "tpserve.js");
   const child = fork(bin, ["worker", ...workerArgv(cfg)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
   const bar = progressBar("loading model");
@@ -87,7 +89,11 @@ export async function serveCommand(f: Flags): Promise<number> {
   f.rejectUnknown();
   const t0 = performance.now();
   const { child, ready } = await startWorkerProcess(workerCfg);
-  const handle = await startRouter({ ...routerCfg, workers: [ready.address], maxBatchTokens: workerCfg.maxBatchTokens });
+  const handle = await startRouter({
+    ...routerCfg,
+    workers: [ready.address],
+    maxBatchTokens: workerCfg.maxBatchTokens,
+  });
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   console.log(
     `tpserve ready in ${secs}s: gRPC on ${handle.address} (tpserve.v1.Generation, grpc.health.v1); ` +

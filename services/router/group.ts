@@ -5,8 +5,8 @@ import type * as grpc from "@grpc/grpc-js";
 import type { StepPlan } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult__Output } from "../common/generated/tpserve/worker/v1/StepResult.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
-import type { NormalizedSampling } from "./validate.js";
 import type { Scheduler, StepPlanData } from "./scheduler.js";
+import type { NormalizedSampling } from "./validate.js";
 
 /** What the group needs of a request to put it on the worker. */
 export interface SequenceParams {

@@ -5,7 +5,7 @@ import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.
 import { loadTokenizer } from "../common/model/tokenizer.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import type { RouterConfig } from "./config.js";
-import { Router, generationServiceWithUtf8Check } from "./server.js";
+import { generationServiceWithUtf8Check, Router } from "./server.js";
 
 export interface RouterHandle {
   router: Router;

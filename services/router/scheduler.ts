@@ -160,7 +160,7 @@ export class Scheduler {
    */
   onComputed(id: number, numTokens: number, sampled: number | undefined): boolean {
     const s = this.seqs.get(id);
-    if (!s || s.status !== "running") return false;
+    if (s?.status !== "running") return false;
     s.numComputed += numTokens;
     if (sampled !== undefined) s.tokens.push(sampled);
     return true;
@@ -184,7 +184,7 @@ export class Scheduler {
     for (const id of runningByAge) {
       if (budget === 0) break;
       const s = this.seqs.get(id);
-      if (!s || s.status !== "running") continue; // preempted by an older sequence in this loop
+      if (s?.status !== "running") continue; // preempted by an older sequence in this loop
       const n = Math.min(s.tokens.length - s.numComputed, budget);
       if (n <= 0) continue;
       if (!this.ensurePages(s, s.numComputed + n, plan)) continue; // s itself was preempted

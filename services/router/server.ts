@@ -1,7 +1,7 @@
 // The public gRPC server: tpserve.v1.Generation and grpc.health.v1. Requests are validated, tokenized and handed
 // to a worker group's scheduler; sampled tokens come back through the group and stream out as text deltas.
 import * as grpc from "@grpc/grpc-js";
-import { RequestError, invalidArgument } from "../common/errors.js";
+import { invalidArgument, RequestError } from "../common/errors.js";
 import type { FinishReason } from "../common/generated/tpserve/v1/FinishReason.js";
 import type { GenerateChunk } from "../common/generated/tpserve/v1/GenerateChunk.js";
 import type { GenerateRequest__Output } from "../common/generated/tpserve/v1/GenerateRequest.js";
@@ -15,7 +15,7 @@ import { IncrementalDetokenizer } from "./detokenizer.js";
 import { type SequenceParams, WorkerGroup } from "./group.js";
 import { createScheduler } from "./scheduler.js";
 import { StopMatcher } from "./stop.js";
-import { INVALID_UTF8, type Limits, findInvalidUtf8, validateRequest } from "./validate.js";
+import { findInvalidUtf8, INVALID_UTF8, type Limits, validateRequest } from "./validate.js";
 
 interface ActiveRequest {
   requestId: string;

@@ -1,8 +1,9 @@
 // Validation of public GenerateRequests: every limit is checked before the request is queued, and each error
 // names the limit it broke. Also a scan of the raw request bytes for invalid UTF-8 in string fields (protobuf
 // decoders in JavaScript replace bad bytes silently, so the check must happen on the wire bytes).
-import type { GenerateRequest__Output } from "../common/generated/tpserve/v1/GenerateRequest.js";
+
 import { invalidArgument } from "../common/errors.js";
+import type { GenerateRequest__Output } from "../common/generated/tpserve/v1/GenerateRequest.js";
 
 export interface Limits {
   vocabSize: number;

@@ -1,5 +1,5 @@
 // Worker configuration, read once from flags and validated.
-import { Flags } from "../common/flags.js";
+import type { Flags } from "../common/flags.js";
 import { bundledModelDir } from "../common/paths.js";
 
 export interface WorkerConfig {

@@ -1,9 +1,9 @@
 // Carries out step plans on one engine. The worker keeps the batch state (each sequence's tokens, progress and
 // block table); the router refers to sequences by id and sends only what changed.
 import type { Engine, ForwardBatch } from "../../native/index.js";
+import type { SampledToken } from "../common/generated/tpserve/worker/v1/SampledToken.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
-import type { SampledToken } from "../common/generated/tpserve/worker/v1/SampledToken.js";
 import { type SamplingOptions, sampleToken } from "./sampler.js";
 
 export interface ExecutorOptions {
@@ -97,7 +97,10 @@ export class StepExecutor {
 
   private applyPlan(plan: StepPlan__Output): void {
     if (plan.epoch !== this.opts.epoch) {
-      throw new PlanError("WORKER_STALE_EPOCH", `plan epoch ${plan.epoch} does not match worker epoch ${this.opts.epoch}`);
+      throw new PlanError(
+        "WORKER_STALE_EPOCH",
+        `plan epoch ${plan.epoch} does not match worker epoch ${this.opts.epoch}`,
+      );
     }
     for (const id of plan.drop) this.seqs.delete(id);
     for (const n of plan.newSequences) {
@@ -130,12 +133,18 @@ export class StepExecutor {
       if (!s) throw new PlanError("WORKER_BAD_PLAN", `plan schedules unknown sequence ${sch.seqId}`);
       for (const p of sch.newPages) {
         if (p <= 0 || p >= this.opts.numPages) {
-          throw new PlanError("WORKER_BAD_PLAN", `page ${p} of sequence ${sch.seqId} outside 1..${this.opts.numPages - 1}`);
+          throw new PlanError(
+            "WORKER_BAD_PLAN",
+            `page ${p} of sequence ${sch.seqId} outside 1..${this.opts.numPages - 1}`,
+          );
         }
       }
       s.pages.push(...sch.newPages);
       if (s.pages.length > this.opts.maxBlocksPerSeq) {
-        throw new PlanError("WORKER_BAD_PLAN", `sequence ${sch.seqId} holds ${s.pages.length} pages, limit ${this.opts.maxBlocksPerSeq}`);
+        throw new PlanError(
+          "WORKER_BAD_PLAN",
+          `sequence ${sch.seqId} holds ${s.pages.length} pages, limit ${this.opts.maxBlocksPerSeq}`,
+        );
       }
       if (sch.numTokens < 1 || s.computed + sch.numTokens > s.tokens.length) {
         throw new PlanError(
@@ -146,7 +155,10 @@ export class StepExecutor {
       total += sch.numTokens;
     }
     if (total > this.opts.maxBatchTokens) {
-      throw new PlanError("WORKER_BAD_PLAN", `plan has ${total} tokens, worker limit --max-batch-tokens ${this.opts.maxBatchTokens}`);
+      throw new PlanError(
+        "WORKER_BAD_PLAN",
+        `plan has ${total} tokens, worker limit --max-batch-tokens ${this.opts.maxBatchTokens}`,
+      );
     }
   }
 
@@ -158,7 +170,11 @@ export class StepExecutor {
     return false;
   }
 
-  private async runStep(ids: number[], counts: number[], strict: boolean): Promise<{ tokens: SampledToken[]; forwardMs: number }> {
+  private async runStep(
+    ids: number[],
+    counts: number[],
+    strict: boolean,
+  ): Promise<{ tokens: SampledToken[]; forwardMs: number }> {
     const active: { id: number; s: WorkerSequence; n: number }[] = [];
     for (let i = 0; i < ids.length; i++) {
       const n = counts[i]!;

@@ -1,11 +1,11 @@
 // The worker process: one engine (one device, one shard), its KV pool, and the gRPC service the router drives.
 import { basename } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { type Engine, type ModelShape, loadNative } from "../../native/index.js";
+import { type Engine, loadNative, type ModelShape } from "../../native/index.js";
 import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
-import { type ModelConfig, loadModelConfig, toModelShape } from "../common/model/config.js";
+import { loadModelConfig, type ModelConfig, toModelShape } from "../common/model/config.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import type { WorkerConfig } from "./config.js";
 import { StepExecutor } from "./executor.js";

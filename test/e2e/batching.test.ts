@@ -52,7 +52,11 @@ describe("continuous batching", () => {
   });
 
   it("seeded sampling is reproducible alone and in a batch", async () => {
-    const r = { text: golden[1]!.prompt, maxTokens: 24, sampling: { temperature: 0.9, topP: 0.9, topK: 40, seed: 1234 } };
+    const r = {
+      text: golden[1]!.prompt,
+      maxTokens: 24,
+      sampling: { temperature: 0.9, topP: 0.9, topK: 40, seed: 1234 },
+    };
     const a = await generate(c.client, r);
     const batch = await Promise.all([
       generate(c.client, r),

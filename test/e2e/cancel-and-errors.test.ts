@@ -26,9 +26,14 @@ describe("cancel and bad input", () => {
     const total = (await stats()).pagesTotal;
     const ac = new AbortController();
     let chunks = 0;
-    const p = generate(c.client, { text: golden[0]!.prompt, maxTokens: 500, ignoreEos: true }, () => {
-      if (++chunks === 5) ac.abort();
-    }, { signal: ac.signal });
+    const p = generate(
+      c.client,
+      { text: golden[0]!.prompt, maxTokens: 500, ignoreEos: true },
+      () => {
+        if (++chunks === 5) ac.abort();
+      },
+      { signal: ac.signal },
+    );
     await expect(p).rejects.toMatchObject({ code: grpc.status.CANCELLED });
     const stepAtCancel = (await stats()).steps;
     // Poll until the server has seen the cancellation; it must not take more than one further step.
@@ -50,7 +55,10 @@ describe("cancel and bad input", () => {
     let chunks = 0;
     await new Promise<void>((resolve) => {
       child.stdout.on("data", (d: Buffer) => {
-        chunks += d.toString().split("\n").filter((l) => l.startsWith("chunk")).length;
+        chunks += d
+          .toString()
+          .split("\n")
+          .filter((l) => l.startsWith("chunk")).length;
         if (chunks >= 3) resolve();
       });
     });
@@ -70,11 +78,19 @@ describe("cancel and bad input", () => {
     ["no prompt at all", {}, /prompt is empty/],
     ["too-long prompt", { tokenIds: { ids: Array.from({ length: 1024 }, () => 263) } }, /context limit is 1024/],
     ["max_tokens 0", { text: "Hello", maxTokens: 0 }, /max_tokens must be >= 1/],
-    ["max_tokens beyond the context", { text: "Hello", maxTokens: 5000 }, /exceeds the context limit of 1024.*max_tokens <= 102\d/],
+    [
+      "max_tokens beyond the context",
+      { text: "Hello", maxTokens: 5000 },
+      /exceeds the context limit of 1024.*max_tokens <= 102\d/,
+    ],
     ["negative temperature", { text: "Hello", sampling: { temperature: -1 } }, /temperature must be >= 0/],
     ["top_p 0", { text: "Hello", sampling: { topP: 0 } }, /top_p must be in \(0, 1\]/],
     ["top_p above 1", { text: "Hello", sampling: { topP: 1.5 } }, /top_p must be in \(0, 1\]/],
-    ["token id out of range", { tokenIds: { ids: [1, 5000] } }, /token id 5000 at position 1 is outside the vocabulary 0..4095/],
+    [
+      "token id out of range",
+      { tokenIds: { ids: [1, 5000] } },
+      /token id 5000 at position 1 is outside the vocabulary 0..4095/,
+    ],
     ["invalid UTF-8 (lone surrogate)", { text: "caf\uD800e" }, /text is not valid UTF-8/],
     ["empty stop string", { text: "Hello", stop: [""] }, /stop strings must not be empty/],
   ];

@@ -19,7 +19,9 @@ describe("tpserve CLI", () => {
   let exited: Promise<number | null>;
 
   beforeAll(async () => {
-    expect(existsSync(join(packageRoot(), "dist", "services", "cli", "main.js")), "run `npm run build` first").toBe(true);
+    expect(existsSync(join(packageRoot(), "dist", "services", "cli", "main.js")), "run `npm run build` first").toBe(
+      true,
+    );
     serve = spawn(process.execPath, [bin, "serve", "--port", "0", "--kv-cache-mib", "64"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -53,14 +55,33 @@ describe("tpserve CLI", () => {
 
   it("generate --json prints the greedy ids and text", async () => {
     const g = golden[0]!;
-    const { stdout } = await run(process.execPath, [bin, "generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"]);
+    const { stdout } = await run(process.execPath, [
+      bin,
+      "generate",
+      "--address",
+      address,
+      "--prompt",
+      g.prompt,
+      "--max-tokens",
+      "32",
+      "--json",
+    ]);
     const out = JSON.parse(stdout.trim()) as { ids: number[]; text: string; finish_reason: string };
     expect(out.ids).toEqual(g.greedy_ids);
     expect(out.text).toBe(g.text);
   });
 
   it("generate reports bad input with the server's message and a non-zero exit", async () => {
-    const err = await run(process.execPath, [bin, "generate", "--address", address, "--prompt", "Hi", "--max-tokens", "0"]).catch((e: { code: number; stderr: string }) => e);
+    const err = await run(process.execPath, [
+      bin,
+      "generate",
+      "--address",
+      address,
+      "--prompt",
+      "Hi",
+      "--max-tokens",
+      "0",
+    ]).catch((e: { code: number; stderr: string }) => e);
     expect((err as { code: number }).code).toBe(3);
     expect((err as { stderr: string }).stderr).toMatch(/max_tokens must be >= 1/);
   });

@@ -29,6 +29,6 @@ describe.each([
     const outs = await Promise.all(
       golden.map((g) => generate(c.client, { tokenIds: { ids: g.prompt_ids }, maxTokens: 32, ignoreEos: true })),
     );
-    outs.forEach((o, i) => expect(o.ids).toEqual(golden[i]![key]));
+    for (const [i, o] of outs.entries()) expect(o.ids).toEqual(golden[i]![key]);
   });
 });

@@ -34,7 +34,7 @@ describe("KV pool pressure", () => {
     for (const r of reqs) alone.push(await generate(c.client, r));
     const before = scheduler.stats().preemptions;
     const together = await Promise.all(reqs.map((r) => generate(c.client, r)));
-    together.forEach((o, i) => expect(o.ids, `request ${i}`).toEqual(alone[i]!.ids));
+    for (const [i, o] of together.entries()) expect(o.ids, `request ${i}`).toEqual(alone[i]!.ids);
     expect(scheduler.stats().preemptions).toBeGreaterThan(before);
     expect(together.some((o) => o.preemptions > 0)).toBe(true);
     expect(violations).toEqual([]);

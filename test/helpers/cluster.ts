@@ -1,11 +1,12 @@
 // Starts a worker and a router in this process on free loopback ports, for end-to-end tests over real gRPC.
-import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
+
 import { generationClient } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
+import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { type RouterConfig, routerConfigFromFlags } from "../../services/router/config.js";
 import { type RouterHandle, startRouter } from "../../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../../services/worker/config.js";
-import { type WorkerHandle, startWorker } from "../../services/worker/server.js";
+import { startWorker, type WorkerHandle } from "../../services/worker/server.js";
 
 export interface Cluster {
   worker: WorkerHandle;

@@ -1,7 +1,7 @@
 // The scheduler alone, with no process: plans are checked against a simulated worker whose "model" is a pure
 // function of the token prefix, so a preempted and recomputed sequence must produce the same tokens.
 import { describe, expect, it } from "vitest";
-import { type StepPlanData, createScheduler } from "../../services/router/scheduler.js";
+import { createScheduler, type StepPlanData } from "../../services/router/scheduler.js";
 
 /** A deterministic "next token" of a prefix (stands in for greedy decoding). */
 function nextToken(prefix: readonly number[]): number {
@@ -27,7 +27,13 @@ class SimWorker {
     for (const id of plan.drop) this.seqs.delete(id);
     for (const n of plan.newSequences) {
       expect(this.seqs.has(n.seqId)).toBe(false);
-      this.seqs.set(n.seqId, { tokens: [...n.tokens], computed: 0, pages: [], generated: n.numGenerated, maxNew: n.maxNewTokens });
+      this.seqs.set(n.seqId, {
+        tokens: [...n.tokens],
+        computed: 0,
+        pages: [],
+        generated: n.numGenerated,
+        maxNew: n.maxNewTokens,
+      });
     }
     const results: { seqId: number; token: number; finished: boolean }[][] = [];
     let counts = plan.scheduled.map((s) => s.numTokens);
@@ -79,7 +85,8 @@ describe("scheduler", () => {
       const res = w.run(plan);
       res.forEach((sub, i) => {
         const sampled = new Map(sub.map((r) => [r.seqId, r]));
-        if (i === 0) for (const sch of plan.scheduled) s.onComputed(sch.seqId, sch.numTokens, sampled.get(sch.seqId)?.token);
+        if (i === 0)
+          for (const sch of plan.scheduled) s.onComputed(sch.seqId, sch.numTokens, sampled.get(sch.seqId)?.token);
         else for (const r of sub) s.onComputed(r.seqId, 1, r.token);
         for (const r of sub) if (r.finished) s.finish(r.seqId, true);
       });
@@ -105,7 +112,11 @@ describe("scheduler", () => {
       const blockSize = 4;
       const s = createScheduler({ numPages: 14, blockSize, maxBatchTokens: 24, maxRunning: 6, decodeSteps });
       const w = new SimWorker(blockSize);
-      const specs = Array.from({ length: 14 }, (_, i) => ({ id: i + 1, p: prompt(3 + ((i * 5) % 17), i), n: 5 + ((i * 7) % 23) }));
+      const specs = Array.from({ length: 14 }, (_, i) => ({
+        id: i + 1,
+        p: prompt(3 + ((i * 5) % 17), i),
+        n: 5 + ((i * 7) % 23),
+      }));
       const got = new Map<number, number[]>();
       let added = 0;
       let steps = 0;
@@ -128,7 +139,8 @@ describe("scheduler", () => {
         const res = w.run(plan);
         res.forEach((sub, i) => {
           const sampled = new Map(sub.map((r) => [r.seqId, r]));
-          if (i === 0) for (const sch of plan.scheduled) s.onComputed(sch.seqId, sch.numTokens, sampled.get(sch.seqId)?.token);
+          if (i === 0)
+            for (const sch of plan.scheduled) s.onComputed(sch.seqId, sch.numTokens, sampled.get(sch.seqId)?.token);
           else for (const r of sub) s.onComputed(r.seqId, 1, r.token);
           for (const r of sub) {
             got.get(r.seqId)!.push(r.token);
@@ -140,7 +152,8 @@ describe("scheduler", () => {
         steps++;
       }
       expect(preempted).toBeGreaterThan(0);
-      for (const sp of specs) expect(got.get(sp.id), `seq ${sp.id} decodeSteps ${decodeSteps}`).toEqual(expected(sp.p, sp.n));
+      for (const sp of specs)
+        expect(got.get(sp.id), `seq ${sp.id} decodeSteps ${decodeSteps}`).toEqual(expected(sp.p, sp.n));
       expect(s.stats().pagesFree).toBe(13);
       expect(s.stats().running + s.stats().waiting).toBe(0);
     }
