@@ -100,6 +100,11 @@ export interface EngineInfo {
   kvBytes: number;
 }
 
+export interface ProfileEntry {
+  ms: number;
+  calls: number;
+}
+
 export interface Engine {
   setTensor(name: TensorName, tensor: WeightTensor): void;
   /** Checks that every tensor is present with the right shape; forward() refuses to run before. */
@@ -109,6 +114,19 @@ export interface Engine {
   /** Same as forward, on the calling thread (benchmarks and tests). */
   forwardSync(batch: ForwardBatch): Float32Array;
   info(): EngineInfo;
+  /**
+   * Turns the per-op wall-clock profiler on or off (off by default; costs one branch per op when off). Times
+   * accumulate over forward passes until resetProfile().
+   */
+  setProfiling?(on: boolean): void;
+  /**
+   * Accumulated wall time and call count per op kind, only kinds with calls > 0: embed, rmsnorm, qkv_matmul,
+   * rope, kv_write, attention, o_matmul, residual, mlp_gate_up, silu_mul, mlp_down, final_norm, lm_head,
+   * int4_prep (activation reorder for int4 matmuls), forward (whole passes). pool_wait is the time the calling
+   * thread waited for pool workers to finish their parts; it is already included in the ops above.
+   */
+  profile?(): Record<string, ProfileEntry>;
+  resetProfile?(): void;
   /** Releases weights and the KV pool; the engine is unusable afterwards. */
   close(): void;
 }

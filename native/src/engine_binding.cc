@@ -143,6 +143,43 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     });
   }
 
+  Napi::Value SetProfiling(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      if (!info[0].IsBoolean()) fail("NATIVE_INVALID_ARG", "setProfiling(on): on must be a boolean");
+      std::lock_guard<std::mutex> lk(eng_->mutex());
+      eng_->setProfiling(info[0].As<Napi::Boolean>().Value());
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value Profile(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      double ms[Engine::kNumOps];
+      long long calls[Engine::kNumOps];
+      {
+        std::lock_guard<std::mutex> lk(eng_->mutex());
+        eng_->profile(ms, calls);
+      }
+      Napi::Object o = Napi::Object::New(info.Env());
+      for (int i = 0; i < Engine::kNumOps; i++) {
+        if (calls[i] == 0) continue;
+        Napi::Object e = Napi::Object::New(info.Env());
+        e.Set("ms", ms[i]);
+        e.Set("calls", (double)calls[i]);
+        o.Set(Engine::opName(i), e);
+      }
+      return o;
+    });
+  }
+
+  Napi::Value ResetProfile(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      std::lock_guard<std::mutex> lk(eng_->mutex());
+      eng_->resetProfile();
+      return info.Env().Undefined();
+    });
+  }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       eng_->close();
@@ -170,6 +207,9 @@ Napi::Function defineEngine(Napi::Env env) {
                                   EngineWrap::InstanceMethod("forward", &EngineWrap::Forward),
                                   EngineWrap::InstanceMethod("forwardSync", &EngineWrap::ForwardSync),
                                   EngineWrap::InstanceMethod("info", &EngineWrap::Info),
+                                  EngineWrap::InstanceMethod("setProfiling", &EngineWrap::SetProfiling),
+                                  EngineWrap::InstanceMethod("profile", &EngineWrap::Profile),
+                                  EngineWrap::InstanceMethod("resetProfile", &EngineWrap::ResetProfile),
                                   EngineWrap::InstanceMethod("close", &EngineWrap::Close)});
 }
 
