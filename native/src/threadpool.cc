@@ -121,8 +121,8 @@ void ThreadPool::parallelFor(int n, int align, const std::function<void(int, int
     fn(0, n);
     return;
   }
-  // A few parts per thread, so that a thread that is descheduled mid-job leaves little for the others to wait on.
-  int parts = n_ * 4;
+  // Two parts per thread, so that a thread that is descheduled mid-job leaves little for the others to wait on.
+  int parts = n_ * 2;
   if (parts > 0xffff) parts = 0xffff;
   if (parts > units) parts = units;
   const std::function<void(int, int)> part = [&](int p, int ps) {

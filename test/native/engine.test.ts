@@ -206,3 +206,44 @@ describe(`engine (simd=${native.buildInfo().simd})`, () => {
     e.close();
   });
 });
+
+describe("engine profiling", () => {
+  it("reports every op kind with calls > 0 when on, nothing when off", () => {
+    const m = tinyModel(shape, 9, 32);
+    const e = makeEngine(m, 2);
+    const b = batch([{ tokens: prompt, ctx: prompt.length, pages: pagesA }], "last");
+    e.forwardSync(b);
+    expect(e.profile?.()).toEqual({});
+    e.setProfiling?.(true);
+    e.forwardSync(b);
+    const p = e.profile?.() ?? {};
+    for (const op of [
+      "embed",
+      "rmsnorm",
+      "qkv_matmul",
+      "rope",
+      "kv_write",
+      "attention",
+      "o_matmul",
+      "residual",
+      "mlp_gate_up",
+      "silu_mul",
+      "mlp_down",
+      "final_norm",
+      "lm_head",
+      "int4_prep",
+      "forward",
+    ]) {
+      expect(p[op]?.calls, op).toBeGreaterThan(0);
+      expect(p[op]?.ms, op).toBeGreaterThanOrEqual(0);
+    }
+    expect(p.qkv_matmul?.calls).toBe(shape.numLayers);
+    expect(p.forward?.calls).toBe(1);
+    e.resetProfile?.();
+    expect(e.profile?.()).toEqual({});
+    e.setProfiling?.(false);
+    e.forwardSync(b);
+    expect(e.profile?.()).toEqual({});
+    e.close();
+  });
+});
