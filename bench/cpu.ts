@@ -25,7 +25,6 @@ const BATCHES = [1, 8, 32];
 const PROMPT = 128;
 const DECODE_STEPS = quick ? 16 : 32;
 const RUNS = quick ? 3 : 5;
-const BLOCK = 16;
 const MAXB = 64; // pages per sequence in the engine benchmark (1024 tokens)
 
 type Quant = (typeof QUANTS)[number];

@@ -31,7 +31,13 @@ describe("public API", () => {
 
   it("ModelInfo and Tokenize describe the served model", async () => {
     const info = await unary<object, ModelInfoResponse__Output>((r, cb) => c.client.ModelInfo(r, cb), {});
-    expect(info).toMatchObject({ model: "tinyllama-brown", vocabSize: 4096, maxContext: 1024, eosTokenId: 2, blockSize: 16 });
+    expect(info).toMatchObject({
+      model: "tinyllama-brown",
+      vocabSize: 4096,
+      maxContext: 1024,
+      eosTokenId: 2,
+      blockSize: 16,
+    });
     expect(info.backend).toBe("cpu");
     const tok = await unary<{ text: string }, TokenizeResponse__Output>((r, cb) => c.client.Tokenize(r, cb), {
       text: golden[0]!.prompt,

@@ -15,15 +15,23 @@ const ppl = loadGolden().ppl;
 describe("tpserve eval ppl", () => {
   it.each([
     { args: [] as string[], ref: ppl["float32"] as number, label: "none" },
-    { args: ["--quantization", "int4", "--group-size", "128"], ref: ppl["rtn_int4_g128_sym"] as number, label: "int4-g128-sym" },
-  ])("$label matches the reference perplexity", async ({ args, ref, label }) => {
-    const text = join(packageRoot(), "data", "brown", "brown.test.txt");
-    const { stdout } = await run(process.execPath, [bin, "eval", "ppl", "--text", text, ...args], {
-      maxBuffer: 1 << 20,
-    });
-    const out = JSON.parse(stdout.trim()) as { perplexity: number; tokens: number; quantization: string };
-    expect(out.quantization).toBe(label);
-    expect(out.tokens).toBe(167646);
-    expect(Math.abs(out.perplexity - ref) / ref).toBeLessThan(1e-4);
-  }, 600_000);
+    {
+      args: ["--quantization", "int4", "--group-size", "128"],
+      ref: ppl["rtn_int4_g128_sym"] as number,
+      label: "int4-g128-sym",
+    },
+  ])(
+    "$label matches the reference perplexity",
+    async ({ args, ref, label }) => {
+      const text = join(packageRoot(), "data", "brown", "brown.test.txt");
+      const { stdout } = await run(process.execPath, [bin, "eval", "ppl", "--text", text, ...args], {
+        maxBuffer: 1 << 20,
+      });
+      const out = JSON.parse(stdout.trim()) as { perplexity: number; tokens: number; quantization: string };
+      expect(out.quantization).toBe(label);
+      expect(out.tokens).toBe(167646);
+      expect(Math.abs(out.perplexity - ref) / ref).toBeLessThan(1e-4);
+    },
+    600_000,
+  );
 });

@@ -56,7 +56,8 @@ describe.each(["none", "int4"] as const)("golden logits, quantization %s", (quan
         expect(argmax(logits, off), `prompt "${g.prompt}" step ${s}`).toBe(ref[s]);
         if (quantization !== "none") continue;
         const st = g.steps[s]!;
-        for (let k = 0; k < 5; k++) worst = Math.max(worst, Math.abs(logits[off + st.top5_ids[k]!]! - st.top5_logits[k]!));
+        for (let k = 0; k < 5; k++)
+          worst = Math.max(worst, Math.abs(logits[off + st.top5_ids[k]!]! - st.top5_logits[k]!));
         if (s === 0) {
           for (let v = 0; v < VOCAB; v++) worst = Math.max(worst, Math.abs(logits[off + v]! - g.first_step_logits[v]!));
         }
