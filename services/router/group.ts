@@ -53,6 +53,7 @@ export class WorkerGroup {
     private readonly params: Map<number, SequenceParams>,
     private readonly events: GroupEvents,
     private readonly epoch: number,
+    private readonly logSteps = false,
   ) {}
 
   /** Opens the Steps stream. */
@@ -129,6 +130,13 @@ export class WorkerGroup {
           this.applyResult(plan, r);
         }
         if (r.last) {
+          if (this.logSteps) {
+            console.error(
+              `[step ${entry.stepId}] seqs ${entry.scheduled} tokens ${entry.tokens} x${entry.decodeSteps} ` +
+                `joined [${entry.joined}] left [${entry.left}] preempted [${entry.preempted}] ` +
+                `forward ${entry.forwardMs.toFixed(2)} ms`,
+            );
+          }
           this.pending = undefined;
           resolve();
         }

@@ -75,6 +75,7 @@ export class Router {
           },
         },
         d.epoch,
+        cfg.logSteps,
       );
       group.connect();
       this.groups.push(group);
@@ -114,7 +115,7 @@ export class Router {
           numPages: this.info.numPages,
           maxConcurrentRequests: this.cfg.maxRunning * this.groups.length,
           maxQueue: this.cfg.maxQueue,
-          chatTemplate: this.tokenizer.hasChatTemplate ? "present" : "",
+          chatTemplate: this.tokenizer.chatTemplate,
         }),
       Stats: (_call, cb) => cb(null, this.stats()),
     };

@@ -39,6 +39,7 @@ describe("public API", () => {
       blockSize: 16,
     });
     expect(info.backend).toBe("cpu");
+    expect(info.chatTemplate).toContain("add_generation_prompt");
     const tok = await unary<{ text: string }, TokenizeResponse__Output>((r, cb) => c.client.Tokenize(r, cb), {
       text: golden[0]!.prompt,
     });

@@ -23,6 +23,8 @@ export interface TpTokenizer {
   /** One more than the largest token id (vocab plus added tokens). */
   readonly vocabSize: number;
   readonly hasChatTemplate: boolean;
+  /** The chat template's Jinja source, or "" when the model has none. */
+  readonly chatTemplate: string;
   applyChatTemplate(messages: ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
 }
 
@@ -106,6 +108,7 @@ export function loadTokenizer(dir: string): TpTokenizer {
     eosToken,
     vocabSize: maxId + 1,
     hasChatTemplate: templateSrc !== undefined,
+    chatTemplate: templateSrc ?? "",
     applyChatTemplate(messages, opts) {
       if (templateSrc === undefined) throw new ModelLoadError(`${dir}: the tokenizer has no chat_template`);
       if (!template) {
