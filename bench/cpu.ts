@@ -69,6 +69,7 @@ function machine() {
 function workerCfg(q: Quant, threads: number, numPages: number, maxBatchTokens: number): WorkerConfig {
   return {
     ...workerConfigFromFlags(new Flags([])),
+    device: "cpu",
     quantization: q,
     groupSize: 128,
     symmetric: true,

@@ -40,6 +40,8 @@ export interface EngineOptions {
   maxBatchTokens: number;
   /** Worker threads for the kernels; 0 = one per hardware thread. */
   threads?: number;
+  /** Where weights, KV pool and the forward pass live: "cpu" (default), "cuda" or "cuda:N". */
+  device?: string;
 }
 
 /** An unquantized tensor in its on-disk dtype; the engine converts it to float32. Raw little-endian bytes. */
@@ -94,10 +96,12 @@ export interface ForwardBatch {
 
 export interface EngineInfo {
   threads: number;
-  /** Instruction set the kernels use: "avx512", "avx2" or "scalar". */
+  /** Instruction set the kernels use: "avx512", "avx2" or "scalar" on the CPU, "cuda" on a GPU. */
   simd: string;
   weightBytes: number;
   kvBytes: number;
+  /** "cpu", or the GPU's description ("NVIDIA H200 (device 0, 132 SMs, 143771 MiB)"). */
+  device: string;
 }
 
 export interface ProfileEntry {
@@ -111,6 +115,11 @@ export interface Engine {
   finalize(): void;
   /** Runs off the main thread. Resolves to (rows, vocab) float32 logits. */
   forward(batch: ForwardBatch): Promise<Float32Array>;
+  /**
+   * Like forward, but resolves to the argmax token id of each logits row (ties: lowest id): greedy sampling done
+   * where the logits are, so that only ids cross to JavaScript (on a GPU, (rows, vocab) floats never leave it).
+   */
+  forwardArgmax(batch: ForwardBatch): Promise<Int32Array>;
   /** Same as forward, on the calling thread (benchmarks and tests). */
   forwardSync(batch: ForwardBatch): Float32Array;
   info(): EngineInfo;
@@ -164,7 +173,7 @@ export interface NativeAddon {
   Engine: new (options: EngineOptions) => Engine;
   kernels: Kernels;
   /** What the build compiled: CPU SIMD level seen at run time, whether CUDA sources were compiled in. */
-  buildInfo(): { simd: string; cuda: boolean; version: string };
+  buildInfo(): { simd: string; cuda: boolean; cudaDevices: number; version: string };
 }
 
 /** Error thrown by the addon: `code` is one of the NATIVE_* codes, the message says what to change. */

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "errors.h"
+#include "gpu_model.h"
 
 namespace tpserve {
 
@@ -118,6 +119,12 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
   checkPositive("maxBatchTokens", o.maxBatchTokens, 1 << 20);
   if (o.threads < 0 || o.threads > 1024) fail("NATIVE_INVALID_ARG", "threads must be 0..1024");
   const int threads = o.threads > 0 ? o.threads : (int)std::max(1u, std::thread::hardware_concurrency());
+  if (o.device >= 0) {  // the GPU holds the KV pool and workspaces; the host keeps only staging copies
+    gpu_ = createGpuModel(o, o.device);
+    layers_.resize(s.layers);
+    maxCtx_ = (size_t)(o.numPages - 1) * o.blockSize;
+    return;
+  }
   const size_t T = o.maxBatchTokens, H = s.hidden, qd = (size_t)s.heads * s.headDim, kvd = (size_t)s.kvHeads * s.headDim;
   maxCtx_ = (size_t)(o.numPages - 1) * o.blockSize;
   const double kvFloats = 2.0 * s.layers * (double)o.numPages * o.blockSize * kvd;
@@ -204,6 +211,12 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
     tmp.rows = r, tmp.cols = c;
   }
   tmp.present = true;
+  if (gpu_) {
+    gpu_->upload(name, tmp, t.int4 ? "int4" : t.dtype);
+    Weight mark;  // host copy not kept: the shape is enough for finalize()'s checks
+    mark.present = true, mark.int4 = tmp.int4, mark.rows = tmp.rows, mark.cols = tmp.cols, mark.group = tmp.group;
+    tmp = std::move(mark);
+  }
   *w = std::move(tmp);
   finalized_ = false;
 }
@@ -228,10 +241,18 @@ void Engine::finalize() {
     if (missing.size() > 8) list += ", ... (" + std::to_string(missing.size()) + " in all)";
     fail("NATIVE_MISSING_TENSOR", "cannot finalize, missing tensors: " + list);
   }
+  if (gpu_) gpu_->finalize();
   finalized_ = true;
 }
 
+Engine::~Engine() = default;
+
+std::string Engine::device() const { return gpu_ ? gpu_->describe() : std::string("cpu"); }
+
+size_t Engine::kvBytes() const { return gpu_ ? gpu_->kvBytes() : kv_.size() * sizeof(float); }
+
 size_t Engine::weightBytes() const {
+  if (gpu_) return gpu_->weightBytes();
   size_t n = embed_.bytes() + finalNorm_.bytes() + lmHead_.bytes();
   for (const Layer& L : layers_)
     n += L.attnNorm.bytes() + L.mlpNorm.bytes() + L.q.bytes() + L.k.bytes() + L.v.bytes() + L.o.bytes() +
@@ -244,6 +265,7 @@ void Engine::close() {
   closed_ = true;
   finalized_ = false;
   pool_.reset();
+  gpu_.reset();
   embed_ = Weight(), finalNorm_ = Weight(), lmHead_ = Weight();
   std::vector<Layer>().swap(layers_);
   for (auto* v : {&kv_, &x_, &h_, &h2_, &q_, &k_, &v_, &att_, &gate_, &up_, &cos_, &sin_, &scratch_})

@@ -21,7 +21,11 @@ struct ModelShape {
 struct EngineOptions {
   ModelShape s;
   int numPages = 0, blockSize = 0, maxBatchTokens = 0, threads = 0;
+  /** -1: the CPU engine; >= 0: the CUDA device that holds weights, KV pool and workspaces. */
+  int device = -1;
 };
+
+class GpuModel;
 
 struct Weight {
   bool present = false, int4 = false;
@@ -61,20 +65,25 @@ void loadInt4(const TensorIn& t, const std::string& name, Weight& w);
 class Engine {
  public:
   explicit Engine(const EngineOptions& o);
+  ~Engine();
   void setTensor(const std::string& name, const TensorIn& t);
   void finalize();
   /** Checks a batch against the engine's limits; returns the number of logits rows. */
   int validate(const BatchIn& b) const;
   /** Runs a validated batch; out has rows x vocab floats. Caller holds mutex(). */
   void forward(const BatchIn& b, float* out);
+  /** Like forward, but writes the argmax id of each logits row (ties: lowest id) instead of the logits. */
+  void forwardArgmax(const BatchIn& b, int32_t* ids);
   void close();
   bool closed() const { return closed_; }
   bool finalized() const { return finalized_; }
   std::mutex& mutex() { return mu_; }
   int threads() const { return pool_ ? pool_->size() : 0; }
-  const char* simd() const { return simdName(simd_); }
+  const char* simd() const { return gpu_ ? "cuda" : simdName(simd_); }
+  /** "cpu" or the GPU's description. */
+  std::string device() const;
   size_t weightBytes() const;
-  size_t kvBytes() const { return kv_.size() * sizeof(float); }
+  size_t kvBytes() const;
   int vocab() const { return o_.s.vocab; }
 
   /** Per-op wall-time accounting in forward (off by default; one branch per op when off). */
@@ -113,6 +122,7 @@ class Engine {
 
   EngineOptions o_;
   Simd simd_;
+  std::unique_ptr<GpuModel> gpu_;  // set when o_.device >= 0: weights and forward live on the GPU
   std::unique_ptr<ThreadPool> pool_;
   std::mutex mu_;
   bool finalized_ = false, closed_ = false;
@@ -124,6 +134,7 @@ class Engine {
   std::vector<float> x_, h_, h2_, q_, k_, v_, att_, gate_, up_, cos_, sin_, scratch_;
   std::vector<float> xp_[3], xsum_[3];
   std::vector<int32_t> pos_, seqOf_;
+  std::vector<float> argmaxLogits_;  // CPU forwardArgmax's logits
   std::vector<AttnArgs> args_;
 };
 

@@ -23,6 +23,20 @@ EngineOptions parseOptions(const Napi::Value& v) {
   e.maxBatchTokens = getInt(o, "maxBatchTokens", "options", 1);
   Napi::Value th = o.Get("threads");
   e.threads = th.IsUndefined() ? 0 : toInt(th, "options.threads", 0, 1024);
+  Napi::Value dev = o.Get("device");
+  if (!dev.IsUndefined()) {
+    const std::string d = dev.IsString() ? dev.As<Napi::String>().Utf8Value() : "";
+    if (d == "cpu") {
+      e.device = -1;
+    } else if (d.rfind("cuda", 0) == 0) {
+      const std::string idx = d.size() > 5 && d[4] == ':' ? d.substr(5) : (d == "cuda" ? "0" : "x");
+      if (idx.empty() || idx.find_first_not_of("0123456789") != std::string::npos || idx.size() > 3)
+        fail("NATIVE_INVALID_ARG", "options.device must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + d + "\"");
+      e.device = std::stoi(idx);
+    } else {
+      fail("NATIVE_INVALID_ARG", "options.device must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + d + "\"");
+    }
+  }
   return e;
 }
 
@@ -45,16 +59,19 @@ std::shared_ptr<BatchIn> parseBatch(const Napi::Value& v) {
 
 class ForwardWorker : public Napi::AsyncWorker {
  public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<Engine> e, std::shared_ptr<BatchIn> b, Napi::Float32Array out)
+  /** `out` is a Float32Array of logits, or an Int32Array of argmax ids when `argmax`. */
+  ForwardWorker(Napi::Env env, std::shared_ptr<Engine> e, std::shared_ptr<BatchIn> b, Napi::TypedArray out,
+                void* data, bool argmax)
       : Napi::AsyncWorker(env, "tpserve.forward"), deferred_(Napi::Promise::Deferred::New(env)), eng_(std::move(e)),
-        batch_(std::move(b)), outPtr_(out.Data()) {
-    out_ = Napi::Persistent(out);
+        batch_(std::move(b)), outPtr_(data), argmax_(argmax) {
+    out_ = Napi::Persistent(out.As<Napi::Object>());
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
       std::lock_guard<std::mutex> lk(eng_->mutex());
-      eng_->forward(*batch_, outPtr_);
+      if (argmax_) eng_->forwardArgmax(*batch_, static_cast<int32_t*>(outPtr_));
+      else eng_->forward(*batch_, static_cast<float*>(outPtr_));
     } catch (const NativeError& e) {
       code_ = e.code, SetError(e.what());
     } catch (const std::bad_alloc&) {
@@ -76,8 +93,9 @@ class ForwardWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Engine> eng_;
   std::shared_ptr<BatchIn> batch_;
-  Napi::Reference<Napi::Float32Array> out_;
-  float* outPtr_;
+  Napi::Reference<Napi::Object> out_;
+  void* outPtr_;
+  bool argmax_;
   std::string code_ = "NATIVE_INTERNAL";
 };
 
@@ -103,13 +121,22 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     });
   }
 
-  Napi::Value Forward(const Napi::CallbackInfo& info) {
+  Napi::Value Forward(const Napi::CallbackInfo& info) { return Start(info, false); }
+  Napi::Value ForwardArgmax(const Napi::CallbackInfo& info) { return Start(info, true); }
+
+  Napi::Value Start(const Napi::CallbackInfo& info, bool argmax) {
     Napi::Env env = info.Env();
     try {
       auto b = parseBatch(info[0]);
       const int rows = eng_->validate(*b);
-      Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)rows * eng_->vocab());
-      auto* w = new ForwardWorker(env, eng_, b, out);
+      ForwardWorker* w;
+      if (argmax) {
+        Napi::Int32Array out = Napi::Int32Array::New(env, (size_t)rows);
+        w = new ForwardWorker(env, eng_, b, out, out.Data(), true);
+      } else {
+        Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)rows * eng_->vocab());
+        w = new ForwardWorker(env, eng_, b, out, out.Data(), false);
+      }
       Napi::Promise p = w->promise();
       w->Queue();
       return p;
@@ -139,6 +166,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("simd", eng_->simd());
       o.Set("weightBytes", (double)eng_->weightBytes());
       o.Set("kvBytes", (double)eng_->kvBytes());
+      o.Set("device", eng_->device());
       return o;
     });
   }
@@ -207,6 +235,7 @@ Napi::Function defineEngine(Napi::Env env) {
                                   EngineWrap::InstanceMethod("forward", &EngineWrap::Forward),
                                   EngineWrap::InstanceMethod("forwardSync", &EngineWrap::ForwardSync),
                                   EngineWrap::InstanceMethod("info", &EngineWrap::Info),
+                                  EngineWrap::InstanceMethod("forwardArgmax", &EngineWrap::ForwardArgmax),
                                   EngineWrap::InstanceMethod("setProfiling", &EngineWrap::SetProfiling),
                                   EngineWrap::InstanceMethod("profile", &EngineWrap::Profile),
                                   EngineWrap::InstanceMethod("resetProfile", &EngineWrap::ResetProfile),

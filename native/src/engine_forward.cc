@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine.h"
+#include "gpu_model.h"
 #include "errors.h"
 
 namespace tpserve {
@@ -118,8 +119,35 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
   });
 }
 
+void Engine::forwardArgmax(const BatchIn& b, int32_t* ids) {
+  requireReady();
+  if (gpu_) {
+    gpu_->forward(b, nullptr, ids);
+    return;
+  }
+  const size_t rows = b.all ? b.tokens.size() : b.seqLens.size(), V = (size_t)o_.s.vocab;
+  argmaxLogits_.resize(rows * V);
+  forward(b, argmaxLogits_.data());
+  for (size_t r = 0; r < rows; r++) {
+    const float* row = argmaxLogits_.data() + r * V;
+    size_t best = 0;
+    for (size_t v = 1; v < V; v++)
+      if (row[v] > row[best]) best = v;
+    ids[r] = (int32_t)best;
+  }
+}
+
 void Engine::forward(const BatchIn& b, float* out) {
   requireReady();
+  if (gpu_) {
+    Clock::time_point start = Clock::now();
+    gpu_->forward(b, out, nullptr);
+    if (profiling_) {
+      profNs_[kForward] += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+      profCalls_[kForward]++;
+    }
+    return;
+  }
   Clock::time_point start{};
   if (profiling_) start = last_ = Clock::now();
   const ModelShape& s = o_.s;

@@ -27,6 +27,7 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--block-size", String(cfg.blockSize),
     "--max-batch-tokens", String(cfg.maxBatchTokens),
     "--threads", String(cfg.threads),
+    "--device", cfg.device,
     "--worker-host", cfg.host,
     "--worker-port", String(cfg.port),
     "--epoch", String(cfg.epoch),

@@ -9,7 +9,7 @@ export interface RouterConfig {
   port: number;
   /** Worker addresses (host:port), one per group leader. */
   workers: string[];
-  /** Model folder: the router reads the tokenizer and chat template from it. */
+  /** Folder the router reads the tokenizer and chat template from (--tokenizer, else --model). */
   model: string;
   /** Most sequences running at once in one group (the batch size limit). */
   maxRunning: number;
@@ -26,6 +26,7 @@ export interface RouterConfig {
 
 export const ROUTER_FLAGS_HELP = `router options:
   --host H                 listen address (default 127.0.0.1)
+  --tokenizer DIR          folder with tokenizer.json (default: --model; dummy shapes use the bundled one)
   --port N                 public gRPC port (default 50051, 0 = any free port)
   --max-running N          most sequences in one batch (default 64)
   --max-queue N            most waiting requests before RESOURCE_EXHAUSTED (default 256)
@@ -38,7 +39,7 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     host: f.string("host", "127.0.0.1"),
     port: f.int("port", 50051, 0, 65535),
     workers,
-    model: f.string("model", bundledModelDir()),
+    model: f.string("tokenizer") ?? f.string("model", bundledModelDir()),
     maxRunning: f.int("max-running", 64, 1, 4096),
     maxQueue: f.int("max-queue", 256, 0, 1 << 20),
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),

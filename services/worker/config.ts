@@ -1,4 +1,5 @@
 // Worker configuration, read once from flags and validated.
+import { ConfigError } from "../common/errors.js";
 import type { Flags } from "../common/flags.js";
 import { bundledModelDir } from "../common/paths.js";
 
@@ -16,6 +17,8 @@ export interface WorkerConfig {
   maxBatchTokens: number;
   /** Kernel threads; 0 = one per hardware thread. */
   threads: number;
+  /** "auto" (a GPU when the build has CUDA and one is visible), "cpu", "cuda" or "cuda:N". */
+  device: string;
   host: string;
   /** 0 = any free port. */
   port: number;
@@ -33,7 +36,8 @@ export const WORKER_FLAGS_HELP = `worker options:
   --num-pages N            KV pool size in pages, overrides --kv-cache-mib
   --block-size N           tokens per KV page (default 16)
   --max-batch-tokens N     token budget of one step (default 512)
-  --threads N              kernel threads, 0 = all cores (default 0)`;
+  --threads N              kernel threads, 0 = all cores (default 0)
+  --device auto|cpu|cuda[:N]  where the model runs (default auto: the GPU when there is one)`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   return {
@@ -47,9 +51,15 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     blockSize: f.int("block-size", 16, 1, 1024),
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
     threads: f.int("threads", 0, 0, 1024),
+    device: deviceFlag(f.string("device", "auto")),
     host: f.string("worker-host", "127.0.0.1"),
     port: f.int("worker-port", 0, 0, 65535),
     epoch: f.int("epoch", 1, 1),
     seed: f.int("seed", 0, 0),
   };
+}
+
+function deviceFlag(v: string): string {
+  if (v === "auto" || v === "cpu" || /^cuda(:\d{1,3})?$/.test(v)) return v;
+  throw new ConfigError(`--device must be auto, cpu, cuda or cuda:N, got "${v}"`);
 }

@@ -193,8 +193,11 @@ export class StepExecutor {
     }
     if (active.length === 0) return { tokens: [], forwardMs: 0 };
     const batch = this.buildBatch(active);
+    // Greedy steps take the argmax where the logits are; only ids cross into JavaScript.
+    const greedy = active.every((a) => a.s.sampling.temperature === 0 || a.s.sampling.topK === 1);
     const t0 = performance.now();
-    const logits = await this.engine.forward(batch);
+    const argmax = greedy ? await this.engine.forwardArgmax(batch) : undefined;
+    const logits = greedy ? undefined : await this.engine.forward(batch);
     const forwardMs = performance.now() - t0;
     this.steps++;
     this.forwardMsTotal += forwardMs;
@@ -206,7 +209,7 @@ export class StepExecutor {
       const { id, s, n } = active[row]!;
       s.computed += n;
       if (s.computed !== s.tokens.length) continue; // a prefill chunk that is not the last one
-      const token = sampleToken(logits, row * vocab, vocab, s.sampling, s.numGenerated);
+      const token = argmax ? argmax[row]! : sampleToken(logits!, row * vocab, vocab, s.sampling, s.numGenerated);
       s.tokens.push(token);
       s.numGenerated++;
       const eos = !s.ignoreEos && this.eos.has(token);

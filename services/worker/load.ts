@@ -3,7 +3,7 @@
 import type { DType, Engine, Int4Tensor, WeightTensor } from "../../native/index.js";
 import { ConfigError, ModelLoadError } from "../common/errors.js";
 import type { ModelConfig } from "../common/model/config.js";
-import { type Checkpoint, openCheckpoint, type StDType, toFloat32 } from "../common/model/safetensors.js";
+import { type Checkpoint, fromFloat32, openCheckpoint, type StDType, toFloat32 } from "../common/model/safetensors.js";
 import { checkGroupSize, quantizeRtn } from "./quant/rtn.js";
 
 export interface LoadOptions {
@@ -175,8 +175,9 @@ function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource): WeightTen
     const [rows, cols] = spec.shape as [number, number];
     return dummyInt4(rows, cols, opts, src);
   }
+  // Stored as bf16, like the checkpoints dummy weights stand in for (and half the bytes to hand over).
   const values = spec.shape.length === 1 ? new Float32Array(n).fill(1) : src.normal(n);
-  return { kind: "dense", dtype: "f32", shape: [...spec.shape], data: new Uint8Array(values.buffer) };
+  return { kind: "dense", dtype: "bf16", shape: [...spec.shape], data: fromFloat32(values, "BF16") };
 }
 
 /** Loads all weights into `engine` and finalizes it. */

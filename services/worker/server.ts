@@ -35,22 +35,35 @@ export function quantizationLabel(cfg: WorkerConfig): string {
   return cfg.quantization === "none" ? "none" : `int4-g${cfg.groupSize}-${cfg.symmetric ? "sym" : "asym"}`;
 }
 
+/** Which device `--device` means on this machine, and why (the worker says so at start). */
+export function resolveDevice(wanted: string): { device: string; reason: string } {
+  const build = loadNative().buildInfo();
+  if (wanted === "cpu") return { device: "cpu", reason: "--device cpu" };
+  if (wanted !== "auto") return { device: wanted, reason: `--device ${wanted}` };
+  if (!build.cuda)
+    return { device: "cpu", reason: "this build has no CUDA backend (nvcc was not found at build time)" };
+  if (build.cudaDevices === 0) return { device: "cpu", reason: "no CUDA device is visible" };
+  return { device: "cuda:0", reason: `${build.cudaDevices} CUDA device(s) visible` };
+}
+
 /** Builds the engine and loads the weights (no server). Used by the worker, `tpserve eval` and the benchmarks. */
 export function createEngine(
   cfg: WorkerConfig,
   onProgress?: (p: LoadProgress) => void,
-): { engine: Engine; model: ModelConfig; numPages: number } {
+): { engine: Engine; model: ModelConfig; numPages: number; deviceReason: string } {
   const model = loadModelConfig(cfg.model);
   const shape = toModelShape(model);
   const perPage = kvBytesPerPage(shape, cfg.blockSize);
   const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
   const native = loadNative();
+  const { device, reason } = resolveDevice(cfg.device);
   const engine = new native.Engine({
     shape,
     numPages,
     blockSize: cfg.blockSize,
     maxBatchTokens: cfg.maxBatchTokens,
     threads: cfg.threads,
+    device,
   });
   loadWeights(engine, {
     dir: cfg.model,
@@ -62,11 +75,11 @@ export function createEngine(
     seed: cfg.seed,
     onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
   });
-  return { engine, model, numPages };
+  return { engine, model, numPages, deviceReason: reason };
 }
 
 export async function startWorker(cfg: WorkerConfig, onProgress?: (p: LoadProgress) => void): Promise<WorkerHandle> {
-  const { engine, model, numPages } = createEngine(cfg, onProgress);
+  const { engine, model, numPages, deviceReason } = createEngine(cfg, onProgress);
   const maxContext = model.maxPositionEmbeddings;
   const maxBlocksPerSeq = Math.ceil(maxContext / cfg.blockSize);
   const executorOpts = {
@@ -86,8 +99,11 @@ export async function startWorker(cfg: WorkerConfig, onProgress?: (p: LoadProgre
     maxContext,
     numPages,
     blockSize: cfg.blockSize,
-    backend: "cpu",
-    backendReason: `no CUDA backend in this build; CPU kernels use ${info.simd} with ${info.threads} threads`,
+    backend: info.device === "cpu" ? "cpu" : "cuda",
+    backendReason:
+      info.device === "cpu"
+        ? `${deviceReason}; CPU kernels use ${info.simd} with ${info.threads} threads`
+        : `${deviceReason}; ${info.device}`,
     quantization: quantizationLabel(cfg),
     eosTokenId: model.eosTokenIds[0] ?? 0,
     eosTokenIds: model.eosTokenIds,

@@ -24,11 +24,14 @@ class FakeEngine implements Engine {
   forward(_batch: ForwardBatch): Promise<Float32Array> {
     return Promise.reject(new Error("fake"));
   }
+  forwardArgmax(_batch: ForwardBatch): Promise<Int32Array> {
+    return Promise.reject(new Error("fake"));
+  }
   forwardSync(_batch: ForwardBatch): Float32Array {
     throw new Error("fake");
   }
   info(): EngineInfo {
-    return { threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0 };
+    return { threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu" };
   }
   close(): void {}
 }
@@ -185,10 +188,11 @@ describe("loadWeights", () => {
     expect(a.tensors).toEqual(b.tensors);
     expect(a.log.at(-1)).toBe("finalize");
     const norm = a.tensors.get("layers.1.mlp_norm");
-    expect(norm?.kind === "dense" && Array.from(toFloat32(norm.data, "F32"))).toEqual(new Array(64).fill(1));
+    expect(norm?.kind === "dense" && norm.dtype).toBe("bf16");
+    expect(norm?.kind === "dense" && Array.from(toFloat32(norm.data, "BF16"))).toEqual(new Array(64).fill(1));
     const embed = a.tensors.get("embed");
     if (embed?.kind !== "dense") throw new Error("embed not dense");
-    const v = toFloat32(embed.data, "F32");
+    const v = toFloat32(embed.data, "BF16");
     const std = Math.sqrt(v.reduce((s, x) => s + x * x, 0) / v.length);
     expect(std).toBeGreaterThan(0.015);
     expect(std).toBeLessThan(0.025);

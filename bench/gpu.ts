@@ -1,0 +1,282 @@
+// GPU check and benchmark, run on the GPU machine (scripts/gpu/run.sh): the bundled model on the GPU against the
+// golden references (teacher-forced logits, greedy ids over gRPC, perplexity), then dummy Llama-2-7B and
+// Llama-3-8B in int4: engine decode speed at several batch sizes as a fraction of the memory floor, and end to end
+// through the router. Prints tables; writes JSON to --out FILE. Flags: --bandwidth GBPS (copy bandwidth measured in
+// the same run; the floor needs it), --quick, --skip-golden, --skip-e2e.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Engine, ForwardBatch } from "../native/index.js";
+import { encodeDocuments, perplexity, readText } from "../services/cli/eval.js";
+import { generate, generationClient } from "../services/common/client.js";
+import { Flags } from "../services/common/flags.js";
+import { loadTokenizer } from "../services/common/model/tokenizer.js";
+import { bundledModelDir, packageRoot } from "../services/common/paths.js";
+import { routerConfigFromFlags } from "../services/router/config.js";
+import { startRouter } from "../services/router/main.js";
+import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
+import { createEngine, startWorker } from "../services/worker/server.js";
+
+const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e"]);
+const bandwidth = f.float("bandwidth", 0, 0, 1e5); // GB/s
+const quick = f.bool("quick");
+const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-latest.json"));
+const skipGolden = f.bool("skip-golden");
+const skipE2e = f.bool("skip-e2e");
+const device = f.string("device", "cuda:0");
+f.rejectUnknown();
+
+interface GoldenPrompt {
+  prompt: string;
+  prompt_ids: number[];
+  greedy_ids: number[];
+  first_step_logits: number[];
+  rtn_int4_g128_sym_greedy_ids: number[];
+}
+const goldenFile = JSON.parse(readText(join(bundledModelDir(), "golden.public.json"))) as {
+  ppl: Record<string, number>;
+  golden: GoldenPrompt[];
+};
+const results: Record<string, unknown> = { date: new Date().toISOString(), device };
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1] ?? 0;
+const pct = (a: number[], p: number) =>
+  [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(p * a.length))] ?? 0;
+
+function cfg(over: Partial<WorkerConfig>): WorkerConfig {
+  return { ...workerConfigFromFlags(new Flags([])), device, ...over, port: 0 };
+}
+
+function batchOf(seqs: { tokens: number[]; ctx: number; pages: number[] }[], all = false): ForwardBatch {
+  const maxB = Math.max(...seqs.map((s) => s.pages.length));
+  const bt = new Int32Array(seqs.length * maxB);
+  for (const [i, s] of seqs.entries()) bt.set(s.pages, i * maxB);
+  return {
+    tokens: Int32Array.from(seqs.flatMap((s) => s.tokens)),
+    seqLens: Int32Array.from(seqs.map((s) => s.tokens.length)),
+    contextLens: Int32Array.from(seqs.map((s) => s.ctx)),
+    blockTables: bt,
+    maxBlocksPerSeq: maxB,
+    logits: all ? "all" : "last",
+  };
+}
+
+async function golden(): Promise<void> {
+  const rows: Record<string, unknown>[] = [];
+  for (const quantization of ["none", "int4"] as const) {
+    const { engine } = createEngine(cfg({ quantization, groupSize: 128, numPages: 64, maxBatchTokens: 512 }));
+    let worst = 0;
+    let equal = 0;
+    const diverged: string[] = [];
+    for (const g of goldenFile.golden) {
+      const ref = quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids;
+      const ids = [...g.prompt_ids, ...ref.slice(0, -1)];
+      const pages = Array.from({ length: Math.ceil(ids.length / 16) }, (_, i) => i + 1);
+      const logits = await engine.forward(batchOf([{ tokens: ids, ctx: ids.length, pages }], true));
+      let ok = true;
+      for (let s = 0; s < ref.length; s++) {
+        const off = (g.prompt_ids.length - 1 + s) * 4096;
+        let best = 0;
+        for (let v = 1; v < 4096; v++) if (logits[off + v]! > logits[off + best]!) best = v;
+        if (best !== ref[s]) {
+          ok = false;
+          diverged.push(`"${g.prompt}" step ${s}: ${best} vs ${ref[s]}`);
+          break;
+        }
+        if (s === 0 && quantization === "none")
+          for (let v = 0; v < 4096; v++) worst = Math.max(worst, Math.abs(logits[off + v]! - g.first_step_logits[v]!));
+      }
+      if (ok) equal++;
+    }
+    const tok = loadTokenizer(bundledModelDir());
+    const ppl = await perplexity(
+      engine,
+      encodeDocuments(readText(join(packageRoot(), "data", "brown", "brown.test.txt")), tok, 2),
+      { window: 512, blockSize: 16, vocab: 4096 },
+    );
+    const ref = quantization === "none" ? goldenFile.ppl["float32"]! : goldenFile.ppl["rtn_int4_g128_sym"]!;
+    engine.close();
+    rows.push({
+      quantization,
+      promptsEqual: `${equal}/6`,
+      diverged,
+      firstStepMaxAbsDiff: quantization === "none" ? worst : null,
+      perplexity: ppl.perplexity,
+      perplexityRef: ref,
+      perplexityRelDiff: Math.abs(ppl.perplexity - ref) / ref,
+      pplSeconds: ppl.seconds,
+    });
+    console.log(
+      `golden ${quantization}: teacher-forced greedy ${equal}/6 prompts equal${quantization === "none" ? `, first-step max |diff| ${worst.toExponential(2)}` : ""}; ` +
+        `ppl ${ppl.perplexity.toFixed(4)} (ref ${ref.toFixed(4)}) in ${ppl.seconds.toFixed(1)} s ${diverged.join("; ")}`,
+    );
+  }
+  // Greedy ids over gRPC with the worker on the GPU.
+  const w = await startWorker(cfg({ quantization: "none", kvCacheMiB: 64 }));
+  const r = await startRouter({ ...routerConfigFromFlags(new Flags([]), [w.address]), port: 0 });
+  const client = generationClient(r.address);
+  const outs = await Promise.all(
+    goldenFile.golden.map((g) => generate(client, { text: g.prompt, maxTokens: 32, ignoreEos: true })),
+  );
+  const grpcEqual = outs.filter(
+    (o, i) => JSON.stringify(o.ids) === JSON.stringify(goldenFile.golden[i]!.greedy_ids),
+  ).length;
+  console.log(`golden over gRPC on ${w.describe.backendReason}: ${grpcEqual}/6 prompts equal`);
+  rows.push({ grpcGreedyEqual: `${grpcEqual}/6`, backend: w.describe.backendReason });
+  client.close();
+  await r.close();
+  await w.close();
+  results["golden"] = rows;
+}
+
+const SHAPES = [
+  { name: "llama-2-7b", dir: join(packageRoot(), "models", "dummy", "llama-2-7b") },
+  { name: "llama-3-8b", dir: join(packageRoot(), "models", "dummy", "llama-3-8b") },
+];
+const BATCHES = quick ? [1, 32] : [1, 8, 32, 128];
+const PROMPT = 128;
+
+/** Bytes one decode step must read: every weight but the embedding table, plus the KV cache of every sequence. */
+function floorBytes(engine: Engine, vocab: number, hidden: number, kvBytesPerToken: number, ctxTotal: number) {
+  return engine.info().weightBytes - vocab * hidden * 4 + kvBytesPerToken * ctxTotal;
+}
+
+async function engineDecode(): Promise<void> {
+  const rows: Record<string, unknown>[] = [];
+  for (const shape of SHAPES) {
+    const maxB = Math.max(...BATCHES);
+    const steps = quick ? 16 : 32;
+    const pagesPerSeq = Math.ceil((PROMPT + steps + 1) / 16);
+    const t0 = performance.now();
+    const { engine, model } = createEngine(
+      cfg({
+        model: shape.dir,
+        loadFormat: "dummy",
+        quantization: "int4",
+        groupSize: 128,
+        numPages: maxB * pagesPerSeq + 1,
+        maxBatchTokens: 4096,
+      }),
+    );
+    const loadS = (performance.now() - t0) / 1000;
+    const info = engine.info();
+    const kvPerToken = model.numLayers * 2 * model.numKvHeads * model.headDim * 4;
+    console.log(
+      `${shape.name}: loaded in ${loadS.toFixed(1)} s; weights ${(info.weightBytes / 1e9).toFixed(2)} GB, KV pool ${(info.kvBytes / 1e9).toFixed(2)} GB (${Math.floor(info.kvBytes / kvPerToken)} tokens) on ${info.device}`,
+    );
+    for (const b of BATCHES) {
+      const seqs = Array.from({ length: b }, (_, i) => ({
+        tokens: Array.from({ length: PROMPT }, (_, j) => 3 + ((i * 7919 + j * 104729) % (model.vocabSize - 3))),
+        ctx: PROMPT,
+        pages: Array.from({ length: pagesPerSeq }, (_, p) => 1 + i * pagesPerSeq + p),
+      }));
+      // Prefill in chunks of the batch-token budget.
+      for (let i = 0; i < b; i += Math.max(1, Math.floor(4096 / PROMPT))) {
+        await engine.forwardArgmax(batchOf(seqs.slice(i, i + Math.floor(4096 / PROMPT))));
+      }
+      const times: number[] = [];
+      let ctx = PROMPT;
+      for (let s = 0; s < steps; s++) {
+        ctx++;
+        const step = batchOf(seqs.map((q) => ({ tokens: [5 + s], ctx, pages: q.pages })));
+        const t = performance.now();
+        await engine.forwardArgmax(step);
+        times.push(performance.now() - t);
+      }
+      const ms = median(times.slice(2));
+      const bytes = floorBytes(engine, model.vocabSize, model.hiddenSize, kvPerToken, b * ctx);
+      const floorMs = bandwidth > 0 ? (bytes / (bandwidth * 1e9)) * 1e3 : Number.NaN;
+      rows.push({
+        shape: shape.name,
+        batch: b,
+        stepMs: ms,
+        tokPerSeq: 1000 / ms,
+        tokTotal: (1000 * b) / ms,
+        floorMs,
+        floorFraction: floorMs / ms,
+        bytesPerStep: bytes,
+      });
+      console.log(
+        `  batch ${b}: step ${ms.toFixed(3)} ms, ${(1000 / ms).toFixed(1)} tok/s/seq, ${((1000 * b) / ms).toFixed(0)} tok/s, floor ${floorMs.toFixed(3)} ms (${((floorMs / ms) * 100).toFixed(0)}%)`,
+      );
+    }
+    rows.push({
+      shape: shape.name,
+      weightBytes: info.weightBytes,
+      kvBytes: info.kvBytes,
+      kvTokens: Math.floor(info.kvBytes / kvPerToken),
+      loadSeconds: loadS,
+    });
+    engine.close();
+  }
+  results["engineDecode"] = rows;
+}
+
+async function endToEnd(): Promise<void> {
+  const rows: Record<string, unknown>[] = [];
+  for (const shape of SHAPES) {
+    const maxB = Math.max(...BATCHES);
+    const gen = quick ? 32 : 64;
+    const pagesPerSeq = Math.ceil((PROMPT + gen + 8) / 16);
+    const w = await startWorker(
+      cfg({
+        model: shape.dir,
+        loadFormat: "dummy",
+        quantization: "int4",
+        numPages: maxB * pagesPerSeq + 8,
+        maxBatchTokens: 4096,
+      }),
+    );
+    const r = await startRouter({
+      ...routerConfigFromFlags(new Flags([]), [w.address]),
+      model: bundledModelDir(),
+      maxRunning: maxB,
+      maxBatchTokens: 4096,
+      port: 0,
+    });
+    const client = generationClient(r.address);
+    for (const b of BATCHES) {
+      const before = w.executor.stats();
+      const t0 = performance.now();
+      const per = await Promise.all(
+        Array.from({ length: b }, async (_, i) => {
+          const ids = Array.from({ length: PROMPT }, (_, j) => 3 + ((i * 31 + j * 17) % 31000));
+          const start = performance.now();
+          const stamps: number[] = [];
+          await generate(client, { tokenIds: { ids }, maxTokens: gen, ignoreEos: true }, (c) => {
+            if (c.tokenIds.length > 0) stamps.push(performance.now());
+          });
+          const gaps = stamps.slice(1).map((t, k) => t - stamps[k]!);
+          return { ttft: stamps[0]! - start, gaps, total: performance.now() - start, n: stamps.length };
+        }),
+      );
+      const wall = performance.now() - t0;
+      const after = w.executor.stats();
+      const gaps = per.flatMap((p) => p.gaps);
+      const fwdMs = after.forwardMsTotal - before.forwardMsTotal;
+      const row = {
+        shape: shape.name,
+        batch: b,
+        ttftP50: median(per.map((p) => p.ttft)),
+        itlP50: median(gaps),
+        itlP99: pct(gaps, 0.99),
+        tokPerSeq: median(per.map((p) => (p.n - 1) / ((p.total - p.ttft) / 1000))),
+        tokTotal: per.reduce((a, p) => a + p.n, 0) / (wall / 1000),
+        routerOverhead: 1 - fwdMs / wall,
+      };
+      rows.push(row);
+      console.log(
+        `  e2e ${shape.name} batch ${b}: TTFT ${row.ttftP50.toFixed(1)} ms, ITL p50 ${row.itlP50.toFixed(2)} p99 ${row.itlP99.toFixed(2)} ms, ${row.tokPerSeq.toFixed(1)} tok/s/seq, ${row.tokTotal.toFixed(0)} tok/s, outside forward ${(row.routerOverhead * 100).toFixed(1)}%`,
+      );
+    }
+    client.close();
+    await r.close();
+    await w.close();
+  }
+  results["endToEnd"] = rows;
+}
+
+if (!skipGolden) await golden();
+await engineDecode();
+if (!skipE2e) await endToEnd();
+results["bandwidthGBps"] = bandwidth;
+writeFileSync(out, JSON.stringify(results, null, 1));
+console.log(`wrote ${out}`);

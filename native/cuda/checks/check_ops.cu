@@ -1,0 +1,459 @@
+// Checks the non-matmul kernels of native/cuda/kernels (ops.cu, attention.cu) against CPU double-precision
+// references on fresh random inputs (outputs poisoned with NaN first, every element compared), then times rmsnorm
+// and decode attention. Usage: check_ops [--json FILE] [--seed N] [--no-bench]. Exit 1 on any failure.
+//
+// Tolerances (relative L2 error ||out - ref|| / ||ref||, NaN/Inf never pass):
+//   embedding, kv_write: exact (copies). argmax: exact index.
+//   rmsnorm, silu_mul, rope, attention: 1e-5 (fp32 arithmetic lands near 1e-7..1e-6).
+//   rope's reference uses the CPU engine's fp32 angle (inv_freq = 1/theta^(2i/d) in fp32, pos*inv_freq in fp32)
+//   and double for the rest, as the GPU kernel does (an fp64 angle would differ by the fp32 angle's rounding).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdlib>
+#include <cstdio>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "check_util.cuh"
+#include "kernels/kernels.cuh"
+
+using namespace tpserve::check;
+namespace tc = tpserve::cuda;
+
+namespace {
+
+struct Result {
+  std::string name, shape;
+  double rel_l2, max_abs, tol;
+  bool pass;
+};
+std::vector<Result> g_results;
+bool g_fail = false;
+
+template <class T>
+struct Dev {
+  T* p = nullptr;
+  size_t n = 0;
+  Dev() = default;
+  explicit Dev(size_t n_) : n(n_) {
+    if (cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)) != cudaSuccess) {
+      std::fprintf(stderr, "cudaMalloc of %zu bytes failed\n", n * sizeof(T));
+      p = nullptr;
+    }
+  }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  ~Dev() { if (p) cudaFree(p); }
+  bool up(const std::vector<T>& h) { return p && cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess; }
+  std::vector<T> down() const {
+    std::vector<T> h(n);
+    if (!p || cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess) {
+      std::fprintf(stderr, "download failed\n");
+      std::fill(h.begin(), h.end(), (T)-12345);
+    }
+    return h;
+  }
+  bool poison() { return p && poison_nan(p, n * sizeof(T)) == cudaSuccess; }
+};
+
+void record(const std::string& name, const std::string& shape, ErrStats st, double tol) {
+  st.finish();
+  const bool ok = st.pass(tol);
+  g_results.push_back({name, shape, st.rel_l2, st.max_abs, tol, ok});
+  if (!ok) g_fail = true;
+  std::printf("%-5s %-10s %-48s rel_l2 %.3e max_abs %.3e nonfinite %zu\n", ok ? "ok" : "FAIL", name.c_str(),
+              shape.c_str(), st.rel_l2, st.max_abs, st.nonfinite);
+}
+void record_bool(const std::string& name, const std::string& shape, bool ok, const char* why = "") {
+  g_results.push_back({name, shape, ok ? 0.0 : 1.0, 0, 0, ok});
+  if (!ok) g_fail = true;
+  std::printf("%-5s %-10s %-48s %s\n", ok ? "ok" : "FAIL", name.c_str(), shape.c_str(), why);
+}
+bool launch_ok(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) e = cudaDeviceSynchronize();
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    g_fail = true;
+    return false;
+  }
+  return true;
+}
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char b[256];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(b, sizeof b, f, ap);
+  va_end(ap);
+  return b;
+}
+
+// ---------------------------------------------------------------- elementwise checks
+void check_rmsnorm(Rng& rng, int rows, int dim, bool withRes) {
+  std::vector<float> x((size_t)rows * dim), r(withRes ? x.size() : 0), w(dim);
+  rng.fill_normal(x, 2.0f);
+  rng.fill_normal(r, 1.0f);
+  rng.fill_uniform(w, 0.5f, 1.5f);
+  const float eps = 1e-5f;
+  Dev<float> dx(x.size()), dr(r.size()), dw(w.size()), dy(x.size());
+  dx.up(x), dr.up(r), dw.up(w), dy.poison();
+  if (!launch_ok(tc::rmsnorm(dx.p, withRes ? dr.p : nullptr, dw.p, dy.p, rows, dim, eps, 0), "rmsnorm")) return;
+  auto y = dy.down(), xo = dx.down();
+  ErrStats sy, sx;
+  for (int i = 0; i < rows; i++) {
+    std::vector<double> v(dim);
+    double ss = 0;
+    for (int c = 0; c < dim; c++) {
+      v[c] = (double)x[(size_t)i * dim + c] + (withRes ? (double)r[(size_t)i * dim + c] : 0.0);
+      ss += v[c] * v[c];
+    }
+    const double inv = 1.0 / std::sqrt(ss / dim + eps);
+    for (int c = 0; c < dim; c++) {
+      sy.add(y[(size_t)i * dim + c], v[c] * inv * w[c]);
+      sx.add(xo[(size_t)i * dim + c], v[c]);
+    }
+  }
+  const std::string shape = fmt("rows %d dim %d%s", rows, dim, withRes ? " +residual" : "");
+  record("rmsnorm", shape, sy, 1e-5);
+  record("rmsnorm.x", shape, sx, withRes ? 1e-7 : 0.0);
+}
+
+void check_rope(Rng& rng, int tokens, int heads, int kvHeads, int hd, float theta) {
+  std::vector<float> q((size_t)tokens * heads * hd), k((size_t)tokens * kvHeads * hd);
+  std::vector<int32_t> pos(tokens);
+  rng.fill_normal(q), rng.fill_normal(k);
+  for (int t = 0; t < tokens; t++) pos[t] = t == 0 ? 4095 : (int)rng.below(4097);
+  Dev<float> dq(q.size()), dk(k.size());
+  Dev<int32_t> dp(pos.size());
+  dq.up(q), dk.up(k), dp.up(pos);
+  if (!launch_ok(tc::rope(dq.p, dk.p, dp.p, tokens, heads, kvHeads, hd, theta, 0), "rope")) return;
+  auto qo = dq.down(), ko = dk.down();
+  ErrStats st;
+  const int half = hd / 2;
+  for (int t = 0; t < tokens; t++)
+    for (int i = 0; i < half; i++) {
+      const float invFreq = 1.0f / std::pow(theta, (float)(2 * i) / (float)hd);  // CPU engine's fp32 angle
+      const double ang = (double)((float)pos[t] * invFreq);
+      const double c = std::cos(ang), s = std::sin(ang);
+      auto one = [&](const std::vector<float>& in, const std::vector<float>& o, int nh) {
+        for (int h = 0; h < nh; h++) {
+          const size_t b = ((size_t)t * nh + h) * hd;
+          const double a = in[b + i], bb = in[b + i + half];
+          st.add(o[b + i], a * c - bb * s);
+          st.add(o[b + i + half], bb * c + a * s);
+        }
+      };
+      one(q, qo, heads), one(k, ko, kvHeads);
+    }
+  record("rope", fmt("tok %d h %d/%d d %d theta %g", tokens, heads, kvHeads, hd, theta), st, 1e-5);
+}
+
+void check_silu(Rng& rng, int rows, int inter) {
+  std::vector<float> gu((size_t)rows * 2 * inter);
+  rng.fill_normal(gu, 3.0f);
+  Dev<float> dg(gu.size()), d_o((size_t)rows * inter);
+  dg.up(gu), d_o.poison();
+  if (!launch_ok(tc::silu_mul(dg.p, d_o.p, rows, inter, 0), "silu_mul")) return;
+  auto o = d_o.down();
+  ErrStats st;
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < inter; c++) {
+      const double g = gu[(size_t)r * 2 * inter + c], u = gu[(size_t)r * 2 * inter + inter + c];
+      st.add(o[(size_t)r * inter + c], g / (1.0 + std::exp(-g)) * u);
+    }
+  record("silu_mul", fmt("rows %d inter %d", rows, inter), st, 1e-5);
+}
+
+void check_embedding(Rng& rng, int n, int vocab, int dim) {
+  std::vector<float> table((size_t)vocab * dim);
+  rng.fill_normal(table);
+  std::vector<int32_t> ids(n);
+  for (auto& i : ids) i = (int32_t)rng.below(vocab);
+  ids[0] = vocab - 1;
+  Dev<float> dt(table.size()), d_o((size_t)n * dim);
+  Dev<int32_t> di(n);
+  dt.up(table), di.up(ids), d_o.poison();
+  if (!launch_ok(tc::embedding(di.p, n, dt.p, dim, d_o.p, 0), "embedding")) return;
+  auto o = d_o.down();
+  ErrStats st;
+  for (int i = 0; i < n; i++)
+    for (int c = 0; c < dim; c++) st.add(o[(size_t)i * dim + c], table[(size_t)ids[i] * dim + c]);
+  record("embedding", fmt("n %d vocab %d dim %d", n, vocab, dim), st, 0.0);
+}
+
+void check_kv_write(Rng& rng, int tokens, int kvHeads, int hd, int numPages, int bs) {
+  const size_t kvd = (size_t)kvHeads * hd, cache = (size_t)numPages * bs * kvd;
+  std::vector<float> k(tokens * kvd), v(tokens * kvd), kc(cache), vc(cache);
+  rng.fill_normal(k), rng.fill_normal(v), rng.fill_normal(kc), rng.fill_normal(vc);
+  std::vector<int32_t> slots(numPages * bs - bs);
+  std::iota(slots.begin(), slots.end(), bs);  // page 0 reserved
+  for (size_t i = slots.size() - 1; i > 0; i--) std::swap(slots[i], slots[rng.below((uint32_t)i + 1)]);
+  slots.resize(tokens);
+  for (int t = 0; t < tokens; t += 5) slots[t] = -1;
+  Dev<float> dk(k.size()), dv(v.size()), dkc(cache), dvc(cache);
+  Dev<int32_t> ds(tokens);
+  dk.up(k), dv.up(v), dkc.up(kc), dvc.up(vc), ds.up(slots);
+  if (!launch_ok(tc::kv_write(dk.p, dv.p, ds.p, tokens, dkc.p, dvc.p, kvHeads, hd, 0), "kv_write")) return;
+  std::vector<float> ek = kc, ev = vc;
+  for (int t = 0; t < tokens; t++)
+    if (slots[t] >= 0)
+      for (size_t c = 0; c < kvd; c++) ek[slots[t] * kvd + c] = k[t * kvd + c], ev[slots[t] * kvd + c] = v[t * kvd + c];
+  auto ok = dkc.down(), ov = dvc.down();
+  ErrStats st;
+  for (size_t i = 0; i < cache; i++) st.add(ok[i], ek[i]), st.add(ov[i], ev[i]);
+  record("kv_write", fmt("tok %d kvh %d d %d pages %d (every 5th slot -1)", tokens, kvHeads, hd, numPages), st, 0.0);
+}
+
+void check_argmax(Rng& rng, int rows, int vocab) {
+  std::vector<float> l((size_t)rows * vocab);
+  rng.fill_normal(l);
+  std::vector<int32_t> expect(rows);
+  for (int r = 0; r < rows; r++) {
+    float* p = &l[(size_t)r * vocab];
+    // Ties: plant the maximum at two or three places (lowest must win); some rows tie on exact equal values.
+    const int a = (int)rng.below(vocab), b = (int)rng.below(vocab), c = (int)rng.below(vocab);
+    const float top = 10.0f + (float)(r % 3);
+    p[a] = top, p[b] = top;
+    if (r % 2) p[c] = top;
+    if (r % 4 == 3) p[vocab - 1] = top;  // tail element
+    int best = 0;
+    for (int i = 1; i < vocab; i++)
+      if (p[i] > p[best]) best = i;
+    expect[r] = best;
+  }
+  Dev<float> dl(l.size());
+  Dev<int32_t> d_o(rows);
+  dl.up(l), d_o.poison();
+  if (!launch_ok(tc::argmax_rows(dl.p, rows, vocab, d_o.p, 0), "argmax")) return;
+  auto o = d_o.down();
+  int bad = 0;
+  for (int r = 0; r < rows; r++) bad += o[r] != expect[r];
+  record_bool("argmax", fmt("rows %d vocab %d (ties)", rows, vocab), bad == 0, bad ? "wrong index" : "");
+}
+
+// ---------------------------------------------------------------- attention
+struct AttnCase {
+  int heads, kvHeads, hd, bs;
+  std::vector<int> ctx, qlen;
+};
+
+// Builds shuffled pages, NaN in every cache slot no sequence owns (over-reads show), runs, compares.
+void check_attention(Rng& rng, const AttnCase& c, const std::string& label) {
+  const int S = (int)c.ctx.size(), bs = c.bs, kvd = c.kvHeads * c.hd;
+  int maxBlocks = 1, totalBlocks = 0, maxCtx = 0, maxQ = 0, T = 0;
+  std::vector<int32_t> qstart(S + 1, 0);
+  for (int s = 0; s < S; s++) {
+    const int nb = (c.ctx[s] + bs - 1) / bs;
+    maxBlocks = std::max(maxBlocks, nb + 1);  // one padding entry (-1) per table
+    totalBlocks += nb, maxCtx = std::max(maxCtx, c.ctx[s]), maxQ = std::max(maxQ, c.qlen[s]);
+    T += c.qlen[s], qstart[s + 1] = T;
+  }
+  const int numPages = totalBlocks + 3;
+  std::vector<int32_t> pages(numPages - 1);
+  std::iota(pages.begin(), pages.end(), 1);
+  for (size_t i = pages.size() - 1; i > 0; i--) std::swap(pages[i], pages[rng.below((uint32_t)i + 1)]);
+  std::vector<int32_t> bt((size_t)S * maxBlocks, -1);
+  const size_t cacheN = (size_t)numPages * bs * kvd;
+  std::vector<float> kc(cacheN, NAN), vc(cacheN, NAN);
+  for (int s = 0, pi = 0; s < S; s++)
+    for (int j = 0; j < c.ctx[s]; j++) {
+      if (j % bs == 0) bt[(size_t)s * maxBlocks + j / bs] = pages[pi++];
+      const size_t off = ((size_t)bt[(size_t)s * maxBlocks + j / bs] * bs + j % bs) * kvd;
+      for (int e = 0; e < kvd; e++) kc[off + e] = rng.normal(), vc[off + e] = rng.normal();
+    }
+  std::vector<float> q((size_t)T * c.heads * c.hd);
+  rng.fill_normal(q, 1.5f);
+  const size_t wsBytes = tc::attention_workspace_bytes(T, c.heads, c.hd, maxCtx);
+  Dev<float> dq(q.size()), dk(cacheN), dv(cacheN), d_o(q.size()), dws(wsBytes / 4 + 4);
+  Dev<int32_t> dbt(bt.size()), dctx(S), dqs(S + 1);
+  std::vector<int32_t> ctx32(c.ctx.begin(), c.ctx.end());
+  dq.up(q), dk.up(kc), dv.up(vc), dbt.up(bt), dctx.up(ctx32), dqs.up(qstart), d_o.poison(), dws.poison();
+  tc::AttentionArgs a{};
+  a.q = dq.p, a.kCache = dk.p, a.vCache = dv.p, a.blockTables = dbt.p, a.contextLens = dctx.p, a.queryStart = dqs.p;
+  a.out = d_o.p, a.workspace = dws.p, a.numSeqs = S, a.maxBlocks = maxBlocks, a.heads = c.heads;
+  a.kvHeads = c.kvHeads, a.headDim = c.hd, a.blockSize = bs, a.maxContext = maxCtx, a.maxQueryLen = maxQ;
+  std::string shape = fmt("%s h %d/%d d %d seqs %d", label.c_str(), c.heads, c.kvHeads, c.hd, S);
+  if (!launch_ok(tc::attention(a, 0), "attention")) {
+    record_bool("attention", shape, false, "launch failed");
+    return;
+  }
+  auto o = d_o.down();
+  ErrStats st;
+  const int G = c.heads / c.kvHeads;
+  const double scale = 1.0 / std::sqrt((double)c.hd);
+  for (int s = 0; s < S; s++)
+    for (int i = 0; i < c.qlen[s]; i++) {
+      const int t = qstart[s] + i, n = c.ctx[s] - c.qlen[s] + i + 1;
+      for (int h = 0; h < c.heads; h++) {
+        const int kvh = h / G;
+        const float* qp = &q[((size_t)t * c.heads + h) * c.hd];
+        std::vector<double> sc(n);
+        double mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+          const float* kp = &kc[((size_t)bt[(size_t)s * maxBlocks + j / bs] * bs + j % bs) * kvd + (size_t)kvh * c.hd];
+          double d = 0;
+          for (int e = 0; e < c.hd; e++) d += (double)qp[e] * kp[e];
+          sc[j] = d * scale, mx = std::max(mx, sc[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < n; j++) sc[j] = std::exp(sc[j] - mx), sum += sc[j];
+        std::vector<double> acc(c.hd, 0.0);
+        for (int j = 0; j < n; j++) {
+          const float* vp = &vc[((size_t)bt[(size_t)s * maxBlocks + j / bs] * bs + j % bs) * kvd + (size_t)kvh * c.hd];
+          for (int e = 0; e < c.hd; e++) acc[e] += sc[j] / sum * vp[e];
+        }
+        for (int e = 0; e < c.hd; e++) st.add(o[((size_t)t * c.heads + h) * c.hd + e], acc[e]);
+      }
+    }
+  record("attention", shape, st, 1e-5);
+}
+
+void check_invalid_args() {
+  tc::AttentionArgs a{};
+  bool ok = tc::attention(a, 0) == cudaSuccess;  // numSeqs 0: no-op
+  a.numSeqs = 1;
+  ok = ok && tc::attention(a, 0) == cudaErrorInvalidValue;  // null pointers
+  ok = ok && tc::rmsnorm(nullptr, nullptr, nullptr, nullptr, 1, 0, 1e-5f, 0) == cudaErrorInvalidValue;
+  ok = ok && tc::rope(nullptr, nullptr, nullptr, 1, 1, 1, 3, 1e4f, 0) == cudaErrorInvalidValue;
+  ok = ok && tc::argmax_rows(nullptr, -1, 10, nullptr, 0) == cudaErrorInvalidValue;
+  ok = ok && tc::kv_write(nullptr, nullptr, nullptr, 1, nullptr, nullptr, 1, 64, 0) == cudaErrorInvalidValue;
+  cudaGetLastError();
+  record_bool("invalid", "bad arguments -> cudaErrorInvalidValue", ok);
+}
+
+// ---------------------------------------------------------------- benchmarks
+__global__ void fill_random(float* p, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t z = (i + seed) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    p[i] = (float)((z >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+  }
+}
+
+struct Bench {
+  std::string name, shape;
+  double us, gbs;
+};
+std::vector<Bench> g_bench;
+
+int bench_rmsnorm(int rows, int dim) {
+  Dev<float> x((size_t)rows * dim), r(x.n), w(dim), y(x.n);
+  fill_random<<<256, 256>>>(x.p, x.n, 1), fill_random<<<256, 256>>>(r.p, r.n, 2);
+  fill_random<<<64, 256>>>(w.p, w.n, 3);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> ms;
+  CUDA_CHECK(time_events([&](int) { return tc::rmsnorm(x.p, r.p, w.p, y.p, rows, dim, 1e-5f, 0); }, 10, 100, ms));
+  const double t = median(ms) * 1e-3, bytes = (double)rows * dim * 4 * 4 + dim * 4.0;  // x r/w, res, y, w
+  g_bench.push_back({"rmsnorm+res", fmt("rows %d dim %d", rows, dim), t * 1e6, bytes / t / 1e9});
+  return 0;
+}
+
+int bench_decode(const char* model, int heads, int kvHeads, int batch, int ctx) {
+  const int hd = 128, bs = 16, nb = (ctx + bs - 1) / bs, kvd = kvHeads * hd;
+  const double setBytes = (double)batch * nb * bs * kvd * 4 * 2;
+  const int sets = (int)std::max(1.0, std::min(8.0, std::ceil(256e6 / setBytes)));  // rotate past the L2
+  const int numPages = sets * batch * nb + 1;
+  const size_t cacheN = (size_t)numPages * bs * kvd;
+  Dev<float> kc(cacheN), vc(cacheN), q((size_t)batch * heads * hd), out(q.n);
+  if (!kc.p || !vc.p) return 1;
+  fill_random<<<1024, 256>>>(kc.p, cacheN, 11), fill_random<<<1024, 256>>>(vc.p, cacheN, 12);
+  fill_random<<<64, 256>>>(q.p, q.n, 13);
+  std::vector<int32_t> bt((size_t)sets * batch * nb), ctxs(batch, ctx), qs(batch + 1);
+  std::iota(bt.begin(), bt.end(), 1);
+  Rng rng(7);
+  for (size_t i = bt.size() - 1; i > 0; i--) std::swap(bt[i], bt[rng.below((uint32_t)i + 1)]);
+  std::iota(qs.begin(), qs.end(), 0);
+  Dev<int32_t> dbt(bt.size()), dctx(batch), dqs(batch + 1);
+  dbt.up(bt), dctx.up(ctxs), dqs.up(qs);
+  Dev<float> ws(tc::attention_workspace_bytes(batch, heads, hd, ctx) / 4 + 4);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  tc::AttentionArgs a{};
+  a.q = q.p, a.kCache = kc.p, a.vCache = vc.p, a.contextLens = dctx.p, a.queryStart = dqs.p, a.out = out.p;
+  a.workspace = ws.p, a.numSeqs = batch, a.maxBlocks = nb, a.heads = heads, a.kvHeads = kvHeads, a.headDim = hd;
+  a.blockSize = bs, a.maxContext = ctx, a.maxQueryLen = 1;
+  std::vector<float> ms;
+  CUDA_CHECK(time_events(
+      [&](int i) {
+        a.blockTables = dbt.p + (size_t)(i % sets) * batch * nb;
+        return tc::attention(a, 0);
+      },
+      10, 60, ms));
+  const double t = median(ms) * 1e-3, bytes = (double)batch * ctx * kvd * 4 * 2;
+  g_bench.push_back({fmt("decode %s", model), fmt("batch %d ctx %d h %d/%d", batch, ctx, heads, kvHeads), t * 1e6,
+                     bytes / t / 1e9});
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* json = arg_value(argc, argv, "--json");
+  const uint64_t seed = std::strtoull(arg_value(argc, argv, "--seed", "1"), nullptr, 10);
+  const bool bench = !has_flag(argc, argv, "--no-bench");
+  Rng rng(seed);
+  std::printf("device: %s, seed %llu\n", device_name().c_str(), (unsigned long long)seed);
+
+  for (int dim : {256, 4096, 5120})
+    for (bool res : {false, true}) check_rmsnorm(rng, dim == 256 ? 7 : 33, dim, res);
+  check_rmsnorm(rng, 3, 1001, true);  // generic path (dim % 4 != 0)
+  for (float theta : {1e4f, 5e5f}) {
+    check_rope(rng, 37, 32, 8, 128, theta);
+    check_rope(rng, 19, 8, 8, 64, theta);
+  }
+  check_rope(rng, 5, 3, 1, 6, 1e4f);  // scalar path
+  check_silu(rng, 9, 11008), check_silu(rng, 3, 14336), check_silu(rng, 2, 37);
+  check_embedding(rng, 37, 1000, 4096), check_embedding(rng, 5, 100, 33);
+  check_kv_write(rng, 50, 8, 128, 9, 16), check_kv_write(rng, 23, 4, 64, 5, 16);
+  check_argmax(rng, 7, 128256), check_argmax(rng, 3, 32000), check_argmax(rng, 2, 1001);
+  check_invalid_args();
+
+  const std::vector<int> dctx = {1, 17, 1000, 4097, 33, 512};
+  for (auto hk : {std::pair<int, int>{32, 32}, {32, 8}, {4, 2}, {6, 2}})
+    for (int hd : {128, 64}) {
+      check_attention(rng, {hk.first, hk.second, hd, 16, dctx, std::vector<int>(dctx.size(), 1)}, "decode");
+    }
+  // Decode, one long sequence: many partitions + reduce.
+  check_attention(rng, {32, 8, 128, 16, {4097}, {1}}, "decode 1 seq");
+  check_attention(rng, {4, 4, 64, 16, {3000, 64, 65}, {1, 1, 1}}, "decode");
+  // Prefill / mixed: full prefills, chunked prefills (qLen < ctx), decodes in one batch.
+  const std::vector<int> pctx = {7, 100, 300, 50, 529, 1}, pq = {7, 100, 64, 1, 17, 1};
+  for (auto hk : {std::pair<int, int>{32, 8}, {4, 2}, {8, 8}, {6, 2}})
+    for (int hd : {128, 64}) check_attention(rng, {hk.first, hk.second, hd, 16, pctx, pq}, "prefill+mixed");
+  check_attention(rng, {32, 32, 128, 16, {600}, {600}}, "prefill long");
+  check_attention(rng, {4, 1, 64, 8, {200, 70}, {13, 70}}, "prefill bs8");
+
+  if (bench) {
+    if (bench_rmsnorm(1, 4096) || bench_rmsnorm(128, 4096)) g_fail = true;
+    for (int ctx : {1024, 4096})
+      for (int batch : {1, 32, 128}) {
+        if (bench_decode("llama2-7b", 32, 32, batch, ctx)) g_fail = true;
+        if (bench_decode("llama3-8b", 32, 8, batch, ctx)) g_fail = true;
+      }
+  }
+
+  if (json) {
+    Json j;
+    j.begin_obj().kv("device", device_name()).kv("seed", (long long)seed).kv("pass", !g_fail);
+    j.key("checks").begin_arr();
+    for (auto& r : g_results)
+      j.begin_obj().kv("name", r.name).kv("shape", r.shape).kv("rel_l2", r.rel_l2).kv("max_abs", r.max_abs)
+          .kv("tol", r.tol).kv("pass", r.pass).end_obj();
+    j.end_arr().key("bench").begin_arr();
+    for (auto& b : g_bench)
+      j.begin_obj().kv("name", b.name).kv("shape", b.shape).kv("median_us", b.us).kv("gb_s", b.gbs).end_obj();
+    j.end_arr().end_obj();
+    if (!j.write(json)) g_fail = true;
+  }
+  int nfail = 0;
+  for (auto& r : g_results) nfail += !r.pass;
+  std::printf("\n%-22s %-34s %12s %10s\n", "kernel", "shape", "median_us", "GB/s");
+  for (auto& b : g_bench) std::printf("%-22s %-34s %12.2f %10.1f\n", b.name.c_str(), b.shape.c_str(), b.us, b.gbs);
+  std::printf("checks: %zu, failed: %d -> %s\n", g_results.size(), nfail, g_fail ? "FAIL" : "PASS");
+  return g_fail ? 1 : 0;
+}

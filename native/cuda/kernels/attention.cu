@@ -1,0 +1,451 @@
+// Paged attention of the GPU backend (fp32, SIMT). Same function as native/src/kernels_impl.h attention*: query i
+// of a sequence with qLen queries sits at position contextLen - qLen + i and attends to positions 0..its own; head h
+// reads kv head h / (heads / kvHeads); scale 1/sqrt(headDim); softmax in fp32 (computed base 2: q is pre-scaled by
+// log2(e)/sqrt(d), so exp2 of the shifted score is the same weight).
+//
+// Decode (maxQueryLen == 1): flash-decoding. Grid (partition, head group, sequence); a block of 4 warps takes one
+// sequence, HPB query heads that share one kv head (GQA: K/V loaded once for all of them) and one partition of
+// the context (P tokens, P in 64..512 chosen so the grid fills the GPU). Warps take 16-token chunks in turn: for
+// QK^T, TPT = headDim/16 lanes share a token (16 dims each, float4 loads, sector-complete), then an online
+// softmax per warp, then P·V with each lane owning headDim/32 output dims (coalesced V rows, 16 rows in flight).
+// The 4 warps merge in shared memory; with one partition the block writes the output, else (max, sum, acc) go to
+// the workspace and attention_reduce_kernel merges the partitions.
+//
+// Prefill / mixed (maxQueryLen > 1): flash-attention tiling. Grid (row tile, kv head, sequence); the rows of a
+// block are 32 (query, head) pairs of one kv-head group, K/V tiles of 32 tokens go through shared memory, 4
+// threads per row, online softmax in registers, causal limits per row.
+#include <algorithm>
+#include <cfloat>
+
+#include "kernels.cuh"
+
+namespace tpserve::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr unsigned kFull = 0xffffffffu;
+
+// ---------------------------------------------------------------- decode
+constexpr int kDecWarps = 4;
+constexpr int kDecThreads = kDecWarps * 32;
+constexpr int kChunk = 16;                   // tokens per warp step
+constexpr int kMinPart = kDecWarps * kChunk;  // 64
+constexpr int kMaxPart = 512;
+constexpr long long kTargetBlocks = 1024;    // (seq, head, partition) items wanted before splitting finer
+
+int choose_partition(long long rows, int maxContext) {
+  int P = kMaxPart;
+  while (P > kMinPart && rows * ((maxContext + P - 1) / P) < kTargetBlocks) P /= 2;
+  return P;
+}
+
+struct DecodeWs {
+  float* acc;  // (numSeqs * heads * maxParts, D)
+  float* m;    // (numSeqs * heads * maxParts)
+  float* l;
+};
+
+DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
+  const size_t n = (size_t)rows * maxParts;
+  return {ws, ws + n * D, ws + n * D + n};
+}
+
+template <int D, int HPB>
+__global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
+    const float* __restrict__ q, const float* __restrict__ kCache, const float* __restrict__ vCache,
+    const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
+    const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
+    int maxBlocks, int blockSize, int P, int maxParts, float qScale) {
+  constexpr int DPL = 16;         // dims per lane in QK^T
+  constexpr int TPT = D / DPL;    // lanes per token
+  constexpr int TPI = 32 / TPT;   // tokens per warp instruction
+  constexpr int U = kChunk / TPI; // QK^T steps per chunk
+  constexpr int NF4 = DPL / 4;
+  constexpr int VPL = D / 32;     // output dims per lane
+  static_assert(D == 64 || D == 128, "headDim");
+
+  __shared__ float sm_m[kDecWarps][HPB], sm_l[kDecWarps][HPB];
+  __shared__ __align__(16) float sm_acc[kDecWarps][HPB][D];
+
+  const int seq = blockIdx.z, part = blockIdx.x;
+  const int qs = queryStart[seq];
+  if (queryStart[seq + 1] - qs != 1) return;
+  int ctx = contextLens[seq];
+  ctx = min(ctx, maxBlocks * blockSize);  // never read past the block table
+  const int start = part * P;
+  if (part > 0 && start >= ctx) return;
+  const int end = min(ctx, start + P);
+  const int h0 = blockIdx.y * HPB;
+  const int kvh = h0 / (heads / kvHeads);
+  const size_t kvd = (size_t)kvHeads * D;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int sub = lane % TPT, ti = lane / TPT;
+  const int32_t* bt = blockTables + (size_t)seq * maxBlocks;
+
+  float4 qv[HPB][NF4];
+#pragma unroll
+  for (int h = 0; h < HPB; h++) {
+    const float4* qp = reinterpret_cast<const float4*>(q + ((size_t)qs * heads + h0 + h) * D);
+#pragma unroll
+    for (int i = 0; i < NF4; i++) {
+      float4 v = __ldg(qp + sub + TPT * i);
+      qv[h][i] = make_float4(v.x * qScale, v.y * qScale, v.z * qScale, v.w * qScale);
+    }
+  }
+  float m[HPB], l[HPB], acc[HPB][VPL];
+#pragma unroll
+  for (int h = 0; h < HPB; h++) {
+    m[h] = -INFINITY, l[h] = 0.f;
+#pragma unroll
+    for (int e = 0; e < VPL; e++) acc[h][e] = 0.f;
+  }
+
+  for (int c0 = start + warp * kChunk; c0 < end; c0 += kDecWarps * kChunk) {
+    // ---- scores of 16 tokens
+    float s[U][HPB];
+    {
+      float4 kv[U][NF4];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int j = c0 + u * TPI + ti;
+        if (j < end) {
+          const int page = __ldg(bt + j / blockSize);
+          const float4* kp = reinterpret_cast<const float4*>(
+              kCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D);
+#pragma unroll
+          for (int i = 0; i < NF4; i++) kv[u][i] = __ldg(kp + sub + TPT * i);
+        } else {
+#pragma unroll
+          for (int i = 0; i < NF4; i++) kv[u][i] = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const bool valid = c0 + u * TPI + ti < end;
+#pragma unroll
+        for (int h = 0; h < HPB; h++) {
+          float d = 0.f;
+#pragma unroll
+          for (int i = 0; i < NF4; i++)
+            d += qv[h][i].x * kv[u][i].x + qv[h][i].y * kv[u][i].y + qv[h][i].z * kv[u][i].z +
+                 qv[h][i].w * kv[u][i].w;
+#pragma unroll
+          for (int o = TPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(kFull, d, o);
+          s[u][h] = valid ? d : -INFINITY;
+        }
+      }
+    }
+    // ---- online softmax (per warp)
+#pragma unroll
+    for (int h = 0; h < HPB; h++) {
+      float cm = s[0][h];
+#pragma unroll
+      for (int u = 1; u < U; u++) cm = fmaxf(cm, s[u][h]);
+#pragma unroll
+      for (int o = TPT; o < 32; o <<= 1) cm = fmaxf(cm, __shfl_xor_sync(kFull, cm, o));
+      const float mn = fmaxf(m[h], cm);  // finite: the chunk has at least one valid token
+      const float alpha = exp2f(m[h] - mn);  // 0 while m is -inf
+      m[h] = mn;
+      l[h] *= alpha;
+#pragma unroll
+      for (int e = 0; e < VPL; e++) acc[h][e] *= alpha;
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const float p = exp2f(s[u][h] - mn);  // -inf -> 0
+        s[u][h] = p;
+        l[h] += p;
+      }
+    }
+    // ---- P·V: 16 V rows in flight, lane owns VPL dims
+    float vv[kChunk][VPL];
+#pragma unroll
+    for (int t = 0; t < kChunk; t++) {
+      const int j = c0 + t;
+      if (j < end) {
+        const int page = __ldg(bt + j / blockSize);
+        const float* vp = vCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + lane * VPL;
+        if constexpr (VPL == 4) {
+          const float4 v = __ldg(reinterpret_cast<const float4*>(vp));
+          vv[t][0] = v.x, vv[t][1] = v.y, vv[t][2] = v.z, vv[t][3] = v.w;
+        } else {
+          const float2 v = __ldg(reinterpret_cast<const float2*>(vp));
+          vv[t][0] = v.x, vv[t][1] = v.y;
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < VPL; e++) vv[t][e] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kChunk; t++) {
+#pragma unroll
+      for (int h = 0; h < HPB; h++) {
+        const float p = __shfl_sync(kFull, s[t / TPI][h], (t % TPI) * TPT);
+#pragma unroll
+        for (int e = 0; e < VPL; e++) acc[h][e] += p * vv[t][e];
+      }
+    }
+  }
+
+  // ---- merge the warps
+#pragma unroll
+  for (int h = 0; h < HPB; h++) {
+    float lt = l[h];  // each token group holds its own tokens' weights (replicated over its TPT lanes)
+#pragma unroll
+    for (int o = TPT; o < 32; o <<= 1) lt += __shfl_xor_sync(kFull, lt, o);
+    if (lane == 0) sm_m[warp][h] = m[h], sm_l[warp][h] = lt;
+#pragma unroll
+    for (int e = 0; e < VPL; e++) sm_acc[warp][h][lane * VPL + e] = acc[h][e];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < HPB * D; idx += kDecThreads) {
+    const int h = idx / D, d = idx % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; w++) M = fmaxf(M, sm_m[w][h]);
+    float L = 0.f, A = 0.f;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; w++) {
+      const float f = sm_m[w][h] == -INFINITY ? 0.f : exp2f(sm_m[w][h] - M);
+      L += f * sm_l[w][h];
+      A += f * sm_acc[w][h][d];
+    }
+    const int head = h0 + h;
+    if (gridDim.x == 1) {
+      out[((size_t)qs * heads + head) * D + d] = L > 0.f ? __fdiv_rn(A, L) : 0.f;
+    } else {
+      const size_t r = ((size_t)seq * heads + head) * maxParts + part;
+      ws.acc[r * D + d] = A;
+      if (d == 0) ws.m[r] = M, ws.l[r] = L;
+    }
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __restrict__ contextLens,
+                                                            const int32_t* __restrict__ queryStart,
+                                                            float* __restrict__ out, DecodeWs ws, int heads,
+                                                            int maxBlocks, int blockSize, int P, int maxParts) {
+  const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
+  const int qs = queryStart[seq];
+  if (queryStart[seq + 1] - qs != 1) return;
+  const int ctx = min(contextLens[seq], maxBlocks * blockSize);
+  const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
+  const size_t r0 = ((size_t)seq * heads + head) * maxParts;
+  float M = -INFINITY;
+  for (int p = 0; p < parts; p++) M = fmaxf(M, ws.m[r0 + p]);
+  float L = 0.f, A = 0.f;
+  for (int p = 0; p < parts; p++) {
+    const float mp = ws.m[r0 + p];
+    const float f = mp == -INFINITY ? 0.f : exp2f(mp - M);
+    L += f * ws.l[r0 + p];
+    A += f * ws.acc[(r0 + p) * D + d];
+  }
+  out[((size_t)qs * heads + head) * D + d] = L > 0.f ? __fdiv_rn(A, L) : 0.f;
+}
+
+// ---------------------------------------------------------------- prefill / mixed
+constexpr int kPreThreads = 128;
+constexpr int kRT = 32;  // (query, head) rows per block
+constexpr int kBK = 32;  // kv tokens per tile
+
+template <int D>
+__global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
+    const float* __restrict__ q, const float* __restrict__ kCache, const float* __restrict__ vCache,
+    const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
+    const int32_t* __restrict__ queryStart, float* __restrict__ out, int heads, int kvHeads, int maxBlocks,
+    int blockSize, float qScale) {
+  constexpr int D4 = D / 4;
+  constexpr int LD = D + 4;  // padded rows: conflict-free float4 reads of 8 rows / 4 rows
+  constexpr int NCH = D4 / 4;  // float4 output chunks per thread
+  __shared__ __align__(16) float Qs[kRT][LD];
+  __shared__ __align__(16) float KVs[kBK][LD];
+  __shared__ float Ps[kRT][kBK + 1];
+
+  const int seq = blockIdx.z, kvh = blockIdx.y;
+  const int qs = queryStart[seq], qLen = queryStart[seq + 1] - qs;
+  const int G = heads / kvHeads;
+  const int nrows = qLen * G, r0 = blockIdx.x * kRT;
+  if (r0 >= nrows) return;
+  const int ctx = contextLens[seq];
+  const int cap = min(ctx, maxBlocks * blockSize);  // never read past the block table
+  const size_t kvd = (size_t)kvHeads * D;
+  const int32_t* bt = blockTables + (size_t)seq * maxBlocks;
+  const int tid = threadIdx.x;
+
+  for (int idx = tid; idx < kRT * D4; idx += kPreThreads) {
+    const int r = idx / D4, c4 = idx % D4, row = r0 + r;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (row < nrows) {
+      const int tok = row / G, h = kvh * G + row % G;
+      v = __ldg(reinterpret_cast<const float4*>(q + ((size_t)(qs + tok) * heads + h) * D) + c4);
+      v.x *= qScale, v.y *= qScale, v.z *= qScale, v.w *= qScale;
+    }
+    *reinterpret_cast<float4*>(&Qs[r][c4 * 4]) = v;
+  }
+
+  const int r = tid >> 2, sub = tid & 3, row = r0 + r;
+  const int limit = row < nrows ? min(ctx - qLen + row / G + 1, cap) : 0;  // attends to positions < limit
+  const int lastRow = min(r0 + kRT, nrows) - 1;
+  const int kvEnd = max(0, min(ctx - qLen + lastRow / G + 1, cap));
+
+  float m = -INFINITY, l = 0.f;
+  float4 acc[NCH];
+#pragma unroll
+  for (int k = 0; k < NCH; k++) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+
+  for (int kb = 0; kb < kvEnd; kb += kBK) {
+    __syncthreads();  // Qs written / KVs free
+    // K tile
+#pragma unroll
+    for (int it = 0; it < kBK * D4 / kPreThreads; it++) {
+      const int idx = tid + it * kPreThreads, c = idx / D4, c4 = idx % D4, j = kb + c;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (j < kvEnd) {
+        const int page = __ldg(bt + j / blockSize);
+        v = __ldg(reinterpret_cast<const float4*>(kCache + ((size_t)page * blockSize + j % blockSize) * kvd +
+                                                  (size_t)kvh * D) + c4);
+      }
+      *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
+    }
+    __syncthreads();
+    float s[kBK / 4];
+#pragma unroll
+    for (int jj = 0; jj < kBK / 4; jj++) s[jj] = 0.f;
+#pragma unroll 4
+    for (int d4 = 0; d4 < D4; d4++) {
+      const float4 qv = *reinterpret_cast<const float4*>(&Qs[r][d4 * 4]);
+#pragma unroll
+      for (int jj = 0; jj < kBK / 4; jj++) {
+        const float4 kv = *reinterpret_cast<const float4*>(&KVs[sub + 4 * jj][d4 * 4]);
+        s[jj] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+      }
+    }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int jj = 0; jj < kBK / 4; jj++) {
+      if (kb + sub + 4 * jj >= limit) s[jj] = -INFINITY;
+      mx = fmaxf(mx, s[jj]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
+    const float mn = fmaxf(m, mx);
+    const float alpha = m == -INFINITY ? 0.f : exp2f(m - mn);
+    float ps = 0.f;
+#pragma unroll
+    for (int jj = 0; jj < kBK / 4; jj++) {
+      const float p = s[jj] == -INFINITY ? 0.f : exp2f(s[jj] - mn);
+      Ps[r][sub + 4 * jj] = p;
+      ps += p;
+    }
+    ps += __shfl_xor_sync(kFull, ps, 1);
+    ps += __shfl_xor_sync(kFull, ps, 2);
+    l = l * alpha + ps;
+    m = mn;
+#pragma unroll
+    for (int k = 0; k < NCH; k++) acc[k].x *= alpha, acc[k].y *= alpha, acc[k].z *= alpha, acc[k].w *= alpha;
+    __syncthreads();  // done with K
+    // V tile
+#pragma unroll
+    for (int it = 0; it < kBK * D4 / kPreThreads; it++) {
+      const int idx = tid + it * kPreThreads, c = idx / D4, c4 = idx % D4, j = kb + c;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (j < kvEnd) {
+        const int page = __ldg(bt + j / blockSize);
+        v = __ldg(reinterpret_cast<const float4*>(vCache + ((size_t)page * blockSize + j % blockSize) * kvd +
+                                                  (size_t)kvh * D) + c4);
+      }
+      *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
+    }
+    __syncthreads();
+    const int cn = min(kBK, kvEnd - kb);
+    for (int c = 0; c < cn; c++) {
+      const float p = Ps[r][c];
+#pragma unroll
+      for (int k = 0; k < NCH; k++) {
+        const float4 v = *reinterpret_cast<const float4*>(&KVs[c][(sub + 4 * k) * 4]);
+        acc[k].x += p * v.x, acc[k].y += p * v.y, acc[k].z += p * v.z, acc[k].w += p * v.w;
+      }
+    }
+  }
+  if (row < nrows) {
+    const int tok = row / G, h = kvh * G + row % G;
+    float4* o = reinterpret_cast<float4*>(out + ((size_t)(qs + tok) * heads + h) * D);
+    const float inv = l > 0.f ? __fdiv_rn(1.0f, l) : 0.f;
+#pragma unroll
+    for (int k = 0; k < NCH; k++)
+      o[sub + 4 * k] = make_float4(acc[k].x * inv, acc[k].y * inv, acc[k].z * inv, acc[k].w * inv);
+  }
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+template <int D, int HPB>
+void launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
+  dim3 grid(parts, a.heads / HPB, a.numSeqs);
+  attention_decode_kernel<D, HPB><<<grid, kDecThreads, 0, stream>>>(
+      a.q, a.kCache, a.vCache, a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads,
+      a.maxBlocks, a.blockSize, P, parts, qScale);
+}
+
+template <int D>
+cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
+  const float qScale = kLog2e / sqrtf((float)D);
+  if (a.maxQueryLen == 1) {
+    const long long rows = (long long)a.numSeqs * a.heads;
+    int P = choose_partition(rows, a.maxContext);
+    int parts = (a.maxContext + P - 1) / P;
+    if (parts <= 1) parts = 1, P = 1 << 30;  // one partition covers any context
+    else if (!a.workspace || !aligned16(a.workspace)) return cudaErrorInvalidValue;
+    if (parts > 65535) return cudaErrorInvalidValue;
+    const DecodeWs ws = decode_ws(a.workspace, rows, parts, D);
+    const int G = a.heads / a.kvHeads;
+    if (G % 4 == 0) launch_decode<D, 4>(a, P, parts, ws, qScale, stream);
+    else if (G % 2 == 0) launch_decode<D, 2>(a, P, parts, ws, qScale, stream);
+    else launch_decode<D, 1>(a, P, parts, ws, qScale, stream);
+    if (parts > 1) {
+      cudaError_t e = cudaGetLastError();
+      if (e != cudaSuccess) return e;
+      attention_reduce_kernel<D><<<dim3(a.heads, a.numSeqs), D, 0, stream>>>(
+          a.contextLens, a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts);
+    }
+    return cudaGetLastError();
+  }
+  const long long rowTiles = ((long long)a.maxQueryLen * (a.heads / a.kvHeads) + kRT - 1) / kRT;
+  if (rowTiles > 0x7fffffffLL) return cudaErrorInvalidValue;
+  dim3 grid((unsigned)rowTiles, a.kvHeads, a.numSeqs);
+  attention_prefill_kernel<D><<<grid, kPreThreads, 0, stream>>>(a.q, a.kCache, a.vCache, a.blockTables,
+                                                               a.contextLens, a.queryStart, a.out, a.heads,
+                                                               a.kvHeads, a.maxBlocks, a.blockSize, qScale);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+size_t attention_workspace_bytes(int tokens, int heads, int headDim, int maxContext) {
+  if (tokens <= 0 || heads <= 0 || headDim <= 0 || maxContext <= 0) return 0;
+  // choose_partition(rows, .) gives P = 512, or a smaller P with rows * ceil(maxContext / P) < 2 * kTargetBlocks;
+  // rows = numSeqs * heads <= tokens * heads in decode.
+  const long long rows = (long long)tokens * heads;
+  const long long parts512 = (maxContext + kMaxPart - 1) / kMaxPart;
+  const long long items = std::max(rows * parts512, 2 * kTargetBlocks);
+  return (size_t)items * (headDim + 2) * sizeof(float);
+}
+
+cudaError_t attention(const AttentionArgs& a, cudaStream_t stream) {
+  if (a.numSeqs < 0) return cudaErrorInvalidValue;
+  if (a.numSeqs == 0) return cudaSuccess;
+  if (!a.q || !a.kCache || !a.vCache || !a.blockTables || !a.contextLens || !a.queryStart || !a.out)
+    return cudaErrorInvalidValue;
+  if (a.heads <= 0 || a.kvHeads <= 0 || a.heads % a.kvHeads || a.blockSize <= 0 || a.maxBlocks <= 0 ||
+      a.maxContext < 0 || a.maxQueryLen < 1 || a.numSeqs > 65535 || a.kvHeads > 65535)
+    return cudaErrorInvalidValue;
+  if ((long long)a.maxBlocks * a.blockSize > 0x7fffffffLL) return cudaErrorInvalidValue;
+  if (!aligned16(a.q) || !aligned16(a.kCache) || !aligned16(a.vCache) || !aligned16(a.out))
+    return cudaErrorInvalidValue;
+  if (a.headDim == 128) return attention_d<128>(a, stream);
+  if (a.headDim == 64) return attention_d<64>(a, stream);
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace tpserve::cuda

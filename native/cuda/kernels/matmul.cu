@@ -1,0 +1,473 @@
+// Matrix products of tpserve's GPU backend: y (m, rows) = x (m, cols) W^T, x and y fp32, W int4 (group-wise), bf16
+// or fp32 (layouts in kernels.cuh / native/index.ts).
+//
+// Paths, chosen per call:
+//  - GEMV (m <= 16, "vector" shapes: 16-byte aligned rows): memory-bound. A block of 8 warps owns 16 output rows
+//    (2 per warp); x (all m rows, a column tile of it) is staged in shared memory (XOR-swizzled so that lanes reading
+//    consecutive 16-byte weight chunks hit distinct banks); each lane streams 16-byte weight chunks of its 2 rows
+//    (coalesced along cols, ld.global.nc.L1::no_allocate, U chunks per row in flight), dequantizes them in registers
+//    once and reuses each value for all m rows. int4: a chunk is 32 columns of one group, so the zero is subtracted
+//    exactly in fp32 (magic-number conversion) and the scale multiplies the chunk's partial dot product once.
+//    Warp-shuffle reduction at the end; lane i writes y for x-row i.
+//  - Tensor cores (m > 16, int4 and bf16 with cols % 64 == 0 and aligned rows): mma.sync m16n8k16, bf16 operands
+//    (x rounded to bf16, int4 dequantized to fp32 then rounded to bf16), fp32 accumulate. Tolerance ~1e-2 relative.
+//  - SIMT tiled (m > 16 otherwise, and f32 always): 64x64 tile, 4x4 per thread, fp32 throughout. Any shape.
+//  - Generic GEMV (m <= 16, shapes not fit for the vector path): a warp per row, scalar loads. Any shape.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels.cuh"
+
+namespace tpserve::cuda {
+namespace {
+
+constexpr int kGemvWarps = 8;
+constexpr int kGemvSmemFloats = 8192;  // 32 KB of x per column tile
+
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ int swz(int j) { return j ^ ((j >> 3) & 7); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// ---- weight formats -------------------------------------------------------------------------------------------
+
+// 8 nibbles of one 32-bit word -> (q - zero) as exact floats, column order (low nibble of byte 0 first).
+// 0x4B0000qq is the float 2^23 + q; magic = 2^23 + zero.
+__device__ __forceinline__ void dequant8(uint32_t word, float magic, float* w) {
+  uint32_t lo = word & 0x0F0F0F0Fu, hi = (word >> 4) & 0x0F0F0F0Fu;
+  w[0] = __uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7440u)) - magic;
+  w[1] = __uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7440u)) - magic;
+  w[2] = __uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7441u)) - magic;
+  w[3] = __uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7441u)) - magic;
+  w[4] = __uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7442u)) - magic;
+  w[5] = __uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7442u)) - magic;
+  w[6] = __uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7443u)) - magic;
+  w[7] = __uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7443u)) - magic;
+}
+
+struct Int4Fmt {
+  // chunks in flight per row per lane in the GEMV (fewer for many x rows: registers)
+  template <int MB> static constexpr int kUnroll = MB == 1 ? 4 : (MB == 2 ? 2 : 1);
+  static constexpr int kCols = 32;  // columns per 16-byte chunk
+  const uint8_t* q;
+  const float* scales;
+  const uint8_t* zeros;
+  int cols, group, ngroups, gshift;  // gshift: log2(group/32) when a power of two, else -1
+  size_t rowBytes;
+  __device__ __forceinline__ const void* chunk(int row, int c) const { return q + (size_t)row * rowBytes + (size_t)c * 16; }
+  __device__ __forceinline__ int gidx(int c) const { return gshift >= 0 ? (c >> gshift) : (c * 32) / group; }
+  __device__ __forceinline__ float elem(int row, int col) const {
+    uint8_t b = q[(size_t)row * rowBytes + (col >> 1)];
+    int nib = (col & 1) ? (b >> 4) : (b & 15);
+    size_t gi = (size_t)row * ngroups + col / group;
+    int z = zeros ? zeros[gi] : 8;
+    return (float)(nib - z) * scales[gi];
+  }
+  // acc[mi] += sum_{i<32} w_i * x[mi][i] for this chunk; xs: float4 row of x-row 0 at this tile, stride per x-row.
+  template <int MB>
+  __device__ __forceinline__ void dot(uint4 v, int row, int c, const float4* xs, int xstride, int j0,
+                                      float (&acc)[MB]) const {
+    size_t gi = (size_t)row * ngroups + gidx(c);
+    float s = __ldg(scales + gi);
+    float z = zeros ? (float)__ldg(zeros + gi) : 8.f;
+    float magic = 8388608.f + z;
+    float w[32];
+    dequant8(v.x, magic, w + 0);
+    dequant8(v.y, magic, w + 8);
+    dequant8(v.z, magic, w + 16);
+    dequant8(v.w, magic, w + 24);
+#pragma unroll
+    for (int mi = 0; mi < MB; ++mi) {
+      float p = 0.f;
+#pragma unroll
+      for (int f = 0; f < 8; ++f) {
+        float4 xv = xs[mi * xstride + swz(j0 + f)];
+        p = fmaf(w[4 * f], xv.x, p);
+        p = fmaf(w[4 * f + 1], xv.y, p);
+        p = fmaf(w[4 * f + 2], xv.z, p);
+        p = fmaf(w[4 * f + 3], xv.w, p);
+      }
+      acc[mi] = fmaf(s, p, acc[mi]);
+    }
+  }
+};
+
+struct Bf16Fmt {
+  template <int MB> static constexpr int kUnroll = MB <= 4 ? 4 : 2;
+  static constexpr int kCols = 8;
+  const __nv_bfloat16* w;
+  int cols;
+  __device__ __forceinline__ const void* chunk(int row, int c) const { return w + (size_t)row * cols + (size_t)c * 8; }
+  __device__ __forceinline__ float elem(int row, int col) const { return __bfloat162float(w[(size_t)row * cols + col]); }
+  template <int MB>
+  __device__ __forceinline__ void dot(uint4 v, int, int, const float4* xs, int xstride, int j0, float (&acc)[MB]) const {
+    float f[8];
+    uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      f[2 * i] = __uint_as_float(words[i] << 16);
+      f[2 * i + 1] = __uint_as_float(words[i] & 0xFFFF0000u);
+    }
+#pragma unroll
+    for (int mi = 0; mi < MB; ++mi) {
+      float4 a = xs[mi * xstride + swz(j0)], b = xs[mi * xstride + swz(j0 + 1)];
+      float p = acc[mi];
+      p = fmaf(f[0], a.x, p); p = fmaf(f[1], a.y, p); p = fmaf(f[2], a.z, p); p = fmaf(f[3], a.w, p);
+      p = fmaf(f[4], b.x, p); p = fmaf(f[5], b.y, p); p = fmaf(f[6], b.z, p); p = fmaf(f[7], b.w, p);
+      acc[mi] = p;
+    }
+  }
+};
+
+struct F32Fmt {
+  template <int MB> static constexpr int kUnroll = MB <= 4 ? 4 : 2;
+  static constexpr int kCols = 4;
+  const float* w;
+  int cols;
+  __device__ __forceinline__ const void* chunk(int row, int c) const { return w + (size_t)row * cols + (size_t)c * 4; }
+  __device__ __forceinline__ float elem(int row, int col) const { return __ldg(w + (size_t)row * cols + col); }
+  template <int MB>
+  __device__ __forceinline__ void dot(uint4 v, int, int, const float4* xs, int xstride, int j0, float (&acc)[MB]) const {
+#pragma unroll
+    for (int mi = 0; mi < MB; ++mi) {
+      float4 a = xs[mi * xstride + swz(j0)];
+      float p = acc[mi];
+      p = fmaf(__uint_as_float(v.x), a.x, p); p = fmaf(__uint_as_float(v.y), a.y, p);
+      p = fmaf(__uint_as_float(v.z), a.z, p); p = fmaf(__uint_as_float(v.w), a.w, p);
+      acc[mi] = p;
+    }
+  }
+};
+
+// ---- vector GEMV (m <= 16) ------------------------------------------------------------------------------------
+
+// Requirements (checked by the launcher): cols % Fmt::kCols == 0 and cols % 4 == 0, weight rows and x 16-byte aligned.
+template <class Fmt, int MB, int U, int R>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_vec(const float* __restrict__ x, Fmt f, float* __restrict__ y,
+                                                            int m, int rows, int cols, int kt) {
+  extern __shared__ float4 xs4[];
+  constexpr int F4 = Fmt::kCols / 4;  // float4s of x per chunk
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
+  const int xstride = kt / 4;
+  float acc[R][MB];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mi = 0; mi < MB; ++mi) acc[r][mi] = 0.f;
+  int rr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) rr[r] = min(row0 + r, rows - 1);  // clamp: duplicate work, never written
+
+  for (int k0 = 0; k0 < cols; k0 += kt) {
+    const int kn = min(kt, cols - k0);
+    const int n4 = kn >> 2;
+    __syncthreads();
+    for (int i = threadIdx.x; i < MB * n4; i += blockDim.x) {
+      int mi = i / n4, j = i - mi * n4;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (mi < m) v = __ldg(reinterpret_cast<const float4*>(x + (size_t)mi * cols + k0) + j);
+      xs4[mi * xstride + swz(j)] = v;
+    }
+    __syncthreads();
+    const int nch = kn / Fmt::kCols, c0 = k0 / Fmt::kCols;
+    for (int c = lane; c < nch; c += 32 * U) {
+      uint4 w[U][R];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          if (c + 32 * u < nch) w[u][r] = ld_stream(f.chunk(rr[r], c0 + c + 32 * u));
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          if (c + 32 * u < nch) f.template dot<MB>(w[u][r], rr[r], c0 + c + 32 * u, xs4, xstride, (c + 32 * u) * F4, acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int mi = 0; mi < MB; ++mi) {
+      float s = warp_sum(acc[r][mi]);
+      if (lane == mi && mi < m && row0 + r < rows) y[(size_t)mi * rows + row0 + r] = s;
+    }
+  }
+}
+
+// ---- generic GEMV (any shape, m <= 16) ------------------------------------------------------------------------
+
+template <class Fmt>
+__global__ void __launch_bounds__(256) gemv_generic(const float* __restrict__ x, Fmt f, float* __restrict__ y, int m,
+                                                    int rows, int cols) {
+  const int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  float acc[16];
+#pragma unroll
+  for (int mi = 0; mi < 16; ++mi) acc[mi] = 0.f;
+  for (int c = lane; c < cols; c += 32) {
+    float w = f.elem(row, c);
+#pragma unroll
+    for (int mi = 0; mi < 16; ++mi)
+      if (mi < m) acc[mi] = fmaf(w, __ldg(x + (size_t)mi * cols + c), acc[mi]);
+  }
+#pragma unroll
+  for (int mi = 0; mi < 16; ++mi) {
+    float s = warp_sum(acc[mi]);
+    if (lane == 0 && mi < m) y[(size_t)mi * rows + row] = s;
+  }
+}
+
+// ---- SIMT tiled (any shape, any m) ----------------------------------------------------------------------------
+
+template <class Fmt>
+__global__ void __launch_bounds__(256) tiled_simt(const float* __restrict__ x, Fmt f, float* __restrict__ y, int m,
+                                                  int rows, int cols) {
+  constexpr int BM = 64, BN = 64, BK = 16;
+  __shared__ float As[BK][BM + 4];
+  __shared__ float Bs[BK][BN + 4];
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < cols; k0 += BK) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      int idx = tid + 256 * i, r = idx >> 4, kk = idx & 15;
+      int gm = m0 + r, gn = n0 + r, gk = k0 + kk;
+      As[kk][r] = (gm < m && gk < cols) ? __ldg(x + (size_t)gm * cols + gk) : 0.f;
+      Bs[kk][r] = (gn < rows && gk < cols) ? f.elem(gn, gk) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = As[kk][ty * 4 + i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx * 4 + j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int gm = m0 + ty * 4 + i;
+    if (gm >= m) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      int gn = n0 + tx * 4 + j;
+      if (gn < rows) y[(size_t)gm * rows + gn] = acc[i][j];
+    }
+  }
+}
+
+// ---- tensor cores (mma.sync m16n8k16 bf16, fp32 accumulate) -----------------------------------------------------
+
+__device__ __forceinline__ uint32_t pack_bf16(float a, float b) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(a, b);  // .x = a (low half)
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Block tile BM=64 (x rows) x BN=32 (weight rows) x BK=64, 4 warps as 2x2, warp tile 32x16 (2 m16 x 2 n8).
+// Requirements: cols % 64 == 0, 16-byte aligned weight rows and x; int4: group % 32 == 0.
+constexpr int kTcBM = 64, kTcBN = 32, kTcBK = 64, kTcPad = 8;
+
+template <bool kInt4>
+__global__ void __launch_bounds__(128) tc_matmul(const float* __restrict__ x, Int4Fmt qi, Bf16Fmt qb,
+                                                 float* __restrict__ y, int m, int rows, int cols) {
+  __shared__ __align__(16) __nv_bfloat16 As[kTcBM][kTcBK + kTcPad];
+  __shared__ __align__(16) __nv_bfloat16 Bs[kTcBN][kTcBK + kTcPad];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int wm = (warp >> 1) * 32, wn = (warp & 1) * 16;
+  const int m0 = blockIdx.y * kTcBM, n0 = blockIdx.x * kTcBN;
+  float acc[2][2][4] = {};
+
+  for (int k0 = 0; k0 < cols; k0 += kTcBK) {
+    // A: 64 x 64 fp32 -> bf16, 8 float4 per thread.
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      int idx = tid + 128 * i, r = idx >> 4, c4 = idx & 15;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (m0 + r < m) v = __ldg(reinterpret_cast<const float4*>(x + (size_t)(m0 + r) * cols + k0) + c4);
+      uint2 p = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
+      *reinterpret_cast<uint2*>(&As[r][c4 * 4]) = p;
+    }
+    // B: 32 rows x 64 cols.
+    if constexpr (kInt4) {
+      if (tid < 64) {
+        int r = tid >> 1, h = tid & 1, gr = min(n0 + r, rows - 1);
+        int c = (k0 >> 5) + h;  // 32-column chunk index
+        uint4 v = ld_stream(qi.chunk(gr, c));
+        size_t gi = (size_t)gr * qi.ngroups + qi.gidx(c);
+        float s = __ldg(qi.scales + gi);
+        float z = qi.zeros ? (float)__ldg(qi.zeros + gi) : 8.f;
+        float magic = 8388608.f + z;
+        uint32_t words[4] = {v.x, v.y, v.z, v.w};
+        uint32_t out[16];
+#pragma unroll
+        for (int wi = 0; wi < 4; ++wi) {
+          uint32_t lo = words[wi] & 0x0F0F0F0Fu, hi = (words[wi] >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+          for (int b = 0; b < 4; ++b) {
+            float e = (__uint_as_float(__byte_perm(lo, 0x4B000000u, 0x7440u | b)) - magic) * s;
+            float o = (__uint_as_float(__byte_perm(hi, 0x4B000000u, 0x7440u | b)) - magic) * s;
+            out[wi * 4 + b] = pack_bf16(e, o);
+          }
+        }
+        uint4* dst = reinterpret_cast<uint4*>(&Bs[r][h * 32]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) dst[i] = make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        int idx = tid + 128 * i, r = idx >> 3, c8 = idx & 7, gr = min(n0 + r, rows - 1);
+        uint4 v = ld_stream(qb.chunk(gr, (k0 >> 3) + c8));
+        *reinterpret_cast<uint4*>(&Bs[r][c8 * 8]) = v;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTcBK; kk += 16) {
+      uint32_t a[2][4], b[2][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        int r = wm + i * 16 + g;
+        a[i][0] = *reinterpret_cast<const uint32_t*>(&As[r][kk + 2 * t]);
+        a[i][1] = *reinterpret_cast<const uint32_t*>(&As[r + 8][kk + 2 * t]);
+        a[i][2] = *reinterpret_cast<const uint32_t*>(&As[r][kk + 2 * t + 8]);
+        a[i][3] = *reinterpret_cast<const uint32_t*>(&As[r + 8][kk + 2 * t + 8]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        int n = wn + j * 8 + g;
+        b[j][0] = *reinterpret_cast<const uint32_t*>(&Bs[n][kk + 2 * t]);
+        b[j][1] = *reinterpret_cast<const uint32_t*>(&Bs[n][kk + 2 * t + 8]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) mma_bf16(acc[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b[j][0], b[j][1]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int gm = m0 + wm + i * 16 + g + h * 8;
+        int gn = n0 + wn + j * 8 + 2 * t;
+        if (gm >= m) continue;
+        if (gn < rows) y[(size_t)gm * rows + gn] = acc[i][j][2 * h];
+        if (gn + 1 < rows) y[(size_t)gm * rows + gn + 1] = acc[i][j][2 * h + 1];
+      }
+}
+
+// ---- launchers --------------------------------------------------------------------------------------------------
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+template <class Fmt, int MB>
+cudaError_t launch_gemv_vec(const float* x, const Fmt& f, float* y, int m, int rows, int cols, cudaStream_t s) {
+  constexpr int U = Fmt::template kUnroll<MB>;
+  constexpr int R = (MB >= 8 || (MB >= 4 && Fmt::kCols == 32)) ? 1 : 2;  // output rows per warp (registers)
+  int kt = kGemvSmemFloats / MB;  // columns per tile, multiple of 32
+  kt -= kt % 32;
+  int ktc = ((cols + 31) / 32) * 32;
+  if (ktc < kt) kt = ktc;
+  size_t smem = (size_t)MB * kt * sizeof(float);
+  dim3 grid((rows + kGemvWarps * R - 1) / (kGemvWarps * R));
+  gemv_vec<Fmt, MB, U, R><<<grid, kGemvWarps * 32, smem, s>>>(x, f, y, m, rows, cols, kt);
+  return cudaGetLastError();
+}
+
+template <class Fmt>
+cudaError_t dispatch(const float* x, const Fmt& f, float* y, int m, int rows, int cols, bool vec, cudaStream_t s) {
+  if (m <= 16 && vec) {
+    if (m == 1) return launch_gemv_vec<Fmt, 1>(x, f, y, m, rows, cols, s);
+    if (m == 2) return launch_gemv_vec<Fmt, 2>(x, f, y, m, rows, cols, s);
+    if (m <= 4) return launch_gemv_vec<Fmt, 4>(x, f, y, m, rows, cols, s);
+    if (m <= 8) return launch_gemv_vec<Fmt, 8>(x, f, y, m, rows, cols, s);
+    return launch_gemv_vec<Fmt, 16>(x, f, y, m, rows, cols, s);
+  }
+  if (m <= 16) {
+    gemv_generic<Fmt><<<(rows + 7) / 8, 256, 0, s>>>(x, f, y, m, rows, cols);
+    return cudaGetLastError();
+  }
+  dim3 grid((rows + 63) / 64, (m + 63) / 64);
+  tiled_simt<Fmt><<<grid, 256, 0, s>>>(x, f, y, m, rows, cols);
+  return cudaGetLastError();
+}
+
+bool grid_ok(int m, int rows) { return (m + kTcBM - 1) / kTcBM <= 65535 && rows > 0; }
+
+}  // namespace
+
+cudaError_t int4_matmul(const float* x, const Int4Weight& w, float* y, int m, cudaStream_t stream) {
+  if (!x || !y || !w.qweight || !w.scales || m < 1 || w.rows < 1 || w.cols < 2 || w.group < 2 || w.group % 2 != 0 ||
+      w.cols % w.group != 0 || !grid_ok(m, w.rows))
+    return cudaErrorInvalidValue;
+  Int4Fmt f;
+  f.q = w.qweight, f.scales = w.scales, f.zeros = w.zeros, f.cols = w.cols, f.group = w.group;
+  f.ngroups = w.cols / w.group, f.rowBytes = (size_t)w.cols / 2, f.gshift = -1;
+  if (w.group % 32 == 0) {
+    int gc = w.group / 32;
+    if ((gc & (gc - 1)) == 0) f.gshift = __builtin_ctz(gc);
+  }
+  bool vec = w.cols % 32 == 0 && w.group % 32 == 0 && aligned16(w.qweight) && aligned16(x);
+  if (m > 16 && vec && w.cols % 64 == 0) {
+    dim3 grid((w.rows + kTcBN - 1) / kTcBN, (m + kTcBM - 1) / kTcBM);
+    tc_matmul<true><<<grid, 128, 0, stream>>>(x, f, Bf16Fmt{}, y, m, w.rows, w.cols);
+    return cudaGetLastError();
+  }
+  return dispatch(x, f, y, m, w.rows, w.cols, vec, stream);
+}
+
+cudaError_t bf16_matmul(const float* x, const __nv_bfloat16* w, int rows, int cols, float* y, int m,
+                        cudaStream_t stream) {
+  if (!x || !w || !y || m < 1 || rows < 1 || cols < 1 || !grid_ok(m, rows)) return cudaErrorInvalidValue;
+  Bf16Fmt f{w, cols};
+  bool vec = cols % 8 == 0 && aligned16(w) && aligned16(x);
+  if (m > 16 && vec && cols % 64 == 0) {
+    dim3 grid((rows + kTcBN - 1) / kTcBN, (m + kTcBM - 1) / kTcBM);
+    tc_matmul<false><<<grid, 128, 0, stream>>>(x, Int4Fmt{}, f, y, m, rows, cols);
+    return cudaGetLastError();
+  }
+  return dispatch(x, f, y, m, rows, cols, vec, stream);
+}
+
+cudaError_t f32_matmul(const float* x, const float* w, int rows, int cols, float* y, int m, cudaStream_t stream) {
+  if (!x || !w || !y || m < 1 || rows < 1 || cols < 1 || !grid_ok(m, rows)) return cudaErrorInvalidValue;
+  F32Fmt f{w, cols};
+  bool vec = cols % 4 == 0 && aligned16(w) && aligned16(x);
+  return dispatch(x, f, y, m, rows, cols, vec, stream);
+}
+
+}  // namespace tpserve::cuda

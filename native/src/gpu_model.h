@@ -1,0 +1,34 @@
+// The GPU side of the engine: weights, KV pool and workspaces in device memory, the forward pass as a sequence of
+// CUDA kernels (native/cuda/kernels). Engine validates every tensor and batch on the host first, then hands them
+// here. This header is plain C++ so that engine.cc compiles without nvcc; builds without CUDA get a version of
+// createGpuModel that refuses with NATIVE_NO_CUDA.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "engine.h"
+
+namespace tpserve {
+
+class GpuModel {
+ public:
+  virtual ~GpuModel() = default;
+  /** Uploads one validated tensor (host copy in `w`; `srcDtype` is the dtype it arrived in). */
+  virtual void upload(const std::string& name, const Weight& w, const std::string& srcDtype) = 0;
+  /** Every tensor is uploaded: merge and free staging copies. */
+  virtual void finalize() = 0;
+  /**
+   * Runs a batch Engine::validate accepted. Writes rows x vocab logits to `logits` when not null, and the argmax
+   * id of each row (ties: lowest id) to `ids` when not null.
+   */
+  virtual void forward(const BatchIn& b, float* logits, int32_t* ids) = 0;
+  virtual size_t weightBytes() const = 0;
+  virtual size_t kvBytes() const = 0;
+  /** "NVIDIA H200 (device 0, 132 SMs)". */
+  virtual std::string describe() const = 0;
+};
+
+/** Creates the model on CUDA device `device`; throws NativeError (NATIVE_NO_CUDA, NATIVE_CUDA, NATIVE_OOM). */
+std::unique_ptr<GpuModel> createGpuModel(const EngineOptions& o, int device);
+
+}  // namespace tpserve

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On a development machine (with nvcc): builds what a GPU run needs and stages it in .device/ (git-ignored):
+# Node.js for the GPU machine (../shared/tools/gpu-bundle.sh), the addon with its CUDA kernels, dist/, production
+# node_modules, and the standalone kernel checks. Then the device tool runs scripts/gpu/run.sh with
+# carry [".device/node.tar.xz", ".device/app.tar.xz", ".device/bin"].
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+bash ../shared/tools/gpu-bundle.sh >/dev/null
+npm run --silent build:native
+npm run --silent build:ts
+cmake -S native/cuda -B .device/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+cmake --build .device/build-cuda
+mkdir -p .device/bin
+cp .device/build-cuda/check_* .device/bin/ 2>/dev/null || true
+rm -rf .device/prod && mkdir -p .device/prod && cp package.json package-lock.json .device/prod/
+(cd .device/prod && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --silent)
+tar cJf .device/app.tar.xz dist native/build/Release/tpserve_native.node -C .device/prod node_modules
+du -sh .device/node.tar.xz .device/app.tar.xz .device/bin

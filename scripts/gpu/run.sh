@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# On the GPU machine (after scripts/gpu/prepare.sh here): the kernel checks, the PyTorch peer and bench/gpu in one
+# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all] [extra flags for bench/gpu.js]. Results go to $OUT
+# (run.log, check_*.json, peer.json, gpu.json).
+set -uo pipefail
+stage=${1:-all}
+shift || true
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/tpserve-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/run.log") 2>&1
+tar xJf .device/node.tar.xz -C /usr/local/bin && export PATH=/usr/local/bin:$PATH
+tar xJf .device/app.tar.xz
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+echo "node $(node --version); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+rc=0
+if [[ $stage == all || $stage == checks ]]; then
+  for c in .device/bin/check_*; do
+    [[ -x $c ]] || continue
+    n=$(basename "$c")
+    "$c" --json "$OUT/$n.json" > "/tmp/$n.log" 2>&1
+    r=$?
+    echo "== $n exit $r"
+    tail -40 "/tmp/$n.log"
+    [[ $r == 0 ]] || rc=1
+  done
+fi
+if [[ $stage == all || $stage == peer ]]; then
+  python3 bench/gpu/peer.py --json "$OUT/peer.json" || rc=1
+fi
+if [[ $stage == all || $stage == bench ]]; then
+  bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)
+  node dist/bench/gpu.js --bandwidth "$bw" --out "$OUT/gpu.json" "$@" || rc=1
+fi
+exit $rc
