@@ -141,7 +141,12 @@ function floorBytes(engine: Engine, vocab: number, hidden: number, kvBytesPerTok
 
 async function engineDecode(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
-  for (const shape of SHAPES) {
+  const runs = [
+    ...SHAPES.map((shape) => ({ shape, graphs: true })),
+    { shape: SHAPES[0]!, graphs: false }, // the same step without CUDA graphs: what launch gaps cost
+  ];
+  for (const { shape, graphs } of runs) {
+    process.env["TPSERVE_CUDA_GRAPHS"] = graphs ? "1" : "0";
     const maxB = Math.max(...BATCHES);
     const steps = quick ? 16 : 32;
     const pagesPerSeq = Math.ceil((PROMPT + steps + 1) / 16);
@@ -207,6 +212,7 @@ async function engineDecode(): Promise<void> {
     });
     engine.close();
   }
+  process.env["TPSERVE_CUDA_GRAPHS"] = "1";
   results["engineDecode"] = rows;
 }
 

@@ -4,7 +4,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "../src/errors.h"
@@ -104,7 +106,9 @@ class CudaModel : public GpuModel {
     kv_.alloc(2 * kvPerLayer_ * s.layers);
     CK(cudaMemset(kv_.p, 0, kv_.bytes()));
     x_.alloc(T * H), h_.alloc(T * H), tmp_.alloc(T * H);
-    q_.alloc(T * qd), k_.alloc(T * kvd), v_.alloc(T * kvd), att_.alloc(T * qd);
+    q_.alloc(T * qd), qkv_.alloc(T * (qd + 2 * kvd)), att_.alloc(T * qd);
+    const char* g = std::getenv("TPSERVE_CUDA_GRAPHS");
+    graphsOn_ = !(g && std::string(g) == "0");
     gu_.alloc(T * 2 * s.inter), act_.alloc(T * s.inter);
     logits_.alloc(T * (size_t)s.vocab);
     ids_.alloc(T);
@@ -118,10 +122,15 @@ class CudaModel : public GpuModel {
 
   void upload(const std::string& name, const Weight& w, const std::string& srcDtype) override {
     CK(cudaSetDevice(dev_));
-    // gate and up are merged into one (2*inter, hidden) weight at finalize: keep host copies until then.
-    if (name.size() > 5 && (name.compare(name.size() - 5, 5, ".gate") == 0 || name.compare(name.size() - 3, 3, ".up") == 0)) {
-      const int l = layerOf(name);
-      (name.back() == 'e' ? staging_[l].gate : staging_[l].up) = w;
+    // q/k/v and gate/up are merged into one weight each at finalize (one matmul instead of three or two):
+    // keep host copies until then.
+    const size_t dot = name.rfind('.');
+    const std::string part = dot == std::string::npos ? name : name.substr(dot + 1);
+    if (name.rfind("layers.", 0) == 0 && (part == "q" || part == "k" || part == "v" || part == "gate" || part == "up")) {
+      Staging& st = staging_[layerOf(name)];
+      Weight* slot = part == "q" ? &st.q : part == "k" ? &st.k : part == "v" ? &st.v : part == "gate" ? &st.gate : &st.up;
+      *slot = w;
+      st.bf16 = srcDtype == "bf16";
       return;
     }
     DWeight* d = target(name);
@@ -136,32 +145,22 @@ class CudaModel : public GpuModel {
     CK(cudaSetDevice(dev_));
     for (int l = 0; l < o_.s.layers; l++) {
       Staging& st = staging_[l];
-      if (st.gate.rows == 0 && st.up.rows == 0) continue;  // already merged by an earlier finalize
-      Weight merged;
-      merged.present = true, merged.int4 = st.gate.int4, merged.rows = st.gate.rows + st.up.rows;
-      merged.cols = st.gate.cols, merged.group = st.gate.group;
-      if (st.gate.int4 != st.up.int4 || st.gate.group != st.up.group || st.gate.zeros.empty() != st.up.zeros.empty())
-        fail("NATIVE_INVALID_ARG", "layers." + std::to_string(l) + ".gate and .up must share one format on the GPU "
-                                   "(both int4 with the same group size and zero points, or both dense)");
-      auto cat = [](auto& dst, const auto& a, const auto& b) {
-        dst.reserve(a.size() + b.size());
-        dst.insert(dst.end(), a.begin(), a.end());
-        dst.insert(dst.end(), b.begin(), b.end());
-      };
-      cat(merged.f, st.gate.f, st.up.f), cat(merged.q, st.gate.q, st.up.q);
-      cat(merged.scales, st.gate.scales, st.up.scales), cat(merged.zeros, st.gate.zeros, st.up.zeros);
-      put(layers_[l].gateUp, merged, false);
+      if (st.q.rows > 0) put(layers_[l].qkv, merge(l, "q/k/v", {&st.q, &st.k, &st.v}), st.bf16);
+      if (st.gate.rows > 0) put(layers_[l].gateUp, merge(l, "gate/up", {&st.gate, &st.up}), st.bf16);
       st = Staging();
     }
+    graphs_.clear();
   }
 
   void forward(const BatchIn& b, float* out, int32_t* ids) override {
     CK(cudaSetDevice(dev_));
     const ModelShape& s = o_.s;
-    const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize, mb = b.maxBlocksPerSeq;
-    const int H = s.hidden;
-    // Host-side index arrays, packed in one pinned buffer: tokens, positions, slots, queryStart, contextLens,
-    // rows (logit row of each output), blockTables.
+    const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize;
+    const bool decode = !b.all && T == S;  // one new token per sequence
+    // Decode steps replay a CUDA graph captured per (batch size, block-table width bucket): one launch instead of
+    // ~10 per layer. The width is padded to a multiple of 16 blocks so a graph serves 256 tokens of growth.
+    const bool graph = decode && graphsOn_;
+    const int mb = graph ? (b.maxBlocksPerSeq + 15) / 16 * 16 : b.maxBlocksPerSeq;
     const int rows = b.all ? T : S;
     const size_t nInts = (size_t)3 * T + (S + 1) + S + rows + (size_t)S * mb;
     if (nInts > hostIntsCap_) {
@@ -169,6 +168,8 @@ class CudaModel : public GpuModel {
       CK(cudaMallocHost(&hostInts_, nInts * sizeof(int32_t)));
       hostIntsCap_ = nInts;
     }
+    Ptrs p{};
+    p.T = T, p.S = S, p.mb = mb, p.rows = rows, p.all = b.all;
     int32_t* tok = hostInts_;
     int32_t* pos = tok + T;
     int32_t* slot = pos + T;
@@ -176,61 +177,58 @@ class CudaModel : public GpuModel {
     int32_t* ctx = qstart + S + 1;
     int32_t* rowIdx = ctx + S;
     int32_t* bt = rowIdx + rows;
-    int maxCtx = 0, maxQ = 0;
     qstart[0] = 0;
     for (int sq = 0, t = 0; sq < S; sq++) {
       const int len = b.seqLens[sq], c = b.contextLens[sq];
-      maxCtx = std::max(maxCtx, c), maxQ = std::max(maxQ, len);
-      const int32_t* table = b.blockTables.data() + (size_t)sq * mb;
+      p.maxCtx = std::max(p.maxCtx, c), p.maxQ = std::max(p.maxQ, len);
+      const int32_t* table = b.blockTables.data() + (size_t)sq * b.maxBlocksPerSeq;
       for (int i = 0; i < len; i++, t++) {
-        const int p = c - len + i;
-        tok[t] = b.tokens[t], pos[t] = p, slot[t] = table[p / bs] * bs + p % bs;
+        const int ps = c - len + i;
+        tok[t] = b.tokens[t], pos[t] = ps, slot[t] = table[ps / bs] * bs + ps % bs;
       }
       qstart[sq + 1] = t, ctx[sq] = c;
       if (!b.all) rowIdx[sq] = t - 1;
+      int32_t* dst = bt + (size_t)sq * mb;
+      std::memcpy(dst, table, (size_t)b.maxBlocksPerSeq * sizeof(int32_t));
+      std::fill(dst + b.maxBlocksPerSeq, dst + mb, 0);
     }
     if (b.all)
       for (int t = 0; t < T; t++) rowIdx[t] = t;
-    std::memcpy(bt, b.blockTables.data(), (size_t)S * mb * sizeof(int32_t));
-    ints_.reserve(nInts);
+    if (graph) p.maxCtx = mb * bs;  // the graph's attention grid is sized for the bucket; lengths come from ctx
+    // Buffers a graph points at must not move: growing one drops every captured graph.
+    const size_t wsFloats = (cuda::attention_workspace_bytes(T, s.heads, s.headDim, p.maxCtx) + 3) / 4;
+    if (nInts > ints_.n || wsFloats > attnWs_.n) {
+      graphs_.clear();
+      ints_.reserve(std::max(nInts, ints_.n * 2));
+      attnWs_.reserve(std::max(wsFloats, attnWs_.n * 2));
+    }
     CK(cudaMemcpyAsync(ints_.p, hostInts_, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-    const int32_t* dTok = ints_.p;
-    const int32_t* dPos = dTok + T;
-    const int32_t* dSlot = dPos + T;
-    const int32_t* dQs = dSlot + T;
-    const int32_t* dCtx = dQs + S + 1;
-    const int32_t* dRows = dCtx + S;
-    const int32_t* dBt = dRows + rows;
-    attnWs_.reserve((cuda::attention_workspace_bytes(T, s.heads, s.headDim, maxCtx) + 3) / 4);
-
-    L(cuda::embedding(dTok, T, embed_.f.p, H, x_.p, stream_), "embedding");
-    for (int l = 0; l < s.layers; l++) {
-      Layer& Ly = layers_[l];
-      float* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
-      float* vc = kc + kvPerLayer_;
-      L(cuda::rmsnorm(x_.p, l == 0 ? nullptr : tmp_.p, Ly.attnNorm.f.p, h_.p, T, H, s.eps, stream_), "rmsnorm");
-      matmul(h_.p, Ly.q, q_.p, T), matmul(h_.p, Ly.k, k_.p, T), matmul(h_.p, Ly.v, v_.p, T);
-      L(cuda::rope(q_.p, k_.p, dPos, T, s.heads, s.kvHeads, s.headDim, s.theta, stream_), "rope");
-      L(cuda::kv_write(k_.p, v_.p, dSlot, T, kc, vc, s.kvHeads, s.headDim, stream_), "kv_write");
-      cuda::AttentionArgs a{};
-      a.q = q_.p, a.kCache = kc, a.vCache = vc, a.blockTables = dBt, a.contextLens = dCtx, a.queryStart = dQs;
-      a.out = att_.p, a.workspace = attnWs_.p, a.numSeqs = S, a.maxBlocks = mb, a.heads = s.heads;
-      a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = bs, a.maxContext = maxCtx, a.maxQueryLen = maxQ;
-      L(cuda::attention(a, stream_), "attention");
-      matmul(att_.p, Ly.o, tmp_.p, T);
-      L(cuda::rmsnorm(x_.p, tmp_.p, Ly.mlpNorm.f.p, h_.p, T, H, s.eps, stream_), "rmsnorm");
-      matmul(h_.p, Ly.gateUp, gu_.p, T);
-      L(cuda::silu_mul(gu_.p, act_.p, T, s.inter, stream_), "silu_mul");
-      matmul(act_.p, Ly.down, tmp_.p, T);
+    p.tok = ints_.p, p.pos = p.tok + T, p.slot = p.pos + T, p.qs = p.slot + T, p.ctx = p.qs + S + 1;
+    p.rowIdx = p.ctx + S, p.bt = p.rowIdx + rows;
+    if (graph) {
+      const uint64_t key = ((uint64_t)S << 32) | (uint32_t)mb;
+      auto it = graphs_.find(key);
+      if (it == graphs_.end()) {
+        cudaGraph_t g = nullptr;
+        CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+        try {
+          enqueue(p);
+        } catch (...) {
+          cudaStreamEndCapture(stream_, &g);
+          if (g) cudaGraphDestroy(g);
+          throw;
+        }
+        CK(cudaStreamEndCapture(stream_, &g));
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+        cudaGraphDestroy(g);
+        CK(e);
+        it = graphs_.emplace(key, GraphExec(exec)).first;
+      }
+      CK(cudaGraphLaunch(it->second.exec, stream_));
+    } else {
+      enqueue(p);
     }
-    L(cuda::rmsnorm(x_.p, tmp_.p, finalNorm_.f.p, h_.p, T, H, s.eps, stream_), "rmsnorm");
-    const float* head = h_.p;
-    if (!b.all) {  // gather each sequence's last row
-      L(cuda::embedding(dRows, rows, h_.p, H, tmp_.p, stream_), "gather");
-      head = tmp_.p;
-    }
-    const DWeight& lm = lmHead_.kind != DWeight::kNone ? lmHead_ : (tiedHead_.kind != DWeight::kNone ? tiedHead_ : embed_);
-    matmul(head, lm, logits_.p, rows);
     if (ids) {
       L(cuda::argmax_rows(logits_.p, rows, s.vocab, ids_.p, stream_), "argmax_rows");
       CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
@@ -243,8 +241,8 @@ class CudaModel : public GpuModel {
   size_t weightBytes() const override {
     size_t n = embed_.bytes() + finalNorm_.bytes() + lmHead_.bytes() + tiedHead_.bytes();
     for (const Layer& Ly : layers_)
-      n += Ly.attnNorm.bytes() + Ly.mlpNorm.bytes() + Ly.q.bytes() + Ly.k.bytes() + Ly.v.bytes() + Ly.o.bytes() +
-           Ly.gateUp.bytes() + Ly.down.bytes();
+      n += Ly.attnNorm.bytes() + Ly.mlpNorm.bytes() + Ly.qkv.bytes() + Ly.o.bytes() + Ly.gateUp.bytes() +
+           Ly.down.bytes();
     return n;
   }
   size_t kvBytes() const override { return kv_.bytes(); }
@@ -256,10 +254,86 @@ class CudaModel : public GpuModel {
 
  private:
   struct Layer {
-    DWeight attnNorm, mlpNorm, q, k, v, o, gateUp, down;
+    DWeight attnNorm, mlpNorm, qkv, o, gateUp, down;
   };
   struct Staging {
-    Weight gate, up;
+    Weight q, k, v, gate, up;
+    bool bf16 = false;
+  };
+
+  /** Device pointers and sizes of one forward pass (what a captured graph bakes in). */
+  struct Ptrs {
+    int T = 0, S = 0, mb = 0, rows = 0, maxCtx = 0, maxQ = 0;
+    bool all = false;
+    const int32_t *tok = nullptr, *pos = nullptr, *slot = nullptr, *qs = nullptr, *ctx = nullptr, *rowIdx = nullptr,
+                  *bt = nullptr;
+  };
+
+  /** Every kernel of one forward pass, up to the logits, on stream_ (captured into a graph for decode). */
+  void enqueue(const Ptrs& p) {
+    const ModelShape& s = o_.s;
+    const int H = s.hidden;
+    L(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_), "embedding");
+    for (int l = 0; l < s.layers; l++) {
+      Layer& Ly = layers_[l];
+      float* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
+      float* vc = kc + kvPerLayer_;
+      L(cuda::rmsnorm(x_.p, l == 0 ? nullptr : tmp_.p, Ly.attnNorm.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
+      matmul(h_.p, Ly.qkv, qkv_.p, p.T);
+      L(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim, s.theta, stream_),
+        "qkv_rope_kv");
+      cuda::AttentionArgs a{};
+      a.q = q_.p, a.kCache = kc, a.vCache = vc, a.blockTables = p.bt, a.contextLens = p.ctx, a.queryStart = p.qs;
+      a.out = att_.p, a.workspace = attnWs_.p, a.numSeqs = p.S, a.maxBlocks = p.mb, a.heads = s.heads;
+      a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
+      a.maxQueryLen = p.maxQ;
+      L(cuda::attention(a, stream_), "attention");
+      matmul(att_.p, Ly.o, tmp_.p, p.T);
+      L(cuda::rmsnorm(x_.p, tmp_.p, Ly.mlpNorm.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
+      matmul(h_.p, Ly.gateUp, gu_.p, p.T);
+      L(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_), "silu_mul");
+      matmul(act_.p, Ly.down, tmp_.p, p.T);
+    }
+    L(cuda::rmsnorm(x_.p, tmp_.p, finalNorm_.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
+    const float* head = h_.p;
+    if (!p.all && p.T != p.S) {  // gather each sequence's last row
+      L(cuda::embedding(p.rowIdx, p.rows, h_.p, H, tmp_.p, stream_), "gather");
+      head = tmp_.p;
+    }
+    const DWeight& lm =
+        lmHead_.kind != DWeight::kNone ? lmHead_ : (tiedHead_.kind != DWeight::kNone ? tiedHead_ : embed_);
+    matmul(head, lm, logits_.p, p.rows);
+  }
+
+  /** Concatenates the rows of several weights of one layer (same format) into one. */
+  static Weight merge(int l, const char* what, std::initializer_list<const Weight*> parts) {
+    const Weight& a = **parts.begin();
+    Weight m;
+    m.present = true, m.int4 = a.int4, m.cols = a.cols, m.group = a.group;
+    for (const Weight* w : parts) {
+      if (w->rows == 0 || w->int4 != a.int4 || w->group != a.group || w->cols != a.cols ||
+          w->zeros.empty() != a.zeros.empty())
+        fail("NATIVE_INVALID_ARG", "layers." + std::to_string(l) + "." + what +
+                                       " must all be set and share one format on the GPU (all int4 with the same "
+                                       "group size and zero points, or all dense)");
+      m.rows += w->rows;
+      m.f.insert(m.f.end(), w->f.begin(), w->f.end());
+      m.q.insert(m.q.end(), w->q.begin(), w->q.end());
+      m.scales.insert(m.scales.end(), w->scales.begin(), w->scales.end());
+      m.zeros.insert(m.zeros.end(), w->zeros.begin(), w->zeros.end());
+    }
+    return m;
+  }
+
+  /** An instantiated graph that destroys itself. */
+  struct GraphExec {
+    cudaGraphExec_t exec = nullptr;
+    explicit GraphExec(cudaGraphExec_t e) : exec(e) {}
+    GraphExec(const GraphExec&) = delete;
+    GraphExec(GraphExec&& o) noexcept : exec(o.exec) { o.exec = nullptr; }
+    ~GraphExec() {
+      if (exec) cudaGraphExecDestroy(exec);
+    }
   };
 
   static int layerOf(const std::string& name) { return std::stoi(name.substr(7, name.find('.', 7) - 7)); }
@@ -272,9 +346,6 @@ class CudaModel : public GpuModel {
     const std::string part = name.substr(name.find('.', 7) + 1);
     if (part == "attn_norm") return &Ly.attnNorm;
     if (part == "mlp_norm") return &Ly.mlpNorm;
-    if (part == "q") return &Ly.q;
-    if (part == "k") return &Ly.k;
-    if (part == "v") return &Ly.v;
     if (part == "o") return &Ly.o;
     if (part == "down") return &Ly.down;
     fail("NATIVE_INVALID_ARG", "tensor '" + name + "' has no place in the GPU model");
@@ -333,7 +404,9 @@ class CudaModel : public GpuModel {
   std::vector<Layer> layers_;
   std::vector<Staging> staging_;
   size_t kvPerLayer_ = 0;
-  DevBuf<float> kv_, x_, h_, tmp_, q_, k_, v_, att_, gu_, act_, logits_, attnWs_;
+  DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_;
+  std::map<uint64_t, GraphExec> graphs_;
+  bool graphsOn_ = true;
   DevBuf<int32_t> ints_, ids_;
   int32_t* hostInts_ = nullptr;
   size_t hostIntsCap_ = 0;

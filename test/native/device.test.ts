@@ -34,9 +34,19 @@ function batch(logits: "last" | "all"): ForwardBatch {
   };
 }
 
-function engine(device: string, group: number) {
-  const e = new native.Engine({ shape, numPages: 16, blockSize: 4, maxBatchTokens: 32, threads: 1, device });
-  for (const [name, t] of tinyModel(shape, 11, group).tensors) e.setTensor(name, t);
+// The GPU attention kernels take head sizes 64 and 128.
+const gpuShape: ModelShape = {
+  ...shape,
+  hiddenSize: 256,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 64,
+  intermediateSize: 512,
+};
+
+function engine(device: string, group: number, sh: ModelShape = shape) {
+  const e = new native.Engine({ shape: sh, numPages: 16, blockSize: 4, maxBatchTokens: 32, threads: 1, device });
+  for (const [name, t] of tinyModel(sh, 11, group).tensors) e.setTensor(name, t);
   e.finalize();
   return e;
 }
@@ -83,8 +93,8 @@ describe("engine devices and argmax", () => {
 
   it.runIf(build.cudaDevices > 0)("on a GPU, logits match the CPU engine (fp32 1e-4, int4 1e-4)", async () => {
     for (const group of [0, 32]) {
-      const cpu = engine("cpu", group);
-      const gpu = engine("cuda", group);
+      const cpu = engine("cpu", group, gpuShape);
+      const gpu = engine("cuda", group, gpuShape);
       const a = await cpu.forward(batch("all"));
       const b = await gpu.forward(batch("all"));
       let worst = 0;

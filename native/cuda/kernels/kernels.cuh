@@ -58,6 +58,15 @@ cudaError_t silu_mul(const float* gu, float* out, int rows, int inter, cudaStrea
 cudaError_t kv_write(const float* k, const float* v, const int32_t* slots, int tokens, float* kCache, float* vCache,
                      int kvHeads, int headDim, cudaStream_t stream);
 
+/**
+ * From the merged QKV projection qkv (tokens, heads*headDim + 2*kvHeads*headDim) = [q | k | v] per token: q rotated
+ * into `q` (tokens, heads, headDim), k rotated and v copied into the paged caches at slots[t] (skipped when < 0).
+ * Same arithmetic as rope + kv_write.
+ */
+cudaError_t qkv_rope_kv(const float* qkv, float* q, const int32_t* positions, const int32_t* slots, int tokens,
+                        float* kCache, float* vCache, int heads, int kvHeads, int headDim, float theta,
+                        cudaStream_t stream);
+
 /** Paged-attention arguments shared by decode and prefill. */
 struct AttentionArgs {
   const float* q;            // (tokens, heads, headDim)
