@@ -18,10 +18,11 @@ if [[ $stage == all || $stage == checks ]]; then
   for c in .device/bin/check_*; do
     [[ -x $c ]] || continue
     n=$(basename "$c")
-    "$c" --json "$OUT/$n.json" > "/tmp/$n.log" 2>&1
+    "$c" --json "$OUT/$n.json" > "$OUT/$n.log" 2>&1
     r=$?
     echo "== $n exit $r"
-    tail -40 "/tmp/$n.log"
+    grep -E "FAIL|error" "$OUT/$n.log" | head -20
+    tail -60 "$OUT/$n.log"
     [[ $r == 0 ]] || rc=1
   done
 fi

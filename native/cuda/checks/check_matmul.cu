@@ -17,6 +17,7 @@
 
 #include "check_util.cuh"
 #include "kernels/kernels.cuh"
+#include "kernels/matmul_variants.cuh"
 
 using namespace tpserve::check;
 namespace tc = tpserve::cuda;
@@ -110,10 +111,14 @@ int upload(const HostW& w, DevW& d, int copies) {
   return 0;
 }
 
+// int4 variant for run_kernel (matmul_variants.cuh): -1 = int4_matmul, 0.. = int4_matmul_variant.
+int g_variant = -1;
+
 cudaError_t run_kernel(const HostW& w, const DevW& d, int copy, const float* x, float* y, int m, cudaStream_t s) {
   if (w.kind == kInt4) {
     tc::Int4Weight iw{d.q + d.qB * copy, (const float*)((const char*)d.scales + d.sB * copy),
                       w.asym ? d.zeros + d.zB * copy : nullptr, w.rows, w.cols, w.group};
+    if (g_variant >= 0) return tc::int4_matmul_variant(x, iw, y, m, g_variant, s);
     return tc::int4_matmul(x, iw, y, m, s);
   }
   if (w.kind == kBf16)
@@ -156,7 +161,14 @@ int check_case(Rng& rng, Kind kind, int rows, int cols, int group, bool asym, in
   CUDA_CHECK(cudaMalloc(&dy, (size_t)m * rows * 4));
   CUDA_CHECK(cudaMemcpy(dx + off, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(poison_nan(dy, (size_t)m * rows * 4));
-  CUDA_CHECK(run_kernel(*w, *d, 0, dx + off, dy, m, 0));
+  cudaError_t ke = run_kernel(*w, *d, 0, dx + off, dy, m, 0);
+  if (ke == cudaErrorNotSupported && g_variant > 0) {  // variant not applicable to this case: skipped
+    cudaGetLastError();
+    cudaFree(dx), cudaFree(dy);
+    if (!shared) dlocal.free_all();
+    return 0;
+  }
+  CUDA_CHECK(ke);
   CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<float> y((size_t)m * rows);
   CUDA_CHECK(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
@@ -187,9 +199,14 @@ int check_case(Rng& rng, Kind kind, int rows, int cols, int group, bool asym, in
       if (!std::isfinite(v)) ++st.nonfinite;
   st.finish();
   bool tcPath = uses_tensor_cores(*w, m, !xMisalign);
+  if (kind == kInt4 && g_variant > 0) tcPath = tc::int4_variant_bf16(g_variant);
+  // default dispatch (int4_matmul) at 2 <= m <= 16: the tensor-core decode GEMV when the variant it picks is bf16
+  if (kind == kInt4 && g_variant <= 0 && m >= 2 && m <= 16 && !xMisalign && cols % 32 == 0 && group % 32 == 0)
+    tcPath = true;
   double tol = tcPath ? 1e-2 : 1e-5;
   char name[160];
-  std::snprintf(name, sizeof name, "%s %dx%d%s m=%d%s%s%s", kind_name(kind), rows, cols,
+  std::string vname = kind == kInt4 && g_variant > 0 ? std::string(" v") + std::to_string(g_variant) : "";
+  std::snprintf(name, sizeof name, "%s%s %dx%d%s m=%d%s%s%s", kind_name(kind), vname.c_str(), rows, cols,
                 kind == kInt4 ? (std::string(" g") + std::to_string(group) + (asym ? " asym" : " sym")).c_str() : "",
                 m, xMisalign ? " x-unaligned" : "", tcPath ? " [tc bf16]" : "",
                 subsetRows > 0 && subsetRows < rows ? " [row subset]" : "");
@@ -231,6 +248,7 @@ int check_invalid() {
 
 struct BenchResult {
   std::string kind;
+  int variant;
   int rows, cols, group, m, copies;
   double us, bytes, gbps, frac;
 };
@@ -238,6 +256,20 @@ struct BenchResult {
 int bench(Rng& rng, Kind kind, int rows, int cols, int m, size_t l2, double copyBw, std::vector<BenchResult>& out) {
   HostW w = make_weight(rng, kind, rows, cols, 128, false);
   size_t wb = w.bytes();
+  if (kind == kInt4 && g_variant > 0) {  // skip variants that do not apply (nothing to time)
+    float *px, *py;
+    CUDA_CHECK(cudaMalloc(&px, (size_t)m * cols * 4));
+    CUDA_CHECK(cudaMalloc(&py, (size_t)m * rows * 4));
+    DevW d1;
+    if (upload(w, d1, 1)) return 1;
+    cudaError_t e = run_kernel(w, d1, 0, px, py, m, 0);
+    cudaGetLastError();
+    CUDA_CHECK(cudaDeviceSynchronize());
+    cudaFree(px), cudaFree(py);
+    d1.free_all();
+    if (e == cudaErrorNotSupported) return 0;
+    CUDA_CHECK(e);
+  }
   int copies = (int)std::max<size_t>(2, (3 * l2 + wb - 1) / wb);
   copies = std::min(copies, 64);
   DevW d;
@@ -268,9 +300,9 @@ int bench(Rng& rng, Kind kind, int rows, int cols, int m, size_t l2, double copy
   double us = median(ms) * 1000.0 / perGraph;
   double bytes = (double)wb + (double)m * cols * 4 + (double)m * rows * 4;
   double gbps = bytes / (us * 1e-6) / 1e9;
-  out.push_back({kind_name(kind), rows, cols, kind == kInt4 ? 128 : 0, m, copies, us, bytes, gbps, gbps / copyBw});
-  std::printf("bench %-4s %5dx%-5d m=%-3d %9.2f us %8.1f GB/s %5.1f%% of copy (copies %d)\n", kind_name(kind), rows,
-              cols, m, us, gbps, 100 * gbps / copyBw, copies);
+  out.push_back({kind_name(kind), kind == kInt4 ? g_variant : -1, rows, cols, kind == kInt4 ? 128 : 0, m, copies, us, bytes, gbps, gbps / copyBw});
+  std::printf("bench %-4s v%-2d %5dx%-5d m=%-3d %9.2f us %8.1f GB/s %5.1f%% of copy (copies %d)\n", kind_name(kind),
+              kind == kInt4 ? g_variant : -1, rows, cols, m, us, gbps, 100 * gbps / copyBw, copies);
   cudaGraphExecDestroy(ge), cudaGraphDestroy(g), cudaStreamDestroy(s);
   cudaFree(dx), cudaFree(dy);
   d.free_all();
@@ -343,6 +375,27 @@ int main(int argc, char** argv) {
     d.free_all();
   }
   if (check_case(rng, kF32, 4096, 4096, 0, false, 1, 256, false)) return 1;
+  // Every int4 decode variant (matmul_variants.cuh), where it applies: groups 32/64 (scale in A) and 128 (scale
+  // after the mma), asym and sym, row tails (rows % 32 != 0), cols % 128 != 0 (96, 1056), Llama shapes (row subset).
+  for (int v = 1; v < tc::kInt4VariantCount; ++v) {
+    g_variant = v;
+    for (int m : {1, 2, 3, 4, 7, 8, 9, 16}) {
+      if (check_case(rng, kInt4, 37, 512, 32, true, m, 0, false)) return 1;
+      if (check_case(rng, kInt4, 301, 1024, 128, false, m, 0, false)) return 1;
+      if (check_case(rng, kInt4, 45, 1056, 32, true, m, 0, false)) return 1;  // 1056 = 33 groups of 32
+      if (check_case(rng, kInt4, 19, 96, 32, true, m, 0, false)) return 1;
+      if (check_case(rng, kInt4, 53, 1152, 128, true, m, 0, false)) return 1;
+    }
+    for (auto rc : llama) {
+      HostW w = make_weight(rng, kInt4, rc.first, rc.second, 128, true);
+      DevW d;
+      if (upload(w, d, 1)) return 1;
+      for (int m : {1, 4, 16})
+        if (check_case(rng, kInt4, rc.first, rc.second, 128, true, m, 64, false, &w, &d)) return 1;
+      d.free_all();
+    }
+  }
+  g_variant = -1;
   if (check_invalid()) return 1;
 
   // (c) benchmarks.
@@ -351,6 +404,14 @@ int main(int argc, char** argv) {
     for (auto rc : llama)
       for (int m : {1, 4, 16, 64, 128})
         if (bench(rng, kInt4, rc.first, rc.second, m, prop.l2CacheSize, copyBw, br)) return 1;
+    // every int4 variant at decode sizes (v0 = int4_matmul's default dispatch)
+    for (int v = 0; v < tc::kInt4VariantCount; ++v) {
+      g_variant = v;
+      for (auto rc : llama)
+        for (int m : {1, 2, 4, 8, 16})
+          if (bench(rng, kInt4, rc.first, rc.second, m, prop.l2CacheSize, copyBw, br)) return 1;
+    }
+    g_variant = -1;
     for (auto rc : {std::pair<int, int>{32000, 4096}, {4096, 4096}, {22016, 4096}, {4096, 11008}})
       for (int m : {1, 16})
         if (bench(rng, kBf16, rc.first, rc.second, m, prop.l2CacheSize, copyBw, br)) return 1;
@@ -363,9 +424,12 @@ int main(int argc, char** argv) {
   for (auto& c : g_checks)
     if (!c.pass) std::printf("FAILED: %s rel %.3e maxabs %.3e nonfinite %zu\n", c.name.c_str(), c.rel, c.maxabs, c.nonfinite);
   if (!br.empty()) {
-    std::printf("%-5s %-12s %4s %10s %9s %7s\n", "kind", "rows x cols", "m", "us", "GB/s", "%copy");
+    std::printf("%-5s %-3s %-20s %-12s %4s %10s %9s %7s\n", "kind", "v", "variant", "rows x cols", "m", "us", "GB/s",
+                "%copy");
     for (auto& b : br)
-      std::printf("%-5s %5dx%-6d %4d %10.2f %9.1f %6.1f%%\n", b.kind.c_str(), b.rows, b.cols, b.m, b.us, b.gbps,
+      std::printf("%-5s %-3s %-20s %5dx%-6d %4d %10.2f %9.1f %6.1f%%\n", b.kind.c_str(),
+                  b.variant >= 0 ? std::to_string(b.variant).c_str() : "-",
+                  b.variant >= 0 ? tc::int4_variant_name(b.variant) : "", b.rows, b.cols, b.m, b.us, b.gbps,
                   100 * b.frac);
   }
   if (jsonPath) {
@@ -378,7 +442,7 @@ int main(int argc, char** argv) {
     j.end_arr();
     j.key("bench").begin_arr();
     for (auto& b : br)
-      j.begin_obj().kv("kind", b.kind).kv("rows", b.rows).kv("cols", b.cols).kv("group", b.group).kv("m", b.m)
+      j.begin_obj().kv("kind", b.kind).kv("variant", b.variant).kv("rows", b.rows).kv("cols", b.cols).kv("group", b.group).kv("m", b.m)
           .kv("copies", b.copies).kv("us", b.us).kv("bytes", b.bytes).kv("gbps", b.gbps).kv("frac_copy", b.frac)
           .end_obj();
     j.end_arr().end_obj();

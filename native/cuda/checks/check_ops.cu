@@ -392,6 +392,41 @@ int bench_decode(const char* model, int heads, int kvHeads, int batch, int ctx) 
 
 }  // namespace
 
+// qkv_rope_kv must give exactly what rope + kv_write give on the split q, k, v (same arithmetic).
+void check_qkv_rope_kv(Rng& rng, int tokens, int heads, int kvHeads, int hd, int numPages, int bs, float theta) {
+  const size_t qd = (size_t)heads * hd, kvd = (size_t)kvHeads * hd, w = qd + 2 * kvd;
+  const size_t cache = (size_t)numPages * bs * kvd;
+  std::vector<float> qkv(tokens * w), kc(cache), vc(cache);
+  rng.fill_normal(qkv), rng.fill_normal(kc), rng.fill_normal(vc);
+  std::vector<int32_t> pos(tokens), slots(numPages * bs - bs);
+  for (auto& p : pos) p = (int)rng.below(4097);
+  std::iota(slots.begin(), slots.end(), bs);
+  for (size_t i = slots.size() - 1; i > 0; i--) std::swap(slots[i], slots[rng.below((uint32_t)i + 1)]);
+  slots.resize(tokens);
+  for (int t = 3; t < tokens; t += 7) slots[t] = -1;
+  std::vector<float> q(tokens * qd), k(tokens * kvd), v(tokens * kvd);
+  for (int t = 0; t < tokens; t++) {
+    std::copy(&qkv[t * w], &qkv[t * w + qd], &q[t * qd]);
+    std::copy(&qkv[t * w + qd], &qkv[t * w + qd + kvd], &k[t * kvd]);
+    std::copy(&qkv[t * w + qd + kvd], &qkv[t * w + w], &v[t * kvd]);
+  }
+  Dev<float> dqkv(qkv.size()), dq(q.size()), dk(k.size()), dv(v.size()), dq2(q.size());
+  Dev<float> kc1(cache), vc1(cache), kc2(cache), vc2(cache);
+  Dev<int32_t> dp(tokens), ds(tokens);
+  dqkv.up(qkv), dq.up(q), dk.up(k), dv.up(v), dp.up(pos), ds.up(slots), dq2.poison();
+  kc1.up(kc), vc1.up(vc), kc2.up(kc), vc2.up(vc);
+  if (!launch_ok(tc::rope(dq.p, dk.p, dp.p, tokens, heads, kvHeads, hd, theta, 0), "rope")) return;
+  if (!launch_ok(tc::kv_write(dk.p, dv.p, ds.p, tokens, kc1.p, vc1.p, kvHeads, hd, 0), "kv_write")) return;
+  if (!launch_ok(tc::qkv_rope_kv(dqkv.p, dq2.p, dp.p, ds.p, tokens, kc2.p, vc2.p, heads, kvHeads, hd, theta, 0),
+                 "qkv_rope_kv"))
+    return;
+  auto a = dq.down(), b = dq2.down(), k1 = kc1.down(), k2 = kc2.down(), v1 = vc1.down(), v2 = vc2.down();
+  ErrStats st;
+  for (size_t i = 0; i < a.size(); i++) st.add(b[i], a[i]);
+  for (size_t i = 0; i < cache; i++) st.add(k2[i], k1[i]), st.add(v2[i], v1[i]);
+  record("qkv_rope", fmt("tok %d h %d/%d d %d (vs rope + kv_write)", tokens, heads, kvHeads, hd), st, 0.0);
+}
+
 int main(int argc, char** argv) {
   const char* json = arg_value(argc, argv, "--json");
   const uint64_t seed = std::strtoull(arg_value(argc, argv, "--seed", "1"), nullptr, 10);
@@ -410,6 +445,7 @@ int main(int argc, char** argv) {
   check_silu(rng, 9, 11008), check_silu(rng, 3, 14336), check_silu(rng, 2, 37);
   check_embedding(rng, 37, 1000, 4096), check_embedding(rng, 5, 100, 33);
   check_kv_write(rng, 50, 8, 128, 9, 16), check_kv_write(rng, 23, 4, 64, 5, 16);
+  check_qkv_rope_kv(rng, 41, 32, 8, 128, 9, 16, 5e5f), check_qkv_rope_kv(rng, 17, 4, 2, 64, 5, 16, 1e4f);
   check_argmax(rng, 7, 128256), check_argmax(rng, 3, 32000), check_argmax(rng, 2, 1001);
   check_invalid_args();
 
