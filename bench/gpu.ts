@@ -187,6 +187,27 @@ async function engineDecode(): Promise<void> {
         times.push(performance.now() - t);
       }
       const ms = median(times.slice(2));
+      if (graphs && (b === 1 || b === 32) && engine.setProfiling && engine.profile && engine.resetProfile) {
+        // Per-op GPU time (CUDA events, graphs off while profiling) over a few more steps.
+        engine.setProfiling(true);
+        engine.resetProfile();
+        for (let s = 0; s < 4; s++) {
+          ctx++;
+          await engine.forwardArgmax(batchOf(seqs.map((q) => ({ tokens: [9 + s], ctx, pages: q.pages }))));
+        }
+        const prof = engine.profile();
+        engine.setProfiling(false);
+        const fwd = prof["forward"]?.ms ?? 0;
+        const ops = Object.entries(prof)
+          .filter(([op]) => op !== "forward")
+          .map(([op, v]) => ({ op, msPerStep: v.ms / 4, pct: fwd > 0 ? v.ms / fwd : 0 }))
+          .sort((x, y) => y.msPerStep - x.msPerStep);
+        rows.push({ shape: shape.name, batch: b, profile: ops, forwardMsPerStep: fwd / 4 });
+        console.log(
+          `  profile batch ${b} (${(fwd / 4).toFixed(3)} ms per step without graphs): ` +
+            ops.map((o) => `${o.op} ${o.msPerStep.toFixed(3)} ms`).join(", "),
+        );
+      }
       const bytes = floorBytes(engine, model.vocabSize, model.hiddenSize, kvPerToken, b * ctx);
       const floorMs = bandwidth > 0 ? (bytes / (bandwidth * 1e9)) * 1e3 : Number.NaN;
       rows.push({

@@ -116,6 +116,7 @@ class CudaModel : public GpuModel {
 
   ~CudaModel() override {
     cudaSetDevice(dev_);
+    for (cudaEvent_t e : marks_) cudaEventDestroy(e);
     if (hostInts_) cudaFreeHost(hostInts_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -159,7 +160,7 @@ class CudaModel : public GpuModel {
     const bool decode = !b.all && T == S;  // one new token per sequence
     // Decode steps replay a CUDA graph captured per (batch size, block-table width bucket): one launch instead of
     // ~10 per layer. The width is padded to a multiple of 16 blocks so a graph serves 256 tokens of growth.
-    const bool graph = decode && graphsOn_;
+    const bool graph = decode && graphsOn_ && !profiling_;
     const int mb = graph ? (b.maxBlocksPerSeq + 15) / 16 * 16 : b.maxBlocksPerSeq;
     const int rows = b.all ? T : S;
     const size_t nInts = (size_t)3 * T + (S + 1) + S + rows + (size_t)S * mb;
@@ -227,6 +228,7 @@ class CudaModel : public GpuModel {
       }
       CK(cudaGraphLaunch(it->second.exec, stream_));
     } else {
+      nMarks_ = 0;
       enqueue(p);
     }
     if (ids) {
@@ -236,6 +238,21 @@ class CudaModel : public GpuModel {
     if (out)
       CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * s.vocab * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     CK(cudaStreamSynchronize(stream_));
+    if (profiling_ && !graph) {
+      for (int i = 1; i < nMarks_; i++) {
+        float ms = 0.f;
+        CK(cudaEventElapsedTime(&ms, marks_[i - 1], marks_[i]));
+        profMs_[markOp_[i]] += ms, profCalls_[markOp_[i]]++;
+      }
+    }
+  }
+
+  void setProfiling(bool on) override { profiling_ = on; }
+  void resetProfile() override {
+    for (int i = 0; i < Engine::kNumOps; i++) profMs_[i] = 0, profCalls_[i] = 0;
+  }
+  void profile(double* ms, long long* calls) const override {
+    for (int i = 0; i < Engine::kNumOps; i++) ms[i] = profMs_[i], calls[i] = profCalls_[i];
   }
 
   size_t weightBytes() const override {
@@ -273,28 +290,40 @@ class CudaModel : public GpuModel {
   void enqueue(const Ptrs& p) {
     const ModelShape& s = o_.s;
     const int H = s.hidden;
+    mark(-1);
     L(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_), "embedding");
+    mark(Engine::kEmbed);
     for (int l = 0; l < s.layers; l++) {
       Layer& Ly = layers_[l];
       float* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
       float* vc = kc + kvPerLayer_;
       L(cuda::rmsnorm(x_.p, l == 0 ? nullptr : tmp_.p, Ly.attnNorm.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
+      mark(Engine::kRmsNorm);
       matmul(h_.p, Ly.qkv, qkv_.p, p.T);
+      mark(Engine::kQkv);
       L(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim, s.theta, stream_),
         "qkv_rope_kv");
+      mark(Engine::kRope);
       cuda::AttentionArgs a{};
       a.q = q_.p, a.kCache = kc, a.vCache = vc, a.blockTables = p.bt, a.contextLens = p.ctx, a.queryStart = p.qs;
       a.out = att_.p, a.workspace = attnWs_.p, a.numSeqs = p.S, a.maxBlocks = p.mb, a.heads = s.heads;
       a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
       a.maxQueryLen = p.maxQ;
       L(cuda::attention(a, stream_), "attention");
+      mark(Engine::kAttention);
       matmul(att_.p, Ly.o, tmp_.p, p.T);
+      mark(Engine::kOProj);
       L(cuda::rmsnorm(x_.p, tmp_.p, Ly.mlpNorm.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
+      mark(Engine::kRmsNorm);
       matmul(h_.p, Ly.gateUp, gu_.p, p.T);
+      mark(Engine::kGateUp);
       L(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_), "silu_mul");
+      mark(Engine::kSilu);
       matmul(act_.p, Ly.down, tmp_.p, p.T);
+      mark(Engine::kDown);
     }
     L(cuda::rmsnorm(x_.p, tmp_.p, finalNorm_.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
+    mark(Engine::kFinalNorm);
     const float* head = h_.p;
     if (!p.all && p.T != p.S) {  // gather each sequence's last row
       L(cuda::embedding(p.rowIdx, p.rows, h_.p, H, tmp_.p, stream_), "gather");
@@ -303,6 +332,20 @@ class CudaModel : public GpuModel {
     const DWeight& lm =
         lmHead_.kind != DWeight::kNone ? lmHead_ : (tiedHead_.kind != DWeight::kNone ? tiedHead_ : embed_);
     matmul(head, lm, logits_.p, p.rows);
+    mark(Engine::kLmHead);
+  }
+
+  /** While profiling: an event after the op just enqueued (op -1: the start). */
+  void mark(int op) {
+    if (!profiling_) return;
+    if (nMarks_ >= (int)marks_.size()) {
+      cudaEvent_t e;
+      CK(cudaEventCreate(&e));
+      marks_.push_back(e), markOp_.push_back(0);
+    }
+    markOp_[nMarks_] = op < 0 ? 0 : op;
+    CK(cudaEventRecord(marks_[nMarks_], stream_));
+    nMarks_++;
   }
 
   /** Concatenates the rows of several weights of one layer (same format) into one. */
@@ -406,6 +449,12 @@ class CudaModel : public GpuModel {
   size_t kvPerLayer_ = 0;
   DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_;
   std::map<uint64_t, GraphExec> graphs_;
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> marks_;
+  std::vector<int> markOp_;
+  int nMarks_ = 0;
+  double profMs_[Engine::kNumOps] = {};
+  long long profCalls_[Engine::kNumOps] = {};
   bool graphsOn_ = true;
   DevBuf<int32_t> ints_, ids_;
   int32_t* hostInts_ = nullptr;

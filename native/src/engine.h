@@ -90,7 +90,7 @@ class Engine {
   enum Op { kEmbed, kRmsNorm, kQkv, kRope, kKvWrite, kAttention, kOProj, kResidual, kGateUp, kSilu, kDown,
             kFinalNorm, kLmHead, kInt4Prep, kPoolWait, kForward, kNumOps };
   static const char* opName(int op);
-  void setProfiling(bool on) { profiling_ = on; if (pool_) pool_->setProfiling(on); }
+  void setProfiling(bool on);
   bool profiling() const { return profiling_; }
   void resetProfile();
   /** Snapshot: ms and calls per op (pool wait is read from the pool). */

@@ -73,12 +73,24 @@ const char* Engine::opName(int op) {
   return op >= 0 && op < kNumOps ? names[op] : "?";
 }
 
+void Engine::setProfiling(bool on) {
+  profiling_ = on;
+  if (pool_) pool_->setProfiling(on);
+  if (gpu_) gpu_->setProfiling(on);
+}
+
 void Engine::resetProfile() {
   for (int i = 0; i < kNumOps; i++) profNs_[i] = 0, profCalls_[i] = 0;
   if (pool_) pool_->resetWait();
+  if (gpu_) gpu_->resetProfile();
 }
 
 void Engine::profile(double* ms, long long* calls) {
+  if (gpu_) {
+    gpu_->profile(ms, calls);
+    ms[kForward] = profNs_[kForward] / 1e6, calls[kForward] = profCalls_[kForward];
+    return;
+  }
   for (int i = 0; i < kNumOps; i++) ms[i] = profNs_[i] / 1e6, calls[i] = profCalls_[i];
   if (pool_) ms[kPoolWait] = pool_->waitNs() / 1e6, calls[kPoolWait] = pool_->waitCalls();
 }

@@ -22,6 +22,11 @@ class GpuModel {
    * id of each row (ties: lowest id) to `ids` when not null.
    */
   virtual void forward(const BatchIn& b, float* logits, int32_t* ids) = 0;
+  /** Per-op GPU time with CUDA events (Engine::Op indices); decode graphs are not used while it is on. */
+  virtual void setProfiling(bool on) = 0;
+  virtual void resetProfile() = 0;
+  /** Writes ms and calls per op for the forwards run while profiling (ops it does not time stay 0). */
+  virtual void profile(double* ms, long long* calls) const = 0;
   virtual size_t weightBytes() const = 0;
   virtual size_t kvBytes() const = 0;
   /** "NVIDIA H200 (device 0, 132 SMs)". */
