@@ -94,6 +94,16 @@ export interface ForwardBatch {
   logits: "last" | "all";
 }
 
+/** Sampling parameters of one logits row for forwardSample. */
+export interface RowSampling {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  seed: number;
+  position: number;
+}
+
 export interface EngineInfo {
   threads: number;
   /** Instruction set the kernels use: "avx512", "avx2" or "scalar" on the CPU, "cuda" on a GPU. */
@@ -120,6 +130,11 @@ export interface Engine {
    * where the logits are, so that only ids cross to JavaScript (on a GPU, (rows, vocab) floats never leave it).
    */
   forwardArgmax(batch: ForwardBatch): Promise<Int32Array>;
+  /**
+   * GPU engines only: samples one id per logits row where the logits are, with the semantics of
+   * services/worker/sampler.ts (`position` = index of the generated token; the draw is a function of seed and it).
+   */
+  forwardSample(batch: ForwardBatch, sampling: RowSampling[]): Promise<Int32Array>;
   /** Same as forward, on the calling thread (benchmarks and tests). */
   forwardSync(batch: ForwardBatch): Float32Array;
   info(): EngineInfo;

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -107,6 +108,17 @@ class CudaModel : public GpuModel {
     CK(cudaMemset(kv_.p, 0, kv_.bytes()));
     x_.alloc(T * H), h_.alloc(T * H), tmp_.alloc(T * H);
     q_.alloc(T * qd), qkv_.alloc(T * (qd + 2 * kvd)), att_.alloc(T * qd);
+    // cos/sin of every position the pool can hold, with the CPU engine's formula (ropeTables in kernels_common.cc).
+    const size_t maxPos = (size_t)(o.numPages - 1) * o.blockSize, half = s.headDim / 2;
+    std::vector<float> cosT(maxPos * half), sinT(maxPos * half);
+    for (size_t i = 0; i < half; i++) {
+      const float invFreq = 1.0f / std::pow(s.theta, (float)(2 * i) / (float)s.headDim);
+      for (size_t p = 0; p < maxPos; p++) {
+        const float ang = (float)p * invFreq;
+        cosT[p * half + i] = (float)std::cos((double)ang), sinT[p * half + i] = (float)std::sin((double)ang);
+      }
+    }
+    ropeCos_.upload(cosT.data(), cosT.size()), ropeSin_.upload(sinT.data(), sinT.size());
     const char* g = std::getenv("TPSERVE_CUDA_GRAPHS");
     graphsOn_ = !(g && std::string(g) == "0");
     gu_.alloc(T * 2 * s.inter), act_.alloc(T * s.inter);
@@ -153,7 +165,7 @@ class CudaModel : public GpuModel {
     graphs_.clear();
   }
 
-  void forward(const BatchIn& b, float* out, int32_t* ids) override {
+  void forward(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling) override {
     CK(cudaSetDevice(dev_));
     const ModelShape& s = o_.s;
     const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize;
@@ -231,7 +243,21 @@ class CudaModel : public GpuModel {
       nMarks_ = 0;
       enqueue(p);
     }
-    if (ids) {
+    if (ids && sampling) {
+      std::vector<cuda::SamplingRow> rowsHost(rows);
+      for (int r = 0; r < rows; r++) {
+        const SampleParams& q = sampling[r];
+        rowsHost[r] = {q.temperature, q.topK, q.topP, q.minP, q.seed, q.position};
+      }
+      sampleParams_.reserve(rows * sizeof(cuda::SamplingRow));
+      sampleWs_.reserve(cuda::sample_workspace_bytes(rows, s.vocab));
+      CK(cudaMemcpyAsync(sampleParams_.p, rowsHost.data(), rows * sizeof(cuda::SamplingRow), cudaMemcpyHostToDevice,
+                         stream_));
+      L(cuda::sample_rows(logits_.p, rows, s.vocab, reinterpret_cast<const cuda::SamplingRow*>(sampleParams_.p),
+                          ids_.p, sampleWs_.p, stream_),
+        "sample_rows");
+      CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    } else if (ids) {
       L(cuda::argmax_rows(logits_.p, rows, s.vocab, ids_.p, stream_), "argmax_rows");
       CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     }
@@ -301,7 +327,8 @@ class CudaModel : public GpuModel {
       mark(Engine::kRmsNorm);
       matmul(h_.p, Ly.qkv, qkv_.p, p.T);
       mark(Engine::kQkv);
-      L(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim, s.theta, stream_),
+      L(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim, ropeCos_.p,
+                          ropeSin_.p, stream_),
         "qkv_rope_kv");
       mark(Engine::kRope);
       cuda::AttentionArgs a{};
@@ -447,7 +474,7 @@ class CudaModel : public GpuModel {
   std::vector<Layer> layers_;
   std::vector<Staging> staging_;
   size_t kvPerLayer_ = 0;
-  DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_;
+  DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_, ropeCos_, ropeSin_;
   std::map<uint64_t, GraphExec> graphs_;
   bool profiling_ = false;
   std::vector<cudaEvent_t> marks_;
@@ -457,6 +484,7 @@ class CudaModel : public GpuModel {
   long long profCalls_[Engine::kNumOps] = {};
   bool graphsOn_ = true;
   DevBuf<int32_t> ints_, ids_;
+  DevBuf<uint8_t> sampleParams_, sampleWs_;
   int32_t* hostInts_ = nullptr;
   size_t hostIntsCap_ = 0;
 };

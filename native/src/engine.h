@@ -51,10 +51,22 @@ struct TensorIn {
   size_t numZeros = 0;
 };
 
+/** Sampling parameters of one logits row (services/worker/sampler.ts semantics). */
+struct SampleParams {
+  float temperature = 0.f;
+  int topK = 0;
+  float topP = 1.f;
+  float minP = 0.f;
+  uint64_t seed = 0;
+  int position = 0;
+};
+
 struct BatchIn {
   std::vector<int32_t> tokens, seqLens, contextLens, blockTables;
   int maxBlocksPerSeq = 0;
   bool all = false;
+  /** One entry per logits row for forwardSample (GPU engines); empty otherwise. */
+  std::vector<SampleParams> sampling;
 };
 
 /** Converts a dense tensor to float32, checking that the byte length matches the shape. */
@@ -74,6 +86,9 @@ class Engine {
   void forward(const BatchIn& b, float* out);
   /** Like forward, but writes the argmax id of each logits row (ties: lowest id) instead of the logits. */
   void forwardArgmax(const BatchIn& b, int32_t* ids);
+  /** Like forward, but samples one id per logits row with b.sampling, where the logits are (GPU engines only). */
+  void forwardSample(const BatchIn& b, int32_t* ids);
+  bool onGpu() const { return gpu_ != nullptr; }
   void close();
   bool closed() const { return closed_; }
   bool finalized() const { return finalized_; }

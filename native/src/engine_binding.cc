@@ -57,20 +57,48 @@ std::shared_ptr<BatchIn> parseBatch(const Napi::Value& v) {
   return b;
 }
 
+/** One sampling object per logits row: {temperature, topK, topP, minP, seed, position}, validated. */
+std::vector<SampleParams> parseSampling(const Napi::Value& v, int rows) {
+  if (!v.IsArray()) fail("NATIVE_INVALID_ARG", "forwardSample(batch, sampling): sampling must be an array");
+  Napi::Array a = v.As<Napi::Array>();
+  if ((int)a.Length() != rows)
+    fail("NATIVE_INVALID_ARG", "sampling has " + std::to_string(a.Length()) + " entries, expected one per logits row (" +
+                                   std::to_string(rows) + ")");
+  std::vector<SampleParams> out(rows);
+  for (int r = 0; r < rows; r++) {
+    const std::string w = "sampling[" + std::to_string(r) + "]";
+    Napi::Object o = asObject(a.Get((uint32_t)r), w);
+    SampleParams& q = out[r];
+    q.temperature = (float)getNumber(o, "temperature", w), q.topK = getInt(o, "topK", w, 0);
+    q.topP = (float)getNumber(o, "topP", w), q.minP = (float)getNumber(o, "minP", w);
+    const double seed = getNumber(o, "seed", w);
+    q.position = getInt(o, "position", w, 0);
+    if (!(q.temperature >= 0.f)) fail("NATIVE_INVALID_ARG", w + ".temperature must be >= 0");
+    if (!(q.topP > 0.f && q.topP <= 1.f)) fail("NATIVE_INVALID_ARG", w + ".topP must be in (0, 1]");
+    if (!(q.minP >= 0.f && q.minP < 1.f)) fail("NATIVE_INVALID_ARG", w + ".minP must be in [0, 1)");
+    if (!(seed >= 0 && seed <= 9007199254740991.0) || seed != (double)(uint64_t)seed)
+      fail("NATIVE_INVALID_ARG", w + ".seed must be an integer in 0..2^53-1");
+    q.seed = (uint64_t)seed;
+  }
+  return out;
+}
+
 class ForwardWorker : public Napi::AsyncWorker {
  public:
-  /** `out` is a Float32Array of logits, or an Int32Array of argmax ids when `argmax`. */
+  enum Mode { kLogits, kArgmax, kSample };
+  /** `out` is a Float32Array of logits (kLogits), or an Int32Array of ids (kArgmax, kSample). */
   ForwardWorker(Napi::Env env, std::shared_ptr<Engine> e, std::shared_ptr<BatchIn> b, Napi::TypedArray out,
-                void* data, bool argmax)
+                void* data, Mode mode)
       : Napi::AsyncWorker(env, "tpserve.forward"), deferred_(Napi::Promise::Deferred::New(env)), eng_(std::move(e)),
-        batch_(std::move(b)), outPtr_(data), argmax_(argmax) {
+        batch_(std::move(b)), outPtr_(data), mode_(mode) {
     out_ = Napi::Persistent(out.As<Napi::Object>());
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
       std::lock_guard<std::mutex> lk(eng_->mutex());
-      if (argmax_) eng_->forwardArgmax(*batch_, static_cast<int32_t*>(outPtr_));
+      if (mode_ == kArgmax) eng_->forwardArgmax(*batch_, static_cast<int32_t*>(outPtr_));
+      else if (mode_ == kSample) eng_->forwardSample(*batch_, static_cast<int32_t*>(outPtr_));
       else eng_->forward(*batch_, static_cast<float*>(outPtr_));
     } catch (const NativeError& e) {
       code_ = e.code, SetError(e.what());
@@ -95,7 +123,7 @@ class ForwardWorker : public Napi::AsyncWorker {
   std::shared_ptr<BatchIn> batch_;
   Napi::Reference<Napi::Object> out_;
   void* outPtr_;
-  bool argmax_;
+  Mode mode_;
   std::string code_ = "NATIVE_INTERNAL";
 };
 
@@ -121,21 +149,28 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     });
   }
 
-  Napi::Value Forward(const Napi::CallbackInfo& info) { return Start(info, false); }
-  Napi::Value ForwardArgmax(const Napi::CallbackInfo& info) { return Start(info, true); }
+  Napi::Value Forward(const Napi::CallbackInfo& info) { return Start(info, ForwardWorker::kLogits); }
+  Napi::Value ForwardArgmax(const Napi::CallbackInfo& info) { return Start(info, ForwardWorker::kArgmax); }
+  Napi::Value ForwardSample(const Napi::CallbackInfo& info) { return Start(info, ForwardWorker::kSample); }
 
-  Napi::Value Start(const Napi::CallbackInfo& info, bool argmax) {
+  Napi::Value Start(const Napi::CallbackInfo& info, ForwardWorker::Mode mode) {
     Napi::Env env = info.Env();
     try {
       auto b = parseBatch(info[0]);
       const int rows = eng_->validate(*b);
+      if (mode == ForwardWorker::kSample) {
+        if (!eng_->onGpu())
+          fail("NATIVE_INVALID_ARG", "forwardSample needs a GPU engine (device \"cuda\"); on the CPU call forward() "
+                                     "and sample the logits in JavaScript");
+        b->sampling = parseSampling(info[1], rows);
+      }
       ForwardWorker* w;
-      if (argmax) {
+      if (mode != ForwardWorker::kLogits) {
         Napi::Int32Array out = Napi::Int32Array::New(env, (size_t)rows);
-        w = new ForwardWorker(env, eng_, b, out, out.Data(), true);
+        w = new ForwardWorker(env, eng_, b, out, out.Data(), mode);
       } else {
         Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)rows * eng_->vocab());
-        w = new ForwardWorker(env, eng_, b, out, out.Data(), false);
+        w = new ForwardWorker(env, eng_, b, out, out.Data(), mode);
       }
       Napi::Promise p = w->promise();
       w->Queue();
@@ -236,6 +271,7 @@ Napi::Function defineEngine(Napi::Env env) {
                                   EngineWrap::InstanceMethod("forwardSync", &EngineWrap::ForwardSync),
                                   EngineWrap::InstanceMethod("info", &EngineWrap::Info),
                                   EngineWrap::InstanceMethod("forwardArgmax", &EngineWrap::ForwardArgmax),
+                                  EngineWrap::InstanceMethod("forwardSample", &EngineWrap::ForwardSample),
                                   EngineWrap::InstanceMethod("setProfiling", &EngineWrap::SetProfiling),
                                   EngineWrap::InstanceMethod("profile", &EngineWrap::Profile),
                                   EngineWrap::InstanceMethod("resetProfile", &EngineWrap::ResetProfile),

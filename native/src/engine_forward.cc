@@ -131,10 +131,18 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
   });
 }
 
+void Engine::forwardSample(const BatchIn& b, int32_t* ids) {
+  requireReady();
+  if (!gpu_)
+    fail("NATIVE_INVALID_ARG", "forwardSample needs a GPU engine (device \"cuda\"); on the CPU call forward() and "
+                               "sample the logits in JavaScript");
+  gpu_->forward(b, nullptr, ids, b.sampling.data());
+}
+
 void Engine::forwardArgmax(const BatchIn& b, int32_t* ids) {
   requireReady();
   if (gpu_) {
-    gpu_->forward(b, nullptr, ids);
+    gpu_->forward(b, nullptr, ids, nullptr);
     return;
   }
   const size_t rows = b.all ? b.tokens.size() : b.seqLens.size(), V = (size_t)o_.s.vocab;
@@ -153,7 +161,7 @@ void Engine::forward(const BatchIn& b, float* out) {
   requireReady();
   if (gpu_) {
     Clock::time_point start = Clock::now();
-    gpu_->forward(b, out, nullptr);
+    gpu_->forward(b, out, nullptr, nullptr);
     if (profiling_) {
       profNs_[kForward] += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
       profCalls_[kForward]++;

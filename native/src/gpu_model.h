@@ -18,10 +18,11 @@ class GpuModel {
   /** Every tensor is uploaded: merge and free staging copies. */
   virtual void finalize() = 0;
   /**
-   * Runs a batch Engine::validate accepted. Writes rows x vocab logits to `logits` when not null, and the argmax
-   * id of each row (ties: lowest id) to `ids` when not null.
+   * Runs a batch Engine::validate accepted. Writes rows x vocab logits to `logits` when not null, and one id per
+   * row to `ids` when not null: sampled with `sampling[row]` when `sampling` is not null, else the argmax (ties:
+   * lowest id).
    */
-  virtual void forward(const BatchIn& b, float* logits, int32_t* ids) = 0;
+  virtual void forward(const BatchIn& b, float* logits, int32_t* ids, const SampleParams* sampling) = 0;
   /** Per-op GPU time with CUDA events (Engine::Op indices); decode graphs are not used while it is on. */
   virtual void setProfiling(bool on) = 0;
   virtual void resetProfile() = 0;

@@ -55,7 +55,11 @@ export class StepExecutor {
     private readonly opts: ExecutorOptions,
   ) {
     this.eos = new Set(opts.eosTokenIds);
+    this.onGpu = engine.info().device !== "cpu";
   }
+
+  /** GPU engines sample where the logits are; on the CPU the logits come to JavaScript (sampler.ts). */
+  private readonly onGpu: boolean;
 
   stats(): ExecutorStats {
     return {
@@ -196,8 +200,13 @@ export class StepExecutor {
     // Greedy steps take the argmax where the logits are; only ids cross into JavaScript.
     const greedy = active.every((a) => a.s.sampling.temperature === 0 || a.s.sampling.topK === 1);
     const t0 = performance.now();
-    const argmax = greedy ? await this.engine.forwardArgmax(batch) : undefined;
-    const logits = greedy ? undefined : await this.engine.forward(batch);
+    let argmax: Int32Array | undefined;
+    let logits: Float32Array | undefined;
+    if (greedy) argmax = await this.engine.forwardArgmax(batch);
+    else if (this.onGpu) {
+      const rows = active.map((a) => ({ ...a.s.sampling, position: a.s.numGenerated }));
+      argmax = await this.engine.forwardSample(batch, rows);
+    } else logits = await this.engine.forward(batch);
     const forwardMs = performance.now() - t0;
     this.steps++;
     this.forwardMsTotal += forwardMs;

@@ -27,6 +27,9 @@ class FakeEngine implements Engine {
   forwardArgmax(_batch: ForwardBatch): Promise<Int32Array> {
     return Promise.reject(new Error("fake"));
   }
+  forwardSample(_batch: ForwardBatch): Promise<Int32Array> {
+    return Promise.reject(new Error("fake"));
+  }
   forwardSync(_batch: ForwardBatch): Float32Array {
     throw new Error("fake");
   }

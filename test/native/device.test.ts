@@ -74,6 +74,16 @@ describe("engine devices and argmax", () => {
     e.close();
   });
 
+  it("forwardSample is refused on a CPU engine with a message saying what to call instead", async () => {
+    const e = engine("cpu", 0);
+    const row = { temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1, position: 0 };
+    await expect(e.forwardSample(batch("last"), [row, row])).rejects.toMatchObject({
+      code: "NATIVE_INVALID_ARG",
+      message: expect.stringMatching(/needs a GPU engine/),
+    });
+    e.close();
+  });
+
   it("rejects an unknown device name, naming the accepted ones", () => {
     expect(() => new native.Engine({ shape, numPages: 4, blockSize: 4, maxBatchTokens: 8, device: "gpu" })).toThrow(
       /options.device must be "cpu", "cuda" or "cuda:N"/,

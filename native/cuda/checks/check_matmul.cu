@@ -376,15 +376,18 @@ int main(int argc, char** argv) {
   }
   if (check_case(rng, kF32, 4096, 4096, 0, false, 1, 256, false)) return 1;
   // Every int4 decode variant (matmul_variants.cuh), where it applies: groups 32/64 (scale in A) and 128 (scale
-  // after the mma), asym and sym, row tails (rows % 32 != 0), cols % 128 != 0 (96, 1056), Llama shapes (row subset).
+  // after the mma), 256 and 384 (v10's fast path), asym and sym, row tails (rows % 32 != 0), cols % 128 != 0 (96,
+  // 1056), Llama shapes (row subset).
   for (int v = 1; v < tc::kInt4VariantCount; ++v) {
     g_variant = v;
-    for (int m : {1, 2, 3, 4, 7, 8, 9, 16}) {
+    for (int m : {1, 2, 3, 4, 7, 8, 9, 12, 16}) {
       if (check_case(rng, kInt4, 37, 512, 32, true, m, 0, false)) return 1;
       if (check_case(rng, kInt4, 301, 1024, 128, false, m, 0, false)) return 1;
       if (check_case(rng, kInt4, 45, 1056, 32, true, m, 0, false)) return 1;  // 1056 = 33 groups of 32
       if (check_case(rng, kInt4, 19, 96, 32, true, m, 0, false)) return 1;
       if (check_case(rng, kInt4, 53, 1152, 128, true, m, 0, false)) return 1;
+      if (check_case(rng, kInt4, 41, 2048, 256, true, m, 0, false)) return 1;   // group 256: gshift path
+      if (check_case(rng, kInt4, 29, 1152, 384, false, m, 0, false)) return 1;  // group 384: not a power of two
     }
     for (auto rc : llama) {
       HostW w = make_weight(rng, kInt4, rc.first, rc.second, 128, true);

@@ -392,39 +392,53 @@ int bench_decode(const char* model, int heads, int kvHeads, int batch, int ctx) 
 
 }  // namespace
 
-// qkv_rope_kv must give exactly what rope + kv_write give on the split q, k, v (same arithmetic).
+// qkv_rope_kv against a double reference of rope (the CPU engine's angles) and of the cache writes.
 void check_qkv_rope_kv(Rng& rng, int tokens, int heads, int kvHeads, int hd, int numPages, int bs, float theta) {
-  const size_t qd = (size_t)heads * hd, kvd = (size_t)kvHeads * hd, w = qd + 2 * kvd;
-  const size_t cache = (size_t)numPages * bs * kvd;
-  std::vector<float> qkv(tokens * w), kc(cache), vc(cache);
+  const size_t qd = (size_t)heads * hd, kvd = (size_t)kvHeads * hd, w = qd + 2 * kvd, half = hd / 2;
+  const size_t cache = (size_t)numPages * bs * kvd, maxPos = 4097;
+  std::vector<float> qkv(tokens * w), kc(cache), vc(cache), cosT(maxPos * half), sinT(maxPos * half);
   rng.fill_normal(qkv), rng.fill_normal(kc), rng.fill_normal(vc);
+  for (size_t i = 0; i < half; i++) {
+    const float invFreq = 1.0f / std::pow(theta, (float)(2 * i) / (float)hd);
+    for (size_t p = 0; p < maxPos; p++) {
+      const float ang = (float)p * invFreq;
+      cosT[p * half + i] = (float)std::cos((double)ang), sinT[p * half + i] = (float)std::sin((double)ang);
+    }
+  }
   std::vector<int32_t> pos(tokens), slots(numPages * bs - bs);
-  for (auto& p : pos) p = (int)rng.below(4097);
+  for (auto& p : pos) p = (int)rng.below((uint32_t)maxPos);
   std::iota(slots.begin(), slots.end(), bs);
   for (size_t i = slots.size() - 1; i > 0; i--) std::swap(slots[i], slots[rng.below((uint32_t)i + 1)]);
   slots.resize(tokens);
   for (int t = 3; t < tokens; t += 7) slots[t] = -1;
-  std::vector<float> q(tokens * qd), k(tokens * kvd), v(tokens * kvd);
-  for (int t = 0; t < tokens; t++) {
-    std::copy(&qkv[t * w], &qkv[t * w + qd], &q[t * qd]);
-    std::copy(&qkv[t * w + qd], &qkv[t * w + qd + kvd], &k[t * kvd]);
-    std::copy(&qkv[t * w + qd + kvd], &qkv[t * w + w], &v[t * kvd]);
-  }
-  Dev<float> dqkv(qkv.size()), dq(q.size()), dk(k.size()), dv(v.size()), dq2(q.size());
-  Dev<float> kc1(cache), vc1(cache), kc2(cache), vc2(cache);
+  Dev<float> dqkv(qkv.size()), dq(tokens * qd), dkc(cache), dvc(cache), dcos(cosT.size()), dsin(sinT.size());
   Dev<int32_t> dp(tokens), ds(tokens);
-  dqkv.up(qkv), dq.up(q), dk.up(k), dv.up(v), dp.up(pos), ds.up(slots), dq2.poison();
-  kc1.up(kc), vc1.up(vc), kc2.up(kc), vc2.up(vc);
-  if (!launch_ok(tc::rope(dq.p, dk.p, dp.p, tokens, heads, kvHeads, hd, theta, 0), "rope")) return;
-  if (!launch_ok(tc::kv_write(dk.p, dv.p, ds.p, tokens, kc1.p, vc1.p, kvHeads, hd, 0), "kv_write")) return;
-  if (!launch_ok(tc::qkv_rope_kv(dqkv.p, dq2.p, dp.p, ds.p, tokens, kc2.p, vc2.p, heads, kvHeads, hd, theta, 0),
+  dqkv.up(qkv), dp.up(pos), ds.up(slots), dkc.up(kc), dvc.up(vc), dcos.up(cosT), dsin.up(sinT), dq.poison();
+  if (!launch_ok(tc::qkv_rope_kv(dqkv.p, dq.p, dp.p, ds.p, tokens, dkc.p, dvc.p, heads, kvHeads, hd, dcos.p, dsin.p, 0),
                  "qkv_rope_kv"))
     return;
-  auto a = dq.down(), b = dq2.down(), k1 = kc1.down(), k2 = kc2.down(), v1 = vc1.down(), v2 = vc2.down();
+  auto q = dq.down(), ko = dkc.down(), vo = dvc.down();
+  std::vector<double> ek(kc.begin(), kc.end()), ev(vc.begin(), vc.end());
   ErrStats st;
-  for (size_t i = 0; i < a.size(); i++) st.add(b[i], a[i]);
-  for (size_t i = 0; i < cache; i++) st.add(k2[i], k1[i]), st.add(v2[i], v1[i]);
-  record("qkv_rope", fmt("tok %d h %d/%d d %d (vs rope + kv_write)", tokens, heads, kvHeads, hd), st, 0.0);
+  for (int t = 0; t < tokens; t++) {
+    const float* row = &qkv[t * w];
+    for (int h = 0; h < heads + kvHeads; h++)
+      for (size_t i = 0; i < half; i++) {
+        const double c = cosT[pos[t] * half + i], s = sinT[pos[t] * half + i];
+        const double a = row[h * hd + i], b = row[h * hd + i + half];
+        const double ra = a * c - b * s, rb = b * c + a * s;
+        if (h < heads) {
+          st.add(q[t * qd + h * hd + i], ra), st.add(q[t * qd + h * hd + i + half], rb);
+        } else if (slots[t] >= 0) {
+          ek[slots[t] * kvd + (h - heads) * hd + i] = ra, ek[slots[t] * kvd + (h - heads) * hd + i + half] = rb;
+        }
+      }
+    if (slots[t] >= 0)
+      for (size_t c = 0; c < kvd; c++) ev[slots[t] * kvd + c] = row[qd + kvd + c];
+  }
+  for (size_t i = 0; i < cache; i++) st.add(ko[i], ek[i]), st.add(vo[i], ev[i]);
+  record("qkv_rope", fmt("tok %d h %d/%d d %d theta %g (vs double reference)", tokens, heads, kvHeads, hd, theta), st,
+         1e-6);
 }
 
 int main(int argc, char** argv) {

@@ -61,11 +61,11 @@ cudaError_t kv_write(const float* k, const float* v, const int32_t* slots, int t
 /**
  * From the merged QKV projection qkv (tokens, heads*headDim + 2*kvHeads*headDim) = [q | k | v] per token: q rotated
  * into `q` (tokens, heads, headDim), k rotated and v copied into the paged caches at slots[t] (skipped when < 0).
- * Same arithmetic as rope + kv_write.
+ * ropeCos/ropeSin (maxPositions, headDim/2): cos and sin of position * inv_freq, computed once on the host.
  */
 cudaError_t qkv_rope_kv(const float* qkv, float* q, const int32_t* positions, const int32_t* slots, int tokens,
-                        float* kCache, float* vCache, int heads, int kvHeads, int headDim, float theta,
-                        cudaStream_t stream);
+                        float* kCache, float* vCache, int heads, int kvHeads, int headDim, const float* ropeCos,
+                        const float* ropeSin, cudaStream_t stream);
 
 /** Paged-attention arguments shared by decode and prefill. */
 struct AttentionArgs {
@@ -96,6 +96,26 @@ size_t attention_workspace_bytes(int tokens, int heads, int headDim, int maxCont
  * per sequence) splits long contexts across blocks and reduces.
  */
 cudaError_t attention(const AttentionArgs& a, cudaStream_t stream);
+
+/** Sampling parameters of one logits row (the semantics of services/worker/sampler.ts). */
+struct SamplingRow {
+  float temperature;  // 0 = greedy (argmax, ties: lowest id)
+  int topK;           // 0 = off
+  float topP;         // (0, 1]; 1 = off
+  float minP;         // [0, 1); 0 = off
+  uint64_t seed;
+  int position;       // index of the generated token in its sequence: the draw is uniformAt(seed, position)
+};
+
+/** Bytes of workspace sample_rows() needs. */
+size_t sample_workspace_bytes(int rows, int vocab);
+
+/**
+ * out[r] = the token sampled from row r of logits (rows, vocab) with params[r] (device memory), exactly as
+ * services/worker/sampler.ts sampleToken() would pick it from the same logits.
+ */
+cudaError_t sample_rows(const float* logits, int rows, int vocab, const SamplingRow* params, int32_t* out,
+                        void* workspace, cudaStream_t stream);
 
 /** out[r] = argmax over logits (rows, vocab) of row r (ties: lowest id). */
 cudaError_t argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t stream);

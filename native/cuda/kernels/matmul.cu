@@ -3,8 +3,8 @@
 //
 // Paths, chosen per call:
 //  - int4 decode (m <= 16, vector shapes): variants of matmul_variants.cuh (int4_gemv_simt: fp32, m <= 4, no smem
-//    staging; int4_gemv_tc: swap-AB mma.sync with the weights as A, bf16 x). Default: m = 1 SIMT fp32 (variant 3),
-//    m >= 2 tensor cores (variant 8); TPSERVE_INT4_VARIANT overrides. The legacy GEMV below is variant 1.
+//    staging; int4_gemv_tc / int4_gemv_tc_pipe: swap-AB mma.sync with the weights as A, bf16 x). Default: m = 1 the
+//    legacy GEMV below (variant 1, fp32), m >= 2 tensor cores (variant 10); TPSERVE_INT4_VARIANT overrides.
 //  - GEMV (m <= 16, "vector" shapes: 16-byte aligned rows): memory-bound. A block of 8 warps owns 16 output rows
 //    (2 per warp); x (all m rows, a column tile of it) is staged in shared memory (XOR-swizzled so that lanes reading
 //    consecutive 16-byte weight chunks hit distinct banks); each lane streams 16-byte weight chunks of its 2 rows
@@ -21,6 +21,8 @@
 
 #include <cstdint>
 #include <cstdlib>
+
+#include <algorithm>
 
 #include "kernels.cuh"
 #include "matmul_variants.cuh"
@@ -674,6 +676,179 @@ __global__ void __launch_bounds__(KS * 32, 512 / (KS * 32)) int4_gemv_tc(const f
   }
 }
 
+// ---- int4 decode GEMV on tensor cores, pipelined, cheap unpack (v10; 1 <= m <= 16, group % 128 == 0) -------------
+// int4_gemv_tc's layout (swap AB: weights as A, m16n8k16 bf16, fp32 accumulate; KS warps split the 128-column
+// super-steps of 16*MT rows; lane (g, t) owns the 16-byte chunk 4s+t of rows g and g+8 of each m-tile and the same
+// k permutation), with:
+//  - a register ring of P super-steps: the weight chunks, scales and zeros of super-step s + (P-1)*KS are issued
+//    before the mma of super-step s, so every warp keeps P-1..P super-steps (MT * 2 * 16 bytes per lane each) of
+//    loads in flight all along its K range instead of draining between rounds;
+//  - unpack per 32-bit word (8 nibbles, columns 0..7): LOP3 (w >> 4i) & 0x000f000f | 0x43004300 = bf16x2
+//    (128 + q_i, 128 + q_{i+4}) exactly, i = 0..3 (3 SHF + 4 LOP3), then one HSUB2 of bf16x2 (128 + zero) each,
+//    exact: 11 instructions per 8 weights; the bf16x2 (128 + zero) is built with integer ops (0x4300 | zero);
+//  - tokens >= m read no x (zeros in B), so m = 1 loads one token's x, not eight;
+//  - the group scale multiplies the fp32 mma result of each super-step once (a super-step lies in one group).
+// Other groups go to int4_gemv_tc (v9) in the launcher.
+__device__ __forceinline__ uint32_t nib_pair_bf16(uint32_t w) {
+  uint32_t r;  // (w & 0x000f000f) | 0x43004300: bf16x2 (128 + low nibble of each half)
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w), "n"(0x000f000f), "n"(0x43004300));
+  return r;
+}
+
+__device__ __forceinline__ uint32_t hsub2_bf16(uint32_t a, uint32_t b) {
+  __nv_bfloat162 r = __hsub2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+// x (L1/L2 resident) read in program order with the weight loads and the mma (asm volatile, like both), so that the
+// x of one word (8 registers per n-tile), not of a whole super-step, is live at a time.
+__device__ __forceinline__ float4 ld_x4(const float4* p) {
+  float4 v;
+  asm volatile("ld.global.nc.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
+  return v;
+}
+
+template <int NT, int MT, int KS, int P>
+__global__ void __launch_bounds__(KS * 32, 512 / (KS * 32)) int4_gemv_tc_pipe(const float* __restrict__ x, Int4Fmt f,
+                                                             float* __restrict__ y, int m, int rows, int cols) {
+  __shared__ float red[KS][MT * 16][NT * 8 + 1];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int rowBase = blockIdx.x * (16 * MT);
+  const int nss = cols >> 7;  // cols % 128 == 0 (group % 128 == 0)
+  const int gsh = f.gshift;   // group = 32 << gsh when >= 0: group index of super-step s = (4 s) >> gsh
+  uint32_t wo[MT][2];         // byte offset of chunk t of super-step 0 of each row (weights < 4 GB: launcher)
+  int so[MT][2];              // row * ngroups
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = min(rowBase + mt * 16 + g + 8 * h, rows - 1);
+      wo[mt][h] = (uint32_t)((size_t)row * f.rowBytes) + t * 16;
+      so[mt][h] = row * f.ngroups;
+    }
+  uint32_t xo[NT];  // float offset of token g + 8 nt, columns 32t.. of super-step 0 (x < 16 GB: launcher)
+  bool xv[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    xv[nt] = g + 8 * nt < m;
+    xo[nt] = (uint32_t)min(g + 8 * nt, m - 1) * (uint32_t)cols + t * 32;
+  }
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+
+  uint4 wv[P][MT][2];
+  float sc[P][MT][2];
+  uint32_t zq[P][MT][2];
+  // Issues the loads of super-step s into ring slot `slot` (compile-time after unrolling).
+#define TPS_V10_LOAD(slot, s)                                                                             \
+  do {                                                                                                    \
+    const int gi_ = gsh >= 0 ? ((s) << 2) >> gsh : ((s) << 7) / f.group;                                  \
+    _Pragma("unroll") for (int mt = 0; mt < MT; ++mt) _Pragma("unroll") for (int h = 0; h < 2; ++h) {     \
+      wv[slot][mt][h] = ld_stream(f.q + (wo[mt][h] + (uint32_t)(s) * 64u));                               \
+      sc[slot][mt][h] = __ldg(f.scales + so[mt][h] + gi_);                                                \
+      zq[slot][mt][h] = f.zeros ? (uint32_t)__ldg(f.zeros + so[mt][h] + gi_) : 8u;                        \
+    }                                                                                                     \
+  } while (0)
+
+#pragma unroll
+  for (int p = 0; p < P - 1; ++p) {
+    const int s = warp + p * KS;
+    if (s < nss) TPS_V10_LOAD(p, s);
+  }
+  for (int s0 = warp; s0 < nss; s0 += P * KS) {
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int s = s0 + p * KS;
+      const int sn = s + (P - 1) * KS;
+      if (sn < nss) TPS_V10_LOAD((p + P - 1) % P, sn);  // warp-uniform
+      if (s < nss) {                                    // warp-uniform
+        float d[MT][NT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) d[mt][nt][i] = 0.f;
+        uint32_t zz[MT][2];  // bf16x2 (128 + zero), exact for zero < 128
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) zz[mt][h] = (zq[p][mt][h] * 0x00010001u) | 0x43004300u;
+#pragma unroll
+        for (int wi = 0; wi < 4; ++wi) {
+          uint32_t b[NT][4];  // (cols i, i+4) of this word for token g + 8 nt
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            float4 xa = make_float4(0.f, 0.f, 0.f, 0.f), xb = xa;
+            if (xv[nt]) {
+              const float4* xp = reinterpret_cast<const float4*>(x + (xo[nt] + (uint32_t)s * 128u + wi * 8));
+              xa = ld_x4(xp);
+              xb = ld_x4(xp + 1);
+            }
+            b[nt][0] = pack_bf16(xa.x, xb.x);
+            b[nt][1] = pack_bf16(xa.y, xb.y);
+            b[nt][2] = pack_bf16(xa.z, xb.z);
+            b[nt][3] = pack_bf16(xa.w, xb.w);
+          }
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            uint32_t a[2][4];  // [row g / g+8][i] = bf16x2 (q - zero) of cols (i, i+4)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const uint4& v = wv[p][mt][h];
+              const uint32_t w = wi == 0 ? v.x : wi == 1 ? v.y : wi == 2 ? v.z : v.w;
+              a[h][0] = hsub2_bf16(nib_pair_bf16(w), zz[mt][h]);
+              a[h][1] = hsub2_bf16(nib_pair_bf16(w >> 4), zz[mt][h]);
+              a[h][2] = hsub2_bf16(nib_pair_bf16(w >> 8), zz[mt][h]);
+              a[h][3] = hsub2_bf16(nib_pair_bf16(w >> 12), zz[mt][h]);
+            }
+#pragma unroll
+            for (int kh = 0; kh < 2; ++kh)
+#pragma unroll
+              for (int nt = 0; nt < NT; ++nt)
+                mma_bf16(d[mt][nt], a[0][2 * kh], a[1][2 * kh], a[0][2 * kh + 1], a[1][2 * kh + 1], b[nt][2 * kh],
+                         b[nt][2 * kh + 1]);
+          }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            acc[mt][nt][0] = fmaf(sc[p][mt][0], d[mt][nt][0], acc[mt][nt][0]);
+            acc[mt][nt][1] = fmaf(sc[p][mt][0], d[mt][nt][1], acc[mt][nt][1]);
+            acc[mt][nt][2] = fmaf(sc[p][mt][1], d[mt][nt][2], acc[mt][nt][2]);
+            acc[mt][nt][3] = fmaf(sc[p][mt][1], d[mt][nt][3], acc[mt][nt][3]);
+          }
+      }
+    }
+  }
+#undef TPS_V10_LOAD
+  // C fragment: c0, c1 = (row g, tokens 2t, 2t+1), c2, c3 = (row g+8, same tokens).
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      red[warp][mt * 16 + g][nt * 8 + 2 * t] = acc[mt][nt][0];
+      red[warp][mt * 16 + g][nt * 8 + 2 * t + 1] = acc[mt][nt][1];
+      red[warp][mt * 16 + g + 8][nt * 8 + 2 * t] = acc[mt][nt][2];
+      red[warp][mt * 16 + g + 8][nt * 8 + 2 * t + 1] = acc[mt][nt][3];
+    }
+  __syncthreads();
+  for (int i = threadIdx.x; i < MT * 16 * NT * 8; i += KS * 32) {
+    const int r = i % (MT * 16), tk = i / (MT * 16);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < KS; ++k) s += red[k][r][tk];
+    if (tk < m && rowBase + r < rows) y[(size_t)tk * rows + rowBase + r] = s;
+  }
+}
+
 // ---- launchers --------------------------------------------------------------------------------------------------
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -762,6 +937,20 @@ cudaError_t launch_tc_gemv(const float* x, const Int4Fmt& f, float* y, int m, in
   return cudaGetLastError();
 }
 
+// v10: the pipelined tensor-core GEMV where group % 128 == 0, else v9 (int4_gemv_tc with the scale in A).
+// m <= 8: one n-tile, MT1 m-tiles, P1 super-steps in the ring; m = 9..16: two n-tiles, MT2, P2 (128 registers).
+template <int KS, int MT1, int P1, int MT2, int P2>
+cudaError_t launch_tc_pipe(const float* x, const Int4Fmt& f, float* y, int m, int rows, int cols, cudaStream_t s) {
+  if (f.group % 128 != 0 || (size_t)rows * f.rowBytes > 0xFFFFFFFFu || (size_t)m * cols > 0xFFFFFFFFu)
+    return launch_tc_gemv<2, 8, 2>(x, f, y, m, rows, cols, s);
+  if (m <= 8) {
+    int4_gemv_tc_pipe<1, MT1, KS, P1><<<(rows + 16 * MT1 - 1) / (16 * MT1), KS * 32, 0, s>>>(x, f, y, m, rows, cols);
+  } else {
+    int4_gemv_tc_pipe<2, MT2, KS, P2><<<(rows + 16 * MT2 - 1) / (16 * MT2), KS * 32, 0, s>>>(x, f, y, m, rows, cols);
+  }
+  return cudaGetLastError();
+}
+
 struct VariantInfo {
   const char* name;
   int minM, maxM;
@@ -778,12 +967,15 @@ const VariantInfo kVariants[kInt4VariantCount] = {
     {"tc MT2 KS4 U2", 1, 16, true},
     {"tc MT1 KS8 U2", 1, 16, true},
     {"tc MT2 KS8 U2", 1, 16, true},
+    {"tc pipe KS8 P3", 1, 16, true},
 };
 
 // Default per m (variant numbers above): m = 1 stays fp32 (golden tests), m >= 2 tensor cores.
-// Chosen from check_matmul on an H200 (2026-11-26): the shared-memory fp32 GEMV (v1) is fastest at m = 1 and keeps
-// fp32 accuracy; the tensor-core GEMV with two 16-row tiles per warp and 8-way split K (v9) at m = 2..16.
-int default_variant(int m) { return m == 1 ? 1 : 9; }
+// Chosen from check_matmul on an H200 (2026-11-26, bench/results/gpu/*run5-check_matmul.log): the shared-memory
+// fp32 GEMV (v1) at m = 1 (fastest on 4096x4096 and 4096x11008, and fp32-exact); the pipelined tensor-core GEMV
+// (v10) at m = 2..8 (22016x4096: 24.5 us at m = 2 against v9's 31.0); v9 (two 16-row tiles per warp) at m = 9..16
+// (22016x4096: 71.7 us at m = 16 against v10's 127.6).
+int default_variant(int m) { return m == 1 ? 1 : m <= 8 ? 10 : 9; }
 
 // Launches variant v (1..) for a vector-eligible call with m <= 16; cudaErrorNotSupported if v does not apply.
 cudaError_t launch_int4_variant(const float* x, const Int4Fmt& f, float* y, int m, int rows, int cols, int v,
@@ -805,6 +997,7 @@ cudaError_t launch_int4_variant(const float* x, const Int4Fmt& f, float* y, int 
     case 7: return launch_tc_gemv<2, 4, 2>(x, f, y, m, rows, cols, s);
     case 8: return launch_tc_gemv<1, 8, 2>(x, f, y, m, rows, cols, s);
     case 9: return launch_tc_gemv<2, 8, 2>(x, f, y, m, rows, cols, s);
+    case 10: return launch_tc_pipe<8, 2, 3, 1, 3>(x, f, y, m, rows, cols, s);
   }
   return cudaErrorNotSupported;
 }
@@ -838,6 +1031,17 @@ cudaError_t int4_matmul(const float* x, const Int4Weight& w, float* y, int m, cu
   if (!int4_args_ok(x, w, y, m)) return cudaErrorInvalidValue;
   Int4Fmt f = make_int4_fmt(w);
   bool vec = int4_vec(x, w);
+  // Up to 128 rows, 16-row GEMV launches beat the tile kernel (H200: 4096x11008 at m = 32 in 2 x 42.6 us against
+  // 256 us): the weights stay weight-bound. Beyond, the tile kernel.
+  if (m > 16 && m <= 128 && vec) {
+    for (int i = 0; i < m; i += 16) {
+      const int mi = std::min(16, m - i);
+      const cudaError_t e = launch_int4_variant(x + (size_t)i * w.cols, f, y + (size_t)i * w.rows, mi, w.rows, w.cols,
+                                                default_variant(mi), stream);
+      if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+  }
   if (m > 16 && vec && w.cols % 64 == 0) {
     dim3 grid((w.rows + kTcBN - 1) / kTcBN, (m + kTcBM - 1) / kTcBM);
     tc_matmul<true><<<grid, 128, 0, stream>>>(x, f, Bf16Fmt{}, y, m, w.rows, w.cols);

@@ -9,7 +9,7 @@
 namespace tpserve::cuda {
 
 // 0: auto (the default dispatch of int4_matmul). 1..kInt4VariantCount-1: see int4_variant_name.
-constexpr int kInt4VariantCount = 10;
+constexpr int kInt4VariantCount = 11;
 
 /** Short description of variant v ("legacy smem gemv", "simt R2 KS4 U4", "tc MT2 KS8 U2", ...). */
 const char* int4_variant_name(int v);
