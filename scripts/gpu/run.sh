@@ -27,7 +27,8 @@ if [[ $stage == all || $stage == checks ]]; then
   done
 fi
 if [[ $stage == all || $stage == peer ]]; then
-  python3 bench/gpu/peer.py --json "$OUT/peer.json" || rc=1
+  python3 bench/gpu/peer.py --json "$OUT/peer.json" > "/tmp/peer.log" 2>&1 || rc=1
+  grep -v "attention mask" /tmp/peer.log | tail -24
 fi
 if [[ $stage == all || $stage == bench ]]; then
   bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)

@@ -201,7 +201,9 @@ int check_case(Rng& rng, Kind kind, int rows, int cols, int group, bool asym, in
   bool tcPath = uses_tensor_cores(*w, m, !xMisalign);
   if (kind == kInt4 && g_variant > 0) tcPath = tc::int4_variant_bf16(g_variant);
   // default dispatch (int4_matmul) at 2 <= m <= 16: the tensor-core decode GEMV when the variant it picks is bf16
-  if (kind == kInt4 && g_variant <= 0 && m >= 2 && m <= 16 && !xMisalign && cols % 32 == 0 && group % 32 == 0)
+  // and above 16 rows, where int4_matmul runs 16-row chunks of it (tc::int4_chunked tells when)
+  if (kind == kInt4 && g_variant <= 0 && m >= 2 && !xMisalign && cols % 32 == 0 && group % 32 == 0 &&
+      (m <= 16 || tc::int4_chunked(m, rows, cols)))
     tcPath = true;
   double tol = tcPath ? 1e-2 : 1e-5;
   char name[160];

@@ -1027,13 +1027,16 @@ cudaError_t int4_matmul_variant(const float* x, const Int4Weight& w, float* y, i
   return launch_int4_variant(x, f, y, m, w.rows, w.cols, variant, stream);
 }
 
+bool int4_chunked(int m, int rows, int cols) {
+  return m <= 32 || (m <= 64 && rows <= 2 * cols) || (m <= 128 && 2 * rows <= cols);
+}
+
 cudaError_t int4_matmul(const float* x, const Int4Weight& w, float* y, int m, cudaStream_t stream) {
   if (!int4_args_ok(x, w, y, m)) return cudaErrorInvalidValue;
   Int4Fmt f = make_int4_fmt(w);
   bool vec = int4_vec(x, w);
-  // Up to 128 rows, 16-row GEMV launches beat the tile kernel (H200: 4096x11008 at m = 32 in 2 x 42.6 us against
-  // 256 us): the weights stay weight-bound. Beyond, the tile kernel.
-  if (m > 16 && m <= 128 && vec) {
+  // 16-row GEMV chunks beat the tile kernel for small m (H200: 4096x11008 at m = 32 in 2 x 42.6 us against 256 us).
+  if (m > 16 && vec && int4_chunked(m, w.rows, w.cols)) {
     for (int i = 0; i < m; i += 16) {
       const int mi = std::min(16, m - i);
       const cudaError_t e = launch_int4_variant(x + (size_t)i * w.cols, f, y + (size_t)i * w.rows, mi, w.rows, w.cols,

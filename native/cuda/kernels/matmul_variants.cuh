@@ -21,4 +21,11 @@ bool int4_variant_bf16(int v);
  * (nothing launched). v = 0 is int4_matmul itself. */
 cudaError_t int4_matmul_variant(const float* x, const Int4Weight& w, float* y, int m, int variant, cudaStream_t stream);
 
+/**
+ * Whether int4_matmul runs m > 16 rows as 16-row decode-GEMV chunks (rather than the tile kernel) for a weight of
+ * rows x cols. Measured on an H200: chunks win up to 32 rows for every Llama shape, up to 64 when rows <= 2 cols,
+ * up to 128 when rows <= cols / 2 (down projections).
+ */
+bool int4_chunked(int m, int rows, int cols);
+
 }  // namespace tpserve::cuda
