@@ -28,4 +28,10 @@ cudaError_t int4_matmul_variant(const float* x, const Int4Weight& w, float* y, i
  */
 bool int4_chunked(int m, int rows, int cols);
 
+/**
+ * Internal: the int4 decode GEMV for m <= 16 on a vector-eligible call (cols % 32 == 0, group % 32 == 0, aligned),
+ * with the default variant for m (or TPSERVE_INT4_VARIANT when honorEnv).
+ */
+cudaError_t int4_decode_gemv(const float* x, const Int4Weight& w, float* y, int m, bool honorEnv, cudaStream_t stream);
+
 }  // namespace tpserve::cuda
