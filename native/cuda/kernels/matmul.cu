@@ -12,6 +12,7 @@
 //    once and reuses each value for all m rows. int4: a chunk is 32 columns of one group, so the zero is subtracted
 //    exactly in fp32 (magic-number conversion) and the scale multiplies the chunk's partial dot product once.
 //    Warp-shuffle reduction at the end; lane i writes y for x-row i.
+//  - int4 with 17..128 rows where int4_chunked() says so: 16-row chunks of the decode GEMV (measured faster).
 //  - Tensor cores (m > 16, int4 and bf16 with cols % 64 == 0 and aligned rows): mma.sync m16n8k16, bf16 operands
 //    (x rounded to bf16, int4 dequantized to fp32 then rounded to bf16), fp32 accumulate. Tolerance ~1e-2 relative.
 //  - SIMT tiled (m > 16 otherwise, and f32 always): 64x64 tile, 4x4 per thread, fp32 throughout. Any shape.
