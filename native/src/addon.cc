@@ -35,7 +35,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       loadInt4(t, "matmul w", w);
     } else {
       if (t.shape.size() != 2) fail("NATIVE_SHAPE", "matmul w: dense weight must be 2-D (out, in)");
-      toFloat32(t, "matmul w", w.f);
+      if (t.dtype == "bf16") keepBf16(t, "matmul w", w.b);  // the engine's bf16 path
+      else toFloat32(t, "matmul w", w.f);
       w.rows = (int)t.shape[0], w.cols = (int)t.shape[1];
     }
     if (x.ElementLength() != (size_t)m * w.cols)
@@ -49,7 +50,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       kt.prepI4(x.Data(), m, w.cols, w.group, xp.data(), xs.data());
       kt.gemmI4(xp.data(), xs.data(), m, w.view(), y.Data(), w.rows, 0, w.rows);
     } else {
-      kernelsFor(s).gemmF32(x.Data(), m, w.cols, w.f.data(), y.Data(), w.rows, 0, w.rows);
+      if (!w.b.empty()) kernelsFor(s).gemmBf16(x.Data(), m, w.cols, w.b.data(), y.Data(), w.rows, 0, w.rows);
+      else kernelsFor(s).gemmF32(x.Data(), m, w.cols, w.f.data(), y.Data(), w.rows, 0, w.rows);
     }
     return y;
   });

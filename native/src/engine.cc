@@ -64,6 +64,31 @@ void toFloat32(const TensorIn& t, const std::string& name, std::vector<float>& o
   }
 }
 
+void keepBf16(const TensorIn& t, const std::string& name, std::vector<uint16_t>& out) {
+  size_t n = 1;
+  for (int64_t d : t.shape) {
+    if (d <= 0) fail("NATIVE_SHAPE", "tensor '" + name + "': every dimension must be a positive integer");
+    n *= (size_t)d;
+  }
+  if (t.dataBytes != n * 2)
+    fail("NATIVE_SHAPE", "tensor '" + name + "': data has " + std::to_string(t.dataBytes) + " bytes, expected " +
+                             std::to_string(n * 2) + " (" + std::to_string(n) + " bf16 elements)");
+  out.resize(n);
+  std::memcpy(out.data(), t.data, n * 2);
+}
+
+void Weight::rowF32(size_t r, float* out) const {
+  const size_t c = (size_t)cols;
+  if (!b.empty()) {
+    for (size_t i = 0; i < c; i++) {
+      const uint32_t bits = (uint32_t)b[r * c + i] << 16;
+      std::memcpy(&out[i], &bits, 4);
+    }
+  } else {
+    std::memcpy(out, &f[r * c], c * sizeof(float));
+  }
+}
+
 void loadInt4(const TensorIn& t, const std::string& name, Weight& w) {
   const std::string p = "int4 tensor '" + name + "': ";
   if (t.rows <= 0 || t.cols <= 0) fail("NATIVE_SHAPE", p + "rows and cols must be positive");
@@ -207,7 +232,9 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
                                (matrix ? "[" + std::to_string(r) + ", " + std::to_string(c) + "]"
                                        : "[" + std::to_string(c) + "]"));
     }
-    toFloat32(t, name, tmp.f);
+    // On the CPU, bf16 matrices stay bf16 (the kernels widen them exactly on load); norms become float32.
+    if (matrix && t.dtype == "bf16" && !gpu_) keepBf16(t, name, tmp.b);
+    else toFloat32(t, name, tmp.f);
     tmp.rows = r, tmp.cols = c;
   }
   tmp.present = true;

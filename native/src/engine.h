@@ -31,10 +31,13 @@ struct Weight {
   bool present = false, int4 = false;
   int rows = 0, cols = 0, group = 0;
   std::vector<float> f;
+  std::vector<uint16_t> b;  // dense bf16 weights kept as is on the CPU (exact; half the bytes of f)
   std::vector<uint8_t> q, zeros;
   std::vector<float> scales;
   Int4View view() const { return {q.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), rows, cols, group}; }
-  size_t bytes() const { return f.size() * 4 + q.size() + scales.size() * 4 + zeros.size(); }
+  size_t bytes() const { return f.size() * 4 + b.size() * 2 + q.size() + scales.size() * 4 + zeros.size(); }
+  /** Row r of a dense weight as float32 (from f or b). */
+  void rowF32(size_t r, float* out) const;
 };
 
 /** Raw tensor as handed over by JS (pointers valid for the duration of the call). */
@@ -69,6 +72,8 @@ struct BatchIn {
   std::vector<SampleParams> sampling;
 };
 
+/** Copies a bf16 tensor's raw values, checking that the byte length matches the shape. */
+void keepBf16(const TensorIn& t, const std::string& name, std::vector<uint16_t>& out);
 /** Converts a dense tensor to float32, checking that the byte length matches the shape. */
 void toFloat32(const TensorIn& t, const std::string& name, std::vector<float>& out);
 /** Validates an int4 tensor and copies it into w. */

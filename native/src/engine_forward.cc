@@ -124,6 +124,7 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
       const int lo = std::max(b, off), hi = std::min(e, off + w.rows);
       if (lo < hi) {
         if (w.int4) tabs[j]->gemmI4(xps[j], xss[j], m, w.view(), jobs[j].y, w.rows, lo - off, hi - off);
+        else if (!w.b.empty()) dense.gemmBf16(x, m, w.cols, w.b.data(), jobs[j].y, w.rows, lo - off, hi - off);
         else dense.gemmF32(x, m, w.cols, w.f.data(), jobs[j].y, w.rows, lo - off, hi - off);
       }
       off += w.rows;
@@ -187,7 +188,7 @@ void Engine::forward(const BatchIn& b, float* out) {
     for (int i = 0; i < len; i++, t++) pos_[t] = ctx - len + i, seqOf_[t] = sq;
   }
   ropeTables(pos_.data(), T, hd, s.theta, cos_.data(), sin_.data());
-  for (int t = 0; t < T; t++) std::memcpy(&x_[(size_t)t * H], &embed_.f[(size_t)b.tokens[t] * H], H * sizeof(float));
+  for (int t = 0; t < T; t++) embed_.rowF32((size_t)b.tokens[t], &x_[(size_t)t * H]);
   tick(kEmbed);
   auto rowsParallel = [&](int rows, const std::function<void(int, int)>& fn) {
     if (rows < 16) fn(0, rows);

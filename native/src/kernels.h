@@ -37,6 +37,8 @@ struct KernelTable {
   void (*prepI4)(const float* x, int m, int k, int group, float* xp, float* xsum);
   /** Causal attention for token t of the sequence and head h; scratch holds contextLen floats. */
   void (*attention)(const AttnArgs& a, int t, int h, float* scratch);
+  /** gemmF32 with bf16 weights (raw 16-bit values): the same arithmetic, half the bytes to read. */
+  void (*gemmBf16)(const float* x, int m, int k, const uint16_t* w, float* y, int ldy, int r0, int r1);
 };
 
 const KernelTable& scalarKernels();

@@ -24,6 +24,11 @@ struct V {
   static inline T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
   static inline T add(T a, T b) { return _mm512_add_ps(a, b); }
   static inline float hsum(T v) { return _mm512_reduce_add_ps(v); }
+  /** W bf16 values -> floats (exact: bf16 is the top half of a float). */
+  static inline T loadbf(const uint16_t* p) {
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+  }
   static inline void loadq(const uint8_t* p, T& lo, T& hi) {
     const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     lo = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)));

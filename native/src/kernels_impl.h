@@ -20,8 +20,19 @@ static TP_INLINE float dotv(const float* a, const float* b, int n) {
   return s;
 }
 
-template <int TB, int RB>
-static TP_INLINE void denseBlock(const float* x, int k, const float* w, float* y, int ldy) {
+// Weights as float32 or bf16 (raw 16-bit values, widened exactly to float32 on load): same arithmetic either way.
+static TP_INLINE typename V::T loadw(const float* p) { return V::load(p); }
+static TP_INLINE typename V::T loadw(const uint16_t* p) { return V::loadbf(p); }
+static TP_INLINE float wval(const float* p) { return *p; }
+static TP_INLINE float wval(const uint16_t* p) {
+  const uint32_t bits = (uint32_t)*p << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <int TB, int RB, typename WT>
+static TP_INLINE void denseBlock(const float* x, int k, const WT* w, float* y, int ldy) {
   typename V::T acc[TB][RB];
   for (int t = 0; t < TB; t++)
     for (int r = 0; r < RB; r++) acc[t][r] = V::zero();
@@ -30,26 +41,27 @@ static TP_INLINE void denseBlock(const float* x, int k, const float* w, float* y
     typename V::T xv[TB];
     for (int t = 0; t < TB; t++) xv[t] = V::load(x + (size_t)t * k + c);
     for (int r = 0; r < RB; r++) {
-      typename V::T wv = V::load(w + (size_t)r * k + c);
+      typename V::T wv = loadw(w + (size_t)r * k + c);
       for (int t = 0; t < TB; t++) acc[t][r] = V::fma(wv, xv[t], acc[t][r]);
     }
   }
   for (int t = 0; t < TB; t++)
     for (int r = 0; r < RB; r++) {
       float s = V::hsum(acc[t][r]);
-      for (int c = kv; c < k; c++) s += x[(size_t)t * k + c] * w[(size_t)r * k + c];
+      for (int c = kv; c < k; c++) s += x[(size_t)t * k + c] * wval(w + (size_t)r * k + c);
       y[(size_t)t * ldy + r] = s;
     }
 }
 
-template <int TB, int RB>
-static TP_INLINE void denseRows(const float* x, int k, const float* w, float* y, int ldy, int rb, int re) {
+template <int TB, int RB, typename WT>
+static TP_INLINE void denseRows(const float* x, int k, const WT* w, float* y, int ldy, int rb, int re) {
   int r = rb;
   for (; r + RB <= re; r += RB) denseBlock<TB, RB>(x, k, w + (size_t)r * k, y + r, ldy);
   for (; r < re; r++) denseBlock<TB, 1>(x, k, w + (size_t)r * k, y + r, ldy);
 }
 
-static void gemmF32Impl(const float* x, int m, int k, const float* w, float* y, int ldy, int r0, int r1) {
+template <typename WT>
+static void gemmDense(const float* x, int m, int k, const WT* w, float* y, int ldy, int r0, int r1) {
   constexpr int RT = 64;
   for (int rt = r0; rt < r1; rt += RT) {
     const int re = rt + RT < r1 ? rt + RT : r1;
@@ -59,6 +71,14 @@ static void gemmF32Impl(const float* x, int m, int k, const float* w, float* y, 
         denseRows<DENSE_TB, DENSE_RB>(x + (size_t)t * k, k, w, y + (size_t)t * ldy, ldy, rt, re);
     for (; t < m; t++) denseRows<1, DENSE_RB1>(x + (size_t)t * k, k, w, y + (size_t)t * ldy, ldy, rt, re);
   }
+}
+
+static void gemmF32Impl(const float* x, int m, int k, const float* w, float* y, int ldy, int r0, int r1) {
+  gemmDense(x, m, k, w, y, ldy, r0, r1);
+}
+
+static void gemmBf16Impl(const float* x, int m, int k, const uint16_t* w, float* y, int ldy, int r0, int r1) {
+  gemmDense(x, m, k, w, y, ldy, r0, r1);
 }
 
 template <int TB, int RB>
@@ -239,4 +259,5 @@ static void attentionImpl(const AttnArgs& a, int t, int h, float* sc) {
   attentionGeneric(a, t, h, sc);
 }
 
-static const KernelTable kTable = {TABLE_NAME, 2 * V::W, gemmF32Impl, gemmI4Impl, prepI4Impl, attentionImpl};
+static const KernelTable kTable = {TABLE_NAME,   2 * V::W,      gemmF32Impl, gemmI4Impl,
+                                   prepI4Impl,   attentionImpl, gemmBf16Impl};

@@ -18,6 +18,12 @@ struct V {
   static inline T fma(T a, T b, T c) { return a * b + c; }
   static inline T add(T a, T b) { return a + b; }
   static inline float hsum(T v) { return v; }
+  static inline T loadbf(const uint16_t* p) {
+    const uint32_t bits = (uint32_t)p[0] << 16;
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+  }
   static inline void loadq(const uint8_t* p, T& lo, T& hi) {
     lo = (float)(p[0] & 15);
     hi = (float)(p[0] >> 4);
