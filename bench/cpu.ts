@@ -214,6 +214,7 @@ async function e2eBench(): Promise<E2ERow[]> {
       const w = await startWorker(workerCfg(q, threads, 1 + 32 * 24, 512));
       const r = await startRouter({
         ...routerConfigFromFlags(new Flags([]), [w.address]),
+        httpPort: null,
         port: 0,
         maxBatchTokens: 512,
       });

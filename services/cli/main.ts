@@ -27,7 +27,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     switch (cmd) {
       case "serve":
-        return await serveCommand(new Flags(rest, ["no-demo", "asym", "log-steps"]));
+        return await serveCommand(new Flags(rest, ["no-demo", "asym", "log-steps", "no-http"]));
       case "worker":
         return await workerCommand(new Flags(rest, ["asym"]));
       case "generate":

@@ -99,7 +99,8 @@ export async function serveCommand(f: Flags): Promise<number> {
   console.log(
     `tpserve ready in ${secs}s: gRPC on ${handle.address} (tpserve.v1.Generation, grpc.health.v1); ` +
       `model ${handle.router.groups.length > 0 ? workerCfg.model.split("/").pop() : "?"}, quantization ${ready.quantization}, ` +
-      `backend ${ready.backend} (${ready.reason}); worker at ${ready.address}`,
+      `backend ${ready.backend} (${ready.reason}); worker at ${ready.address}` +
+      (handle.httpPort !== null ? `; metrics at http://${routerCfg.host}:${handle.httpPort}/metrics` : ""),
   );
   let stopping = false;
   const stopped = new Promise<void>((resolve) => {

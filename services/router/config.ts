@@ -22,6 +22,8 @@ export interface RouterConfig {
   maxStopStrings: number;
   /** Print one line per step to stderr (joins, leaves, preemptions). */
   logSteps: boolean;
+  /** HTTP port for GET /metrics (0 = any free port; null = no HTTP listener). */
+  httpPort: number | null;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -32,7 +34,9 @@ export const ROUTER_FLAGS_HELP = `router options:
   --max-queue N            most waiting requests before RESOURCE_EXHAUSTED (default 256)
   --max-batch-tokens N     token budget of one step (default 512)
   --decode-steps N         decode steps a worker runs per plan when only decoding (default 4)
-  --log-steps              print one line per step to stderr`;
+  --log-steps              print one line per step to stderr
+  --http-port N            HTTP listener for GET /metrics (default 8080, 0 = any free port)
+  --no-http                no HTTP listener`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -46,6 +50,7 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     decodeSteps: f.int("decode-steps", 4, 1, 64),
     maxStopStrings: 16,
     logSteps: f.bool("log-steps"),
+    httpPort: f.bool("no-http") ? null : f.int("http-port", 8080, 0, 65535),
   };
   if (cfg.workers.length === 0) throw new ConfigError("the router needs at least one worker address (--workers)");
   return cfg;

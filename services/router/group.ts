@@ -21,6 +21,10 @@ export interface GroupEvents {
   onFailure(seqIds: number[], code: string, message: string): void;
   /** The sequence was preempted (its pages freed; it will be recomputed). */
   onPreempt(seqId: number): void;
+  /** The sequence entered the worker in this plan (first time, or again after a preemption). */
+  onJoin(seqId: number): void;
+  /** One step result arrived: the step's batch, whether it computed prompt tokens, wall and forward time (ms). */
+  onStep(batch: number, prefill: boolean, wallMs: number, forwardMs: number): void;
 }
 
 export interface StepLogEntry {
@@ -112,16 +116,22 @@ export class WorkerGroup {
     };
     this.stepLog.push(entry);
     for (const id of plan.preempted) this.events.onPreempt(id);
+    for (const s of plan.newSequences) this.events.onJoin(s.seqId);
     if (this.stepLog.length > STEP_LOG_SIZE) this.stepLog.splice(0, this.stepLog.length - STEP_LOG_SIZE);
     if (plan.scheduled.length === 0) {
       // Drops only: nothing to wait for.
       stream.write(this.toWire(plan));
       return Promise.resolve();
     }
+    let mark = performance.now();
     return new Promise<void>((resolve) => {
       this.pending = (r) => {
         if (r.stepId !== plan.stepId) return;
         entry.forwardMs += r.forwardMs;
+        const now = performance.now();
+        const prefill = r.subStep === 0 && entry.tokens > entry.scheduled;
+        this.events.onStep(r.subStep === 0 ? entry.scheduled : r.tokens.length, prefill, now - mark, r.forwardMs);
+        mark = now;
         if (r.errorCode) {
           const ids = plan.scheduled.map((s) => s.seqId);
           for (const id of ids) this.scheduler.finish(id, true);

@@ -5,12 +5,15 @@ import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.
 import { loadTokenizer } from "../common/model/tokenizer.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import type { RouterConfig } from "./config.js";
+import { serveMetrics } from "./metrics.js";
 import { generationServiceWithUtf8Check, Router } from "./server.js";
 
 export interface RouterHandle {
   router: Router;
   port: number;
   address: string;
+  /** Port of the HTTP listener (GET /metrics), or null when off. */
+  httpPort: number | null;
   /** Stops taking requests, waits up to `graceMs` for in-flight ones, then closes. */
   close(graceMs?: number): Promise<void>;
 }
@@ -60,16 +63,19 @@ export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
       err ? reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}: ${err.message}`)) : resolve(p),
     ),
   );
+  const http = cfg.httpPort === null ? null : await serveMetrics(router.metrics.registry, cfg.host, cfg.httpPort);
   return {
     router,
     port,
     address: `${cfg.host}:${port}`,
+    httpPort: http?.port ?? null,
     async close(graceMs = 0) {
       router.drain();
       const until = Date.now() + graceMs;
       while (router.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       router.close();
       await shutdownServer(server, 1000);
+      if (http) await new Promise<void>((r) => http.server.close(() => r()));
       for (const c of clients) c.close();
     },
   };

@@ -13,6 +13,7 @@ import { protos } from "../common/proto.js";
 import type { RouterConfig } from "./config.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { type SequenceParams, WorkerGroup } from "./group.js";
+import { RouterMetrics } from "./metrics.js";
 import { createScheduler } from "./scheduler.js";
 import { StopMatcher } from "./stop.js";
 import { findInvalidUtf8, INVALID_UTF8, type Limits, validateRequest } from "./validate.js";
@@ -28,6 +29,10 @@ interface ActiveRequest {
   completionTokens: number;
   preemptions: number;
   done: boolean;
+  /** performance.now() at arrival, at the step that first ran it, at the last token. */
+  arrival: number;
+  scheduledAt?: number;
+  lastTokenAt?: number;
 }
 
 export interface RouterCounters {
@@ -39,6 +44,7 @@ export interface RouterCounters {
 export class Router {
   readonly groups: WorkerGroup[] = [];
   readonly counters: RouterCounters = { requestsFinished: 0, tokensGenerated: 0, promptTokens: 0 };
+  readonly metrics: RouterMetrics;
   private readonly active = new Map<number, ActiveRequest>();
   private readonly params = new Map<number, SequenceParams>();
   private readonly limits: Limits;
@@ -52,6 +58,7 @@ export class Router {
     clients: WorkerClient[],
     descs: DescribeResponse__Output[],
   ) {
+    this.metrics = new RouterMetrics(() => this.stats());
     clients.forEach((client, i) => {
       const d = descs[i]!;
       const scheduler = createScheduler({
@@ -72,6 +79,20 @@ export class Router {
           onPreempt: (id) => {
             const a = this.active.get(id);
             if (a) a.preemptions++;
+            this.metrics.preemptions.inc();
+          },
+          onJoin: (id) => {
+            const a = this.active.get(id);
+            if (a && a.scheduledAt === undefined) {
+              a.scheduledAt = performance.now();
+              this.metrics.queue.observe((a.scheduledAt - a.arrival) / 1000);
+            }
+          },
+          onStep: (batch, prefill, wallMs, forwardMs) => {
+            const phase = prefill ? "prefill" : "decode";
+            this.metrics.batchSize.observe({ phase }, batch);
+            this.metrics.stepDuration.observe({ phase }, wallMs / 1000);
+            this.metrics.forward.observe({ phase }, forwardMs / 1000);
           },
         },
         d.epoch,
@@ -204,19 +225,23 @@ export class Router {
         completionTokens: 0,
         preemptions: 0,
         done: false,
+        arrival: performance.now(),
       };
       this.params.set(seqId, { sampling: norm.sampling, ignoreEos: norm.ignoreEos });
       this.active.set(seqId, a);
       this.counters.promptTokens += promptIds.length;
+      this.metrics.promptTokens.inc(promptIds.length);
       group.scheduler.add({ id: seqId, promptTokens: promptIds, maxNewTokens: norm.maxNewTokens });
     } catch (err) {
       const e = err instanceof RequestError ? err : new RequestError(grpc.status.INTERNAL, (err as Error).message);
+      this.metrics.requests.inc({ finished_reason: grpc.status[e.grpcCode] ?? "UNKNOWN" });
       call.emit("error", { code: e.grpcCode, details: e.message });
       return;
     }
     call.on("cancelled", () => {
       if (a.done) return;
       a.done = true;
+      this.metrics.requests.inc({ finished_reason: "cancelled" });
       this.release(a);
       a.group.scheduler.finish(a.seqId);
       a.group.kick();
@@ -244,6 +269,11 @@ export class Router {
     if (!a || a.done) return;
     a.completionTokens++;
     this.counters.tokensGenerated++;
+    const now = performance.now();
+    if (a.lastTokenAt === undefined) this.metrics.ttft.observe((now - a.arrival) / 1000);
+    else this.metrics.itl.observe((now - a.lastTokenAt) / 1000);
+    a.lastTokenAt = now;
+    this.metrics.generationTokens.inc();
     const delta = eos ? "" : a.detok.push([token]);
     const r = a.stop.push(delta);
     if (r.stopped) {
@@ -271,6 +301,8 @@ export class Router {
   private finish(a: ActiveRequest, reason: FinishReason): void {
     if (a.done) return;
     a.done = true;
+    this.metrics.e2e.observe((performance.now() - a.arrival) / 1000);
+    this.metrics.requests.inc({ finished_reason: String(reason).replace("FINISH_REASON_", "").toLowerCase() });
     this.release(a);
     const s = a.group.scheduler.get(a.seqId);
     if (s) a.group.scheduler.finish(a.seqId);
@@ -296,6 +328,7 @@ export class Router {
       if (!a || a.done) continue;
       a.done = true;
       this.release(a);
+      this.metrics.requests.inc({ finished_reason: code });
       const grpcCode = code === "UNAVAILABLE" ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
       a.call.emit("error", { code: grpcCode, details: `${code}: ${message}` });
     }

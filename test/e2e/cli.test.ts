@@ -22,7 +22,7 @@ describe("tpserve CLI", () => {
     expect(existsSync(join(packageRoot(), "dist", "services", "cli", "main.js")), "run `npm run build` first").toBe(
       true,
     );
-    serve = spawn(process.execPath, [bin, "serve", "--port", "0", "--kv-cache-mib", "64"], {
+    serve = spawn(process.execPath, [bin, "serve", "--port", "0", "--http-port", "0", "--kv-cache-mib", "64"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     exited = new Promise((resolve) => serve.once("exit", (code) => resolve(code)));

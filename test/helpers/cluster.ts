@@ -24,6 +24,7 @@ export async function startCluster(
   const rcfg: RouterConfig = {
     ...routerConfigFromFlags(new Flags([]), [w.address]),
     maxBatchTokens: wcfg.maxBatchTokens,
+    httpPort: 0,
     ...router,
     workers: [w.address],
     port: 0,
