@@ -22,7 +22,7 @@ export interface RouterConfig {
   maxStopStrings: number;
   /** Print one line per step to stderr (joins, leaves, preemptions). */
   logSteps: boolean;
-  /** HTTP port for GET /metrics (0 = any free port; null = no HTTP listener). */
+  /** HTTP port for GET /metrics and the OpenAI-compatible API (0 = any free port; null = no HTTP listener). */
   httpPort: number | null;
 }
 
@@ -35,7 +35,7 @@ export const ROUTER_FLAGS_HELP = `router options:
   --max-batch-tokens N     token budget of one step (default 512)
   --decode-steps N         decode steps a worker runs per plan when only decoding (default 4)
   --log-steps              print one line per step to stderr
-  --http-port N            HTTP listener for GET /metrics (default 8080, 0 = any free port)
+  --http-port N            HTTP listener: OpenAI API under /v1/ and GET /metrics (default 8080, 0 = any)
   --no-http                no HTTP listener`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {

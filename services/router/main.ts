@@ -5,7 +5,8 @@ import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.
 import { loadTokenizer } from "../common/model/tokenizer.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import type { RouterConfig } from "./config.js";
-import { serveMetrics } from "./metrics.js";
+import { serveHttp } from "./metrics.js";
+import { OpenAiApi } from "./openai.js";
 import { generationServiceWithUtf8Check, Router } from "./server.js";
 
 export interface RouterHandle {
@@ -63,7 +64,11 @@ export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
       err ? reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}: ${err.message}`)) : resolve(p),
     ),
   );
-  const http = cfg.httpPort === null ? null : await serveMetrics(router.metrics.registry, cfg.host, cfg.httpPort);
+  const openai = new OpenAiApi(router);
+  const http =
+    cfg.httpPort === null
+      ? null
+      : await serveHttp(router.metrics.registry, cfg.host, cfg.httpPort, (req, res) => openai.handle(req, res));
   return {
     router,
     port,

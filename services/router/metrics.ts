@@ -2,7 +2,7 @@
 // existing dashboards translate: request outcomes, running/waiting requests, TTFT, inter-token latency, end-to-end
 // latency, queue time, prompt/generated tokens, batch size and step duration by phase, KV usage, preemptions, and
 // the workers' forward time (reported with every step result).
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /** Latency buckets (seconds) suited to LLM serving: sub-millisecond decode steps up to minute-long requests. */
@@ -115,13 +115,18 @@ export class RouterMetrics {
   }
 }
 
-/** Serves GET /metrics (Prometheus text format) on host:port; resolves to the bound port. */
-export function serveMetrics(
+/**
+ * Serves GET /metrics (Prometheus text format) on host:port, and whatever `other` takes (it answers true when it
+ * handled the request); resolves to the bound port.
+ */
+export function serveHttp(
   registry: Registry,
   host: string,
   port: number,
+  other?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>,
 ): Promise<{ server: Server; port: number }> {
-  const server = createServer((req, res) => {
+  const server = createServer(async (req, res) => {
+    if (other && (await other(req, res))) return;
     if (req.method === "GET" && (req.url === "/metrics" || req.url?.startsWith("/metrics?"))) {
       registry.metrics().then(
         (text) => {
@@ -136,7 +141,7 @@ export function serveMetrics(
       return;
     }
     res.writeHead(404, { "content-type": "text/plain" });
-    res.end("not found: the router serves GET /metrics here\n");
+    res.end("not found: the router serves GET /metrics and the OpenAI API under /v1/ here\n");
   });
   return new Promise((resolve, reject) => {
     server.once("error", (e) => reject(new Error(`cannot serve metrics on ${host}:${port}: ${e.message}`)));

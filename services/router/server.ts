@@ -18,11 +18,24 @@ import { createScheduler } from "./scheduler.js";
 import { StopMatcher } from "./stop.js";
 import { findInvalidUtf8, INVALID_UTF8, type Limits, validateRequest } from "./validate.js";
 
+/** Where a request's chunks go: a gRPC stream, or the OpenAI-compatible HTTP layer. */
+export interface ChunkSink {
+  write(chunk: GenerateChunk): void;
+  end(): void;
+  fail(code: grpc.status, message: string): void;
+}
+
+/** A submitted request: cancel() ends it and frees its pages (client gone). */
+export interface SubmittedRequest {
+  requestId: string;
+  cancel(): void;
+}
+
 interface ActiveRequest {
   requestId: string;
   seqId: number;
   group: WorkerGroup;
-  call: grpc.ServerWritableStream<GenerateRequest__Output, GenerateChunk>;
+  call: ChunkSink;
   detok: IncrementalDetokenizer;
   stop: StopMatcher;
   promptTokens: number;
@@ -190,7 +203,19 @@ export class Router {
   }
 
   private generate(call: grpc.ServerWritableStream<GenerateRequest__Output, GenerateChunk>): void {
-    const req = call.request;
+    const handle = this.submit(call.request, {
+      write: (c) => call.write(c),
+      end: () => call.end(),
+      fail: (code, message) => call.emit("error", { code, details: message }),
+    });
+    if (handle) call.on("cancelled", () => handle.cancel());
+  }
+
+  /**
+   * Validates, tokenizes and queues one request; its chunks go to `sink`. Returns null when the request was refused
+   * (the sink has been told why, with a gRPC status naming the limit).
+   */
+  submit(req: GenerateRequest__Output, sink: ChunkSink): SubmittedRequest | null {
     let a: ActiveRequest;
     try {
       if (this.draining) throw new RequestError(grpc.status.UNAVAILABLE, "the router is draining; retry elsewhere");
@@ -218,7 +243,7 @@ export class Router {
         requestId: req.requestId || `req-${seqId}`,
         seqId,
         group,
-        call,
+        call: sink,
         detok: new IncrementalDetokenizer((ids) => this.tokenizer.decode(ids, { skipSpecialTokens: true }), promptIds),
         stop: new StopMatcher(norm.stop),
         promptTokens: promptIds.length,
@@ -235,18 +260,33 @@ export class Router {
     } catch (err) {
       const e = err instanceof RequestError ? err : new RequestError(grpc.status.INTERNAL, (err as Error).message);
       this.metrics.requests.inc({ finished_reason: grpc.status[e.grpcCode] ?? "UNKNOWN" });
-      call.emit("error", { code: e.grpcCode, details: e.message });
-      return;
+      sink.fail(e.grpcCode, e.message);
+      return null;
     }
-    call.on("cancelled", () => {
-      if (a.done) return;
-      a.done = true;
-      this.metrics.requests.inc({ finished_reason: "cancelled" });
-      this.release(a);
-      a.group.scheduler.finish(a.seqId);
-      a.group.kick();
-    });
     a.group.kick();
+    return {
+      requestId: a.requestId,
+      cancel: () => {
+        if (a.done) return;
+        a.done = true;
+        this.metrics.requests.inc({ finished_reason: "cancelled" });
+        this.release(a);
+        a.group.scheduler.finish(a.seqId);
+        a.group.kick();
+      },
+    };
+  }
+
+  /** The chat template of the served model, rendered for `messages` (OpenAI chat). */
+  renderChat(messages: { role: string; content: string }[]): string {
+    if (!this.tokenizer.hasChatTemplate) {
+      throw invalidArgument("this model has no chat template (tokenizer_config.json chat_template); use completions");
+    }
+    return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+  }
+
+  get modelName(): string {
+    return this.info.model;
   }
 
   private pickGroup(): WorkerGroup | undefined {
@@ -330,7 +370,7 @@ export class Router {
       this.release(a);
       this.metrics.requests.inc({ finished_reason: code });
       const grpcCode = code === "UNAVAILABLE" ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
-      a.call.emit("error", { code: grpcCode, details: `${code}: ${message}` });
+      a.call.fail(grpcCode, `${code}: ${message}`);
     }
   }
 }
