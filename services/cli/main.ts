@@ -11,7 +11,7 @@ const HELP = `tpserve: tensor-parallel LLM serving
 
 usage:
   tpserve serve [options]                 start router + worker on this machine (npm start)
-  tpserve generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
+  tpserve generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--api-key K]
                    [--seed S] [--stop STR] [--address HOST:PORT] [--json]
                                           stream a completion from a running server
   tpserve eval ppl --text FILE [--window 512] [worker options]
@@ -27,7 +27,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     switch (cmd) {
       case "serve":
-        return await serveCommand(new Flags(rest, ["no-demo", "asym", "log-steps", "no-http"]));
+        return await serveCommand(new Flags(rest, ["no-demo", "asym", "log-steps", "no-http", "auth-health-metrics"]));
       case "worker":
         return await workerCommand(new Flags(rest, ["asym"]));
       case "generate":

@@ -122,7 +122,9 @@ export async function serveCommand(f: Flags): Promise<number> {
       if (!stopping) console.error(`tpserve: the worker exited (code ${code}); requests will fail with UNAVAILABLE`);
     });
   });
-  if (demo) {
+  if (demo && routerCfg.apiKeys) {
+    console.log("API keys are on: the demo completion is skipped (tpserve generate needs --api-key)");
+  } else if (demo) {
     const prompt = "The committee said that";
     const client = generationClient(handle.address);
     process.stdout.write(`demo over gRPC> ${prompt}`);

@@ -2,6 +2,7 @@
 import { ConfigError } from "../common/errors.js";
 import type { Flags } from "../common/flags.js";
 import { bundledModelDir } from "../common/paths.js";
+import { ApiKeys } from "./auth.js";
 
 export interface RouterConfig {
   host: string;
@@ -24,6 +25,10 @@ export interface RouterConfig {
   logSteps: boolean;
   /** HTTP port for GET /metrics and the OpenAI-compatible API (0 = any free port; null = no HTTP listener). */
   httpPort: number | null;
+  /** API keys (null: no auth). */
+  apiKeys: ApiKeys | null;
+  /** Whether health checks and /metrics need a key too (default: they stay open for probes and scrapers). */
+  authHealthAndMetrics: boolean;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -36,7 +41,9 @@ export const ROUTER_FLAGS_HELP = `router options:
   --decode-steps N         decode steps a worker runs per plan when only decoding (default 4)
   --log-steps              print one line per step to stderr
   --http-port N            HTTP listener: OpenAI API under /v1/ and GET /metrics (default 8080, 0 = any)
-  --no-http                no HTTP listener`;
+  --no-http                no HTTP listener
+  --api-keys-file FILE     require one of these API keys (one per line; also TPSERVE_API_KEYS=k1,k2)
+  --auth-health-metrics    require a key for grpc.health.v1 and /metrics too`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -51,6 +58,8 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     maxStopStrings: 16,
     logSteps: f.bool("log-steps"),
     httpPort: f.bool("no-http") ? null : f.int("http-port", 8080, 0, 65535),
+    apiKeys: ApiKeys.load(f.string("api-keys-file"), process.env["TPSERVE_API_KEYS"]),
+    authHealthAndMetrics: f.bool("auth-health-metrics"),
   };
   if (cfg.workers.length === 0) throw new ConfigError("the router needs at least one worker address (--workers)");
   return cfg;

@@ -4,6 +4,7 @@ import type { DescribeResponse__Output } from "../common/generated/tpserve/worke
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
 import { loadTokenizer } from "../common/model/tokenizer.js";
 import { protos, shutdownServer } from "../common/proto.js";
+import { AUTH_HINT } from "./auth.js";
 import type { RouterConfig } from "./config.js";
 import { serveHttp } from "./metrics.js";
 import { OpenAiApi } from "./openai.js";
@@ -46,6 +47,10 @@ export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
   const status = () => (router.healthy ? "SERVING" : "NOT_SERVING");
   server.addService(health.grpc.health.v1.Health.service, {
     Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      if (cfg.authHealthAndMetrics && !router.authorized(call.metadata)) {
+        cb({ code: grpc.status.UNAUTHENTICATED, details: `missing or unknown API key: ${AUTH_HINT}` });
+        return;
+      }
       const svc = call.request.service;
       if (svc !== "" && svc !== "tpserve.v1.Generation") {
         cb({ code: grpc.status.NOT_FOUND, details: `unknown service "${svc}"` });
@@ -54,6 +59,10 @@ export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
       cb(null, { status: status() });
     },
     Watch: (call: grpc.ServerWritableStream<{ service: string }, unknown>) => {
+      if (cfg.authHealthAndMetrics && !router.authorized(call.metadata)) {
+        call.emit("error", { code: grpc.status.UNAUTHENTICATED, details: `missing or unknown API key: ${AUTH_HINT}` });
+        return;
+      }
       call.write({ status: status() });
       const timer = setInterval(() => call.write({ status: status() }), 1000);
       call.on("cancelled", () => clearInterval(timer));
@@ -68,7 +77,21 @@ export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
   const http =
     cfg.httpPort === null
       ? null
-      : await serveHttp(router.metrics.registry, cfg.host, cfg.httpPort, (req, res) => openai.handle(req, res));
+      : await serveHttp(router.metrics.registry, cfg.host, cfg.httpPort, async (req, res) => {
+          const path = (req.url ?? "").split("?")[0] ?? "";
+          const guarded = path.startsWith("/v1/") || (path === "/metrics" && cfg.authHealthAndMetrics);
+          if (guarded && cfg.apiKeys && !cfg.apiKeys.allows(req.headers.authorization)) {
+            res.writeHead(401, { "content-type": "application/json", "www-authenticate": "Bearer" });
+            const message = `missing or unknown API key: ${AUTH_HINT}`;
+            res.end(
+              JSON.stringify({
+                error: { message, type: "authentication_error", param: null, code: "invalid_api_key" },
+              }),
+            );
+            return true;
+          }
+          return openai.handle(req, res);
+        });
   return {
     router,
     port,

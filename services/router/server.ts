@@ -10,6 +10,7 @@ import type { DescribeResponse__Output } from "../common/generated/tpserve/worke
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
 import type { TpTokenizer } from "../common/model/tokenizer.js";
 import { protos } from "../common/proto.js";
+import { AUTH_HINT } from "./auth.js";
 import type { RouterConfig } from "./config.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { type SequenceParams, WorkerGroup } from "./group.js";
@@ -127,7 +128,24 @@ export class Router {
     return this.limits.maxContext;
   }
 
+  /** Whether call metadata carries an accepted API key (always, when no keys are configured). */
+  authorized(md: grpc.Metadata): boolean {
+    const keys = this.cfg.apiKeys;
+    return keys === null || keys.allows(md.get("authorization")[0]?.toString());
+  }
+
   handlers(): GenerationHandlers {
+    const denied = { code: grpc.status.UNAUTHENTICATED, details: `missing or unknown API key: ${AUTH_HINT}` };
+    const h = this.rawHandlers();
+    return {
+      Generate: (call) => (this.authorized(call.metadata) ? h.Generate(call) : call.emit("error", denied)),
+      Tokenize: (call, cb) => (this.authorized(call.metadata) ? h.Tokenize(call, cb) : cb(denied)),
+      ModelInfo: (call, cb) => (this.authorized(call.metadata) ? h.ModelInfo(call, cb) : cb(denied)),
+      Stats: (call, cb) => (this.authorized(call.metadata) ? h.Stats(call, cb) : cb(denied)),
+    };
+  }
+
+  private rawHandlers(): GenerationHandlers {
     return {
       Generate: (call) => this.generate(call),
       Tokenize: (call, cb) => {
