@@ -215,6 +215,7 @@ async function e2eBench(): Promise<E2ERow[]> {
       const r = await startRouter({
         ...routerConfigFromFlags(new Flags([]), [w.address]),
         httpPort: null,
+        logLevel: "silent",
         port: 0,
         maxBatchTokens: 512,
       });

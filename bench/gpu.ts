@@ -111,7 +111,12 @@ async function golden(): Promise<void> {
   }
   // Greedy ids over gRPC with the worker on the GPU.
   const w = await startWorker(cfg({ quantization: "none", kvCacheMiB: 64 }));
-  const r = await startRouter({ ...routerConfigFromFlags(new Flags([]), [w.address]), httpPort: null, port: 0 });
+  const r = await startRouter({
+    ...routerConfigFromFlags(new Flags([]), [w.address]),
+    httpPort: null,
+    logLevel: "silent",
+    port: 0,
+  });
   const client = generationClient(r.address);
   const outs = await Promise.all(
     goldenFile.golden.map((g) => generate(client, { text: g.prompt, maxTokens: 32, ignoreEos: true })),
@@ -255,6 +260,7 @@ async function endToEnd(): Promise<void> {
     const r = await startRouter({
       ...routerConfigFromFlags(new Flags([]), [w.address]),
       httpPort: null,
+      logLevel: "silent",
       model: bundledModelDir(),
       maxRunning: maxB,
       maxBatchTokens: 4096,

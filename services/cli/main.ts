@@ -27,7 +27,9 @@ export async function run(argv: string[]): Promise<number> {
   try {
     switch (cmd) {
       case "serve":
-        return await serveCommand(new Flags(rest, ["no-demo", "asym", "log-steps", "no-http", "auth-health-metrics"]));
+        return await serveCommand(
+          new Flags(rest, ["no-demo", "asym", "log-steps", "no-http", "auth-health-metrics", "log-prompts"]),
+        );
       case "worker":
         return await workerCommand(new Flags(rest, ["asym"]));
       case "generate":

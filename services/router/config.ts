@@ -29,6 +29,10 @@ export interface RouterConfig {
   apiKeys: ApiKeys | null;
   /** Whether health checks and /metrics need a key too (default: they stay open for probes and scrapers). */
   authHealthAndMetrics: boolean;
+  /** pino level of the JSON logs on stderr (one line per request at info). */
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "silent";
+  /** Include prompt text in request log lines (off: prompts never reach the logs). */
+  logPrompts: boolean;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -43,7 +47,9 @@ export const ROUTER_FLAGS_HELP = `router options:
   --http-port N            HTTP listener: OpenAI API under /v1/ and GET /metrics (default 8080, 0 = any)
   --no-http                no HTTP listener
   --api-keys-file FILE     require one of these API keys (one per line; also TPSERVE_API_KEYS=k1,k2)
-  --auth-health-metrics    require a key for grpc.health.v1 and /metrics too`;
+  --auth-health-metrics    require a key for grpc.health.v1 and /metrics too
+  --log-level L            JSON logs on stderr: fatal|error|warn|info|debug|silent (default info)
+  --log-prompts            include prompt text in the request log lines (off by default)`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -60,6 +66,8 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     httpPort: f.bool("no-http") ? null : f.int("http-port", 8080, 0, 65535),
     apiKeys: ApiKeys.load(f.string("api-keys-file"), process.env["TPSERVE_API_KEYS"]),
     authHealthAndMetrics: f.bool("auth-health-metrics"),
+    logLevel: f.choice("log-level", ["fatal", "error", "warn", "info", "debug", "silent"] as const, "info"),
+    logPrompts: f.bool("log-prompts"),
   };
   if (cfg.workers.length === 0) throw new ConfigError("the router needs at least one worker address (--workers)");
   return cfg;

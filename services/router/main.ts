@@ -1,5 +1,6 @@
 // Starts the router: loads the tokenizer, connects to the workers, serves tpserve.v1 and grpc.health.v1.
 import * as grpc from "@grpc/grpc-js";
+import { type DestinationStream, pino } from "pino";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
 import { loadTokenizer } from "../common/model/tokenizer.js";
@@ -29,7 +30,13 @@ function describe(client: WorkerClient, deadlineMs: number): Promise<DescribeRes
   });
 }
 
-export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
+/** Where the JSON logs go (stderr by default; tests pass their own stream). */
+export interface RouterIo {
+  logStream?: DestinationStream;
+}
+
+export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise<RouterHandle> {
+  const log = pino({ level: cfg.logLevel, base: { service: "tpserve-router" } }, io.logStream ?? pino.destination(2));
   const tokenizer = loadTokenizer(cfg.model);
   const { worker, health } = protos();
   const clients = cfg.workers.map(
@@ -40,7 +47,7 @@ export async function startRouter(cfg: RouterConfig): Promise<RouterHandle> {
       }),
   );
   const descs = await Promise.all(clients.map((c) => describe(c, 60_000)));
-  const router = new Router(cfg, tokenizer, descs[0]!, clients, descs);
+  const router = new Router(cfg, tokenizer, descs[0]!, clients, descs, log);
 
   const server = new grpc.Server();
   server.addService(generationServiceWithUtf8Check(), router.handlers() as grpc.UntypedServiceImplementation);

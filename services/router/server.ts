@@ -1,6 +1,7 @@
 // The public gRPC server: tpserve.v1.Generation and grpc.health.v1. Requests are validated, tokenized and handed
 // to a worker group's scheduler; sampled tokens come back through the group and stream out as text deltas.
 import * as grpc from "@grpc/grpc-js";
+import { type Logger, pino } from "pino";
 import { invalidArgument, RequestError } from "../common/errors.js";
 import type { FinishReason } from "../common/generated/tpserve/v1/FinishReason.js";
 import type { GenerateChunk } from "../common/generated/tpserve/v1/GenerateChunk.js";
@@ -46,7 +47,10 @@ interface ActiveRequest {
   /** performance.now() at arrival, at the step that first ran it, at the last token. */
   arrival: number;
   scheduledAt?: number;
+  firstTokenAt?: number;
   lastTokenAt?: number;
+  /** Prompt text, kept only with --log-prompts. */
+  promptText?: string;
 }
 
 export interface RouterCounters {
@@ -71,6 +75,7 @@ export class Router {
     private readonly info: DescribeResponse__Output,
     clients: WorkerClient[],
     descs: DescribeResponse__Output[],
+    private readonly log: Logger = pino({ level: "silent" }),
   ) {
     this.metrics = new RouterMetrics(() => this.stats());
     clients.forEach((client, i) => {
@@ -269,6 +274,7 @@ export class Router {
         preemptions: 0,
         done: false,
         arrival: performance.now(),
+        ...(this.cfg.logPrompts && req.prompt === "text" ? { promptText: req.text } : {}),
       };
       this.params.set(seqId, { sampling: norm.sampling, ignoreEos: norm.ignoreEos });
       this.active.set(seqId, a);
@@ -277,7 +283,9 @@ export class Router {
       group.scheduler.add({ id: seqId, promptTokens: promptIds, maxNewTokens: norm.maxNewTokens });
     } catch (err) {
       const e = err instanceof RequestError ? err : new RequestError(grpc.status.INTERNAL, (err as Error).message);
-      this.metrics.requests.inc({ finished_reason: grpc.status[e.grpcCode] ?? "UNKNOWN" });
+      const status = grpc.status[e.grpcCode] ?? "UNKNOWN";
+      this.metrics.requests.inc({ finished_reason: status });
+      this.log.info({ request_id: req.requestId || null, status, error: e.message }, "request");
       sink.fail(e.grpcCode, e.message);
       return null;
     }
@@ -288,6 +296,7 @@ export class Router {
         if (a.done) return;
         a.done = true;
         this.metrics.requests.inc({ finished_reason: "cancelled" });
+        this.logRequest(a, "cancelled by the client");
         this.release(a);
         a.group.scheduler.finish(a.seqId);
         a.group.kick();
@@ -328,8 +337,10 @@ export class Router {
     a.completionTokens++;
     this.counters.tokensGenerated++;
     const now = performance.now();
-    if (a.lastTokenAt === undefined) this.metrics.ttft.observe((now - a.arrival) / 1000);
-    else this.metrics.itl.observe((now - a.lastTokenAt) / 1000);
+    if (a.lastTokenAt === undefined) {
+      a.firstTokenAt = now;
+      this.metrics.ttft.observe((now - a.arrival) / 1000);
+    } else this.metrics.itl.observe((now - a.lastTokenAt) / 1000);
     a.lastTokenAt = now;
     this.metrics.generationTokens.inc();
     const delta = eos ? "" : a.detok.push([token]);
@@ -360,7 +371,9 @@ export class Router {
     if (a.done) return;
     a.done = true;
     this.metrics.e2e.observe((performance.now() - a.arrival) / 1000);
-    this.metrics.requests.inc({ finished_reason: String(reason).replace("FINISH_REASON_", "").toLowerCase() });
+    const status = String(reason).replace("FINISH_REASON_", "").toLowerCase();
+    this.metrics.requests.inc({ finished_reason: status });
+    this.logRequest(a, status);
     this.release(a);
     const s = a.group.scheduler.get(a.seqId);
     if (s) a.group.scheduler.finish(a.seqId);
@@ -372,6 +385,26 @@ export class Router {
       usage: { promptTokens: a.promptTokens, completionTokens: a.completionTokens, preemptions: a.preemptions },
     });
     a.call.end();
+  }
+
+  /** One JSON line per request at its end: id, tokens, timings, status; the prompt only with --log-prompts. */
+  private logRequest(a: ActiveRequest, status: string, error?: string): void {
+    const ms = (t: number | undefined) => (t === undefined ? null : Math.round((t - a.arrival) * 100) / 100);
+    this.log.info(
+      {
+        request_id: a.requestId,
+        status,
+        ...(error ? { error } : {}),
+        prompt_tokens: a.promptTokens,
+        completion_tokens: a.completionTokens,
+        preemptions: a.preemptions,
+        queue_ms: ms(a.scheduledAt),
+        ttft_ms: ms(a.firstTokenAt),
+        e2e_ms: ms(performance.now()),
+        ...(a.promptText !== undefined ? { prompt: a.promptText } : {}),
+      },
+      "request",
+    );
   }
 
   private release(a: ActiveRequest): void {
@@ -387,6 +420,7 @@ export class Router {
       a.done = true;
       this.release(a);
       this.metrics.requests.inc({ finished_reason: code });
+      this.logRequest(a, code, message);
       const grpcCode = code === "UNAVAILABLE" ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
       a.call.fail(grpcCode, `${code}: ${message}`);
     }

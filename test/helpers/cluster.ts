@@ -4,7 +4,7 @@ import { generationClient } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { type RouterConfig, routerConfigFromFlags } from "../../services/router/config.js";
-import { type RouterHandle, startRouter } from "../../services/router/main.js";
+import { type RouterHandle, type RouterIo, startRouter } from "../../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../../services/worker/config.js";
 import { startWorker, type WorkerHandle } from "../../services/worker/server.js";
 
@@ -18,6 +18,7 @@ export interface Cluster {
 export async function startCluster(
   worker: Partial<WorkerConfig> = {},
   router: Partial<RouterConfig> = {},
+  io: RouterIo = {},
 ): Promise<Cluster> {
   const wcfg: WorkerConfig = { ...workerConfigFromFlags(new Flags([])), threads: 2, ...worker, port: 0 };
   const w = await startWorker(wcfg);
@@ -25,11 +26,12 @@ export async function startCluster(
     ...routerConfigFromFlags(new Flags([]), [w.address]),
     maxBatchTokens: wcfg.maxBatchTokens,
     httpPort: 0,
+    logLevel: "silent",
     ...router,
     workers: [w.address],
     port: 0,
   };
-  const r = await startRouter(rcfg);
+  const r = await startRouter(rcfg, io);
   const client = generationClient(r.address);
   return {
     worker: w,
