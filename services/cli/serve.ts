@@ -122,8 +122,8 @@ export async function serveCommand(f: Flags): Promise<number> {
       if (!stopping) console.error(`tpserve: the worker exited (code ${code}); requests will fail with UNAVAILABLE`);
     });
   });
-  if (demo && routerCfg.apiKeys) {
-    console.log("API keys are on: the demo completion is skipped (tpserve generate needs --api-key)");
+  if (demo && (routerCfg.apiKeys || routerCfg.tls)) {
+    console.log("API keys or TLS are on: the demo completion is skipped");
   } else if (demo) {
     const prompt = "The committee said that";
     const client = generationClient(handle.address);

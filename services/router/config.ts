@@ -1,4 +1,5 @@
 // Router configuration, read once from flags and validated.
+import { readFileSync } from "node:fs";
 import { ConfigError } from "../common/errors.js";
 import type { Flags } from "../common/flags.js";
 import { bundledModelDir } from "../common/paths.js";
@@ -33,6 +34,8 @@ export interface RouterConfig {
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "silent";
   /** Include prompt text in request log lines (off: prompts never reach the logs). */
   logPrompts: boolean;
+  /** TLS for the gRPC and HTTP listeners: PEM certificate chain and private key (null: plaintext). */
+  tls: { cert: Buffer; key: Buffer } | null;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -49,7 +52,8 @@ export const ROUTER_FLAGS_HELP = `router options:
   --api-keys-file FILE     require one of these API keys (one per line; also TPSERVE_API_KEYS=k1,k2)
   --auth-health-metrics    require a key for grpc.health.v1 and /metrics too
   --log-level L            JSON logs on stderr: fatal|error|warn|info|debug|silent (default info)
-  --log-prompts            include prompt text in the request log lines (off by default)`;
+  --log-prompts            include prompt text in the request log lines (off by default)
+  --tls-cert FILE --tls-key FILE  serve gRPC and HTTP over TLS with this PEM certificate chain and key`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -68,7 +72,21 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     authHealthAndMetrics: f.bool("auth-health-metrics"),
     logLevel: f.choice("log-level", ["fatal", "error", "warn", "info", "debug", "silent"] as const, "info"),
     logPrompts: f.bool("log-prompts"),
+    tls: readTls(f.string("tls-cert"), f.string("tls-key")),
   };
   if (cfg.workers.length === 0) throw new ConfigError("the router needs at least one worker address (--workers)");
   return cfg;
+}
+
+function readTls(certFile: string | undefined, keyFile: string | undefined): { cert: Buffer; key: Buffer } | null {
+  if (!certFile && !keyFile) return null;
+  if (!certFile || !keyFile) throw new ConfigError("TLS needs both --tls-cert and --tls-key");
+  const read = (file: string, flag: string) => {
+    try {
+      return readFileSync(file);
+    } catch (e) {
+      throw new ConfigError(`${flag} ${file} cannot be read: ${(e as Error).message}`);
+    }
+  };
+  return { cert: read(certFile, "--tls-cert"), key: read(keyFile, "--tls-key") };
 }

@@ -76,29 +76,39 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${cfg.host}:${cfg.port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}: ${err.message}`)) : resolve(p),
+    server.bindAsync(
+      `${cfg.host}:${cfg.port}`,
+      cfg.tls
+        ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: cfg.tls.cert, private_key: cfg.tls.key }], false)
+        : grpc.ServerCredentials.createInsecure(),
+      (err, p) => (err ? reject(new Error(`cannot listen on ${cfg.host}:${cfg.port}: ${err.message}`)) : resolve(p)),
     ),
   );
   const openai = new OpenAiApi(router);
   const http =
     cfg.httpPort === null
       ? null
-      : await serveHttp(router.metrics.registry, cfg.host, cfg.httpPort, async (req, res) => {
-          const path = (req.url ?? "").split("?")[0] ?? "";
-          const guarded = path.startsWith("/v1/") || (path === "/metrics" && cfg.authHealthAndMetrics);
-          if (guarded && cfg.apiKeys && !cfg.apiKeys.allows(req.headers.authorization)) {
-            res.writeHead(401, { "content-type": "application/json", "www-authenticate": "Bearer" });
-            const message = `missing or unknown API key: ${AUTH_HINT}`;
-            res.end(
-              JSON.stringify({
-                error: { message, type: "authentication_error", param: null, code: "invalid_api_key" },
-              }),
-            );
-            return true;
-          }
-          return openai.handle(req, res);
-        });
+      : await serveHttp(
+          router.metrics.registry,
+          cfg.host,
+          cfg.httpPort,
+          async (req, res) => {
+            const path = (req.url ?? "").split("?")[0] ?? "";
+            const guarded = path.startsWith("/v1/") || (path === "/metrics" && cfg.authHealthAndMetrics);
+            if (guarded && cfg.apiKeys && !cfg.apiKeys.allows(req.headers.authorization)) {
+              res.writeHead(401, { "content-type": "application/json", "www-authenticate": "Bearer" });
+              const message = `missing or unknown API key: ${AUTH_HINT}`;
+              res.end(
+                JSON.stringify({
+                  error: { message, type: "authentication_error", param: null, code: "invalid_api_key" },
+                }),
+              );
+              return true;
+            }
+            return openai.handle(req, res);
+          },
+          cfg.tls,
+        );
   return {
     router,
     port,

@@ -3,6 +3,7 @@
 // latency, queue time, prompt/generated tokens, batch size and step duration by phase, KV usage, preemptions, and
 // the workers' forward time (reported with every step result).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /** Latency buckets (seconds) suited to LLM serving: sub-millisecond decode steps up to minute-long requests. */
@@ -124,8 +125,9 @@ export function serveHttp(
   host: string,
   port: number,
   other?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>,
+  tls?: { cert: Buffer; key: Buffer } | null,
 ): Promise<{ server: Server; port: number }> {
-  const server = createServer(async (req, res) => {
+  const handler = async (req: IncomingMessage, res: ServerResponse) => {
     if (other && (await other(req, res))) return;
     if (req.method === "GET" && (req.url === "/metrics" || req.url?.startsWith("/metrics?"))) {
       registry.metrics().then(
@@ -142,7 +144,8 @@ export function serveHttp(
     }
     res.writeHead(404, { "content-type": "text/plain" });
     res.end("not found: the router serves GET /metrics and the OpenAI API under /v1/ here\n");
-  });
+  };
+  const server: Server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handler) : createServer(handler);
   return new Promise((resolve, reject) => {
     server.once("error", (e) => reject(new Error(`cannot serve metrics on ${host}:${port}: ${e.message}`)));
     server.listen(port, host, () => {
