@@ -28,6 +28,7 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--max-batch-tokens", String(cfg.maxBatchTokens),
     "--threads", String(cfg.threads),
     "--device", cfg.device,
+    "--worker-log-level", cfg.logLevel,
     "--worker-host", cfg.host,
     "--worker-port", String(cfg.port),
     "--epoch", String(cfg.epoch),

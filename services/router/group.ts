@@ -12,6 +12,8 @@ import type { NormalizedSampling } from "./validate.js";
 export interface SequenceParams {
   sampling: NormalizedSampling;
   ignoreEos: boolean;
+  /** The public request id; it travels to the worker for its logs. */
+  requestId: string;
 }
 
 export interface GroupEvents {
@@ -193,6 +195,7 @@ export class WorkerGroup {
           numGenerated: n.numGenerated,
           maxNewTokens: n.maxNewTokens,
           ignoreEos: p?.ignoreEos ?? false,
+          requestId: p?.requestId ?? "",
           sampling: p?.sampling ?? { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0 },
         };
       }),

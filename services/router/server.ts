@@ -276,7 +276,7 @@ export class Router {
         arrival: performance.now(),
         ...(this.cfg.logPrompts && req.prompt === "text" ? { promptText: req.text } : {}),
       };
-      this.params.set(seqId, { sampling: norm.sampling, ignoreEos: norm.ignoreEos });
+      this.params.set(seqId, { sampling: norm.sampling, ignoreEos: norm.ignoreEos, requestId: a.requestId });
       this.active.set(seqId, a);
       this.counters.promptTokens += promptIds.length;
       this.metrics.promptTokens.inc(promptIds.length);

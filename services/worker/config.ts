@@ -19,6 +19,8 @@ export interface WorkerConfig {
   threads: number;
   /** "auto" (a GPU when the build has CUDA and one is visible), "cpu", "cuda" or "cuda:N". */
   device: string;
+  /** pino level of the worker's JSON logs on stderr. */
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "silent";
   host: string;
   /** 0 = any free port. */
   port: number;
@@ -37,7 +39,8 @@ export const WORKER_FLAGS_HELP = `worker options:
   --block-size N           tokens per KV page (default 16)
   --max-batch-tokens N     token budget of one step (default 512)
   --threads N              kernel threads, 0 = all cores (default 0)
-  --device auto|cpu|cuda[:N]  where the model runs (default auto: the GPU when there is one)`;
+  --device auto|cpu|cuda[:N]  where the model runs (default auto: the GPU when there is one)
+  --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   return {
@@ -52,6 +55,7 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
     threads: f.int("threads", 0, 0, 1024),
     device: deviceFlag(f.string("device", "auto")),
+    logLevel: f.choice("worker-log-level", ["fatal", "error", "warn", "info", "debug", "silent"] as const, "warn"),
     host: f.string("worker-host", "127.0.0.1"),
     port: f.int("worker-port", 0, 0, 65535),
     epoch: f.int("epoch", 1, 1),

@@ -1,5 +1,6 @@
 // Carries out step plans on one engine. The worker keeps the batch state (each sequence's tokens, progress and
 // block table); the router refers to sequences by id and sends only what changed.
+import { type Logger, pino } from "pino";
 import type { Engine, ForwardBatch } from "../../native/index.js";
 import type { SampledToken } from "../common/generated/tpserve/worker/v1/SampledToken.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
@@ -18,6 +19,7 @@ export interface ExecutorOptions {
 }
 
 interface WorkerSequence {
+  requestId: string;
   tokens: number[];
   computed: number;
   pages: number[];
@@ -53,6 +55,7 @@ export class StepExecutor {
   constructor(
     private readonly engine: Engine,
     private readonly opts: ExecutorOptions,
+    private readonly log: Logger = pino({ level: "silent" }),
   ) {
     this.eos = new Set(opts.eosTokenIds);
     this.onGpu = engine.info().device !== "cpu";
@@ -87,6 +90,14 @@ export class StepExecutor {
       }
     } catch (err) {
       const e = err as { code?: string; message?: string };
+      this.log.error(
+        {
+          step_id: plan.stepId,
+          code: e.code,
+          request_ids: plan.scheduled.map((s) => this.seqs.get(s.seqId)?.requestId ?? null),
+        },
+        `step failed: ${e.message ?? String(err)}`,
+      );
       for (const s of plan.scheduled) this.seqs.delete(s.seqId);
       emit({
         stepId: plan.stepId,
@@ -116,6 +127,7 @@ export class StepExecutor {
       }
       const s = n.sampling;
       this.seqs.set(n.seqId, {
+        requestId: n.requestId,
         tokens: [...n.tokens],
         computed: 0,
         pages: [],
@@ -223,7 +235,13 @@ export class StepExecutor {
       s.numGenerated++;
       const eos = !s.ignoreEos && this.eos.has(token);
       const finished = eos || s.numGenerated >= s.maxNewTokens;
-      if (finished) this.seqs.delete(id);
+      if (finished) {
+        this.seqs.delete(id);
+        this.log.debug(
+          { request_id: s.requestId, seq_id: id, generated: s.numGenerated, eos, computed: s.computed },
+          "sequence finished",
+        );
+      }
       out.push({ seqId: id, token, finished, eos });
     }
     return { tokens: out, forwardMs };

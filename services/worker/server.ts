@@ -1,6 +1,7 @@
 // The worker process: one engine (one device, one shard), its KV pool, and the gRPC service the router drives.
 import { basename } from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { type DestinationStream, pino } from "pino";
 import { type Engine, loadNative, type ModelShape } from "../../native/index.js";
 import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
@@ -78,7 +79,11 @@ export function createEngine(
   return { engine, model, numPages, deviceReason: reason };
 }
 
-export async function startWorker(cfg: WorkerConfig, onProgress?: (p: LoadProgress) => void): Promise<WorkerHandle> {
+export async function startWorker(
+  cfg: WorkerConfig,
+  onProgress?: (p: LoadProgress) => void,
+  io: { logStream?: DestinationStream } = {},
+): Promise<WorkerHandle> {
   const { engine, model, numPages, deviceReason } = createEngine(cfg, onProgress);
   const maxContext = model.maxPositionEmbeddings;
   const maxBlocksPerSeq = Math.ceil(maxContext / cfg.blockSize);
@@ -91,7 +96,9 @@ export async function startWorker(cfg: WorkerConfig, onProgress?: (p: LoadProgre
     numPages,
     epoch: cfg.epoch,
   };
-  let executor = new StepExecutor(engine, executorOpts);
+  const log = pino({ level: cfg.logLevel, base: { service: "tpserve-worker" } }, io.logStream ?? pino.destination(2));
+  log.info({ backend: deviceReason, model: basename(cfg.model), num_pages: numPages }, "worker ready");
+  let executor = new StepExecutor(engine, executorOpts, log);
   const info = engine.info();
   const describe: DescribeResponse = {
     model: basename(cfg.model),
@@ -122,7 +129,7 @@ export async function startWorker(cfg: WorkerConfig, onProgress?: (p: LoadProgre
     Stats: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, executor.stats()),
     Steps: (call: grpc.ServerDuplexStream<StepPlan__Output, StepResult>) => {
       // A new stream means a new router session: the previous one's sequences are gone.
-      executor = new StepExecutor(engine, executorOpts);
+      executor = new StepExecutor(engine, executorOpts, log);
       const ex = executor;
       let chain = Promise.resolve();
       call.on("data", (plan: StepPlan__Output) => {

@@ -19,7 +19,12 @@ function sink() {
 describe("request logs", () => {
   it.each([false, true])("one line per request; prompt text only with --log-prompts (%s)", async (logPrompts) => {
     const s = sink();
-    const c = await startCluster({}, { logLevel: "info", logPrompts }, { logStream: s.stream });
+    const w = sink();
+    const c = await startCluster(
+      { logLevel: "debug" },
+      { logLevel: "info", logPrompts },
+      { logStream: s.stream, workerLogStream: w.stream },
+    );
     const client = new Client({ address: c.router.address });
     try {
       await client.complete({
@@ -44,6 +49,13 @@ describe("request logs", () => {
       expect(typeof line["e2e_ms"]).toBe("number");
       const all = JSON.stringify(s.lines);
       expect(all.includes("secret plan")).toBe(logPrompts);
+      // The request id followed the request to the worker.
+      expect(w.lines.find((l) => l["msg"] === "sequence finished")).toMatchObject({
+        request_id: "req-42",
+        service: "tpserve-worker",
+        generated: 5,
+      });
+      expect(JSON.stringify(w.lines).includes("secret plan")).toBe(false);
     } finally {
       client.close();
       await c.close();

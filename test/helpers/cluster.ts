@@ -1,5 +1,6 @@
 // Starts a worker and a router in this process on free loopback ports, for end-to-end tests over real gRPC.
 
+import type { DestinationStream } from "pino";
 import { generationClient } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
@@ -18,10 +19,10 @@ export interface Cluster {
 export async function startCluster(
   worker: Partial<WorkerConfig> = {},
   router: Partial<RouterConfig> = {},
-  io: RouterIo = {},
+  io: RouterIo & { workerLogStream?: DestinationStream } = {},
 ): Promise<Cluster> {
   const wcfg: WorkerConfig = { ...workerConfigFromFlags(new Flags([])), threads: 2, ...worker, port: 0 };
-  const w = await startWorker(wcfg);
+  const w = await startWorker(wcfg, undefined, io.workerLogStream ? { logStream: io.workerLogStream } : {});
   const rcfg: RouterConfig = {
     ...routerConfigFromFlags(new Flags([]), [w.address]),
     maxBatchTokens: wcfg.maxBatchTokens,

@@ -22,6 +22,10 @@ export interface NewSequence {
    */
   'maxNewTokens'?: (number);
   'ignoreEos'?: (boolean);
+  /**
+   * the public request id, for the worker's logs
+   */
+  'requestId'?: (string);
 }
 
 /**
@@ -43,4 +47,8 @@ export interface NewSequence__Output {
    */
   'maxNewTokens': (number);
   'ignoreEos': (boolean);
+  /**
+   * the public request id, for the worker's logs
+   */
+  'requestId': (string);
 }
