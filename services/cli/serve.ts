@@ -29,6 +29,7 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--threads", String(cfg.threads),
     "--device", cfg.device,
     "--worker-log-level", cfg.logLevel,
+    ...(cfg.metricsPort !== null ? ["--worker-metrics-port", String(cfg.metricsPort)] : []),
     "--worker-host", cfg.host,
     "--worker-port", String(cfg.port),
     "--epoch", String(cfg.epoch),

@@ -3,11 +3,11 @@ import * as grpc from "@grpc/grpc-js";
 import { type DestinationStream, pino } from "pino";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
+import { serveHttp } from "../common/http.js";
 import { loadTokenizer } from "../common/model/tokenizer.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import { AUTH_HINT } from "./auth.js";
 import type { RouterConfig } from "./config.js";
-import { serveHttp } from "./metrics.js";
 import { OpenAiApi } from "./openai.js";
 import { generationServiceWithUtf8Check, Router } from "./server.js";
 

@@ -19,6 +19,8 @@ export interface WorkerConfig {
   threads: number;
   /** "auto" (a GPU when the build has CUDA and one is visible), "cpu", "cuda" or "cuda:N". */
   device: string;
+  /** Port of the worker's GET /metrics (0 = any free port; null = off). */
+  metricsPort: number | null;
   /** pino level of the worker's JSON logs on stderr. */
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "silent";
   host: string;
@@ -40,6 +42,7 @@ export const WORKER_FLAGS_HELP = `worker options:
   --max-batch-tokens N     token budget of one step (default 512)
   --threads N              kernel threads, 0 = all cores (default 0)
   --device auto|cpu|cuda[:N]  where the model runs (default auto: the GPU when there is one)
+  --worker-metrics-port N  serve the worker's Prometheus metrics on GET /metrics (default off)
   --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
@@ -55,6 +58,7 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
     threads: f.int("threads", 0, 0, 1024),
     device: deviceFlag(f.string("device", "auto")),
+    metricsPort: f.has("worker-metrics-port") ? f.int("worker-metrics-port", 0, 0, 65535) : null,
     logLevel: f.choice("worker-log-level", ["fatal", "error", "warn", "info", "debug", "silent"] as const, "warn"),
     host: f.string("worker-host", "127.0.0.1"),
     port: f.int("worker-port", 0, 0, 65535),

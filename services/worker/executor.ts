@@ -5,6 +5,7 @@ import type { Engine, ForwardBatch } from "../../native/index.js";
 import type { SampledToken } from "../common/generated/tpserve/worker/v1/SampledToken.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
+import type { WorkerMetrics } from "./metrics.js";
 import { type SamplingOptions, sampleToken } from "./sampler.js";
 
 export interface ExecutorOptions {
@@ -56,6 +57,7 @@ export class StepExecutor {
     private readonly engine: Engine,
     private readonly opts: ExecutorOptions,
     private readonly log: Logger = pino({ level: "silent" }),
+    private readonly metrics?: WorkerMetrics,
   ) {
     this.eos = new Set(opts.eosTokenIds);
     this.onGpu = engine.info().device !== "cpu";
@@ -222,6 +224,11 @@ export class StepExecutor {
     const forwardMs = performance.now() - t0;
     this.steps++;
     this.forwardMsTotal += forwardMs;
+    if (this.metrics) {
+      const prefill = active.some((a) => a.n > 1);
+      this.metrics.forward.observe({ phase: prefill ? "prefill" : "decode" }, forwardMs / 1000);
+      this.metrics.tokens.inc(batch.tokens.length);
+    }
     this.tokensComputed += batch.tokens.length;
 
     const out: SampledToken[] = [];

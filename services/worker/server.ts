@@ -6,11 +6,13 @@ import { type Engine, loadNative, type ModelShape } from "../../native/index.js"
 import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
+import { serveHttp } from "../common/http.js";
 import { loadModelConfig, type ModelConfig, toModelShape } from "../common/model/config.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import type { WorkerConfig } from "./config.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
+import { WorkerMetrics } from "./metrics.js";
 
 export interface LoadProgress {
   done: number;
@@ -21,6 +23,8 @@ export interface LoadProgress {
 export interface WorkerHandle {
   port: number;
   address: string;
+  /** Port of GET /metrics, or null when off. */
+  metricsPort: number | null;
   describe: DescribeResponse;
   engine: Engine;
   executor: StepExecutor;
@@ -98,7 +102,12 @@ export async function startWorker(
   };
   const log = pino({ level: cfg.logLevel, base: { service: "tpserve-worker" } }, io.logStream ?? pino.destination(2));
   log.info({ backend: deviceReason, model: basename(cfg.model), num_pages: numPages }, "worker ready");
-  let executor = new StepExecutor(engine, executorOpts, log);
+  const metrics = new WorkerMetrics(() => ({
+    sequences: executor.stats().sequences,
+    weightBytes: info.weightBytes,
+    kvBytes: info.kvBytes,
+  }));
+  let executor = new StepExecutor(engine, executorOpts, log, metrics);
   const info = engine.info();
   const describe: DescribeResponse = {
     model: basename(cfg.model),
@@ -129,7 +138,7 @@ export async function startWorker(
     Stats: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, executor.stats()),
     Steps: (call: grpc.ServerDuplexStream<StepPlan__Output, StepResult>) => {
       // A new stream means a new router session: the previous one's sequences are gone.
-      executor = new StepExecutor(engine, executorOpts, log);
+      executor = new StepExecutor(engine, executorOpts, log, metrics);
       const ex = executor;
       let chain = Promise.resolve();
       call.on("data", (plan: StepPlan__Output) => {
@@ -144,9 +153,11 @@ export async function startWorker(
       err ? reject(new Error(`worker cannot listen on ${cfg.host}:${cfg.port}: ${err.message}`)) : resolve(p),
     ),
   );
+  const http = cfg.metricsPort === null ? null : await serveHttp(metrics.registry, cfg.host, cfg.metricsPort);
   return {
     port,
     address: `${cfg.host}:${port}`,
+    metricsPort: http?.port ?? null,
     describe,
     engine,
     get executor() {
@@ -154,6 +165,7 @@ export async function startWorker(
     },
     async close() {
       await shutdownServer(server, 1000);
+      if (http) await new Promise<void>((r) => http.server.close(() => r()));
       engine.close();
     },
   };

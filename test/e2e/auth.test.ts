@@ -2,6 +2,7 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Client } from "../../services/client/index.js";
@@ -41,8 +42,19 @@ describe("ApiKeys", () => {
 
 describe.each([false, true])("auth on the public APIs (health and metrics guarded: %s)", (guardAll) => {
   let c: Cluster;
+  const logs: string[] = [];
   beforeAll(async () => {
-    c = await startCluster({}, { apiKeys: new ApiKeys(["k1", "k2"]), authHealthAndMetrics: guardAll });
+    const logStream = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        logs.push(chunk.toString());
+        cb();
+      },
+    });
+    c = await startCluster(
+      { logLevel: "debug" },
+      { apiKeys: new ApiKeys(["secret-key-one", "k2"]), authHealthAndMetrics: guardAll, logLevel: "debug" },
+      { logStream, workerLogStream: logStream },
+    );
   });
   afterAll(async () => c?.close());
 
@@ -56,13 +68,15 @@ describe.each([false, true])("auth on the public APIs (health and metrics guarde
       await expect(cl.tokenize("Hi")).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
       cl.close();
     }
-    const ok = new Client({ address: c.router.address, apiKey: "k2" });
+    const ok = new Client({ address: c.router.address, apiKey: "secret-key-one" });
     expect((await ok.complete({ prompt: "Hi", maxTokens: 2 })).ids.length).toBe(2);
     ok.close();
+    expect(logs.join("").length).toBeGreaterThan(0);
+    expect(logs.join("").includes("secret-key-one")).toBe(false); // the key is never logged
     const h = await health(c.router.address);
     if (guardAll) expect((h as grpc.ServiceError).code).toBe(grpc.status.UNAUTHENTICATED);
     else expect((h as { status: string }).status).toBe("SERVING");
-    expect(((await health(c.router.address, "k1")) as { status: string }).status).toBe("SERVING");
+    expect(((await health(c.router.address, "k2")) as { status: string }).status).toBe("SERVING");
   });
 
   it("HTTP: 401 in OpenAI's shape without a key; /metrics open unless guarded", async () => {
@@ -70,8 +84,8 @@ describe.each([false, true])("auth on the public APIs (health and metrics guarde
     const denied = await fetch(`${base}/v1/models`);
     expect(denied.status).toBe(401);
     expect(((await denied.json()) as { error: { type: string } }).error.type).toBe("authentication_error");
-    expect((await fetch(`${base}/v1/models`, { headers: { authorization: "Bearer k1" } })).status).toBe(200);
+    expect((await fetch(`${base}/v1/models`, { headers: { authorization: "Bearer k2" } })).status).toBe(200);
     expect((await fetch(`${base}/metrics`)).status).toBe(guardAll ? 401 : 200);
-    expect((await fetch(`${base}/metrics`, { headers: { authorization: "Bearer k1" } })).status).toBe(200);
+    expect((await fetch(`${base}/metrics`, { headers: { authorization: "Bearer k2" } })).status).toBe(200);
   });
 });

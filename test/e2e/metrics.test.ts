@@ -17,7 +17,7 @@ function sample(text: string, name: string): number {
 describe("Prometheus metrics", () => {
   let c: Cluster;
   beforeAll(async () => {
-    c = await startCluster({}, { decodeSteps: 2 });
+    c = await startCluster({ metricsPort: 0 }, { decodeSteps: 2 });
   });
   afterAll(async () => c?.close());
 
@@ -54,5 +54,16 @@ describe("Prometheus metrics", () => {
     expect(sample(text, 'tpserve_worker_forward_seconds_count{phase="decode"}')).toBeGreaterThan(0);
     expect(sample(text, "tpserve_num_preemptions_total")).toBe(0);
     expect((await fetch(`http://127.0.0.1:${c.router.httpPort}/nope`)).status).toBe(404);
+
+    // The worker process serves its own metrics: every forward pass and token it computed.
+    const w = await (await fetch(`http://127.0.0.1:${c.worker.metricsPort}/metrics`)).text();
+    const steps = c.worker.executor.stats();
+    const fwd =
+      sample(w, 'tpserve_worker_forward_seconds_count{phase="prefill"}') +
+      sample(w, 'tpserve_worker_forward_seconds_count{phase="decode"}');
+    expect(fwd).toBe(steps.steps);
+    expect(sample(w, "tpserve_worker_tokens_computed_total")).toBe(steps.tokensComputed);
+    expect(sample(w, "tpserve_worker_weight_bytes")).toBeGreaterThan(1e6);
+    expect(sample(w, "tpserve_worker_sequences")).toBe(0);
   });
 });
