@@ -90,8 +90,11 @@ export interface ForwardBatch {
   /** (numSeqs, maxBlocksPerSeq) page ids, padded with 0. */
   blockTables: Int32Array;
   maxBlocksPerSeq: number;
-  /** "last": logits of each sequence's last token (numSeqs rows); "all": of every token (T rows). */
-  logits: "last" | "all";
+  /**
+   * "last": logits of each sequence's last token (numSeqs rows); "all": of every token (T rows); "hidden": no
+   * logits but the final-norm hidden state of every token (T rows of hiddenSize; for embeddings, with forward()).
+   */
+  logits: "last" | "all" | "hidden";
 }
 
 /** Sampling parameters of one logits row for forwardSample. */
@@ -123,7 +126,7 @@ export interface Engine {
   setTensor(name: TensorName, tensor: WeightTensor): void;
   /** Checks that every tensor is present with the right shape; forward() refuses to run before. */
   finalize(): void;
-  /** Runs off the main thread. Resolves to (rows, vocab) float32 logits. */
+  /** Runs off the main thread. Resolves to (rows, vocab) float32 logits, or (T, hidden) states for "hidden". */
   forward(batch: ForwardBatch): Promise<Float32Array>;
   /**
    * Like forward, but resolves to the argmax token id of each logits row (ties: lowest id): greedy sampling done

@@ -169,7 +169,7 @@ class CudaModel : public GpuModel {
     CK(cudaSetDevice(dev_));
     const ModelShape& s = o_.s;
     const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize;
-    const bool decode = !b.all && T == S;  // one new token per sequence
+    const bool decode = !b.all && T == S;  // one new token per sequence (b.hidden implies b.all)
     // Decode steps replay a CUDA graph captured per (batch size, block-table width bucket): one launch instead of
     // ~10 per layer. The width is padded to a multiple of 16 blocks so a graph serves 256 tokens of growth.
     const bool graph = decode && graphsOn_ && !profiling_;
@@ -182,7 +182,7 @@ class CudaModel : public GpuModel {
       hostIntsCap_ = nInts;
     }
     Ptrs p{};
-    p.T = T, p.S = S, p.mb = mb, p.rows = rows, p.all = b.all;
+    p.T = T, p.S = S, p.mb = mb, p.rows = rows, p.all = b.all, p.hidden = b.hidden;
     int32_t* tok = hostInts_;
     int32_t* pos = tok + T;
     int32_t* slot = pos + T;
@@ -242,6 +242,11 @@ class CudaModel : public GpuModel {
     } else {
       nMarks_ = 0;
       enqueue(p);
+    }
+    if (b.hidden) {
+      if (out) CK(cudaMemcpyAsync(out, h_.p, (size_t)T * s.hidden * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+      CK(cudaStreamSynchronize(stream_));
+      return;
     }
     if (ids && sampling) {
       std::vector<cuda::SamplingRow> rowsHost(rows);
@@ -307,7 +312,7 @@ class CudaModel : public GpuModel {
   /** Device pointers and sizes of one forward pass (what a captured graph bakes in). */
   struct Ptrs {
     int T = 0, S = 0, mb = 0, rows = 0, maxCtx = 0, maxQ = 0;
-    bool all = false;
+    bool all = false, hidden = false;
     const int32_t *tok = nullptr, *pos = nullptr, *slot = nullptr, *qs = nullptr, *ctx = nullptr, *rowIdx = nullptr,
                   *bt = nullptr;
   };
@@ -351,6 +356,7 @@ class CudaModel : public GpuModel {
     }
     L(cuda::rmsnorm(x_.p, tmp_.p, finalNorm_.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
     mark(Engine::kFinalNorm);
+    if (p.hidden) return;  // embeddings: forward() copies h_ out
     const float* head = h_.p;
     if (!p.all && p.T != p.S) {  // gather each sequence's last row
       L(cuda::embedding(p.rowIdx, p.rows, h_.p, H, tmp_.p, stream_), "gather");

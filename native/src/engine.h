@@ -68,6 +68,8 @@ struct BatchIn {
   std::vector<int32_t> tokens, seqLens, contextLens, blockTables;
   int maxBlocksPerSeq = 0;
   bool all = false;
+  /** Output the final-norm hidden states of every token (T x hidden) instead of logits (implies all). */
+  bool hidden = false;
   /** One entry per logits row for forwardSample (GPU engines); empty otherwise. */
   std::vector<SampleParams> sampling;
 };
@@ -105,6 +107,7 @@ class Engine {
   size_t weightBytes() const;
   size_t kvBytes() const;
   int vocab() const { return o_.s.vocab; }
+  int hiddenSize() const { return o_.s.hidden; }
 
   /** Per-op wall-time accounting in forward (off by default; one branch per op when off). */
   enum Op { kEmbed, kRmsNorm, kQkv, kRope, kKvWrite, kAttention, kOProj, kResidual, kGateUp, kSilu, kDown,

@@ -52,8 +52,10 @@ std::shared_ptr<BatchIn> parseBatch(const Napi::Value& v) {
   b->maxBlocksPerSeq = getInt(o, "maxBlocksPerSeq", "batch", 1);
   Napi::Value lg = o.Get("logits");
   const std::string l = lg.IsString() ? lg.As<Napi::String>().Utf8Value() : "";
-  if (l != "last" && l != "all") fail("NATIVE_INVALID_ARG", "batch.logits must be \"last\" or \"all\"");
-  b->all = l == "all";
+  if (l != "last" && l != "all" && l != "hidden")
+    fail("NATIVE_INVALID_ARG", "batch.logits must be \"last\", \"all\" or \"hidden\"");
+  b->all = l == "all" || l == "hidden";
+  b->hidden = l == "hidden";
   return b;
 }
 
@@ -158,6 +160,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     try {
       auto b = parseBatch(info[0]);
       const int rows = eng_->validate(*b);
+      if (b->hidden && mode != ForwardWorker::kLogits)
+        fail("NATIVE_INVALID_ARG", "batch.logits \"hidden\" goes with forward(), not forwardArgmax/forwardSample");
       if (mode == ForwardWorker::kSample) {
         if (!eng_->onGpu())
           fail("NATIVE_INVALID_ARG", "forwardSample needs a GPU engine (device \"cuda\"); on the CPU call forward() "
@@ -169,7 +173,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         Napi::Int32Array out = Napi::Int32Array::New(env, (size_t)rows);
         w = new ForwardWorker(env, eng_, b, out, out.Data(), mode);
       } else {
-        Napi::Float32Array out = Napi::Float32Array::New(env, (size_t)rows * eng_->vocab());
+        Napi::Float32Array out =
+            Napi::Float32Array::New(env, (size_t)rows * (b->hidden ? eng_->hiddenSize() : eng_->vocab()));
         w = new ForwardWorker(env, eng_, b, out, out.Data(), mode);
       }
       Napi::Promise p = w->promise();
@@ -187,7 +192,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       auto b = parseBatch(info[0]);
       std::lock_guard<std::mutex> lk(eng_->mutex());
       const int rows = eng_->validate(*b);
-      Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)rows * eng_->vocab());
+      Napi::Float32Array out =
+          Napi::Float32Array::New(info.Env(), (size_t)rows * (b->hidden ? eng_->hiddenSize() : eng_->vocab()));
       eng_->forward(*b, out.Data());
       return out;
     });

@@ -262,6 +262,10 @@ void Engine::forward(const BatchIn& b, float* out) {
     rmsNormRows(&x_[(size_t)src * H], finalNorm_.f.data(), &h_[(size_t)r * H], 1, H, s.eps);
   }
   tick(kFinalNorm);
+  if (b.hidden) {  // embeddings: the final-norm hidden state of every token, no LM head
+    std::memcpy(out, h_.data(), (size_t)rows * H * sizeof(float));
+    return;
+  }
   const Job head[1] = {{lmHead_.present ? &lmHead_ : &embed_, out}};
   matmuls(h_.data(), rows, head, 1);
   tick(kLmHead);

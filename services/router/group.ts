@@ -88,6 +88,13 @@ export class WorkerGroup {
     });
   }
 
+  /** The worker's embedding of `tokens` (mean-pooled final hidden state, L2-normalized). */
+  embed(tokens: number[], requestId: string): Promise<number[]> {
+    return new Promise((resolve, reject) => {
+      this.client.Embed({ tokens, requestId }, (err, res) => (err || !res ? reject(err) : resolve(res.values)));
+    });
+  }
+
   close(): void {
     this.closed = true;
     this.stream?.end();

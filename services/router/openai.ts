@@ -139,20 +139,61 @@ export class OpenAiApi {
         );
         return true;
       }
-      if (path !== "/v1/completions" && path !== "/v1/chat/completions") {
+      if (path !== "/v1/completions" && path !== "/v1/chat/completions" && path !== "/v1/embeddings") {
         throw new HttpError(
           404,
-          `unknown path ${path}: tpserve serves /v1/models, /v1/completions, /v1/chat/completions`,
+          `unknown path ${path}: tpserve serves /v1/models, /v1/completions, /v1/chat/completions, /v1/embeddings`,
         );
       }
       if (req.method !== "POST") throw new HttpError(405, `use POST ${path}`);
       const body = await readJson(req);
       if (path === "/v1/completions") this.completions(body, req, res);
-      else this.chat(body, req, res);
+      else if (path === "/v1/chat/completions") this.chat(body, req, res);
+      else await this.embeddings(body, res);
     } catch (err) {
       sendError(res, err instanceof HttpError ? err : new HttpError(500, (err as Error).message, "server_error"));
     }
     return true;
+  }
+
+  /** POST /v1/embeddings: input is a string, an array of strings, token ids, or an array of token-id arrays. */
+  private async embeddings(body: Record<string, unknown>, res: ServerResponse): Promise<void> {
+    const model = this.checkModel(body);
+    const fmt = body["encoding_format"];
+    if (fmt !== undefined && fmt !== "float") {
+      throw new HttpError(400, 'encoding_format must be "float"', undefined, "encoding_format");
+    }
+    const input = body["input"];
+    const isIds = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((x) => Number.isInteger(x));
+    let items: ({ text: string } | { ids: number[] })[];
+    if (typeof input === "string") items = [{ text: input }];
+    else if (isIds(input)) items = [{ ids: input as number[] }];
+    else if (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === "string")) {
+      items = (input as string[]).map((text) => ({ text }));
+    } else if (Array.isArray(input) && input.length > 0 && input.every(isIds)) {
+      items = (input as number[][]).map((ids) => ({ ids }));
+    } else {
+      throw new HttpError(400, "input must be a string, an array of strings, or token ids", undefined, "input");
+    }
+    const data: { object: "embedding"; index: number; embedding: number[] }[] = [];
+    let tokens = 0;
+    for (const [index, item] of items.entries()) {
+      try {
+        const r = await this.router.embed(item);
+        data.push({ object: "embedding", index, embedding: r.values });
+        tokens += r.promptTokens;
+      } catch (e) {
+        const err = e as { code?: number; details?: string; message?: string };
+        throw new HttpError(
+          STATUS_OF[err.code as grpc.status] ?? 500,
+          err.details ?? err.message ?? String(e),
+          undefined,
+          "input",
+        );
+      }
+    }
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ object: "list", data, model, usage: { prompt_tokens: tokens, total_tokens: tokens } }));
   }
 
   private checkModel(body: Record<string, unknown>): string {

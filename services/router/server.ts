@@ -147,6 +147,7 @@ export class Router {
       Tokenize: (call, cb) => (this.authorized(call.metadata) ? h.Tokenize(call, cb) : cb(denied)),
       ModelInfo: (call, cb) => (this.authorized(call.metadata) ? h.ModelInfo(call, cb) : cb(denied)),
       Stats: (call, cb) => (this.authorized(call.metadata) ? h.Stats(call, cb) : cb(denied)),
+      Embed: (call, cb) => (this.authorized(call.metadata) ? h.Embed(call, cb) : cb(denied)),
     };
   }
 
@@ -175,6 +176,20 @@ export class Router {
           chatTemplate: this.tokenizer.chatTemplate,
         }),
       Stats: (_call, cb) => cb(null, this.stats()),
+      Embed: (call, cb) => {
+        const r = call.request;
+        const input = r.input === "text" ? { text: r.text ?? "" } : { ids: r.tokenIds?.ids ?? [] };
+        this.embed(input, r.requestId).then(
+          (out) => cb(null, out),
+          (err: unknown) => {
+            const e = err as { code?: unknown; details?: string; message?: string };
+            cb({
+              code: typeof e.code === "number" ? e.code : grpc.status.INTERNAL,
+              details: e.details ?? e.message ?? String(err),
+            });
+          },
+        );
+      },
     };
   }
 
@@ -302,6 +317,33 @@ export class Router {
         a.group.kick();
       },
     };
+  }
+
+  /**
+   * The embedding of a text (tokenized with BOS) or of token ids: the mean-pooled final hidden state, L2-normalized.
+   * Rejects with a gRPC-style {code, details} naming the limit on bad input.
+   */
+  async embed(
+    input: { text: string } | { ids: number[] },
+    requestId = "",
+  ): Promise<{ values: number[]; promptTokens: number }> {
+    const ids =
+      "text" in input ? (input.text ? this.tokenizer.encode(input.text, { addSpecialTokens: true }) : []) : input.ids;
+    const bad = (details: string) => Object.assign(new Error(details), { code: grpc.status.INVALID_ARGUMENT, details });
+    if (ids.length === 0) throw bad("embedding input is empty: give text or at least one token id");
+    for (const [i, t] of ids.entries()) {
+      if (!Number.isInteger(t) || t < 0 || t >= this.limits.vocabSize) {
+        throw bad(`token id ${t} at position ${i} is outside the vocabulary 0..${this.limits.vocabSize - 1}`);
+      }
+    }
+    if (ids.length > this.info.maxContext) {
+      throw bad(`embedding input has ${ids.length} tokens; the context limit is ${this.info.maxContext}`);
+    }
+    const group = this.pickGroup();
+    if (!group) throw Object.assign(new Error("no healthy worker group"), { code: grpc.status.UNAVAILABLE });
+    const values = await group.embed(ids, requestId);
+    this.metrics.promptTokens.inc(ids.length);
+    return { values, promptTokens: ids.length };
   }
 
   /** The chat template of the served model, rendered for `messages` (OpenAI chat). */

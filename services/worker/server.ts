@@ -6,10 +6,12 @@ import { type Engine, loadNative, type ModelShape } from "../../native/index.js"
 import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
+import type { WorkerEmbedRequest__Output } from "../common/generated/tpserve/worker/v1/WorkerEmbedRequest.js";
 import { serveHttp } from "../common/http.js";
 import { loadModelConfig, type ModelConfig, toModelShape } from "../common/model/config.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import type { WorkerConfig } from "./config.js";
+import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
 import { WorkerMetrics } from "./metrics.js";
@@ -55,16 +57,18 @@ export function resolveDevice(wanted: string): { device: string; reason: string 
 export function createEngine(
   cfg: WorkerConfig,
   onProgress?: (p: LoadProgress) => void,
-): { engine: Engine; model: ModelConfig; numPages: number; deviceReason: string } {
+  extraPages: (numPages: number, model: ModelConfig) => number = () => 0,
+): { engine: Engine; model: ModelConfig; numPages: number; enginePages: number; deviceReason: string } {
   const model = loadModelConfig(cfg.model);
   const shape = toModelShape(model);
   const perPage = kvBytesPerPage(shape, cfg.blockSize);
   const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
   const native = loadNative();
   const { device, reason } = resolveDevice(cfg.device);
+  const enginePages = numPages + extraPages(numPages, model);
   const engine = new native.Engine({
     shape,
-    numPages,
+    numPages: enginePages,
     blockSize: cfg.blockSize,
     maxBatchTokens: cfg.maxBatchTokens,
     threads: cfg.threads,
@@ -80,7 +84,7 @@ export function createEngine(
     seed: cfg.seed,
     onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
   });
-  return { engine, model, numPages, deviceReason: reason };
+  return { engine, model, numPages, enginePages, deviceReason: reason };
 }
 
 export async function startWorker(
@@ -88,9 +92,20 @@ export async function startWorker(
   onProgress?: (p: LoadProgress) => void,
   io: { logStream?: DestinationStream } = {},
 ): Promise<WorkerHandle> {
-  const { engine, model, numPages, deviceReason } = createEngine(cfg, onProgress);
+  // Pages past the router's pool serve embeddings: a prompt up to the model's context, or an eighth of the pool.
+  const { engine, model, numPages, enginePages, deviceReason } = createEngine(cfg, onProgress, (pages, m) =>
+    Math.min(Math.ceil(m.maxPositionEmbeddings / cfg.blockSize), Math.max(1, Math.ceil(pages / 8))),
+  );
   const maxContext = model.maxPositionEmbeddings;
   const maxBlocksPerSeq = Math.ceil(maxContext / cfg.blockSize);
+  const embedPages = enginePages - numPages;
+  const embedder = new Embedder(engine, {
+    firstPage: numPages,
+    pages: embedPages,
+    blockSize: cfg.blockSize,
+    hidden: model.hiddenSize,
+    maxBatchTokens: cfg.maxBatchTokens,
+  });
   const executorOpts = {
     vocabSize: model.vocabSize,
     eosTokenIds: model.eosTokenIds,
@@ -136,6 +151,21 @@ export async function startWorker(
   server.addService(protos().worker.tpserve.worker.v1.Worker.service, {
     Describe: (_call: unknown, cb: grpc.sendUnaryData<DescribeResponse>) => cb(null, describe),
     Stats: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, executor.stats()),
+    Embed: (call: grpc.ServerUnaryCall<WorkerEmbedRequest__Output, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      embedder.embed(call.request.tokens).then(
+        (values) => cb(null, { values: Array.from(values) }),
+        (err: Error) => {
+          log.error(
+            { request_id: call.request.requestId, code: (err as { code?: string }).code },
+            `embed failed: ${err.message}`,
+          );
+          cb({
+            code: err instanceof RangeError ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL,
+            details: err.message,
+          });
+        },
+      );
+    },
     Steps: (call: grpc.ServerDuplexStream<StepPlan__Output, StepResult>) => {
       // A new stream means a new router session: the previous one's sequences are gone.
       executor = new StepExecutor(engine, executorOpts, log, metrics);

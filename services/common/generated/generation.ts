@@ -1,6 +1,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { EmbedRequest as _tpserve_v1_EmbedRequest, EmbedRequest__Output as _tpserve_v1_EmbedRequest__Output } from './tpserve/v1/EmbedRequest';
+import type { EmbedResponse as _tpserve_v1_EmbedResponse, EmbedResponse__Output as _tpserve_v1_EmbedResponse__Output } from './tpserve/v1/EmbedResponse';
 import type { GenerateChunk as _tpserve_v1_GenerateChunk, GenerateChunk__Output as _tpserve_v1_GenerateChunk__Output } from './tpserve/v1/GenerateChunk';
 import type { GenerateRequest as _tpserve_v1_GenerateRequest, GenerateRequest__Output as _tpserve_v1_GenerateRequest__Output } from './tpserve/v1/GenerateRequest';
 import type { GenerationClient as _tpserve_v1_GenerationClient, GenerationDefinition as _tpserve_v1_GenerationDefinition } from './tpserve/v1/Generation';
@@ -21,6 +23,8 @@ type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> 
 export interface ProtoGrpcType {
   tpserve: {
     v1: {
+      EmbedRequest: MessageTypeDefinition<_tpserve_v1_EmbedRequest, _tpserve_v1_EmbedRequest__Output>
+      EmbedResponse: MessageTypeDefinition<_tpserve_v1_EmbedResponse, _tpserve_v1_EmbedResponse__Output>
       FinishReason: EnumTypeDefinition
       GenerateChunk: MessageTypeDefinition<_tpserve_v1_GenerateChunk, _tpserve_v1_GenerateChunk__Output>
       GenerateRequest: MessageTypeDefinition<_tpserve_v1_GenerateRequest, _tpserve_v1_GenerateRequest__Output>

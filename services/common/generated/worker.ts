@@ -10,6 +10,8 @@ import type { ScheduledSequence as _tpserve_worker_v1_ScheduledSequence, Schedul
 import type { StepPlan as _tpserve_worker_v1_StepPlan, StepPlan__Output as _tpserve_worker_v1_StepPlan__Output } from './tpserve/worker/v1/StepPlan';
 import type { StepResult as _tpserve_worker_v1_StepResult, StepResult__Output as _tpserve_worker_v1_StepResult__Output } from './tpserve/worker/v1/StepResult';
 import type { WorkerClient as _tpserve_worker_v1_WorkerClient, WorkerDefinition as _tpserve_worker_v1_WorkerDefinition } from './tpserve/worker/v1/Worker';
+import type { WorkerEmbedRequest as _tpserve_worker_v1_WorkerEmbedRequest, WorkerEmbedRequest__Output as _tpserve_worker_v1_WorkerEmbedRequest__Output } from './tpserve/worker/v1/WorkerEmbedRequest';
+import type { WorkerEmbedResponse as _tpserve_worker_v1_WorkerEmbedResponse, WorkerEmbedResponse__Output as _tpserve_worker_v1_WorkerEmbedResponse__Output } from './tpserve/worker/v1/WorkerEmbedResponse';
 import type { WorkerStats as _tpserve_worker_v1_WorkerStats, WorkerStats__Output as _tpserve_worker_v1_WorkerStats__Output } from './tpserve/worker/v1/WorkerStats';
 import type { WorkerStatsRequest as _tpserve_worker_v1_WorkerStatsRequest, WorkerStatsRequest__Output as _tpserve_worker_v1_WorkerStatsRequest__Output } from './tpserve/worker/v1/WorkerStatsRequest';
 
@@ -30,6 +32,8 @@ export interface ProtoGrpcType {
         StepPlan: MessageTypeDefinition<_tpserve_worker_v1_StepPlan, _tpserve_worker_v1_StepPlan__Output>
         StepResult: MessageTypeDefinition<_tpserve_worker_v1_StepResult, _tpserve_worker_v1_StepResult__Output>
         Worker: SubtypeConstructor<typeof grpc.Client, _tpserve_worker_v1_WorkerClient> & { service: _tpserve_worker_v1_WorkerDefinition }
+        WorkerEmbedRequest: MessageTypeDefinition<_tpserve_worker_v1_WorkerEmbedRequest, _tpserve_worker_v1_WorkerEmbedRequest__Output>
+        WorkerEmbedResponse: MessageTypeDefinition<_tpserve_worker_v1_WorkerEmbedResponse, _tpserve_worker_v1_WorkerEmbedResponse__Output>
         WorkerStats: MessageTypeDefinition<_tpserve_worker_v1_WorkerStats, _tpserve_worker_v1_WorkerStats__Output>
         WorkerStatsRequest: MessageTypeDefinition<_tpserve_worker_v1_WorkerStatsRequest, _tpserve_worker_v1_WorkerStatsRequest__Output>
       }

@@ -2,6 +2,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { EmbedRequest as _tpserve_v1_EmbedRequest, EmbedRequest__Output as _tpserve_v1_EmbedRequest__Output } from '../../tpserve/v1/EmbedRequest';
+import type { EmbedResponse as _tpserve_v1_EmbedResponse, EmbedResponse__Output as _tpserve_v1_EmbedResponse__Output } from '../../tpserve/v1/EmbedResponse';
 import type { GenerateChunk as _tpserve_v1_GenerateChunk, GenerateChunk__Output as _tpserve_v1_GenerateChunk__Output } from '../../tpserve/v1/GenerateChunk';
 import type { GenerateRequest as _tpserve_v1_GenerateRequest, GenerateRequest__Output as _tpserve_v1_GenerateRequest__Output } from '../../tpserve/v1/GenerateRequest';
 import type { ModelInfoRequest as _tpserve_v1_ModelInfoRequest, ModelInfoRequest__Output as _tpserve_v1_ModelInfoRequest__Output } from '../../tpserve/v1/ModelInfoRequest';
@@ -15,6 +17,21 @@ import type { TokenizeResponse as _tpserve_v1_TokenizeResponse, TokenizeResponse
  * Text generation over server streaming.
  */
 export interface GenerationClient extends grpc.Client {
+  /**
+   * Embed returns the mean-pooled final hidden state of the prompt, L2-normalized.
+   */
+  Embed(argument: _tpserve_v1_EmbedRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tpserve_v1_EmbedResponse__Output>): grpc.ClientUnaryCall;
+  Embed(argument: _tpserve_v1_EmbedRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tpserve_v1_EmbedResponse__Output>): grpc.ClientUnaryCall;
+  Embed(argument: _tpserve_v1_EmbedRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tpserve_v1_EmbedResponse__Output>): grpc.ClientUnaryCall;
+  Embed(argument: _tpserve_v1_EmbedRequest, callback: grpc.requestCallback<_tpserve_v1_EmbedResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Embed returns the mean-pooled final hidden state of the prompt, L2-normalized.
+   */
+  embed(argument: _tpserve_v1_EmbedRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_tpserve_v1_EmbedResponse__Output>): grpc.ClientUnaryCall;
+  embed(argument: _tpserve_v1_EmbedRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_tpserve_v1_EmbedResponse__Output>): grpc.ClientUnaryCall;
+  embed(argument: _tpserve_v1_EmbedRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_tpserve_v1_EmbedResponse__Output>): grpc.ClientUnaryCall;
+  embed(argument: _tpserve_v1_EmbedRequest, callback: grpc.requestCallback<_tpserve_v1_EmbedResponse__Output>): grpc.ClientUnaryCall;
+  
   /**
    * Generate streams chunks of generated tokens; the last chunk carries the finish reason and usage.
    */
@@ -78,6 +95,11 @@ export interface GenerationClient extends grpc.Client {
  */
 export interface GenerationHandlers extends grpc.UntypedServiceImplementation {
   /**
+   * Embed returns the mean-pooled final hidden state of the prompt, L2-normalized.
+   */
+  Embed: grpc.handleUnaryCall<_tpserve_v1_EmbedRequest__Output, _tpserve_v1_EmbedResponse>;
+  
+  /**
    * Generate streams chunks of generated tokens; the last chunk carries the finish reason and usage.
    */
   Generate: grpc.handleServerStreamingCall<_tpserve_v1_GenerateRequest__Output, _tpserve_v1_GenerateChunk>;
@@ -100,6 +122,7 @@ export interface GenerationHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface GenerationDefinition extends grpc.ServiceDefinition {
+  Embed: MethodDefinition<_tpserve_v1_EmbedRequest, _tpserve_v1_EmbedResponse, _tpserve_v1_EmbedRequest__Output, _tpserve_v1_EmbedResponse__Output>
   Generate: MethodDefinition<_tpserve_v1_GenerateRequest, _tpserve_v1_GenerateChunk, _tpserve_v1_GenerateRequest__Output, _tpserve_v1_GenerateChunk__Output>
   ModelInfo: MethodDefinition<_tpserve_v1_ModelInfoRequest, _tpserve_v1_ModelInfoResponse, _tpserve_v1_ModelInfoRequest__Output, _tpserve_v1_ModelInfoResponse__Output>
   Stats: MethodDefinition<_tpserve_v1_StatsRequest, _tpserve_v1_StatsResponse, _tpserve_v1_StatsRequest__Output, _tpserve_v1_StatsResponse__Output>
