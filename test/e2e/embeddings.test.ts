@@ -9,27 +9,28 @@ import { type Cluster, startCluster } from "../helpers/cluster.js";
 
 const cosine = (a: number[], b: number[]) => a.reduce((s, x, i) => s + x * b[i]!, 0);
 
-// (sentence, paraphrase, unrelated): sentences in the style of the Brown corpus (news, fiction, science).
+// (sentence, paraphrase, unrelated): the sentences and the unrelated ones are taken from data/brown/brown.test.txt;
+// the paraphrases are written for this test.
 const TRIPLES: [string, string, string][] = [
   [
-    "The committee said that the city schools needed more money next year.",
-    "According to the committee, the schools of the city will need more money next year.",
-    "She looked at the door and smiled at the old man in the garden.",
+    "The trial had packed the large courtroom for more than a week.",
+    "For over a week the trial had filled the large courtroom.",
+    "Then spread a generous amount of glue on the four pieces and bend them into place on the jig.",
   ],
   [
-    "The President told the Senate that the United States would support the plan.",
-    "The United States will support the plan, the President told the Senate.",
-    "The temperature of the water was measured every hour during the experiment.",
+    "Implementation of Georgia's automobile title law was also recommended by the outgoing jury.",
+    "The outgoing jury also recommended that Georgia's automobile title law be implemented.",
+    "By that, one feels that magnetic forces are as general as electrical forces.",
   ],
   [
-    "The results of the experiment show that the temperature of the water rose quickly.",
-    "The experiment's results showed a quick rise in the water temperature.",
-    "In the morning the old man walked to the church with his wife.",
+    "Then spread a generous amount of glue on the four pieces and bend them into place on the jig.",
+    "Next, spread plenty of glue on the four pieces and bend them into place on the jig.",
+    "The trial had packed the large courtroom for more than a week.",
   ],
   [
-    "She walked slowly down the street and looked at the houses.",
-    "Slowly she walked along the street, looking at the houses.",
-    "The state government approved a new tax on the sale of property.",
+    "In the United Nations Charter, the right of self-determination is also an essential principle.",
+    "The right of self-determination is also an essential principle of the United Nations Charter.",
+    "For added strength, I also fastened a small block on each side of every frame and batten joint.",
   ],
 ];
 
