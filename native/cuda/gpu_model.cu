@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -108,16 +107,12 @@ class CudaModel : public GpuModel {
     CK(cudaMemset(kv_.p, 0, kv_.bytes()));
     x_.alloc(T * H), h_.alloc(T * H), tmp_.alloc(T * H);
     q_.alloc(T * qd), qkv_.alloc(T * (qd + 2 * kvd)), att_.alloc(T * qd);
-    // cos/sin of every position the pool can hold, with the CPU engine's formula (ropeTables in kernels_common.cc).
+    // cos/sin of every position the pool can hold, from the CPU engine's own ropeTables (same rotation on both).
     const size_t maxPos = (size_t)(o.numPages - 1) * o.blockSize, half = s.headDim / 2;
+    std::vector<int32_t> positions(maxPos);
+    for (size_t p = 0; p < maxPos; p++) positions[p] = (int32_t)p;
     std::vector<float> cosT(maxPos * half), sinT(maxPos * half);
-    for (size_t i = 0; i < half; i++) {
-      const float invFreq = 1.0f / std::pow(s.theta, (float)(2 * i) / (float)s.headDim);
-      for (size_t p = 0; p < maxPos; p++) {
-        const float ang = (float)p * invFreq;
-        cosT[p * half + i] = (float)std::cos((double)ang), sinT[p * half + i] = (float)std::sin((double)ang);
-      }
-    }
+    ropeTables(positions.data(), (int)maxPos, s.headDim, s.theta, cosT.data(), sinT.data());
     ropeCos_.upload(cosT.data(), cosT.size()), ropeSin_.upload(sinT.data(), sinT.size());
     const char* g = std::getenv("TPSERVE_CUDA_GRAPHS");
     graphsOn_ = !(g && std::string(g) == "0");
