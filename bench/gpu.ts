@@ -5,12 +5,18 @@
 // the same run; the floor needs it), --quick, --skip-golden, --skip-e2e.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import type { Engine, ForwardBatch } from "../native/index.js";
 import { encodeDocuments, perplexity, readText } from "../services/cli/eval.js";
-import { generate, generationClient } from "../services/common/client.js";
+import { startWorkerProcess } from "../services/cli/serve.js";
+import { generate, generationClient, unary } from "../services/common/client.js";
 import { Flags } from "../services/common/flags.js";
+import type { WorkerClient } from "../services/common/generated/tpserve/worker/v1/Worker.js";
+import type { WorkerStats__Output } from "../services/common/generated/tpserve/worker/v1/WorkerStats.js";
+import type { WorkerStatsRequest } from "../services/common/generated/tpserve/worker/v1/WorkerStatsRequest.js";
 import { loadTokenizer } from "../services/common/model/tokenizer.js";
 import { bundledModelDir, packageRoot } from "../services/common/paths.js";
+import { protos } from "../services/common/proto.js";
 import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
@@ -242,23 +248,37 @@ async function engineDecode(): Promise<void> {
   results["engineDecode"] = rows;
 }
 
+/** Engine decode step (ms) measured by engineDecode for this shape and batch (its first run). */
+function engineStep(shape: string, batch: number): number {
+  const rows = (results["engineDecode"] ?? []) as { shape: string; batch: number; stepMs?: number }[];
+  return rows.find((r) => r.shape === shape && r.batch === batch && r.stepMs !== undefined)?.stepMs ?? Number.NaN;
+}
+
 async function endToEnd(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   for (const shape of SHAPES) {
     const maxB = Math.max(...BATCHES);
     const gen = quick ? 32 : 64;
     const pagesPerSeq = Math.ceil((PROMPT + gen + 8) / 16);
-    const w = await startWorker(
+    // The worker runs in its own process, as `tpserve serve` runs it: the router and the clients here do not share
+    // its event loop. Its forward time comes from its Stats RPC.
+    const { child, ready } = await startWorkerProcess(
       cfg({
         model: shape.dir,
         loadFormat: "dummy",
         quantization: "int4",
         numPages: maxB * pagesPerSeq + 8,
         maxBatchTokens: 4096,
+        logLevel: "warn",
       }),
     );
+    const wc = new (protos().worker.tpserve.worker.v1.Worker)(
+      ready.address,
+      grpc.credentials.createInsecure(),
+    ) as unknown as WorkerClient;
+    const workerStats = () => unary<WorkerStatsRequest, WorkerStats__Output>(wc.Stats.bind(wc), {});
     const r = await startRouter({
-      ...routerConfigFromFlags(new Flags([]), [w.address]),
+      ...routerConfigFromFlags(new Flags([]), [ready.address]),
       httpPort: null,
       logLevel: "silent",
       model: bundledModelDir(),
@@ -268,7 +288,7 @@ async function endToEnd(): Promise<void> {
     });
     const client = generationClient(r.address);
     for (const b of BATCHES) {
-      const before = w.executor.stats();
+      const before = await workerStats();
       const t0 = performance.now();
       const per = await Promise.all(
         Array.from({ length: b }, async (_, i) => {
@@ -283,7 +303,7 @@ async function endToEnd(): Promise<void> {
         }),
       );
       const wall = performance.now() - t0;
-      const after = w.executor.stats();
+      const after = await workerStats();
       const gaps = per.flatMap((p) => p.gaps);
       const fwdMs = after.forwardMsTotal - before.forwardMsTotal;
       const row = {
@@ -295,15 +315,22 @@ async function endToEnd(): Promise<void> {
         tokPerSeq: median(per.map((p) => (p.n - 1) / ((p.total - p.ttft) / 1000))),
         tokTotal: per.reduce((a, p) => a + p.n, 0) / (wall / 1000),
         routerOverhead: 1 - fwdMs / wall,
+        // Per decode step: the share of the inter-token latency outside the engine's forward pass (engine step
+        // from engineDecode, same shape and batch): what the worker loop, gRPC and the router add to a token.
+        engineStepMs: engineStep(shape.name, b),
+        stepOverhead: 1 - engineStep(shape.name, b) / median(gaps),
       };
       rows.push(row);
       console.log(
-        `  e2e ${shape.name} batch ${b}: TTFT ${row.ttftP50.toFixed(1)} ms, ITL p50 ${row.itlP50.toFixed(2)} p99 ${row.itlP99.toFixed(2)} ms, ${row.tokPerSeq.toFixed(1)} tok/s/seq, ${row.tokTotal.toFixed(0)} tok/s, outside forward ${(row.routerOverhead * 100).toFixed(1)}%`,
+        `  e2e ${shape.name} batch ${b}: TTFT ${row.ttftP50.toFixed(1)} ms, ITL p50 ${row.itlP50.toFixed(2)} p99 ${row.itlP99.toFixed(2)} ms, ${row.tokPerSeq.toFixed(1)} tok/s/seq, ${row.tokTotal.toFixed(0)} tok/s, outside forward ${(row.routerOverhead * 100).toFixed(1)}% of wall, ${(row.stepOverhead * 100).toFixed(1)}% of ITL vs engine step ${row.engineStepMs.toFixed(2)} ms`,
       );
     }
     client.close();
+    wc.close();
     await r.close();
-    await w.close();
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill("SIGTERM");
+    await exited;
   }
   results["endToEnd"] = rows;
 }

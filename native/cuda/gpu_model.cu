@@ -12,6 +12,7 @@
 #include "../src/errors.h"
 #include "../src/gpu_model.h"
 #include "kernels/kernels.cuh"
+#include "kernels/xprep.cuh"
 
 namespace tpserve {
 namespace {
@@ -64,12 +65,14 @@ struct DevBuf {
 
 /** A weight on the device: int4 (qweight, scales, zeros), bf16 or fp32. */
 struct DWeight {
-  enum Kind { kNone, kF32, kBf16, kInt4 } kind = kNone;
+  enum Kind { kNone, kF32, kBf16, kInt4, kInt4Tiled } kind = kNone;
   int rows = 0, cols = 0, group = 0;
   DevBuf<float> f, scales;
   DevBuf<__nv_bfloat16> b;
   DevBuf<uint8_t> q, zeros;
-  size_t bytes() const { return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes(); }
+  DevBuf<uint32_t> tq;  // kInt4Tiled: q, scales and zeros in the tile-packed layout (kernels/int4_tiled.cu)
+  cuda::Int4RowOrder order = cuda::Int4RowOrder::kInOrder;  // kInt4Tiled: packed row order (fused epilogues)
+  size_t bytes() const { return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes(); }
 };
 
 std::vector<__nv_bfloat16> toBf16(const std::vector<float>& f) {
@@ -117,6 +120,10 @@ class CudaModel : public GpuModel {
     const char* g = std::getenv("TPSERVE_CUDA_GRAPHS");
     graphsOn_ = !(g && std::string(g) == "0");
     gu_.alloc(T * 2 * s.inter), act_.alloc(T * s.inter);
+    // The decode GEMV's prepared activation (16 tokens of the widest matmul input).
+    const size_t widest = std::max<size_t>(std::max<size_t>(H, qd), (size_t)s.inter);
+    xp_.alloc(cuda::xprep_halves(16, (int)((widest + 63) / 64 * 64)));
+    xp2_.alloc(xp_.n);
     logits_.alloc(T * (size_t)s.vocab);
     ids_.alloc(T);
   }
@@ -153,8 +160,12 @@ class CudaModel : public GpuModel {
     CK(cudaSetDevice(dev_));
     for (int l = 0; l < o_.s.layers; l++) {
       Staging& st = staging_[l];
-      if (st.q.rows > 0) put(layers_[l].qkv, merge(l, "q/k/v", {&st.q, &st.k, &st.v}), st.bf16);
-      if (st.gate.rows > 0) put(layers_[l].gateUp, merge(l, "gate/up", {&st.gate, &st.up}), st.bf16);
+      // Tiled int4: q/k/v rows packed in rope pairs and gate/up rows in SiLU pairs, so the GEMV's epilogue applies
+      // RoPE (and writes the KV cache) or SiLU-and-multiply itself (two launches fewer per layer).
+      if (st.q.rows > 0)
+        put(layers_[l].qkv, merge(l, "q/k/v", {&st.q, &st.k, &st.v}), st.bf16, cuda::Int4RowOrder::kRopePairs);
+      if (st.gate.rows > 0)
+        put(layers_[l].gateUp, merge(l, "gate/up", {&st.gate, &st.up}), st.bf16, cuda::Int4RowOrder::kGateUpPairs);
       st = Staging();
     }
     graphs_.clear();
@@ -178,6 +189,7 @@ class CudaModel : public GpuModel {
     }
     Ptrs p{};
     p.T = T, p.S = S, p.mb = mb, p.rows = rows, p.all = b.all, p.hidden = b.hidden;
+    allLogits_ = b.all;
     int32_t* tok = hostInts_;
     int32_t* pos = tok + T;
     int32_t* slot = pos + T;
@@ -323,30 +335,56 @@ class CudaModel : public GpuModel {
       Layer& Ly = layers_[l];
       float* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
       float* vc = kc + kvPerLayer_;
-      L(cuda::rmsnorm(x_.p, l == 0 ? nullptr : tmp_.p, Ly.attnNorm.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
+      // Decode-sized steps: the norm and SiLU kernels also write the tiled GEMV's prepared input (xp_).
+      const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
+      L(cuda::rmsnorm(x_.p, l == 0 ? nullptr : tmp_.p, Ly.attnNorm.f.p, h_.p, p.T, H, s.eps, stream_,
+                      prepQkv ? xp_.p : nullptr),
+        "rmsnorm");
       mark(Engine::kRmsNorm);
-      matmul(h_.p, Ly.qkv, qkv_.p, p.T);
-      mark(Engine::kQkv);
-      L(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim, ropeCos_.p,
-                          ropeSin_.p, stream_),
-        "qkv_rope_kv");
-      mark(Engine::kRope);
+      if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
+        cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue
+        ep.kind = cuda::Int4Epilogue::kRopeQkv, ep.positions = p.pos, ep.slots = p.slot, ep.q = q_.p;
+        ep.kCache = kc, ep.vCache = vc, ep.ropeCos = ropeCos_.p, ep.ropeSin = ropeSin_.p;
+        ep.heads = s.heads, ep.kvHeads = s.kvHeads, ep.headDim = s.headDim;
+        matmul(h_.p, Ly.qkv, nullptr, p.T, prepQkv, nullptr, ep);
+        mark(Engine::kQkv);
+      } else {
+        matmul(h_.p, Ly.qkv, qkv_.p, p.T, prepQkv);
+        mark(Engine::kQkv);
+        L(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim, ropeCos_.p,
+                            ropeSin_.p, stream_),
+          "qkv_rope_kv");
+        mark(Engine::kRope);
+      }
       cuda::AttentionArgs a{};
       a.q = q_.p, a.kCache = kc, a.vCache = vc, a.blockTables = p.bt, a.contextLens = p.ctx, a.queryStart = p.qs;
       a.out = att_.p, a.workspace = attnWs_.p, a.numSeqs = p.S, a.maxBlocks = p.mb, a.heads = s.heads;
       a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
       a.maxQueryLen = p.maxQ;
+      // Decode: attention also writes O's prepared input.
+      const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled;
+      if (prepO) a.xpOut = xp2_.p;
       L(cuda::attention(a, stream_), "attention");
       mark(Engine::kAttention);
-      matmul(att_.p, Ly.o, tmp_.p, p.T);
+      matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kOProj);
-      L(cuda::rmsnorm(x_.p, tmp_.p, Ly.mlpNorm.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
+      const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
+      const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
+      L(cuda::rmsnorm(x_.p, tmp_.p, Ly.mlpNorm.f.p, h_.p, p.T, H, s.eps, stream_, prepGu ? xp_.p : nullptr),
+        "rmsnorm");
       mark(Engine::kRmsNorm);
-      matmul(h_.p, Ly.gateUp, gu_.p, p.T);
-      mark(Engine::kGateUp);
-      L(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_), "silu_mul");
-      mark(Engine::kSilu);
-      matmul(act_.p, Ly.down, tmp_.p, p.T);
+      if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
+        cuda::Int4Epilogue ep;  // SiLU-and-multiply in the GEMV's epilogue, which also prepares down's input
+        ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr;
+        matmul(h_.p, Ly.gateUp, act_.p, p.T, prepGu, nullptr, ep);
+        mark(Engine::kGateUp);
+      } else {
+        matmul(h_.p, Ly.gateUp, gu_.p, p.T, prepGu);
+        mark(Engine::kGateUp);
+        L(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
+        mark(Engine::kSilu);
+      }
+      matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kDown);
     }
     L(cuda::rmsnorm(x_.p, tmp_.p, finalNorm_.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
@@ -359,7 +397,14 @@ class CudaModel : public GpuModel {
     }
     const DWeight& lm =
         lmHead_.kind != DWeight::kNone ? lmHead_ : (tiedHead_.kind != DWeight::kNone ? tiedHead_ : embed_);
-    matmul(head, lm, logits_.p, p.rows);
+    if (allLogits_ && lm.kind == DWeight::kBf16 && p.rows > 16) {
+      // Prefill / all-position logits: the fp32-exact GEMV 16 rows at a time (the m > 16 bf16 tensor-core path
+      // rounds x to bf16, ~1e-2 on the logits, enough to flip near-ties in the teacher-forced golden checks).
+      for (int r0 = 0; r0 < p.rows; r0 += 16)
+        matmul(head + (size_t)r0 * H, lm, logits_.p + (size_t)r0 * s.vocab, std::min(16, p.rows - r0));
+    } else {
+      matmul(head, lm, logits_.p, p.rows);
+    }
     mark(Engine::kLmHead);
   }
 
@@ -423,13 +468,36 @@ class CudaModel : public GpuModel {
   }
 
   /** Copies a host weight to the device; dense matrices as bf16 when `bf16` (exact for bf16 sources). */
-  void put(DWeight& d, const Weight& w, bool bf16) {
+  void put(DWeight& d, const Weight& w, bool bf16, cuda::Int4RowOrder order = cuda::Int4RowOrder::kInOrder) {
     d = DWeight();
     d.rows = w.rows, d.cols = w.cols, d.group = w.group;
     if (w.int4) {
       d.kind = DWeight::kInt4;
       d.q.upload(w.q.data(), w.q.size()), d.scales.upload(w.scales.data(), w.scales.size());
       if (!w.zeros.empty()) d.zeros.upload(w.zeros.data(), w.zeros.size());
+      if (cuda::int4_tiled_supported(w.rows, w.cols, w.group)) {
+        // Repack on the device into the decode kernels' layout; the on-disk copy is dropped.
+        size_t words = 0, entries = 0;
+        cuda::int4_tiled_sizes(w.rows, w.cols, w.group, &words, &entries);
+        DevBuf<uint32_t> tq;
+        DevBuf<float> ts;
+        DevBuf<uint8_t> tz;
+        tq.alloc(words), ts.alloc(entries);
+        if (d.zeros.p) tz.alloc(entries);
+        const cuda::Int4Weight src{d.q.p, d.scales.p, d.zeros.p, w.rows, w.cols, w.group};
+        const ModelShape& s = o_.s;
+        std::vector<int32_t> map;
+        if (order != cuda::Int4RowOrder::kInOrder)
+          map = cuda::int4_tile_row_map(order, w.rows, s.heads, s.kvHeads, s.headDim);
+        DevBuf<int32_t> dmap;
+        if (!map.empty()) dmap.upload(map.data(), map.size());
+        else order = cuda::Int4RowOrder::kInOrder;  // the shape does not allow it: plain epilogue
+        L(cuda::int4_tile_pack(src, tq.p, ts.p, tz.p, dmap.p, stream_), "int4_tile_pack");
+        CK(cudaStreamSynchronize(stream_));
+        d.kind = DWeight::kInt4Tiled, d.order = order;
+        d.tq = std::move(tq), d.scales = std::move(ts), d.zeros = std::move(tz);
+        d.q.reset();
+      }
     } else if (bf16) {
       d.kind = DWeight::kBf16;
       const std::vector<__nv_bfloat16> b = toBf16(w.f);
@@ -440,8 +508,22 @@ class CudaModel : public GpuModel {
     }
   }
 
-  void matmul(const float* x, const DWeight& w, float* y, int m) {
+  /** y = x W^T (+ residual). xpReady: xp_ holds x prepared for the tiled int4 GEMV (written by its producer). */
+  void matmul(const float* x, const DWeight& w, float* y, int m, bool xpReady = false,
+              const float* residual = nullptr, const cuda::Int4Epilogue& ep = cuda::Int4Epilogue(),
+              __half* xpIn = nullptr) {
+    // All-position passes (teacher-forced checks, perplexity, prompt logprobs): near-fp32 activations in the int4
+    // GEMV (8-token slices). Serving prefill and decode take 16-token slices (fp16 activations, 2e-4 relative).
+    const bool exact = allLogits_;
+    if (residual && w.kind != DWeight::kInt4Tiled) fail("NATIVE_INTERNAL", "residual matmul needs a tiled weight");
     switch (w.kind) {
+      case DWeight::kInt4Tiled: {
+        const cuda::Int4Tiled tw{reinterpret_cast<const uint4*>(w.tq.p), w.scales.p, w.zeros.p, w.rows, w.cols,
+                                 w.group};
+        L(cuda::int4_tiled_matmul(x, xpIn ? xpIn : xp_.p, xpReady, tw, y, m, residual, stream_, exact, ep),
+          "int4_tiled_matmul");
+        break;
+      }
       case DWeight::kInt4: {
         cuda::Int4Weight iw{w.q.p, w.scales.p, w.zeros.p, w.rows, w.cols, w.group};
         L(cuda::int4_matmul(x, iw, y, m, stream_), "int4_matmul");
@@ -476,6 +558,8 @@ class CudaModel : public GpuModel {
   std::vector<Staging> staging_;
   size_t kvPerLayer_ = 0;
   DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_, ropeCos_, ropeSin_;
+  DevBuf<__half> xp_, xp2_;  // prepared GEMV inputs: xp_ from the norms (QKV, gate/up), xp2_ for O and down
+  bool allLogits_ = false;  // the forward pass being enqueued wants every position (logits or hidden states)
   std::map<uint64_t, GraphExec> graphs_;
   bool profiling_ = false;
   std::vector<cudaEvent_t> marks_;

@@ -2,7 +2,7 @@
 # On a development machine (with nvcc): builds what a GPU run needs and stages it in .device/ (git-ignored):
 # Node.js for the GPU machine (../shared/tools/gpu-bundle.sh), the addon with its CUDA kernels, dist/, production
 # node_modules, and the standalone kernel checks. Then the device tool runs scripts/gpu/run.sh with
-# carry [".device/node.tar.xz", ".device/app.tar.xz", ".device/bin"].
+# carry [".device/node.tar.xz", ".device/app.tar.xz", ".device/bin.tar.xz"].
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 bash ../shared/tools/gpu-bundle.sh >/dev/null
@@ -12,7 +12,9 @@ cmake -S native/cuda -B .device/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -
 cmake --build .device/build-cuda
 mkdir -p .device/bin
 cp .device/build-cuda/check_* .device/bin/ 2>/dev/null || true
+strip .device/bin/check_* 2>/dev/null || true
+tar cJf .device/bin.tar.xz -C .device bin  # fatbins compress 6x: the device tool carries at most 64 MiB
 rm -rf .device/prod && mkdir -p .device/prod && cp package.json package-lock.json .device/prod/
 (cd .device/prod && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --silent)
 tar cJf .device/app.tar.xz dist native/build/Release/tpserve_native.node -C .device/prod node_modules
-du -sh .device/node.tar.xz .device/app.tar.xz .device/bin
+du -sh .device/node.tar.xz .device/app.tar.xz .device/bin.tar.xz

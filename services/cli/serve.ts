@@ -69,7 +69,8 @@ export async function workerCommand(f: Flags): Promise<number> {
   return 0;
 }
 
-function startWorkerProcess(
+/** Forks `tpserve worker` with this configuration and resolves once it serves (its address in `ready`). */
+export function startWorkerProcess(
   cfg: WorkerConfig,
 ): Promise<{ child: ChildProcess; ready: Extract<WorkerMessage, { type: "ready" }> }> {
   const bin = join(packageRoot(), "bin", "tpserve.js");

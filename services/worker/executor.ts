@@ -82,13 +82,18 @@ export class StepExecutor {
       const ids = plan.scheduled.map((s) => s.seqId);
       const counts = plan.scheduled.map((s) => s.numTokens);
       const maxSteps = Math.max(1, plan.decodeSteps);
+      let step = this.runStep(ids, counts, true);
       for (let sub = 0; sub < maxSteps; sub++) {
-        const { tokens, forwardMs } = await this.runStep(ids, counts, sub === 0);
+        const { tokens, forwardMs } = await step;
         const last = sub + 1 >= maxSteps || !this.canContinue(ids);
+        if (!last) {
+          // Later sub-steps decode one token of every sequence still alive. The next forward pass is queued
+          // before this step's results are sent, so their serialization overlaps it on the device.
+          for (let i = 0; i < ids.length; i++) counts[i] = this.seqs.has(ids[i]!) ? 1 : 0;
+          step = this.runStep(ids, counts, false);
+        }
         emit({ stepId: plan.stepId, subStep: sub, last, tokens, forwardMs });
         if (last) break;
-        // Later sub-steps decode one token of every sequence still alive.
-        for (let i = 0; i < ids.length; i++) counts[i] = this.seqs.has(ids[i]!) ? 1 : 0;
       }
     } catch (err) {
       const e = err as { code?: string; message?: string };

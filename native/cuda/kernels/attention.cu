@@ -18,6 +18,8 @@
 #include <cfloat>
 
 #include "kernels.cuh"
+#include "pdl.cuh"
+#include "xprep.cuh"
 
 namespace tpserve::cuda {
 namespace {
@@ -29,13 +31,16 @@ constexpr unsigned kFull = 0xffffffffu;
 constexpr int kDecWarps = 4;
 constexpr int kDecThreads = kDecWarps * 32;
 constexpr int kChunk = 16;                   // tokens per warp step
-constexpr int kMinPart = kDecWarps * kChunk;  // 64
 constexpr int kMaxPart = 512;
 constexpr long long kTargetBlocks = 1024;    // (seq, head, partition) items wanted before splitting finer
 
+// Partitions down to 64 tokens: measured on an H200 (docs/gpu.md, run 10), splitting a 150-token context of a batch
+// of one into 64-token partitions plus the reduce kernel beats one block per head (12 vs 17 us per layer).
+constexpr int kMinSplitPart = kDecWarps * kChunk;
+
 int choose_partition(long long rows, int maxContext) {
   int P = kMaxPart;
-  while (P > kMinPart && rows * ((maxContext + P - 1) / P) < kTargetBlocks) P /= 2;
+  while (P > kMinSplitPart && rows * ((maxContext + P - 1) / P) < kTargetBlocks) P /= 2;
   return P;
 }
 
@@ -55,7 +60,9 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     const float* __restrict__ q, const float* __restrict__ kCache, const float* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
-    int maxBlocks, int blockSize, int P, int maxParts, float qScale) {
+    int maxBlocks, int blockSize, int P, int maxParts, float qScale, __half* __restrict__ xpOut) {
+  pdl_trigger();
+  pdl_wait();
   constexpr int DPL = 16;         // dims per lane in QK^T
   constexpr int TPT = D / DPL;    // lanes per token
   constexpr int TPI = 32 / TPT;   // tokens per warp instruction
@@ -212,7 +219,9 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     }
     const int head = h0 + h;
     if (gridDim.x == 1) {
-      out[((size_t)qs * heads + head) * D + d] = L > 0.f ? __fdiv_rn(A, L) : 0.f;
+      const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
+      out[((size_t)qs * heads + head) * D + d] = v;
+      if (xpOut) xprep_store1(xpOut, gridDim.z, qs, head * D + d, v);
     } else {
       const size_t r = ((size_t)seq * heads + head) * maxParts + part;
       ws.acc[r * D + d] = A;
@@ -225,7 +234,10 @@ template <int D>
 __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __restrict__ contextLens,
                                                             const int32_t* __restrict__ queryStart,
                                                             float* __restrict__ out, DecodeWs ws, int heads,
-                                                            int maxBlocks, int blockSize, int P, int maxParts) {
+                                                            int maxBlocks, int blockSize, int P, int maxParts,
+                                                            __half* __restrict__ xpOut, int numSeqs) {
+  pdl_trigger();
+  pdl_wait();
   const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
   const int qs = queryStart[seq];
   if (queryStart[seq + 1] - qs != 1) return;
@@ -241,7 +253,9 @@ __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __re
     L += f * ws.l[r0 + p];
     A += f * ws.acc[(r0 + p) * D + d];
   }
-  out[((size_t)qs * heads + head) * D + d] = L > 0.f ? __fdiv_rn(A, L) : 0.f;
+  const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
+  out[((size_t)qs * heads + head) * D + d] = v;
+  if (xpOut) xprep_store1(xpOut, numSeqs, qs, head * D + d, v);
 }
 
 // ---------------------------------------------------------------- prefill / mixed
@@ -381,11 +395,11 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 template <int D, int HPB>
-void launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
+cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
   dim3 grid(parts, a.heads / HPB, a.numSeqs);
-  attention_decode_kernel<D, HPB><<<grid, kDecThreads, 0, stream>>>(
-      a.q, a.kCache, a.vCache, a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads,
-      a.maxBlocks, a.blockSize, P, parts, qScale);
+  return launch_pdl(attention_decode_kernel<D, HPB>, grid, dim3(kDecThreads), 0, stream, a.q, a.kCache, a.vCache,
+             a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks, a.blockSize, P,
+             parts, qScale, parts > 1 ? nullptr : a.xpOut);
 }
 
 template <int D>
@@ -398,16 +412,16 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
     if (parts <= 1) parts = 1, P = 1 << 30;  // one partition covers any context
     else if (!a.workspace || !aligned16(a.workspace)) return cudaErrorInvalidValue;
     if (parts > 65535) return cudaErrorInvalidValue;
+    if (a.xpOut && (a.numSeqs > 16 || (a.heads * D) % 64 != 0)) return cudaErrorInvalidValue;
     const DecodeWs ws = decode_ws(a.workspace, rows, parts, D);
     const int G = a.heads / a.kvHeads;
-    if (G % 4 == 0) launch_decode<D, 4>(a, P, parts, ws, qScale, stream);
-    else if (G % 2 == 0) launch_decode<D, 2>(a, P, parts, ws, qScale, stream);
-    else launch_decode<D, 1>(a, P, parts, ws, qScale, stream);
+    const cudaError_t e = G % 4 == 0   ? launch_decode<D, 4>(a, P, parts, ws, qScale, stream)
+                          : G % 2 == 0 ? launch_decode<D, 2>(a, P, parts, ws, qScale, stream)
+                                       : launch_decode<D, 1>(a, P, parts, ws, qScale, stream);
+    if (e != cudaSuccess) return e;
     if (parts > 1) {
-      cudaError_t e = cudaGetLastError();
-      if (e != cudaSuccess) return e;
-      attention_reduce_kernel<D><<<dim3(a.heads, a.numSeqs), D, 0, stream>>>(
-          a.contextLens, a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts);
+      return launch_pdl(attention_reduce_kernel<D>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
+                        a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.numSeqs);
     }
     return cudaGetLastError();
   }

@@ -4,44 +4,55 @@
 //   projections, since the weights are merged). cos/sin come from a table the host computed once with the CPU
 //   engine's formula (fp32 inv_freq and angle, double cos/sin rounded to fp32), so both engines rotate alike.
 #include "kernels.cuh"
+#include "pdl.cuh"
 
 namespace tpserve::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 
+// grid (tokens, qBlocks + 2 * kvBlocks): block y < qBlocks rotates 4 q heads, the next kvBlocks rotate 4 k heads
+// each into the cache, the last kvBlocks copy 4 v heads each (decode has one token: many small blocks, not one).
+constexpr int kHeadsPerBlock = 4;
+
 __global__ void __launch_bounds__(kThreads)
     qkv_rope_kv_kernel(const float* __restrict__ qkv, float* __restrict__ q, const int32_t* __restrict__ positions,
                        const int32_t* __restrict__ slots, float* __restrict__ kCache, float* __restrict__ vCache,
                        int heads, int kvHeads, int headDim, const float* __restrict__ cosTab,
                        const float* __restrict__ sinTab) {
+  pdl_trigger();
+  pdl_wait();
   const int t = blockIdx.x;
   const int half = headDim / 2;
-  const float* cs = cosTab + (size_t)positions[t] * half;
-  const float* sn = sinTab + (size_t)positions[t] * half;
   const int qd = heads * headDim, kvd = kvHeads * headDim;
   const float* row = qkv + (size_t)t * (qd + 2 * kvd);
   const int slot = slots[t];
-  const int pairs = (heads + kvHeads) * half;
-  for (int idx = threadIdx.x; idx < pairs; idx += blockDim.x) {
-    const int h = idx / half, i = idx - h * half;
-    const float* src = row + h * headDim;  // q heads first, then k heads (contiguous in the QKV row)
+  const int qBlocks = (heads + kHeadsPerBlock - 1) / kHeadsPerBlock;
+  const int kvBlocks = (kvHeads + kHeadsPerBlock - 1) / kHeadsPerBlock;
+  int by = blockIdx.y;
+  if (by >= qBlocks + kvBlocks) {  // v heads: copy
+    if (slot < 0) return;
+    const int h0 = (by - qBlocks - kvBlocks) * kHeadsPerBlock, h1 = min(h0 + kHeadsPerBlock, kvHeads);
+    const float* vs = row + qd + kvd + h0 * headDim;
+    float* vd = vCache + (size_t)slot * kvd + h0 * headDim;
+    for (int i = threadIdx.x; i < (h1 - h0) * headDim; i += blockDim.x) vd[i] = vs[i];
+    return;
+  }
+  const bool isQ = by < qBlocks;
+  if (!isQ && slot < 0) return;
+  const int h0 = (isQ ? by : by - qBlocks) * kHeadsPerBlock;
+  const int h1 = min(h0 + kHeadsPerBlock, isQ ? heads : kvHeads);
+  const float* cs = cosTab + (size_t)positions[t] * half;
+  const float* sn = sinTab + (size_t)positions[t] * half;
+  for (int idx = threadIdx.x; idx < (h1 - h0) * half; idx += blockDim.x) {
+    const int h = h0 + idx / half, i = idx % half;
+    const float* src = row + (isQ ? h : heads + h) * headDim;  // q heads first, then k heads
     const float a = src[i], b = src[i + half], c = __ldg(cs + i), s = __ldg(sn + i);
     // Same rounding as the CPU: each product rounded, no FMA contraction.
     const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
     const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
-    if (h < heads) {
-      float* dst = q + (size_t)t * qd + h * headDim;
-      dst[i] = ra, dst[i + half] = rb;
-    } else if (slot >= 0) {
-      float* dst = kCache + (size_t)slot * kvd + (h - heads) * headDim;
-      dst[i] = ra, dst[i + half] = rb;
-    }
-  }
-  if (slot >= 0) {
-    const float* vs = row + qd + kvd;
-    float* vd = vCache + (size_t)slot * kvd;
-    for (int i = threadIdx.x; i < kvd; i += blockDim.x) vd[i] = vs[i];
+    float* dst = isQ ? q + (size_t)t * qd + h * headDim : kCache + (size_t)slot * kvd + h * headDim;
+    dst[i] = ra, dst[i + half] = rb;
   }
 }
 
@@ -53,9 +64,10 @@ cudaError_t qkv_rope_kv(const float* qkv, float* q, const int32_t* positions, co
   if (!qkv || !q || !positions || !slots || !kCache || !vCache || !ropeCos || !ropeSin || tokens < 1 || heads < 1 ||
       kvHeads < 1 || headDim < 2 || headDim % 2 || heads % kvHeads)
     return cudaErrorInvalidValue;
-  qkv_rope_kv_kernel<<<tokens, kThreads, 0, stream>>>(qkv, q, positions, slots, kCache, vCache, heads, kvHeads,
-                                                     headDim, ropeCos, ropeSin);
-  return cudaGetLastError();
+  const int qBlocks = (heads + kHeadsPerBlock - 1) / kHeadsPerBlock;
+  const int kvBlocks = (kvHeads + kHeadsPerBlock - 1) / kHeadsPerBlock;
+  return launch_pdl(qkv_rope_kv_kernel, dim3(tokens, qBlocks + 2 * kvBlocks), dim3(kThreads), 0, stream, qkv, q, positions, slots, kCache,
+                    vCache, heads, kvHeads, headDim, ropeCos, ropeSin);
 }
 
 }  // namespace tpserve::cuda

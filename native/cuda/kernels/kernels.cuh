@@ -4,8 +4,10 @@
 // cudaError_t of its launch (cudaGetLastError after the launch); callers turn it into a JS error with a code.
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cstdint>
+#include <vector>
 
 namespace tpserve::cuda {
 
@@ -27,6 +29,78 @@ struct Int4Weight {
 /** y (m, rows) = x (m, cols) W^T, fp32 accumulate. Any m >= 1; fast paths for small m (decode). */
 cudaError_t int4_matmul(const float* x, const Int4Weight& w, float* y, int m, cudaStream_t stream);
 
+/**
+ * Int4 weight in the tile-packed layout of int4_tiled.cu (built on the device by int4_tile_pack): q
+ * (ceil(rows/16), cols/64, 32 lanes) x 16 bytes; scales float32 and zeros uint8 (or nullptr: symmetric, zero 8)
+ * as (ceil(rows/16), cols/group, 16). Rows past `rows` are padding (scale 0).
+ */
+struct Int4Tiled {
+  const uint4* q;
+  const float* scales;
+  const uint8_t* zeros;
+  int rows;
+  int cols;
+  int group;
+};
+
+/**
+ * What the tiled GEMV does with its results instead of writing y (m, rows). The weight must have been packed with
+ * the matching row order (int4_tile_pack's rowMap, built by int4_tile_row_map).
+ *  kPlain: y (m, rows) (+ residual).
+ *  kSiluPairs (merged gate/up, rows = 2 * inter, packed kGateUpPairs): y (m, inter) = silu(gate) * up, and when
+ *    xpOut is set (m <= 16) also in the prepared layout for the down projection.
+ *  kRopeQkv (merged q/k/v, rows = (heads + 2 kvHeads) headDim, packed kRopePairs): q rotated into `q` (m, heads,
+ *    headDim); k rotated and v copied into the paged caches at slots[t] (skipped when < 0); cos/sin tables
+ *    (maxPositions, headDim / 2) as for qkv_rope_kv. Replaces qkv_rope_kv.
+ */
+struct Int4Epilogue {
+  enum Kind { kPlain = 0, kSiluPairs = 1, kRopeQkv = 2 } kind = kPlain;
+  __half* xpOut = nullptr;
+  const int32_t* positions = nullptr;
+  const int32_t* slots = nullptr;
+  float* q = nullptr;
+  float* kCache = nullptr;
+  float* vCache = nullptr;
+  const float* ropeCos = nullptr;
+  const float* ropeSin = nullptr;
+  int heads = 0, kvHeads = 0, headDim = 0;
+};
+
+/** Row orders of the tiled layout: in order, gate/up pairs (kSiluPairs), rope pairs (kRopeQkv). */
+enum class Int4RowOrder { kInOrder, kGateUpPairs, kRopePairs };
+
+/**
+ * Packed row -> source row for an order (host side; -1 = padding), or an empty vector when the shape does not
+ * allow it (gate/up: rows % 16 == 0; rope: headDim % 16 == 0 and rows = (heads + 2 kvHeads) headDim).
+ */
+std::vector<int32_t> int4_tile_row_map(Int4RowOrder order, int rows, int heads, int kvHeads, int headDim);
+
+/** Whether a weight can take the tiled layout: cols % 64 == 0 and group 64 or 128. */
+bool int4_tiled_supported(int rows, int cols, int group);
+
+/** Sizes of the tiled layout: 32-bit words of q, and entries of scales (and of zeros). */
+void int4_tiled_sizes(int rows, int cols, int group, size_t* qWords, size_t* groupEntries);
+
+/**
+ * Repacks an Int4Weight (device memory, on-disk layout) into the tiled buffers (sizes from int4_tiled_sizes).
+ * rowMap (device memory, ceil(rows/16)*16 entries, or nullptr for rows in order): source row of each packed row.
+ */
+cudaError_t int4_tile_pack(const Int4Weight& src, uint32_t* q, float* scales, uint8_t* zeros, const int32_t* rowMap,
+                           cudaStream_t stream);
+
+/** Writes x (m, cols) fp32 in the decode GEMV's prepared layout (xprep.cuh), m <= 16, cols % 64 == 0. */
+cudaError_t xprep(const float* x, int m, int cols, __half* xp, cudaStream_t stream);
+
+/**
+ * y (m, rows) = x W^T (+ residual (m, rows) when not null) on the tiled layout. xp: a buffer of
+ * xprep_halves(min(m, 16), cols) halves (xprep.cuh). When m <= 16 and xpReady, xp already holds x prepared (by the
+ * kernel that produced x) and x is not read; otherwise x is prepared into xp slice by slice: m <= 16 in one slice,
+ * above in slices of 8 tokens (hi/lo activations, near fp32) when `exact`, else of 16 (fp16 activations).
+ */
+cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const Int4Tiled& w, float* y, int m,
+                              const float* residual, cudaStream_t stream, bool exact = true,
+                              const Int4Epilogue& ep = Int4Epilogue());
+
 /** y (m, rows) = x (m, cols) W^T with W (rows, cols) bf16 row-major. */
 cudaError_t bf16_matmul(const float* x, const __nv_bfloat16* w, int rows, int cols, float* y, int m,
                         cudaStream_t stream);
@@ -40,16 +114,20 @@ cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, fl
 /**
  * RMSNorm with an optional fused residual add: when `residual` is not null, x += residual first (x is updated in
  * place, the sum is what the next layer adds to); then y = x / sqrt(mean(x^2) + eps) * w. x, y (rows, dim).
+ * With `xp` (rows <= 16, dim % 64 == 0), y is also written in the decode GEMV's prepared layout (xprep.cuh).
  */
 cudaError_t rmsnorm(float* x, const float* residual, const float* w, float* y, int rows, int dim, float eps,
-                    cudaStream_t stream);
+                    cudaStream_t stream, __half* xp = nullptr);
 
 /** In place on q (tokens, heads, headDim) and k (tokens, kvHeads, headDim): Hugging Face rotate-half RoPE. */
 cudaError_t rope(float* q, float* k, const int32_t* positions, int tokens, int heads, int kvHeads, int headDim,
                  float theta, cudaStream_t stream);
 
-/** out (rows, inter) = silu(gu[:, :inter]) * gu[:, inter:], gu (rows, 2*inter) (merged gate/up output). */
-cudaError_t silu_mul(const float* gu, float* out, int rows, int inter, cudaStream_t stream);
+/**
+ * out (rows, inter) = silu(gu[:, :inter]) * gu[:, inter:], gu (rows, 2*inter) (merged gate/up output); with `xp`
+ * (rows <= 16, inter % 64 == 0, 16-byte aligned buffers) also in the prepared layout (xprep.cuh).
+ */
+cudaError_t silu_mul(const float* gu, float* out, int rows, int inter, cudaStream_t stream, __half* xp = nullptr);
 
 /**
  * Writes k, v (tokens, kvHeads, headDim) into the paged caches (numPages, blockSize, kvHeads, headDim) at
@@ -85,6 +163,7 @@ struct AttentionArgs {
   int blockSize;
   int maxContext;  // upper bound of contextLens (sizes the split)
   int maxQueryLen; // upper bound of queries per sequence in this batch
+  __half* xpOut = nullptr;  // decode with numSeqs <= 16: out also in the GEMV's prepared layout (xprep.cuh)
 };
 
 /** Bytes of workspace attention() needs for these sizes. */

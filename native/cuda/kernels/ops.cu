@@ -6,6 +6,8 @@
 #include <climits>
 
 #include "kernels.cuh"
+#include "pdl.cuh"
+#include "xprep.cuh"
 
 namespace tpserve::cuda {
 namespace {
@@ -55,12 +57,16 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return s;
 }
 
-template <int NV>
-__global__ void __launch_bounds__(kNormThreads) rmsnorm_vec_kernel(float* __restrict__ x,
+// NT threads (256, or 1024 for wide rows: a decode step normalizes one row per block, so wide blocks cut latency).
+template <int NV, int NT>
+__global__ void __launch_bounds__(NT) rmsnorm_vec_kernel(float* __restrict__ x,
                                                                    const float* __restrict__ residual,
                                                                    const float* __restrict__ w,
-                                                                   float* __restrict__ y, int dim, float eps) {
-  __shared__ float red[kNormThreads / 32];
+                                                                   float* __restrict__ y, int dim, float eps,
+                                                                   __half* __restrict__ xp, int rows) {
+  __shared__ float red[NT / 32];
+  pdl_trigger();
+  pdl_wait();
   const int n4 = dim / 4;
   float4* xr = reinterpret_cast<float4*>(x + (size_t)blockIdx.x * dim);
   const float4* rr = residual ? reinterpret_cast<const float4*>(residual + (size_t)blockIdx.x * dim) : nullptr;
@@ -68,7 +74,7 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_vec_kernel(float* __rest
   float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < NV; k++) {
-    const int c = threadIdx.x + k * kNormThreads;
+    const int c = threadIdx.x + k * NT;
     if (c < n4) {
       v[k] = xr[c];
       if (rr) {
@@ -85,10 +91,16 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_vec_kernel(float* __rest
   float4* yr = reinterpret_cast<float4*>(y + (size_t)blockIdx.x * dim);
 #pragma unroll
   for (int k = 0; k < NV; k++) {
-    const int c = threadIdx.x + k * kNormThreads;
+    const int c = threadIdx.x + k * NT;
     if (c < n4) {
       const float4 g = __ldg(w4 + c);
-      yr[c] = make_float4((v[k].x * inv) * g.x, (v[k].y * inv) * g.y, (v[k].z * inv) * g.z, (v[k].w * inv) * g.w);
+      const float4 o =
+          make_float4((v[k].x * inv) * g.x, (v[k].y * inv) * g.y, (v[k].z * inv) * g.z, (v[k].w * inv) * g.w);
+      yr[c] = o;
+      if (xp) {
+        xprep_store2(xp, rows, blockIdx.x, 4 * c, o.x, o.y);
+        xprep_store2(xp, rows, blockIdx.x, 4 * c + 2, o.z, o.w);
+      }
     }
   }
 }
@@ -97,8 +109,11 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_vec_kernel(float* __rest
 __global__ void __launch_bounds__(kNormThreads) rmsnorm_generic_kernel(float* __restrict__ x,
                                                                        const float* __restrict__ residual,
                                                                        const float* __restrict__ w,
-                                                                       float* __restrict__ y, int dim, float eps) {
+                                                                       float* __restrict__ y, int dim, float eps,
+                                                                       __half* __restrict__ xp, int rows) {
   __shared__ float red[kNormThreads / 32];
+  pdl_trigger();
+  pdl_wait();
   float* xr = x + (size_t)blockIdx.x * dim;
   const float* rr = residual ? residual + (size_t)blockIdx.x * dim : nullptr;
   float ss = 0.f;
@@ -111,6 +126,10 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_generic_kernel(float* __
   const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)dim) + eps));
   float* yr = y + (size_t)blockIdx.x * dim;
   for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = (xr[c] * inv) * w[c];
+  if (xp) {
+    __syncthreads();
+    for (int c = 2 * threadIdx.x; c < dim; c += 2 * blockDim.x) xprep_store2(xp, rows, blockIdx.x, c, yr[c], yr[c + 1]);
+  }
 }
 
 // ---------------------------------------------------------------- rope
@@ -174,7 +193,10 @@ __device__ __forceinline__ float silu_mul1(float g, float u) {
 }
 
 template <bool VEC>
-__global__ void silu_mul_kernel(const float* __restrict__ gu, float* __restrict__ out, int rows, int inter) {
+__global__ void silu_mul_kernel(const float* __restrict__ gu, float* __restrict__ out, int rows, int inter,
+                                __half* __restrict__ xp) {
+  pdl_trigger();
+  pdl_wait();
   const int W = VEC ? 4 : 1;
   const int per = inter / W;
   const size_t total = (size_t)rows * per;
@@ -185,8 +207,12 @@ __global__ void silu_mul_kernel(const float* __restrict__ gu, float* __restrict_
     if (VEC) {
       const float4 a = __ldg(reinterpret_cast<const float4*>(g));
       const float4 b = __ldg(reinterpret_cast<const float4*>(g + inter));
-      *reinterpret_cast<float4*>(o) =
-          make_float4(silu_mul1(a.x, b.x), silu_mul1(a.y, b.y), silu_mul1(a.z, b.z), silu_mul1(a.w, b.w));
+      const float4 v = make_float4(silu_mul1(a.x, b.x), silu_mul1(a.y, b.y), silu_mul1(a.z, b.z), silu_mul1(a.w, b.w));
+      *reinterpret_cast<float4*>(o) = v;
+      if (xp) {
+        xprep_store2(xp, rows, (int)r, (int)c, v.x, v.y);
+        xprep_store2(xp, rows, (int)r, (int)c + 2, v.z, v.w);
+      }
     } else {
       *o = silu_mul1(g[0], g[inter]);
     }
@@ -284,26 +310,33 @@ cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, fl
 }
 
 cudaError_t rmsnorm(float* x, const float* residual, const float* w, float* y, int rows, int dim, float eps,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, __half* xp) {
   if (rows < 0 || dim <= 0 || !(eps >= 0.f) || (rows > 0 && (!x || !w || !y))) return cudaErrorInvalidValue;
+  if (xp && (rows > 16 || dim % 64 != 0)) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   const bool vec = dim % 4 == 0 && aligned16(x) && aligned16(w) && aligned16(y) && (!residual || aligned16(residual));
-  const int nv = (dim / 4 + kNormThreads - 1) / kNormThreads;
-  if (vec && nv <= 8) {
+  const int n4 = dim / 4;
+  const dim3 grid(rows), block(kNormThreads);
+  if (vec && n4 > kNormThreads && n4 <= 4 * 1024) {  // wide rows (dim > 1024): 1024 threads
+    const int nv = (n4 + 1023) / 1024;
+    const dim3 wide(1024);
     switch (nv) {
-      case 1: rmsnorm_vec_kernel<1><<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps); break;
-      case 2: rmsnorm_vec_kernel<2><<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps); break;
-      case 3: rmsnorm_vec_kernel<3><<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps); break;
-      case 4: rmsnorm_vec_kernel<4><<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps); break;
-      case 5: rmsnorm_vec_kernel<5><<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps); break;
-      case 6: rmsnorm_vec_kernel<6><<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps); break;
-      case 7: rmsnorm_vec_kernel<7><<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps); break;
-      default: rmsnorm_vec_kernel<8><<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps); break;
+      case 1: return launch_pdl(rmsnorm_vec_kernel<1, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+      case 2: return launch_pdl(rmsnorm_vec_kernel<2, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+      case 3: return launch_pdl(rmsnorm_vec_kernel<3, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+      default: return launch_pdl(rmsnorm_vec_kernel<4, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, rows);
     }
-  } else {
-    rmsnorm_generic_kernel<<<rows, kNormThreads, 0, stream>>>(x, residual, w, y, dim, eps);
   }
-  return cudaGetLastError();
+  const int nv = (n4 + kNormThreads - 1) / kNormThreads;
+  if (vec && nv <= 4) {
+    switch (nv) {
+      case 1: return launch_pdl(rmsnorm_vec_kernel<1, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+      case 2: return launch_pdl(rmsnorm_vec_kernel<2, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+      case 3: return launch_pdl(rmsnorm_vec_kernel<3, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+      default: return launch_pdl(rmsnorm_vec_kernel<4, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+    }
+  }
+  return launch_pdl(rmsnorm_generic_kernel, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
 }
 
 cudaError_t rope(float* q, float* k, const int32_t* positions, int tokens, int heads, int kvHeads, int headDim,
@@ -319,16 +352,17 @@ cudaError_t rope(float* q, float* k, const int32_t* positions, int tokens, int h
   return cudaGetLastError();
 }
 
-cudaError_t silu_mul(const float* gu, float* out, int rows, int inter, cudaStream_t stream) {
+cudaError_t silu_mul(const float* gu, float* out, int rows, int inter, cudaStream_t stream, __half* xp) {
   if (rows < 0 || inter <= 0 || (rows > 0 && (!gu || !out))) return cudaErrorInvalidValue;
+  if (xp && (rows > 16 || inter % 64 != 0)) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   const bool vec = inter % 4 == 0 && aligned16(gu) && aligned16(out);
+  if (xp && !vec) return cudaErrorInvalidValue;
   const size_t work = (size_t)rows * (vec ? inter / 4 : inter);
   const int threads = 256;
   const int blocks = (int)std::min<size_t>((work + threads - 1) / threads, 132 * 16);
-  if (vec) silu_mul_kernel<true><<<blocks, threads, 0, stream>>>(gu, out, rows, inter);
-  else silu_mul_kernel<false><<<blocks, threads, 0, stream>>>(gu, out, rows, inter);
-  return cudaGetLastError();
+  if (vec) return launch_pdl(silu_mul_kernel<true>, dim3(blocks), dim3(threads), 0, stream, gu, out, rows, inter, xp);
+  return launch_pdl(silu_mul_kernel<false>, dim3(blocks), dim3(threads), 0, stream, gu, out, rows, inter, xp);
 }
 
 cudaError_t kv_write(const float* k, const float* v, const int32_t* slots, int tokens, float* kCache, float* vCache,

@@ -1,0 +1,425 @@
+// Int4 matmul on the tile-packed weight layout (Int4Tiled, kernels.cuh), built at load time by int4_tile_pack.
+//
+// Layout: the weight is cut into 16-row tiles and 64-column chunks. One chunk of one tile is 512 contiguous bytes:
+// lane L = 4g + t of a warp owns the 16 bytes at L * 16, whose 32-bit word j holds the eight nibbles that lane
+// needs as its mma.m16n8k16 A fragment for the 16-column step j of the chunk (rows g and g + 8, columns 2t, 2t+1,
+// 2t+8, 2t+9 of the step). Nibble i of the word sits so that two LOP3s per half-word give fp16x2 (1024 + q) pairs
+// (bits 0-3 / 16-19) and (1024 + 16 q) pairs (bits 4-7 / 20-23), the Marlin-style unpack: 9 instructions per 8
+// weights, exact. Scales and zero points are (tile, group, 16 rows), so a warp reads a tile's as one 64-byte line.
+// A warp's 16-byte loads cover 512 contiguous bytes; a tile's chunks are contiguous along k.
+//
+// Decode (m <= 16): int4t_gemv. A block owns one 16-row tile; its `ks` warps take the tile's groups round-robin
+// (split k), each keeping the next group's weights in registers while it computes one, and reduce through shared
+// memory at the end. x comes prepared (xprep.cuh: fp16 hi/lo pairs for m <= 8, near fp32 accuracy; one fp16 column
+// per token above) from the kernel that produced it, read through L1. The first group's weight loads are issued
+// before pdl_wait(), so they overlap the previous kernel (pdl.cuh).
+// m > 16: the decode kernel on slices of 8 (exact) or 16 tokens, x prepared into the caller's xp buffer per slice.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "kernels.cuh"
+#include "pdl.cuh"
+#include "xprep.cuh"
+
+namespace tpserve::cuda {
+namespace {
+
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint32_t nib_lo(uint32_t w) {  // (w & 0x000f000f) | 0x64006400: fp16x2 1024 + q
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w), "n"(0x000f000f), "n"(0x64006400));
+  return r;
+}
+__device__ __forceinline__ uint32_t nib_hi(uint32_t w) {  // (w & 0x00f000f0) | 0x64006400: fp16x2 1024 + 16 q
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w), "n"(0x00f000f0), "n"(0x64006400));
+  return r;
+}
+__device__ __forceinline__ uint32_t h2sub(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint32_t h2fma(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t r;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+// zlo = fp16x2 (1024 + zero of row g), zhi = fp16x2 -(64 + zero of row g + 8): a = exact (q - zero) pairs.
+__device__ __forceinline__ void dequant_word(uint32_t w, uint32_t zlo, uint32_t zhi, uint32_t (&a)[4]) {
+  const uint32_t w2 = w >> 8;
+  a[0] = h2sub(nib_lo(w), zlo);                 // row g,     columns 2t, 2t+1
+  a[1] = h2fma(nib_hi(w), 0x2C002C00u, zhi);    // row g + 8, columns 2t, 2t+1   (0x2C00 = 1/16)
+  a[2] = h2sub(nib_lo(w2), zlo);                // row g,     columns 2t+8, 2t+9
+  a[3] = h2fma(nib_hi(w2), 0x2C002C00u, zhi);   // row g + 8, columns 2t+8, 2t+9
+}
+
+__device__ __forceinline__ uint32_t zero_lo(uint32_t z) { return (0x6400u + z) * 0x00010001u; }
+__device__ __forceinline__ uint32_t zero_hi(uint32_t z) { return (0xD400u + 16u * z) * 0x00010001u; }
+
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+constexpr int kMaxKs = 16;
+
+// ---- decode GEMV (m <= 16) ------------------------------------------------------------------------------------
+// NT n-tiles of 8 columns (xprep_cols(m) <= 8 NT), HILO: two columns per token, GC chunks per group, P groups in
+// flight per warp, ZP: zero points present.
+template <int NT, bool HILO, int GC, int P, bool ZP>
+__global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restrict__ xp, Int4Tiled w,
+                                                          float* __restrict__ y, const float* __restrict__ residual,
+                                                          int m, int ks, Int4Epilogue ep) {
+  extern __shared__ float red[];  // [ks][16][m]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int rt = blockIdx.x;
+  const int KB = w.cols >> 6, NG = KB / GC;
+  const uint4* wq = w.q + (size_t)rt * KB * 32 + lane;
+  const float* wsc = w.scales + (size_t)rt * NG * 16;
+  const uint8_t* wz = ZP ? w.zeros + (size_t)rt * NG * 16 : nullptr;
+  const int U = warp < NG ? (NG - warp + ks - 1) / ks : 0;  // this warp's groups: warp, warp + ks, ...
+
+  uint4 q[P][GC];
+  float s0[P], s1[P];
+  uint32_t z0[P], z1[P];
+#define TPS_T_LOAD(slot, u)                                                    \
+  do {                                                                         \
+    const int gi_ = warp + (u) * ks;                                           \
+    _Pragma("unroll") for (int c_ = 0; c_ < GC; ++c_) q[slot][c_] =            \
+        ld_stream(wq + (size_t)(gi_ * GC + c_) * 32);                          \
+    s0[slot] = __ldg(wsc + gi_ * 16 + g);                                      \
+    s1[slot] = __ldg(wsc + gi_ * 16 + g + 8);                                  \
+    if (ZP) z0[slot] = __ldg(wz + gi_ * 16 + g), z1[slot] = __ldg(wz + gi_ * 16 + g + 8); \
+  } while (0)
+
+#pragma unroll
+  for (int p = 0; p < P - 1; ++p)
+    if (p < U) TPS_T_LOAD(p, p);
+  pdl_trigger();
+  pdl_wait();  // x (and residual) come from the previous kernel
+
+  const int NC = HILO ? 2 * m : m;
+  float acc[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+
+  for (int u0 = 0; u0 < U; u0 += P) {
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int u = u0 + p;
+      if (u + P - 1 < U) TPS_T_LOAD((p + P - 1) % P, u + P - 1);
+      if (u < U) {
+        const int gi = warp + u * ks;
+        const uint32_t zlo = zero_lo(ZP ? z0[p] : 8u), zhi = zero_hi(ZP ? z1[p] : 8u);
+        float d[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) d[nt][0] = d[nt][1] = d[nt][2] = d[nt][3] = 0.f;
+#pragma unroll
+        for (int c = 0; c < GC; ++c) {
+          const int kb = gi * GC + c;
+          uint4 bx[NT][2];
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const int n = nt * 8 + g;
+            if (n < NC) {
+              const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * NC + n) * 4 + t) * 16);
+              bx[nt][0] = __ldg(bp), bx[nt][1] = __ldg(bp + 1);
+            } else {
+              bx[nt][0] = bx[nt][1] = make_uint4(0u, 0u, 0u, 0u);
+            }
+          }
+          const uint32_t words[4] = {q[p][c].x, q[p][c].y, q[p][c].z, q[p][c].w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            uint32_t a[4];
+            dequant_word(words[j], zlo, zhi, a);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+              const uint4& b = bx[nt][j >> 1];
+              if (j & 1) mma_f16(d[nt], a, b.z, b.w);
+              else mma_f16(d[nt], a, b.x, b.y);
+            }
+          }
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          acc[nt][0] = fmaf(s0[p], d[nt][0], acc[nt][0]);
+          acc[nt][1] = fmaf(s0[p], d[nt][1], acc[nt][1]);
+          acc[nt][2] = fmaf(s1[p], d[nt][2], acc[nt][2]);
+          acc[nt][3] = fmaf(s1[p], d[nt][3], acc[nt][3]);
+        }
+      }
+    }
+  }
+#undef TPS_T_LOAD
+
+  // C fragment: c0, c1 = (row g, columns 2t, 2t+1), c2, c3 = (row g + 8, same columns) of each n-tile.
+  float* rw = red + (size_t)warp * 16 * m;
+  if (HILO) {  // token 4 nt + t: columns 8 nt + 2t (hi), + 1 (lo)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int tok = nt * 4 + t;
+      if (tok < m) rw[g * m + tok] = acc[nt][0] + acc[nt][1], rw[(g + 8) * m + tok] = acc[nt][2] + acc[nt][3];
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int tok = nt * 8 + 2 * t;
+      if (tok < m) rw[g * m + tok] = acc[nt][0], rw[(g + 8) * m + tok] = acc[nt][2];
+      if (tok + 1 < m) rw[g * m + tok + 1] = acc[nt][1], rw[(g + 8) * m + tok + 1] = acc[nt][3];
+    }
+  }
+  __syncthreads();
+  if (ep.kind == Int4Epilogue::kPlain) {
+    for (int i = threadIdx.x; i < 16 * m; i += blockDim.x) {
+      const int row = i / m, tok = i - row * m, gr = rt * 16 + row;
+      if (gr >= w.rows) continue;
+      float s = 0.f;
+      for (int k = 0; k < ks; ++k) s += red[(k * 16 + row) * m + tok];
+      if (residual) s += residual[(size_t)tok * w.rows + gr];
+      y[(size_t)tok * w.rows + gr] = s;
+    }
+    return;
+  }
+  // Paired rows: packed row r (< 8) and r + 8 of this tile (see int4_tile_row_map).
+  for (int i = threadIdx.x; i < 8 * m; i += blockDim.x) {
+    const int r = i / m, tok = i - r * m;
+    float a = 0.f, b = 0.f;
+    for (int k = 0; k < ks; ++k) a += red[(k * 16 + r) * m + tok], b += red[(k * 16 + r + 8) * m + tok];
+    if (ep.kind == Int4Epilogue::kSiluPairs) {
+      const int inter = w.rows / 2, j = rt * 8 + r;
+      const float v = __fdiv_rn(a, 1.0f + __expf(-a)) * b;  // as silu_mul: exact-rounded division
+      y[(size_t)tok * inter + j] = v;
+      if (ep.xpOut) xprep_store1(ep.xpOut, m, tok, j, v);
+      continue;
+    }
+    const int D = ep.headDim, half = D / 2, tilesPerHead = half / 8;
+    const int qd = ep.heads * D, kvd = ep.kvHeads * D, pairTiles = (ep.heads + ep.kvHeads) * tilesPerHead;
+    const int slot = ep.slots[tok];
+    if (rt >= pairTiles) {  // v rows, in order
+      if (slot < 0) continue;
+      const int vr = (rt - pairTiles) * 16 + r;
+      ep.vCache[(size_t)slot * kvd + vr] = a;
+      ep.vCache[(size_t)slot * kvd + vr + 8] = b;
+      continue;
+    }
+    const int h = rt / tilesPerHead, ii = (rt - h * tilesPerHead) * 8 + r;
+    const size_t cs = (size_t)ep.positions[tok] * half + ii;
+    const float c = __ldg(ep.ropeCos + cs), sn = __ldg(ep.ropeSin + cs);
+    // Same rounding as the CPU: each product rounded, no FMA contraction.
+    const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
+    const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+    float* dst;
+    if (h < ep.heads) dst = ep.q + (size_t)tok * qd + h * D;
+    else if (slot >= 0) dst = ep.kCache + (size_t)slot * kvd + (h - ep.heads) * D;
+    else continue;
+    dst[ii] = ra, dst[ii + half] = rb;
+  }
+}
+
+// ---- packing and x preparation ---------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t src_nib(const uint8_t* src, int rows, int cols, int r, int c) {
+  if (r < 0 || r >= rows) return 0u;
+  const uint8_t b = src[(size_t)r * (cols / 2) + c / 2];
+  return (c & 1) ? (b >> 4) : (b & 15u);
+}
+
+__global__ void int4t_pack_q(const uint8_t* __restrict__ src, int rows, int cols, const int32_t* __restrict__ rowMap,
+                             uint32_t* __restrict__ dst, size_t words) {
+  const int KB = cols >> 6;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < words; idx += (size_t)gridDim.x * blockDim.x) {
+    const int j = (int)(idx & 3), lane = (int)((idx >> 2) & 31);
+    const size_t rest = idx >> 7;
+    const int kb = (int)(rest % KB), rt = (int)(rest / KB);
+    const int g = lane >> 2, t = lane & 3, k0 = kb * 64 + j * 16 + 2 * t;
+    const int r0 = rowMap ? rowMap[rt * 16 + g] : rt * 16 + g, r1 = rowMap ? rowMap[rt * 16 + g + 8] : rt * 16 + g + 8;
+    const uint32_t n[8] = {src_nib(src, rows, cols, r0, k0),     src_nib(src, rows, cols, r1, k0),
+                           src_nib(src, rows, cols, r0, k0 + 8), src_nib(src, rows, cols, r1, k0 + 8),
+                           src_nib(src, rows, cols, r0, k0 + 1), src_nib(src, rows, cols, r1, k0 + 1),
+                           src_nib(src, rows, cols, r0, k0 + 9), src_nib(src, rows, cols, r1, k0 + 9)};
+    uint32_t word = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) word |= n[i] << (4 * i);
+    dst[idx] = word;
+  }
+}
+
+__global__ void int4t_pack_groups(const float* __restrict__ scales, const uint8_t* __restrict__ zeros, int rows,
+                                  int ngroups, const int32_t* __restrict__ rowMap, float* __restrict__ dScales,
+                                  uint8_t* __restrict__ dZeros, size_t total) {
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
+    const int r = (int)(idx & 15);
+    const size_t rest = idx >> 4;
+    const int gi = (int)(rest % ngroups), rt = (int)(rest / ngroups);
+    const int row = rowMap ? rowMap[rt * 16 + r] : rt * 16 + r;
+    const bool ok = row >= 0 && row < rows;
+    dScales[idx] = ok ? scales[(size_t)row * ngroups + gi] : 0.f;
+    if (dZeros) dZeros[idx] = ok && zeros ? zeros[(size_t)row * ngroups + gi] : 0;
+  }
+}
+
+__global__ void xprep_kernel(const float* __restrict__ x, int m, int cols, __half* __restrict__ xp) {
+  pdl_trigger();
+  pdl_wait();
+  const int pairs = cols / 2;
+  const int total = m * pairs;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const int tok = i / pairs, k = (i - tok * pairs) * 2;
+    const float2 v = *reinterpret_cast<const float2*>(x + (size_t)tok * cols + k);
+    xprep_store2(xp, m, tok, k, v.x, v.y);
+  }
+}
+
+template <int NT, bool HILO, int GC, int P>
+cudaError_t launch_gemv(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m, int ks,
+                        const Int4Epilogue& ep, cudaStream_t s) {
+  const int tiles = (w.rows + 15) / 16;
+  const size_t smem = (size_t)ks * 16 * m * sizeof(float);
+  if (w.zeros)
+    return launch_pdl(int4t_gemv<NT, HILO, GC, P, true>, dim3(tiles), dim3(ks * 32), smem, s, xp, w, y, residual, m,
+                      ks, ep);
+  return launch_pdl(int4t_gemv<NT, HILO, GC, P, false>, dim3(tiles), dim3(ks * 32), smem, s, xp, w, y, residual, m,
+                    ks, ep);
+}
+
+int env_int(const char* name) {
+  const char* e = std::getenv(name);
+  return e ? std::atoi(e) : 0;
+}
+
+int sm_count();
+
+// One slice of at most 16 tokens with x already prepared in xp.
+cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
+                       const Int4Epilogue& ep, cudaStream_t stream) {
+  // Split k: each warp keeps >= 4 groups, or >= 2 where fewer than 64 warps per SM would stream otherwise.
+  // Chosen from a sweep on an H200 (docs/gpu.md, run 8): 2 groups in flight per warp and many warps beat deeper
+  // rings (in registers or in shared memory through cp.async). TPSERVE_T_KS overrides (1, 2, 4, 8 or 16).
+  const int ng = w.cols / w.group, tiles = (w.rows + 15) / 16;
+  int ks = 1;
+  while (ks < kMaxKs && (ng / (ks * 2) >= 4 || (ng / (ks * 2) >= 2 && tiles * ks * 2 <= 64 * sm_count()))) ks *= 2;
+  static const int envKs = env_int("TPSERVE_T_KS");
+  if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
+  if (w.group == 64) {
+    if (m <= 4) return launch_gemv<1, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);
+    if (m <= 8) return launch_gemv<2, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);
+    return launch_gemv<2, false, 1, 2>(xp, w, y, residual, m, ks, ep, stream);
+  }
+  if (m <= 4) return launch_gemv<1, true, 2, 2>(xp, w, y, residual, m, ks, ep, stream);
+  if (m <= 8) return launch_gemv<2, true, 2, 2>(xp, w, y, residual, m, ks, ep, stream);
+  return launch_gemv<2, false, 2, 2>(xp, w, y, residual, m, ks, ep, stream);
+}
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 132;
+    return v > 0 ? v : 132;
+  }();
+  return n;
+}
+
+}  // namespace
+
+bool int4_tiled_supported(int rows, int cols, int group) {
+  return rows >= 1 && cols >= 64 && cols % 64 == 0 && (group == 64 || group == 128) && cols % group == 0;
+}
+
+void int4_tiled_sizes(int rows, int cols, int group, size_t* qWords, size_t* groupEntries) {
+  const size_t tiles = (size_t)(rows + 15) / 16;
+  *qWords = tiles * (size_t)(cols / 64) * 128;
+  *groupEntries = tiles * (size_t)(cols / group) * 16;
+}
+
+cudaError_t int4_tile_pack(const Int4Weight& src, uint32_t* q, float* scales, uint8_t* zeros, const int32_t* rowMap,
+                           cudaStream_t stream) {
+  if (!src.qweight || !src.scales || !q || !scales || (src.zeros && !zeros) ||
+      !int4_tiled_supported(src.rows, src.cols, src.group))
+    return cudaErrorInvalidValue;
+  size_t words = 0, entries = 0;
+  int4_tiled_sizes(src.rows, src.cols, src.group, &words, &entries);
+  const int threads = 256;
+  const int bq = (int)std::min<size_t>((words + threads - 1) / threads, 65535);
+  int4t_pack_q<<<bq, threads, 0, stream>>>(src.qweight, src.rows, src.cols, rowMap, q, words);
+  const int bg = (int)std::min<size_t>((entries + threads - 1) / threads, 65535);
+  int4t_pack_groups<<<bg, threads, 0, stream>>>(src.scales, src.zeros, src.rows, src.cols / src.group, rowMap,
+                                                scales, src.zeros ? zeros : nullptr, entries);
+  return cudaGetLastError();
+}
+
+cudaError_t xprep(const float* x, int m, int cols, __half* xp, cudaStream_t stream) {
+  if (!x || !xp || m < 1 || m > 16 || cols % 64 != 0 || cols <= 0) return cudaErrorInvalidValue;
+  const int total = m * cols / 2, threads = 256;
+  const int blocks = std::min((total + threads - 1) / threads, 4 * sm_count());
+  return launch_pdl(xprep_kernel, dim3(blocks), dim3(threads), 0, stream, x, m, cols, xp);
+}
+
+std::vector<int32_t> int4_tile_row_map(Int4RowOrder order, int rows, int heads, int kvHeads, int headDim) {
+  std::vector<int32_t> map;
+  if (order == Int4RowOrder::kGateUpPairs) {
+    if (rows % 16 != 0) return map;
+    const int inter = rows / 2;
+    for (int rt = 0; rt < inter / 8; ++rt)
+      for (int r = 0; r < 16; ++r) map.push_back(r < 8 ? rt * 8 + r : inter + rt * 8 + r - 8);
+  } else if (order == Int4RowOrder::kRopePairs) {
+    if (headDim % 16 != 0 || heads < 1 || kvHeads < 1 || rows != (heads + 2 * kvHeads) * headDim) return map;
+    const int half = headDim / 2;
+    for (int h = 0; h < heads + kvHeads; ++h)
+      for (int jb = 0; jb < half / 8; ++jb)
+        for (int r = 0; r < 16; ++r) map.push_back(h * headDim + (r < 8 ? jb * 8 + r : half + jb * 8 + r - 8));
+    for (int v = (heads + kvHeads) * headDim; v < rows; ++v) map.push_back(v);
+  } else {
+    for (int r = 0; r < (rows + 15) / 16 * 16; ++r) map.push_back(r < rows ? r : -1);
+  }
+  return map;
+}
+
+cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const Int4Tiled& w, float* y, int m,
+                              const float* residual, cudaStream_t stream, bool exact, const Int4Epilogue& ep) {
+  if (!w.q || !w.scales || !xp || m < 1 || !int4_tiled_supported(w.rows, w.cols, w.group)) return cudaErrorInvalidValue;
+  if (ep.kind == Int4Epilogue::kPlain && !y) return cudaErrorInvalidValue;
+  if (ep.kind != Int4Epilogue::kPlain && (residual || w.rows % 16 != 0)) return cudaErrorInvalidValue;
+  if (ep.kind == Int4Epilogue::kSiluPairs && (!y || (ep.xpOut && m > 16))) return cudaErrorInvalidValue;
+  if (ep.kind == Int4Epilogue::kRopeQkv &&
+      (!ep.positions || !ep.slots || !ep.q || !ep.kCache || !ep.vCache || !ep.ropeCos || !ep.ropeSin ||
+       ep.headDim % 16 != 0 || ep.heads < 1 || ep.kvHeads < 1 || w.rows != (ep.heads + 2 * ep.kvHeads) * ep.headDim))
+    return cudaErrorInvalidValue;
+  if (m <= 16 && xpReady) return gemv_slice(xp, w, y, residual, m, ep, stream);
+  if (!x) return cudaErrorInvalidValue;
+  // m <= 16: one slice. Above, slices of 8 tokens when `exact` (hi/lo activations: as accurate as decode, for
+  // all-position passes), else of 16 (fp16 activations, half the weight reads).
+  const int slice = m <= 16 ? m : exact ? 8 : 16;
+  const int yStride = ep.kind == Int4Epilogue::kSiluPairs ? w.rows / 2 : w.rows;
+  for (int t0 = 0; t0 < m; t0 += slice) {
+    const int mm = std::min(slice, m - t0);
+    Int4Epilogue e2 = ep;
+    if (ep.kind == Int4Epilogue::kRopeQkv) {
+      e2.positions += t0, e2.slots += t0;
+      e2.q += (size_t)t0 * ep.heads * ep.headDim;
+    }
+    if (e2.xpOut && m > 16) e2.xpOut = nullptr;
+    cudaError_t e = xprep(x + (size_t)t0 * w.cols, mm, w.cols, xp, stream);
+    if (e == cudaSuccess)
+      e = gemv_slice(xp, w, y ? y + (size_t)t0 * yStride : nullptr, residual ? residual + (size_t)t0 * w.rows : nullptr,
+                     mm, e2, stream);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+}  // namespace tpserve::cuda
