@@ -1,5 +1,7 @@
 // A Promise whose work runs on the libuv pool: run() off the main thread (every C++ error becomes a rejection
-// with a NATIVE_* code), then done() on the main thread builds the resolved value.
+// with a NATIVE_* code), then done() on the main thread builds the resolved value. JS values that run() uses or
+// done() returns go in `keep` and come back to done() as references: a Napi::Value captured in a lambda would
+// dangle once the calling handle scope is gone.
 #pragma once
 #include <napi.h>
 
@@ -15,7 +17,8 @@ namespace tpserve {
 class AsyncTask : public Napi::AsyncWorker {
  public:
   using Run = std::function<void()>;
-  using Done = std::function<Napi::Value(Napi::Env)>;
+  using Kept = std::vector<Napi::ObjectReference>;
+  using Done = std::function<Napi::Value(Napi::Env, const Kept&)>;
   /** `keep`: JS values (typed arrays) that must stay alive while run() uses their memory. */
   static Napi::Promise start(Napi::Env env, const char* name, Run run, Done done,
                              const std::vector<Napi::Value>& keep = {}) {
@@ -38,7 +41,7 @@ class AsyncTask : public Napi::AsyncWorker {
       code_ = "NATIVE_INTERNAL", SetError("internal error: unknown exception");
     }
   }
-  void OnOK() override { deferred_.Resolve(done_(Env())); }
+  void OnOK() override { deferred_.Resolve(done_(Env(), keep_)); }
   void OnError(const Napi::Error& err) override {
     Napi::Error e = Napi::Error::New(Env(), err.Message());
     e.Set("code", Napi::String::New(Env(), code_));
@@ -52,7 +55,7 @@ class AsyncTask : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   Run run_;
   Done done_;
-  std::vector<Napi::ObjectReference> keep_;
+  Kept keep_;
   std::string code_ = "NATIVE_INTERNAL";
 };
 

@@ -50,7 +50,7 @@ class TpGroupWrap : public Napi::ObjectWrap<TpGroupWrap> {
           c->join(jt);
           *slot = c;
         },
-        [this, slot](Napi::Env e) -> Napi::Value {
+        [this, slot](Napi::Env e, const AsyncTask::Kept&) -> Napi::Value {
           comm_ = *slot;
           return e.Undefined();
         },
@@ -65,7 +65,7 @@ class TpGroupWrap : public Napi::ObjectWrap<TpGroupWrap> {
       float* d = a.Data();
       const size_t n = a.ElementLength();
       return AsyncTask::start(
-          env, "tpserve.allReduce", [c, d, n] { c->allReduceSum(d, n); }, [a](Napi::Env) { return a; }, {a});
+          env, "tpserve.allReduce", [c, d, n] { c->allReduceSum(d, n); }, [](Napi::Env, const AsyncTask::Kept& k) -> Napi::Value { return k[0].Value(); }, {a});
     } catch (const NativeError& e) {
       return reject(env, e.code, e.what());
     }
@@ -81,7 +81,7 @@ class TpGroupWrap : public Napi::ObjectWrap<TpGroupWrap> {
       uint8_t* o = out.Data();
       const size_t n = a.ByteLength();
       return AsyncTask::start(
-          env, "tpserve.allGather", [c, in, n, o] { c->allGather(in, n, o); }, [out](Napi::Env) { return out; },
+          env, "tpserve.allGather", [c, in, n, o] { c->allGather(in, n, o); }, [](Napi::Env, const AsyncTask::Kept& k) -> Napi::Value { return k[1].Value(); },
           {a, out});
     } catch (const NativeError& e) {
       return reject(env, e.code, e.what());
@@ -99,7 +99,7 @@ class TpGroupWrap : public Napi::ObjectWrap<TpGroupWrap> {
       const size_t n = a.ByteLength();
       return AsyncTask::start(
           env, "tpserve.broadcast", [c, d, n, root, wait] { c->broadcast(d, n, root, wait); },
-          [a](Napi::Env) { return a; }, {a});
+          [](Napi::Env, const AsyncTask::Kept& k) -> Napi::Value { return k[0].Value(); }, {a});
     } catch (const NativeError& e) {
       return reject(env, e.code, e.what());
     }

@@ -208,7 +208,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     std::shared_ptr<Engine> eng = eng_;
     return AsyncTask::start(
         env, "tpserve.follow", [eng, ran] { *ran = eng->follow(); },
-        [ran](Napi::Env e) -> Napi::Value { return Napi::Boolean::New(e, *ran); });
+        [ran](Napi::Env e, const AsyncTask::Kept&) -> Napi::Value { return Napi::Boolean::New(e, *ran); });
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {

@@ -9,6 +9,8 @@ export interface RankProcess {
   rank: number;
   pid: number;
   child: ChildProcess;
+  /** The rank's gRPC address (set once it is ready; the router uses rank 0's). */
+  address?: string;
 }
 
 type Ready = Awaited<ReturnType<typeof startWorkerProcess>>["ready"];
@@ -25,6 +27,7 @@ export async function startWorkerGroup(cfg: WorkerConfig): Promise<{ ready: Read
   try {
     const all = await Promise.all(started);
     ranks.sort((a, b) => a.rank - b.rank);
+    for (const r of ranks) r.address = all[r.rank]!.ready.address;
     return { ready: all[0]!.ready, ranks };
   } catch (err) {
     // One rank failing to start leaves the others waiting for it: stop them all.
