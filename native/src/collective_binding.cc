@@ -17,6 +17,10 @@ class TpGroupWrap : public Napi::ObjectWrap<TpGroupWrap> {
       Napi::Value name = o.Get("name");
       if (!name.IsString()) fail("NATIVE_TP_CONFIG", "options.name must be a string");
       opts_.name = name.As<Napi::String>().Utf8Value();
+      if (opts_.name.empty() || opts_.name.size() > 200 ||
+          opts_.name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+              std::string::npos)
+        fail("NATIVE_TP_CONFIG", "options.name '" + opts_.name + "' must be 1..200 characters of A-Z a-z 0-9 . _ -");
       opts_.world = getInt(o, "world", "options", 1, 64);
       opts_.rank = getInt(o, "rank", "options", 0, opts_.world - 1);
       Napi::Value t = o.Get("timeoutMs");
