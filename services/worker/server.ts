@@ -68,7 +68,10 @@ export function createEngine(
   const perPage = kvBytesPerPage(shape, cfg.blockSize);
   const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
   const native = loadNative();
-  const { device, reason } = resolveDevice(cfg.device);
+  const { device, reason } =
+    group && cfg.device === "auto"
+      ? { device: "cpu", reason: `--tp ${group.world} runs on the CPU (the GPU backend has no NCCL collectives yet)` }
+      : resolveDevice(cfg.device);
   const enginePages = numPages + extraPages(numPages, model);
   const engine = new native.Engine({
     shape,
