@@ -15,7 +15,7 @@ import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
 import { WorkerMetrics } from "./metrics.js";
-import { Follower, joinTpGroup, tpLoadedBarrier, tpThreads } from "./tp.js";
+import { Follower, isTpFailure, joinTpGroup, tpLoadedBarrier, tpThreads } from "./tp.js";
 
 export interface LoadProgress {
   done: number;
@@ -178,7 +178,12 @@ export async function startWorker(
             `embed failed: ${err.message}`,
           );
           cb({
-            code: err instanceof RangeError ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL,
+            code:
+              err instanceof RangeError
+                ? grpc.status.INVALID_ARGUMENT
+                : isTpFailure((err as { code?: string }).code)
+                  ? grpc.status.UNAVAILABLE
+                  : grpc.status.INTERNAL,
             details: err.message,
           });
         },

@@ -3,7 +3,8 @@
 // o_proj has 64 input columns per rank, so int4 uses group size 64 there (128 would straddle a shard; see
 // tp-failure.test.ts for the refusal) and is compared with TP=1 at group size 64.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generate } from "../../services/common/client.js";
+import { generate, unary } from "../../services/common/client.js";
+import type { EmbedResponse__Output } from "../../services/common/generated/tpserve/v1/EmbedResponse.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { startCluster } from "../helpers/cluster.js";
 import { loadGolden } from "../helpers/golden.js";
@@ -21,15 +22,29 @@ function greedyAll(client: GenerationClient): Promise<number[][]> {
   );
 }
 
-/** TP=1 int4 g64 ids (no golden file has them): one in-process worker. */
+const EMBED_TEXT = "The jury said it did find that many of the voters had been paid.";
+const embed = (client: GenerationClient) =>
+  unary<{ text: string }, EmbedResponse__Output>((r, cb) => client.Embed(r, cb), { text: EMBED_TEXT }).then(
+    (r) => r.values,
+  );
+
+/** TP=1 int4 g64 ids (no golden file has them) and TP=1 embeddings of every configuration: in-process workers. */
 let int4g64: number[][] = [];
+const embeddings = new Map<string, number[]>();
 
 beforeAll(async () => {
-  const c = await startCluster({ quantization: "int4", groupSize: 64, symmetric: true });
-  try {
-    int4g64 = await greedyAll(c.client);
-  } finally {
-    await c.close();
+  for (const [quantization, groupSize] of [
+    ["none", 128],
+    ["int4", 128],
+    ["int4", 64],
+  ] as const) {
+    const c = await startCluster({ quantization, groupSize, symmetric: true });
+    try {
+      if (quantization === "int4" && groupSize === 64) int4g64 = await greedyAll(c.client);
+      embeddings.set(`${quantization}-${groupSize}`, await embed(c.client));
+    } finally {
+      await c.close();
+    }
   }
 }, 300_000);
 
@@ -61,6 +76,15 @@ describe.each(cases)(
       for (const w of want) expect(w).toHaveLength(MAX_TOKENS);
       expect(await greedyAll(c.client)).toEqual(want);
     }, 300_000);
+
+    it("embeds like TP=1 (final hidden states, no LM head)", async () => {
+      const got = await embed(c.client);
+      const embedding = embeddings.get(`${quantization}-${groupSize}`)!;
+      expect(got).toHaveLength(256);
+      let err = 0;
+      for (let i = 0; i < got.length; i++) err = Math.max(err, Math.abs(got[i]! - embedding[i]!));
+      expect(err).toBeLessThan(1e-5);
+    });
 
     it("is one group: the router sees rank 0 of a group of the right size, every rank answers", async () => {
       for (let r = 0; r < tp; r++) {
