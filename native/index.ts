@@ -205,7 +205,8 @@ export interface Engine {
   /**
    * Accumulated wall time and call count per op kind, only kinds with calls > 0: embed, rmsnorm, qkv_matmul,
    * rope, kv_write, attention, o_matmul, residual, mlp_gate_up, silu_mul, mlp_down, final_norm, lm_head,
-   * int4_prep (activation reorder for int4 matmuls), forward (whole passes). pool_wait is the time the calling
+   * int4_prep (activation reorder for int4 matmuls), forward (whole passes), tp_comm (a TP group's all-reduces
+   * and logits gather inside the pass; the step plan's broadcast comes before it and is not counted). pool_wait is the time the calling
    * thread waited for pool workers to finish their parts; it is already included in the ops above.
    */
   profile?(): Record<string, ProfileEntry>;

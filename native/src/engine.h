@@ -127,7 +127,7 @@ class Engine {
 
   /** Per-op wall-time accounting in forward (off by default; one branch per op when off). */
   enum Op { kEmbed, kRmsNorm, kQkv, kRope, kKvWrite, kAttention, kOProj, kResidual, kGateUp, kSilu, kDown,
-            kFinalNorm, kLmHead, kInt4Prep, kPoolWait, kForward, kNumOps };
+            kFinalNorm, kLmHead, kInt4Prep, kPoolWait, kForward, kTpComm, kNumOps };
   static const char* opName(int op);
   void setProfiling(bool on);
   bool profiling() const { return profiling_; }
@@ -151,7 +151,7 @@ class Engine {
   void sendStop();
   /** The forward pass proper; the collectives of a TP group run inside it. */
   void forwardLocal(const BatchIn& b, float* out);
-  /** Embedding rows of this rank's vocab slice, zero elsewhere, summed over ranks (engine_tp.cc). */
+  /** Embedding rows of this rank's vocab slice, zero elsewhere (engine_tp.cc); the caller sums them over ranks. */
   void embedTokens(const BatchIn& b);
   /** LM head over this rank's vocab slice, gathered into out (rows, vocab) (engine_tp.cc). */
   void lmHead(int rows, float* out);

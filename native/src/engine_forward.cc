@@ -69,7 +69,7 @@ int Engine::validate(const BatchIn& b) const {
 const char* Engine::opName(int op) {
   static const char* names[kNumOps] = {"embed", "rmsnorm", "qkv_matmul", "rope", "kv_write", "attention",
                                        "o_matmul", "residual", "mlp_gate_up", "silu_mul", "mlp_down",
-                                       "final_norm", "lm_head", "int4_prep", "pool_wait", "forward"};
+                                       "final_norm", "lm_head", "int4_prep", "pool_wait", "forward", "tp_comm"};
   return op >= 0 && op < kNumOps ? names[op] : "?";
 }
 
@@ -209,6 +209,7 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
   if (world_ > 1) embedTokens(b);
   else for (int t = 0; t < T; t++) embed_.rowF32((size_t)b.tokens[t], &x_[(size_t)t * H]);
   tick(kEmbed);
+  if (world_ > 1) comm_->allReduceSum(x_.data(), (size_t)T * H), tick(kTpComm);  // vocab-parallel embedding
   auto rowsParallel = [&](int rows, const std::function<void(int, int)>& fn) {
     if (rows < 16) fn(0, rows);
     else pool_->parallelFor(rows, 4, fn);
@@ -252,8 +253,8 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
     tick(kAttention);
     const Job o[1] = {{&L.o, h2_.data()}};
     matmuls(att_.data(), T, o, 1);
-    if (world_ > 1) comm_->allReduceSum(h2_.data(), (size_t)T * H);  // row-parallel: partial sums over ranks
     tick(kOProj);
+    if (world_ > 1) comm_->allReduceSum(h2_.data(), (size_t)T * H), tick(kTpComm);  // row-parallel: sum partials
     rowsParallel(T, [&](int r0, int r1) {
       for (size_t i = (size_t)r0 * H; i < (size_t)r1 * H; i++) x_[i] += h2_[i];
       rmsNormRows(&x_[(size_t)r0 * H], L.mlpNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
@@ -268,8 +269,8 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
     tick(kSilu);
     const Job d[1] = {{&L.down, h2_.data()}};
     matmuls(gate_.data(), T, d, 1);
-    if (world_ > 1) comm_->allReduceSum(h2_.data(), (size_t)T * H);
     tick(kDown);
+    if (world_ > 1) comm_->allReduceSum(h2_.data(), (size_t)T * H), tick(kTpComm);
     rowsParallel(T, [&](int r0, int r1) {
       for (size_t i = (size_t)r0 * H; i < (size_t)r1 * H; i++) x_[i] += h2_[i];
     });
@@ -287,8 +288,7 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
     std::memcpy(out, h_.data(), (size_t)rows * H * sizeof(float));
     return;
   }
-  lmHead(rows, out);
-  tick(kLmHead);
+  lmHead(rows, out);  // ticks lm_head (and tp_comm for the gather)
   if (profiling_) {
     profNs_[kForward] += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
     profCalls_[kForward]++;

@@ -129,7 +129,6 @@ void Engine::embedTokens(const BatchIn& b) {
     if (tok >= 0 && tok < ls_.vocab) embed_.rowF32((size_t)tok, &x_[t * H]);
     else std::memset(&x_[t * H], 0, H * sizeof(float));
   }
-  comm_->allReduceSum(x_.data(), T * H);
 }
 
 void Engine::lmHead(int rows, float* out) {
@@ -137,15 +136,18 @@ void Engine::lmHead(int rows, float* out) {
   if (world_ == 1) {
     const Job head[1] = {{w, out}};
     matmuls(h_.data(), rows, head, 1);
+    tick(kLmHead);
     return;
   }
   const Job head[1] = {{w, lmLocal_.data()}};  // (rows, vocab / world): this rank's logits columns
   matmuls(h_.data(), rows, head, 1);
+  tick(kLmHead);
   const size_t vl = (size_t)ls_.vocab, V = (size_t)o_.s.vocab;
   comm_->allGather(lmLocal_.data(), (size_t)rows * vl * sizeof(float), gathered_.data());  // (world, rows, vl)
   for (int j = 0; j < world_; j++)
     for (int r = 0; r < rows; r++)
       std::memcpy(out + (size_t)r * V + (size_t)j * vl, &gathered_[((size_t)j * rows + r) * vl], vl * sizeof(float));
+  tick(kTpComm);
 }
 
 }  // namespace tpserve
