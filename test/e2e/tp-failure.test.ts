@@ -65,7 +65,7 @@ describe("tensor-parallel group failure", () => {
       const { err, ms } = await failMidGeneration(c, () => victim.child.kill("SIGSTOP"));
       expect(err.code).toBe(grpc.status.UNAVAILABLE);
       expect(err.details).toMatch(/NATIVE_TP_TIMEOUT.*rank 1 did not reach collective/);
-      expect(ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
+      expect(ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 500); // the missed collective may have begun just before the stop
       expect(ms).toBeLessThan(TIMEOUT_MS + 3000);
       await expectRouterResponsive(c);
       expect((await c.describe(0)).tpRank).toBe(0);
