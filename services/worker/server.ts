@@ -103,12 +103,19 @@ export async function startWorker(
 ): Promise<WorkerHandle> {
   const group = await joinTpGroup(cfg);
   // Pages past the router's pool serve embeddings: a prompt up to the model's context, or an eighth of the pool.
-  const { engine, model, numPages, enginePages, deviceReason } = createEngine(
-    cfg,
-    onProgress,
-    (pages, m) => Math.min(Math.ceil(m.maxPositionEmbeddings / cfg.blockSize), Math.max(1, Math.ceil(pages / 8))),
-    group,
-  );
+  let created: ReturnType<typeof createEngine>;
+  try {
+    created = createEngine(
+      cfg,
+      onProgress,
+      (pages, m) => Math.min(Math.ceil(m.maxPositionEmbeddings / cfg.blockSize), Math.max(1, Math.ceil(pages / 8))),
+      group,
+    );
+  } catch (err) {
+    group?.abort(`rank ${cfg.tpRank} could not load its shard: ${(err as Error).message}`); // don't keep peers waiting
+    throw err;
+  }
+  const { engine, model, numPages, enginePages, deviceReason } = created;
   if (group) await tpLoadedBarrier(group);
   const maxContext = model.maxPositionEmbeddings;
   const maxBlocksPerSeq = Math.ceil(maxContext / cfg.blockSize);
