@@ -34,6 +34,9 @@ async function failMidGeneration(
 async function expectRouterResponsive(c: TpCluster): Promise<void> {
   const tok = await unary(c.client.Tokenize.bind(c.client), { text: "Hello there" });
   expect(tok.ids.length).toBeGreaterThan(0);
+  // The leader ends its Steps stream right after the failed step's result; the router marks the group failed then.
+  const t0 = performance.now();
+  while (c.router.router.healthy && performance.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 10));
   expect(c.router.router.healthy).toBe(false);
   const next = (await generate(c.client, { text: "Hello", maxTokens: 4 }).catch((e) => e)) as grpc.ServiceError;
   expect(next.code).toBe(grpc.status.UNAVAILABLE);
