@@ -42,7 +42,57 @@ export interface EngineOptions {
   threads?: number;
   /** Where weights, KV pool and the forward pass live: "cpu" (default), "cuda" or "cuda:N". */
   device?: string;
+  /**
+   * Tensor parallelism: a joined group; the engine then holds shard group.rank of group.world (tensors set with
+   * the shard's shapes, see TensorName) and runs the group's collectives inside its forward pass. CPU only.
+   */
+  group?: TpGroup;
 }
+
+export interface TpGroupOptions {
+  /** Unique per group launch ([A-Za-z0-9._-]); names the shared-memory segment. */
+  name: string;
+  rank: number;
+  world: number;
+  /** Bound on one collective inside a step before the group is marked failed (default 10000). */
+  timeoutMs?: number;
+  /** How long join() waits for every rank (default 60000). */
+  joinTimeoutMs?: number;
+  /** Bytes of one rank's slot in the segment; larger messages take several rounds (default 1 MiB). */
+  slotBytes?: number;
+}
+
+/**
+ * One rank's membership of a tensor-parallel group whose ranks are processes of one host (shared-memory
+ * collectives, native/src/collective_shm.h). Every rank calls the same collectives in the same order. A collective
+ * fails on every rank, with code NATIVE_TP_PEER_DEAD (a rank's process exited), NATIVE_TP_TIMEOUT (a rank did not
+ * arrive within timeoutMs) or NATIVE_TP_FAILED (the group had already failed), instead of waiting forever.
+ */
+export interface TpGroup {
+  readonly rank: number;
+  readonly world: number;
+  /** Creates (rank 0) or opens the segment and waits until every rank has joined. */
+  join(): Promise<void>;
+  /** In place; resolves to x: the elementwise sum over ranks, added in rank order. */
+  allReduceSum(x: Float32Array): Promise<Float32Array>;
+  /** (world * x.length) bytes: rank 0's x, then rank 1's, ... */
+  allGather(x: Uint8Array): Promise<Uint8Array>;
+  /** In place: root's x into every rank's x (same length everywhere). waitMs 0: as long as every peer lives. */
+  broadcast(x: Uint8Array, root: number, waitMs?: number): Promise<Uint8Array>;
+  /** Marks the group failed for every rank. */
+  abort(reason: string): void;
+  /** "" while healthy, else why the group failed (also notices a peer whose process exited). */
+  failure(): string;
+  /** Drops this handle (an engine built on the group keeps the segment mapped). */
+  close(): void;
+}
+
+/** Codes of a failed tensor-parallel group (the step's requests end with UNAVAILABLE). */
+export const TP_FAILURE_CODES: ReadonlySet<string> = new Set([
+  "NATIVE_TP_PEER_DEAD",
+  "NATIVE_TP_TIMEOUT",
+  "NATIVE_TP_FAILED",
+]);
 
 /** An unquantized tensor in its on-disk dtype; the engine converts it to float32. Raw little-endian bytes. */
 export interface DenseTensor {
@@ -72,6 +122,9 @@ export type WeightTensor = DenseTensor | Int4Tensor;
  *   layers.i.q (heads*headDim, hidden), layers.i.k / layers.i.v (kvHeads*headDim, hidden),
  *   layers.i.o (hidden, heads*headDim), layers.i.gate / layers.i.up (inter, hidden), layers.i.down (hidden, inter):
  *   dense or int4.
+ * With a TP group of world w, rank r takes its shard: embed / lm_head rows [r*vocab/w, (r+1)*vocab/w); q rows of
+ * its heads/w heads; k, v rows of its kvHeads/w KV heads (w > kvHeads: the one KV head r*kvHeads/w, replicated);
+ * gate, up rows [r*inter/w, ...); o columns of its heads; down columns [r*inter/w, ...); norms whole.
  */
 export type TensorName = string;
 
@@ -115,6 +168,9 @@ export interface EngineInfo {
   kvBytes: number;
   /** "cpu", or the GPU's description ("NVIDIA H200 (device 0, 132 SMs, 143771 MiB)"). */
   device: string;
+  /** Tensor-parallel rank and group size (0 and 1 without a group). */
+  tpRank?: number;
+  tpSize?: number;
 }
 
 export interface ProfileEntry {
@@ -149,12 +205,19 @@ export interface Engine {
   /**
    * Accumulated wall time and call count per op kind, only kinds with calls > 0: embed, rmsnorm, qkv_matmul,
    * rope, kv_write, attention, o_matmul, residual, mlp_gate_up, silu_mul, mlp_down, final_norm, lm_head,
-   * int4_prep (activation reorder for int4 matmuls), forward (whole passes). pool_wait is the time the calling
+   * int4_prep (activation reorder for int4 matmuls), forward (whole passes), tp_comm (a TP group's all-reduces
+   * and logits gather inside the pass; the step plan's broadcast comes before it and is not counted). pool_wait is the time the calling
    * thread waited for pool workers to finish their parts; it is already included in the ops above.
    */
   profile?(): Record<string, ProfileEntry>;
   resetProfile?(): void;
-  /** Releases weights and the KV pool; the engine is unusable afterwards. */
+  /**
+   * Followers (rank > 0) of a TP group: waits for the leader's next forward (as long as the leader lives), runs this
+   * rank's shard of it and resolves true; false once the leader closed. The leader's forward* calls hand each batch
+   * to the followers themselves. Rejects with a NATIVE_TP_* code when the group fails.
+   */
+  follow?(): Promise<boolean>;
+  /** Releases weights and the KV pool; the engine is unusable afterwards. A follower also fails its group. */
   close(): void;
 }
 
@@ -189,6 +252,7 @@ export interface Kernels {
 
 export interface NativeAddon {
   Engine: new (options: EngineOptions) => Engine;
+  TpGroup: new (options: TpGroupOptions) => TpGroup;
   kernels: Kernels;
   /** What the build compiled: CPU SIMD level seen at run time, whether CUDA sources were compiled in. */
   buildInfo(): { simd: string; cuda: boolean; cudaDevices: number; version: string };

@@ -157,6 +157,7 @@ Napi::Object makeKernels(Napi::Env env) {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", defineEngine(env));
+  exports.Set("TpGroup", defineTpGroup(env));
   exports.Set("kernels", makeKernels(env));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
   return exports;

@@ -144,13 +144,23 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
   checkPositive("maxBatchTokens", o.maxBatchTokens, 1 << 20);
   if (o.threads < 0 || o.threads > 1024) fail("NATIVE_INVALID_ARG", "threads must be 0..1024");
   const int threads = o.threads > 0 ? o.threads : (int)std::max(1u, std::thread::hardware_concurrency());
+  ls_ = s;
+  if (o.comm && o.comm->world() > 1) {
+    if (o.device >= 0)
+      fail("NATIVE_TP_UNSUPPORTED", "tensor parallelism on a GPU needs the NCCL collectives backend, which this build "
+                                    "does not have yet: use --device cpu with --tp " + std::to_string(o.comm->world()) +
+                                    ", or --tp 1 on the GPU");
+    comm_ = o.comm, rank_ = comm_->rank(), world_ = comm_->world();
+    setupShards();
+  }
   if (o.device >= 0) {  // the GPU holds the KV pool and workspaces; the host keeps only staging copies
     gpu_ = createGpuModel(o, o.device);
     layers_.resize(s.layers);
     maxCtx_ = (size_t)(o.numPages - 1) * o.blockSize;
     return;
   }
-  const size_t T = o.maxBatchTokens, H = s.hidden, qd = (size_t)s.heads * s.headDim, kvd = (size_t)s.kvHeads * s.headDim;
+  const ModelShape& l = ls_;  // this rank's shard
+  const size_t T = o.maxBatchTokens, H = s.hidden, qd = (size_t)l.heads * l.headDim, kvd = (size_t)l.kvHeads * l.headDim;
   maxCtx_ = (size_t)(o.numPages - 1) * o.blockSize;
   const double kvFloats = 2.0 * s.layers * (double)o.numPages * o.blockSize * kvd;
   if (kvFloats > 1.5e10)
@@ -158,10 +168,11 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
                            " MB is too large: lower numPages or blockSize");
   try {
     kv_.assign((size_t)kvFloats, 0.f);
-    const size_t maxK = std::max({H, qd, (size_t)s.inter});
+    const size_t maxK = std::max({H, qd, (size_t)l.inter});
     x_.resize(T * H), h_.resize(T * H), h2_.resize(T * H);
     q_.resize(T * qd), k_.resize(T * kvd), v_.resize(T * kvd), att_.resize(T * qd);
-    gate_.resize(T * s.inter), up_.resize(T * s.inter);
+    gate_.resize(T * l.inter), up_.resize(T * l.inter);
+    if (world_ > 1) lmLocal_.resize(T * l.vocab), gathered_.resize(T * (size_t)s.vocab);
     cos_.resize(T * s.headDim / 2), sin_.resize(T * s.headDim / 2);
     scratch_.resize((size_t)threads * maxCtx_);
     for (int i = 0; i < 3; i++) xp_[i].resize(T * maxK), xsum_[i].resize(T * maxK / 2);
@@ -176,7 +187,7 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
 }
 
 Weight* Engine::lookup(const std::string& name, int& r, int& c, bool& matrix) {
-  const ModelShape& s = o_.s;
+  const ModelShape& s = ls_;  // shapes of this rank's shard
   const int qd = s.heads * s.headDim, kvd = s.kvHeads * s.headDim;
   matrix = true;
   if (name == "embed") return r = s.vocab, c = s.hidden, &embed_;
@@ -288,14 +299,18 @@ size_t Engine::weightBytes() const {
 }
 
 void Engine::close() {
+  // A follower closing while its leader still runs steps fails the group (the leader must not wait for it).
+  if (comm_ && rank_ > 0 && !closed_ && !stopped_) comm_->abort("rank " + std::to_string(rank_) + " shut down");
   std::lock_guard<std::mutex> lk(mu_);
+  if (comm_ && rank_ == 0 && !closed_ && finalized_) sendStop();
   closed_ = true;
   finalized_ = false;
   pool_.reset();
   gpu_.reset();
   embed_ = Weight(), finalNorm_ = Weight(), lmHead_ = Weight();
   std::vector<Layer>().swap(layers_);
-  for (auto* v : {&kv_, &x_, &h_, &h2_, &q_, &k_, &v_, &att_, &gate_, &up_, &cos_, &sin_, &scratch_})
+  for (auto* v : {&kv_, &x_, &h_, &h2_, &q_, &k_, &v_, &att_, &gate_, &up_, &cos_, &sin_, &scratch_, &lmLocal_,
+                  &gathered_, &followOut_})
     std::vector<float>().swap(*v);
   for (int i = 0; i < 3; i++) std::vector<float>().swap(xp_[i]), std::vector<float>().swap(xsum_[i]);
 }

@@ -1,5 +1,6 @@
 // The Llama forward engine: weights (float32 or packed int4), a paged float32 KV pool, preallocated workspaces.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -7,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "collective.h"
 #include "kernels.h"
 #include "threadpool.h"
 
@@ -23,6 +25,13 @@ struct EngineOptions {
   int numPages = 0, blockSize = 0, maxBatchTokens = 0, threads = 0;
   /** -1: the CPU engine; >= 0: the CUDA device that holds weights, KV pool and workspaces. */
   int device = -1;
+  /** Tensor parallelism: this engine holds shard comm->rank() of comm->world(); null or world 1: the whole model. */
+  std::shared_ptr<Collective> comm;
+};
+
+/** The slice of a dimension of size n that rank r of w holds: [begin, begin + size). */
+struct ShardRange {
+  int begin = 0, size = 0;
 };
 
 class GpuModel;
@@ -107,11 +116,18 @@ class Engine {
   size_t weightBytes() const;
   size_t kvBytes() const;
   int vocab() const { return o_.s.vocab; }
+  /** Tensor-parallel followers (rank > 0): waits for the leader's next step plan (as long as the leader lives),
+   * runs its shard of that forward pass. False when the leader closed the group. Do not hold mutex(). */
+  bool follow();
+  int tpRank() const { return rank_; }
+  int tpWorld() const { return world_; }
+  /** This rank's shape: heads, kvHeads, inter and vocab of its shard (the full shape when world is 1). */
+  const ModelShape& localShape() const { return ls_; }
   int hiddenSize() const { return o_.s.hidden; }
 
   /** Per-op wall-time accounting in forward (off by default; one branch per op when off). */
   enum Op { kEmbed, kRmsNorm, kQkv, kRope, kKvWrite, kAttention, kOProj, kResidual, kGateUp, kSilu, kDown,
-            kFinalNorm, kLmHead, kInt4Prep, kPoolWait, kForward, kNumOps };
+            kFinalNorm, kLmHead, kInt4Prep, kPoolWait, kForward, kTpComm, kNumOps };
   static const char* opName(int op);
   void setProfiling(bool on);
   bool profiling() const { return profiling_; }
@@ -128,6 +144,17 @@ class Engine {
     float* y;
   };
   Weight* lookup(const std::string& name, int& expRows, int& expCols, bool& matrix);
+  /** Checks that the shape splits over world ranks and sets ls_ (engine_tp.cc). */
+  void setupShards();
+  /** Leader: hands the batch to the followers through the collective (engine_tp.cc). */
+  void sendPlan(const BatchIn& b);
+  void sendStop();
+  /** The forward pass proper; the collectives of a TP group run inside it. */
+  void forwardLocal(const BatchIn& b, float* out);
+  /** Embedding rows of this rank's vocab slice, zero elsewhere (engine_tp.cc); the caller sums them over ranks. */
+  void embedTokens(const BatchIn& b);
+  /** LM head over this rank's vocab slice, gathered into out (rows, vocab) (engine_tp.cc). */
+  void lmHead(int rows, float* out);
   void matmuls(const float* x, int m, const Job* jobs, int n);
   void requireReady() const;
 
@@ -144,6 +171,12 @@ class Engine {
   long long profNs_[kNumOps] = {}, profCalls_[kNumOps] = {};
 
   EngineOptions o_;
+  ModelShape ls_;  // this rank's shard of o_.s
+  std::shared_ptr<Collective> comm_;
+  int rank_ = 0, world_ = 1, vocabBegin_ = 0;
+  bool following_ = false;
+  std::atomic<bool> stopped_{false};  // a follower received the leader's stop
+  std::vector<float> lmLocal_, gathered_, followOut_;
   Simd simd_;
   std::unique_ptr<GpuModel> gpu_;  // set when o_.device >= 0: weights and forward live on the GPU
   std::unique_ptr<ThreadPool> pool_;

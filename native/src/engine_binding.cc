@@ -1,6 +1,7 @@
 // JS class Engine: wraps tpserve::Engine; forward() runs on the libuv pool and resolves a Promise.
 #include <memory>
 
+#include "async_task.h"
 #include "napi_util.h"
 
 namespace tpserve {
@@ -37,6 +38,8 @@ EngineOptions parseOptions(const Napi::Value& v) {
       fail("NATIVE_INVALID_ARG", "options.device must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + d + "\"");
     }
   }
+  Napi::Value group = o.Get("group");
+  if (!group.IsUndefined() && !group.IsNull()) e.comm = collectiveFrom(group);
   return e;
 }
 
@@ -199,6 +202,15 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     });
   }
 
+  Napi::Value Follow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto ran = std::make_shared<bool>(false);
+    std::shared_ptr<Engine> eng = eng_;
+    return AsyncTask::start(
+        env, "tpserve.follow", [eng, ran] { *ran = eng->follow(); },
+        [ran](Napi::Env e, const AsyncTask::Kept&) -> Napi::Value { return Napi::Boolean::New(e, *ran); });
+  }
+
   Napi::Value Info(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       if (eng_->closed()) fail("NATIVE_CLOSED", "engine is closed: create a new Engine");
@@ -208,6 +220,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("weightBytes", (double)eng_->weightBytes());
       o.Set("kvBytes", (double)eng_->kvBytes());
       o.Set("device", eng_->device());
+      o.Set("tpRank", eng_->tpRank());
+      o.Set("tpSize", eng_->tpWorld());
       return o;
     });
   }
@@ -281,6 +295,7 @@ Napi::Function defineEngine(Napi::Env env) {
                                   EngineWrap::InstanceMethod("setProfiling", &EngineWrap::SetProfiling),
                                   EngineWrap::InstanceMethod("profile", &EngineWrap::Profile),
                                   EngineWrap::InstanceMethod("resetProfile", &EngineWrap::ResetProfile),
+                                  EngineWrap::InstanceMethod("follow", &EngineWrap::Follow),
                                   EngineWrap::InstanceMethod("close", &EngineWrap::Close)});
 }
 

@@ -69,7 +69,7 @@ int Engine::validate(const BatchIn& b) const {
 const char* Engine::opName(int op) {
   static const char* names[kNumOps] = {"embed", "rmsnorm", "qkv_matmul", "rope", "kv_write", "attention",
                                        "o_matmul", "residual", "mlp_gate_up", "silu_mul", "mlp_down",
-                                       "final_norm", "lm_head", "int4_prep", "pool_wait", "forward"};
+                                       "final_norm", "lm_head", "int4_prep", "pool_wait", "forward", "tp_comm"};
   return op >= 0 && op < kNumOps ? names[op] : "?";
 }
 
@@ -169,9 +169,27 @@ void Engine::forward(const BatchIn& b, float* out) {
     }
     return;
   }
+  if (world_ > 1 && rank_ > 0 && !following_)
+    fail("NATIVE_INVALID_ARG", "this engine is rank " + std::to_string(rank_) + " of a tensor-parallel group: it runs "
+                               "the steps its leader (rank 0) broadcasts, through follow(), not forward()");
+  if (world_ == 1) return forwardLocal(b, out);
+  if (rank_ == 0) sendPlan(b);
+  try {
+    forwardLocal(b, out);
+  } catch (const NativeError& e) {
+    // Peers are inside this step's collectives: a local failure must fail the group, not leave them waiting.
+    if (e.code.rfind("NATIVE_TP_", 0) != 0) comm_->abort(std::string(e.code) + ": " + e.what());
+    throw;
+  } catch (const std::exception& e) {
+    comm_->abort(std::string("internal error: ") + e.what());
+    throw;
+  }
+}
+
+void Engine::forwardLocal(const BatchIn& b, float* out) {
   Clock::time_point start{};
   if (profiling_) start = last_ = Clock::now();
-  const ModelShape& s = o_.s;
+  const ModelShape& s = ls_;  // this rank's shard (the whole model when world is 1)
   const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), H = s.hidden, hd = s.headDim;
   const int qd = s.heads * hd, kvd = s.kvHeads * hd, I = s.inter, bs = o_.blockSize;
   const size_t layerStride = (size_t)2 * o_.numPages * bs * kvd, halfStride = layerStride / 2;
@@ -188,8 +206,10 @@ void Engine::forward(const BatchIn& b, float* out) {
     for (int i = 0; i < len; i++, t++) pos_[t] = ctx - len + i, seqOf_[t] = sq;
   }
   ropeTables(pos_.data(), T, hd, s.theta, cos_.data(), sin_.data());
-  for (int t = 0; t < T; t++) embed_.rowF32((size_t)b.tokens[t], &x_[(size_t)t * H]);
+  if (world_ > 1) embedTokens(b);
+  else for (int t = 0; t < T; t++) embed_.rowF32((size_t)b.tokens[t], &x_[(size_t)t * H]);
   tick(kEmbed);
+  if (world_ > 1) comm_->allReduceSum(x_.data(), (size_t)T * H), tick(kTpComm);  // vocab-parallel embedding
   auto rowsParallel = [&](int rows, const std::function<void(int, int)>& fn) {
     if (rows < 16) fn(0, rows);
     else pool_->parallelFor(rows, 4, fn);
@@ -234,6 +254,7 @@ void Engine::forward(const BatchIn& b, float* out) {
     const Job o[1] = {{&L.o, h2_.data()}};
     matmuls(att_.data(), T, o, 1);
     tick(kOProj);
+    if (world_ > 1) comm_->allReduceSum(h2_.data(), (size_t)T * H), tick(kTpComm);  // row-parallel: sum partials
     rowsParallel(T, [&](int r0, int r1) {
       for (size_t i = (size_t)r0 * H; i < (size_t)r1 * H; i++) x_[i] += h2_[i];
       rmsNormRows(&x_[(size_t)r0 * H], L.mlpNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
@@ -249,6 +270,7 @@ void Engine::forward(const BatchIn& b, float* out) {
     const Job d[1] = {{&L.down, h2_.data()}};
     matmuls(gate_.data(), T, d, 1);
     tick(kDown);
+    if (world_ > 1) comm_->allReduceSum(h2_.data(), (size_t)T * H), tick(kTpComm);
     rowsParallel(T, [&](int r0, int r1) {
       for (size_t i = (size_t)r0 * H; i < (size_t)r1 * H; i++) x_[i] += h2_[i];
     });
@@ -266,9 +288,7 @@ void Engine::forward(const BatchIn& b, float* out) {
     std::memcpy(out, h_.data(), (size_t)rows * H * sizeof(float));
     return;
   }
-  const Job head[1] = {{lmHead_.present ? &lmHead_ : &embed_, out}};
-  matmuls(h_.data(), rows, head, 1);
-  tick(kLmHead);
+  lmHead(rows, out);  // ticks lm_head (and tp_comm for the gather)
   if (profiling_) {
     profNs_[kForward] += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
     profCalls_[kForward]++;

@@ -110,6 +110,9 @@ inline TensorIn parseTensor(const Napi::Value& v, const std::string& what) {
 }
 
 Napi::Function defineEngine(Napi::Env env);
+Napi::Function defineTpGroup(Napi::Env env);
+/** The joined collective behind a JS TpGroup (options.group of an Engine). */
+std::shared_ptr<Collective> collectiveFrom(const Napi::Value& v);
 Napi::Object makeKernels(Napi::Env env);
 
 }  // namespace tpserve

@@ -1,4 +1,5 @@
-// `tpserve serve`: a worker as a child process plus the router in this process, on this machine.
+// `tpserve serve`: a worker (or a tensor-parallel group of --tp workers) as child processes plus the router in this
+// process, on this machine.
 import { type ChildProcess, fork } from "node:child_process";
 import { join } from "node:path";
 import { generate, generationClient } from "../common/client.js";
@@ -9,6 +10,7 @@ import { startRouter } from "../router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../worker/config.js";
 import { type LoadProgress, startWorker } from "../worker/server.js";
 import { progressBar } from "./progress.js";
+import { startWorkerGroup, stopWorkerGroup } from "./tp-group.js";
 
 type WorkerMessage =
   | { type: "progress"; progress: LoadProgress }
@@ -34,6 +36,10 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--worker-port", String(cfg.port),
     "--epoch", String(cfg.epoch),
     "--seed", String(cfg.seed),
+    "--tp", String(cfg.tp),
+    "--tp-rank", String(cfg.tpRank),
+    ...(cfg.tpGroup !== "" ? ["--tp-group", cfg.tpGroup] : []),
+    "--tp-timeout-ms", String(cfg.tpTimeoutMs),
   ]; // biome-ignore format: pairs read better one per line
   if (!cfg.symmetric) argv.push("--asym");
   return argv;
@@ -72,10 +78,13 @@ export async function workerCommand(f: Flags): Promise<number> {
 /** Forks `tpserve worker` with this configuration and resolves once it serves (its address in `ready`). */
 export function startWorkerProcess(
   cfg: WorkerConfig,
+  onSpawn?: (child: ChildProcess) => void,
 ): Promise<{ child: ChildProcess; ready: Extract<WorkerMessage, { type: "ready" }> }> {
   const bin = join(packageRoot(), "bin", "tpserve.js");
   const child = fork(bin, ["worker", ...workerArgv(cfg)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  const bar = progressBar("loading model");
+  onSpawn?.(child);
+  // One progress bar per group: the leader's.
+  const bar = cfg.tpRank === 0 ? progressBar(cfg.tp > 1 ? `loading shard 0 of ${cfg.tp}` : "loading model") : () => {};
   return new Promise((resolve, reject) => {
     child.on("message", (m: WorkerMessage) => {
       if (m.type === "progress") bar(m.progress.done, m.progress.total, m.progress.name);
@@ -92,7 +101,7 @@ export async function serveCommand(f: Flags): Promise<number> {
   const routerCfg = routerConfigFromFlags(f, ["pending"]);
   f.rejectUnknown();
   const t0 = performance.now();
-  const { child, ready } = await startWorkerProcess(workerCfg);
+  const { ready, ranks } = await startWorkerGroup(workerCfg);
   const handle = await startRouter({
     ...routerCfg,
     workers: [ready.address],
@@ -103,6 +112,9 @@ export async function serveCommand(f: Flags): Promise<number> {
     `tpserve ready in ${secs}s: gRPC on ${handle.address} (tpserve.v1.Generation, grpc.health.v1); ` +
       `model ${handle.router.groups.length > 0 ? workerCfg.model.split("/").pop() : "?"}, quantization ${ready.quantization}, ` +
       `backend ${ready.backend} (${ready.reason}); worker at ${ready.address}` +
+      (ranks.length > 1
+        ? `; tensor-parallel group of ${ranks.length} CPU ranks (pids ${ranks.map((r) => r.pid)})`
+        : "") +
       (handle.httpPort !== null ? `; metrics at http://${routerCfg.host}:${handle.httpPort}/metrics` : ""),
   );
   let stopping = false;
@@ -112,18 +124,18 @@ export async function serveCommand(f: Flags): Promise<number> {
       stopping = true;
       console.error("tpserve: draining (up to 10 s for in-flight streams)...");
       await handle.close(10_000);
-      const gone = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
-      await Promise.race([gone, new Promise((r) => setTimeout(r, 5000).unref())]);
-      if (child.exitCode === null) child.kill("SIGKILL");
-      if (child.connected) child.disconnect();
+      await stopWorkerGroup(ranks);
       resolve();
     };
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
-    child.once("exit", (code) => {
-      if (!stopping) console.error(`tpserve: the worker exited (code ${code}); requests will fail with UNAVAILABLE`);
-    });
+    for (const r of ranks) {
+      r.child.once("exit", (code) => {
+        if (stopping) return;
+        const who = ranks.length > 1 ? `rank ${r.rank} of the worker group` : "the worker";
+        console.error(`tpserve: ${who} exited (code ${code}); requests will fail with UNAVAILABLE`);
+      });
+    }
   });
   if (demo && (routerCfg.apiKeys || routerCfg.tls)) {
     console.log("API keys or TLS are on: the demo completion is skipped");

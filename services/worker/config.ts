@@ -28,6 +28,12 @@ export interface WorkerConfig {
   port: number;
   epoch: number;
   seed: number;
+  /** Tensor parallelism: ranks in this worker's group (1 = no group), its rank, the group's unique name. */
+  tp: number;
+  tpRank: number;
+  tpGroup: string;
+  /** Bound on one collective inside a step; a rank that misses it fails the group (requests end UNAVAILABLE). */
+  tpTimeoutMs: number;
 }
 
 export const WORKER_FLAGS_HELP = `worker options:
@@ -43,7 +49,10 @@ export const WORKER_FLAGS_HELP = `worker options:
   --threads N              kernel threads, 0 = all cores (default 0)
   --device auto|cpu|cuda[:N]  where the model runs (default auto: the GPU when there is one)
   --worker-metrics-port N  serve the worker's Prometheus metrics on GET /metrics (default off)
-  --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)`;
+  --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)
+  --tp N                   tensor parallelism: N CPU worker processes hold one shard each (1, 2, 4, 8; default 1)
+  --tp-timeout-ms MS       a rank that misses a collective for this long fails its group (default 10000)
+  --tp-rank R, --tp-group NAME  (tpserve worker only) this process's rank and its group's unique name`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   return {
@@ -64,7 +73,20 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     port: f.int("worker-port", 0, 0, 65535),
     epoch: f.int("epoch", 1, 1),
     seed: f.int("seed", 0, 0),
+    ...tpFlags(f),
   };
+}
+
+function tpFlags(f: Flags): Pick<WorkerConfig, "tp" | "tpRank" | "tpGroup" | "tpTimeoutMs"> {
+  const tp = f.int("tp", 1, 1, 64);
+  const tpRank = f.int("tp-rank", 0, 0, 63);
+  const tpGroup = f.string("tp-group", "");
+  const tpTimeoutMs = f.int("tp-timeout-ms", 10_000, 100, 3_600_000);
+  if (tpRank >= tp) throw new ConfigError(`--tp-rank ${tpRank} must be below --tp ${tp}`);
+  if (tpGroup !== "" && !/^[A-Za-z0-9._-]{1,100}$/.test(tpGroup)) {
+    throw new ConfigError(`--tp-group must be 1..100 characters of A-Z a-z 0-9 . _ -, got "${tpGroup}"`);
+  }
+  return { tp, tpRank, tpGroup, tpTimeoutMs };
 }
 
 function deviceFlag(v: string): string {

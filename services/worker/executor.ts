@@ -7,6 +7,7 @@ import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/Ste
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
 import type { WorkerMetrics } from "./metrics.js";
 import { type SamplingOptions, sampleToken } from "./sampler.js";
+import { isTpFailure } from "./tp.js";
 
 export interface ExecutorOptions {
   vocabSize: number;
@@ -111,8 +112,9 @@ export class StepExecutor {
         subStep: 0,
         last: true,
         tokens: [],
-        errorCode: e.code ?? "WORKER_INTERNAL",
-        errorMessage: e.message ?? String(err),
+        // A failed tensor-parallel group is an unavailable worker, not a bad request.
+        errorCode: isTpFailure(e.code) ? "UNAVAILABLE" : (e.code ?? "WORKER_INTERNAL"),
+        errorMessage: isTpFailure(e.code) ? `${e.code}: ${e.message}` : (e.message ?? String(err)),
       });
     }
   }

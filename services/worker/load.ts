@@ -5,6 +5,7 @@ import { ConfigError, ModelLoadError } from "../common/errors.js";
 import type { ModelConfig } from "../common/model/config.js";
 import { type Checkpoint, fromFloat32, openCheckpoint, type StDType, toFloat32 } from "../common/model/safetensors.js";
 import { checkGroupSize, quantizeRtn } from "./quant/rtn.js";
+import { checkShardGroups, checkTpShape, type Slice, shardSlice, sliceShape, type TpRank } from "./shard.js";
 
 export interface LoadOptions {
   dir?: string;
@@ -14,6 +15,8 @@ export interface LoadOptions {
   symmetric: boolean;
   loadFormat: "safetensors" | "dummy";
   seed?: number;
+  /** Tensor parallelism: load only this rank's shard of every tensor (ranged reads of the checkpoint). */
+  tp?: TpRank;
   onProgress?: (done: number, total: number, name: string) => void;
 }
 
@@ -22,6 +25,8 @@ export interface LoadSummary {
   /** Bytes handed to the engine (dense data, or qweight + scales + zeros). */
   bytes: number;
   quantization: "none" | "int4";
+  /** Tensor bytes read from the checkpoint files (0 for dummy weights). */
+  bytesRead: number;
   ms: number;
 }
 
@@ -144,7 +149,7 @@ function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySour
   return t;
 }
 
-function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions): WeightTensor {
+function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions, slice?: Slice): WeightTensor {
   const info = ckpt.info(spec.hf);
   if (!info) {
     throw new ModelLoadError(
@@ -157,9 +162,9 @@ function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions): 
       `tensor "${spec.hf}" has shape ${fmtShape(info.shape)} but config.json implies ${fmtShape(spec.shape)}`,
     );
   }
-  const raw = ckpt.read(spec.hf);
+  const raw = slice ? ckpt.readSlice(spec.hf, slice.dim, slice.begin, slice.end) : ckpt.read(spec.hf);
   if (spec.linear && opts.quantization === "int4") {
-    const [rows, cols] = spec.shape as [number, number];
+    const [rows, cols] = raw.shape as [number, number];
     return quantizeRtn(toFloat32(raw.data, raw.dtype), rows, cols, {
       groupSize: opts.groupSize,
       symmetric: opts.symmetric,
@@ -169,15 +174,15 @@ function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions): 
   return { kind: "dense", dtype: NATIVE_DTYPE[raw.dtype], shape: raw.shape, data: raw.data };
 }
 
-function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource): WeightTensor {
-  const n = spec.shape.reduce((a, b) => a * b, 1);
+function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource, shape: number[]): WeightTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
   if (spec.linear && opts.quantization === "int4") {
-    const [rows, cols] = spec.shape as [number, number];
+    const [rows, cols] = shape as [number, number];
     return dummyInt4(rows, cols, opts, src);
   }
   // Stored as bf16, like the checkpoints dummy weights stand in for (and half the bytes to hand over).
-  const values = spec.shape.length === 1 ? new Float32Array(n).fill(1) : src.normal(n);
-  return { kind: "dense", dtype: "bf16", shape: [...spec.shape], data: fromFloat32(values, "BF16") };
+  const values = shape.length === 1 ? new Float32Array(n).fill(1) : src.normal(n);
+  return { kind: "dense", dtype: "bf16", shape: [...shape], data: fromFloat32(values, "BF16") };
 }
 
 /** Loads all weights into `engine` and finalizes it. */
@@ -185,8 +190,11 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
   const start = performance.now();
   const cfg = opts.config;
   const specs = tensorSpecs(cfg);
+  const tp = opts.tp ?? { rank: 0, world: 1 };
+  checkTpShape(cfg, tp.world);
   if (opts.quantization === "int4") {
     for (const s of specs) if (s.linear) checkGroupSize(s.name, s.shape[1]!, opts.groupSize);
+    checkShardGroups(cfg, tp.world, opts.groupSize);
   }
   let ckpt: Checkpoint | undefined;
   if (opts.loadFormat === "safetensors") {
@@ -196,18 +204,21 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
   const src = ckpt ? undefined : new DummySource(opts.seed ?? 0);
   let tensors = 0;
   let bytes = 0;
+  let bytesRead = 0;
   try {
     for (let i = 0; i < specs.length; i++) {
       const spec = specs[i]!;
-      const t = ckpt ? fromCheckpoint(ckpt, spec, opts) : dummy(spec, opts, src!);
+      const slice = shardSlice(spec, cfg, tp);
+      const t = ckpt ? fromCheckpoint(ckpt, spec, opts, slice) : dummy(spec, opts, src!, sliceShape(spec, slice));
       engine.setTensor(spec.name, t);
       tensors++;
       bytes += tensorBytes(t);
       opts.onProgress?.(i + 1, specs.length, spec.name);
     }
   } finally {
+    bytesRead = ckpt?.bytesRead() ?? 0;
     ckpt?.close();
   }
   engine.finalize();
-  return { tensors, bytes, quantization: opts.quantization, ms: performance.now() - start };
+  return { tensors, bytes, quantization: opts.quantization, bytesRead, ms: performance.now() - start };
 }

@@ -2,7 +2,7 @@
 import { basename } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { type DestinationStream, pino } from "pino";
-import { type Engine, loadNative, type ModelShape } from "../../native/index.js";
+import { type Engine, loadNative, type ModelShape, type TpGroup } from "../../native/index.js";
 import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
@@ -15,6 +15,7 @@ import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
 import { WorkerMetrics } from "./metrics.js";
+import { Follower, isTpFailure, joinTpGroup, tpLoadedBarrier, tpThreads } from "./tp.js";
 
 export interface LoadProgress {
   done: number;
@@ -30,6 +31,8 @@ export interface WorkerHandle {
   describe: DescribeResponse;
   engine: Engine;
   executor: StepExecutor;
+  /** Ranks > 0 of a tensor-parallel group: the loop that runs the leader's steps. */
+  follower: Follower | undefined;
   close(): Promise<void>;
 }
 
@@ -58,21 +61,26 @@ export function createEngine(
   cfg: WorkerConfig,
   onProgress?: (p: LoadProgress) => void,
   extraPages: (numPages: number, model: ModelConfig) => number = () => 0,
+  group?: TpGroup,
 ): { engine: Engine; model: ModelConfig; numPages: number; enginePages: number; deviceReason: string } {
   const model = loadModelConfig(cfg.model);
   const shape = toModelShape(model);
   const perPage = kvBytesPerPage(shape, cfg.blockSize);
   const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
   const native = loadNative();
-  const { device, reason } = resolveDevice(cfg.device);
+  const { device, reason } =
+    group && cfg.device === "auto"
+      ? { device: "cpu", reason: `--tp ${group.world} runs on the CPU (the GPU backend has no NCCL collectives yet)` }
+      : resolveDevice(cfg.device);
   const enginePages = numPages + extraPages(numPages, model);
   const engine = new native.Engine({
     shape,
     numPages: enginePages,
     blockSize: cfg.blockSize,
     maxBatchTokens: cfg.maxBatchTokens,
-    threads: cfg.threads,
+    threads: tpThreads(cfg),
     device,
+    ...(group ? { group } : {}),
   });
   loadWeights(engine, {
     dir: cfg.model,
@@ -82,6 +90,7 @@ export function createEngine(
     symmetric: cfg.symmetric,
     loadFormat: cfg.loadFormat,
     seed: cfg.seed,
+    ...(group ? { tp: { rank: group.rank, world: group.world } } : {}),
     onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
   });
   return { engine, model, numPages, enginePages, deviceReason: reason };
@@ -92,10 +101,22 @@ export async function startWorker(
   onProgress?: (p: LoadProgress) => void,
   io: { logStream?: DestinationStream } = {},
 ): Promise<WorkerHandle> {
+  const group = await joinTpGroup(cfg);
   // Pages past the router's pool serve embeddings: a prompt up to the model's context, or an eighth of the pool.
-  const { engine, model, numPages, enginePages, deviceReason } = createEngine(cfg, onProgress, (pages, m) =>
-    Math.min(Math.ceil(m.maxPositionEmbeddings / cfg.blockSize), Math.max(1, Math.ceil(pages / 8))),
-  );
+  let created: ReturnType<typeof createEngine>;
+  try {
+    created = createEngine(
+      cfg,
+      onProgress,
+      (pages, m) => Math.min(Math.ceil(m.maxPositionEmbeddings / cfg.blockSize), Math.max(1, Math.ceil(pages / 8))),
+      group,
+    );
+  } catch (err) {
+    group?.abort(`rank ${cfg.tpRank} could not load its shard: ${(err as Error).message}`); // don't keep peers waiting
+    throw err;
+  }
+  const { engine, model, numPages, enginePages, deviceReason } = created;
+  if (group) await tpLoadedBarrier(group);
   const maxContext = model.maxPositionEmbeddings;
   const maxBlocksPerSeq = Math.ceil(maxContext / cfg.blockSize);
   const embedPages = enginePages - numPages;
@@ -116,7 +137,11 @@ export async function startWorker(
     epoch: cfg.epoch,
   };
   const log = pino({ level: cfg.logLevel, base: { service: "tpserve-worker" } }, io.logStream ?? pino.destination(2));
-  log.info({ backend: deviceReason, model: basename(cfg.model), num_pages: numPages }, "worker ready");
+  log.info(
+    { backend: deviceReason, model: basename(cfg.model), num_pages: numPages, tp_rank: cfg.tpRank, tp: cfg.tp },
+    "worker ready",
+  );
+  const follower = group && cfg.tpRank > 0 ? new Follower(engine, log) : undefined;
   const metrics = new WorkerMetrics(() => ({
     sequences: executor.stats().sequences,
     weightBytes: info.weightBytes,
@@ -138,8 +163,8 @@ export async function startWorker(
     quantization: quantizationLabel(cfg),
     eosTokenId: model.eosTokenIds[0] ?? 0,
     eosTokenIds: model.eosTokenIds,
-    tpRank: 0,
-    tpSize: 1,
+    tpRank: cfg.tpRank,
+    tpSize: cfg.tp,
     epoch: cfg.epoch,
     maxBatchTokens: cfg.maxBatchTokens,
   };
@@ -160,19 +185,34 @@ export async function startWorker(
             `embed failed: ${err.message}`,
           );
           cb({
-            code: err instanceof RangeError ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL,
+            code:
+              err instanceof RangeError
+                ? grpc.status.INVALID_ARGUMENT
+                : isTpFailure((err as { code?: string }).code)
+                  ? grpc.status.UNAVAILABLE
+                  : grpc.status.INTERNAL,
             details: err.message,
           });
         },
       );
     },
     Steps: (call: grpc.ServerDuplexStream<StepPlan__Output, StepResult>) => {
+      if (follower) {
+        const details = `worker is rank ${cfg.tpRank} of a tensor-parallel group: send step plans to its rank 0`;
+        call.emit("error", { code: grpc.status.FAILED_PRECONDITION, details });
+        return;
+      }
       // A new stream means a new router session: the previous one's sequences are gone.
       executor = new StepExecutor(engine, executorOpts, log, metrics);
       const ex = executor;
       let chain = Promise.resolve();
       call.on("data", (plan: StepPlan__Output) => {
-        chain = chain.then(() => ex.execute(plan, (r) => call.write(r)));
+        chain = chain
+          .then(() => ex.execute(plan, (r) => call.write(r)))
+          .then(() => {
+            // A failed TP group cannot run another step: ending the stream tells the router the group is gone.
+            if (group && group.failure() !== "") call.end();
+          });
       });
       call.on("end", () => void chain.then(() => call.end()));
       call.on("error", () => undefined); // the router went away; its next stream starts afresh
@@ -193,10 +233,13 @@ export async function startWorker(
     get executor() {
       return executor;
     },
+    follower,
     async close() {
       await shutdownServer(server, 1000);
       if (http) await new Promise<void>((r) => http.server.close(() => r()));
       engine.close();
+      await follower?.done;
+      group?.close();
     },
   };
 }

@@ -47,6 +47,18 @@ export interface Checkpoint {
   info(name: string): TensorInfo | undefined;
   /** Raw little-endian bytes of one tensor (BF16/F16/F32 only). */
   read(name: string): { dtype: StDType; shape: number[]; data: Uint8Array };
+  /**
+   * Rows [begin, end) (dim 0) or columns [begin, end) (dim 1) of a 2-D tensor, reading only those bytes from the
+   * file (one ranged read for rows, one per row for columns): a tensor-parallel shard.
+   */
+  readSlice(
+    name: string,
+    dim: 0 | 1,
+    begin: number,
+    end: number,
+  ): { dtype: StDType; shape: number[]; data: Uint8Array };
+  /** Tensor bytes read from the files so far. */
+  bytesRead(): number;
   close(): void;
 }
 
@@ -186,22 +198,55 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw e;
   }
 
+  let bytesRead = 0;
+  const open = (name: string): { t: TensorInfo & { dtype: StDType }; fd: number } => {
+    const t = tensors.get(name);
+    if (!t) throw new ModelLoadError(`tensor "${name}" not in checkpoint`);
+    if (!isSupportedDType(t.dtype)) {
+      throw new ModelLoadError(`tensor "${name}" has dtype ${t.dtype}; only BF16, F16 and F32 are supported`);
+    }
+    const fd = fds.get(t.file);
+    if (fd === undefined) throw new ModelLoadError(`checkpoint closed (reading "${name}")`);
+    return { t: t as TensorInfo & { dtype: StDType }, fd };
+  };
   return {
     files,
     names: () => [...tensors.keys()],
     info: (name) => tensors.get(name),
     read(name) {
-      const t = tensors.get(name);
-      if (!t) throw new ModelLoadError(`tensor "${name}" not in checkpoint`);
-      if (!isSupportedDType(t.dtype)) {
-        throw new ModelLoadError(`tensor "${name}" has dtype ${t.dtype}; only BF16, F16 and F32 are supported`);
-      }
-      const fd = fds.get(t.file);
-      if (fd === undefined) throw new ModelLoadError(`checkpoint closed (reading "${name}")`);
+      const { t, fd } = open(name);
       const data = new Uint8Array(t.byteLength);
       readExact(fd, data, t.offset, t.file);
+      bytesRead += data.byteLength;
       return { dtype: t.dtype, shape: [...t.shape], data };
     },
+    readSlice(name, dim, begin, end) {
+      const { t, fd } = open(name);
+      const [rows, cols] = t.shape as [number, number];
+      const extent = dim === 0 ? rows : cols;
+      if (
+        t.shape.length !== 2 ||
+        !(Number.isInteger(begin) && Number.isInteger(end) && 0 <= begin && begin < end && end <= extent)
+      ) {
+        throw new ModelLoadError(
+          `tensor "${name}" [${t.shape.join(", ")}]: cannot slice dim ${dim} at [${begin}, ${end})`,
+        );
+      }
+      const es = DTYPE_BYTES[t.dtype]!;
+      if (dim === 0) {
+        const data = new Uint8Array((end - begin) * cols * es);
+        readExact(fd, data, t.offset + begin * cols * es, t.file);
+        bytesRead += data.byteLength;
+        return { dtype: t.dtype, shape: [end - begin, cols], data };
+      }
+      const w = (end - begin) * es;
+      const data = new Uint8Array(rows * w);
+      for (let r = 0; r < rows; r++)
+        readExact(fd, data.subarray(r * w, (r + 1) * w), t.offset + (r * cols + begin) * es, t.file);
+      bytesRead += data.byteLength;
+      return { dtype: t.dtype, shape: [rows, end - begin], data };
+    },
+    bytesRead: () => bytesRead,
     close: closeAll,
   };
 }

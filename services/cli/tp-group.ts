@@ -1,0 +1,52 @@
+// `tpserve serve --tp N`: N worker processes on this machine, one shard each, joined as one tensor-parallel group
+// under a fresh group name. The router talks to rank 0 only.
+import type { ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import type { WorkerConfig } from "../worker/config.js";
+import { startWorkerProcess } from "./serve.js";
+
+export interface RankProcess {
+  rank: number;
+  pid: number;
+  child: ChildProcess;
+  /** The rank's gRPC address (set once it is ready; the router uses rank 0's). */
+  address?: string;
+}
+
+type Ready = Awaited<ReturnType<typeof startWorkerProcess>>["ready"];
+
+/** Starts every rank (concurrently: they join and load together) and resolves once all are ready. */
+export async function startWorkerGroup(cfg: WorkerConfig): Promise<{ ready: Ready; ranks: RankProcess[] }> {
+  const group = cfg.tp > 1 ? cfg.tpGroup || `g${process.pid}-${randomBytes(4).toString("hex")}` : "";
+  const ranks: RankProcess[] = [];
+  const started = Array.from({ length: cfg.tp }, (_, rank) =>
+    startWorkerProcess({ ...cfg, tpRank: rank, tpGroup: group, port: 0 }, (child) =>
+      ranks.push({ rank, pid: child.pid ?? 0, child }),
+    ),
+  );
+  try {
+    const all = await Promise.all(started);
+    ranks.sort((a, b) => a.rank - b.rank);
+    for (const r of ranks) r.address = all[r.rank]!.ready.address;
+    return { ready: all[0]!.ready, ranks };
+  } catch (err) {
+    // One rank failing to start leaves the others waiting for it: stop them all.
+    for (const p of started) p.catch(() => undefined);
+    await stopWorkerGroup(ranks);
+    throw err;
+  }
+}
+
+/** SIGTERM to every rank, the leader first (it tells its followers to stop); SIGKILL after 5 s. */
+export async function stopWorkerGroup(ranks: RankProcess[]): Promise<void> {
+  await Promise.all(
+    ranks.map(async ({ child }) => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await Promise.race([gone, new Promise((r) => setTimeout(r, 5000).unref())]);
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      if (child.connected) child.disconnect();
+    }),
+  );
+}

@@ -1,0 +1,72 @@
+// `tpserve serve --tp 2` as a user runs it: a group of two CPU worker processes behind the router, the golden
+// completion through `tpserve generate`, and a clean stop of every rank on SIGTERM.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { packageRoot } from "../../services/common/paths.js";
+import { loadGolden } from "../helpers/golden.js";
+
+const run = promisify(execFile);
+const bin = join(packageRoot(), "bin", "tpserve.js");
+const golden = loadGolden().golden;
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe("tpserve serve --tp 2", () => {
+  let serve: ChildProcess;
+  let output = "";
+  let address = "";
+  let pids: number[] = [];
+  let exited: Promise<number | null>;
+
+  beforeAll(async () => {
+    const args = ["serve", "--tp", "2", "--no-demo", "--port", "0", "--no-http", "--kv-cache-mib", "16"];
+    serve = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    exited = new Promise((resolve) => serve.once("exit", (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      const onData = (d: Buffer) => {
+        output += d.toString();
+        const m = /gRPC on (\S+) .*tensor-parallel group of 2 CPU ranks \(pids (\d+),(\d+)\)/.exec(output);
+        if (m) {
+          address = m[1]!;
+          pids = [Number(m[2]), Number(m[3])];
+          resolve();
+        }
+      };
+      serve.stdout!.on("data", onData);
+      serve.stderr!.on("data", onData);
+      serve.once("exit", (code) => reject(new Error(`serve exited early (${code}):\n${output}`)));
+    });
+  }, 120_000);
+
+  afterAll(() => {
+    if (serve.exitCode === null) serve.kill("SIGKILL");
+    for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+  });
+
+  it("starts two ranks and serves the golden greedy completion through rank 0", async () => {
+    expect(output).toMatch(/loading shard 0 of 2/);
+    expect(output).toMatch(/--tp 2 runs on the CPU/);
+    expect(pids.every(alive)).toBe(true);
+    const g = golden[1]!;
+    const args = ["generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"];
+    const { stdout } = await run(process.execPath, [bin, ...args]);
+    const out = JSON.parse(stdout.trim()) as { ids: number[]; text: string };
+    expect(out.ids).toEqual(g.greedy_ids);
+    expect(out.text).toBe(g.text);
+  });
+
+  it("stops every rank on SIGTERM and exits 0", async () => {
+    serve.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(pids.some(alive)).toBe(false);
+  });
+});
