@@ -34,6 +34,7 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--worker-port", String(cfg.port),
     "--epoch", String(cfg.epoch),
     "--seed", String(cfg.seed),
+    "--drain-timeout-s", String(cfg.drainTimeoutMs / 1000),
   ]; // biome-ignore format: pairs read better one per line
   if (!cfg.symmetric) argv.push("--asym");
   return argv;
@@ -58,12 +59,16 @@ export async function workerCommand(f: Flags): Promise<number> {
     reason: handle.describe.backendReason ?? "",
     quantization: handle.describe.quantization ?? "none",
   });
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGTERM", stop);
-    process.once("SIGINT", stop);
-    process.once("disconnect", stop);
+  const signal = await new Promise<string>((resolve) => {
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+    process.once("SIGINT", () => resolve("SIGINT"));
+    process.once("disconnect", () => resolve("disconnect"));
   });
+  if (signal !== "disconnect") {
+    const out = await handle.drain(cfg.drainTimeoutMs);
+    const held = out.sequences > 0 ? `, ${out.sequences} sequence(s) still held` : "";
+    console.error(`tpserve worker: ${signal}: drained in ${out.ms} ms (${out.reason}${held}); exiting`);
+  }
   await handle.close();
   if (process.connected) process.disconnect(); // the IPC channel would keep this process alive
   return 0;

@@ -223,7 +223,7 @@ export class Router {
   }
 
   get healthy(): boolean {
-    return !this.draining && this.groups.some((g) => g.healthy);
+    return !this.draining && this.groups.some((g) => g.healthy && !g.draining);
   }
 
   /** Stops taking requests; in-flight ones go on. */
@@ -362,7 +362,7 @@ export class Router {
     let best: WorkerGroup | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
     for (const g of this.groups) {
-      if (!g.healthy) continue;
+      if (!g.healthy || g.draining) continue;
       const s = g.scheduler.stats();
       const load = s.running + s.waiting;
       if (load < bestLoad) {

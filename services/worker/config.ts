@@ -28,6 +28,8 @@ export interface WorkerConfig {
   port: number;
   epoch: number;
   seed: number;
+  /** Longest graceful drain on SIGTERM (finish the sequences held, then exit). */
+  drainTimeoutMs: number;
 }
 
 export const WORKER_FLAGS_HELP = `worker options:
@@ -43,7 +45,8 @@ export const WORKER_FLAGS_HELP = `worker options:
   --threads N              kernel threads, 0 = all cores (default 0)
   --device auto|cpu|cuda[:N]  where the model runs (default auto: the GPU when there is one)
   --worker-metrics-port N  serve the worker's Prometheus metrics on GET /metrics (default off)
-  --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)`;
+  --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)
+  --drain-timeout-s N      on SIGTERM, finish held sequences for up to N s, then exit 0 (default 30)`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   return {
@@ -64,6 +67,7 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     port: f.int("worker-port", 0, 0, 65535),
     epoch: f.int("epoch", 1, 1),
     seed: f.int("seed", 0, 0),
+    drainTimeoutMs: f.int("drain-timeout-s", 30, 0, 3600) * 1000,
   };
 }
 
