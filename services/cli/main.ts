@@ -5,7 +5,7 @@ import { ROUTER_FLAGS_HELP } from "../router/config.js";
 import { WORKER_FLAGS_HELP } from "../worker/config.js";
 import { evalCommand } from "./eval-command.js";
 import { generateCommand } from "./generate.js";
-import { ROUTER_COMMAND_HELP, routerCommand } from "./router.js";
+import { ROUTER_BOOLEAN_FLAGS, ROUTER_COMMAND_HELP, routerCommand } from "./router.js";
 import { serveCommand, workerCommand } from "./serve.js";
 
 const HELP = `tpserve: tensor-parallel LLM serving
@@ -35,7 +35,7 @@ export async function run(argv: string[]): Promise<number> {
           new Flags(rest, ["no-demo", "asym", "log-steps", "no-http", "auth-health-metrics", "log-prompts"]),
         );
       case "router":
-        return await routerCommand(new Flags(rest, ["log-steps", "no-http", "auth-health-metrics", "log-prompts"]));
+        return await routerCommand(new Flags(rest, ROUTER_BOOLEAN_FLAGS));
       case "worker":
         return await workerCommand(new Flags(rest, ["asym"]));
       case "generate":
