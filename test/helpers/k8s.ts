@@ -8,7 +8,7 @@ import { PodMonitor, ServiceMonitor } from "@kubernetes-models/prometheus-operat
 import { DaemonSet, Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
-import { ConfigMap, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
+import { ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
 import { parseAllDocuments } from "yaml";
 import { packageRoot } from "../../services/common/paths.js";
 
@@ -72,6 +72,7 @@ const MODELS: Record<string, Validator> = {
   "v1/Secret": Secret,
   "v1/ConfigMap": ConfigMap,
   "v1/ServiceAccount": ServiceAccount,
+  "v1/PersistentVolumeClaim": PersistentVolumeClaim,
   "apps/v1/Deployment": Deployment,
   "apps/v1/StatefulSet": StatefulSet,
   "apps/v1/DaemonSet": DaemonSet,
