@@ -16,9 +16,9 @@ export interface Proc {
   waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
 }
 
-const bin = join(packageRoot(), "bin", "tpserve.js");
+const BIN = join(packageRoot(), "bin", "tpserve.js");
 
-function start(args: string[], ready: RegExp): Promise<Proc> {
+function start(args: string[], ready: RegExp, bin: string): Promise<Proc> {
   const child = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
   const listeners = new Set<() => void>();
@@ -57,18 +57,20 @@ function start(args: string[], ready: RegExp): Promise<Proc> {
   return waitFor(ready).then((m) => ({ child, address: m[1]!, stderr: () => err, exited, waitFor }));
 }
 
-/** `tpserve worker` on a free port; resolves once it is ready. */
-export function startWorkerProcess(extra: string[] = []): Promise<Proc> {
+/** `tpserve worker` on a free port; resolves once it is ready. `bin`: another copy of bin/tpserve.js. */
+export function startWorkerProcess(extra: string[] = [], bin = BIN): Promise<Proc> {
   return start(
     ["worker", "--worker-port", "0", "--threads", "1", "--kv-cache-mib", "64", ...extra],
     /"address":"([^"]+)"/,
+    bin,
   );
 }
 
 /** `tpserve router` in front of `workers`; resolves once it is ready. */
-export function startRouterProcess(workers: string[], extra: string[] = []): Promise<Proc> {
+export function startRouterProcess(workers: string[], extra: string[] = [], bin = BIN): Promise<Proc> {
   return start(
     ["router", "--workers", workers.join(","), "--port", "0", "--no-http", ...extra],
     /tpserve router ready: gRPC on (\S+?)[,;]/,
+    bin,
   );
 }
