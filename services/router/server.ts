@@ -268,7 +268,9 @@ export class Router {
       }
       const norm = validateRequest(req, promptIds, this.limits);
       const group = this.pickGroup();
-      if (!group) throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group");
+      if (!group) {
+        throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group (all failed or draining)");
+      }
       const waiting = this.groups.reduce((n, g) => n + g.scheduler.stats().waiting, 0);
       if (waiting >= this.cfg.maxQueue) {
         throw new RequestError(

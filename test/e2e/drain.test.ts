@@ -4,8 +4,10 @@
 // carrying out the sequences it holds until they finish, then exits 0. Real processes, as in containers.
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
-import { type GenerateOutcome, generate, generationClient } from "../../services/common/client.js";
+import { type GenerateOutcome, generate, generationClient, unary } from "../../services/common/client.js";
+import type { HealthCheckResponse__Output } from "../../services/common/generated/grpc/health/v1/HealthCheckResponse.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
+import { protos } from "../../services/common/proto.js";
 import { type Proc, startRouterProcess, startWorkerProcess } from "../helpers/procs.js";
 
 const MAX_TOKENS = 600;
@@ -92,10 +94,19 @@ describe("graceful drain on SIGTERM", () => {
 
   it("worker: goes NOT_SERVING, finishes the sequences it holds, then exits 0", async () => {
     const { worker, router, client } = await cluster();
+    // what a Kubernetes gRPC readiness probe asks
+    const health = new (protos().health.grpc.health.v1.Health)(worker.address, grpc.credentials.createInsecure());
+    const probe = () =>
+      unary<{ service: string }, HealthCheckResponse__Output>((r, cb) => health.Check(r, cb), {
+        service: "tpserve.worker.v1.Worker",
+      }).then((r) => r.status);
+    expect(await probe()).toBe("SERVING");
     const { outcomes, finishedSoFar } = await streamsInFlight(client, 3);
     worker.child.kill("SIGTERM");
     // The router hears NOT_SERVING and sends nothing new to the draining worker (its only group).
     await router.waitFor(/worker draining: no new requests go to it/);
+    expect(await probe()).toBe("NOT_SERVING");
+    health.close();
     expect(finishedSoFar()).toBe(0);
     await expectUnavailable(client);
     const done = await outcomes;
