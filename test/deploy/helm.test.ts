@@ -124,7 +124,7 @@ describe("helm chart helm/tpserve", () => {
     const r = router(objs);
     const dns = parseWorkersDns(argValue(r.args, "--workers-dns")!);
     expect(dns).toEqual({ name: "rel-tpserve-worker", ports: [50061, 50062, 50063, 50064] });
-    expect(argValue(r.args, "--min-workers")).toBe("4");
+    expect(argValue(r.args, "--min-workers")).toBe("8"); // 4 groups on each of the 2 expected nodes
     const svc = one(objs, "Service", "-worker");
     expect(svc.spec.clusterIP).toBe("None");
     expect(svc.spec.ports.map((p: { port: number }) => p.port)).toEqual([
