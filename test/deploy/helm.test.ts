@@ -246,6 +246,22 @@ describe("helm chart helm/tpserve", () => {
     }
   });
 
+  it("CPU workers request no GPU; TLS mounts the certificate and probes the router over TCP", () => {
+    const objs = template(["--set", "workers.device=cpu", "--set", "tls.enabled=true", "--set", "tls.secretName=tls"]);
+    for (const o of objs) validateObject(o);
+    const c = containers(workers(objs))[0];
+    expect(argValue(c.args, "--device")).toBe("cpu");
+    expect(c.resources.limits["nvidia.com/gpu"]).toBeUndefined();
+    expect(c.resources.requests["nvidia.com/gpu"]).toBeUndefined();
+    const r = router(objs);
+    expect(argValue(r.args, "--tls-cert")).toBe("/etc/tpserve/tls/tls.crt");
+    expect(argValue(r.args, "--tls-key")).toBe("/etc/tpserve/tls/tls.key");
+    expect(r.readinessProbe).toMatchObject({ tcpSocket: { port: "grpc" } });
+    expect(r.readinessProbe.grpc).toBeUndefined(); // kubelet's gRPC probe speaks no TLS
+    const tls = podSpec(one(objs, "Deployment", "-router")).volumes.find((v: { name: string }) => v.name === "tls");
+    expect(tls.secret.secretName).toBe("tls");
+  });
+
   it("refuses bad values with a message naming them", () => {
     const bad: [string[], RegExp][] = [
       [["--set", "tp=3"], /tp.*1, 2, 4, 8/],
