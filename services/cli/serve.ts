@@ -114,8 +114,8 @@ export async function serveCommand(f: Flags): Promise<number> {
     const stop = async () => {
       if (stopping) return;
       stopping = true;
-      console.error("tpserve: draining (up to 10 s for in-flight streams)...");
-      await handle.close(10_000);
+      console.error(`tpserve: draining (up to ${routerCfg.drainTimeoutMs / 1000} s for in-flight streams)...`);
+      await handle.close(routerCfg.drainTimeoutMs);
       const gone = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
       await Promise.race([gone, new Promise((r) => setTimeout(r, 5000).unref())]);
