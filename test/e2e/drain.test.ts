@@ -49,6 +49,19 @@ async function streamsInFlight(client: GenerationClient, n: number) {
   return { outcomes: Promise.all(outcomes), finishedSoFar: () => finished.length };
 }
 
+/** grpc.health.v1 Check as a Kubernetes gRPC probe sends it; resolves to the status. */
+async function probe(address: string, service: string): Promise<string> {
+  const health = new (protos().health.grpc.health.v1.Health)(address, grpc.credentials.createInsecure());
+  try {
+    const r = await unary<{ service: string }, HealthCheckResponse__Output>((req, cb) => health.Check(req, cb), {
+      service,
+    });
+    return r.status;
+  } finally {
+    health.close();
+  }
+}
+
 function expectUnavailable(client: GenerationClient): Promise<void> {
   return generate(client, { text: "too late", maxTokens: 4 }).then(
     () => {
@@ -61,10 +74,12 @@ function expectUnavailable(client: GenerationClient): Promise<void> {
 describe("graceful drain on SIGTERM", () => {
   it("router: in-flight streams finish, new requests get UNAVAILABLE, exit code 0", async () => {
     const { router, client } = await cluster();
+    expect(await probe(router.address, "")).toBe("SERVING");
     const { outcomes, finishedSoFar } = await streamsInFlight(client, 4);
     router.child.kill("SIGTERM");
     const m = await router.waitFor(/draining (\d+) in-flight request/);
     expect(Number(m[1])).toBe(4); // all four were still streaming when the signal came
+    expect(await probe(router.address, "")).toBe("NOT_SERVING"); // readiness fails: Service endpoints drop it
     expect(finishedSoFar()).toBe(0);
     await expectUnavailable(client);
     const done = await outcomes;
@@ -94,19 +109,13 @@ describe("graceful drain on SIGTERM", () => {
 
   it("worker: goes NOT_SERVING, finishes the sequences it holds, then exits 0", async () => {
     const { worker, router, client } = await cluster();
-    // what a Kubernetes gRPC readiness probe asks
-    const health = new (protos().health.grpc.health.v1.Health)(worker.address, grpc.credentials.createInsecure());
-    const probe = () =>
-      unary<{ service: string }, HealthCheckResponse__Output>((r, cb) => health.Check(r, cb), {
-        service: "tpserve.worker.v1.Worker",
-      }).then((r) => r.status);
-    expect(await probe()).toBe("SERVING");
+    expect(await probe(worker.address, "tpserve.worker.v1.Worker")).toBe("SERVING"); // the readiness probe
     const { outcomes, finishedSoFar } = await streamsInFlight(client, 3);
     worker.child.kill("SIGTERM");
     // The router hears NOT_SERVING and sends nothing new to the draining worker (its only group).
     await router.waitFor(/worker draining: no new requests go to it/);
-    expect(await probe()).toBe("NOT_SERVING");
-    health.close();
+    expect(await probe(worker.address, "tpserve.worker.v1.Worker")).toBe("NOT_SERVING");
+    expect(await probe(router.address, "")).toBe("NOT_SERVING"); // its only group drains: the router is not ready
     expect(finishedSoFar()).toBe(0);
     await expectUnavailable(client);
     const done = await outcomes;
