@@ -5,12 +5,15 @@ import { ROUTER_FLAGS_HELP } from "../router/config.js";
 import { WORKER_FLAGS_HELP } from "../worker/config.js";
 import { evalCommand } from "./eval-command.js";
 import { generateCommand } from "./generate.js";
+import { ROUTER_BOOLEAN_FLAGS, ROUTER_COMMAND_HELP, routerCommand } from "./router.js";
 import { serveCommand, workerCommand } from "./serve.js";
 
 const HELP = `tpserve: tensor-parallel LLM serving
 
 usage:
   tpserve serve [options]                 start router + worker on this machine (npm start)
+  tpserve router --workers H:P[,...] [router options]   the router alone (containers); drains on SIGTERM
+  tpserve worker [worker options] [--worker-host H] [--worker-port N]   one worker alone; drains on SIGTERM
   tpserve generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--api-key K]
                    [--seed S] [--stop STR] [--address HOST:PORT] [--json]
                                           stream a completion from a running server
@@ -20,6 +23,7 @@ usage:
 serve options:
   --no-demo                don't stream a sample completion once ready
 ${ROUTER_FLAGS_HELP}
+${ROUTER_COMMAND_HELP}
 ${WORKER_FLAGS_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
@@ -30,6 +34,8 @@ export async function run(argv: string[]): Promise<number> {
         return await serveCommand(
           new Flags(rest, ["no-demo", "asym", "log-steps", "no-http", "auth-health-metrics", "log-prompts"]),
         );
+      case "router":
+        return await routerCommand(new Flags(rest, ROUTER_BOOLEAN_FLAGS));
       case "worker":
         return await workerCommand(new Flags(rest, ["asym"]));
       case "generate":

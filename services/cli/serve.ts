@@ -40,6 +40,7 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--tp-rank", String(cfg.tpRank),
     ...(cfg.tpGroup !== "" ? ["--tp-group", cfg.tpGroup] : []),
     "--tp-timeout-ms", String(cfg.tpTimeoutMs),
+    "--drain-timeout-s", String(cfg.drainTimeoutMs / 1000),
   ]; // biome-ignore format: pairs read better one per line
   if (!cfg.symmetric) argv.push("--asym");
   return argv;
@@ -64,12 +65,16 @@ export async function workerCommand(f: Flags): Promise<number> {
     reason: handle.describe.backendReason ?? "",
     quantization: handle.describe.quantization ?? "none",
   });
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGTERM", stop);
-    process.once("SIGINT", stop);
-    process.once("disconnect", stop);
+  const signal = await new Promise<string>((resolve) => {
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+    process.once("SIGINT", () => resolve("SIGINT"));
+    process.once("disconnect", () => resolve("disconnect"));
   });
+  if (signal !== "disconnect") {
+    const out = await handle.drain(cfg.drainTimeoutMs);
+    const held = out.sequences > 0 ? `, ${out.sequences} sequence(s) still held` : "";
+    console.error(`tpserve worker: ${signal}: drained in ${out.ms} ms (${out.reason}${held}); exiting`);
+  }
   await handle.close();
   if (process.connected) process.disconnect(); // the IPC channel would keep this process alive
   return 0;
@@ -122,8 +127,8 @@ export async function serveCommand(f: Flags): Promise<number> {
     const stop = async () => {
       if (stopping) return;
       stopping = true;
-      console.error("tpserve: draining (up to 10 s for in-flight streams)...");
-      await handle.close(10_000);
+      console.error(`tpserve: draining (up to ${routerCfg.drainTimeoutMs / 1000} s for in-flight streams)...`);
+      await handle.close(routerCfg.drainTimeoutMs);
       await stopWorkerGroup(ranks);
       resolve();
     };

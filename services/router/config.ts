@@ -36,6 +36,8 @@ export interface RouterConfig {
   logPrompts: boolean;
   /** TLS for the gRPC and HTTP listeners: PEM certificate chain and private key (null: plaintext). */
   tls: { cert: Buffer; key: Buffer } | null;
+  /** On SIGTERM: refuse new requests, give in-flight streams this long to finish, then exit. */
+  drainTimeoutMs: number;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -53,7 +55,8 @@ export const ROUTER_FLAGS_HELP = `router options:
   --auth-health-metrics    require a key for grpc.health.v1 and /metrics too
   --log-level L            JSON logs on stderr: fatal|error|warn|info|debug|silent (default info)
   --log-prompts            include prompt text in the request log lines (off by default)
-  --tls-cert FILE --tls-key FILE  serve gRPC and HTTP over TLS with this PEM certificate chain and key`;
+  --tls-cert FILE --tls-key FILE  serve gRPC and HTTP over TLS with this PEM certificate chain and key
+  --drain-timeout-s N      on SIGTERM, let in-flight streams finish for up to N s, then exit 0 (default 30)`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -73,6 +76,7 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     logLevel: f.choice("log-level", ["fatal", "error", "warn", "info", "debug", "silent"] as const, "info"),
     logPrompts: f.bool("log-prompts"),
     tls: readTls(f.string("tls-cert"), f.string("tls-key")),
+    drainTimeoutMs: f.int("drain-timeout-s", 30, 0, 3600) * 1000,
   };
   if (cfg.workers.length === 0) throw new ConfigError("the router needs at least one worker address (--workers)");
   return cfg;

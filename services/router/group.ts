@@ -78,6 +78,9 @@ export class WorkerGroup {
     return this.failed === undefined;
   }
 
+  /** The worker said it is draining (grpc.health.v1 NOT_SERVING): no new requests go to it; held ones finish. */
+  draining = false;
+
   /** Starts the step loop if it is idle. */
   kick(): void {
     if (this.looping || this.failed) return;

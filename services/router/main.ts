@@ -10,6 +10,7 @@ import { AUTH_HINT } from "./auth.js";
 import type { RouterConfig } from "./config.js";
 import { OpenAiApi } from "./openai.js";
 import { generationServiceWithUtf8Check, Router } from "./server.js";
+import { watchWorkerHealth } from "./worker-health.js";
 
 export interface RouterHandle {
   router: Router;
@@ -48,6 +49,15 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
   );
   const descs = await Promise.all(clients.map((c) => describe(c, 60_000)));
   const router = new Router(cfg, tokenizer, descs[0]!, clients, descs, log);
+  const unwatch = cfg.workers.map((addr, i) =>
+    watchWorkerHealth(addr, (serving) => {
+      const g = router.groups[i];
+      if (g && g.draining === serving) {
+        g.draining = !serving;
+        log.info({ worker: addr }, serving ? "worker serving again" : "worker draining: no new requests go to it");
+      }
+    }),
+  );
 
   const server = new grpc.Server();
   server.addService(generationServiceWithUtf8Check(), router.handlers() as grpc.UntypedServiceImplementation);
@@ -119,6 +129,7 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
       const until = Date.now() + graceMs;
       while (router.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       router.close();
+      for (const stop of unwatch) stop();
       await shutdownServer(server, 1000);
       if (http) await new Promise<void>((r) => http.server.close(() => r()));
       for (const c of clients) c.close();

