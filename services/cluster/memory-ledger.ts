@@ -132,7 +132,11 @@ export class MemoryLedger implements PageLedger {
   async snapshot(): Promise<GroupSnapshot[]> {
     return [...this.groups.values()].map((g) => {
       const owners: Record<string, number[]> = {};
-      for (const [p, r] of g.owner) (owners[r] ??= []).push(p);
+      for (const [p, r] of g.owner) {
+        const list = owners[r] ?? [];
+        list.push(p);
+        owners[r] = list;
+      }
       return { info: { ...g.info }, free: g.free.length, owners };
     });
   }
