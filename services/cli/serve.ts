@@ -36,6 +36,7 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--seed", String(cfg.seed),
   ]; // biome-ignore format: pairs read better one per line
   if (!cfg.symmetric) argv.push("--asym");
+  if (cfg.group) argv.push("--group", cfg.group);
   return argv;
 }
 

@@ -1,5 +1,6 @@
 // Router configuration, read once from flags and validated.
 import { readFileSync } from "node:fs";
+import { type ClusterConfig, clusterConfigFromEnv } from "../cluster/config.js";
 import { ConfigError } from "../common/errors.js";
 import type { Flags } from "../common/flags.js";
 import { bundledModelDir } from "../common/paths.js";
@@ -36,6 +37,12 @@ export interface RouterConfig {
   logPrompts: boolean;
   /** TLS for the gRPC and HTTP listeners: PEM certificate chain and private key (null: plaintext). */
   tls: { cert: Buffer; key: Buffer } | null;
+  /** Redis, NATS and lease settings from the environment (REDIS_URL set: groups come from the ledger). */
+  cluster: ClusterConfig;
+  /** Pages a router claims from the ledger at a time (cluster mode). */
+  pageExtent: number;
+  /** How long a request may wait for pages the ledger cannot give before it fails with UNAVAILABLE. */
+  pageStarveMs: number;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -53,7 +60,9 @@ export const ROUTER_FLAGS_HELP = `router options:
   --auth-health-metrics    require a key for grpc.health.v1 and /metrics too
   --log-level L            JSON logs on stderr: fatal|error|warn|info|debug|silent (default info)
   --log-prompts            include prompt text in the request log lines (off by default)
-  --tls-cert FILE --tls-key FILE  serve gRPC and HTTP over TLS with this PEM certificate chain and key`;
+  --tls-cert FILE --tls-key FILE  serve gRPC and HTTP over TLS with this PEM certificate chain and key
+  --page-extent N          pages claimed from the cluster ledger at a time (default 32; REDIS_URL set)
+  --page-starve-ms N       a request waiting this long for pages the ledger cannot give fails (default 30000)`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -73,8 +82,13 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     logLevel: f.choice("log-level", ["fatal", "error", "warn", "info", "debug", "silent"] as const, "info"),
     logPrompts: f.bool("log-prompts"),
     tls: readTls(f.string("tls-cert"), f.string("tls-key")),
+    cluster: clusterConfigFromEnv(),
+    pageExtent: f.int("page-extent", 32, 1, 1 << 20),
+    pageStarveMs: f.int("page-starve-ms", 30_000, 10, 3_600_000),
   };
-  if (cfg.workers.length === 0) throw new ConfigError("the router needs at least one worker address (--workers)");
+  if (cfg.workers.length === 0 && !cfg.cluster.redisUrl) {
+    throw new ConfigError("the router needs at least one worker address (--workers) or REDIS_URL to find them");
+  }
   return cfg;
 }
 

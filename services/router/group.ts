@@ -5,6 +5,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { StepPlan } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult__Output } from "../common/generated/tpserve/worker/v1/StepResult.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
+import type { LedgerPages } from "./leased-pages.js";
 import type { Scheduler, StepPlanData } from "./scheduler.js";
 import type { NormalizedSampling } from "./validate.js";
 
@@ -58,8 +59,10 @@ export class WorkerGroup {
     readonly scheduler: Scheduler,
     private readonly params: Map<number, SequenceParams>,
     private readonly events: GroupEvents,
-    private readonly epoch: number,
+    readonly epoch: number,
     private readonly logSteps = false,
+    /** Where the scheduler's pages come from when they are leased from the cluster ledger (else: the whole pool). */
+    readonly ledgerPages?: LedgerPages,
   ) {}
 
   /** Opens the Steps stream. */
@@ -100,13 +103,36 @@ export class WorkerGroup {
     this.stream?.end();
   }
 
+  /** Takes the group out of service: its sequences fail with UNAVAILABLE and `message`, the stream closes. */
+  retire(message: string): void {
+    this.fail(message);
+    this.close();
+  }
+
   private async loop(): Promise<void> {
     while (!this.failed && !this.closed) {
       // Let request handlers that are ready run first, so that requests arriving together share a step.
       await new Promise<void>((resolve) => setImmediate(resolve));
+      const lp = this.ledgerPages;
+      if (lp) await lp.prepare(this.scheduler);
+      if (this.failed || this.closed) return;
       const plan = this.scheduler.schedule();
-      if (!plan) return;
+      if (!plan) {
+        if (!lp || !this.scheduler.hasWork()) {
+          lp?.trim(this.scheduler);
+          return;
+        }
+        // Waiting for pages the ledger could not give yet: retry shortly, fail the waiters after a while.
+        const starved = lp.starved(this.scheduler);
+        if (starved.length > 0) {
+          for (const id of starved) this.scheduler.finish(id, true);
+          this.events.onFailure(starved, "UNAVAILABLE", `no KV pages could be claimed: ${lp.lastError ?? "none free"}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
       await this.runPlan(plan);
+      lp?.trim(this.scheduler);
     }
   }
 

@@ -7,7 +7,7 @@
 // ceil(numComputedAfterStep / blockSize) pages. When a running sequence cannot get the page it needs, the newest
 // running sequence is preempted by recompute: its pages are freed, the worker is told to drop it, and it goes back
 // to the front of the queue with its prompt plus the tokens generated so far.
-import { PagePool } from "./pages.js";
+import { PagePool, type PagePoolLike } from "./pages.js";
 
 export interface SchedulerOptions {
   /** KV pool size in pages, including the reserved page 0. */
@@ -20,6 +20,8 @@ export interface SchedulerOptions {
   maxRunning: number;
   /** Decode steps the worker may run back to back for a decode-only plan (1 = every step is planned). */
   decodeSteps: number;
+  /** The pages this scheduler hands out (default: every page of the pool, 1..numPages-1). */
+  pool?: PagePoolLike;
 }
 
 export interface SequenceSpec {
@@ -84,7 +86,7 @@ export interface SchedulerStats {
 
 export class Scheduler {
   private readonly opts: SchedulerOptions;
-  private readonly pool: PagePool;
+  private readonly pool: PagePoolLike;
   private readonly seqs = new Map<number, SequenceState>();
   private waiting: number[] = [];
   private running: number[] = [];
@@ -98,7 +100,7 @@ export class Scheduler {
     if (opts.blockSize < 1) throw new RangeError(`blockSize must be >= 1, got ${opts.blockSize}`);
     if (opts.maxBatchTokens < 1) throw new RangeError(`maxBatchTokens must be >= 1, got ${opts.maxBatchTokens}`);
     this.opts = { ...opts, decodeSteps: Math.max(1, opts.decodeSteps) };
-    this.pool = new PagePool(opts.numPages);
+    this.pool = opts.pool ?? new PagePool(opts.numPages);
   }
 
   get blockSize(): number {
@@ -243,11 +245,44 @@ export class Scheduler {
     return plan;
   }
 
+  /** Ids of the sequences waiting for a slot or for pages. */
+  waitingIds(): readonly number[] {
+    return this.waiting;
+  }
+
+  /** Every page held by a sequence, page -> sequence id. */
+  heldPages(): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const s of this.seqs.values()) for (const p of s.pages) out.set(p, s.id);
+    return out;
+  }
+
+  /**
+   * Pages the next plan needs beyond the free ones to make progress: every running sequence's next chunk (with
+   * the decode lookahead) and the chunk of the first waiting sequence. 0 when the pool has enough.
+   */
+  pagesShort(): number {
+    let need = 0;
+    let budget = this.opts.maxBatchTokens;
+    for (const id of this.running) {
+      const s = this.seq(id);
+      const n = Math.min(Math.max(1, s.tokens.length - s.numComputed), budget);
+      need += Math.max(0, this.pagesFor(s.numComputed + n + this.opts.decodeSteps - 1) - s.pages.length);
+      budget = Math.max(0, budget - n);
+    }
+    const head = this.waiting[0];
+    if (head !== undefined && budget > 0) {
+      const s = this.seq(head);
+      need += this.pagesFor(s.numComputed + Math.min(s.tokens.length - s.numComputed, budget)) - s.pages.length;
+    }
+    return Math.max(0, need - this.pool.free);
+  }
+
   stats(): SchedulerStats {
     return {
       running: this.running.length,
       waiting: this.waiting.length,
-      pagesTotal: this.opts.numPages - 1,
+      pagesTotal: this.pool.total,
       pagesFree: this.pool.free,
       steps: this.stepCounter,
       preemptions: this.preemptionCount,
@@ -270,8 +305,8 @@ export class Scheduler {
       }
       if (s.status === "waiting" && s.pages.length > 0) return `waiting sequence ${s.id} holds pages`;
     }
-    if (owner.size + this.pool.free !== this.opts.numPages - 1) {
-      return `held ${owner.size} + free ${this.pool.free} != ${this.opts.numPages - 1} pages`;
+    if (owner.size + this.pool.free !== this.pool.total) {
+      return `held ${owner.size} + free ${this.pool.free} != ${this.pool.total} pages`;
     }
     return null;
   }

@@ -14,7 +14,8 @@ import { protos } from "../common/proto.js";
 import { AUTH_HINT } from "./auth.js";
 import type { RouterConfig } from "./config.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
-import { type SequenceParams, WorkerGroup } from "./group.js";
+import { type GroupEvents, type SequenceParams, WorkerGroup } from "./group.js";
+import type { LedgerPages } from "./leased-pages.js";
 import { RouterMetrics } from "./metrics.js";
 import { createScheduler } from "./scheduler.js";
 import { StopMatcher } from "./stop.js";
@@ -79,53 +80,75 @@ export class Router {
   ) {
     this.metrics = new RouterMetrics(() => this.stats());
     clients.forEach((client, i) => {
-      const d = descs[i]!;
-      const scheduler = createScheduler({
-        numPages: d.numPages,
-        blockSize: d.blockSize,
-        maxBatchTokens: Math.min(cfg.maxBatchTokens, d.maxBatchTokens || cfg.maxBatchTokens),
-        maxRunning: cfg.maxRunning,
-        decodeSteps: cfg.decodeSteps,
-      });
-      const group = new WorkerGroup(
-        cfg.workers[i] ?? `worker-${i}`,
-        client,
-        scheduler,
-        this.params,
-        {
-          onToken: (seqId, token, finished, eos) => this.onToken(seqId, token, finished, eos),
-          onFailure: (ids, code, message) => this.onFailure(ids, code, message),
-          onPreempt: (id) => {
-            const a = this.active.get(id);
-            if (a) a.preemptions++;
-            this.metrics.preemptions.inc();
-          },
-          onJoin: (id) => {
-            const a = this.active.get(id);
-            if (a && a.scheduledAt === undefined) {
-              a.scheduledAt = performance.now();
-              this.metrics.queue.observe((a.scheduledAt - a.arrival) / 1000);
-            }
-          },
-          onStep: (batch, prefill, wallMs, forwardMs) => {
-            const phase = prefill ? "prefill" : "decode";
-            this.metrics.batchSize.observe({ phase }, batch);
-            this.metrics.stepDuration.observe({ phase }, wallMs / 1000);
-            this.metrics.forward.observe({ phase }, forwardMs / 1000);
-          },
-        },
-        d.epoch,
-        cfg.logSteps,
-      );
-      group.connect();
-      this.groups.push(group);
+      this.addGroup(cfg.workers[i] ?? `worker-${i}`, client, descs[i]!, descs[i]!.epoch);
     });
-    const capacity = Math.min(...this.groups.map((g) => g.scheduler.capacityTokens));
+    const capacity =
+      this.groups.length > 0 ? Math.min(...this.groups.map((g) => g.scheduler.capacityTokens)) : Infinity;
     this.limits = {
       vocabSize: info.vocabSize,
       maxContext: Math.min(info.maxContext, capacity),
       maxStopStrings: cfg.maxStopStrings,
       maxStopLength: 256,
+    };
+  }
+
+  /**
+   * Puts a worker group into service: a scheduler over its pool (or over the pages this router leases from the
+   * cluster ledger) and the Steps stream to its leader. Plans carry `epoch`; the worker rejects any other.
+   */
+  addGroup(name: string, client: WorkerClient, d: DescribeResponse__Output, epoch: number, pages?: LedgerPages) {
+    const scheduler = createScheduler({
+      numPages: d.numPages,
+      blockSize: d.blockSize,
+      maxBatchTokens: Math.min(this.cfg.maxBatchTokens, d.maxBatchTokens || this.cfg.maxBatchTokens),
+      maxRunning: this.cfg.maxRunning,
+      decodeSteps: this.cfg.decodeSteps,
+      ...(pages ? { pool: pages.pool } : {}),
+    });
+    const group = new WorkerGroup(
+      name,
+      client,
+      scheduler,
+      this.params,
+      this.groupEvents(),
+      epoch,
+      this.cfg.logSteps,
+      pages,
+    );
+    group.connect();
+    this.groups.push(group);
+    return group;
+  }
+
+  /** Takes a group out of service (it left the cluster, restarted, or this router lost its lease). */
+  removeGroup(group: WorkerGroup, message: string): void {
+    const i = this.groups.indexOf(group);
+    if (i >= 0) this.groups.splice(i, 1);
+    group.retire(message);
+  }
+
+  private groupEvents(): GroupEvents {
+    return {
+      onToken: (seqId, token, finished, eos) => this.onToken(seqId, token, finished, eos),
+      onFailure: (ids, code, message) => this.onFailure(ids, code, message),
+      onPreempt: (id) => {
+        const a = this.active.get(id);
+        if (a) a.preemptions++;
+        this.metrics.preemptions.inc();
+      },
+      onJoin: (id) => {
+        const a = this.active.get(id);
+        if (a && a.scheduledAt === undefined) {
+          a.scheduledAt = performance.now();
+          this.metrics.queue.observe((a.scheduledAt - a.arrival) / 1000);
+        }
+      },
+      onStep: (batch, prefill, wallMs, forwardMs) => {
+        const phase = prefill ? "prefill" : "decode";
+        this.metrics.batchSize.observe({ phase }, batch);
+        this.metrics.stepDuration.observe({ phase }, wallMs / 1000);
+        this.metrics.forward.observe({ phase }, forwardMs / 1000);
+      },
     };
   }
 
@@ -354,6 +377,10 @@ export class Router {
     return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
   }
 
+  get vocabSize(): number {
+    return this.limits.vocabSize;
+  }
+
   get modelName(): string {
     return this.info.model;
   }
@@ -463,7 +490,9 @@ export class Router {
       this.release(a);
       this.metrics.requests.inc({ finished_reason: code });
       this.logRequest(a, code, message);
-      const grpcCode = code === "UNAVAILABLE" ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
+      // A stale epoch means the group restarted under the plan: the request may be retried elsewhere.
+      const retryable = code === "UNAVAILABLE" || code === "WORKER_STALE_EPOCH";
+      const grpcCode = retryable ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
       a.call.fail(grpcCode, `${code}: ${message}`);
     }
   }

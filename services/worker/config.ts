@@ -1,4 +1,5 @@
 // Worker configuration, read once from flags and validated.
+import { type ClusterConfig, clusterConfigFromEnv } from "../cluster/config.js";
 import { ConfigError } from "../common/errors.js";
 import type { Flags } from "../common/flags.js";
 import { bundledModelDir } from "../common/paths.js";
@@ -28,6 +29,10 @@ export interface WorkerConfig {
   port: number;
   epoch: number;
   seed: number;
+  /** Name of this worker group in the cluster ledger (with REDIS_URL); null = not a cluster member. */
+  group: string | null;
+  /** Redis, NATS and lease settings from the environment. */
+  cluster: ClusterConfig;
 }
 
 export const WORKER_FLAGS_HELP = `worker options:
@@ -43,7 +48,8 @@ export const WORKER_FLAGS_HELP = `worker options:
   --threads N              kernel threads, 0 = all cores (default 0)
   --device auto|cpu|cuda[:N]  where the model runs (default auto: the GPU when there is one)
   --worker-metrics-port N  serve the worker's Prometheus metrics on GET /metrics (default off)
-  --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)`;
+  --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)
+  --group NAME             register as worker group NAME in the cluster ledger (needs REDIS_URL)`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   return {
@@ -64,7 +70,17 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     port: f.int("worker-port", 0, 0, 65535),
     epoch: f.int("epoch", 1, 1),
     seed: f.int("seed", 0, 0),
+    group: groupFlag(f.string("group")),
+    cluster: clusterConfigFromEnv(),
   };
+}
+
+function groupFlag(v: string | undefined): string | null {
+  if (v === undefined) return null;
+  if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(v)) {
+    throw new ConfigError(`--group must be 1-128 characters of A-Z a-z 0-9 _ . : -, got "${v}"`);
+  }
+  return v;
 }
 
 function deviceFlag(v: string): string {

@@ -16,7 +16,8 @@ export interface ExecutorOptions {
   maxBlocksPerSeq: number;
   maxBatchTokens: number;
   numPages: number;
-  epoch: number;
+  /** The group's epoch (it changes when the group re-registers in the cluster ledger). */
+  epoch: number | (() => number);
 }
 
 interface WorkerSequence {
@@ -113,11 +114,9 @@ export class StepExecutor {
   }
 
   private applyPlan(plan: StepPlan__Output): void {
-    if (plan.epoch !== this.opts.epoch) {
-      throw new PlanError(
-        "WORKER_STALE_EPOCH",
-        `plan epoch ${plan.epoch} does not match worker epoch ${this.opts.epoch}`,
-      );
+    const epoch = typeof this.opts.epoch === "function" ? this.opts.epoch() : this.opts.epoch;
+    if (plan.epoch !== epoch) {
+      throw new PlanError("WORKER_STALE_EPOCH", `plan epoch ${plan.epoch} does not match worker epoch ${epoch}`);
     }
     for (const id of plan.drop) this.seqs.delete(id);
     for (const n of plan.newSequences) {

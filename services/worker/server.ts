@@ -3,6 +3,9 @@ import { basename } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { type DestinationStream, pino } from "pino";
 import { type Engine, loadNative, type ModelShape } from "../../native/index.js";
+import type { PageLedger } from "../cluster/ledger.js";
+import { RedisLedger } from "../cluster/redis-ledger.js";
+import { ConfigError } from "../common/errors.js";
 import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
@@ -14,6 +17,7 @@ import type { WorkerConfig } from "./config.js";
 import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
+import { GroupMembership } from "./membership.js";
 import { WorkerMetrics } from "./metrics.js";
 
 export interface LoadProgress {
@@ -30,6 +34,8 @@ export interface WorkerHandle {
   describe: DescribeResponse;
   engine: Engine;
   executor: StepExecutor;
+  /** The group's current epoch (it grows when the group re-registers in the cluster ledger). */
+  readonly epoch: number;
   close(): Promise<void>;
 }
 
@@ -90,8 +96,11 @@ export function createEngine(
 export async function startWorker(
   cfg: WorkerConfig,
   onProgress?: (p: LoadProgress) => void,
-  io: { logStream?: DestinationStream } = {},
+  io: { logStream?: DestinationStream; ledger?: PageLedger } = {},
 ): Promise<WorkerHandle> {
+  if (cfg.group && !io.ledger && !cfg.cluster.redisUrl) {
+    throw new ConfigError(`--group ${cfg.group} needs REDIS_URL (the cluster ledger the group registers in)`);
+  }
   // Pages past the router's pool serve embeddings: a prompt up to the model's context, or an eighth of the pool.
   const { engine, model, numPages, enginePages, deviceReason } = createEngine(cfg, onProgress, (pages, m) =>
     Math.min(Math.ceil(m.maxPositionEmbeddings / cfg.blockSize), Math.max(1, Math.ceil(pages / 8))),
@@ -113,8 +122,9 @@ export async function startWorker(
     maxBlocksPerSeq,
     maxBatchTokens: cfg.maxBatchTokens,
     numPages,
-    epoch: cfg.epoch,
+    epoch: () => epoch,
   };
+  let epoch = cfg.epoch;
   const log = pino({ level: cfg.logLevel, base: { service: "tpserve-worker" } }, io.logStream ?? pino.destination(2));
   log.info({ backend: deviceReason, model: basename(cfg.model), num_pages: numPages }, "worker ready");
   const metrics = new WorkerMetrics(() => ({
@@ -123,6 +133,7 @@ export async function startWorker(
     kvBytes: info.kvBytes,
   }));
   let executor = new StepExecutor(engine, executorOpts, log, metrics);
+  let engineChain = Promise.resolve();
   const info = engine.info();
   const describe: DescribeResponse = {
     model: basename(cfg.model),
@@ -149,7 +160,7 @@ export async function startWorker(
     "grpc.max_send_message_length": 64 << 20,
   });
   server.addService(protos().worker.tpserve.worker.v1.Worker.service, {
-    Describe: (_call: unknown, cb: grpc.sendUnaryData<DescribeResponse>) => cb(null, describe),
+    Describe: (_call: unknown, cb: grpc.sendUnaryData<DescribeResponse>) => cb(null, { ...describe, epoch }),
     Stats: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, executor.stats()),
     Embed: (call: grpc.ServerUnaryCall<WorkerEmbedRequest__Output, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       embedder.embed(call.request.tokens).then(
@@ -167,12 +178,13 @@ export async function startWorker(
       );
     },
     Steps: (call: grpc.ServerDuplexStream<StepPlan__Output, StepResult>) => {
-      // A new stream means a new router session: the previous one's sequences are gone.
+      // One stream per router session, each with its own sequences (several routers may share the group; the
+      // cluster ledger keeps their pages apart). Plans of all sessions run one at a time on the engine.
       executor = new StepExecutor(engine, executorOpts, log, metrics);
       const ex = executor;
       let chain = Promise.resolve();
       call.on("data", (plan: StepPlan__Output) => {
-        chain = chain.then(() => ex.execute(plan, (r) => call.write(r)));
+        chain = engineChain = engineChain.then(() => ex.execute(plan, (r) => call.write(r)));
       });
       call.on("end", () => void chain.then(() => call.end()));
       call.on("error", () => undefined); // the router went away; its next stream starts afresh
@@ -184,6 +196,12 @@ export async function startWorker(
     ),
   );
   const http = cfg.metricsPort === null ? null : await serveHttp(metrics.registry, cfg.host, cfg.metricsPort);
+  let membership: GroupMembership | undefined;
+  if (cfg.group && (io.ledger || cfg.cluster.redisUrl)) {
+    const ledger = io.ledger ?? (await RedisLedger.connect(cfg.cluster));
+    const spec = { id: cfg.group, address: `${cfg.host}:${port}`, numPages, blockSize: cfg.blockSize };
+    membership = await GroupMembership.join(ledger, spec, cfg.cluster, cfg.epoch - 1, (e) => (epoch = e), log);
+  }
   return {
     port,
     address: `${cfg.host}:${port}`,
@@ -193,7 +211,11 @@ export async function startWorker(
     get executor() {
       return executor;
     },
+    get epoch() {
+      return epoch;
+    },
     async close() {
+      await membership?.leave();
       await shutdownServer(server, 1000);
       if (http) await new Promise<void>((r) => http.server.close(() => r()));
       engine.close();
