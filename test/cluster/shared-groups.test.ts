@@ -53,7 +53,7 @@ describe("two routers, two groups, in-memory ledger", () => {
     const out = await Promise.all(reqs.map((r, i) => generate(routers[i % 2]!.client, r)));
     running = false;
     await checker;
-    out.forEach((o, i) => expect(o.ids, `request ${i}`).toEqual(solo.get(JSON.stringify(reqs[i]))!.ids));
+    for (const [i, o] of out.entries()) expect(o.ids, `request ${i}`).toEqual(solo.get(JSON.stringify(reqs[i]))!.ids);
     expect(violations).toEqual([]);
     expect(checks).toBeGreaterThan(5);
     // Both groups served, and pages came in extents: far fewer claims than steps.
