@@ -3,6 +3,8 @@ import { TpserveError } from "../common/errors.js";
 import { Flags } from "../common/flags.js";
 import { ROUTER_FLAGS_HELP } from "../router/config.js";
 import { WORKER_FLAGS_HELP } from "../worker/config.js";
+import { CLUSTER_ENV_HELP } from "../cluster/config.js";
+import { routerCommand } from "./cluster-commands.js";
 import { evalCommand } from "./eval-command.js";
 import { generateCommand } from "./generate.js";
 import { serveCommand, workerCommand } from "./serve.js";
@@ -11,6 +13,10 @@ const HELP = `tpserve: tensor-parallel LLM serving
 
 usage:
   tpserve serve [options]                 start router + worker on this machine (npm start)
+  tpserve router [--workers H:P,...] [router options]
+                                          a router alone; with REDIS_URL it finds worker groups in the ledger
+  tpserve worker --group NAME [worker options]
+                                          a worker group that registers in the ledger (REDIS_URL)
   tpserve generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--api-key K]
                    [--seed S] [--stop STR] [--address HOST:PORT] [--json]
                                           stream a completion from a running server
@@ -20,7 +26,8 @@ usage:
 serve options:
   --no-demo                don't stream a sample completion once ready
 ${ROUTER_FLAGS_HELP}
-${WORKER_FLAGS_HELP}`;
+${WORKER_FLAGS_HELP}
+${CLUSTER_ENV_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -30,6 +37,8 @@ export async function run(argv: string[]): Promise<number> {
         return await serveCommand(
           new Flags(rest, ["no-demo", "asym", "log-steps", "no-http", "auth-health-metrics", "log-prompts"]),
         );
+      case "router":
+        return await routerCommand(new Flags(rest, ["log-steps", "no-http", "auth-health-metrics", "log-prompts"]));
       case "worker":
         return await workerCommand(new Flags(rest, ["asym"]));
       case "generate":

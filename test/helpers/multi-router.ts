@@ -94,3 +94,40 @@ export function startWorkerProcess(group: string, env: Record<string, string>, a
 export function redisCluster(url: string, name: string, extra: Record<string, string> = {}): ClusterConfig {
   return clusterConfigFromEnv({ REDIS_URL: url, TPSERVE_CLUSTER: name, ...extra });
 }
+
+export interface RouterProcess {
+  child: ChildProcess;
+  address: string;
+  routerId: string;
+  kill(): Promise<void>;
+}
+
+/** `tpserve router` as a child process (REDIS_URL in `env`). */
+export function startRouterProcess(env: Record<string, string>, args: string[] = []): Promise<RouterProcess> {
+  const bin = join(packageRoot(), "bin", "tpserve.js");
+  const child = spawn(process.execPath, [bin, "router", "--port", "0", "--no-http", "--log-level", "error", ...args], {
+    stdio: ["ignore", "ignore", "pipe", "ipc"],
+    env: { ...process.env, ...env },
+  });
+  let stderr = "";
+  child.stderr?.on("data", (d) => {
+    stderr += String(d);
+  });
+  return new Promise((resolve, reject) => {
+    child.on("message", (m: { type: string; address: string; routerId: string }) => {
+      if (m.type !== "ready") return;
+      resolve({
+        child,
+        address: m.address,
+        routerId: m.routerId,
+        async kill() {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          const gone = new Promise((r) => child.once("exit", r));
+          if (child.pid) process.kill(child.pid, "SIGKILL");
+          await gone;
+        },
+      });
+    });
+    child.on("exit", (code) => reject(new Error(`router exited with ${code} before ready: ${stderr}`)));
+  });
+}
