@@ -1,9 +1,10 @@
 // The `tpserve` command: serve, generate, eval ppl, and the internal worker entry.
+
+import { CLUSTER_ENV_HELP } from "../cluster/config.js";
 import { TpserveError } from "../common/errors.js";
 import { Flags } from "../common/flags.js";
 import { ROUTER_FLAGS_HELP } from "../router/config.js";
 import { WORKER_FLAGS_HELP } from "../worker/config.js";
-import { CLUSTER_ENV_HELP } from "../cluster/config.js";
 import { routerCommand } from "./cluster-commands.js";
 import { evalCommand } from "./eval-command.js";
 import { generateCommand } from "./generate.js";
