@@ -22,6 +22,8 @@ export interface ClusterOptions {
   extentPages: number;
   /** How long a request may wait for pages the ledger cannot give before it fails. */
   starveMs: number;
+  /** Unreferenced prefix-cache blocks an idle router keeps leased. */
+  cacheKeepPages: number;
 }
 
 interface Member {

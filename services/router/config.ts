@@ -43,6 +43,10 @@ export interface RouterConfig {
   pageExtent: number;
   /** How long a request may wait for pages the ledger cannot give before it fails with UNAVAILABLE. */
   pageStarveMs: number;
+  /** Share full KV blocks between requests with the same prefix (docs/prefix-caching.md). */
+  prefixCache: boolean;
+  /** Cluster mode: unreferenced cached blocks an idle router keeps instead of handing them back to the ledger. */
+  prefixCacheKeepPages: number;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -62,7 +66,9 @@ export const ROUTER_FLAGS_HELP = `router options:
   --log-prompts            include prompt text in the request log lines (off by default)
   --tls-cert FILE --tls-key FILE  serve gRPC and HTTP over TLS with this PEM certificate chain and key
   --page-extent N          pages claimed from the cluster ledger at a time (default 32; REDIS_URL set)
-  --page-starve-ms N       a request waiting this long for pages the ledger cannot give fails (default 30000)`;
+  --page-starve-ms N       a request waiting this long for pages the ledger cannot give fails (default 30000)
+  --no-prefix-cache        do not share KV blocks between requests with the same prefix (default: share)
+  --prefix-cache-keep N    cached blocks an idle router keeps leased from the ledger (default 64)`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -85,6 +91,8 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     cluster: clusterConfigFromEnv(),
     pageExtent: f.int("page-extent", 32, 1, 1 << 20),
     pageStarveMs: f.int("page-starve-ms", 30_000, 10, 3_600_000),
+    prefixCache: !f.bool("no-prefix-cache"),
+    prefixCacheKeepPages: f.int("prefix-cache-keep", 64, 0, 1 << 24),
   };
   if (cfg.workers.length === 0 && !cfg.cluster.redisUrl) {
     throw new ConfigError("the router needs at least one worker address (--workers) or REDIS_URL to find them");

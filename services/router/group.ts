@@ -227,6 +227,7 @@ export class WorkerGroup {
           tokens: n.tokens,
           numGenerated: n.numGenerated,
           maxNewTokens: n.maxNewTokens,
+          numComputed: n.numComputed,
           ignoreEos: p?.ignoreEos ?? false,
           requestId: p?.requestId ?? "",
           sampling: p?.sampling ?? { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0 },

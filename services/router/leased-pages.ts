@@ -3,6 +3,7 @@
 // batches, so the ledger sees one command per extent, not one per step or token.
 import type { PageLedger } from "../cluster/ledger.js";
 import type { PagePoolLike } from "./pages.js";
+import type { PrefixCachingPool } from "./prefix-cache.js";
 import type { Scheduler } from "./scheduler.js";
 
 export class LeasedPagePool implements PagePoolLike {
@@ -76,6 +77,8 @@ export interface LedgerPagesOptions {
   extentPages: number;
   /** How long a sequence may wait for pages the ledger cannot give before it fails with UNAVAILABLE. */
   starveMs: number;
+  /** Unreferenced prefix-cache blocks an idle router keeps; the rest go back to the ledger. */
+  cacheKeepPages: number;
 }
 
 export interface LedgerCounters {
@@ -89,8 +92,10 @@ export class LedgerPages {
   readonly counters: LedgerCounters = { claims: 0, releases: 0 };
   private starvedSince: number | undefined;
   private releasing: Promise<void> = Promise.resolve();
-  /** Set when the ledger refused us for good (lease lost, epoch stale); no further claims. */
+  /** Why the last claim gave nothing (for the message of requests that starve). */
   lastError: string | undefined;
+  /** The prefix cache over `pool`, when caching is on. */
+  cache: PrefixCachingPool | undefined;
 
   constructor(
     private readonly ledger: PageLedger,
@@ -131,6 +136,7 @@ export class LedgerPages {
   /** After a plan: hands surplus free pages back; when the group is idle, all of them. */
   trim(s: Scheduler): void {
     this.starvedSince = undefined;
+    if (!s.hasWork()) this.cache?.evictDownTo(this.opts.cacheKeepPages);
     const keep = s.hasWork() ? 2 * this.opts.extentPages : 0;
     if (this.pool.free <= keep) return;
     const pages = this.pool.takeFree(this.pool.free - (s.hasWork() ? this.opts.extentPages : 0));

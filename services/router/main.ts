@@ -52,7 +52,8 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
   if (io.ledger || cfg.cluster.redisUrl) {
     // Cluster mode: groups register themselves in the ledger; this router finds them there at run time.
     const ledger = io.ledger ?? (await RedisLedger.connect(cfg.cluster));
-    cluster = new RouterCluster(ledger, cfg.cluster, { extentPages: cfg.pageExtent, starveMs: cfg.pageStarveMs }, log);
+    const opts = { extentPages: cfg.pageExtent, starveMs: cfg.pageStarveMs, cacheKeepPages: cfg.prefixCacheKeepPages };
+    cluster = new RouterCluster(ledger, cfg.cluster, opts, log);
     const { desc } = await cluster.join(60_000);
     router = new Router(cfg, tokenizer, desc, [], [], log);
     cluster.start(router);

@@ -8,6 +8,7 @@
 // running sequence is preempted by recompute: its pages are freed, the worker is told to drop it, and it goes back
 // to the front of the queue with its prompt plus the tokens generated so far.
 import { PagePool, type PagePoolLike } from "./pages.js";
+import { blockHash, PrefixCachingPool } from "./prefix-cache.js";
 
 export interface SchedulerOptions {
   /** KV pool size in pages, including the reserved page 0. */
@@ -22,6 +23,13 @@ export interface SchedulerOptions {
   decodeSteps: number;
   /** The pages this scheduler hands out (default: every page of the pool, 1..numPages-1). */
   pool?: PagePoolLike;
+  /**
+   * Prefix caching: the root of the block-hash chain (rootHash(model, blockSize)); the pool must then be a
+   * PrefixCachingPool. Unset: no caching.
+   */
+  prefixRoot?: Buffer;
+  /** Called at a sequence's first admission with its prompt tokens and how many of them were cached. */
+  onPrefixLookup?: (promptTokens: number, cachedTokens: number) => void;
 }
 
 export interface SequenceSpec {
@@ -48,6 +56,12 @@ export interface SequenceState {
   preemptions: number;
   /** Monotonic admission order; the newest running sequence is preempted first. */
   admittedAt: number;
+  /** Chained hashes of the sequence's full blocks computed so far (prefix caching). */
+  blockHashes: Buffer[];
+  /** Leading blocks whose pages are in the prefix cache (acquired from it or registered by this sequence). */
+  cachedBlocks: number;
+  /** Tokens found in the prefix cache at the first admission (-1 before it). */
+  cachedAtAdmission: number;
 }
 
 export interface PlannedNewSequence {
@@ -55,6 +69,8 @@ export interface PlannedNewSequence {
   tokens: number[];
   numGenerated: number;
   maxNewTokens: number;
+  /** Leading tokens whose K/V are already on the sequence's first pages (prefix cache hits). */
+  numComputed: number;
 }
 
 export interface PlannedSequence {
@@ -87,6 +103,7 @@ export interface SchedulerStats {
 export class Scheduler {
   private readonly opts: SchedulerOptions;
   private readonly pool: PagePoolLike;
+  private readonly cache: PrefixCachingPool | undefined;
   private readonly seqs = new Map<number, SequenceState>();
   private waiting: number[] = [];
   private running: number[] = [];
@@ -101,6 +118,10 @@ export class Scheduler {
     if (opts.maxBatchTokens < 1) throw new RangeError(`maxBatchTokens must be >= 1, got ${opts.maxBatchTokens}`);
     this.opts = { ...opts, decodeSteps: Math.max(1, opts.decodeSteps) };
     this.pool = opts.pool ?? new PagePool(opts.numPages);
+    if (opts.prefixRoot) {
+      if (!(this.pool instanceof PrefixCachingPool)) throw new TypeError("prefix caching needs a PrefixCachingPool");
+      this.cache = this.pool;
+    }
   }
 
   get blockSize(): number {
@@ -126,6 +147,9 @@ export class Scheduler {
       maxNewTokens: spec.maxNewTokens,
       preemptions: 0,
       admittedAt: -1,
+      blockHashes: [],
+      cachedBlocks: 0,
+      cachedAtAdmission: -1,
     });
     this.waiting.push(spec.id);
   }
@@ -165,6 +189,7 @@ export class Scheduler {
     if (s?.status !== "running") return false;
     s.numComputed += numTokens;
     if (sampled !== undefined) s.tokens.push(sampled);
+    if (this.cache) this.registerFullBlocks(s);
     return true;
   }
 
@@ -198,8 +223,16 @@ export class Scheduler {
     while (this.waiting.length > 0 && budget > 0 && this.running.length < this.opts.maxRunning) {
       const id = this.waiting[0]!;
       const s = this.seq(id);
+      if (this.cache && s.pages.length === 0) this.useCachedPrefix(s);
       const n = Math.min(s.tokens.length - s.numComputed, budget);
-      if (!this.pool.canAllocate(this.pagesFor(s.numComputed + n) - s.pages.length)) break;
+      if (!this.pool.canAllocate(this.pagesFor(s.numComputed + n) - s.pages.length)) {
+        this.dropCachedPrefix(s);
+        break;
+      }
+      if (s.cachedAtAdmission < 0) {
+        s.cachedAtAdmission = s.numComputed;
+        this.opts.onPrefixLookup?.(s.numPrompt, s.numComputed);
+      }
       this.waiting.shift();
       s.status = "running";
       s.admittedAt = ++this.admitCounter;
@@ -223,6 +256,7 @@ export class Scheduler {
           tokens: [...s.tokens],
           numGenerated: s.tokens.length - s.numPrompt,
           maxNewTokens: s.maxNewTokens,
+          numComputed: s.numComputed,
         });
         s.onWorker = true;
         this.sentPages.set(id, 0);
@@ -294,16 +328,23 @@ export class Scheduler {
    * held + free = total. Returns a description of the first violation, or null.
    */
   checkInvariants(): string | null {
-    const owner = new Map<number, number>();
+    const owner = new Map<number, number[]>();
     for (const s of this.seqs.values()) {
       for (const p of s.pages) {
         if (p === 0) return `sequence ${s.id} holds the reserved page 0`;
-        const prev = owner.get(p);
-        if (prev !== undefined) return `page ${p} is held by sequences ${prev} and ${s.id}`;
         if (this.pool.isFree(p)) return `page ${p} is held by sequence ${s.id} and also free`;
-        owner.set(p, s.id);
+        const holders = owner.get(p) ?? [];
+        holders.push(s.id);
+        owner.set(p, holders);
       }
       if (s.status === "waiting" && s.pages.length > 0) return `waiting sequence ${s.id} holds pages`;
+    }
+    for (const [p, holders] of owner) {
+      // Only a cached block may be shared, and then by exactly as many sequences as hold a reference on it.
+      const refs = this.cache?.refCount(p) ?? 0;
+      if ((holders.length > 1 || refs > 0) && refs !== holders.length) {
+        return `page ${p} is held by sequences ${holders.join(" and ")} (cache references: ${refs})`;
+      }
     }
     if (owner.size + this.pool.free !== this.pool.total) {
       return `held ${owner.size} + free ${this.pool.free} != ${this.pool.total} pages`;
@@ -368,6 +409,7 @@ export class Scheduler {
     this.pool.release(s.pages);
     s.pages = [];
     s.numComputed = 0;
+    s.cachedBlocks = 0;
     s.status = "waiting";
     s.preemptions++;
     this.preemptionCount++;
@@ -377,6 +419,52 @@ export class Scheduler {
     this.running = this.running.filter((x) => x !== id);
     this.waiting.unshift(id);
     plan.preempted.push(id);
+  }
+
+  /** The chained hash of block b of s (its parent must be known: blocks are hashed in order). */
+  private hashOf(s: SequenceState, b: number): Buffer {
+    const bs = this.opts.blockSize;
+    while (s.blockHashes.length <= b) {
+      const i = s.blockHashes.length;
+      const parent = i === 0 ? this.opts.prefixRoot! : s.blockHashes[i - 1]!;
+      s.blockHashes.push(blockHash(parent, s.tokens.slice(i * bs, (i + 1) * bs)));
+    }
+    return s.blockHashes[b]!;
+  }
+
+  /** At admission: starts the sequence on the cached pages of its longest cached prefix (at least 1 token left). */
+  private useCachedPrefix(s: SequenceState): void {
+    const cache = this.cache!;
+    const maxBlocks = Math.floor((s.tokens.length - 1) / this.opts.blockSize);
+    const hashes: string[] = [];
+    for (let b = 0; b < maxBlocks; b++) {
+      const h = this.hashOf(s, b).toString("hex");
+      if (cache.match([h]) === 0) break;
+      hashes.push(h);
+    }
+    if (hashes.length === 0) return;
+    s.pages = cache.acquire(hashes);
+    s.cachedBlocks = hashes.length;
+    s.numComputed = hashes.length * this.opts.blockSize;
+  }
+
+  /** Undoes useCachedPrefix when the sequence cannot be admitted after all. */
+  private dropCachedPrefix(s: SequenceState): void {
+    if (s.pages.length === 0) return;
+    this.pool.release(s.pages);
+    s.pages = [];
+    s.numComputed = 0;
+    s.cachedBlocks = 0;
+  }
+
+  /** Puts every block the sequence has now computed in full into the prefix cache. */
+  private registerFullBlocks(s: SequenceState): void {
+    const full = Math.min(Math.floor(s.numComputed / this.opts.blockSize), s.pages.length);
+    while (s.cachedBlocks < full) {
+      const b = s.cachedBlocks;
+      this.cache!.insert(this.hashOf(s, b).toString("hex"), s.pages[b]!);
+      s.cachedBlocks++;
+    }
   }
 
   /**

@@ -17,6 +17,8 @@ import { IncrementalDetokenizer } from "./detokenizer.js";
 import { type GroupEvents, type SequenceParams, WorkerGroup } from "./group.js";
 import type { LedgerPages } from "./leased-pages.js";
 import { RouterMetrics } from "./metrics.js";
+import { PagePool } from "./pages.js";
+import { PrefixCachingPool, rootHash } from "./prefix-cache.js";
 import { createScheduler } from "./scheduler.js";
 import { StopMatcher } from "./stop.js";
 import { findInvalidUtf8, INVALID_UTF8, type Limits, validateRequest } from "./validate.js";
@@ -58,11 +60,20 @@ export interface RouterCounters {
   requestsFinished: number;
   tokensGenerated: number;
   promptTokens: number;
+  /** Prompt tokens looked up in the prefix cache, and of those found cached. */
+  prefixQueryTokens: number;
+  prefixHitTokens: number;
 }
 
 export class Router {
   readonly groups: WorkerGroup[] = [];
-  readonly counters: RouterCounters = { requestsFinished: 0, tokensGenerated: 0, promptTokens: 0 };
+  readonly counters: RouterCounters = {
+    requestsFinished: 0,
+    tokensGenerated: 0,
+    promptTokens: 0,
+    prefixQueryTokens: 0,
+    prefixHitTokens: 0,
+  };
   readonly metrics: RouterMetrics;
   private readonly active = new Map<number, ActiveRequest>();
   private readonly params = new Map<number, SequenceParams>();
@@ -97,13 +108,23 @@ export class Router {
    * cluster ledger) and the Steps stream to its leader. Plans carry `epoch`; the worker rejects any other.
    */
   addGroup(name: string, client: WorkerClient, d: DescribeResponse__Output, epoch: number, pages?: LedgerPages) {
+    const base = pages ? pages.pool : new PagePool(d.numPages);
+    const cache = this.cfg.prefixCache ? new PrefixCachingPool(base) : undefined;
+    if (pages) pages.cache = cache;
     const scheduler = createScheduler({
       numPages: d.numPages,
       blockSize: d.blockSize,
       maxBatchTokens: Math.min(this.cfg.maxBatchTokens, d.maxBatchTokens || this.cfg.maxBatchTokens),
       maxRunning: this.cfg.maxRunning,
       decodeSteps: this.cfg.decodeSteps,
-      ...(pages ? { pool: pages.pool } : {}),
+      pool: cache ?? base,
+      ...(cache ? { prefixRoot: rootHash(d.model, d.blockSize) } : {}),
+      onPrefixLookup: (queried, hit) => {
+        this.counters.prefixQueryTokens += queried;
+        this.counters.prefixHitTokens += hit;
+        this.metrics.prefixQueries.inc(queried);
+        this.metrics.prefixHits.inc(hit);
+      },
     });
     const group = new WorkerGroup(
       name,

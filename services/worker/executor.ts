@@ -126,11 +126,18 @@ export class StepExecutor {
           throw new PlanError("WORKER_BAD_PLAN", `token ${t} of sequence ${n.seqId} >= vocab ${this.opts.vocabSize}`);
         }
       }
+      if (n.numComputed >= n.tokens.length || n.numComputed % this.opts.blockSize !== 0) {
+        throw new PlanError(
+          "WORKER_BAD_PLAN",
+          `new sequence ${n.seqId}: num_computed ${n.numComputed} must be a multiple of the block size ` +
+            `${this.opts.blockSize} below its ${n.tokens.length} tokens`,
+        );
+      }
       const s = n.sampling;
       this.seqs.set(n.seqId, {
         requestId: n.requestId,
         tokens: [...n.tokens],
-        computed: 0,
+        computed: n.numComputed,
         pages: [],
         sampling: {
           temperature: s?.temperature ?? 0,

@@ -61,7 +61,14 @@ describe("cluster on redis-server", () => {
     for (const g of ["g1", "g2"]) workers.set(g, await startWorkerProcess(g, env));
     const cluster = redisCluster(redis.url, NAME, env);
     for (let i = 0; i < 2; i++) {
-      routers.push(await startRouterNode(cluster, { pageExtent: 16, maxBatchTokens: 256, maxQueue: 1000 }));
+      routers.push(
+        await startRouterNode(cluster, {
+          pageExtent: 16,
+          maxBatchTokens: 256,
+          maxQueue: 1000,
+          prefixCacheKeepPages: 0,
+        }),
+      );
     }
     await waitFor(() => routers.every((r) => groupsIn(r).length === 2), "both routers to admit both groups");
   });

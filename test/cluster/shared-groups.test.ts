@@ -23,7 +23,13 @@ describe("two routers, two groups, in-memory ledger", () => {
       workers.push(await startWorker(cfg, undefined, { ledger }));
     }
     for (let i = 0; i < 2; i++) {
-      routers.push(await startRouterNode(cluster, { pageExtent: 8, maxBatchTokens: 128, decodeSteps: 4 }, ledger));
+      routers.push(
+        await startRouterNode(
+          cluster,
+          { pageExtent: 8, maxBatchTokens: 128, decodeSteps: 4, prefixCacheKeepPages: 0 },
+          ledger,
+        ),
+      );
     }
     await waitFor(() => routers.every((r) => r.handle.router.groups.length === 2), "routers to find both groups");
   });
