@@ -65,6 +65,7 @@ export async function workerCommand(f: Flags): Promise<number> {
     process.once("SIGINT", stop);
     process.once("disconnect", stop);
   });
+  await handle.drain(process.connected ? 10_000 : 0);
   await handle.close();
   if (process.connected) process.disconnect(); // the IPC channel would keep this process alive
   return 0;

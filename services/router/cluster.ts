@@ -8,6 +8,7 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { type ControlBus, subjects } from "../cluster/bus.js";
 import type { ClusterConfig } from "../cluster/config.js";
 import type { GroupInfo, PageLedger } from "../cluster/ledger.js";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
@@ -24,6 +25,14 @@ export interface ClusterOptions {
   starveMs: number;
   /** Unreferenced prefix-cache blocks an idle router keeps leased. */
   cacheKeepPages: number;
+}
+
+/** A worker group's message on tpserve.<cluster>.worker.* (docs/control-plane.md). */
+export interface WorkerEvent {
+  group: string;
+  epoch: number;
+  address: string;
+  sequences?: number;
 }
 
 interface Member {
@@ -60,6 +69,9 @@ export class RouterCluster {
   private registered = false;
   private busy = false;
   private closed = false;
+  /** Last heartbeat per group id ("id@epoch" -> ms), from the control bus. */
+  private readonly lastSeen = new Map<string, number>();
+  private unsubscribe: (() => void) | undefined;
   /** Sweeps that reclaimed something, for logs and tests. */
   readonly sweeps: { at: number; routers: string[]; pages: number; groups: string[] }[] = [];
 
@@ -68,6 +80,8 @@ export class RouterCluster {
     private readonly cfg: ClusterConfig,
     private readonly opts: ClusterOptions,
     private readonly log: Logger,
+    /** The control bus (NATS): register/deregister trigger discovery at once, drain and heartbeats are heeded. */
+    readonly bus: ControlBus | null = null,
   ) {}
 
   /** Registers the router's lease and waits until at least one group is known; returns its Describe. */
@@ -97,8 +111,56 @@ export class RouterCluster {
     const renewMs = Math.max(20, Math.floor(this.cfg.leaseTtlMs / 3));
     this.timers.push(setInterval(() => void this.renew(), renewMs));
     this.timers.push(setInterval(() => void this.tick(), this.cfg.sweepMs));
+    if (this.bus) {
+      this.unsubscribe = this.bus.subscribe(subjects(this.cfg.cluster).workerAll, (d, subject) =>
+        this.onWorkerEvent(subject.slice(subject.lastIndexOf(".") + 1), d as WorkerEvent),
+      );
+      this.timers.push(setInterval(() => this.checkHeartbeats(), renewMs));
+    }
     for (const t of this.timers) t.unref();
     void this.tick();
+  }
+
+  private onWorkerEvent(kind: string, e: WorkerEvent): void {
+    const key = `${e.group}@${e.epoch}`;
+    const m = this.members.get(e.group);
+    const mine = m !== undefined && m.info.epoch === e.epoch;
+    switch (kind) {
+      case "heartbeat":
+        this.lastSeen.set(key, Date.now());
+        if (mine) m.group.remoteLoad = e.sequences ?? 0;
+        if (!m || m.info.epoch !== e.epoch) void this.tick(); // a group we have not admitted (yet)
+        break;
+      case "register":
+        this.lastSeen.set(key, Date.now());
+        void this.tick();
+        break;
+      case "drain":
+        if (mine) {
+          m.group.draining = true;
+          this.log.info({ group: e.group, epoch: e.epoch }, "worker group draining: no new requests");
+        }
+        break;
+      case "deregister":
+        this.lastSeen.delete(key);
+        if (mine) this.retire(e.group, m, `worker group ${e.group} left the cluster (deregistered)`);
+        void this.tick();
+        break;
+    }
+  }
+
+  /** Whether the group's heartbeats (when it sends any) have stopped for longer than the lease TTL. */
+  private silent(id: string, epoch: number): boolean {
+    const seen = this.lastSeen.get(`${id}@${epoch}`);
+    return seen !== undefined && Date.now() - seen > this.cfg.leaseTtlMs;
+  }
+
+  private checkHeartbeats(): void {
+    for (const [id, m] of this.members) {
+      if (this.silent(id, m.info.epoch)) {
+        this.retire(id, m, `worker group ${id} sent no heartbeat for ${this.cfg.leaseTtlMs} ms`);
+      }
+    }
   }
 
   /** The groups in service and the pages this router leases in each (for the invariant checker and tests). */
@@ -132,11 +194,13 @@ export class RouterCluster {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.unsubscribe?.();
     for (const t of this.timers) clearInterval(t);
     for (const m of this.members.values()) await m.pages.flush();
     await this.ledger.removeRouter(this.routerId).catch(() => undefined);
     for (const m of this.members.values()) m.client.close();
     await this.ledger.close();
+    await this.bus?.close();
   }
 
   private async register(): Promise<void> {
@@ -189,6 +253,7 @@ export class RouterCluster {
     for (const g of groups) {
       seen.add(g.id);
       const m = this.members.get(g.id);
+      if (this.silent(g.id, g.epoch)) continue; // checkHeartbeats retires it; do not bring it back
       if (m) {
         const same = m.info.epoch === g.epoch && m.info.address === g.address;
         if (same && m.group.healthy) continue;

@@ -47,6 +47,10 @@ const STEP_LOG_SIZE = 2000;
 
 export class WorkerGroup {
   readonly stepLog: StepLogEntry[] = [];
+  /** The group sent a drain notice: no new requests go to it; those in flight finish. */
+  draining = false;
+  /** Sequences the whole group holds (all routers), from its last heartbeat; 0 when unknown. */
+  remoteLoad = 0;
   private stream: grpc.ClientDuplexStream<StepPlan, StepResult__Output> | undefined;
   private pending: ((r: StepResult__Output) => void) | undefined;
   private looping = false;

@@ -1,7 +1,9 @@
 // Starts the router: loads the tokenizer, connects to the workers, serves tpserve.v1 and grpc.health.v1.
 import * as grpc from "@grpc/grpc-js";
 import { type DestinationStream, pino } from "pino";
+import type { ControlBus } from "../cluster/bus.js";
 import type { PageLedger } from "../cluster/ledger.js";
+import { NatsBus } from "../cluster/nats-bus.js";
 import { RedisLedger } from "../cluster/redis-ledger.js";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
@@ -40,6 +42,8 @@ export interface RouterIo {
   logStream?: DestinationStream;
   /** A page ledger to join instead of the one REDIS_URL names (tests pass a shared MemoryLedger). */
   ledger?: PageLedger;
+  /** A control bus instead of the one NATS_URL names (tests pass a shared MemoryBus). */
+  bus?: ControlBus;
 }
 
 export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise<RouterHandle> {
@@ -53,7 +57,8 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
     // Cluster mode: groups register themselves in the ledger; this router finds them there at run time.
     const ledger = io.ledger ?? (await RedisLedger.connect(cfg.cluster));
     const opts = { extentPages: cfg.pageExtent, starveMs: cfg.pageStarveMs, cacheKeepPages: cfg.prefixCacheKeepPages };
-    cluster = new RouterCluster(ledger, cfg.cluster, opts, log);
+    const bus = io.bus ?? (cfg.cluster.natsUrl ? await NatsBus.connect(cfg.cluster, "router") : null);
+    cluster = new RouterCluster(ledger, cfg.cluster, opts, log, bus);
     const { desc } = await cluster.join(60_000);
     router = new Router(cfg, tokenizer, desc, [], [], log);
     cluster.start(router);

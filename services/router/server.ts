@@ -410,7 +410,7 @@ export class Router {
     let best: WorkerGroup | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
     for (const g of this.groups) {
-      if (!g.healthy) continue;
+      if (!g.healthy || g.draining) continue;
       const s = g.scheduler.stats();
       const load = s.running + s.waiting;
       if (load < bestLoad) {

@@ -3,7 +3,9 @@ import { basename } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { type DestinationStream, pino } from "pino";
 import { type Engine, loadNative, type ModelShape } from "../../native/index.js";
+import type { ControlBus } from "../cluster/bus.js";
 import type { PageLedger } from "../cluster/ledger.js";
+import { NatsBus } from "../cluster/nats-bus.js";
 import { RedisLedger } from "../cluster/redis-ledger.js";
 import { ConfigError } from "../common/errors.js";
 import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
@@ -36,6 +38,8 @@ export interface WorkerHandle {
   executor: StepExecutor;
   /** The group's current epoch (it grows when the group re-registers in the cluster ledger). */
   readonly epoch: number;
+  /** Sends a drain notice (routers stop sending new requests) and waits up to graceMs for in-flight sequences. */
+  drain(graceMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -96,7 +100,7 @@ export function createEngine(
 export async function startWorker(
   cfg: WorkerConfig,
   onProgress?: (p: LoadProgress) => void,
-  io: { logStream?: DestinationStream; ledger?: PageLedger } = {},
+  io: { logStream?: DestinationStream; ledger?: PageLedger; bus?: ControlBus } = {},
 ): Promise<WorkerHandle> {
   if (cfg.group && !io.ledger && !cfg.cluster.redisUrl) {
     throw new ConfigError(`--group ${cfg.group} needs REDIS_URL (the cluster ledger the group registers in)`);
@@ -134,6 +138,8 @@ export async function startWorker(
   }));
   let executor = new StepExecutor(engine, executorOpts, log, metrics);
   let engineChain = Promise.resolve();
+  const sessions = new Set<StepExecutor>();
+  const liveSequences = () => [...sessions].reduce((n, s) => n + s.stats().sequences, 0);
   const info = engine.info();
   const describe: DescribeResponse = {
     model: basename(cfg.model),
@@ -182,6 +188,10 @@ export async function startWorker(
       // cluster ledger keeps their pages apart). Plans of all sessions run one at a time on the engine.
       executor = new StepExecutor(engine, executorOpts, log, metrics);
       const ex = executor;
+      sessions.add(ex);
+      const forget = () => sessions.delete(ex);
+      call.on("close", forget);
+      call.on("cancelled", forget);
       let chain = Promise.resolve();
       call.on("data", (plan: StepPlan__Output) => {
         chain = engineChain = engineChain.then(() => ex.execute(plan, (r) => call.write(r)));
@@ -199,8 +209,20 @@ export async function startWorker(
   let membership: GroupMembership | undefined;
   if (cfg.group && (io.ledger || cfg.cluster.redisUrl)) {
     const ledger = io.ledger ?? (await RedisLedger.connect(cfg.cluster));
+    const bus = io.bus ?? (cfg.cluster.natsUrl ? await NatsBus.connect(cfg.cluster, `worker-${cfg.group}`) : null);
     const spec = { id: cfg.group, address: `${cfg.host}:${port}`, numPages, blockSize: cfg.blockSize };
-    membership = await GroupMembership.join(ledger, spec, cfg.cluster, cfg.epoch - 1, (e) => (epoch = e), log);
+    const announcer = bus ? { bus, load: liveSequences } : undefined;
+    membership = await GroupMembership.join(
+      ledger,
+      spec,
+      cfg.cluster,
+      cfg.epoch - 1,
+      (e) => {
+        epoch = e;
+      },
+      log,
+      announcer,
+    );
   }
   return {
     port,
@@ -213,6 +235,11 @@ export async function startWorker(
     },
     get epoch() {
       return epoch;
+    },
+    async drain(graceMs: number) {
+      membership?.drain();
+      const until = Date.now() + graceMs;
+      while (liveSequences() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
     },
     async close() {
       await membership?.leave();
