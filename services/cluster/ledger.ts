@@ -71,6 +71,11 @@ export interface PageLedger {
   check(): Promise<string[]>;
   snapshot(): Promise<GroupSnapshot[]>;
   close(): Promise<void>;
+
+  /** Cluster prefix index: applies a batch of KV events of one group ("group@epoch"). */
+  applyKvEvent(kind: "stored" | "removed", groupKey: string, hashes: readonly string[], ttlMs: number): Promise<void>;
+  /** Cluster prefix index: for each "group@epoch", how many leading blocks of `hashes` it holds. */
+  prefixLookup(hashes: readonly string[]): Promise<Record<string, number>>;
 }
 
 export type LedgerErrorCode = "ROUTER_LEASE_LOST" | "GROUP_EPOCH_STALE" | "LEDGER_UNAVAILABLE";

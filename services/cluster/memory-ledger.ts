@@ -141,6 +141,29 @@ export class MemoryLedger implements PageLedger {
     });
   }
 
+  private readonly prefix = new Map<string, Map<string, number>>();
+
+  async applyKvEvent(kind: "stored" | "removed", key: string, hashes: readonly string[], _ttlMs?: number) {
+    for (const h of hashes) {
+      const groups = this.prefix.get(h) ?? new Map<string, number>();
+      const n = (groups.get(key) ?? 0) + (kind === "stored" ? 1 : -1);
+      if (n > 0) groups.set(key, n);
+      else groups.delete(key);
+      if (groups.size > 0) this.prefix.set(h, groups);
+      else this.prefix.delete(h);
+    }
+  }
+
+  async prefixLookup(hashes: readonly string[]): Promise<Record<string, number>> {
+    const runs: Record<string, number> = {};
+    let alive = [...(this.prefix.get(hashes[0] ?? "")?.keys() ?? [])];
+    for (let i = 0; i < hashes.length && alive.length > 0; i++) {
+      alive = alive.filter((g) => this.prefix.get(hashes[i]!)?.has(g));
+      for (const g of alive) runs[g] = i + 1;
+    }
+    return runs;
+  }
+
   async close(): Promise<void> {}
 
   private reclaim(routerId: string): number {

@@ -25,7 +25,9 @@ type ScriptName =
   | "release"
   | "sweep"
   | "check"
-  | "snapshot";
+  | "snapshot"
+  | "prefixApply"
+  | "prefixLookup";
 
 const SCRIPTS: Record<ScriptName, string> = {
   registerGroup: S.REGISTER_GROUP,
@@ -39,6 +41,8 @@ const SCRIPTS: Record<ScriptName, string> = {
   sweep: S.SWEEP,
   check: S.CHECK,
   snapshot: S.SNAPSHOT,
+  prefixApply: S.PREFIX_APPLY,
+  prefixLookup: S.PREFIX_LOOKUP,
 };
 
 export function redisOptions(cfg: ClusterConfig): RedisOptions {
@@ -162,6 +166,16 @@ export class RedisLedger implements PageLedger {
     const raw = JSON.parse(String(await this.run("snapshot"))) as unknown;
     const list = Array.isArray(raw) ? (raw as GroupSnapshot[]) : [];
     return list.map((g) => ({ ...g, owners: Array.isArray(g.owners) ? {} : g.owners }));
+  }
+
+  async applyKvEvent(kind: "stored" | "removed", key: string, hashes: readonly string[], ttlMs: number) {
+    if (hashes.length > 0) await this.run("prefixApply", kind, key, ttlMs, ...hashes);
+  }
+
+  async prefixLookup(hashes: readonly string[]): Promise<Record<string, number>> {
+    if (hashes.length === 0) return {};
+    const r = JSON.parse(String(await this.run("prefixLookup", ...hashes))) as unknown;
+    return Array.isArray(r) ? {} : (r as Record<string, number>);
   }
 
   async close(): Promise<void> {

@@ -187,3 +187,39 @@ for _, g in ipairs(redis.call('HKEYS', P..'groups')) do
 end
 return cjson.encode(out)
 `;
+
+/**
+ * The cluster prefix index. ARGV: prefix, "stored"|"removed", "group@epoch", ttlMs, hash... Key pfx:<hash> is a
+ * hash of "group@epoch" -> how many routers' caches hold the block there; it expires ttlMs after its last store.
+ */
+export const PREFIX_APPLY = `${PRELUDE}
+local stored = ARGV[2] == 'stored'
+for i = 5, #ARGV do
+  local k = P..'pfx:'..ARGV[i]
+  if stored then
+    redis.call('HINCRBY', k, ARGV[3], 1)
+    redis.call('PEXPIRE', k, ARGV[4])
+  elseif redis.call('HINCRBY', k, ARGV[3], -1) <= 0 then
+    redis.call('HDEL', k, ARGV[3])
+  end
+end
+return 1
+`;
+
+/** ARGV: prefix, hash... Returns JSON {"group@epoch": leading blocks held}. */
+export const PREFIX_LOOKUP = `${PRELUDE}
+local runs = {}
+local alive = redis.call('HKEYS', P..'pfx:'..ARGV[2])
+for i = 2, #ARGV do
+  local next = {}
+  for _, g in ipairs(alive) do
+    if redis.call('HEXISTS', P..'pfx:'..ARGV[i], g) == 1 then
+      runs[g] = i - 1
+      next[#next + 1] = g
+    end
+  end
+  alive = next
+  if #alive == 0 then break end
+end
+return cjson.encode(runs)
+`;

@@ -16,6 +16,7 @@ import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.
 import { protos } from "../common/proto.js";
 import type { WorkerGroup } from "./group.js";
 import { LedgerPages } from "./leased-pages.js";
+import { groupKey, type KvEvent } from "./prefix-index.js";
 import type { Router } from "./server.js";
 
 export interface ClusterOptions {
@@ -105,9 +106,13 @@ export class RouterCluster {
     }
   }
 
+  /** KV events waiting to be written to the Redis prefix index (this router is one of the indexers). */
+  private indexQueue: { kind: "stored" | "removed"; key: string; hashes: string[] }[] = [];
+
   /** Starts renewing, sweeping and discovering for `router`. */
   start(router: Router): void {
     this.router = router;
+    if (this.bus) this.startKvEvents(router, this.bus);
     const renewMs = Math.max(20, Math.floor(this.cfg.leaseTtlMs / 3));
     this.timers.push(setInterval(() => void this.renew(), renewMs));
     this.timers.push(setInterval(() => void this.tick(), this.cfg.sweepMs));
@@ -119,6 +124,50 @@ export class RouterCluster {
     }
     for (const t of this.timers) t.unref();
     void this.tick();
+  }
+
+  /**
+   * KV events: this router's go out on the bus; every router applies the others' to its own prefix index; and one
+   * router of the queue group "indexer" writes each batch to the Redis prefix index (at most every 100 ms).
+   */
+  private startKvEvents(router: Router, bus: ControlBus): void {
+    const subj = subjects(this.cfg.cluster);
+    router.kvEventSink = (kind, e) =>
+      bus.publish(kind === "stored" ? subj.kvStored : subj.kvRemoved, { ...e, router: this.routerId });
+    const kindOf = (subject: string) => (subject.endsWith(".stored") ? "stored" : "removed");
+    const offAll = bus.subscribe(subj.kvAll, (d, subject) => {
+      const e = d as KvEvent;
+      if (e.router !== this.routerId) router.prefixIndex.apply(kindOf(subject), e);
+    });
+    const offIndex = bus.subscribe(
+      subj.kvAll,
+      (d, subject) => {
+        const e = d as KvEvent;
+        this.indexQueue.push({ kind: kindOf(subject), key: groupKey(e.group, e.epoch), hashes: e.hashes });
+      },
+      { queue: "indexer" },
+    );
+    const flush = setInterval(() => void this.flushIndex(), 100);
+    flush.unref();
+    this.timers.push(flush);
+    const prev = this.unsubscribeKv;
+    this.unsubscribeKv = () => {
+      prev?.();
+      offAll();
+      offIndex();
+    };
+  }
+
+  private unsubscribeKv: (() => void) | undefined;
+
+  private async flushIndex(): Promise<void> {
+    const batch = this.indexQueue;
+    if (batch.length === 0) return;
+    this.indexQueue = [];
+    const ttl = Math.max(60_000, 20 * this.cfg.leaseTtlMs);
+    for (const b of batch) {
+      await this.ledger.applyKvEvent(b.kind, b.key, b.hashes, ttl).catch(() => undefined);
+    }
   }
 
   private onWorkerEvent(kind: string, e: WorkerEvent): void {
@@ -195,6 +244,8 @@ export class RouterCluster {
   async close(): Promise<void> {
     this.closed = true;
     this.unsubscribe?.();
+    this.unsubscribeKv?.();
+    await this.flushIndex();
     for (const t of this.timers) clearInterval(t);
     for (const m of this.members.values()) await m.pages.flush();
     await this.ledger.removeRouter(this.routerId).catch(() => undefined);

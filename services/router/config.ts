@@ -47,6 +47,8 @@ export interface RouterConfig {
   prefixCache: boolean;
   /** Cluster mode: unreferenced cached blocks an idle router keeps instead of handing them back to the ledger. */
   prefixCacheKeepPages: number;
+  /** Prefix-aware routing load bound: a group may take a request while its load stays <= factor x average. */
+  prefixLoadFactor: number;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -68,7 +70,8 @@ export const ROUTER_FLAGS_HELP = `router options:
   --page-extent N          pages claimed from the cluster ledger at a time (default 32; REDIS_URL set)
   --page-starve-ms N       a request waiting this long for pages the ledger cannot give fails (default 30000)
   --no-prefix-cache        do not share KV blocks between requests with the same prefix (default: share)
-  --prefix-cache-keep N    cached blocks an idle router keeps leased from the ledger (default 64)`;
+  --prefix-cache-keep N    cached blocks an idle router keeps leased from the ledger (default 64)
+  --prefix-load-factor F   route to the group holding the longest prefix while its load <= F x average (default 1.25)`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -93,11 +96,20 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     pageStarveMs: f.int("page-starve-ms", 30_000, 10, 3_600_000),
     prefixCache: !f.bool("no-prefix-cache"),
     prefixCacheKeepPages: f.int("prefix-cache-keep", 64, 0, 1 << 24),
+    prefixLoadFactor: loadFactor(f.string("prefix-load-factor", "1.25")),
   };
   if (cfg.workers.length === 0 && !cfg.cluster.redisUrl) {
     throw new ConfigError("the router needs at least one worker address (--workers) or REDIS_URL to find them");
   }
   return cfg;
+}
+
+function loadFactor(v: string): number {
+  const x = Number(v);
+  if (!Number.isFinite(x) || x < 1 || x > 100) {
+    throw new ConfigError(`--prefix-load-factor must be a number in 1..100, got "${v}"`);
+  }
+  return x;
 }
 
 function readTls(certFile: string | undefined, keyFile: string | undefined): { cert: Buffer; key: Buffer } | null {

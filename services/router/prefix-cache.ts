@@ -60,6 +60,9 @@ export class PrefixCachingPool implements PagePoolLike {
   /** Unreferenced cached blocks, least recently used first (Map keeps insertion order). */
   private readonly lru = new Map<number, CachedBlock>();
   private evictions = 0;
+  /** KV events: a block entered the cache, or left it (evicted). */
+  onStored: ((hash: string) => void) | undefined;
+  onRemoved: ((hash: string) => void) | undefined;
 
   constructor(readonly inner: PagePoolLike) {}
 
@@ -95,6 +98,7 @@ export class PrefixCachingPool implements PagePoolLike {
       this.byHash.delete(victim.hash);
       this.byPage.delete(victim.page);
       this.evictions++;
+      this.onRemoved?.(victim.hash);
       out.push(victim.page);
     }
     return out;
@@ -141,6 +145,7 @@ export class PrefixCachingPool implements PagePoolLike {
     const b = { hash, page, refs: 1 };
     this.byHash.set(hash, b);
     this.byPage.set(page, b);
+    this.onStored?.(hash);
     return true;
   }
 
@@ -154,6 +159,7 @@ export class PrefixCachingPool implements PagePoolLike {
       if (this.lru.size - pages.length <= keep) break;
       this.byHash.delete(b.hash);
       this.byPage.delete(b.page);
+      this.onRemoved?.(b.hash);
       pages.push(b.page);
     }
     for (const p of pages) this.lru.delete(p);

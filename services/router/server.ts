@@ -18,7 +18,15 @@ import { type GroupEvents, type SequenceParams, WorkerGroup } from "./group.js";
 import type { LedgerPages } from "./leased-pages.js";
 import { RouterMetrics } from "./metrics.js";
 import { PagePool } from "./pages.js";
-import { PrefixCachingPool, rootHash } from "./prefix-cache.js";
+import { chainHashes, PrefixCachingPool, rootHash } from "./prefix-cache.js";
+import {
+  choosePrefixAware,
+  groupKey,
+  type KvEvent,
+  KvEventBatcher,
+  type KvEventKind,
+  PrefixIndex,
+} from "./prefix-index.js";
 import { createScheduler } from "./scheduler.js";
 import { StopMatcher } from "./stop.js";
 import { findInvalidUtf8, INVALID_UTF8, type Limits, validateRequest } from "./validate.js";
@@ -75,6 +83,13 @@ export class Router {
     prefixHitTokens: 0,
   };
   readonly metrics: RouterMetrics;
+  /** Where prefixes are cached, cluster-wide (fed by KV events); prefix-aware routing reads it. */
+  readonly prefixIndex = new PrefixIndex();
+  /** Where this router's KV events go besides its own index (the control bus, in a cluster). */
+  kvEventSink: ((kind: KvEventKind, e: Omit<KvEvent, "router">) => void) | undefined;
+  /** Groups chosen because they held the longest prefix (vs. by load alone), for tests and logs. */
+  readonly routing = { byPrefix: 0, byLoad: 0 };
+  private prefixRoot: Buffer | undefined;
   private readonly active = new Map<number, ActiveRequest>();
   private readonly params = new Map<number, SequenceParams>();
   private readonly limits: Limits;
@@ -111,6 +126,16 @@ export class Router {
     const base = pages ? pages.pool : new PagePool(d.numPages);
     const cache = this.cfg.prefixCache ? new PrefixCachingPool(base) : undefined;
     if (pages) pages.cache = cache;
+    if (cache) {
+      this.prefixRoot ??= rootHash(d.model, d.blockSize);
+      const batcher = new KvEventBatcher((kind, hashes) => {
+        const e = { group: name, epoch, hashes };
+        this.prefixIndex.apply(kind, { ...e, router: "" });
+        this.kvEventSink?.(kind, e);
+      });
+      cache.onStored = (h) => batcher.add("stored", h);
+      cache.onRemoved = (h) => batcher.add("removed", h);
+    }
     const scheduler = createScheduler({
       numPages: d.numPages,
       blockSize: d.blockSize,
@@ -146,6 +171,7 @@ export class Router {
     const i = this.groups.indexOf(group);
     if (i >= 0) this.groups.splice(i, 1);
     group.retire(message);
+    this.prefixIndex.dropGroup(groupKey(group.name, group.epoch));
   }
 
   private groupEvents(): GroupEvents {
@@ -311,7 +337,7 @@ export class Router {
         promptIds = req.tokenIds?.ids ?? [];
       }
       const norm = validateRequest(req, promptIds, this.limits);
-      const group = this.pickGroup();
+      const group = this.pickGroup(promptIds);
       if (!group) throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group");
       const waiting = this.groups.reduce((n, g) => n + g.scheduler.stats().waiting, 0);
       if (waiting >= this.cfg.maxQueue) {
@@ -406,7 +432,30 @@ export class Router {
     return this.info.model;
   }
 
-  private pickGroup(): WorkerGroup | undefined {
+  /**
+   * The group for a prompt: with prefix caching and several groups, the one holding the longest run of its
+   * leading blocks within the load bound (prefix-index.ts); otherwise the least loaded.
+   */
+  private pickGroup(promptIds?: readonly number[]): WorkerGroup | undefined {
+    const live = this.groups.filter((g) => g.healthy && !g.draining);
+    const root = this.prefixRoot;
+    const bs = live[0]?.scheduler.blockSize ?? 1;
+    if (live.length > 1 && root && promptIds && promptIds.length > bs) {
+      const hashes = chainHashes(root, promptIds, bs, Math.floor((promptIds.length - 1) / bs));
+      const runs = this.prefixIndex.runs(hashes);
+      const candidates = live.map((g) => {
+        const s = g.scheduler.stats();
+        return { group: g, key: groupKey(g.name, g.epoch), load: Math.max(s.running, g.remoteLoad) + s.waiting };
+      });
+      const chosen = choosePrefixAware(candidates, runs, this.cfg.prefixLoadFactor);
+      if (chosen && (runs.get(groupKey(chosen.name, chosen.epoch)) ?? 0) > 0) this.routing.byPrefix++;
+      else this.routing.byLoad++;
+      return chosen;
+    }
+    return this.leastLoaded();
+  }
+
+  private leastLoaded(): WorkerGroup | undefined {
     let best: WorkerGroup | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
     for (const g of this.groups) {
