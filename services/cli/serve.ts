@@ -1,5 +1,6 @@
 // `tpserve serve`: a worker as a child process plus the router in this process, on this machine.
 import { type ChildProcess, fork } from "node:child_process";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { generate, generationClient } from "../common/client.js";
 import type { Flags } from "../common/flags.js";
@@ -88,7 +89,10 @@ function startWorkerProcess(
 }
 
 export async function serveCommand(f: Flags): Promise<number> {
-  const workerCfg = { ...workerConfigFromFlags(f), port: 0 };
+  const base = workerConfigFromFlags(f);
+  // With REDIS_URL the router finds groups in the ledger: this machine's worker registers as one.
+  const group = base.group ?? (base.cluster.redisUrl ? `serve-${hostname()}-${process.pid}` : null);
+  const workerCfg = { ...base, port: 0, group };
   const demo = !f.bool("no-demo");
   const routerCfg = routerConfigFromFlags(f, ["pending"]);
   f.rejectUnknown();
