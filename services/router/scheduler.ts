@@ -8,7 +8,8 @@
 // running sequence is preempted by recompute: its pages are freed, the worker is told to drop it, and it goes back
 // to the front of the queue with its prompt plus the tokens generated so far.
 import { PagePool, type PagePoolLike } from "./pages.js";
-import { blockHash, PrefixCachingPool } from "./prefix-cache.js";
+import { PrefixCachingPool } from "./prefix-cache.js";
+import { PrefixTracker } from "./scheduler-prefix.js";
 
 export interface SchedulerOptions {
   /** KV pool size in pages, including the reserved page 0. */
@@ -103,7 +104,7 @@ export interface SchedulerStats {
 export class Scheduler {
   private readonly opts: SchedulerOptions;
   private readonly pool: PagePoolLike;
-  private readonly cache: PrefixCachingPool | undefined;
+  private readonly prefix: PrefixTracker | undefined;
   private readonly seqs = new Map<number, SequenceState>();
   private waiting: number[] = [];
   private running: number[] = [];
@@ -120,7 +121,7 @@ export class Scheduler {
     this.pool = opts.pool ?? new PagePool(opts.numPages);
     if (opts.prefixRoot) {
       if (!(this.pool instanceof PrefixCachingPool)) throw new TypeError("prefix caching needs a PrefixCachingPool");
-      this.cache = this.pool;
+      this.prefix = new PrefixTracker(this.pool, opts.prefixRoot, opts.blockSize);
     }
   }
 
@@ -189,7 +190,7 @@ export class Scheduler {
     if (s?.status !== "running") return false;
     s.numComputed += numTokens;
     if (sampled !== undefined) s.tokens.push(sampled);
-    if (this.cache) this.registerFullBlocks(s);
+    this.prefix?.registerFullBlocks(s);
     return true;
   }
 
@@ -223,10 +224,10 @@ export class Scheduler {
     while (this.waiting.length > 0 && budget > 0 && this.running.length < this.opts.maxRunning) {
       const id = this.waiting[0]!;
       const s = this.seq(id);
-      if (this.cache && s.pages.length === 0) this.useCachedPrefix(s);
+      if (s.pages.length === 0) this.prefix?.useCachedPrefix(s);
       const n = Math.min(s.tokens.length - s.numComputed, budget);
       if (!this.pool.canAllocate(this.pagesFor(s.numComputed + n) - s.pages.length)) {
-        this.dropCachedPrefix(s);
+        this.prefix?.dropCachedPrefix(s);
         break;
       }
       if (s.cachedAtAdmission < 0) {
@@ -341,7 +342,7 @@ export class Scheduler {
     }
     for (const [p, holders] of owner) {
       // Only a cached block may be shared, and then by exactly as many sequences as hold a reference on it.
-      const refs = this.cache?.refCount(p) ?? 0;
+      const refs = this.prefix?.cache.refCount(p) ?? 0;
       if ((holders.length > 1 || refs > 0) && refs !== holders.length) {
         return `page ${p} is held by sequences ${holders.join(" and ")} (cache references: ${refs})`;
       }
@@ -419,52 +420,6 @@ export class Scheduler {
     this.running = this.running.filter((x) => x !== id);
     this.waiting.unshift(id);
     plan.preempted.push(id);
-  }
-
-  /** The chained hash of block b of s (its parent must be known: blocks are hashed in order). */
-  private hashOf(s: SequenceState, b: number): Buffer {
-    const bs = this.opts.blockSize;
-    while (s.blockHashes.length <= b) {
-      const i = s.blockHashes.length;
-      const parent = i === 0 ? this.opts.prefixRoot! : s.blockHashes[i - 1]!;
-      s.blockHashes.push(blockHash(parent, s.tokens.slice(i * bs, (i + 1) * bs)));
-    }
-    return s.blockHashes[b]!;
-  }
-
-  /** At admission: starts the sequence on the cached pages of its longest cached prefix (at least 1 token left). */
-  private useCachedPrefix(s: SequenceState): void {
-    const cache = this.cache!;
-    const maxBlocks = Math.floor((s.tokens.length - 1) / this.opts.blockSize);
-    const hashes: string[] = [];
-    for (let b = 0; b < maxBlocks; b++) {
-      const h = this.hashOf(s, b).toString("hex");
-      if (cache.match([h]) === 0) break;
-      hashes.push(h);
-    }
-    if (hashes.length === 0) return;
-    s.pages = cache.acquire(hashes);
-    s.cachedBlocks = hashes.length;
-    s.numComputed = hashes.length * this.opts.blockSize;
-  }
-
-  /** Undoes useCachedPrefix when the sequence cannot be admitted after all. */
-  private dropCachedPrefix(s: SequenceState): void {
-    if (s.pages.length === 0) return;
-    this.pool.release(s.pages);
-    s.pages = [];
-    s.numComputed = 0;
-    s.cachedBlocks = 0;
-  }
-
-  /** Puts every block the sequence has now computed in full into the prefix cache. */
-  private registerFullBlocks(s: SequenceState): void {
-    const full = Math.min(Math.floor(s.numComputed / this.opts.blockSize), s.pages.length);
-    while (s.cachedBlocks < full) {
-      const b = s.cachedBlocks;
-      this.cache!.insert(this.hashOf(s, b).toString("hex"), s.pages[b]!);
-      s.cachedBlocks++;
-    }
   }
 
   /**

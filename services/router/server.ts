@@ -15,19 +15,11 @@ import { AUTH_HINT } from "./auth.js";
 import type { RouterConfig } from "./config.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { type GroupEvents, type SequenceParams, WorkerGroup } from "./group.js";
+import { createGroupScheduler, pickGroup } from "./group-setup.js";
 import type { LedgerPages } from "./leased-pages.js";
 import { RouterMetrics } from "./metrics.js";
-import { PagePool } from "./pages.js";
-import { chainHashes, PrefixCachingPool, rootHash } from "./prefix-cache.js";
-import {
-  choosePrefixAware,
-  groupKey,
-  type KvEvent,
-  KvEventBatcher,
-  type KvEventKind,
-  PrefixIndex,
-} from "./prefix-index.js";
-import { createScheduler } from "./scheduler.js";
+import { rootHash } from "./prefix-cache.js";
+import { groupKey, type KvEvent, type KvEventKind, PrefixIndex } from "./prefix-index.js";
 import { StopMatcher } from "./stop.js";
 import { findInvalidUtf8, INVALID_UTF8, type Limits, validateRequest } from "./validate.js";
 
@@ -123,27 +115,12 @@ export class Router {
    * cluster ledger) and the Steps stream to its leader. Plans carry `epoch`; the worker rejects any other.
    */
   addGroup(name: string, client: WorkerClient, d: DescribeResponse__Output, epoch: number, pages?: LedgerPages) {
-    const base = pages ? pages.pool : new PagePool(d.numPages);
-    const cache = this.cfg.prefixCache ? new PrefixCachingPool(base) : undefined;
-    if (pages) pages.cache = cache;
-    if (cache) {
-      this.prefixRoot ??= rootHash(d.model, d.blockSize);
-      const batcher = new KvEventBatcher((kind, hashes) => {
-        const e = { group: name, epoch, hashes };
-        this.prefixIndex.apply(kind, { ...e, router: "" });
-        this.kvEventSink?.(kind, e);
-      });
-      cache.onStored = (h) => batcher.add("stored", h);
-      cache.onRemoved = (h) => batcher.add("removed", h);
-    }
-    const scheduler = createScheduler({
-      numPages: d.numPages,
-      blockSize: d.blockSize,
-      maxBatchTokens: Math.min(this.cfg.maxBatchTokens, d.maxBatchTokens || this.cfg.maxBatchTokens),
-      maxRunning: this.cfg.maxRunning,
-      decodeSteps: this.cfg.decodeSteps,
-      pool: cache ?? base,
-      ...(cache ? { prefixRoot: rootHash(d.model, d.blockSize) } : {}),
+    if (this.cfg.prefixCache) this.prefixRoot ??= rootHash(d.model, d.blockSize);
+    const scheduler = createGroupScheduler(this.cfg, d, pages, {
+      onKvEvents: (kind, hashes) => {
+        this.prefixIndex.apply(kind, { group: name, epoch, hashes, router: "" });
+        this.kvEventSink?.(kind, { group: name, epoch, hashes });
+      },
       onPrefixLookup: (queried, hit) => {
         this.counters.prefixQueryTokens += queried;
         this.counters.prefixHitTokens += hit;
@@ -432,42 +409,11 @@ export class Router {
     return this.info.model;
   }
 
-  /**
-   * The group for a prompt: with prefix caching and several groups, the one holding the longest run of its
-   * leading blocks within the load bound (prefix-index.ts); otherwise the least loaded.
-   */
+  /** The group for a prompt (group-setup.ts: prefix-aware within the load bound, else least loaded). */
   private pickGroup(promptIds?: readonly number[]): WorkerGroup | undefined {
-    const live = this.groups.filter((g) => g.healthy && !g.draining);
-    const root = this.prefixRoot;
-    const bs = live[0]?.scheduler.blockSize ?? 1;
-    if (live.length > 1 && root && promptIds && promptIds.length > bs) {
-      const hashes = chainHashes(root, promptIds, bs, Math.floor((promptIds.length - 1) / bs));
-      const runs = this.prefixIndex.runs(hashes);
-      const candidates = live.map((g) => {
-        const s = g.scheduler.stats();
-        return { group: g, key: groupKey(g.name, g.epoch), load: Math.max(s.running, g.remoteLoad) + s.waiting };
-      });
-      const chosen = choosePrefixAware(candidates, runs, this.cfg.prefixLoadFactor);
-      if (chosen && (runs.get(groupKey(chosen.name, chosen.epoch)) ?? 0) > 0) this.routing.byPrefix++;
-      else this.routing.byLoad++;
-      return chosen;
-    }
-    return this.leastLoaded();
-  }
-
-  private leastLoaded(): WorkerGroup | undefined {
-    let best: WorkerGroup | undefined;
-    let bestLoad = Number.POSITIVE_INFINITY;
-    for (const g of this.groups) {
-      if (!g.healthy || g.draining) continue;
-      const s = g.scheduler.stats();
-      const load = s.running + s.waiting;
-      if (load < bestLoad) {
-        best = g;
-        bestLoad = load;
-      }
-    }
-    return best;
+    const pick = pickGroup(this.groups, promptIds, this.prefixRoot, this.prefixIndex, this.cfg.prefixLoadFactor);
+    if (pick && promptIds) this.routing[pick.byPrefix ? "byPrefix" : "byLoad"]++;
+    return pick?.group;
   }
 
   private onToken(seqId: number, token: number, finished: boolean, eos: boolean): void {
