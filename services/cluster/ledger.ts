@@ -76,6 +76,8 @@ export interface PageLedger {
   applyKvEvent(kind: "stored" | "removed", groupKey: string, hashes: readonly string[], ttlMs: number): Promise<void>;
   /** Cluster prefix index: for each "group@epoch", how many leading blocks of `hashes` it holds. */
   prefixLookup(hashes: readonly string[]): Promise<Record<string, number>>;
+  /** Cluster prefix index, all of it: block hash -> "group@epoch" -> routers holding it (a router's cold start). */
+  prefixDump(): Promise<Map<string, Record<string, number>>>;
 }
 
 export type LedgerErrorCode = "ROUTER_LEASE_LOST" | "GROUP_EPOCH_STALE" | "LEDGER_UNAVAILABLE";

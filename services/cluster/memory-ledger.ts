@@ -164,6 +164,10 @@ export class MemoryLedger implements PageLedger {
     return runs;
   }
 
+  async prefixDump(): Promise<Map<string, Record<string, number>>> {
+    return new Map([...this.prefix].map(([h, groups]) => [h, Object.fromEntries(groups)]));
+  }
+
   async close(): Promise<void> {}
 
   private reclaim(routerId: string): number {

@@ -178,6 +178,33 @@ export class RedisLedger implements PageLedger {
     return Array.isArray(r) ? {} : (r as Record<string, number>);
   }
 
+  /** SCANs the pfx: keys (one pass, 500 keys per call) and reads them in pipelines. */
+  async prefixDump(): Promise<Map<string, Record<string, number>>> {
+    const out = new Map<string, Record<string, number>>();
+    const head = `${this.prefix}pfx:`;
+    let cursor = "0";
+    try {
+      do {
+        this.commands++;
+        const [next, keys] = await this.redis.scan(cursor, "MATCH", `${head}*`, "COUNT", 500);
+        cursor = next;
+        if (keys.length === 0) continue;
+        const pipe = this.redis.pipeline();
+        for (const k of keys) pipe.hgetall(k);
+        this.commands += keys.length;
+        const res = (await pipe.exec()) ?? [];
+        for (const [i, k] of keys.entries()) {
+          const v = res[i]?.[1] as Record<string, string> | undefined;
+          if (!v) continue;
+          out.set(k.slice(head.length), Object.fromEntries(Object.entries(v).map(([g, n]) => [g, Number(n)])));
+        }
+      } while (cursor !== "0");
+    } catch (e) {
+      throw new LedgerError("LEDGER_UNAVAILABLE", `Redis prefixDump failed: ${(e as Error).message}`);
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     this.redis.disconnect();
   }

@@ -132,6 +132,11 @@ export class RouterCluster {
    */
   private startKvEvents(router: Router, bus: ControlBus): void {
     const subj = subjects(this.cfg.cluster);
+    // Cold start: what the cluster already caches, from the Redis index; events keep it current from here on.
+    this.ledger.prefixDump().then(
+      (dump) => router.prefixIndex.seed(dump),
+      (e: Error) => this.log.warn({ error: e.message }, "prefix index not seeded"),
+    );
     router.kvEventSink = (kind, e) =>
       bus.publish(kind === "stored" ? subj.kvStored : subj.kvRemoved, { ...e, router: this.routerId });
     const kindOf = (subject: string) => (subject.endsWith(".stored") ? "stored" : "removed");

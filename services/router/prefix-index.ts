@@ -53,6 +53,15 @@ export class PrefixIndex {
     return out;
   }
 
+  /** Adds what the Redis index holds (a router's cold start): block hash -> group key -> routers holding it. */
+  seed(dump: Map<string, Record<string, number>>): void {
+    for (const [h, groups] of dump) {
+      const m = this.byHash.get(h) ?? new Map<string, number>();
+      for (const [k, n] of Object.entries(groups)) if (n > 0) m.set(k, Math.max(m.get(k) ?? 0, n));
+      if (m.size > 0) this.byHash.set(h, m);
+    }
+  }
+
   /** Forgets a group at an epoch (it was retired). */
   dropGroup(key: string): void {
     for (const [h, groups] of this.byHash) {

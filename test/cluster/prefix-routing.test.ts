@@ -1,6 +1,7 @@
 // Prefix-aware routing across the cluster, on real redis-server and nats-server with two worker-group processes
 // and two routers: requests sharing a system prompt go to the group that holds it, also from the router that
-// never saw it (KV events over NATS); the Redis prefix index knows where it is; a burst is spread by the load bound.
+// never saw it (KV events over NATS); the Redis prefix index knows where it is and seeds a router started later;
+// a burst is spread by the load bound.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,6 +28,7 @@ describe("prefix-aware routing", () => {
   const workers: WorkerProcess[] = [];
   const routers: RouterNode[] = [];
   let system: number[];
+  let env: Record<string, string>;
   const prompt = (i: number) => ({
     tokenIds: { ids: [...system, ...Array.from({ length: 5 + (i % 9) }, (_, j) => 300 + ((i * 31 + j * 7) % 500))] },
     maxTokens: 6,
@@ -41,7 +43,7 @@ describe("prefix-aware routing", () => {
 
   beforeAll(async () => {
     [redis, nats] = await Promise.all([startRedis(), startNats()]);
-    const env = { REDIS_URL: redis.url, NATS_URL: nats.url, TPSERVE_CLUSTER: "pr", TPSERVE_LEASE_TTL_MS: "2000" };
+    env = { REDIS_URL: redis.url, NATS_URL: nats.url, TPSERVE_CLUSTER: "pr", TPSERVE_LEASE_TTL_MS: "2000" };
     inspect = await RedisLedger.connect(redisCluster(redis.url, "pr"));
     for (const g of ["g1", "g2"]) workers.push(await startWorkerProcess(g, env));
     for (let i = 0; i < 2; i++)
@@ -80,6 +82,14 @@ describe("prefix-aware routing", () => {
     // The Redis prefix index, kept by the same events, says the same.
     const epoch = a.handle.router.groups.find((g) => g.name === home)!.epoch;
     await waitFor(async () => ((await inspect.prefixLookup(hashes))[`${home}@${epoch}`] ?? 0) >= 16, "redis index");
+    // A router that starts now learns where the prefix is from the Redis index, before any new event.
+    const late = await startRouterNode(redisCluster(redis.url, "pr", env), { decodeSteps: 1 });
+    routers.push(late);
+    await waitFor(() => late.handle.router.groups.length === 2, "the late router to admit both groups");
+    await waitFor(() => late.handle.router.prefixIndex.runs(hashes).get(`${home}@${epoch}`) === 16, "seeded index");
+    const ml = mark(late);
+    await generate(late.client, prompt(10));
+    expect(joins(late, ml).get(home)).toBe(1);
     // A burst: the load bound keeps the prefix's group from taking everything.
     const m2 = mark(a);
     await Promise.all(Array.from({ length: 16 }, (_, i) => generate(a.client, prompt(20 + i))));
