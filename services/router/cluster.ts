@@ -300,6 +300,15 @@ export class RouterCluster {
     this.members.delete(id);
     this.router?.removeGroup(m.group, message);
     m.client.close();
+    // The pages this router leased in the group go back to the ledger (if the group and this lease still exist),
+    // one lease TTL later: by then the worker has dropped the closed session and runs none of its plans.
+    const pages = m.pages.pool.ownedPages();
+    const owner = this.routerId;
+    if (pages.length === 0 || !this.registered) return;
+    const t = setTimeout(() => {
+      void this.ledger.release(owner, id, m.info.epoch, pages).catch(() => undefined);
+    }, this.cfg.leaseTtlMs);
+    t.unref();
   }
 
   private async discover(groups: GroupInfo[]): Promise<void> {

@@ -110,5 +110,12 @@ describe("control plane on nats-server", () => {
     process.kill(w1.child.pid!, "SIGCONT");
     await waitFor(() => names().length === 1, "g1 back in service", 10_000);
     expect((await generate(router.client, { text: "Hi", maxTokens: 2 })).ids.length).toBe(2);
+    // The pages the router had leased in the retired incarnation went back to the ledger: what it owns there is
+    // exactly what its current groups hold.
+    const cluster = router.handle.cluster!;
+    const leased = async () =>
+      (await cluster.ledger.snapshot()).reduce((n, g) => n + (g.owners[cluster.routerId]?.length ?? 0), 0);
+    const local = () => cluster.leases().reduce((n, l) => n + l.owned.length, 0);
+    await waitFor(async () => (await leased()) === local(), "the retired group's pages back in the ledger", TTL * 3);
   });
 });
