@@ -79,6 +79,8 @@ export interface LedgerPagesOptions {
   starveMs: number;
   /** Unreferenced prefix-cache blocks an idle router keeps; the rest go back to the ledger. */
   cacheKeepPages: number;
+  /** The pages were all claimed up front and stay (the embedded default: one router, one ledger of its own). */
+  holdAll?: boolean;
 }
 
 export interface LedgerCounters {
@@ -107,6 +109,7 @@ export class LedgerPages {
 
   /** Before a plan: claims what the scheduler is short of (at least an extent) when it is short. */
   async prepare(s: Scheduler): Promise<void> {
+    if (this.opts.holdAll) return;
     const short = s.pagesShort();
     const low = this.pool.free < this.opts.extentPages / 2 && s.hasWork();
     if (short === 0 && !low) return;
@@ -136,6 +139,7 @@ export class LedgerPages {
   /** After a plan: hands surplus free pages back; when the group is idle, all of them. */
   trim(s: Scheduler): void {
     this.starvedSince = undefined;
+    if (this.opts.holdAll) return;
     if (!s.hasWork()) this.cache?.evictDownTo(this.opts.cacheKeepPages);
     const keep = s.hasWork() ? 2 * this.opts.extentPages : 0;
     if (this.pool.free <= keep) return;

@@ -13,6 +13,7 @@ import { protos, shutdownServer } from "../common/proto.js";
 import { AUTH_HINT } from "./auth.js";
 import { RouterCluster } from "./cluster.js";
 import type { RouterConfig } from "./config.js";
+import { embedStaticGroups } from "./embedded.js";
 import { OpenAiApi } from "./openai.js";
 import { generationServiceWithUtf8Check, Router } from "./server.js";
 
@@ -60,7 +61,7 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
     const bus = io.bus ?? (cfg.cluster.natsUrl ? await NatsBus.connect(cfg.cluster, "router") : null);
     cluster = new RouterCluster(ledger, cfg.cluster, opts, log, bus);
     const { desc } = await cluster.join(60_000);
-    router = new Router(cfg, tokenizer, desc, [], [], log);
+    router = new Router(cfg, tokenizer, desc, [], [desc], log);
     cluster.start(router);
   } else {
     clients = cfg.workers.map(
@@ -71,7 +72,8 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
         }),
     );
     const descs = await Promise.all(clients.map((c) => describe(c, 60_000)));
-    router = new Router(cfg, tokenizer, descs[0]!, clients, descs, log);
+    router = new Router(cfg, tokenizer, descs[0]!, [], descs, log);
+    await embedStaticGroups(router, cfg, clients, descs);
   }
 
   const server = new grpc.Server();

@@ -100,8 +100,8 @@ export class Router {
     clients.forEach((client, i) => {
       this.addGroup(cfg.workers[i] ?? `worker-${i}`, client, descs[i]!, descs[i]!.epoch);
     });
-    const capacity =
-      this.groups.length > 0 ? Math.min(...this.groups.map((g) => g.scheduler.capacityTokens)) : Infinity;
+    // The largest context one sequence can hold in the smallest pool (groups found later are assumed alike).
+    const capacity = descs.length > 0 ? Math.min(...descs.map((d) => (d.numPages - 1) * d.blockSize)) : Infinity;
     this.limits = {
       vocabSize: info.vocabSize,
       maxContext: Math.min(info.maxContext, capacity),
