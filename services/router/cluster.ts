@@ -165,14 +165,17 @@ export class RouterCluster {
 
   private unsubscribeKv: (() => void) | undefined;
 
-  private async flushIndex(): Promise<void> {
-    const batch = this.indexQueue;
-    if (batch.length === 0) return;
-    this.indexQueue = [];
-    const ttl = Math.max(60_000, 20 * this.cfg.leaseTtlMs);
-    for (const b of batch) {
-      await this.ledger.applyKvEvent(b.kind, b.key, b.hashes, ttl).catch(() => undefined);
-    }
+  private flushing: Promise<void> = Promise.resolve();
+
+  /** Writes queued KV events to the Redis index, in order (one flush at a time). */
+  private flushIndex(): Promise<void> {
+    this.flushing = this.flushing.then(async () => {
+      const batch = this.indexQueue;
+      this.indexQueue = [];
+      const ttl = Math.max(60_000, 20 * this.cfg.leaseTtlMs);
+      for (const b of batch) await this.ledger.applyKvEvent(b.kind, b.key, b.hashes, ttl).catch(() => undefined);
+    });
+    return this.flushing;
   }
 
   private onWorkerEvent(kind: string, e: WorkerEvent): void {
