@@ -2,7 +2,8 @@
 // against one CPU worker with prefix caching on and off. Reports the prefix hit ratio after warm-up and time to
 // first token (client side), one request at a time and 4 at a time. Prints a table, writes
 // bench/results/prefix-cache-<date>.json and bench/results/prefix-cache-latest.json.
-// Flags: --requests N (default 32), --threads N (default 1).
+// A second part runs two worker groups with several system prompts and compares prefix-aware routing with routing
+// by load alone. Flags: --requests N (default 32), --routing-requests N (default 48), --threads N (default 1).
 import { execSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -21,6 +22,10 @@ const N = flags.int("requests", 32, 2, 10_000);
 const THREADS = flags.int("threads", 1, 1, 64);
 const SYSTEM = 512;
 const MAX_TOKENS = 16;
+const SYSTEMS = 6;
+const ROUTING_REQUESTS = flags.int("routing-requests", 48, 2, 10_000);
+/** Per group: room for about 3 of the 6 system prompts (32 blocks each) plus the running sequences. */
+const ROUTING_PAGES = 160;
 
 const median = (a: number[]) => {
   const s = [...a].sort((x, y) => x - y);
@@ -103,6 +108,77 @@ async function run(prompts: number[][], caching: boolean, concurrency: number) {
   }
 }
 
+/**
+ * Two worker groups (embedded router, static --workers), each pool large enough for about half of SYSTEMS
+ * distinct 512-token system prompts: prefix-aware routing keeps each prompt on one group, routing by load alone
+ * spreads every prompt over both pools, which then evict each other's blocks.
+ */
+async function runRouting(prompts: number[][], prefixRouting: boolean, concurrency: number) {
+  const ws = [];
+  for (let i = 0; i < 2; i++) {
+    const cfg = { ...workerConfigFromFlags(new Flags([])), device: "cpu", threads: THREADS, numPages: ROUTING_PAGES };
+    ws.push(await startWorker({ ...cfg, port: 0 }));
+  }
+  const r = await startRouter({
+    ...routerConfigFromFlags(
+      new Flags([]),
+      ws.map((w) => w.address),
+    ),
+    port: 0,
+    httpPort: null,
+    logLevel: "silent",
+    prefixRouting,
+  });
+  const client = generationClient(r.address);
+  try {
+    const ttft: number[] = [];
+    let next = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < prompts.length) {
+          const i = next++;
+          const start = performance.now();
+          let first = 0;
+          await generate(client, { tokenIds: { ids: prompts[i]! }, maxTokens: MAX_TOKENS, ignoreEos: true }, (c) => {
+            if (first === 0 && c.tokenIds.length > 0) first = performance.now();
+          });
+          ttft.push(first - start);
+        }
+      }),
+    );
+    const c = r.router.counters;
+    return {
+      prefixRouting,
+      concurrency,
+      requests: prompts.length,
+      systemPrompts: SYSTEMS,
+      pagesPerGroup: ROUTING_PAGES,
+      hitRatio: r2(c.prefixHitTokens / c.prefixQueryTokens),
+      ttftMsMedian: r2(median(ttft)),
+      ttftMsP90: r2(p90(ttft)),
+      requestsPerSecond: r2(prompts.length / ((performance.now() - t0) / 1000)),
+      routedByPrefix: r.router.routing.byPrefix,
+    };
+  } finally {
+    client.close();
+    await r.close();
+    for (const w of ws) await w.close();
+  }
+}
+
+/** SYSTEMS different system prompts, requests cycling through them, each with its own question. */
+function routingWorkload(): number[][] {
+  const tok = loadTokenizer(bundledModelDir());
+  const lines = readFileSync(join(packageRoot(), "data", "brown", "brown.test.txt"), "utf8").split("\n");
+  const ids = tok.encode(lines.slice(0, 1500).join(" "), { addSpecialTokens: false });
+  const systems = Array.from({ length: SYSTEMS }, (_, k) => [1, ...ids.slice(k * SYSTEM, (k + 1) * SYSTEM - 1)]);
+  return Array.from({ length: ROUTING_REQUESTS }, (_, i) => {
+    const q = ids.slice(SYSTEMS * SYSTEM + i * 40, SYSTEMS * SYSTEM + i * 40 + 16 + ((i * 29) % 25));
+    return [...systems[(i * 5) % SYSTEMS]!, ...q];
+  });
+}
+
 async function main() {
   const prompts = workload();
   const rows = [];
@@ -123,6 +199,21 @@ async function main() {
     console.log(
       `| ${x.caching ? "on" : "off"} | ${x.concurrency} | ${(100 * x.hitRatio).toFixed(1)}% | ${x.ttftMsMedian} | ` +
         `${x.ttftMsP90} | ${x.e2eMsMedian} | ${x.requestsPerSecond} |`,
+    );
+  }
+  const routingPrompts = routingWorkload();
+  const routing = [];
+  for (const prefixRouting of [false, true]) routing.push(await runRouting(routingPrompts, prefixRouting, 4));
+  console.log(
+    `\ntwo groups of ${ROUTING_PAGES} pages, ${SYSTEMS} different ${SYSTEM}-token system prompts, ` +
+      `${ROUTING_REQUESTS} requests, 4 concurrent (no warm-up):\n`,
+  );
+  console.log("| routing | hit ratio | TTFT median ms | TTFT p90 ms | req/s | routed by prefix |");
+  console.log("|---|---|---|---|---|---|");
+  for (const x of routing) {
+    console.log(
+      `| ${x.prefixRouting ? "prefix-aware" : "least loaded"} | ${(100 * x.hitRatio).toFixed(1)}% | ` +
+        `${x.ttftMsMedian} | ${x.ttftMsP90} | ${x.requestsPerSecond} | ${x.routedByPrefix} |`,
     );
   }
   const sh = (c: string) => {
@@ -148,6 +239,7 @@ async function main() {
       threads: THREADS,
     },
     rows: rows.map(({ ids: _ids, ...x }) => x),
+    routing,
   };
   const dir = join(packageRoot(), "bench", "results");
   mkdirSync(dir, { recursive: true });

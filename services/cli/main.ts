@@ -36,10 +36,28 @@ export async function run(argv: string[]): Promise<number> {
     switch (cmd) {
       case "serve":
         return await serveCommand(
-          new Flags(rest, ["no-demo", "asym", "log-steps", "no-http", "auth-health-metrics", "log-prompts"]),
+          new Flags(rest, [
+            "no-demo",
+            "asym",
+            "log-steps",
+            "no-http",
+            "auth-health-metrics",
+            "log-prompts",
+            "no-prefix-cache",
+            "no-prefix-routing",
+          ]),
         );
       case "router":
-        return await routerCommand(new Flags(rest, ["log-steps", "no-http", "auth-health-metrics", "log-prompts"]));
+        return await routerCommand(
+          new Flags(rest, [
+            "log-steps",
+            "no-http",
+            "auth-health-metrics",
+            "log-prompts",
+            "no-prefix-cache",
+            "no-prefix-routing",
+          ]),
+        );
       case "worker":
         return await workerCommand(new Flags(rest, ["asym"]));
       case "generate":

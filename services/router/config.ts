@@ -47,6 +47,8 @@ export interface RouterConfig {
   prefixCache: boolean;
   /** Cluster mode: unreferenced cached blocks an idle router keeps instead of handing them back to the ledger. */
   prefixCacheKeepPages: number;
+  /** Route a request to the group holding its longest cached prefix (within the load bound); off: least loaded. */
+  prefixRouting: boolean;
   /** Prefix-aware routing load bound: a group may take a request while its load stays <= factor x average. */
   prefixLoadFactor: number;
 }
@@ -71,7 +73,8 @@ export const ROUTER_FLAGS_HELP = `router options:
   --page-starve-ms N       a request waiting this long for pages the ledger cannot give fails (default 30000)
   --no-prefix-cache        do not share KV blocks between requests with the same prefix (default: share)
   --prefix-cache-keep N    cached blocks an idle router keeps leased from the ledger (default 64)
-  --prefix-load-factor F   route to the group holding the longest prefix while its load <= F x average (default 1.25)`;
+  --prefix-load-factor F   route to the group holding the longest prefix while its load <= F x average (default 1.25)
+  --no-prefix-routing      route by load only (default: prefix-aware when there are several groups)`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -96,6 +99,7 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     pageStarveMs: f.int("page-starve-ms", 30_000, 10, 3_600_000),
     prefixCache: !f.bool("no-prefix-cache"),
     prefixCacheKeepPages: f.int("prefix-cache-keep", 64, 0, 1 << 24),
+    prefixRouting: !f.bool("no-prefix-routing"),
     prefixLoadFactor: loadFactor(f.string("prefix-load-factor", "1.25")),
   };
   if (cfg.workers.length === 0 && !cfg.cluster.redisUrl) {

@@ -411,7 +411,8 @@ export class Router {
 
   /** The group for a prompt (group-setup.ts: prefix-aware within the load bound, else least loaded). */
   private pickGroup(promptIds?: readonly number[]): WorkerGroup | undefined {
-    const pick = pickGroup(this.groups, promptIds, this.prefixRoot, this.prefixIndex, this.cfg.prefixLoadFactor);
+    const root = this.cfg.prefixRouting ? this.prefixRoot : undefined;
+    const pick = pickGroup(this.groups, promptIds, root, this.prefixIndex, this.cfg.prefixLoadFactor);
     if (pick && promptIds) this.routing[pick.byPrefix ? "byPrefix" : "byLoad"]++;
     return pick?.group;
   }
