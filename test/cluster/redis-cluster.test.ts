@@ -161,7 +161,8 @@ describe("cluster on redis-server", () => {
     await waitFor(async () => (await owned()) === 0, "the dead router's pages to be reclaimed", TTL + 5 * SWEEP + 3000);
     const reclaimMs = Date.now() - killedAt;
     console.log(`[redis] dead router's pages reclaimed ${reclaimMs} ms after kill -9 (TTL ${TTL}, sweep ${SWEEP})`);
-    expect(reclaimMs).toBeLessThanOrEqual(TTL + 2 * SWEEP + 500);
+    // Lease expiry (at most TTL after the last renewal) plus one sweep, plus the polling and event-loop lag of a busy test.
+    expect(reclaimMs).toBeLessThanOrEqual(TTL + SWEEP + 1000);
     serving = false;
     for (const { r, o } of await survivor) expect(o.ids).toEqual(await soloIds(r));
     for (const e of await Promise.all(doomed)) expect(e).toBeInstanceOf(Error);
