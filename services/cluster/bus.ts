@@ -95,6 +95,7 @@ export function subjects(cluster: string) {
     kvStored: `${p}.kv.stored`,
     kvRemoved: `${p}.kv.removed`,
     kvAll: `${p}.kv.*`,
+    routerGone: `${p}.router.gone`,
     form: (group: string) => `${p}.form.${group}`,
   };
 }

@@ -152,6 +152,10 @@ export class RouterCluster {
       },
       { queue: "indexer" },
     );
+    const offGone = bus.subscribe(subj.routerGone, (d) => {
+      for (const id of (d as { routers: string[] }).routers)
+        if (id !== this.routerId) router.prefixIndex.dropRouter(id);
+    });
     const flush = setInterval(() => void this.flushIndex(), 100);
     flush.unref();
     this.timers.push(flush);
@@ -160,10 +164,17 @@ export class RouterCluster {
       prev?.();
       offAll();
       offIndex();
+      offGone();
     };
   }
 
   private unsubscribeKv: (() => void) | undefined;
+
+  /** Routers whose caches are gone (swept, lease lost, closed): every router drops their prefix-index entries. */
+  private routersGone(ids: string[]): void {
+    for (const id of ids) if (id !== this.routerId) this.router?.prefixIndex.dropRouter(id);
+    this.bus?.publish(subjects(this.cfg.cluster).routerGone, { routers: ids });
+  }
 
   private flushing: Promise<void> = Promise.resolve();
 
@@ -241,6 +252,7 @@ export class RouterCluster {
         this.sweeps.push({ at: Date.now(), routers: rep.routers, pages: rep.pagesReclaimed, groups: rep.groups });
         this.log.warn({ ...rep }, "swept expired leases");
       }
+      if (rep.routers.length > 0) this.routersGone(rep.routers);
       await this.discover(await this.ledger.listGroups());
     } catch (e) {
       this.log.warn({ error: (e as Error).message }, "cluster tick failed");
@@ -251,6 +263,7 @@ export class RouterCluster {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.routersGone([this.routerId]);
     this.unsubscribe?.();
     this.unsubscribeKv?.();
     await this.flushIndex();
@@ -295,6 +308,7 @@ export class RouterCluster {
     this.log.error({ router_id: this.routerId, reason }, "router lease lost");
     const old = this.routerId;
     this.registered = false;
+    this.routersGone([old]);
     for (const [id, m] of this.members) this.retire(id, m, `${reason}; retry the request`);
     void this.ledger.removeRouter(old).catch(() => undefined);
   }

@@ -1,5 +1,5 @@
 // The router's view of where prefixes are cached, cluster-wide: block hash -> the groups (at an epoch) that hold
-// it, with how many routers' caches hold it there. Fed by KV events: this router's own caches directly, other
+// it, and which routers' caches hold it there. Fed by KV events: this router's own caches directly, other
 // routers' through the control bus (tpserve.<cluster>.kv.stored / kv.removed). Routing reads it synchronously, so
 // choosing a group costs no round trip. The same events also keep the Redis index (the durable copy) current.
 
@@ -15,8 +15,12 @@ export interface KvEvent {
 
 export const groupKey = (group: string, epoch: number) => `${group}@${epoch}`;
 
+/** Stands for routers the index learned about from the Redis index (seed) rather than from their own events. */
+const UNKNOWN = "?";
+
 export class PrefixIndex {
-  private readonly byHash = new Map<string, Map<string, number>>();
+  /** block hash -> group key -> router id -> blocks (1, or more for UNKNOWN) */
+  private readonly byHash = new Map<string, Map<string, Map<string, number>>>();
 
   get size(): number {
     return this.byHash.size;
@@ -31,11 +35,17 @@ export class PrefixIndex {
           groups = new Map();
           this.byHash.set(h, groups);
         }
-        groups.set(key, (groups.get(key) ?? 0) + 1);
+        const routers = groups.get(key) ?? new Map<string, number>();
+        routers.set(e.router, (routers.get(e.router) ?? 0) + 1);
+        groups.set(key, routers);
       } else if (groups) {
-        const n = (groups.get(key) ?? 0) - 1;
-        if (n > 0) groups.set(key, n);
-        else groups.delete(key);
+        const routers = groups.get(key);
+        if (!routers) continue;
+        const who = routers.has(e.router) ? e.router : UNKNOWN;
+        const n = (routers.get(who) ?? 0) - 1;
+        if (n > 0) routers.set(who, n);
+        else routers.delete(who);
+        if (routers.size === 0) groups.delete(key);
         if (groups.size === 0) this.byHash.delete(h);
       }
     }
@@ -53,12 +63,30 @@ export class PrefixIndex {
     return out;
   }
 
+  /** The routers whose caches hold block `hash` in group `key` (for tests and debugging). */
+  holders(hash: string, key: string): string[] {
+    return [...(this.byHash.get(hash)?.get(key)?.keys() ?? [])];
+  }
+
   /** Adds what the Redis index holds (a router's cold start): block hash -> group key -> routers holding it. */
   seed(dump: Map<string, Record<string, number>>): void {
-    for (const [h, groups] of dump) {
-      const m = this.byHash.get(h) ?? new Map<string, number>();
-      for (const [k, n] of Object.entries(groups)) if (n > 0) m.set(k, Math.max(m.get(k) ?? 0, n));
-      if (m.size > 0) this.byHash.set(h, m);
+    for (const [h, counts] of dump) {
+      const groups = this.byHash.get(h) ?? new Map<string, Map<string, number>>();
+      for (const [k, n] of Object.entries(counts)) {
+        if (n > 0 && !groups.has(k)) groups.set(k, new Map([[UNKNOWN, n]]));
+      }
+      if (groups.size > 0) this.byHash.set(h, groups);
+    }
+  }
+
+  /** Forgets a router's entries (it left the cluster or its lease expired: its caches are gone). */
+  dropRouter(router: string): void {
+    for (const [h, groups] of this.byHash) {
+      for (const [k, routers] of groups) {
+        routers.delete(router);
+        if (routers.size === 0) groups.delete(k);
+      }
+      if (groups.size === 0) this.byHash.delete(h);
     }
   }
 

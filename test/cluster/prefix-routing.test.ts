@@ -100,5 +100,12 @@ describe("prefix-aware routing", () => {
     console.log(`[prefix] burst of 16: ${home} (holds the prefix) ${burst.get(home)}, ${other} ${burst.get(other)}`);
     const c = a.handle.router.counters;
     console.log(`[prefix] router a hit ratio ${((100 * c.prefixHitTokens) / c.prefixQueryTokens).toFixed(1)}%`);
+    // A router that leaves takes its caches along: the others stop counting on them.
+    const aId = a.handle.cluster!.routerId;
+    const key = `${home}@${epoch}`;
+    expect(b.handle.router.prefixIndex.holders(hashes[0]!, key)).toContain(aId);
+    await a.close();
+    routers.splice(routers.indexOf(a), 1);
+    await waitFor(() => !b.handle.router.prefixIndex.holders(hashes[0]!, key).includes(aId), "a's entries dropped");
   });
 });

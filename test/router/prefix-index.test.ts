@@ -20,6 +20,25 @@ describe("PrefixIndex", () => {
     expect(Object.fromEntries(ix.runs(["a"]))).toEqual({ "g2@4": 1 });
   });
 
+  it("forgets a router that is gone, and lets events remove what a seed from Redis added", () => {
+    const ix = new PrefixIndex();
+    ix.apply("stored", { router: "r1", group: "g1", epoch: 1, hashes: ["a", "b"] });
+    ix.apply("stored", { router: "r2", group: "g1", epoch: 1, hashes: ["a"] });
+    expect(ix.holders("a", "g1@1").sort()).toEqual(["r1", "r2"]);
+    ix.dropRouter("r1");
+    expect(ix.holders("a", "g1@1")).toEqual(["r2"]);
+    expect(Object.fromEntries(ix.runs(["a", "b"]))).toEqual({ "g1@1": 1 });
+    const dump = new Map<string, Record<string, number>>([
+      ["a", { "g1@1": 5, "g2@1": 2 }],
+      ["z", { "g3@1": 1 }],
+    ]);
+    ix.seed(dump);
+    expect(ix.holders("a", "g1@1")).toEqual(["r2"]); // known from events: the seed does not add to it
+    expect(ix.runs(["a"]).get("g2@1")).toBe(1);
+    ix.apply("removed", { router: "r9", group: "g3", epoch: 1, hashes: ["z"] });
+    expect(ix.runs(["z"]).size).toBe(0);
+  });
+
   it("the in-memory ledger's prefix index gives the same runs", async () => {
     const l = new MemoryLedger();
     await l.applyKvEvent("stored", "g1@1", ["a", "b", "c"], 1000);
