@@ -1,4 +1,6 @@
 // The `tpserve` command: serve, generate, eval ppl, and the internal worker entry.
+
+import { CLUSTER_ENV_HELP } from "../cluster/config.js";
 import { TpserveError } from "../common/errors.js";
 import { Flags } from "../common/flags.js";
 import { ROUTER_FLAGS_HELP } from "../router/config.js";
@@ -12,8 +14,11 @@ const HELP = `tpserve: tensor-parallel LLM serving
 
 usage:
   tpserve serve [options]                 start router + worker on this machine (npm start)
-  tpserve router --workers H:P[,...] [router options]   the router alone (containers); drains on SIGTERM
-  tpserve worker [worker options] [--worker-host H] [--worker-port N]   one worker alone; drains on SIGTERM
+  tpserve router [--workers H:P,...] [router options]
+                                           the router alone (containers): static workers (--workers, --workers-dns)
+                                           or, with REDIS_URL, the worker groups in the ledger; drains on SIGTERM
+  tpserve worker [--group NAME] [worker options]
+                                           one worker alone; --group registers it in the ledger (REDIS_URL)
   tpserve generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--api-key K]
                    [--seed S] [--stop STR] [--address HOST:PORT] [--json]
                                           stream a completion from a running server
@@ -24,7 +29,8 @@ serve options:
   --no-demo                don't stream a sample completion once ready
 ${ROUTER_FLAGS_HELP}
 ${ROUTER_COMMAND_HELP}
-${WORKER_FLAGS_HELP}`;
+${WORKER_FLAGS_HELP}
+${CLUSTER_ENV_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -32,7 +38,16 @@ export async function run(argv: string[]): Promise<number> {
     switch (cmd) {
       case "serve":
         return await serveCommand(
-          new Flags(rest, ["no-demo", "asym", "log-steps", "no-http", "auth-health-metrics", "log-prompts"]),
+          new Flags(rest, [
+            "no-demo",
+            "asym",
+            "log-steps",
+            "no-http",
+            "auth-health-metrics",
+            "log-prompts",
+            "no-prefix-cache",
+            "no-prefix-routing",
+          ]),
         );
       case "router":
         return await routerCommand(new Flags(rest, ROUTER_BOOLEAN_FLAGS));

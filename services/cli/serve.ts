@@ -1,6 +1,7 @@
 // `tpserve serve`: a worker (or a tensor-parallel group of --tp workers) as child processes plus the router in this
 // process, on this machine.
 import { type ChildProcess, fork } from "node:child_process";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { generate, generationClient } from "../common/client.js";
 import type { Flags } from "../common/flags.js";
@@ -43,6 +44,7 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--drain-timeout-s", String(cfg.drainTimeoutMs / 1000),
   ]; // biome-ignore format: pairs read better one per line
   if (!cfg.symmetric) argv.push("--asym");
+  if (cfg.group) argv.push("--group", cfg.group);
   return argv;
 }
 
@@ -101,7 +103,10 @@ export function startWorkerProcess(
 }
 
 export async function serveCommand(f: Flags): Promise<number> {
-  const workerCfg = { ...workerConfigFromFlags(f), port: 0 };
+  const base = workerConfigFromFlags(f);
+  // With REDIS_URL the router finds groups in the ledger: this machine's worker registers as one.
+  const group = base.group ?? (base.cluster.redisUrl ? `serve-${hostname()}-${process.pid}` : null);
+  const workerCfg = { ...base, port: 0, group };
   const demo = !f.bool("no-demo");
   const routerCfg = routerConfigFromFlags(f, ["pending"]);
   f.rejectUnknown();

@@ -1,5 +1,6 @@
 // Router configuration, read once from flags and validated.
 import { readFileSync } from "node:fs";
+import { type ClusterConfig, clusterConfigFromEnv } from "../cluster/config.js";
 import { ConfigError } from "../common/errors.js";
 import type { Flags } from "../common/flags.js";
 import { bundledModelDir } from "../common/paths.js";
@@ -38,6 +39,20 @@ export interface RouterConfig {
   tls: { cert: Buffer; key: Buffer } | null;
   /** On SIGTERM: refuse new requests, give in-flight streams this long to finish, then exit. */
   drainTimeoutMs: number;
+  /** Redis, NATS and lease settings from the environment (REDIS_URL set: groups come from the ledger). */
+  cluster: ClusterConfig;
+  /** Pages a router claims from the ledger at a time (cluster mode). */
+  pageExtent: number;
+  /** How long a request may wait for pages the ledger cannot give before it fails with UNAVAILABLE. */
+  pageStarveMs: number;
+  /** Share full KV blocks between requests with the same prefix (docs/prefix-caching.md). */
+  prefixCache: boolean;
+  /** Cluster mode: unreferenced cached blocks an idle router keeps instead of handing them back to the ledger. */
+  prefixCacheKeepPages: number;
+  /** Route a request to the group holding its longest cached prefix (within the load bound); off: least loaded. */
+  prefixRouting: boolean;
+  /** Prefix-aware routing load bound: a group may take a request while its load stays <= factor x average. */
+  prefixLoadFactor: number;
 }
 
 export const ROUTER_FLAGS_HELP = `router options:
@@ -56,7 +71,13 @@ export const ROUTER_FLAGS_HELP = `router options:
   --log-level L            JSON logs on stderr: fatal|error|warn|info|debug|silent (default info)
   --log-prompts            include prompt text in the request log lines (off by default)
   --tls-cert FILE --tls-key FILE  serve gRPC and HTTP over TLS with this PEM certificate chain and key
-  --drain-timeout-s N      on SIGTERM, let in-flight streams finish for up to N s, then exit 0 (default 30)`;
+  --drain-timeout-s N      on SIGTERM, let in-flight streams finish for up to N s, then exit 0 (default 30)
+  --page-extent N          pages claimed from the cluster ledger at a time (default 32; REDIS_URL set)
+  --page-starve-ms N       a request waiting this long for pages the ledger cannot give fails (default 30000)
+  --no-prefix-cache        do not share KV blocks between requests with the same prefix (default: share)
+  --prefix-cache-keep N    cached blocks an idle router keeps leased from the ledger (default 64)
+  --prefix-load-factor F   route to the group holding the longest prefix while its load <= F x average (default 1.25)
+  --no-prefix-routing      route by load only (default: prefix-aware when there are several groups)`;
 
 export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
   const cfg: RouterConfig = {
@@ -77,9 +98,26 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     logPrompts: f.bool("log-prompts"),
     tls: readTls(f.string("tls-cert"), f.string("tls-key")),
     drainTimeoutMs: f.int("drain-timeout-s", 30, 0, 3600) * 1000,
+    cluster: clusterConfigFromEnv(),
+    pageExtent: f.int("page-extent", 32, 1, 1 << 20),
+    pageStarveMs: f.int("page-starve-ms", 30_000, 10, 3_600_000),
+    prefixCache: !f.bool("no-prefix-cache"),
+    prefixCacheKeepPages: f.int("prefix-cache-keep", 64, 0, 1 << 24),
+    prefixRouting: !f.bool("no-prefix-routing"),
+    prefixLoadFactor: loadFactor(f.string("prefix-load-factor", "1.25")),
   };
-  if (cfg.workers.length === 0) throw new ConfigError("the router needs at least one worker address (--workers)");
+  if (cfg.workers.length === 0 && !cfg.cluster.redisUrl) {
+    throw new ConfigError("the router needs at least one worker address (--workers) or REDIS_URL to find them");
+  }
   return cfg;
+}
+
+function loadFactor(v: string): number {
+  const x = Number(v);
+  if (!Number.isFinite(x) || x < 1 || x > 100) {
+    throw new ConfigError(`--prefix-load-factor must be a number in 1..100, got "${v}"`);
+  }
+  return x;
 }
 
 function readTls(certFile: string | undefined, keyFile: string | undefined): { cert: Buffer; key: Buffer } | null {

@@ -5,6 +5,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { StepPlan } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult__Output } from "../common/generated/tpserve/worker/v1/StepResult.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
+import type { LedgerPages } from "./leased-pages.js";
 import type { Scheduler, StepPlanData } from "./scheduler.js";
 import type { NormalizedSampling } from "./validate.js";
 
@@ -46,6 +47,11 @@ const STEP_LOG_SIZE = 2000;
 
 export class WorkerGroup {
   readonly stepLog: StepLogEntry[] = [];
+  /** The group is draining (a NATS drain notice, or grpc.health.v1 NOT_SERVING): no new requests go to it; those
+   * in flight finish. */
+  draining = false;
+  /** Sequences the whole group holds (all routers), from its last heartbeat; 0 when unknown. */
+  remoteLoad = 0;
   private stream: grpc.ClientDuplexStream<StepPlan, StepResult__Output> | undefined;
   private pending: ((r: StepResult__Output) => void) | undefined;
   private looping = false;
@@ -58,8 +64,10 @@ export class WorkerGroup {
     readonly scheduler: Scheduler,
     private readonly params: Map<number, SequenceParams>,
     private readonly events: GroupEvents,
-    private readonly epoch: number,
+    readonly epoch: number,
     private readonly logSteps = false,
+    /** Where the scheduler's pages come from when they are leased from the cluster ledger (else: the whole pool). */
+    readonly ledgerPages?: LedgerPages,
   ) {}
 
   /** Opens the Steps stream. */
@@ -77,9 +85,6 @@ export class WorkerGroup {
   get healthy(): boolean {
     return this.failed === undefined;
   }
-
-  /** The worker said it is draining (grpc.health.v1 NOT_SERVING): no new requests go to it; held ones finish. */
-  draining = false;
 
   /** Starts the step loop if it is idle. */
   kick(): void {
@@ -103,13 +108,36 @@ export class WorkerGroup {
     this.stream?.end();
   }
 
+  /** Takes the group out of service: its sequences fail with UNAVAILABLE and `message`, the stream closes. */
+  retire(message: string): void {
+    this.fail(message);
+    this.close();
+  }
+
   private async loop(): Promise<void> {
     while (!this.failed && !this.closed) {
       // Let request handlers that are ready run first, so that requests arriving together share a step.
       await new Promise<void>((resolve) => setImmediate(resolve));
+      const lp = this.ledgerPages;
+      if (lp) await lp.prepare(this.scheduler);
+      if (this.failed || this.closed) return;
       const plan = this.scheduler.schedule();
-      if (!plan) return;
+      if (!plan) {
+        if (!lp || !this.scheduler.hasWork()) {
+          lp?.trim(this.scheduler);
+          return;
+        }
+        // Waiting for pages the ledger could not give yet: retry shortly, fail the waiters after a while.
+        const starved = lp.starved(this.scheduler);
+        if (starved.length > 0) {
+          for (const id of starved) this.scheduler.finish(id, true);
+          this.events.onFailure(starved, "UNAVAILABLE", `no KV pages could be claimed: ${lp.lastError ?? "none free"}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
       await this.runPlan(plan);
+      lp?.trim(this.scheduler);
     }
   }
 
@@ -204,6 +232,7 @@ export class WorkerGroup {
           tokens: n.tokens,
           numGenerated: n.numGenerated,
           maxNewTokens: n.maxNewTokens,
+          numComputed: n.numComputed,
           ignoreEos: p?.ignoreEos ?? false,
           requestId: p?.requestId ?? "",
           sampling: p?.sampling ?? { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0 },

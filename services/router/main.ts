@@ -1,19 +1,27 @@
 // Starts the router: loads the tokenizer, connects to the workers, serves tpserve.v1 and grpc.health.v1.
 import * as grpc from "@grpc/grpc-js";
 import { type DestinationStream, pino } from "pino";
+import type { ControlBus } from "../cluster/bus.js";
+import type { PageLedger } from "../cluster/ledger.js";
+import { NatsBus } from "../cluster/nats-bus.js";
+import { RedisLedger } from "../cluster/redis-ledger.js";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
 import { serveHttp } from "../common/http.js";
 import { loadTokenizer } from "../common/model/tokenizer.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import { AUTH_HINT } from "./auth.js";
+import { RouterCluster } from "./cluster.js";
 import type { RouterConfig } from "./config.js";
+import { embedStaticGroups } from "./embedded.js";
 import { OpenAiApi } from "./openai.js";
 import { generationServiceWithUtf8Check, Router } from "./server.js";
 import { watchWorkerHealth } from "./worker-health.js";
 
 export interface RouterHandle {
   router: Router;
+  /** Cluster membership (lease, sweeper, group discovery); null with static --workers. */
+  cluster: RouterCluster | null;
   port: number;
   address: string;
   /** Port of the HTTP listener (GET /metrics), or null when off. */
@@ -34,30 +42,52 @@ function describe(client: WorkerClient, deadlineMs: number): Promise<DescribeRes
 /** Where the JSON logs go (stderr by default; tests pass their own stream). */
 export interface RouterIo {
   logStream?: DestinationStream;
+  /** A page ledger to join instead of the one REDIS_URL names (tests pass a shared MemoryLedger). */
+  ledger?: PageLedger;
+  /** A control bus instead of the one NATS_URL names (tests pass a shared MemoryBus). */
+  bus?: ControlBus;
 }
 
 export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise<RouterHandle> {
   const log = pino({ level: cfg.logLevel, base: { service: "tpserve-router" } }, io.logStream ?? pino.destination(2));
   const tokenizer = loadTokenizer(cfg.model);
   const { worker, health } = protos();
-  const clients = cfg.workers.map(
-    (addr) =>
-      new worker.tpserve.worker.v1.Worker(addr, grpc.credentials.createInsecure(), {
-        "grpc.max_receive_message_length": 64 << 20,
-        "grpc.max_send_message_length": 64 << 20,
-      }),
-  );
-  const descs = await Promise.all(clients.map((c) => describe(c, 60_000)));
-  const router = new Router(cfg, tokenizer, descs[0]!, clients, descs, log);
-  const unwatch = cfg.workers.map((addr, i) =>
-    watchWorkerHealth(addr, (serving) => {
-      const g = router.groups[i];
-      if (g && g.draining === serving) {
-        g.draining = !serving;
-        log.info({ worker: addr }, serving ? "worker serving again" : "worker draining: no new requests go to it");
-      }
-    }),
-  );
+  let router: Router;
+  let clients: WorkerClient[] = [];
+  let cluster: RouterCluster | null = null;
+  if (io.ledger || cfg.cluster.redisUrl) {
+    // Cluster mode: groups register themselves in the ledger; this router finds them there at run time.
+    const ledger = io.ledger ?? (await RedisLedger.connect(cfg.cluster));
+    const opts = { extentPages: cfg.pageExtent, starveMs: cfg.pageStarveMs, cacheKeepPages: cfg.prefixCacheKeepPages };
+    const bus = io.bus ?? (cfg.cluster.natsUrl ? await NatsBus.connect(cfg.cluster, "router") : null);
+    cluster = new RouterCluster(ledger, cfg.cluster, opts, log, bus);
+    const { desc } = await cluster.join(60_000);
+    router = new Router(cfg, tokenizer, desc, [], [desc], log);
+    cluster.start(router);
+  } else {
+    clients = cfg.workers.map(
+      (addr) =>
+        new worker.tpserve.worker.v1.Worker(addr, grpc.credentials.createInsecure(), {
+          "grpc.max_receive_message_length": 64 << 20,
+          "grpc.max_send_message_length": 64 << 20,
+        }),
+    );
+    const descs = await Promise.all(clients.map((c) => describe(c, 60_000)));
+    router = new Router(cfg, tokenizer, descs[0]!, [], descs, log);
+    await embedStaticGroups(router, cfg, clients, descs);
+  }
+  // Static workers: follow each one's grpc.health.v1 status; a draining worker takes no new requests.
+  const unwatch = cluster
+    ? []
+    : cfg.workers.map((addr, i) =>
+        watchWorkerHealth(addr, (serving) => {
+          const g = router.groups[i];
+          if (g && g.draining === serving) {
+            g.draining = !serving;
+            log.info({ worker: addr }, serving ? "worker serving again" : "worker draining: no new requests go to it");
+          }
+        }),
+      );
 
   const server = new grpc.Server();
   server.addService(generationServiceWithUtf8Check(), router.handlers() as grpc.UntypedServiceImplementation);
@@ -121,6 +151,7 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
         );
   return {
     router,
+    cluster,
     port,
     address: `${cfg.host}:${port}`,
     httpPort: http?.port ?? null,
@@ -130,6 +161,7 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
       while (router.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       router.close();
       for (const stop of unwatch) stop();
+      await cluster?.close();
       await shutdownServer(server, 1000);
       if (http) await new Promise<void>((r) => http.server.close(() => r()));
       for (const c of clients) c.close();

@@ -29,6 +29,8 @@ export class RouterMetrics {
   readonly stepDuration: Histogram<"phase">;
   readonly forward: Histogram<"phase">;
   readonly preemptions: Counter;
+  readonly prefixQueries: Counter;
+  readonly prefixHits: Counter;
 
   constructor(gauges: () => SchedulerGauges, opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -108,6 +110,16 @@ export class RouterMetrics {
     this.preemptions = new Counter({
       name: "tpserve_num_preemptions_total",
       help: "Sequences preempted (pages freed, recomputed later)",
+      registers,
+    });
+    this.prefixQueries = new Counter({
+      name: "tpserve_prefix_cache_queries_total",
+      help: "Prompt tokens looked up in the prefix cache (at each request's first admission)",
+      registers,
+    });
+    this.prefixHits = new Counter({
+      name: "tpserve_prefix_cache_hits_total",
+      help: "Prompt tokens found in the prefix cache (their KV was not computed again)",
       registers,
     });
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: "tpserve_router_" });

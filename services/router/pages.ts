@@ -1,6 +1,18 @@
 // The free list of one group's KV page pool. Page 0 is reserved and never handed out.
 
-export class PagePool {
+/** What the scheduler needs of a page pool: the whole pool (PagePool) or the router's leased share of it. */
+export interface PagePoolLike {
+  /** Pages free in this pool. */
+  readonly free: number;
+  /** Pages this pool holds, free or in use. */
+  readonly total: number;
+  canAllocate(n: number): boolean;
+  isFree(page: number): boolean;
+  allocate(n: number): number[];
+  release(pages: readonly number[]): void;
+}
+
+export class PagePool implements PagePoolLike {
   private readonly freeList: number[] = [];
   private readonly freeMask: Uint8Array;
 
@@ -15,6 +27,10 @@ export class PagePool {
 
   get free(): number {
     return this.freeList.length;
+  }
+
+  get total(): number {
+    return this.freeMask.length - 1;
   }
 
   canAllocate(n: number): boolean {

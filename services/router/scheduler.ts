@@ -7,7 +7,9 @@
 // ceil(numComputedAfterStep / blockSize) pages. When a running sequence cannot get the page it needs, the newest
 // running sequence is preempted by recompute: its pages are freed, the worker is told to drop it, and it goes back
 // to the front of the queue with its prompt plus the tokens generated so far.
-import { PagePool } from "./pages.js";
+import { PagePool, type PagePoolLike } from "./pages.js";
+import { PrefixCachingPool } from "./prefix-cache.js";
+import { PrefixTracker } from "./scheduler-prefix.js";
 
 export interface SchedulerOptions {
   /** KV pool size in pages, including the reserved page 0. */
@@ -20,6 +22,15 @@ export interface SchedulerOptions {
   maxRunning: number;
   /** Decode steps the worker may run back to back for a decode-only plan (1 = every step is planned). */
   decodeSteps: number;
+  /** The pages this scheduler hands out (default: every page of the pool, 1..numPages-1). */
+  pool?: PagePoolLike;
+  /**
+   * Prefix caching: the root of the block-hash chain (rootHash(model, blockSize)); the pool must then be a
+   * PrefixCachingPool. Unset: no caching.
+   */
+  prefixRoot?: Buffer;
+  /** Called at a sequence's first admission with its prompt tokens and how many of them were cached. */
+  onPrefixLookup?: (promptTokens: number, cachedTokens: number) => void;
 }
 
 export interface SequenceSpec {
@@ -46,6 +57,12 @@ export interface SequenceState {
   preemptions: number;
   /** Monotonic admission order; the newest running sequence is preempted first. */
   admittedAt: number;
+  /** Chained hashes of the sequence's full blocks computed so far (prefix caching). */
+  blockHashes: Buffer[];
+  /** Leading blocks whose pages are in the prefix cache (acquired from it or registered by this sequence). */
+  cachedBlocks: number;
+  /** Tokens found in the prefix cache at the first admission (-1 before it). */
+  cachedAtAdmission: number;
 }
 
 export interface PlannedNewSequence {
@@ -53,6 +70,8 @@ export interface PlannedNewSequence {
   tokens: number[];
   numGenerated: number;
   maxNewTokens: number;
+  /** Leading tokens whose K/V are already on the sequence's first pages (prefix cache hits). */
+  numComputed: number;
 }
 
 export interface PlannedSequence {
@@ -84,7 +103,8 @@ export interface SchedulerStats {
 
 export class Scheduler {
   private readonly opts: SchedulerOptions;
-  private readonly pool: PagePool;
+  private readonly pool: PagePoolLike;
+  private readonly prefix: PrefixTracker | undefined;
   private readonly seqs = new Map<number, SequenceState>();
   private waiting: number[] = [];
   private running: number[] = [];
@@ -98,7 +118,11 @@ export class Scheduler {
     if (opts.blockSize < 1) throw new RangeError(`blockSize must be >= 1, got ${opts.blockSize}`);
     if (opts.maxBatchTokens < 1) throw new RangeError(`maxBatchTokens must be >= 1, got ${opts.maxBatchTokens}`);
     this.opts = { ...opts, decodeSteps: Math.max(1, opts.decodeSteps) };
-    this.pool = new PagePool(opts.numPages);
+    this.pool = opts.pool ?? new PagePool(opts.numPages);
+    if (opts.prefixRoot) {
+      if (!(this.pool instanceof PrefixCachingPool)) throw new TypeError("prefix caching needs a PrefixCachingPool");
+      this.prefix = new PrefixTracker(this.pool, opts.prefixRoot, opts.blockSize);
+    }
   }
 
   get blockSize(): number {
@@ -124,6 +148,9 @@ export class Scheduler {
       maxNewTokens: spec.maxNewTokens,
       preemptions: 0,
       admittedAt: -1,
+      blockHashes: [],
+      cachedBlocks: 0,
+      cachedAtAdmission: -1,
     });
     this.waiting.push(spec.id);
   }
@@ -163,6 +190,7 @@ export class Scheduler {
     if (s?.status !== "running") return false;
     s.numComputed += numTokens;
     if (sampled !== undefined) s.tokens.push(sampled);
+    this.prefix?.registerFullBlocks(s);
     return true;
   }
 
@@ -196,8 +224,16 @@ export class Scheduler {
     while (this.waiting.length > 0 && budget > 0 && this.running.length < this.opts.maxRunning) {
       const id = this.waiting[0]!;
       const s = this.seq(id);
+      if (s.pages.length === 0) this.prefix?.useCachedPrefix(s);
       const n = Math.min(s.tokens.length - s.numComputed, budget);
-      if (!this.pool.canAllocate(this.pagesFor(s.numComputed + n) - s.pages.length)) break;
+      if (!this.pool.canAllocate(this.pagesFor(s.numComputed + n) - s.pages.length)) {
+        this.prefix?.dropCachedPrefix(s);
+        break;
+      }
+      if (s.cachedAtAdmission < 0) {
+        s.cachedAtAdmission = s.numComputed;
+        this.opts.onPrefixLookup?.(s.numPrompt, s.numComputed);
+      }
       this.waiting.shift();
       s.status = "running";
       s.admittedAt = ++this.admitCounter;
@@ -221,6 +257,7 @@ export class Scheduler {
           tokens: [...s.tokens],
           numGenerated: s.tokens.length - s.numPrompt,
           maxNewTokens: s.maxNewTokens,
+          numComputed: s.numComputed,
         });
         s.onWorker = true;
         this.sentPages.set(id, 0);
@@ -243,11 +280,44 @@ export class Scheduler {
     return plan;
   }
 
+  /** Ids of the sequences waiting for a slot or for pages. */
+  waitingIds(): readonly number[] {
+    return this.waiting;
+  }
+
+  /** Every page held by a sequence, page -> sequence id. */
+  heldPages(): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const s of this.seqs.values()) for (const p of s.pages) out.set(p, s.id);
+    return out;
+  }
+
+  /**
+   * Pages the next plan needs beyond the free ones to make progress: every running sequence's next chunk (with
+   * the decode lookahead) and the chunk of the first waiting sequence. 0 when the pool has enough.
+   */
+  pagesShort(): number {
+    let need = 0;
+    let budget = this.opts.maxBatchTokens;
+    for (const id of this.running) {
+      const s = this.seq(id);
+      const n = Math.min(Math.max(1, s.tokens.length - s.numComputed), budget);
+      need += Math.max(0, this.pagesFor(s.numComputed + n + this.opts.decodeSteps - 1) - s.pages.length);
+      budget = Math.max(0, budget - n);
+    }
+    const head = this.waiting[0];
+    if (head !== undefined && budget > 0) {
+      const s = this.seq(head);
+      need += this.pagesFor(s.numComputed + Math.min(s.tokens.length - s.numComputed, budget)) - s.pages.length;
+    }
+    return Math.max(0, need - this.pool.free);
+  }
+
   stats(): SchedulerStats {
     return {
       running: this.running.length,
       waiting: this.waiting.length,
-      pagesTotal: this.opts.numPages - 1,
+      pagesTotal: this.pool.total,
       pagesFree: this.pool.free,
       steps: this.stepCounter,
       preemptions: this.preemptionCount,
@@ -259,19 +329,26 @@ export class Scheduler {
    * held + free = total. Returns a description of the first violation, or null.
    */
   checkInvariants(): string | null {
-    const owner = new Map<number, number>();
+    const owner = new Map<number, number[]>();
     for (const s of this.seqs.values()) {
       for (const p of s.pages) {
         if (p === 0) return `sequence ${s.id} holds the reserved page 0`;
-        const prev = owner.get(p);
-        if (prev !== undefined) return `page ${p} is held by sequences ${prev} and ${s.id}`;
         if (this.pool.isFree(p)) return `page ${p} is held by sequence ${s.id} and also free`;
-        owner.set(p, s.id);
+        const holders = owner.get(p) ?? [];
+        holders.push(s.id);
+        owner.set(p, holders);
       }
       if (s.status === "waiting" && s.pages.length > 0) return `waiting sequence ${s.id} holds pages`;
     }
-    if (owner.size + this.pool.free !== this.opts.numPages - 1) {
-      return `held ${owner.size} + free ${this.pool.free} != ${this.opts.numPages - 1} pages`;
+    for (const [p, holders] of owner) {
+      // Only a cached block may be shared, and then by exactly as many sequences as hold a reference on it.
+      const refs = this.prefix?.cache.refCount(p) ?? 0;
+      if ((holders.length > 1 || refs > 0) && refs !== holders.length) {
+        return `page ${p} is held by sequences ${holders.join(" and ")} (cache references: ${refs})`;
+      }
+    }
+    if (owner.size + this.pool.free !== this.pool.total) {
+      return `held ${owner.size} + free ${this.pool.free} != ${this.pool.total} pages`;
     }
     return null;
   }
@@ -333,6 +410,7 @@ export class Scheduler {
     this.pool.release(s.pages);
     s.pages = [];
     s.numComputed = 0;
+    s.cachedBlocks = 0;
     s.status = "waiting";
     s.preemptions++;
     this.preemptionCount++;

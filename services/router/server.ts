@@ -14,9 +14,12 @@ import { protos } from "../common/proto.js";
 import { AUTH_HINT } from "./auth.js";
 import type { RouterConfig } from "./config.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
-import { type SequenceParams, WorkerGroup } from "./group.js";
+import { type GroupEvents, type SequenceParams, WorkerGroup } from "./group.js";
+import { createGroupScheduler, pickGroup } from "./group-setup.js";
+import type { LedgerPages } from "./leased-pages.js";
 import { RouterMetrics } from "./metrics.js";
-import { createScheduler } from "./scheduler.js";
+import { rootHash } from "./prefix-cache.js";
+import { groupKey, type KvEvent, type KvEventKind, PrefixIndex } from "./prefix-index.js";
 import { StopMatcher } from "./stop.js";
 import { findInvalidUtf8, INVALID_UTF8, type Limits, validateRequest } from "./validate.js";
 
@@ -57,12 +60,28 @@ export interface RouterCounters {
   requestsFinished: number;
   tokensGenerated: number;
   promptTokens: number;
+  /** Prompt tokens looked up in the prefix cache, and of those found cached. */
+  prefixQueryTokens: number;
+  prefixHitTokens: number;
 }
 
 export class Router {
   readonly groups: WorkerGroup[] = [];
-  readonly counters: RouterCounters = { requestsFinished: 0, tokensGenerated: 0, promptTokens: 0 };
+  readonly counters: RouterCounters = {
+    requestsFinished: 0,
+    tokensGenerated: 0,
+    promptTokens: 0,
+    prefixQueryTokens: 0,
+    prefixHitTokens: 0,
+  };
   readonly metrics: RouterMetrics;
+  /** Where prefixes are cached, cluster-wide (fed by KV events); prefix-aware routing reads it. */
+  readonly prefixIndex = new PrefixIndex();
+  /** Where this router's KV events go besides its own index (the control bus, in a cluster). */
+  kvEventSink: ((kind: KvEventKind, e: Omit<KvEvent, "router">) => void) | undefined;
+  /** Groups chosen because they held the longest prefix (vs. by load alone), for tests and logs. */
+  readonly routing = { byPrefix: 0, byLoad: 0 };
+  private prefixRoot: Buffer | undefined;
   private readonly active = new Map<number, ActiveRequest>();
   private readonly params = new Map<number, SequenceParams>();
   private readonly limits: Limits;
@@ -79,53 +98,81 @@ export class Router {
   ) {
     this.metrics = new RouterMetrics(() => this.stats());
     clients.forEach((client, i) => {
-      const d = descs[i]!;
-      const scheduler = createScheduler({
-        numPages: d.numPages,
-        blockSize: d.blockSize,
-        maxBatchTokens: Math.min(cfg.maxBatchTokens, d.maxBatchTokens || cfg.maxBatchTokens),
-        maxRunning: cfg.maxRunning,
-        decodeSteps: cfg.decodeSteps,
-      });
-      const group = new WorkerGroup(
-        cfg.workers[i] ?? `worker-${i}`,
-        client,
-        scheduler,
-        this.params,
-        {
-          onToken: (seqId, token, finished, eos) => this.onToken(seqId, token, finished, eos),
-          onFailure: (ids, code, message) => this.onFailure(ids, code, message),
-          onPreempt: (id) => {
-            const a = this.active.get(id);
-            if (a) a.preemptions++;
-            this.metrics.preemptions.inc();
-          },
-          onJoin: (id) => {
-            const a = this.active.get(id);
-            if (a && a.scheduledAt === undefined) {
-              a.scheduledAt = performance.now();
-              this.metrics.queue.observe((a.scheduledAt - a.arrival) / 1000);
-            }
-          },
-          onStep: (batch, prefill, wallMs, forwardMs) => {
-            const phase = prefill ? "prefill" : "decode";
-            this.metrics.batchSize.observe({ phase }, batch);
-            this.metrics.stepDuration.observe({ phase }, wallMs / 1000);
-            this.metrics.forward.observe({ phase }, forwardMs / 1000);
-          },
-        },
-        d.epoch,
-        cfg.logSteps,
-      );
-      group.connect();
-      this.groups.push(group);
+      this.addGroup(cfg.workers[i] ?? `worker-${i}`, client, descs[i]!, descs[i]!.epoch);
     });
-    const capacity = Math.min(...this.groups.map((g) => g.scheduler.capacityTokens));
+    // The largest context one sequence can hold in the smallest pool (groups found later are assumed alike).
+    const capacity = descs.length > 0 ? Math.min(...descs.map((d) => (d.numPages - 1) * d.blockSize)) : Infinity;
     this.limits = {
       vocabSize: info.vocabSize,
       maxContext: Math.min(info.maxContext, capacity),
       maxStopStrings: cfg.maxStopStrings,
       maxStopLength: 256,
+    };
+  }
+
+  /**
+   * Puts a worker group into service: a scheduler over its pool (or over the pages this router leases from the
+   * cluster ledger) and the Steps stream to its leader. Plans carry `epoch`; the worker rejects any other.
+   */
+  addGroup(name: string, client: WorkerClient, d: DescribeResponse__Output, epoch: number, pages?: LedgerPages) {
+    if (this.cfg.prefixCache) this.prefixRoot ??= rootHash(d.model, d.blockSize);
+    const scheduler = createGroupScheduler(this.cfg, d, pages, {
+      onKvEvents: (kind, hashes) => {
+        this.prefixIndex.apply(kind, { group: name, epoch, hashes, router: "" });
+        this.kvEventSink?.(kind, { group: name, epoch, hashes });
+      },
+      onPrefixLookup: (queried, hit) => {
+        this.counters.prefixQueryTokens += queried;
+        this.counters.prefixHitTokens += hit;
+        this.metrics.prefixQueries.inc(queried);
+        this.metrics.prefixHits.inc(hit);
+      },
+    });
+    const group = new WorkerGroup(
+      name,
+      client,
+      scheduler,
+      this.params,
+      this.groupEvents(),
+      epoch,
+      this.cfg.logSteps,
+      pages,
+    );
+    group.connect();
+    this.groups.push(group);
+    return group;
+  }
+
+  /** Takes a group out of service (it left the cluster, restarted, or this router lost its lease). */
+  removeGroup(group: WorkerGroup, message: string): void {
+    const i = this.groups.indexOf(group);
+    if (i >= 0) this.groups.splice(i, 1);
+    group.retire(message);
+    this.prefixIndex.dropGroup(groupKey(group.name, group.epoch));
+  }
+
+  private groupEvents(): GroupEvents {
+    return {
+      onToken: (seqId, token, finished, eos) => this.onToken(seqId, token, finished, eos),
+      onFailure: (ids, code, message) => this.onFailure(ids, code, message),
+      onPreempt: (id) => {
+        const a = this.active.get(id);
+        if (a) a.preemptions++;
+        this.metrics.preemptions.inc();
+      },
+      onJoin: (id) => {
+        const a = this.active.get(id);
+        if (a && a.scheduledAt === undefined) {
+          a.scheduledAt = performance.now();
+          this.metrics.queue.observe((a.scheduledAt - a.arrival) / 1000);
+        }
+      },
+      onStep: (batch, prefill, wallMs, forwardMs) => {
+        const phase = prefill ? "prefill" : "decode";
+        this.metrics.batchSize.observe({ phase }, batch);
+        this.metrics.stepDuration.observe({ phase }, wallMs / 1000);
+        this.metrics.forward.observe({ phase }, forwardMs / 1000);
+      },
     };
   }
 
@@ -267,7 +314,7 @@ export class Router {
         promptIds = req.tokenIds?.ids ?? [];
       }
       const norm = validateRequest(req, promptIds, this.limits);
-      const group = this.pickGroup();
+      const group = this.pickGroup(promptIds);
       if (!group) {
         throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group (all failed or draining)");
       }
@@ -356,23 +403,20 @@ export class Router {
     return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
   }
 
+  get vocabSize(): number {
+    return this.limits.vocabSize;
+  }
+
   get modelName(): string {
     return this.info.model;
   }
 
-  private pickGroup(): WorkerGroup | undefined {
-    let best: WorkerGroup | undefined;
-    let bestLoad = Number.POSITIVE_INFINITY;
-    for (const g of this.groups) {
-      if (!g.healthy || g.draining) continue;
-      const s = g.scheduler.stats();
-      const load = s.running + s.waiting;
-      if (load < bestLoad) {
-        best = g;
-        bestLoad = load;
-      }
-    }
-    return best;
+  /** The group for a prompt (group-setup.ts: prefix-aware within the load bound, else least loaded). */
+  private pickGroup(promptIds?: readonly number[]): WorkerGroup | undefined {
+    const root = this.cfg.prefixRouting ? this.prefixRoot : undefined;
+    const pick = pickGroup(this.groups, promptIds, root, this.prefixIndex, this.cfg.prefixLoadFactor);
+    if (pick && promptIds) this.routing[pick.byPrefix ? "byPrefix" : "byLoad"]++;
+    return pick?.group;
   }
 
   private onToken(seqId: number, token: number, finished: boolean, eos: boolean): void {
@@ -465,7 +509,9 @@ export class Router {
       this.release(a);
       this.metrics.requests.inc({ finished_reason: code });
       this.logRequest(a, code, message);
-      const grpcCode = code === "UNAVAILABLE" ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
+      // A stale epoch means the group restarted under the plan: the request may be retried elsewhere.
+      const retryable = code === "UNAVAILABLE" || code === "WORKER_STALE_EPOCH";
+      const grpcCode = retryable ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
       a.call.fail(grpcCode, `${code}: ${message}`);
     }
   }

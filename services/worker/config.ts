@@ -1,4 +1,5 @@
 // Worker configuration, read once from flags and validated.
+import { type ClusterConfig, clusterConfigFromEnv } from "../cluster/config.js";
 import { ConfigError } from "../common/errors.js";
 import type { Flags } from "../common/flags.js";
 import { bundledModelDir } from "../common/paths.js";
@@ -36,6 +37,10 @@ export interface WorkerConfig {
   tpTimeoutMs: number;
   /** Longest graceful drain on SIGTERM (finish the sequences held, then exit). */
   drainTimeoutMs: number;
+  /** Name of this worker group in the cluster ledger (with REDIS_URL); null = not a cluster member. */
+  group: string | null;
+  /** Redis, NATS and lease settings from the environment. */
+  cluster: ClusterConfig;
 }
 
 export const WORKER_FLAGS_HELP = `worker options:
@@ -55,7 +60,8 @@ export const WORKER_FLAGS_HELP = `worker options:
   --tp N                   tensor parallelism: N CPU worker processes hold one shard each (1, 2, 4, 8; default 1)
   --tp-timeout-ms MS       a rank that misses a collective for this long fails its group (default 10000)
   --tp-rank R, --tp-group NAME  (tpserve worker only) this process's rank and its group's unique name
-  --drain-timeout-s N      on SIGTERM, finish held sequences for up to N s, then exit 0 (default 30)`;
+  --drain-timeout-s N      on SIGTERM, finish held sequences for up to N s, then exit 0 (default 30)
+  --group NAME             register as worker group NAME in the cluster ledger (needs REDIS_URL)`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   return {
@@ -78,6 +84,8 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     seed: f.int("seed", 0, 0),
     ...tpFlags(f),
     drainTimeoutMs: f.int("drain-timeout-s", 30, 0, 3600) * 1000,
+    group: groupFlag(f.string("group")),
+    cluster: clusterConfigFromEnv(),
   };
 }
 
@@ -91,6 +99,14 @@ function tpFlags(f: Flags): Pick<WorkerConfig, "tp" | "tpRank" | "tpGroup" | "tp
     throw new ConfigError(`--tp-group must be 1..100 characters of A-Z a-z 0-9 . _ -, got "${tpGroup}"`);
   }
   return { tp, tpRank, tpGroup, tpTimeoutMs };
+}
+
+function groupFlag(v: string | undefined): string | null {
+  if (v === undefined) return null;
+  if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(v)) {
+    throw new ConfigError(`--group must be 1-128 characters of A-Z a-z 0-9 _ . : -, got "${v}"`);
+  }
+  return v;
 }
 
 function deviceFlag(v: string): string {

@@ -17,7 +17,8 @@ export interface ExecutorOptions {
   maxBlocksPerSeq: number;
   maxBatchTokens: number;
   numPages: number;
-  epoch: number;
+  /** The group's epoch (it changes when the group re-registers in the cluster ledger). */
+  epoch: number | (() => number);
 }
 
 interface WorkerSequence {
@@ -120,11 +121,9 @@ export class StepExecutor {
   }
 
   private applyPlan(plan: StepPlan__Output): void {
-    if (plan.epoch !== this.opts.epoch) {
-      throw new PlanError(
-        "WORKER_STALE_EPOCH",
-        `plan epoch ${plan.epoch} does not match worker epoch ${this.opts.epoch}`,
-      );
+    const epoch = typeof this.opts.epoch === "function" ? this.opts.epoch() : this.opts.epoch;
+    if (plan.epoch !== epoch) {
+      throw new PlanError("WORKER_STALE_EPOCH", `plan epoch ${plan.epoch} does not match worker epoch ${epoch}`);
     }
     for (const id of plan.drop) this.seqs.delete(id);
     for (const n of plan.newSequences) {
@@ -134,11 +133,18 @@ export class StepExecutor {
           throw new PlanError("WORKER_BAD_PLAN", `token ${t} of sequence ${n.seqId} >= vocab ${this.opts.vocabSize}`);
         }
       }
+      if (n.numComputed >= n.tokens.length || n.numComputed % this.opts.blockSize !== 0) {
+        throw new PlanError(
+          "WORKER_BAD_PLAN",
+          `new sequence ${n.seqId}: num_computed ${n.numComputed} must be a multiple of the block size ` +
+            `${this.opts.blockSize} below its ${n.tokens.length} tokens`,
+        );
+      }
       const s = n.sampling;
       this.seqs.set(n.seqId, {
         requestId: n.requestId,
         tokens: [...n.tokens],
-        computed: 0,
+        computed: n.numComputed,
         pages: [],
         sampling: {
           temperature: s?.temperature ?? 0,

@@ -3,6 +3,11 @@ import { basename } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { type DestinationStream, pino } from "pino";
 import { type Engine, loadNative, type ModelShape, type TpGroup } from "../../native/index.js";
+import type { ControlBus } from "../cluster/bus.js";
+import type { PageLedger } from "../cluster/ledger.js";
+import { NatsBus } from "../cluster/nats-bus.js";
+import { RedisLedger } from "../cluster/redis-ledger.js";
+import { ConfigError } from "../common/errors.js";
 import type { DescribeResponse } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { StepPlan__Output } from "../common/generated/tpserve/worker/v1/StepPlan.js";
 import type { StepResult } from "../common/generated/tpserve/worker/v1/StepResult.js";
@@ -15,6 +20,7 @@ import { type DrainOutcome, drainWorker, WorkerHealth } from "./drain.js";
 import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
+import { GroupMembership } from "./membership.js";
 import { WorkerMetrics } from "./metrics.js";
 import { Follower, isTpFailure, joinTpGroup, tpLoadedBarrier, tpThreads } from "./tp.js";
 
@@ -36,7 +42,12 @@ export interface WorkerHandle {
   follower: Follower | undefined;
   /** grpc.health.v1 status: SERVING once loaded, NOT_SERVING while draining. */
   health: WorkerHealth;
-  /** Goes NOT_SERVING and waits (up to `timeoutMs`) for the sequences it holds to finish; see drain.ts. */
+  /** The group's current epoch (it grows when the group re-registers in the cluster ledger). */
+  readonly epoch: number;
+  /**
+   * Goes NOT_SERVING, sends the drain notice on the control bus (routers stop sending new requests), and waits (up
+   * to `timeoutMs`) for the sequences it holds to finish; see drain.ts.
+   */
   drain(timeoutMs: number): Promise<DrainOutcome>;
   close(): Promise<void>;
 }
@@ -104,8 +115,11 @@ export function createEngine(
 export async function startWorker(
   cfg: WorkerConfig,
   onProgress?: (p: LoadProgress) => void,
-  io: { logStream?: DestinationStream } = {},
+  io: { logStream?: DestinationStream; ledger?: PageLedger; bus?: ControlBus } = {},
 ): Promise<WorkerHandle> {
+  if (cfg.group && !io.ledger && !cfg.cluster.redisUrl) {
+    throw new ConfigError(`--group ${cfg.group} needs REDIS_URL (the cluster ledger the group registers in)`);
+  }
   const group = await joinTpGroup(cfg);
   // Pages past the router's pool serve embeddings: a prompt up to the model's context, or an eighth of the pool.
   let created: ReturnType<typeof createEngine>;
@@ -139,8 +153,9 @@ export async function startWorker(
     maxBlocksPerSeq,
     maxBatchTokens: cfg.maxBatchTokens,
     numPages,
-    epoch: cfg.epoch,
+    epoch: () => epoch,
   };
+  let epoch = cfg.epoch;
   const log = pino({ level: cfg.logLevel, base: { service: "tpserve-worker" } }, io.logStream ?? pino.destination(2));
   log.info(
     { backend: deviceReason, model: basename(cfg.model), num_pages: numPages, tp_rank: cfg.tpRank, tp: cfg.tp },
@@ -153,6 +168,9 @@ export async function startWorker(
     kvBytes: info.kvBytes,
   }));
   let executor = new StepExecutor(engine, executorOpts, log, metrics);
+  let engineChain = Promise.resolve();
+  const sessions = new Set<StepExecutor>();
+  const liveSequences = () => [...sessions].reduce((n, s) => n + s.stats().sequences, 0);
   const info = engine.info();
   const describe: DescribeResponse = {
     model: basename(cfg.model),
@@ -183,7 +201,7 @@ export async function startWorker(
 
   server.addService(protos().health.grpc.health.v1.Health.service, health.handlers());
   server.addService(protos().worker.tpserve.worker.v1.Worker.service, {
-    Describe: (_call: unknown, cb: grpc.sendUnaryData<DescribeResponse>) => cb(null, describe),
+    Describe: (_call: unknown, cb: grpc.sendUnaryData<DescribeResponse>) => cb(null, { ...describe, epoch }),
     Stats: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, executor.stats()),
     Embed: (call: grpc.ServerUnaryCall<WorkerEmbedRequest__Output, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       embedder.embed(call.request.tokens).then(
@@ -211,9 +229,14 @@ export async function startWorker(
         call.emit("error", { code: grpc.status.FAILED_PRECONDITION, details });
         return;
       }
-      // A new stream means a new router session: the previous one's sequences are gone.
+      // One stream per router session, each with its own sequences (several routers may share the group; the
+      // cluster ledger keeps their pages apart). Plans of all sessions run one at a time on the engine.
       executor = new StepExecutor(engine, executorOpts, log, metrics);
       const ex = executor;
+      sessions.add(ex);
+      const forget = () => sessions.delete(ex);
+      call.on("close", forget);
+      call.on("cancelled", forget);
       let chain = Promise.resolve();
       let open = true;
       openStreams++;
@@ -222,7 +245,7 @@ export async function startWorker(
         open = false;
       };
       call.on("data", (plan: StepPlan__Output) => {
-        chain = chain
+        chain = engineChain = engineChain
           .then(() => ex.execute(plan, (r) => call.write(r)))
           .then(() => {
             // A failed TP group cannot run another step: ending the stream tells the router the group is gone.
@@ -245,6 +268,24 @@ export async function startWorker(
     ),
   );
   const http = cfg.metricsPort === null ? null : await serveHttp(metrics.registry, cfg.host, cfg.metricsPort);
+  let membership: GroupMembership | undefined;
+  if (cfg.group && (io.ledger || cfg.cluster.redisUrl)) {
+    const ledger = io.ledger ?? (await RedisLedger.connect(cfg.cluster));
+    const bus = io.bus ?? (cfg.cluster.natsUrl ? await NatsBus.connect(cfg.cluster, `worker-${cfg.group}`) : null);
+    const spec = { id: cfg.group, address: `${cfg.host}:${port}`, numPages, blockSize: cfg.blockSize };
+    const announcer = bus ? { bus, load: liveSequences } : undefined;
+    membership = await GroupMembership.join(
+      ledger,
+      spec,
+      cfg.cluster,
+      cfg.epoch - 1,
+      (e) => {
+        epoch = e;
+      },
+      log,
+      announcer,
+    );
+  }
   return {
     port,
     address: `${cfg.host}:${port}`,
@@ -256,16 +297,23 @@ export async function startWorker(
     },
     follower,
     health,
-    drain: (timeoutMs) =>
-      drainWorker(health, {
+    get epoch() {
+      return epoch;
+    },
+    drain: (timeoutMs) => {
+      membership?.drain();
+      return drainWorker(health, {
         timeoutMs,
         progress: () => {
-          const st = executor.stats();
-          return { sequences: openStreams > 0 ? st.sequences : 0, steps: st.steps };
+          let steps = 0;
+          for (const s of sessions) steps += s.stats().steps;
+          return { sequences: openStreams > 0 ? liveSequences() : 0, steps };
         },
-      }),
+      });
+    },
     async close() {
       health.close();
+      await membership?.leave();
       await shutdownServer(server, 1000);
       if (http) await new Promise<void>((r) => http.server.close(() => r()));
       engine.close();

@@ -26,6 +26,11 @@ export interface NewSequence {
    * the public request id, for the worker's logs
    */
   'requestId'?: (string);
+  /**
+   * Leading tokens whose K/V are already on the sequence's first pages (prefix cache hits): the first
+   * ScheduledSequence computes from here. A multiple of the block size, less than len(tokens).
+   */
+  'numComputed'?: (number);
 }
 
 /**
@@ -51,4 +56,9 @@ export interface NewSequence__Output {
    * the public request id, for the worker's logs
    */
   'requestId': (string);
+  /**
+   * Leading tokens whose K/V are already on the sequence's first pages (prefix cache hits): the first
+   * ScheduledSequence computes from here. A multiple of the block size, less than len(tokens).
+   */
+  'numComputed': (number);
 }
