@@ -122,7 +122,8 @@ class CudaModel : public GpuModel {
     gu_.alloc(T * 2 * s.inter), act_.alloc(T * s.inter);
     // The decode GEMV's prepared activation (16 tokens of the widest matmul input).
     const size_t widest = std::max<size_t>(std::max<size_t>(H, qd), (size_t)s.inter);
-    xp_.alloc(cuda::xprep_halves(16, (int)((widest + 63) / 64 * 64)));
+    // Prepared GEMV/GEMM inputs: one step's tokens (the GEMM prepares all of them at once) of the widest input.
+    xp_.alloc(cuda::xprep_halves((int)std::max<size_t>(T, 16), (int)((widest + 63) / 64 * 64)));
     xp2_.alloc(xp_.n);
     logits_.alloc(T * (size_t)s.vocab);
     ids_.alloc(T);

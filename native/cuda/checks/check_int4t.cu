@@ -104,7 +104,7 @@ struct CheckResult {
 };
 
 int check_case(Rng& rng, int rows, int cols, int group, bool asym, int m, bool withResidual,
-               std::vector<CheckResult>& out) {
+               std::vector<CheckResult>& out, bool exact = true) {
   HostW w = make_weight(rng, rows, cols, group, asym);
   DevT d;
   if (upload(w, d, 1)) return 1;
@@ -116,18 +116,19 @@ int check_case(Rng& rng, int rows, int cols, int group, bool asym, int m, bool w
   CUDA_CHECK(cudaMalloc(&dx, x.size() * 4));
   CUDA_CHECK(cudaMalloc(&dy, (size_t)m * rows * 4));
   CUDA_CHECK(cudaMalloc(&dr, res.size() * 4));
-  CUDA_CHECK(cudaMalloc(&dxp, tc::xprep_halves(std::min(m, 16), cols) * 2));
+  CUDA_CHECK(cudaMalloc(&dxp, tc::xprep_halves(m, cols) * 2));
   CUDA_CHECK(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dr, res.data(), res.size() * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(poison_nan(dy, (size_t)m * rows * 4));
   if (m <= 16) CUDA_CHECK_LAUNCH(tc::xprep(dx, m, cols, dxp, 0));
-  CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(dx, dxp, m <= 16, d.t[0], dy, m, withResidual ? dr : nullptr, 0));
+  CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(dx, dxp, m <= 16, d.t[0], dy, m, withResidual ? dr : nullptr, 0, exact));
   std::vector<float> y((size_t)m * rows);
   CUDA_CHECK(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
   CheckResult r;
   char name[160];
-  std::snprintf(name, sizeof name, "int4t %dx%d g%d %s m=%d%s", rows, cols, group, asym ? "asym" : "sym", m,
-                withResidual ? " +res" : "");
+  std::snprintf(name, sizeof name, "int4t %dx%d g%d %s m=%d%s%s", rows, cols, group, asym ? "asym" : "sym", m,
+                withResidual ? " +res" : "",
+                m > 16 && !exact ? (m >= 64 && rows >= 8192 ? " [gemm]" : " [slices]") : "");
   r.name = name;
   std::vector<double> wrow(cols);
   for (int row = 0; row < rows; ++row) {
@@ -140,7 +141,7 @@ int check_case(Rng& rng, int rows, int cols, int group, bool asym, int m, bool w
     }
   }
   r.e.finish();
-  r.tol = (m <= 8 || m > 16) ? 1e-5 : 2e-3;
+  r.tol = (m <= 8 || (m > 16 && exact)) ? 1e-5 : 2e-3;
   r.pass = r.e.pass(r.tol);
   std::printf("%s %-44s rel %.3e  maxabs %.3e  tol %.0e  nonfinite %zu\n", r.pass ? "PASS" : "FAIL", name, r.e.rel_l2,
               r.e.max_abs, r.tol, r.e.nonfinite);
@@ -168,7 +169,7 @@ int bench(Rng& rng, int path, int rows, int cols, int m, size_t l2, double copyB
   __half* dxp;
   CUDA_CHECK(cudaMalloc(&dx, x.size() * 4));
   CUDA_CHECK(cudaMalloc(&dy, (size_t)m * rows * 4));
-  CUDA_CHECK(cudaMalloc(&dxp, tc::xprep_halves(std::min(m, 16), cols) * 2));
+  CUDA_CHECK(cudaMalloc(&dxp, tc::xprep_halves(m, cols) * 2));
   CUDA_CHECK(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
   if (m <= 16) CUDA_CHECK_LAUNCH(tc::xprep(dx, m, cols, dxp, 0));
   cudaStream_t s;
@@ -179,7 +180,7 @@ int bench(Rng& rng, int path, int rows, int cols, int m, size_t l2, double copyB
   CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   for (int i = 0; i < perGraph; ++i) {
     const int c = i % copies;
-    cudaError_t e = path == 0 ? tc::int4_tiled_matmul(dx, dxp, m <= 16, d.t[c], dy, m, nullptr, s)
+    cudaError_t e = path == 0 ? tc::int4_tiled_matmul(dx, dxp, m <= 16, d.t[c], dy, m, nullptr, s, false)
                               : tc::int4_matmul(dx, d.raw[c], dy, m, s);
     if (e != cudaSuccess) {
       cudaStreamEndCapture(s, &g);
@@ -254,6 +255,15 @@ int main(int argc, char** argv) {
           if (check_case(rng, sh[0], sh[1], group, asym, m, false, checks)) return 1;
   for (int m : {1, 3, 7, 16, 40})
     if (check_case(rng, 45, 640, 64, true, m, true, checks)) return 1;
+  // m > 16 with fp16 activations: 16-token slices, and the GEMM (m >= 64, rows >= 8192): odd row counts, partial
+  // token blocks, both groups, residual.
+  for (auto& sh : shapes)
+    for (int group : {64, 128})
+      for (int m : {17, 64, 100, 130})
+        if (check_case(rng, sh[0], sh[1], group, m % 2 == 0, m, m == 100, checks, false)) return 1;
+  for (int m : {64, 100, 130})
+    for (int group : {64, 128})
+      if (check_case(rng, 8192 + 37, 512, group, m != 100, m, m == 100, checks, false)) return 1;
   for (int m = 1; m <= 16; ++m)
     if (check_case(rng, 4096 / 16 + 3, 4096, 128, m % 2 == 1, m, m % 3 == 0, checks)) return 1;
   if (check_case(rng, 4096, 11008, 128, false, 1, true, checks)) return 1;
@@ -312,8 +322,9 @@ int main(int argc, char** argv) {
   // Fused epilogues on row-reordered packs, against the CPU reference of the plain product:
   // kSiluPairs: y = silu(gate) * up (gate rows 0..inter-1, up rows inter..2 inter-1);
   // kRopeQkv: q rotated, k rotated into the cache slot, v copied (rotate-half RoPE, cos/sin from a table).
-  for (int m : {1, 3, 8, 13, 20}) {
+  for (int m : {1, 3, 8, 13, 20, 100}) {
     for (int kind : {1, 2}) {
+      const bool exact = m != 100;  // m = 100: the GEMM's epilogue
       const int heads = 4, kvHeads = 2, D = 32, half = D / 2, inter = 48, cols = 256;
       const int rows = kind == 1 ? 2 * inter : (heads + 2 * kvHeads) * D;
       HostW w = make_weight(rng, rows, cols, 64, m % 2 == 1);
@@ -333,7 +344,7 @@ int main(int argc, char** argv) {
           for (int c = 0; c < cols; ++c) acc += w.at(r, c) * (double)x[(size_t)t * cols + c];
           ref[(size_t)t * rows + r] = acc;
         }
-      const int maxPos = 64, nSlots = 32;
+      const int maxPos = 64, nSlots = 128;
       std::vector<float> cosT(maxPos * half), sinT(maxPos * half);
       for (int p = 0; p < maxPos; ++p)
         for (int i = 0; i < half; ++i) {
@@ -355,7 +366,7 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaMalloc(&ds, sinT.size() * 4));
       CUDA_CHECK(cudaMalloc(&dpos, m * 4));
       CUDA_CHECK(cudaMalloc(&dslot, m * 4));
-      CUDA_CHECK(cudaMalloc(&dxp, tc::xprep_halves(std::min(m, 16), std::max(cols, inter)) * 2));
+      CUDA_CHECK(cudaMalloc(&dxp, tc::xprep_halves(m, std::max(cols, inter)) * 2));
       CUDA_CHECK(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
       CUDA_CHECK(cudaMemcpy(dc, cosT.data(), cosT.size() * 4, cudaMemcpyHostToDevice));
       CUDA_CHECK(cudaMemcpy(ds, sinT.data(), sinT.size() * 4, cudaMemcpyHostToDevice));
@@ -369,7 +380,7 @@ int main(int argc, char** argv) {
       ep.kind = kind == 1 ? tc::Int4Epilogue::kSiluPairs : tc::Int4Epilogue::kRopeQkv;
       ep.positions = dpos, ep.slots = dslot, ep.q = dq, ep.kCache = dk, ep.vCache = dv, ep.ropeCos = dc;
       ep.ropeSin = ds, ep.heads = heads, ep.kvHeads = kvHeads, ep.headDim = D;
-      CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(dx, dxp, false, d.t[0], kind == 1 ? dy : nullptr, m, nullptr, 0, true, ep));
+      CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(dx, dxp, false, d.t[0], kind == 1 ? dy : nullptr, m, nullptr, 0, exact, ep));
       CheckResult r;
       r.name = std::string(kind == 1 ? "epilogue silu pairs" : "epilogue rope qkv") + " m=" + std::to_string(m);
       if (kind == 1) {
@@ -403,7 +414,7 @@ int main(int argc, char** argv) {
         }
       }
       r.e.finish();
-      r.tol = m <= 8 || m > 16 ? 1e-5 : 2e-3;
+      r.tol = m <= 8 || (m > 16 && exact) ? 1e-5 : 2e-3;
       r.pass = r.e.pass(r.tol);
       std::printf("%s %-44s rel %.3e  maxabs %.3e  tol %.0e  nonfinite %zu\n", r.pass ? "PASS" : "FAIL",
                   r.name.c_str(), r.e.rel_l2, r.e.max_abs, r.tol, r.e.nonfinite);

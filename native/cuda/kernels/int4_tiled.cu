@@ -13,7 +13,8 @@
 // memory at the end. x comes prepared (xprep.cuh: fp16 hi/lo pairs for m <= 8, near fp32 accuracy; one fp16 column
 // per token above) from the kernel that produced it, read through L1. The first group's weight loads are issued
 // before pdl_wait(), so they overlap the previous kernel (pdl.cuh).
-// m > 16: the decode kernel on slices of 8 (exact) or 16 tokens, x prepared into the caller's xp buffer per slice.
+// m > 16: int4t_gemm (fp16 activations) for at least 64 tokens and 8192 rows, else the decode kernel on 16-token
+// slices; `exact` passes take 8-token slices with hi/lo activations.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -75,6 +76,40 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], u
 }
 
 constexpr int kMaxKs = 16;
+
+// The fused epilogues on one pair of packed rows (r and r + 8 of tile rt, int4_tile_row_map) for token `tok` of
+// `m`: a and b are the two rows' results.
+__device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, int rt, int r, int tok, int m, float a,
+                                              float b, float* __restrict__ y) {
+  if (ep.kind == Int4Epilogue::kSiluPairs) {
+    const int inter = rows / 2, j = rt * 8 + r;
+    const float v = __fdiv_rn(a, 1.0f + __expf(-a)) * b;  // as silu_mul: exact-rounded division
+    y[(size_t)tok * inter + j] = v;
+    if (ep.xpOut) xprep_store1(ep.xpOut, m, tok, j, v);
+    return;
+  }
+  const int D = ep.headDim, half = D / 2, tilesPerHead = half / 8;
+  const int qd = ep.heads * D, kvd = ep.kvHeads * D, pairTiles = (ep.heads + ep.kvHeads) * tilesPerHead;
+  const int slot = ep.slots[tok];
+  if (rt >= pairTiles) {  // v rows, in order
+    if (slot < 0) return;
+    const int vr = (rt - pairTiles) * 16 + r;
+    ep.vCache[(size_t)slot * kvd + vr] = a;
+    ep.vCache[(size_t)slot * kvd + vr + 8] = b;
+    return;
+  }
+  const int h = rt / tilesPerHead, ii = (rt - h * tilesPerHead) * 8 + r;
+  const size_t cs = (size_t)ep.positions[tok] * half + ii;
+  const float c = __ldg(ep.ropeCos + cs), sn = __ldg(ep.ropeSin + cs);
+  // Same rounding as the CPU: each product rounded, no FMA contraction.
+  const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
+  const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+  float* dst;
+  if (h < ep.heads) dst = ep.q + (size_t)tok * qd + h * D;
+  else if (slot >= 0) dst = ep.kCache + (size_t)slot * kvd + (h - ep.heads) * D;
+  else return;
+  dst[ii] = ra, dst[ii + half] = rb;
+}
 
 // ---- decode GEMV (m <= 16) ------------------------------------------------------------------------------------
 // NT n-tiles of 8 columns (xprep_cols(m) <= 8 NT), HILO: two columns per token, GC chunks per group, P groups in
@@ -199,34 +234,123 @@ __global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restri
     const int r = i / m, tok = i - r * m;
     float a = 0.f, b = 0.f;
     for (int k = 0; k < ks; ++k) a += red[(k * 16 + r) * m + tok], b += red[(k * 16 + r + 8) * m + tok];
-    if (ep.kind == Int4Epilogue::kSiluPairs) {
-      const int inter = w.rows / 2, j = rt * 8 + r;
-      const float v = __fdiv_rn(a, 1.0f + __expf(-a)) * b;  // as silu_mul: exact-rounded division
-      y[(size_t)tok * inter + j] = v;
-      if (ep.xpOut) xprep_store1(ep.xpOut, m, tok, j, v);
-      continue;
+    pair_epilogue(ep, w.rows, rt, r, tok, m, a, b, y);
+  }
+}
+
+// ---- GEMM (m > 16) -----------------------------------------------------------------------------------------------
+// Block: 8 warps x one 16-row tile each (128 rows) and 64 tokens; k in 64-column chunks through a 3-stage cp.async
+// ring in shared memory holding the chunk's weights (8 x 512 B), scales and zero points, and the 64 tokens' x
+// (prepared once for all m tokens by xprep: one fp16 column per token, 8 KB per chunk and token block). Each warp
+// unpacks its A fragments once per chunk and runs 8 n-tiles x 4 k-steps of mma; the group scale multiplies each
+// chunk's fp32 result. Weights are read once per 64 tokens.
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+constexpr int kGemmWarps = 8, kGemmTok = 64, kGemmStages = 3;
+constexpr int kGemmA = kGemmWarps * 512, kGemmS = kGemmWarps * 64, kGemmZ = kGemmWarps * 16, kGemmB = kGemmTok * 128;
+constexpr int kGemmStage = kGemmA + kGemmS + kGemmZ + kGemmB;  // 12,928 bytes
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  // src_bytes 0: the 16 bytes are zero-filled (tokens past m)
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+
+template <bool ZP>
+__global__ void __launch_bounds__(kGemmWarps * 32) int4t_gemm(const __half* __restrict__ xp, Int4Tiled w,
+                                                              float* __restrict__ y,
+                                                              const float* __restrict__ residual, int m,
+                                                              Int4Epilogue ep) {
+  extern __shared__ __align__(16) unsigned char gsm[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int tiles = (w.rows + 15) / 16, rt = blockIdx.x * kGemmWarps + warp, tok0 = blockIdx.y * kGemmTok;
+  const int KB = w.cols >> 6, GC = w.group >> 6, NG = KB / GC;
+  const uint32_t base = (uint32_t)__cvta_generic_to_shared(gsm);
+  // Loads of chunk kb into stage st: weights (lane's 16 bytes of its warp's tile), scales / zeros (threads 0..39),
+  // x (2 x 16 bytes per thread).
+  auto issue = [&](int kb, int st) {
+    const uint32_t sb = base + st * kGemmStage;
+    const int rtc = min(rt, tiles - 1);
+    cp_async16(sb + warp * 512 + lane * 16, w.q + ((size_t)rtc * KB + kb) * 32 + lane, true);
+    const int gi = kb / GC;
+    if (threadIdx.x < 32) {
+      const int tt = min(blockIdx.x * kGemmWarps + (threadIdx.x >> 2), tiles - 1);
+      cp_async16(sb + kGemmA + threadIdx.x * 16, w.scales + ((size_t)tt * NG + gi) * 16 + (threadIdx.x & 3) * 4, true);
+    } else if (ZP && threadIdx.x < 40) {
+      const int tt = min(blockIdx.x * kGemmWarps + (int)threadIdx.x - 32, tiles - 1);
+      cp_async16(sb + kGemmA + kGemmS + (threadIdx.x - 32) * 16, w.zeros + ((size_t)tt * NG + gi) * 16, true);
     }
-    const int D = ep.headDim, half = D / 2, tilesPerHead = half / 8;
-    const int qd = ep.heads * D, kvd = ep.kvHeads * D, pairTiles = (ep.heads + ep.kvHeads) * tilesPerHead;
-    const int slot = ep.slots[tok];
-    if (rt >= pairTiles) {  // v rows, in order
-      if (slot < 0) continue;
-      const int vr = (rt - pairTiles) * 16 + r;
-      ep.vCache[(size_t)slot * kvd + vr] = a;
-      ep.vCache[(size_t)slot * kvd + vr + 8] = b;
-      continue;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int piece = threadIdx.x + i * kGemmWarps * 32;  // 512 pieces: token piece / 8, 16 bytes piece % 8
+      const int n = piece >> 3, tok = tok0 + n;
+      const __half* src = xp + (((size_t)kb * m + min(tok, m - 1)) * 64) + (piece & 7) * 8;
+      cp_async16(sb + kGemmA + kGemmS + kGemmZ + piece * 16, src, tok < m);
     }
-    const int h = rt / tilesPerHead, ii = (rt - h * tilesPerHead) * 8 + r;
-    const size_t cs = (size_t)ep.positions[tok] * half + ii;
-    const float c = __ldg(ep.ropeCos + cs), sn = __ldg(ep.ropeSin + cs);
-    // Same rounding as the CPU: each product rounded, no FMA contraction.
-    const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
-    const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
-    float* dst;
-    if (h < ep.heads) dst = ep.q + (size_t)tok * qd + h * D;
-    else if (slot >= 0) dst = ep.kCache + (size_t)slot * kvd + (h - ep.heads) * D;
-    else continue;
-    dst[ii] = ra, dst[ii + half] = rb;
+  };
+  pdl_trigger();
+  pdl_wait();
+#pragma unroll
+  for (int p = 0; p < kGemmStages - 1; ++p) {
+    if (p < KB) issue(p, p);
+    cp_async_commit();
+  }
+  float acc[8][4];
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  for (int kb = 0; kb < KB; ++kb) {
+    cp_async_wait<kGemmStages - 2>();
+    __syncthreads();
+    const unsigned char* st = gsm + (kb % kGemmStages) * kGemmStage;
+    const uint4 qv = *reinterpret_cast<const uint4*>(st + warp * 512 + lane * 16);
+    const float* sc = reinterpret_cast<const float*>(st + kGemmA + warp * 64);
+    const float s0 = sc[g], s1 = sc[g + 8];
+    uint32_t zl = zero_lo(8u), zh = zero_hi(8u);
+    if (ZP) zl = zero_lo(st[kGemmA + kGemmS + warp * 16 + g]), zh = zero_hi(st[kGemmA + kGemmS + warp * 16 + g + 8]);
+    uint32_t a[4][4];
+    dequant_word(qv.x, zl, zh, a[0]);
+    dequant_word(qv.y, zl, zh, a[1]);
+    dequant_word(qv.z, zl, zh, a[2]);
+    dequant_word(qv.w, zl, zh, a[3]);
+    const unsigned char* bs = st + kGemmA + kGemmS + kGemmZ;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      const uint4* bp = reinterpret_cast<const uint4*>(bs + ((nt * 8 + g) * 4 + t) * 32);
+      const uint4 b01 = bp[0], b23 = bp[1];
+      float d[4] = {0.f, 0.f, 0.f, 0.f};
+      mma_f16(d, a[0], b01.x, b01.y);
+      mma_f16(d, a[1], b01.z, b01.w);
+      mma_f16(d, a[2], b23.x, b23.y);
+      mma_f16(d, a[3], b23.z, b23.w);
+      acc[nt][0] = fmaf(s0, d[0], acc[nt][0]);
+      acc[nt][1] = fmaf(s0, d[1], acc[nt][1]);
+      acc[nt][2] = fmaf(s1, d[2], acc[nt][2]);
+      acc[nt][3] = fmaf(s1, d[3], acc[nt][3]);
+    }
+    if (kb + kGemmStages - 1 < KB) issue(kb + kGemmStages - 1, (kb + kGemmStages - 1) % kGemmStages);
+    cp_async_commit();
+  }
+  cp_async_wait<0>();
+  if (rt >= tiles) return;
+  // C fragment: c0, c1 = (row g, tokens 2t, 2t+1), c2, c3 = (row g + 8, same tokens) of each n-tile.
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int tok = tok0 + nt * 8 + 2 * t + e;
+      if (tok >= m) continue;
+      if (ep.kind != Int4Epilogue::kPlain) {
+        pair_epilogue(ep, w.rows, rt, g, tok, m, acc[nt][e], acc[nt][2 + e], y);
+        continue;
+      }
+      const size_t o = (size_t)tok * w.rows;
+      const int r0 = rt * 16 + g, r1 = r0 + 8;
+      if (r0 < w.rows) y[o + r0] = acc[nt][e] + (residual ? residual[o + r0] : 0.f);
+      if (r1 < w.rows) y[o + r1] = acc[nt][2 + e] + (residual ? residual[o + r1] : 0.f);
+    }
   }
 }
 
@@ -363,7 +487,7 @@ cudaError_t int4_tile_pack(const Int4Weight& src, uint32_t* q, float* scales, ui
 }
 
 cudaError_t xprep(const float* x, int m, int cols, __half* xp, cudaStream_t stream) {
-  if (!x || !xp || m < 1 || m > 16 || cols % 64 != 0 || cols <= 0) return cudaErrorInvalidValue;
+  if (!x || !xp || m < 1 || cols % 64 != 0 || cols <= 0 || (size_t)m * cols / 2 > 0x7fffffff) return cudaErrorInvalidValue;
   const int total = m * cols / 2, threads = 256;
   const int blocks = std::min((total + threads - 1) / threads, 4 * sm_count());
   return launch_pdl(xprep_kernel, dim3(blocks), dim3(threads), 0, stream, x, m, cols, xp);
@@ -401,8 +525,21 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
     return cudaErrorInvalidValue;
   if (m <= 16 && xpReady) return gemv_slice(xp, w, y, residual, m, ep, stream);
   if (!x) return cudaErrorInvalidValue;
-  // m <= 16: one slice. Above, slices of 8 tokens when `exact` (hi/lo activations: as accurate as decode, for
-  // all-position passes), else of 16 (fp16 activations, half the weight reads).
+  // The GEMM keeps one block per 128 rows and 64 tokens and walks k serially, so it only pays where there are
+  // enough of both: at least 64 tokens and 8192 rows (measured on an H200, docs/gpu.md run 10: 22016x4096 at 64
+  // tokens 96 us against 196 us in 16-token GEMV slices; 4096x4096 95 against 65). Elsewhere, 16-token slices.
+  if (m > 16 && !exact && m >= 64 && w.rows >= 8192) {  // x prepared once for all m tokens (xprep_halves(m, cols))
+    const dim3 grid((w.rows / 16 + (w.rows % 16 != 0) + kGemmWarps - 1) / kGemmWarps, (m + kGemmTok - 1) / kGemmTok);
+    if (grid.y > 65535) return cudaErrorInvalidValue;
+    Int4Epilogue e2 = ep;
+    e2.xpOut = nullptr;
+    cudaError_t e = xprep(x, m, w.cols, xp, stream);
+    if (e != cudaSuccess) return e;
+    const size_t smem = (size_t)kGemmStages * kGemmStage;
+    if (w.zeros) return launch_pdl(int4t_gemm<true>, grid, dim3(kGemmWarps * 32), smem, stream, xp, w, y, residual, m, e2);
+    return launch_pdl(int4t_gemm<false>, grid, dim3(kGemmWarps * 32), smem, stream, xp, w, y, residual, m, e2);
+  }
+  // m <= 16: one slice; above, slices of 16 tokens (fp16 activations), or of 8 with hi/lo activations (exact).
   const int slice = m <= 16 ? m : exact ? 8 : 16;
   const int yStride = ep.kind == Int4Epilogue::kSiluPairs ? w.rows / 2 : w.rows;
   for (int t0 = 0; t0 < m; t0 += slice) {

@@ -88,14 +88,16 @@ void int4_tiled_sizes(int rows, int cols, int group, size_t* qWords, size_t* gro
 cudaError_t int4_tile_pack(const Int4Weight& src, uint32_t* q, float* scales, uint8_t* zeros, const int32_t* rowMap,
                            cudaStream_t stream);
 
-/** Writes x (m, cols) fp32 in the decode GEMV's prepared layout (xprep.cuh), m <= 16, cols % 64 == 0. */
+/** Writes x (m, cols) fp32 in the GEMV/GEMM prepared layout (xprep.cuh), cols % 64 == 0. */
 cudaError_t xprep(const float* x, int m, int cols, __half* xp, cudaStream_t stream);
 
 /**
- * y (m, rows) = x W^T (+ residual (m, rows) when not null) on the tiled layout. xp: a buffer of
- * xprep_halves(min(m, 16), cols) halves (xprep.cuh). When m <= 16 and xpReady, xp already holds x prepared (by the
- * kernel that produced x) and x is not read; otherwise x is prepared into xp slice by slice: m <= 16 in one slice,
- * above in slices of 8 tokens (hi/lo activations, near fp32) when `exact`, else of 16 (fp16 activations).
+ * y (m, rows) = x W^T (+ residual (m, rows) when not null) on the tiled layout, or the epilogue `ep`. xp: a buffer
+ * of xprep_halves(m, cols) halves (xprep.cuh; min(m, 16) tokens' worth when `exact`). When m <= 16 and xpReady, xp
+ * already holds x prepared (by the kernel that produced x) and x is not read; otherwise x is prepared into xp here.
+ * m > 16: fp16 activations (about 2e-4 relative) in the tensor-core GEMM (m >= 64 and rows >= 8192) or the GEMV
+ * on 16-token slices; with `exact`, the GEMV on 8-token slices with hi/lo activations (about 1e-7; for
+ * all-position passes such as teacher-forced checks).
  */
 cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const Int4Tiled& w, float* y, int m,
                               const float* residual, cudaStream_t stream, bool exact = true,
