@@ -1,7 +1,7 @@
 // `tpserve worker --tp 2` with no --tp-rank, as one container runs it: the command starts both CPU ranks itself,
 // registers the group in the Redis ledger under --group at --advertise-host, a `tpserve router` with REDIS_URL
-// (and no --workers) finds it there and serves the golden completion; SIGTERM drains rank 0, stops rank 1 and
-// the command exits 0, with the group gone from the ledger. A rank that dies stops the whole group (exit 1).
+// (and no --workers) finds it there and serves the golden completion; SIGTERM drains rank 0 (a stream in flight
+// runs to its end on both ranks), stops rank 1 and the command exits 0, with the group gone from the ledger. A rank that dies stops the whole group (exit 1).
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -100,9 +100,21 @@ describe("tpserve worker --tp 2 (the whole group from one command)", () => {
     expect(out.text).toBe(g.text);
   }, 60_000);
 
-  it("drains and stops every rank on SIGTERM, exits 0 and leaves the ledger", async () => {
+  it("on SIGTERM finishes the stream in flight, stops every rank, exits 0 and leaves the ledger", async () => {
     const g = group!;
-    g.child.kill("SIGTERM");
+    const client = generationClient(router!.address);
+    let atSignal = -1;
+    const out = await generate(client, { text: "Once upon a time", maxTokens: 600, ignoreEos: true }, (c) => {
+      if (atSignal < 0 && c.tokenIds.length > 0) {
+        atSignal = 0;
+        g.child.kill("SIGTERM"); // rank 0 drains: the followers must stay until this stream is done
+      }
+      if (atSignal >= 0) atSignal += c.tokenIds.length;
+    });
+    client.close();
+    expect(out.finishReason).toBe("FINISH_REASON_LENGTH");
+    expect(out.completionTokens).toBe(600);
+    expect(atSignal).toBeGreaterThan(1); // tokens kept coming after the signal
     expect(await g.exited).toBe(0);
     expect(g.stderr()).toMatch(/SIGTERM: draining rank 0, then stopping ranks 1\.\.1/);
     await waitFor(() => !g.pids.some(alive), "every rank to exit", 10_000);
