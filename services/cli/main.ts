@@ -18,7 +18,8 @@ usage:
                                            the router alone (containers): static workers (--workers, --workers-dns)
                                            or, with REDIS_URL, the worker groups in the ledger; drains on SIGTERM
   tpserve worker [--group NAME] [worker options]
-                                           one worker alone; --group registers it in the ledger (REDIS_URL)
+                                           one worker group alone (--tp N: all N ranks); --group registers
+                                           it in the ledger (REDIS_URL), reached at --advertise-host
   tpserve generate --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--api-key K]
                    [--seed S] [--stop STR] [--address HOST:PORT] [--json]
                                           stream a completion from a running server

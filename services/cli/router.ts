@@ -8,11 +8,12 @@ import { routerConfigFromFlags } from "../router/config.js";
 import { resolveWorkers, type WorkerSource } from "../router/discovery.js";
 import { startRouter } from "../router/main.js";
 
-export const ROUTER_COMMAND_HELP = `router command options (without REDIS_URL; with it, groups come from the ledger):
-  --workers HOST:PORT[,...]      worker group leaders to serve with
+export const ROUTER_COMMAND_HELP = `router command options:
+  --workers HOST:PORT[,...]      worker group leaders to serve with (not with REDIS_URL: groups come from the ledger)
   --workers-dns NAME:PORT[,...]  or: every address NAME resolves to (a headless Service), with each port
   --min-workers N                with --workers-dns: wait for at least N addresses (default 1)
-  --workers-wait-s N             with --workers-dns: give up after N s (default 300)`;
+  --workers-wait-s N             with --workers-dns: give up after N s; with REDIS_URL: wait this long for the
+                                 first group in the ledger (default 300)`;
 
 /** Flags of `tpserve router` that take no value. */
 export const ROUTER_BOOLEAN_FLAGS = [
@@ -32,10 +33,20 @@ export function workerSourceFromFlags(f: Flags, clustered = false): WorkerSource
     minWorkers: f.int("min-workers", 1, 1, 4096),
     waitMs: f.int("workers-wait-s", 300, 0, 86400) * 1000,
   };
-  if (src.workers === undefined && src.workersDns === undefined && !clustered) {
+  const fixed = src.workers !== undefined || src.workersDns !== undefined;
+  if (!fixed && !clustered) {
     throw new ConfigError(
       "tpserve router needs --workers HOST:PORT[,...] or --workers-dns NAME:PORT[,...], or REDIS_URL (cluster ledger)",
     );
+  }
+  if (fixed && clustered) {
+    throw new ConfigError(
+      `--${src.workers !== undefined ? "workers" : "workers-dns"} is not used with REDIS_URL (the router finds ` +
+        "worker groups in the cluster ledger, where `tpserve worker --group NAME` registers them): drop the flag",
+    );
+  }
+  if (clustered && f.has("min-workers")) {
+    throw new ConfigError("--min-workers is for --workers-dns; with REDIS_URL groups join the ledger at any time");
   }
   return src;
 }
@@ -46,7 +57,7 @@ export async function routerCommand(f: Flags): Promise<number> {
   const workers = src.workers === undefined && src.workersDns === undefined ? [] : await resolveWorkers(src);
   const cfg = routerConfigFromFlags(f, workers);
   f.rejectUnknown();
-  const handle = await startRouter(cfg);
+  const handle = await startRouter(cfg, clustered ? { joinWaitMs: src.waitMs } : {});
   if (process.send)
     process.send({ type: "ready", address: handle.address, routerId: handle.cluster?.routerId ?? null });
   console.error(

@@ -12,6 +12,7 @@ import { type WorkerConfig, workerConfigFromFlags } from "../worker/config.js";
 import { type LoadProgress, startWorker } from "../worker/server.js";
 import { progressBar } from "./progress.js";
 import { startWorkerGroup, stopWorkerGroup } from "./tp-group.js";
+import { runWorkerGroup } from "./worker-group.js";
 
 type WorkerMessage =
   | { type: "progress"; progress: LoadProgress }
@@ -45,14 +46,27 @@ export function workerArgv(cfg: WorkerConfig): string[] {
   ]; // biome-ignore format: pairs read better one per line
   if (!cfg.symmetric) argv.push("--asym");
   if (cfg.group) argv.push("--group", cfg.group);
+  if (cfg.advertiseHost) argv.push("--advertise-host", cfg.advertiseHost);
   return argv;
 }
 
-/** Runs inside the child process that `serve` forks. */
+/**
+ * `tpserve worker`: one worker process (the child that `serve` forks, or a container's), or with --tp N and no
+ * --tp-rank the whole group of N ranks (worker-group.ts).
+ */
 export async function workerCommand(f: Flags): Promise<number> {
   const cfg = workerConfigFromFlags(f);
+  const wholeGroup = cfg.tp > 1 && !f.has("tp-rank");
   f.rejectUnknown();
   const send = (m: WorkerMessage) => (process.send ? process.send(m) : console.error(JSON.stringify(m)));
+  if (wholeGroup) {
+    try {
+      return await runWorkerGroup(cfg, send);
+    } catch (err) {
+      send({ type: "error", message: (err as Error).message });
+      return 2;
+    }
+  }
   let handle: Awaited<ReturnType<typeof startWorker>>;
   try {
     handle = await startWorker(cfg, (progress) => send({ type: "progress", progress }));

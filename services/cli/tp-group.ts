@@ -15,14 +15,28 @@ export interface RankProcess {
 
 type Ready = Awaited<ReturnType<typeof startWorkerProcess>>["ready"];
 
+/** Rank `rank`'s configuration: the leader keeps the group's host, port, metrics and ledger name; followers
+ * listen on loopback (only their leader talks to them), on any free port, and do not register. */
+export function rankConfig(cfg: WorkerConfig, rank: number, tpGroup: string): WorkerConfig {
+  if (rank === 0) return { ...cfg, tpRank: 0, tpGroup };
+  return {
+    ...cfg,
+    tpRank: rank,
+    tpGroup,
+    host: "127.0.0.1",
+    port: 0,
+    metricsPort: cfg.metricsPort === null ? null : 0,
+    group: null,
+    advertiseHost: null,
+  };
+}
+
 /** Starts every rank (concurrently: they join and load together) and resolves once all are ready. */
 export async function startWorkerGroup(cfg: WorkerConfig): Promise<{ ready: Ready; ranks: RankProcess[] }> {
   const group = cfg.tp > 1 ? cfg.tpGroup || `g${process.pid}-${randomBytes(4).toString("hex")}` : "";
   const ranks: RankProcess[] = [];
   const started = Array.from({ length: cfg.tp }, (_, rank) =>
-    startWorkerProcess({ ...cfg, tpRank: rank, tpGroup: group, port: 0 }, (child) =>
-      ranks.push({ rank, pid: child.pid ?? 0, child }),
-    ),
+    startWorkerProcess(rankConfig(cfg, rank, group), (child) => ranks.push({ rank, pid: child.pid ?? 0, child })),
   );
   try {
     const all = await Promise.all(started);
@@ -49,4 +63,24 @@ export async function stopWorkerGroup(ranks: RankProcess[]): Promise<void> {
       if (child.connected) child.disconnect();
     }),
   );
+}
+
+/**
+ * Drains a group that serves routers other than this process's: SIGTERM to the leader only (it goes NOT_SERVING
+ * and finishes the sequences it holds, up to `drainTimeoutMs`), and once it is gone, the followers.
+ */
+export async function drainWorkerGroup(ranks: RankProcess[], drainTimeoutMs: number): Promise<number | null> {
+  const [leader, ...followers] = ranks;
+  let code: number | null = null;
+  if (leader) {
+    const { child } = leader;
+    if (child.exitCode === null && child.signalCode === null) {
+      const gone = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGTERM");
+      await Promise.race([gone, new Promise((r) => setTimeout(r, drainTimeoutMs + 10_000).unref())]);
+    }
+    code = child.exitCode;
+  }
+  await stopWorkerGroup(leader && code === null ? ranks : followers);
+  return code;
 }

@@ -46,6 +46,8 @@ export interface RouterIo {
   ledger?: PageLedger;
   /** A control bus instead of the one NATS_URL names (tests pass a shared MemoryBus). */
   bus?: ControlBus;
+  /** Cluster mode: how long to wait for the first worker group in the ledger (default 60 s). */
+  joinWaitMs?: number;
 }
 
 export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise<RouterHandle> {
@@ -61,7 +63,7 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
     const opts = { extentPages: cfg.pageExtent, starveMs: cfg.pageStarveMs, cacheKeepPages: cfg.prefixCacheKeepPages };
     const bus = io.bus ?? (cfg.cluster.natsUrl ? await NatsBus.connect(cfg.cluster, "router") : null);
     cluster = new RouterCluster(ledger, cfg.cluster, opts, log, bus);
-    const { desc } = await cluster.join(60_000);
+    const { desc } = await cluster.join(io.joinWaitMs ?? 60_000);
     router = new Router(cfg, tokenizer, desc, [], [desc], log);
     cluster.start(router);
   } else {

@@ -25,6 +25,8 @@ export interface WorkerConfig {
   /** pino level of the worker's JSON logs on stderr. */
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "silent";
   host: string;
+  /** Host routers reach this group at, as registered in the cluster ledger (null = `host`). */
+  advertiseHost: string | null;
   /** 0 = any free port. */
   port: number;
   epoch: number;
@@ -59,12 +61,14 @@ export const WORKER_FLAGS_HELP = `worker options:
   --worker-log-level L     the worker's JSON logs: debug logs every finished sequence with its request id (default warn)
   --tp N                   tensor parallelism: N CPU worker processes hold one shard each (1, 2, 4, 8; default 1)
   --tp-timeout-ms MS       a rank that misses a collective for this long fails its group (default 10000)
-  --tp-rank R, --tp-group NAME  (tpserve worker only) this process's rank and its group's unique name
+  --tp-rank R, --tp-group NAME  (tpserve worker only) this process's rank and its group's unique name; without
+                           --tp-rank, \`tpserve worker --tp N\` starts all N ranks itself (rank 0 serves the port)
   --drain-timeout-s N      on SIGTERM, finish held sequences for up to N s, then exit 0 (default 30)
-  --group NAME             register as worker group NAME in the cluster ledger (needs REDIS_URL)`;
+  --group NAME             register as worker group NAME in the cluster ledger (needs REDIS_URL)
+  --advertise-host HOST    with --group: the host routers connect to (default --worker-host; set it with 0.0.0.0)`;
 
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
-  return {
+  const cfg: WorkerConfig = {
     model: f.string("model", bundledModelDir()),
     quantization: f.choice("quantization", ["none", "int4"] as const, "none"),
     groupSize: Number(f.choice("group-size", ["32", "64", "128"] as const, "128")) as 32 | 64 | 128,
@@ -79,6 +83,7 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     metricsPort: f.has("worker-metrics-port") ? f.int("worker-metrics-port", 0, 0, 65535) : null,
     logLevel: f.choice("worker-log-level", ["fatal", "error", "warn", "info", "debug", "silent"] as const, "warn"),
     host: f.string("worker-host", "127.0.0.1"),
+    advertiseHost: hostFlag("advertise-host", f.string("advertise-host")),
     port: f.int("worker-port", 0, 0, 65535),
     epoch: f.int("epoch", 1, 1),
     seed: f.int("seed", 0, 0),
@@ -87,6 +92,13 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     group: groupFlag(f.string("group")),
     cluster: clusterConfigFromEnv(),
   };
+  const wildcard = cfg.host === "0.0.0.0" || cfg.host === "::";
+  if (cfg.group !== null && wildcard && cfg.advertiseHost === null) {
+    throw new ConfigError(
+      `--group with --worker-host ${cfg.host} needs --advertise-host HOST: the address routers dial for this group`,
+    );
+  }
+  return cfg;
 }
 
 function tpFlags(f: Flags): Pick<WorkerConfig, "tp" | "tpRank" | "tpGroup" | "tpTimeoutMs"> {
@@ -107,6 +119,19 @@ function groupFlag(v: string | undefined): string | null {
     throw new ConfigError(`--group must be 1-128 characters of A-Z a-z 0-9 _ . : -, got "${v}"`);
   }
   return v;
+}
+
+function hostFlag(name: string, v: string | undefined): string | null {
+  if (v === undefined) return null;
+  if (!/^[A-Za-z0-9.:_-]{1,253}$/.test(v) || v === "0.0.0.0" || v === "::") {
+    throw new ConfigError(`--${name} must be a host name or IP address routers can connect to, got "${v}"`);
+  }
+  return v;
+}
+
+/** host:port of a worker as routers dial it (an IPv6 address in brackets). */
+export function dialAddress(host: string, port: number): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 function deviceFlag(v: string): string {

@@ -15,7 +15,7 @@ import type { WorkerEmbedRequest__Output } from "../common/generated/tpserve/wor
 import { serveHttp } from "../common/http.js";
 import { loadModelConfig, type ModelConfig, toModelShape } from "../common/model/config.js";
 import { protos, shutdownServer } from "../common/proto.js";
-import type { WorkerConfig } from "./config.js";
+import { dialAddress, type WorkerConfig } from "./config.js";
 import { type DrainOutcome, drainWorker, WorkerHealth } from "./drain.js";
 import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
@@ -272,7 +272,8 @@ export async function startWorker(
   if (cfg.group && (io.ledger || cfg.cluster.redisUrl)) {
     const ledger = io.ledger ?? (await RedisLedger.connect(cfg.cluster));
     const bus = io.bus ?? (cfg.cluster.natsUrl ? await NatsBus.connect(cfg.cluster, `worker-${cfg.group}`) : null);
-    const spec = { id: cfg.group, address: `${cfg.host}:${port}`, numPages, blockSize: cfg.blockSize };
+    const address = dialAddress(cfg.advertiseHost ?? cfg.host, port);
+    const spec = { id: cfg.group, address, numPages, blockSize: cfg.blockSize };
     const announcer = bus ? { bus, load: liveSequences } : undefined;
     membership = await GroupMembership.join(
       ledger,

@@ -1,10 +1,12 @@
 // The Helm chart, proven without a cluster: helm lint, helm template with the defaults and the value sets in
 // helm/tpserve/ci/, every rendered object against the Kubernetes schemas, and the pods' GPUs, groups, ranks,
-// Redis/NATS and TP settings against the values. The pods' args must be accepted by the CLI's own flag parsers.
+// Redis/NATS and TP settings against the values. The pods' args, expanded as the kubelet does, must be accepted
+// by the CLI's own flag parsers: with REDIS_URL every group registers under its own name and routers take their
+// groups from the ledger (no --workers-dns, several replicas allowed); without it one router reads DNS.
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { ROUTER_BOOLEAN_FLAGS, workerSourceFromFlags } from "../../services/cli/router.js";
 import { Flags } from "../../services/common/flags.js";
 import { routerConfigFromFlags } from "../../services/router/config.js";
@@ -14,6 +16,7 @@ import { workerConfigFromFlags } from "../../services/worker/config.js";
 import {
   argValue,
   envOf,
+  expandArgs,
   type K8sObject,
   k8sTools,
   ofKind,
@@ -29,7 +32,10 @@ const SETS: Record<string, string[]> = {
   perNode: ["-f", `${CHART}/ci/per-node-8gpu-tp2-values.yaml`],
   perGroup: ["-f", `${CHART}/ci/per-group-tp4-values.yaml`],
   external: ["-f", `${CHART}/ci/external-state-values.yaml`],
+  standalone: ["--set", "redis.mode=none", "--set", "nats.mode=none"],
 };
+/** What the downward API gives a worker pod at run time (for `$(POD_NAME)` and `$(POD_IP)` in args). */
+const POD = { "metadata.name": "rel-tpserve-worker-0", "status.podIP": "10.1.2.3", "spec.nodeName": "gpu-node-1" };
 
 let helm = "";
 const rendered: Record<string, K8sObject[]> = {};
@@ -47,8 +53,15 @@ const workers = (objs: K8sObject[]) =>
 const router = (objs: K8sObject[]) => containers(one(objs, "Deployment", "-router"))[0]!;
 const gpus = (c: Container) => c.resources?.limits?.["nvidia.com/gpu"];
 
-/** Flags the tensor-parallel branch adds (`--tp N`: one group of N ranks); today's worker parser lacks them. */
-const ASSUMED_WORKER_FLAGS = ["tp"];
+/** A worker container's config as its process would read it: args expanded for pod POD, then parsed. */
+function workerConfigOf(c: Container) {
+  const args = expandArgs(c, POD);
+  expect(args[0]).toBe("worker");
+  const f = new Flags(args.slice(1), ["asym"]);
+  const cfg = workerConfigFromFlags(f);
+  f.rejectUnknown();
+  return cfg;
+}
 
 describe("helm chart helm/tpserve", () => {
   beforeAll(() => {
@@ -113,18 +126,23 @@ describe("helm chart helm/tpserve", () => {
       const env = envOf(c);
       expect(env.get("TPSERVE_TP_SIZE")?.value).toBe("2");
       expect(env.get("TPSERVE_GROUP_INDEX")?.value).toBe(String(g));
-      expect(env.get("TPSERVE_ADVERTISE_ADDRESS")?.value).toBe(`$(POD_IP):${50061 + g}`);
+      // Redis is on: the group registers as <pod>-g<index>, reached at the pod IP on its own port
+      const cfg = workerConfigOf(c);
+      expect(cfg.group).toBe(`rel-tpserve-worker-0-g${g}`);
+      expect(cfg.advertiseHost).toBe("10.1.2.3");
+      expect(cfg.tp).toBe(2);
+      expect(argValue(c.args, "--tp-rank")).toBeUndefined(); // the container runs the whole group
       expect(c.readinessProbe.grpc).toEqual({ port: 50061 + g, service: "tpserve.worker.v1.Worker" });
     });
     expect(podSpec(w).volumes).toContainEqual({
       name: "model",
       hostPath: { path: "/mnt/models", type: "Directory" },
     });
-    // the router finds every group of every ready node through the headless Service
+    expect(new Set(cs.map((c: Container) => workerConfigOf(c).group)).size).toBe(4); // unique in the pod
+    // the router finds the groups of every node in the ledger, not through DNS
     const r = router(objs);
-    const dns = parseWorkersDns(argValue(r.args, "--workers-dns")!);
-    expect(dns).toEqual({ name: "rel-tpserve-worker", ports: [50061, 50062, 50063, 50064] });
-    expect(argValue(r.args, "--min-workers")).toBe("8"); // 4 groups on each of the 2 expected nodes
+    expect(argValue(r.args, "--workers-dns")).toBeUndefined();
+    expect(argValue(r.args, "--min-workers")).toBeUndefined();
     const svc = one(objs, "Service", "-worker");
     expect(svc.spec.clusterIP).toBe("None");
     expect(svc.spec.ports.map((p: { port: number }) => p.port)).toEqual([
@@ -159,9 +177,9 @@ describe("helm chart helm/tpserve", () => {
       name: "model",
       persistentVolumeClaim: { claimName: "llama-70b", readOnly: true },
     });
+    expect(workerConfigOf(cs[0]).group).toBe("rel-tpserve-worker-0-g0"); // StatefulSet pods: -0, -1, -2
     const r = router(objs);
-    expect(argValue(r.args, "--min-workers")).toBe("3");
-    expect(parseWorkersDns(argValue(r.args, "--workers-dns")!).ports).toEqual([50061]);
+    expect(argValue(r.args, "--workers-dns")).toBeUndefined();
     expect(argValue(r.args, "--model")).toBe("/models/Llama-2-70b-hf"); // the tokenizer comes from the same folder
     expect(argValue(r.args, "--api-keys-file")).toBe("/etc/tpserve/api-keys/api-keys");
     const keys = podSpec(one(objs, "Deployment", "-router")).volumes.find(
@@ -218,31 +236,73 @@ describe("helm chart helm/tpserve", () => {
     }
   });
 
-  it("gives pods only arguments the CLI accepts (besides the assumed tensor-parallel --tp)", () => {
+  it("without Redis (mode none): one router reads every group of every node from DNS; groups do not register", () => {
+    const objs = template([...SETS["perNode"]!, ...SETS["standalone"]!]);
+    for (const o of objs) validateObject(o);
+    expect(ofKind(objs, "Deployment", "-redis")).toHaveLength(0);
+    expect(one(objs, "Deployment", "-router").spec.replicas).toBe(1);
+    const r = router(objs);
+    const dns = parseWorkersDns(argValue(r.args, "--workers-dns")!);
+    expect(dns).toEqual({ name: "rel-tpserve-worker", ports: [50061, 50062, 50063, 50064] });
+    expect(argValue(r.args, "--min-workers")).toBe("8"); // 4 groups on each of the 2 expected nodes
+    for (const c of containers(workers(objs))) {
+      const cfg = workerConfigOf(c);
+      expect(cfg.group).toBeNull();
+      expect(cfg.advertiseHost).toBeNull();
+      expect(envOf(c).has("REDIS_URL")).toBe(false);
+    }
+  });
+
+  it("allows several routers and the HPA only with Redis and NATS on", () => {
+    const objs = template(["--set", "router.replicas=3"]);
+    for (const o of objs) validateObject(o);
+    expect(one(objs, "Deployment", "-router").spec.replicas).toBe(3);
+    expect(argValue(router(objs).args, "--workers-dns")).toBeUndefined();
+    const hpa = one(template(["--set", "router.autoscaling.enabled=true"]), "HorizontalPodAutoscaler", "-router");
+    expect(hpa.spec).toMatchObject({ minReplicas: 1, maxReplicas: 4 });
+    for (const off of ["redis", "nats"]) {
+      for (const many of ["router.replicas=2", "router.autoscaling.enabled=true"]) {
+        expect(() => template(["--set", many, "--set", `${off}.mode=none`]), `${many} ${off}`).toThrow(
+          new RegExp(`${off}/mode`),
+        );
+      }
+    }
+  });
+
+  it("gives pods only arguments the CLI accepts, consistent with their REDIS_URL", () => {
     const dir = mkdtempSync(join(tmpdir(), "tpserve-helm-"));
     const keyFile = join(dir, "keys");
     writeFileSync(keyFile, "k1\n");
     for (const [name, objs] of Object.entries(rendered)) {
-      const rargs = router(objs).args as string[];
+      const r = router(objs);
+      const clustered = envOf(r).has("REDIS_URL");
+      expect(clustered, name).toBe(name !== "standalone");
+      const rargs = r.args as string[];
       expect(rargs[0], name).toBe("router");
       // files from Secrets exist only in the pod: point the parser at a local stand-in
       const local = rargs.slice(1).map((a) => (a.startsWith("/etc/tpserve/") ? keyFile : a));
       const rf = new Flags(local, ROUTER_BOOLEAN_FLAGS);
-      workerSourceFromFlags(rf);
-      const rc = routerConfigFromFlags(rf, ["x:1"]);
+      const src = workerSourceFromFlags(rf, clustered); // refuses --workers(-dns) with REDIS_URL
+      expect(src.waitMs).toBe(1800_000);
+      // the router reads REDIS_URL itself: its literal value, or a stand-in for one from a Secret
+      if (clustered) vi.stubEnv("REDIS_URL", envOf(r).get("REDIS_URL")?.value ?? "redis://from-secret:6379");
+      const rc = routerConfigFromFlags(rf, clustered ? [] : ["x:1"]);
+      vi.unstubAllEnvs();
       rf.rejectUnknown();
+      expect(rc.cluster.redisUrl !== null).toBe(clustered);
       expect(rc.host).toBe("0.0.0.0");
+      if (clustered) expect(() => workerSourceFromFlags(new Flags(local, ROUTER_BOOLEAN_FLAGS))).toThrow(/REDIS_URL/);
+      const names: string[] = [];
       for (const c of containers(workers(objs))) {
-        const wargs = c.args as string[];
-        expect(wargs[0], name).toBe("worker");
-        const wf = new Flags(wargs.slice(1), ["asym"]);
-        const wc = workerConfigFromFlags(wf);
-        for (const f of ASSUMED_WORKER_FLAGS) wf.string(f);
-        wf.rejectUnknown();
+        const wc = workerConfigOf(c);
         expect(wc.host).toBe("0.0.0.0");
         expect(c.ports[0].containerPort).toBe(wc.port);
         expect(wc.drainTimeoutMs).toBe(60_000);
+        expect(envOf(c).has("REDIS_URL")).toBe(clustered);
+        if (clustered) names.push(wc.group!);
+        else expect(wc.group).toBeNull();
       }
+      expect(new Set(names).size, name).toBe(names.length);
     }
   });
 
@@ -269,7 +329,6 @@ describe("helm chart helm/tpserve", () => {
         ["--set", "workers.mode=perNode", "--set", "workers.gpusPerNode=6", "--set", "tp=4"],
         /gpusPerNode \(6\) must be a multiple of tp \(4\)/,
       ],
-      [["--set", "router.replicas=2", "--set", "redis.mode=none"], /redis\/mode/],
       [["--set", "model.source=pvc"], /claimName/],
       [
         ["--set", "workers.drainTimeoutSeconds=120"],
@@ -281,14 +340,19 @@ describe("helm chart helm/tpserve", () => {
     for (const [args, re] of bad) expect(() => template(args), args.join(" ")).toThrow(re);
   });
 
-  it("renders NOTES with how to reach the router, and warns when several routers are asked for", () => {
+  it("renders NOTES with how to reach the router, how groups are found, and that tp > 1 needs CPU ranks", () => {
     const notes = (args: string[]) =>
       runTool(helm, ["install", "rel", CHART, "--dry-run=client", "--namespace", "llm", ...args]).split("NOTES:")[1] ??
       "";
-    const plain = notes(SETS["perNode"]!);
-    expect(plain).toMatch(/4 group\(s\) of tp=2 per node/);
-    expect(plain).toMatch(/port-forward svc\/rel-tpserve-router 50051 8080/);
-    expect(plain).not.toMatch(/more than one router replica/);
-    expect(notes(SETS["external"]!)).toMatch(/more than one router replica/);
+    const perNode = notes(SETS["perNode"]!);
+    expect(perNode).toMatch(/4 group\(s\) of tp=2 per node/);
+    expect(perNode).toMatch(/port-forward svc\/rel-tpserve-router 50051 8080/);
+    expect(perNode).toMatch(/registers in the Redis ledger as <pod name>-g<group index>/);
+    expect(perNode).toMatch(/`tpserve worker --tp 2`, which starts all 2 ranks itself/);
+    expect(perNode).toMatch(/GPU engine refuses tp > 1 \(NATIVE_TP_UNSUPPORTED\)/);
+    expect(notes(SETS["external"]!)).toMatch(/HPA \(2\.\.6\) and share the workers through the ledger/);
+    const standalone = notes(SETS["standalone"]!);
+    expect(standalone).toMatch(/one router, which reads the worker groups from DNS once at start/);
+    expect(standalone).not.toMatch(/NATIVE_TP_UNSUPPORTED/); // tp 1
   });
 });

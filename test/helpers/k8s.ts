@@ -125,3 +125,31 @@ export function envOf(container: { env?: { name: string; value?: string; valueFr
   for (const e of container.env ?? []) out.set(e.name, { value: e.value, valueFrom: e.valueFrom });
   return out;
 }
+
+/**
+ * A container's args as the kubelet expands them: `$(NAME)` becomes the value of env var NAME (`fieldRefs` stands
+ * in for the values the downward API gives at run time). A reference to a variable the container does not define
+ * is left unexpanded by Kubernetes, so here it is an error.
+ */
+export function expandArgs(
+  container: {
+    args: string[];
+    env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
+  },
+  fieldRefs: Record<string, string>,
+): string[] {
+  const vars = new Map<string, string>();
+  for (const e of container.env ?? []) {
+    const path = e.valueFrom?.fieldRef?.fieldPath;
+    if (e.value !== undefined) vars.set(e.name, e.value);
+    else if (path !== undefined && fieldRefs[path] !== undefined) vars.set(e.name, fieldRefs[path]);
+  }
+  return container.args.map((a) =>
+    a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_, name: string) => {
+      const v = vars.get(name);
+      if (v === undefined)
+        throw new Error(`arg "${a}" refers to $(${name}), which the container's env does not define`);
+      return v;
+    }),
+  );
+}

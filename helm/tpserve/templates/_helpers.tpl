@@ -105,6 +105,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- include "tpserve.stateEnv" (dict "ctx" . "name" "nats" "env" "NATS_URL" "scheme" "nats" "port" 4222) }}
 {{- end -}}
 
+{{/* "true" when the pods get REDIS_URL: worker groups then register in the ledger and routers find them there. */}}
+{{- define "tpserve.clustered" -}}
+{{- if ne .Values.redis.mode "none" -}}true{{- end -}}
+{{- end -}}
+
 {{/* The args of one worker group's container: (dict "ctx" $ "group" 0) */}}
 {{- define "tpserve.workerArgs" -}}
 {{- $v := .ctx.Values -}}
@@ -141,6 +146,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- if gt (int $v.tp) 1 }}
 - --tp
 - {{ $v.tp | quote }}
+{{- end }}
+{{- if include "tpserve.clustered" .ctx }}
+# Registers as a group in the Redis ledger under a name unique per pod and group; routers dial the pod IP.
+- --group
+- "$(POD_NAME)-g{{ .group }}"
+- --advertise-host
+- "$(POD_IP)"
 {{- end }}
 {{- range $w.extraArgs }}
 - {{ . | quote }}
@@ -179,10 +191,6 @@ app.kubernetes.io/component: {{ .component }}
       valueFrom:
         fieldRef:
           fieldPath: status.podIP
-    - name: TPSERVE_GROUP_NAME
-      value: "$(POD_NAME)-g{{ .group }}"
-    - name: TPSERVE_ADVERTISE_ADDRESS
-      value: "$(POD_IP):{{ $port }}"
     {{- include "tpserve.clusterEnv" .ctx | nindent 4 }}
     {{- with $w.extraEnv }}
     {{- toYaml . | nindent 4 }}

@@ -1,0 +1,37 @@
+// `tpserve worker --tp N` without --tp-rank: the whole tensor-parallel group from one command, as in one
+// container. Every rank is a child process (tp-group.ts, as `serve --tp` starts them); rank 0 serves the given
+// --worker-host/--worker-port, its metrics and its ledger registration (--group), the others listen on loopback.
+// SIGTERM or SIGINT drains rank 0 (it finishes the sequences it holds) and then stops the followers; a rank that
+// exits on its own stops the group, and this process exits 1 so that the container restarts.
+import type { WorkerConfig } from "../worker/config.js";
+import { drainWorkerGroup, type RankProcess, startWorkerGroup, stopWorkerGroup } from "./tp-group.js";
+
+type Send = (m: { type: "ready"; address: string; backend: string; reason: string; quantization: string }) => void;
+
+export async function runWorkerGroup(cfg: WorkerConfig, send: Send): Promise<number> {
+  const { ready, ranks } = await startWorkerGroup(cfg);
+  send(ready);
+  console.error(
+    `tpserve worker: tensor-parallel group of ${ranks.length} ranks (pids ${ranks.map((r) => r.pid)}); ` +
+      `rank 0 serves on ${ready.address}` +
+      (cfg.group ? `, registered as group ${cfg.group}` : ""),
+  );
+  const event = await new Promise<{ signal: string } | { lost: RankProcess; code: number | null }>((resolve) => {
+    process.once("SIGTERM", () => resolve({ signal: "SIGTERM" }));
+    process.once("SIGINT", () => resolve({ signal: "SIGINT" }));
+    process.once("disconnect", () => resolve({ signal: "disconnect" }));
+    for (const r of ranks) r.child.once("exit", (code) => resolve({ lost: r, code }));
+  });
+  if ("lost" in event) {
+    console.error(
+      `tpserve worker: rank ${event.lost.rank} (pid ${event.lost.pid}) exited (code ${event.code}); ` +
+        "stopping the group",
+    );
+    await stopWorkerGroup(ranks);
+    return 1;
+  }
+  console.error(`tpserve worker: ${event.signal}: draining rank 0, then stopping ranks 1..${ranks.length - 1}`);
+  const code = await drainWorkerGroup(ranks, cfg.drainTimeoutMs);
+  if (process.connected) process.disconnect();
+  return code === 0 ? 0 : 1;
+}
