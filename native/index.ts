@@ -60,7 +60,13 @@ export interface Int4Tensor {
   groupSize: number;
   qweight: Uint8Array;
   scales: Float32Array;
+  /** 0..16 (16 only from GPTQ v1 checkpoints, see docs/quantization.md). */
   zeros?: Uint8Array;
+  /**
+   * Act-order (GPTQ desc_act): stored column i multiplies input x[perm[i]], so that groups stay contiguous in the
+   * stored order; a permutation of 0..cols-1. CPU engine only.
+   */
+  perm?: Int32Array;
 }
 
 export type WeightTensor = DenseTensor | Int4Tensor;
@@ -141,6 +147,12 @@ export interface Engine {
   /** Same as forward, on the calling thread (benchmarks and tests). */
   forwardSync(batch: ForwardBatch): Float32Array;
   info(): EngineInfo;
+  /**
+   * Calibration (CPU engines): runs the batch up to decoder layer `layer` and returns the inputs of its linear
+   * layers, (T, 2*hidden + heads*headDim + inter) float32 per token: [q/k/v input | o input | gate/up input |
+   * down input]. Writes K/V pages of layers up to `layer` like forward().
+   */
+  captureSync?(batch: ForwardBatch, layer: number): Float32Array;
   /**
    * Turns the per-op wall-clock profiler on or off (off by default; costs one branch per op when off). Times
    * accumulate over forward passes until resetProfile().

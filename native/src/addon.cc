@@ -46,8 +46,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     const Simd s = activeSimd();
     if (w.int4) {
       const KernelTable& kt = int4KernelsFor(s, w.group);
-      std::vector<float> xp((size_t)m * w.cols), xs((size_t)m * (w.cols / w.group));
-      kt.prepI4(x.Data(), m, w.cols, w.group, xp.data(), xs.data());
+      std::vector<float> xp((size_t)m * w.cols), xs((size_t)m * (w.cols / w.group)), permBuf;
+      kt.prepI4(permuteInput(w, x.Data(), m, permBuf), m, w.cols, w.group, xp.data(), xs.data());
       kt.gemmI4(xp.data(), xs.data(), m, w.view(), y.Data(), w.rows, 0, w.rows);
     } else {
       if (!w.b.empty()) kernelsFor(s).gemmBf16(x.Data(), m, w.cols, w.b.data(), y.Data(), w.rows, 0, w.rows);

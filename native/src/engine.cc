@@ -106,9 +106,11 @@ void loadInt4(const TensorIn& t, const std::string& name, Weight& w) {
   if (t.zeros && t.numZeros != (size_t)t.rows * ng)
     fail("NATIVE_SHAPE", p + "zeros has " + std::to_string(t.numZeros) + " bytes, expected rows*cols/groupSize = " +
                              std::to_string((size_t)t.rows * ng));
+  // 16 is legal: GPTQ v1 checkpoints store zero-1 in 4 bits, so a stored 15 means 16 (docs/quantization.md).
   if (t.zeros)
     for (size_t i = 0; i < t.numZeros; i++)
-      if (t.zeros[i] > 15) fail("NATIVE_INVALID_ARG", p + "zeros[" + std::to_string(i) + "] is above 15");
+      if (t.zeros[i] > 16) fail("NATIVE_INVALID_ARG", p + "zeros[" + std::to_string(i) + "] is above 16");
+  loadPerm(t, p, w);
   w.int4 = true;
   w.rows = t.rows, w.cols = t.cols, w.group = t.group;
   w.q.assign(t.data, t.data + qb);
@@ -219,6 +221,9 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
   if (t.int4) {
     if (!matrix || name == "embed")
       fail("NATIVE_INVALID_ARG", "tensor '" + name + "' must be dense (int4 is only for linear layers and lm_head)");
+    if (t.perm && gpu_)
+      fail("NATIVE_INVALID_ARG", "tensor '" + name + "': act-order int4 (perm) runs on the CPU engine only; "
+                                 "requantize without act-order for the GPU");
     if (t.rows != r || t.cols != c)
       fail("NATIVE_SHAPE", "tensor '" + name + "' is " + shapeStr(t.rows, t.cols) + ", expected " + shapeStr(r, c));
     loadInt4(t, name, tmp);
@@ -297,7 +302,8 @@ void Engine::close() {
   std::vector<Layer>().swap(layers_);
   for (auto* v : {&kv_, &x_, &h_, &h2_, &q_, &k_, &v_, &att_, &gate_, &up_, &cos_, &sin_, &scratch_})
     std::vector<float>().swap(*v);
-  for (int i = 0; i < 3; i++) std::vector<float>().swap(xp_[i]), std::vector<float>().swap(xsum_[i]);
+  for (int i = 0; i < 3; i++)
+    std::vector<float>().swap(xp_[i]), std::vector<float>().swap(xsum_[i]), std::vector<float>().swap(permx_[i]);
 }
 
 }  // namespace tpserve

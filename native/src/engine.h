@@ -34,6 +34,7 @@ struct Weight {
   std::vector<uint16_t> b;  // dense bf16 weights kept as is on the CPU (exact; half the bytes of f)
   std::vector<uint8_t> q, zeros;
   std::vector<float> scales;
+  std::vector<int32_t> perm;  // int4 act-order: stored column i multiplies x[perm[i]] (empty: identity)
   Int4View view() const { return {q.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), rows, cols, group}; }
   size_t bytes() const { return f.size() * 4 + b.size() * 2 + q.size() + scales.size() * 4 + zeros.size(); }
   /** Row r of a dense weight as float32 (from f or b). */
@@ -52,6 +53,8 @@ struct TensorIn {
   size_t numScales = 0;
   const uint8_t* zeros = nullptr;  // nullptr: symmetric
   size_t numZeros = 0;
+  const int32_t* perm = nullptr;  // int4 act-order input permutation (cols entries), nullptr: none
+  size_t numPerm = 0;
 };
 
 /** Sampling parameters of one logits row (services/worker/sampler.ts semantics). */
@@ -72,7 +75,17 @@ struct BatchIn {
   bool hidden = false;
   /** One entry per logits row for forwardSample (GPU engines); empty otherwise. */
   std::vector<SampleParams> sampling;
+  /** Calibration (engine_quant.cc): layer whose linear-layer inputs are copied to `capture`, then forward stops. */
+  int captureLayer = -1;
+  float* capture = nullptr;
 };
+
+/** Floats per token that a capture writes: inputs of q/k/v, o, gate/up and down (engine_quant.cc). */
+int captureWidth(const ModelShape& s);
+/** Copies `width` floats per token of `src` (T rows) into column block `site` of a capture buffer. */
+void captureSite(const BatchIn& b, const ModelShape& s, int site, const float* src, int T);
+/** x permuted for an act-order int4 weight (x itself when it has no permutation); buf holds the copy. */
+const float* permuteInput(const Weight& w, const float* x, int m, std::vector<float>& buf);
 
 /** Copies a bf16 tensor's raw values, checking that the byte length matches the shape. */
 void keepBf16(const TensorIn& t, const std::string& name, std::vector<uint16_t>& out);
@@ -80,6 +93,8 @@ void keepBf16(const TensorIn& t, const std::string& name, std::vector<uint16_t>&
 void toFloat32(const TensorIn& t, const std::string& name, std::vector<float>& out);
 /** Validates an int4 tensor and copies it into w. */
 void loadInt4(const TensorIn& t, const std::string& name, Weight& w);
+/** Validates t.perm (a permutation of 0..cols-1, or absent) and copies it into w.perm (engine_quant.cc). */
+void loadPerm(const TensorIn& t, const std::string& prefix, Weight& w);
 
 class Engine {
  public:
@@ -108,6 +123,7 @@ class Engine {
   size_t kvBytes() const;
   int vocab() const { return o_.s.vocab; }
   int hiddenSize() const { return o_.s.hidden; }
+  const ModelShape& shape() const { return o_.s; }
 
   /** Per-op wall-time accounting in forward (off by default; one branch per op when off). */
   enum Op { kEmbed, kRmsNorm, kQkv, kRope, kKvWrite, kAttention, kOProj, kResidual, kGateUp, kSilu, kDown,
@@ -155,7 +171,7 @@ class Engine {
   size_t maxCtx_ = 0;
   // Workspaces sized for maxBatchTokens.
   std::vector<float> x_, h_, h2_, q_, k_, v_, att_, gate_, up_, cos_, sin_, scratch_;
-  std::vector<float> xp_[3], xsum_[3];
+  std::vector<float> xp_[3], xsum_[3], permx_[3];
   std::vector<int32_t> pos_, seqOf_;
   std::vector<float> argmaxLogits_;  // CPU forwardArgmax's logits
   std::vector<AttnArgs> args_;

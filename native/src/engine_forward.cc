@@ -101,17 +101,19 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
   const float* xps[3];
   const float* xss[3];
   int slotKey[3][2];
+  const float* slotSrc[3];
   int slots = 0, total = 0;
   for (int j = 0; j < n; j++) {
     const Weight& w = *jobs[j].w;
     total += w.rows;
     if (!w.int4) continue;
     tabs[j] = &int4KernelsFor(simd_, w.group);
+    const float* src = permuteInput(w, x, m, permx_[j]);  // act-order weights read x in their column order
     int s = 0;
-    while (s < slots && !(slotKey[s][0] == tabs[j]->chunk && slotKey[s][1] == w.group)) s++;
+    while (s < slots && !(slotKey[s][0] == tabs[j]->chunk && slotKey[s][1] == w.group && slotSrc[s] == src)) s++;
     if (s == slots) {
-      tabs[j]->prepI4(x, m, w.cols, w.group, xp_[s].data(), xsum_[s].data());
-      slotKey[s][0] = tabs[j]->chunk, slotKey[s][1] = w.group;
+      tabs[j]->prepI4(src, m, w.cols, w.group, xp_[s].data(), xsum_[s].data());
+      slotKey[s][0] = tabs[j]->chunk, slotKey[s][1] = w.group, slotSrc[s] = src;
       slots++;
     }
     xps[j] = xp_[s].data(), xss[j] = xsum_[s].data();
@@ -202,6 +204,7 @@ void Engine::forward(const BatchIn& b, float* out) {
       rmsNormRows(&x_[(size_t)r0 * H], L.attnNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
     });
     tick(kRmsNorm);
+    if (l == b.captureLayer) captureSite(b, s, 0, h_.data(), T);
     const Job qkv[3] = {{&L.q, q_.data()}, {&L.k, k_.data()}, {&L.v, v_.data()}};
     matmuls(h_.data(), T, qkv, 3);
     tick(kQkv);
@@ -231,6 +234,7 @@ void Engine::forward(const BatchIn& b, float* out) {
     if (items < 2) attn(0, 1);
     else pool_->run(attn);
     tick(kAttention);
+    if (l == b.captureLayer) captureSite(b, s, 1, att_.data(), T);
     const Job o[1] = {{&L.o, h2_.data()}};
     matmuls(att_.data(), T, o, 1);
     tick(kOProj);
@@ -239,6 +243,7 @@ void Engine::forward(const BatchIn& b, float* out) {
       rmsNormRows(&x_[(size_t)r0 * H], L.mlpNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
     });
     tick(kRmsNorm);
+    if (l == b.captureLayer) captureSite(b, s, 2, h_.data(), T);
     const Job gu[2] = {{&L.gate, gate_.data()}, {&L.up, up_.data()}};
     matmuls(h_.data(), T, gu, 2);
     tick(kGateUp);
@@ -246,6 +251,10 @@ void Engine::forward(const BatchIn& b, float* out) {
       siluMul(&gate_[(size_t)r0 * I], &up_[(size_t)r0 * I], &gate_[(size_t)r0 * I], (size_t)(r1 - r0) * I);
     });
     tick(kSilu);
+    if (l == b.captureLayer) {  // calibration wants this layer's inputs only
+      captureSite(b, s, 3, gate_.data(), T);
+      return;
+    }
     const Job d[1] = {{&L.down, h2_.data()}};
     matmuls(gate_.data(), T, d, 1);
     tick(kDown);

@@ -103,6 +103,11 @@ inline TensorIn parseTensor(const Napi::Value& v, const std::string& what) {
       Napi::Uint8Array zz = u8(z, what + ".zeros");
       t.zeros = zz.Data(), t.numZeros = zz.ByteLength();
     }
+    Napi::Value pm = o.Get("perm");
+    if (!pm.IsUndefined() && !pm.IsNull()) {
+      Napi::Int32Array pp = i32(pm, what + ".perm");
+      t.perm = pp.Data(), t.numPerm = pp.ElementLength();
+    }
   } else {
     fail("NATIVE_INVALID_ARG", what + ".kind must be \"dense\" or \"int4\"");
   }

@@ -4,6 +4,8 @@ import type { DType, Engine, Int4Tensor, WeightTensor } from "../../native/index
 import { ConfigError, ModelLoadError } from "../common/errors.js";
 import type { ModelConfig } from "../common/model/config.js";
 import { type Checkpoint, fromFloat32, openCheckpoint, type StDType, toFloat32 } from "../common/model/safetensors.js";
+import { type QuantConfig, readQuantConfig, readQuantLinear } from "./quant/checkpoint.js";
+import { toInt4Tensor } from "./quant/qlinear.js";
 import { checkGroupSize, quantizeRtn } from "./quant/rtn.js";
 
 export interface LoadOptions {
@@ -21,7 +23,8 @@ export interface LoadSummary {
   tensors: number;
   /** Bytes handed to the engine (dense data, or qweight + scales + zeros). */
   bytes: number;
-  quantization: "none" | "int4";
+  /** "int4": RTN at load; "gptq" / "awq": read from a quantized checkpoint (quantization_config). */
+  quantization: "none" | "int4" | "gptq" | "awq";
   ms: number;
 }
 
@@ -144,7 +147,12 @@ function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySour
   return t;
 }
 
-function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions): WeightTensor {
+function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions, qc?: QuantConfig): WeightTensor {
+  if (qc && spec.linear) {
+    const [rows, cols] = spec.shape as [number, number];
+    const prefix = spec.hf.replace(/\.weight$/, "");
+    return toInt4Tensor(readQuantLinear(ckpt, prefix, rows, cols, qc), prefix);
+  }
   const info = ckpt.info(spec.hf);
   if (!info) {
     throw new ModelLoadError(
@@ -189,8 +197,15 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
     for (const s of specs) if (s.linear) checkGroupSize(s.name, s.shape[1]!, opts.groupSize);
   }
   let ckpt: Checkpoint | undefined;
+  let qc: QuantConfig | undefined;
   if (opts.loadFormat === "safetensors") {
     if (!opts.dir) throw new ConfigError("loadFormat safetensors needs a model directory");
+    qc = readQuantConfig(opts.dir);
+    if (qc && opts.quantization === "int4") {
+      throw new ConfigError(
+        `${opts.dir} is already quantized (${qc.method}, ${qc.source}); drop --quantization int4 to load it as is`,
+      );
+    }
     ckpt = openCheckpoint(opts.dir);
   }
   const src = ckpt ? undefined : new DummySource(opts.seed ?? 0);
@@ -199,7 +214,7 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
   try {
     for (let i = 0; i < specs.length; i++) {
       const spec = specs[i]!;
-      const t = ckpt ? fromCheckpoint(ckpt, spec, opts) : dummy(spec, opts, src!);
+      const t = ckpt ? fromCheckpoint(ckpt, spec, opts, qc) : dummy(spec, opts, src!);
       engine.setTensor(spec.name, t);
       tensors++;
       bytes += tensorBytes(t);
@@ -209,5 +224,5 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
     ckpt?.close();
   }
   engine.finalize();
-  return { tensors, bytes, quantization: opts.quantization, ms: performance.now() - start };
+  return { tensors, bytes, quantization: qc ? qc.method : opts.quantization, ms: performance.now() - start };
 }

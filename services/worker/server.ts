@@ -15,6 +15,7 @@ import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
 import { WorkerMetrics } from "./metrics.js";
+import { readQuantConfig } from "./quant/checkpoint.js";
 
 export interface LoadProgress {
   done: number;
@@ -39,7 +40,11 @@ export function kvBytesPerPage(shape: ModelShape, blockSize: number): number {
 }
 
 export function quantizationLabel(cfg: WorkerConfig): string {
-  return cfg.quantization === "none" ? "none" : `int4-g${cfg.groupSize}-${cfg.symmetric ? "sym" : "asym"}`;
+  if (cfg.quantization === "none") {
+    const qc = cfg.loadFormat === "safetensors" ? readQuantConfig(cfg.model) : undefined;
+    return qc ? `${qc.method}-g${qc.groupSize}${qc.descAct ? "-act-order" : ""}` : "none";
+  }
+  return `int4-g${cfg.groupSize}-${cfg.symmetric ? "sym" : "asym"}`;
 }
 
 /** Which device `--device` means on this machine, and why (the worker says so at start). */

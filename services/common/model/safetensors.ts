@@ -47,6 +47,8 @@ export interface Checkpoint {
   info(name: string): TensorInfo | undefined;
   /** Raw little-endian bytes of one tensor (BF16/F16/F32 only). */
   read(name: string): { dtype: StDType; shape: number[]; data: Uint8Array };
+  /** Raw little-endian bytes of one tensor of any dtype (quantized checkpoints: I32 packed weights). */
+  readRaw(name: string): { dtype: string; shape: number[]; data: Uint8Array };
   close(): void;
 }
 
@@ -196,6 +198,11 @@ export function openCheckpoint(dir: string): Checkpoint {
       if (!isSupportedDType(t.dtype)) {
         throw new ModelLoadError(`tensor "${name}" has dtype ${t.dtype}; only BF16, F16 and F32 are supported`);
       }
+      return this.readRaw(name) as { dtype: StDType; shape: number[]; data: Uint8Array };
+    },
+    readRaw(name) {
+      const t = tensors.get(name);
+      if (!t) throw new ModelLoadError(`tensor "${name}" not in checkpoint`);
       const fd = fds.get(t.file);
       if (fd === undefined) throw new ModelLoadError(`checkpoint closed (reading "${name}")`);
       const data = new Uint8Array(t.byteLength);
@@ -207,7 +214,8 @@ export function openCheckpoint(dir: string): Checkpoint {
 }
 
 export interface WriteTensor {
-  dtype: StDType;
+  /** StDType, or I32 for quantized checkpoints' packed weights. */
+  dtype: StDType | "I32";
   shape: number[];
   data: Uint8Array;
 }
