@@ -169,7 +169,7 @@ describe("AWQ", () => {
   });
 
   it("the clip search picks factors in [0.5, 1] that do not raise each group's error", () => {
-    const clip = searchClip(W, ROWS, K, toF32(h), opts);
+    const clip = searchClip(kernels, W, ROWS, K, toF32(h), opts);
     for (const c of clip) {
       expect(c).toBeGreaterThan(0.5);
       expect(c).toBeLessThanOrEqual(1);

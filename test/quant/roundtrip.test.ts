@@ -76,6 +76,7 @@ async function roundTrip(method: "gptq" | "awq", actOrder: boolean): Promise<voi
     tokenizer: tok,
     nsamples: 2,
     seqLen: 32,
+    awqGrid: 6,
     threads: 1,
   });
   expect(q.report).toHaveLength(cfg.numLayers * 7);

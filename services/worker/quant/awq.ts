@@ -5,7 +5,7 @@
 // error trace(D H D^T) of the calibration inputs (H from hessian.ts) instead of re-running the module.
 import type { Kernels } from "../../../native/index.js";
 import { type GridOptions, groupParams, quantCode } from "./grid.js";
-import { quadError } from "./hessian.js";
+import { dense, quadError } from "./hessian.js";
 import { dequantQLinear, type QLinear, trivialGIdx } from "./qlinear.js";
 
 export interface AwqOptions extends GridOptions {
@@ -133,6 +133,7 @@ export function searchScales(
  * out, as AutoAWQ's auto_clip does), for w already scaled (its input Hessian h in the same space).
  */
 export function searchClip(
+  kernels: Kernels,
   w: Float32Array,
   rows: number,
   cols: number,
@@ -142,33 +143,31 @@ export function searchClip(
   const G = opts.groupSize;
   const groups = cols / G;
   const n = opts.clipGrid ?? 20;
-  const shrink = opts.maxShrink ?? 0.5;
+  const steps = Math.round(n * (opts.maxShrink ?? 0.5));
   const clip = new Float32Array(rows * groups).fill(1);
-  const d = new Float64Array(G);
+  const best = new Float64Array(rows);
+  const d = new Float32Array(rows * G);
   for (let g = 0; g < groups; g++) {
-    const hg = new Float64Array(G * G);
+    const hg = new Float32Array(G * G);
     for (let i = 0; i < G; i++) for (let j = 0; j < G; j++) hg[i * G + j] = h[(g * G + i) * cols + g * G + j]!;
-    for (let r = 0; r < rows; r++) {
-      const base = r * cols + g * G;
-      let bestErr = Number.POSITIVE_INFINITY;
-      for (let t = 0; t < Math.round(n * shrink); t++) {
-        const c = 1 - t / n;
+    const ht = dense(hg, [G, G]);
+    best.fill(Number.POSITIVE_INFINITY);
+    for (let t = 0; t < steps; t++) {
+      const c = 1 - t / n;
+      for (let r = 0; r < rows; r++) {
+        const base = r * cols + g * G;
         const p = groupParams(w, base, G, 1, opts, c);
         for (let i = 0; i < G; i++) {
           const x = w[base + i]!;
-          d[i] = x - Math.fround((quantCode(x, p.scale, p.zero) - p.zero) * p.scale);
+          d[r * G + i] = x - Math.fround((quantCode(x, p.scale, p.zero) - p.zero) * p.scale);
         }
+      }
+      const dh = kernels.matmul(d, rows, ht);
+      for (let r = 0; r < rows; r++) {
         let e = 0;
-        for (let i = 0; i < G; i++) {
-          const di = d[i]!;
-          if (di === 0) continue;
-          let s = 0;
-          const hi = i * G;
-          for (let j = 0; j < G; j++) s += hg[hi + j]! * d[j]!;
-          e += di * s;
-        }
-        if (e < bestErr) {
-          bestErr = e;
+        for (let i = 0; i < G; i++) e += d[r * G + i]! * dh[r * G + i]!;
+        if (e < best[r]!) {
+          best[r] = e;
           clip[r * groups + g] = c;
         }
       }

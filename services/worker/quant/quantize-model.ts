@@ -28,6 +28,8 @@ export interface QuantizeOptions {
   tokenizer: TpTokenizer;
   nsamples: number;
   seqLen: number;
+  /** AWQ grid points for the scale exponent and the clip search (20, as AutoAWQ). */
+  awqGrid?: number;
   threads?: number;
   onProgress?: (stage: string, done: number, total: number, detail: string) => void;
 }
@@ -124,7 +126,7 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizedMod
       const used = new Map<string, { w: Float32Array; h?: Float32Array }>();
       const notes = new Map<string, string>();
       if (opts.method === "awq" && stats && hOrig) {
-        const aopts: AwqOptions = { ...grid, groupSize: opts.groupSize };
+        const aopts: AwqOptions = { ...grid, groupSize: opts.groupSize, grid: opts.awqGrid ?? 20 };
         const groups = [
           { names: ["q", "k", "v"], site: 0, prev: `${p}.input_layernorm.weight` },
           { names: ["gate", "up"], site: 2, prev: `${p}.post_attention_layernorm.weight` },
@@ -187,7 +189,11 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizedMod
           notes.set(d.name, `damp ${r.damp}`);
         } else if (opts.method === "awq" && u.h && d.name !== "q" && d.name !== "k") {
           // AutoAWQ leaves q and k unclipped: attention scores are sensitive to their range.
-          const clip = searchClip(u.w, L.rows, L.cols, u.h, { ...grid, groupSize: opts.groupSize });
+          const clip = searchClip(kernels, u.w, L.rows, L.cols, u.h, {
+            ...grid,
+            groupSize: opts.groupSize,
+            clipGrid: opts.awqGrid ?? 20,
+          });
           q = rtnQLinear(u.w, L.rows, L.cols, opts.groupSize, grid, clip);
         } else {
           q = rtnQLinear(u.w, L.rows, L.cols, opts.groupSize, grid);
