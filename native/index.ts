@@ -69,7 +69,29 @@ export interface Int4Tensor {
   perm?: Int32Array;
 }
 
-export type WeightTensor = DenseTensor | Int4Tensor;
+/**
+ * NF4 (bitsandbytes NormalFloat4): blocks of `blockSize` consecutive weights (row-major), w = levels[code] * absmax.
+ * qweight (rows*cols/2) bytes: two codes per byte, the first weight in the HIGH nibble (bitsandbytes' order).
+ * absmax (blocks) float32, or double-quantized: absmax[b] = absmaxMap[absmaxCodes[b]] * absmaxScales[b/256] +
+ * absmaxOffset. CPU engine only.
+ */
+export interface Nf4Tensor {
+  kind: "nf4";
+  rows: number;
+  cols: number;
+  blockSize: number;
+  qweight: Uint8Array;
+  /** The 16 NF4 levels. */
+  levels: Float32Array;
+  absmax?: Float32Array;
+  absmaxCodes?: Uint8Array;
+  absmaxScales?: Float32Array;
+  /** 256 code values of the 8-bit absmax quantization (bitsandbytes' dynamic map). */
+  absmaxMap?: Float32Array;
+  absmaxOffset?: number;
+}
+
+export type WeightTensor = DenseTensor | Int4Tensor | Nf4Tensor;
 
 /**
  * Tensor names the engine takes (i = layer index):

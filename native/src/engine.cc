@@ -218,7 +218,14 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
   bool matrix = true;
   Weight* w = lookup(name, r, c, matrix);
   Weight tmp;
-  if (t.int4) {
+  if (t.nf4) {
+    if (!matrix || name == "embed")
+      fail("NATIVE_INVALID_ARG", "tensor '" + name + "' must be dense (nf4 is only for linear layers and lm_head)");
+    if (gpu_) fail("NATIVE_INVALID_ARG", "tensor '" + name + "': nf4 weights run on the CPU engine only");
+    if (t.rows != r || t.cols != c)
+      fail("NATIVE_SHAPE", "tensor '" + name + "' is " + shapeStr(t.rows, t.cols) + ", expected " + shapeStr(r, c));
+    loadNf4(t, name, tmp);
+  } else if (t.int4) {
     if (!matrix || name == "embed")
       fail("NATIVE_INVALID_ARG", "tensor '" + name + "' must be dense (int4 is only for linear layers and lm_head)");
     if (t.perm && gpu_)
@@ -244,7 +251,7 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
   }
   tmp.present = true;
   if (gpu_) {
-    gpu_->upload(name, tmp, t.int4 ? "int4" : t.dtype);
+    gpu_->upload(name, tmp, t.int4 ? "int4" : t.dtype);  // nf4 was refused above
     Weight mark;  // host copy not kept: the shape is enough for finalize()'s checks
     mark.present = true, mark.int4 = tmp.int4, mark.rows = tmp.rows, mark.cols = tmp.cols, mark.group = tmp.group;
     tmp = std::move(mark);

@@ -27,6 +27,18 @@ struct EngineOptions {
 
 class GpuModel;
 
+/** NF4 (bitsandbytes): per block of `block` weights an absmax, as float32 or double-quantized to 8 bits. */
+struct Nf4Data {
+  bool present = false;
+  int block = 0;
+  std::vector<float> absmax;             // (blocks) when not double-quantized
+  std::vector<uint8_t> absq;             // (blocks) 8-bit codes into nested map, double quantization
+  std::vector<float> absScale, nested;   // (blocks/256 rounded up) scales, (256) code values
+  float absOffset = 0.f;
+  float levels[16] = {};
+  size_t bytes() const { return absmax.size() * 4 + absq.size() + absScale.size() * 4 + nested.size() * 4 + 64; }
+};
+
 struct Weight {
   bool present = false, int4 = false;
   int rows = 0, cols = 0, group = 0;
@@ -35,8 +47,11 @@ struct Weight {
   std::vector<uint8_t> q, zeros;
   std::vector<float> scales;
   std::vector<int32_t> perm;  // int4 act-order: stored column i multiplies x[perm[i]] (empty: identity)
+  Nf4Data nf4;                // NF4 weights (nf4.present); codes live in q (nf4.cc)
   Int4View view() const { return {q.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), rows, cols, group}; }
-  size_t bytes() const { return f.size() * 4 + b.size() * 2 + q.size() + scales.size() * 4 + zeros.size(); }
+  size_t bytes() const {
+    return f.size() * 4 + b.size() * 2 + q.size() + scales.size() * 4 + zeros.size() + perm.size() * 4 + nf4.bytes();
+  }
   /** Row r of a dense weight as float32 (from f or b). */
   void rowF32(size_t r, float* out) const;
 };
@@ -55,6 +70,20 @@ struct TensorIn {
   size_t numZeros = 0;
   const int32_t* perm = nullptr;  // int4 act-order input permutation (cols entries), nullptr: none
   size_t numPerm = 0;
+  // NF4 (kind "nf4"): data = packed codes, rows/cols as int4; absmax or absq + absScale + nested + absOffset.
+  bool nf4 = false;
+  int block = 0;
+  const float* absmax = nullptr;
+  size_t numAbsmax = 0;
+  const uint8_t* absq = nullptr;
+  size_t numAbsq = 0;
+  const float* absScale = nullptr;
+  size_t numAbsScale = 0;
+  const float* nested = nullptr;
+  size_t numNested = 0;
+  float absOffset = 0.f;
+  const float* levels = nullptr;
+  size_t numLevels = 0;
 };
 
 /** Sampling parameters of one logits row (services/worker/sampler.ts semantics). */
@@ -93,6 +122,10 @@ void keepBf16(const TensorIn& t, const std::string& name, std::vector<uint16_t>&
 void toFloat32(const TensorIn& t, const std::string& name, std::vector<float>& out);
 /** Validates an int4 tensor and copies it into w. */
 void loadInt4(const TensorIn& t, const std::string& name, Weight& w);
+/** Validates an NF4 tensor and copies it into w (nf4.cc). */
+void loadNf4(const TensorIn& t, const std::string& name, Weight& w);
+/** y[t*ldy + r] for r0 <= r < r1 with an NF4 weight: each row dequantized once, then the dense dot kernel. */
+void gemmNf4(const KernelTable& dense, const float* x, int m, const Weight& w, float* y, int ldy, int r0, int r1);
 /** Validates t.perm (a permutation of 0..cols-1, or absent) and copies it into w.perm (engine_quant.cc). */
 void loadPerm(const TensorIn& t, const std::string& prefix, Weight& w);
 

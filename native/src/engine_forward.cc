@@ -125,7 +125,8 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
       const Weight& w = *jobs[j].w;
       const int lo = std::max(b, off), hi = std::min(e, off + w.rows);
       if (lo < hi) {
-        if (w.int4) tabs[j]->gemmI4(xps[j], xss[j], m, w.view(), jobs[j].y, w.rows, lo - off, hi - off);
+        if (w.nf4.present) gemmNf4(dense, x, m, w, jobs[j].y, w.rows, lo - off, hi - off);
+        else if (w.int4) tabs[j]->gemmI4(xps[j], xss[j], m, w.view(), jobs[j].y, w.rows, lo - off, hi - off);
         else if (!w.b.empty()) dense.gemmBf16(x, m, w.cols, w.b.data(), jobs[j].y, w.rows, lo - off, hi - off);
         else dense.gemmF32(x, m, w.cols, w.f.data(), jobs[j].y, w.rows, lo - off, hi - off);
       }

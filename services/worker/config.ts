@@ -6,7 +6,7 @@ import { bundledModelDir } from "../common/paths.js";
 export interface WorkerConfig {
   /** Model folder (Hugging Face layout). */
   model: string;
-  quantization: "none" | "int4";
+  quantization: "none" | "int4" | "nf4";
   groupSize: 32 | 64 | 128;
   symmetric: boolean;
   loadFormat: "safetensors" | "dummy";
@@ -32,7 +32,9 @@ export interface WorkerConfig {
 
 export const WORKER_FLAGS_HELP = `worker options:
   --model DIR              model folder (default: the bundled tinyllama-brown)
-  --quantization none|int4 weights as stored, or int4 round-to-nearest at load (default none)
+  --quantization none|int4|nf4
+                           weights as stored (GPTQ/AWQ folders load quantized), int4 round-to-nearest or
+                           NF4 (bitsandbytes-style, double-quantized absmax) at load (default none)
   --group-size 32|64|128   int4 group size (default 128)
   --asym                   int4 with zero points (default symmetric)
   --load-format safetensors|dummy  dummy = random weights for the config (default safetensors)
@@ -48,7 +50,7 @@ export const WORKER_FLAGS_HELP = `worker options:
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   return {
     model: f.string("model", bundledModelDir()),
-    quantization: f.choice("quantization", ["none", "int4"] as const, "none"),
+    quantization: f.choice("quantization", ["none", "int4", "nf4"] as const, "none"),
     groupSize: Number(f.choice("group-size", ["32", "64", "128"] as const, "128")) as 32 | 64 | 128,
     symmetric: !f.bool("asym"),
     loadFormat: f.choice("load-format", ["safetensors", "dummy"] as const, "safetensors"),

@@ -5,13 +5,15 @@ import { ConfigError, ModelLoadError } from "../common/errors.js";
 import type { ModelConfig } from "../common/model/config.js";
 import { type Checkpoint, fromFloat32, openCheckpoint, type StDType, toFloat32 } from "../common/model/safetensors.js";
 import { type QuantConfig, readQuantConfig, readQuantLinear } from "./quant/checkpoint.js";
+import { nf4Bytes, quantizeNf4 } from "./quant/nf4.js";
 import { toInt4Tensor } from "./quant/qlinear.js";
 import { checkGroupSize, quantizeRtn } from "./quant/rtn.js";
 
 export interface LoadOptions {
   dir?: string;
   config: ModelConfig;
-  quantization: "none" | "int4";
+  /** "nf4": bitsandbytes-style NF4 (block 64, double-quantized absmax) at load. */
+  quantization: "none" | "int4" | "nf4";
   groupSize: 32 | 64 | 128;
   symmetric: boolean;
   loadFormat: "safetensors" | "dummy";
@@ -24,7 +26,7 @@ export interface LoadSummary {
   /** Bytes handed to the engine (dense data, or qweight + scales + zeros). */
   bytes: number;
   /** "int4": RTN at load; "gptq" / "awq": read from a quantized checkpoint (quantization_config). */
-  quantization: "none" | "int4" | "gptq" | "awq";
+  quantization: "none" | "int4" | "nf4" | "gptq" | "awq";
   ms: number;
 }
 
@@ -80,7 +82,8 @@ const NATIVE_DTYPE: Record<StDType, DType> = { BF16: "bf16", F16: "f16", F32: "f
 
 function tensorBytes(t: WeightTensor): number {
   if (t.kind === "dense") return t.data.byteLength;
-  return t.qweight.byteLength + t.scales.byteLength + (t.zeros?.byteLength ?? 0);
+  if (t.kind === "nf4") return nf4Bytes(t);
+  return t.qweight.byteLength + t.scales.byteLength + (t.zeros?.byteLength ?? 0) + (t.perm?.byteLength ?? 0);
 }
 
 const fmtShape = (s: number[]): string => `[${s.join(", ")}]`;
@@ -166,6 +169,10 @@ function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions, q
     );
   }
   const raw = ckpt.read(spec.hf);
+  if (spec.linear && opts.quantization === "nf4") {
+    const [rows, cols] = spec.shape as [number, number];
+    return quantizeNf4(toFloat32(raw.data, raw.dtype), rows, cols, { blockSize: 64, doubleQuant: true, name: spec.hf });
+  }
   if (spec.linear && opts.quantization === "int4") {
     const [rows, cols] = spec.shape as [number, number];
     return quantizeRtn(toFloat32(raw.data, raw.dtype), rows, cols, {
@@ -179,6 +186,10 @@ function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions, q
 
 function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource): WeightTensor {
   const n = spec.shape.reduce((a, b) => a * b, 1);
+  if (spec.linear && opts.quantization === "nf4") {
+    const [rows, cols] = spec.shape as [number, number];
+    return quantizeNf4(src.normal(n), rows, cols, { blockSize: 64, doubleQuant: true, name: spec.hf });
+  }
   if (spec.linear && opts.quantization === "int4") {
     const [rows, cols] = spec.shape as [number, number];
     return dummyInt4(rows, cols, opts, src);
@@ -201,9 +212,9 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
   if (opts.loadFormat === "safetensors") {
     if (!opts.dir) throw new ConfigError("loadFormat safetensors needs a model directory");
     qc = readQuantConfig(opts.dir);
-    if (qc && opts.quantization === "int4") {
+    if (qc && opts.quantization !== "none") {
       throw new ConfigError(
-        `${opts.dir} is already quantized (${qc.method}, ${qc.source}); drop --quantization int4 to load it as is`,
+        `${opts.dir} is already quantized (${qc.method}, ${qc.source}); drop --quantization ${opts.quantization} to load it as is`,
       );
     }
     ckpt = openCheckpoint(opts.dir);

@@ -44,6 +44,7 @@ export function quantizationLabel(cfg: WorkerConfig): string {
     const qc = cfg.loadFormat === "safetensors" ? readQuantConfig(cfg.model) : undefined;
     return qc ? `${qc.method}-g${qc.groupSize}${qc.descAct ? "-act-order" : ""}` : "none";
   }
+  if (cfg.quantization === "nf4") return "nf4-b64-dq";
   return `int4-g${cfg.groupSize}-${cfg.symmetric ? "sym" : "asym"}`;
 }
 
