@@ -42,6 +42,11 @@ export interface EngineOptions {
   threads?: number;
   /** Where weights, KV pool and the forward pass live: "cpu" (default), "cuda" or "cuda:N". */
   device?: string;
+  /**
+   * KV cache element type: "f32" (default) or "int8" (CPU only): int8 values with one float32 scale per token
+   * and KV head (absmax / 127), dequantized inside attention.
+   */
+  kvCacheDtype?: "f32" | "int8";
 }
 
 /** An unquantized tensor in its on-disk dtype; the engine converts it to float32. Raw little-endian bytes. */

@@ -146,6 +146,8 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
   checkPositive("maxBatchTokens", o.maxBatchTokens, 1 << 20);
   if (o.threads < 0 || o.threads > 1024) fail("NATIVE_INVALID_ARG", "threads must be 0..1024");
   const int threads = o.threads > 0 ? o.threads : (int)std::max(1u, std::thread::hardware_concurrency());
+  if (o.device >= 0 && o.kvInt8)
+    fail("NATIVE_INVALID_ARG", "kvCacheDtype \"int8\" runs on the CPU engine only; use the default on a GPU");
   if (o.device >= 0) {  // the GPU holds the KV pool and workspaces; the host keeps only staging copies
     gpu_ = createGpuModel(o, o.device);
     layers_.resize(s.layers);
@@ -159,7 +161,12 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
     fail("NATIVE_OOM", "KV pool of " + std::to_string((long long)(kvFloats * 4 / 1e6)) +
                            " MB is too large: lower numPages or blockSize");
   try {
-    kv_.assign((size_t)kvFloats, 0.f);
+    if (o.kvInt8) {
+      kv8_.assign((size_t)kvFloats, 0);
+      kvScale_.assign((size_t)kvFloats / s.headDim, 0.f);
+    } else {
+      kv_.assign((size_t)kvFloats, 0.f);
+    }
     const size_t maxK = std::max({H, qd, (size_t)s.inter});
     x_.resize(T * H), h_.resize(T * H), h2_.resize(T * H);
     q_.resize(T * qd), k_.resize(T * kvd), v_.resize(T * kvd), att_.resize(T * qd);
@@ -288,7 +295,9 @@ Engine::~Engine() = default;
 
 std::string Engine::device() const { return gpu_ ? gpu_->describe() : std::string("cpu"); }
 
-size_t Engine::kvBytes() const { return gpu_ ? gpu_->kvBytes() : kv_.size() * sizeof(float); }
+size_t Engine::kvBytes() const {
+  return gpu_ ? gpu_->kvBytes() : kv_.size() * sizeof(float) + kv8_.size() + kvScale_.size() * sizeof(float);
+}
 
 size_t Engine::weightBytes() const {
   if (gpu_) return gpu_->weightBytes();
@@ -307,6 +316,8 @@ void Engine::close() {
   gpu_.reset();
   embed_ = Weight(), finalNorm_ = Weight(), lmHead_ = Weight();
   std::vector<Layer>().swap(layers_);
+  std::vector<int8_t>().swap(kv8_);
+  std::vector<float>().swap(kvScale_);
   for (auto* v : {&kv_, &x_, &h_, &h2_, &q_, &k_, &v_, &att_, &gate_, &up_, &cos_, &sin_, &scratch_})
     std::vector<float>().swap(*v);
   for (int i = 0; i < 3; i++)

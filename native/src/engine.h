@@ -23,7 +23,21 @@ struct EngineOptions {
   int numPages = 0, blockSize = 0, maxBatchTokens = 0, threads = 0;
   /** -1: the CPU engine; >= 0: the CUDA device that holds weights, KV pool and workspaces. */
   int device = -1;
+  /** KV cache in int8 with per-(token, KV head) scales (kv_int8.cc); CPU engine only. */
+  bool kvInt8 = false;
 };
+
+/** One layer's int8 K and V pages and their scales. */
+struct KvInt8View {
+  const int8_t* k;
+  const int8_t* v;
+  const float* ks;
+  const float* vs;
+};
+/** x (heads, d) -> q int8 and one scale per head (absmax / 127). */
+void quantizeKvHeads(const float* x, int heads, int d, int8_t* q, float* scales);
+/** attention for token t and head h of one sequence, reading the int8 pool. */
+void attentionInt8(const AttnArgs& a, const KvInt8View& kv, int t, int h, float* scratch);
 
 class GpuModel;
 
@@ -179,6 +193,9 @@ class Engine {
   Weight* lookup(const std::string& name, int& expRows, int& expCols, bool& matrix);
   void matmuls(const float* x, int m, const Job* jobs, int n);
   void requireReady() const;
+  /** int8 KV pool (kv_int8.cc): write one token's K and V at float offset `off` of layer l; a layer's view. */
+  void writeKvInt8(int l, size_t off, const float* k, const float* v);
+  KvInt8View kvInt8View(int l) const;
 
   using Clock = std::chrono::steady_clock;
   void tick(Op op) {
@@ -201,6 +218,8 @@ class Engine {
   Weight embed_, finalNorm_, lmHead_;
   std::vector<Layer> layers_;
   std::vector<float> kv_;  // (layers, 2, numPages, blockSize, kvHeads, headDim)
+  std::vector<int8_t> kv8_;  // the same layout, int8, when o_.kvInt8
+  std::vector<float> kvScale_;  // (layers, 2, numPages, blockSize, kvHeads) when o_.kvInt8
   size_t maxCtx_ = 0;
   // Workspaces sized for maxBatchTokens.
   std::vector<float> x_, h_, h2_, q_, k_, v_, att_, gate_, up_, cos_, sin_, scratch_;

@@ -23,6 +23,12 @@ EngineOptions parseOptions(const Napi::Value& v) {
   e.maxBatchTokens = getInt(o, "maxBatchTokens", "options", 1);
   Napi::Value th = o.Get("threads");
   e.threads = th.IsUndefined() ? 0 : toInt(th, "options.threads", 0, 1024);
+  Napi::Value kvd = o.Get("kvCacheDtype");
+  if (!kvd.IsUndefined()) {
+    const std::string k = kvd.IsString() ? kvd.As<Napi::String>().Utf8Value() : "";
+    if (k != "f32" && k != "int8") fail("NATIVE_INVALID_ARG", "options.kvCacheDtype must be \"f32\" or \"int8\"");
+    e.kvInt8 = k == "int8";
+  }
   Napi::Value dev = o.Get("device");
   if (!dev.IsUndefined()) {
     const std::string d = dev.IsString() ? dev.As<Napi::String>().Utf8Value() : "";

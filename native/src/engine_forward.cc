@@ -199,8 +199,8 @@ void Engine::forward(const BatchIn& b, float* out) {
   };
   for (int l = 0; l < s.layers; l++) {
     const Layer& L = layers_[l];
-    float* kc = kv_.data() + l * layerStride;
-    float* vc = kc + halfStride;
+    float* kc = o_.kvInt8 ? nullptr : kv_.data() + l * layerStride;
+    float* vc = o_.kvInt8 ? nullptr : kc + halfStride;
     rowsParallel(T, [&](int r0, int r1) {
       rmsNormRows(&x_[(size_t)r0 * H], L.attnNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
     });
@@ -216,6 +216,10 @@ void Engine::forward(const BatchIn& b, float* out) {
       const int p = pos_[t];
       const int page = args_[seqOf_[t]].blockTable[p / bs];
       const size_t off = ((size_t)page * bs + p % bs) * kvd;
+      if (o_.kvInt8) {
+        writeKvInt8(l, off, &k_[(size_t)t * kvd], &v_[(size_t)t * kvd]);
+        continue;
+      }
       std::memcpy(kc + off, &k_[(size_t)t * kvd], kvd * sizeof(float));
       std::memcpy(vc + off, &v_[(size_t)t * kvd], kvd * sizeof(float));
     }
@@ -229,7 +233,8 @@ void Engine::forward(const BatchIn& b, float* out) {
         const int t = i / s.heads, h = i % s.heads;
         const AttnArgs& a = args_[seqOf_[t]];
         const int first = (int)((a.q - q_.data()) / qd);
-        kt.attention(a, t - first, h, scratch);
+        if (o_.kvInt8) attentionInt8(a, kvInt8View(l), t - first, h, scratch);
+        else kt.attention(a, t - first, h, scratch);
       }
     };
     if (items < 2) attn(0, 1);

@@ -42,6 +42,8 @@ export async function evalCommand(f: Flags): Promise<number> {
         window,
         text,
         quantization: quantizationLabel(cfg),
+        kv_cache_dtype: cfg.kvCacheDtype,
+        weight_bytes: engine.info().weightBytes,
         load_seconds: loadSeconds,
         eval_seconds: r.seconds,
       }),

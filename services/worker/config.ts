@@ -13,6 +13,8 @@ export interface WorkerConfig {
   /** KV pool size in pages including page 0; 0 = derive from kvCacheMiB. */
   numPages: number;
   kvCacheMiB: number;
+  /** KV cache element type (int8: per-token, per-head scales; CPU engine). */
+  kvCacheDtype: "f32" | "int8";
   blockSize: number;
   maxBatchTokens: number;
   /** Kernel threads; 0 = one per hardware thread. */
@@ -39,6 +41,8 @@ export const WORKER_FLAGS_HELP = `worker options:
   --asym                   int4 with zero points (default symmetric)
   --load-format safetensors|dummy  dummy = random weights for the config (default safetensors)
   --kv-cache-mib N         KV pool size in MiB (default 256)
+  --kv-cache-dtype f32|int8
+                           KV cache element type; int8 keeps one scale per token and KV head (CPU engine)
   --num-pages N            KV pool size in pages, overrides --kv-cache-mib
   --block-size N           tokens per KV page (default 16)
   --max-batch-tokens N     token budget of one step (default 512)
@@ -56,6 +60,7 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     loadFormat: f.choice("load-format", ["safetensors", "dummy"] as const, "safetensors"),
     numPages: f.int("num-pages", 0, 0, 1 << 24),
     kvCacheMiB: f.int("kv-cache-mib", 256, 1, 1 << 20),
+    kvCacheDtype: f.choice("kv-cache-dtype", ["f32", "int8"] as const, "f32"),
     blockSize: f.int("block-size", 16, 1, 1024),
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
     threads: f.int("threads", 0, 0, 1024),

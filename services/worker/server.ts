@@ -35,8 +35,9 @@ export interface WorkerHandle {
 }
 
 /** KV bytes of one page: K and V, every layer, float32 on the CPU backend. */
-export function kvBytesPerPage(shape: ModelShape, blockSize: number): number {
-  return shape.numLayers * 2 * blockSize * shape.numKvHeads * shape.headDim * 4;
+export function kvBytesPerPage(shape: ModelShape, blockSize: number, dtype: "f32" | "int8" = "f32"): number {
+  const perHead = dtype === "int8" ? shape.headDim + 4 : shape.headDim * 4; // int8: values + one f32 scale
+  return shape.numLayers * 2 * blockSize * shape.numKvHeads * perHead;
 }
 
 export function quantizationLabel(cfg: WorkerConfig): string {
@@ -67,7 +68,7 @@ export function createEngine(
 ): { engine: Engine; model: ModelConfig; numPages: number; enginePages: number; deviceReason: string } {
   const model = loadModelConfig(cfg.model);
   const shape = toModelShape(model);
-  const perPage = kvBytesPerPage(shape, cfg.blockSize);
+  const perPage = kvBytesPerPage(shape, cfg.blockSize, cfg.kvCacheDtype);
   const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
   const native = loadNative();
   const { device, reason } = resolveDevice(cfg.device);
@@ -79,6 +80,7 @@ export function createEngine(
     maxBatchTokens: cfg.maxBatchTokens,
     threads: cfg.threads,
     device,
+    ...(cfg.kvCacheDtype === "int8" ? { kvCacheDtype: "int8" as const } : {}),
   });
   loadWeights(engine, {
     dir: cfg.model,
