@@ -17,6 +17,8 @@ usage:
                                           stream a completion from a running server
   tpserve eval ppl --text FILE [--window 512] [worker options]
                                           perplexity of a text file, printed as JSON
+  tpserve eval choice [--items 300] [--seed 1] [worker options]
+                                          multiple-choice next-word accuracy on the Brown test split
 ${QUANTIZE_HELP}
 
 serve options:
