@@ -94,6 +94,16 @@ async function roundTrip(method: "gptq" | "awq", actOrder: boolean): Promise<voi
         : { quant_method: "awq", bits: 4, group_size: 64, zero_point: true, version: "gemm" },
   });
   expect(readQuantConfig(out)?.method).toBe(method);
+  expect(() =>
+    loadWeights(newEngine(), {
+      dir: out,
+      config: cfg,
+      quantization: "int4",
+      groupSize: 64,
+      symmetric: true,
+      loadFormat: "safetensors",
+    }),
+  ).toThrow(/already quantized .*drop --quantization int4/);
   const a = fromMemory(q);
   const b = newEngine();
   const sum = loadWeights(b, {
