@@ -3,9 +3,9 @@
 // for every format. Quantized checkpoints are made with `tpserve quantize` (calibration: brown.train.txt) into
 // bench/quant-models/ (ignored) unless already there. Writes bench/results/quant-<date>.json, quant-latest.json
 // and quant-latest.md. Flags: --items N (choice items, default 300), --nsamples N (calibration windows, 64),
-// --only name,name (rows to run), --threads N.
+// --only name,name (rows to remeasure; the others are kept from quant-latest.json), --threads N.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { encodeDocuments, perplexity, readText } from "../services/cli/eval.js";
 import { buildChoiceItems, scoreChoices } from "../services/cli/eval-choice.js";
@@ -163,8 +163,20 @@ async function measure(row: Row): Promise<Record<string, unknown>> {
   }
 }
 
+// With --only, the other rows come from the previous quant-latest.json (so one row can be remeasured).
+const out = join(root, "bench", "results");
+const latest = join(out, "quant-latest.json");
+const previous = new Map<string, Record<string, unknown>>();
+if (ONLY && existsSync(latest)) {
+  for (const r of (JSON.parse(readFileSync(latest, "utf8")) as { rows: Record<string, unknown>[] }).rows) {
+    previous.set(r["name"] as string, r);
+  }
+}
 const rows: Record<string, unknown>[] = [];
-for (const row of ROWS) if (!ONLY || ONLY.includes(row.name)) rows.push(await measure(row));
+for (const row of ROWS) {
+  if (!ONLY || ONLY.includes(row.name)) rows.push(await measure(row));
+  else if (previous.has(row.name)) rows.push(previous.get(row.name)!);
+}
 
 const ref = rows.find((r) => r["name"] === "none")?.["perplexity"] as number | undefined;
 const mb = (b: unknown) => `${((b as number) / 1e6).toFixed(2)} MB`;
@@ -178,7 +190,6 @@ const md = [
   }),
 ].join("\n");
 console.log(md);
-const out = join(root, "bench", "results");
 mkdirSync(out, { recursive: true });
 const doc = {
   date: new Date().toISOString(),

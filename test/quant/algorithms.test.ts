@@ -168,14 +168,15 @@ describe("AWQ", () => {
     expect(r.scales[3]!).toBeGreaterThan(r.scales[4]!);
   });
 
-  it("the clip search picks factors in [0.5, 1] that do not raise each group's error", () => {
+  it("the clip search picks factors in (0.5, 1] that do not raise the output error", () => {
     const clip = searchClip(kernels, W, ROWS, K, toF32(h), opts);
+    expect(clip.some((c) => c < 1)).toBe(true);
     for (const c of clip) {
       expect(c).toBeGreaterThan(0.5);
       expect(c).toBeLessThanOrEqual(1);
     }
     expect(relError(W, rtnQLinear(W, ROWS, K, G, opts, clip), h)).toBeLessThanOrEqual(
-      relError(W, rtnQLinear(W, ROWS, K, G, opts), h) * 1.05,
+      relError(W, rtnQLinear(W, ROWS, K, G, opts), h) * (1 + 1e-4),
     );
   });
 });

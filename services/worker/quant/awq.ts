@@ -129,8 +129,10 @@ export function searchScales(
 }
 
 /**
- * Per-(row, group) clip factor minimizing that group's own output error d_g H_gg d_g^T (cross-group terms left
- * out, as AutoAWQ's auto_clip does), for w already scaled (its input Hessian h in the same space).
+ * Per-(row, group) clip factor minimizing the output error trace(D H D^T) of w (already scaled, h its input
+ * Hessian in the same space): one pass of coordinate descent over the groups, each (row, group) trying range
+ * factors 1, 1 - 1/n, ..., 1 - maxShrink with the other groups' current errors held fixed (the cross-group terms
+ * that AutoAWQ's auto_clip leaves out are kept here). Never worse than no clipping on the calibration set.
  */
 export function searchClip(
   kernels: Kernels,
@@ -145,33 +147,59 @@ export function searchClip(
   const n = opts.clipGrid ?? 20;
   const steps = Math.round(n * (opts.maxShrink ?? 0.5));
   const clip = new Float32Array(rows * groups).fill(1);
+  // D: current weight error (no clipping); DH = D H (rows, cols).
+  const d = new Float32Array(rows * cols);
+  const fillGroup = (out: Float32Array, ld: number, off: number, g: number, c: number, r: number): void => {
+    const base = r * cols + g * G;
+    const p = groupParams(w, base, G, 1, opts, c);
+    for (let i = 0; i < G; i++) {
+      const x = w[base + i]!;
+      out[r * ld + off + i] = x - Math.fround((quantCode(x, p.scale, p.zero) - p.zero) * p.scale);
+    }
+  };
+  for (let r = 0; r < rows; r++) for (let g = 0; g < groups; g++) fillGroup(d, cols, g * G, g, 1, r);
+  const dh = kernels.matmul(d, rows, dense(h, [cols, cols]));
+  const cand = new Float32Array(rows * G);
+  const old = new Float32Array(rows * G);
   const best = new Float64Array(rows);
-  const d = new Float32Array(rows * G);
+  const bestD = new Float32Array(rows * G);
   for (let g = 0; g < groups; g++) {
     const hg = new Float32Array(G * G);
     for (let i = 0; i < G; i++) for (let j = 0; j < G; j++) hg[i * G + j] = h[(g * G + i) * cols + g * G + j]!;
     const ht = dense(hg, [G, G]);
+    for (let r = 0; r < rows; r++) for (let i = 0; i < G; i++) old[r * G + i] = d[r * cols + g * G + i]!;
+    // cross[r] = (D H)[r, group g] minus the group's own part D_g H_gg.
+    const own = kernels.matmul(old, rows, ht);
+    const cross = new Float32Array(rows * G);
+    for (let r = 0; r < rows; r++)
+      for (let i = 0; i < G; i++) cross[r * G + i] = dh[r * cols + g * G + i]! - own[r * G + i]!;
     best.fill(Number.POSITIVE_INFINITY);
     for (let t = 0; t < steps; t++) {
       const c = 1 - t / n;
-      for (let r = 0; r < rows; r++) {
-        const base = r * cols + g * G;
-        const p = groupParams(w, base, G, 1, opts, c);
-        for (let i = 0; i < G; i++) {
-          const x = w[base + i]!;
-          d[r * G + i] = x - Math.fround((quantCode(x, p.scale, p.zero) - p.zero) * p.scale);
-        }
-      }
-      const dh = kernels.matmul(d, rows, ht);
+      for (let r = 0; r < rows; r++) fillGroup(cand, G, 0, g, c, r);
+      const ch = kernels.matmul(cand, rows, ht);
       for (let r = 0; r < rows; r++) {
         let e = 0;
-        for (let i = 0; i < G; i++) e += d[r * G + i]! * dh[r * G + i]!;
+        for (let i = 0; i < G; i++) e += cand[r * G + i]! * (ch[r * G + i]! + 2 * cross[r * G + i]!);
         if (e < best[r]!) {
           best[r] = e;
           clip[r * groups + g] = c;
+          for (let i = 0; i < G; i++) bestD[r * G + i] = cand[r * G + i]!;
         }
       }
     }
+    // Update D and DH for the chosen factors: DH += (D_g new - D_g old) H[g rows, :].
+    const delta = new Float32Array(rows * G);
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < G; i++) {
+        delta[r * G + i] = bestD[r * G + i]! - old[r * G + i]!;
+        d[r * cols + g * G + i] = bestD[r * G + i]!;
+      }
+    }
+    const hcol = new Float32Array(cols * G); // (cols, G): row j holds H[j, group g] (= H[group g, j])
+    for (let j = 0; j < cols; j++) for (let i = 0; i < G; i++) hcol[j * G + i] = h[j * cols + g * G + i]!;
+    const upd = kernels.matmul(delta, rows, dense(hcol, [cols, G]));
+    for (let k = 0; k < rows * cols; k++) dh[k]! += upd[k]!;
   }
   return clip;
 }
