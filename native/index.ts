@@ -47,6 +47,11 @@ export interface EngineOptions {
    * the shard's shapes, see TensorName) and runs the group's collectives inside its forward pass. CPU only.
    */
   group?: TpGroup;
+  /**
+   * KV cache element type: "f32" (default) or "int8" (CPU only): int8 values with one float32 scale per token
+   * and KV head (absmax / 127), dequantized inside attention.
+   */
+  kvCacheDtype?: "f32" | "int8";
 }
 
 export interface TpGroupOptions {
@@ -110,10 +115,38 @@ export interface Int4Tensor {
   groupSize: number;
   qweight: Uint8Array;
   scales: Float32Array;
+  /** 0..16 (16 only from GPTQ v1 checkpoints, see docs/quantization.md). */
   zeros?: Uint8Array;
+  /**
+   * Act-order (GPTQ desc_act): stored column i multiplies input x[perm[i]], so that groups stay contiguous in the
+   * stored order; a permutation of 0..cols-1. CPU engine only.
+   */
+  perm?: Int32Array;
 }
 
-export type WeightTensor = DenseTensor | Int4Tensor;
+/**
+ * NF4 (bitsandbytes NormalFloat4): blocks of `blockSize` consecutive weights (row-major), w = levels[code] * absmax.
+ * qweight (rows*cols/2) bytes: two codes per byte, the first weight in the HIGH nibble (bitsandbytes' order).
+ * absmax (blocks) float32, or double-quantized: absmax[b] = absmaxMap[absmaxCodes[b]] * absmaxScales[b/256] +
+ * absmaxOffset. CPU engine only.
+ */
+export interface Nf4Tensor {
+  kind: "nf4";
+  rows: number;
+  cols: number;
+  blockSize: number;
+  qweight: Uint8Array;
+  /** The 16 NF4 levels. */
+  levels: Float32Array;
+  absmax?: Float32Array;
+  absmaxCodes?: Uint8Array;
+  absmaxScales?: Float32Array;
+  /** 256 code values of the 8-bit absmax quantization (bitsandbytes' dynamic map). */
+  absmaxMap?: Float32Array;
+  absmaxOffset?: number;
+}
+
+export type WeightTensor = DenseTensor | Int4Tensor | Nf4Tensor;
 
 /**
  * Tensor names the engine takes (i = layer index):
@@ -197,6 +230,12 @@ export interface Engine {
   /** Same as forward, on the calling thread (benchmarks and tests). */
   forwardSync(batch: ForwardBatch): Float32Array;
   info(): EngineInfo;
+  /**
+   * Calibration (CPU engines): runs the batch up to decoder layer `layer` and returns the inputs of its linear
+   * layers, (T, 2*hidden + heads*headDim + inter) float32 per token: [q/k/v input | o input | gate/up input |
+   * down input]. Writes K/V pages of layers up to `layer` like forward().
+   */
+  captureSync?(batch: ForwardBatch, layer: number): Float32Array;
   /**
    * Turns the per-op wall-clock profiler on or off (off by default; costs one branch per op when off). Times
    * accumulate over forward passes until resetProfile().

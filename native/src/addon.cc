@@ -31,7 +31,9 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     const int m = toInt(info[1], "matmul m", 1);
     TensorIn t = parseTensor(info[2], "matmul w");
     Weight w;
-    if (t.int4) {
+    if (t.nf4) {
+      loadNf4(t, "matmul w", w);
+    } else if (t.int4) {
       loadInt4(t, "matmul w", w);
     } else {
       if (t.shape.size() != 2) fail("NATIVE_SHAPE", "matmul w: dense weight must be 2-D (out, in)");
@@ -44,10 +46,12 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
                                std::to_string((size_t)m * w.cols));
     Napi::Float32Array y = Napi::Float32Array::New(info.Env(), (size_t)m * w.rows);
     const Simd s = activeSimd();
-    if (w.int4) {
+    if (w.nf4.present) {
+      gemmNf4(kernelsFor(s), x.Data(), m, w, y.Data(), w.rows, 0, w.rows);
+    } else if (w.int4) {
       const KernelTable& kt = int4KernelsFor(s, w.group);
-      std::vector<float> xp((size_t)m * w.cols), xs((size_t)m * (w.cols / w.group));
-      kt.prepI4(x.Data(), m, w.cols, w.group, xp.data(), xs.data());
+      std::vector<float> xp((size_t)m * w.cols), xs((size_t)m * (w.cols / w.group)), permBuf;
+      kt.prepI4(permuteInput(w, x.Data(), m, permBuf), m, w.cols, w.group, xp.data(), xs.data());
       kt.gemmI4(xp.data(), xs.data(), m, w.view(), y.Data(), w.rows, 0, w.rows);
     } else {
       if (!w.b.empty()) kernelsFor(s).gemmBf16(x.Data(), m, w.cols, w.b.data(), y.Data(), w.rows, 0, w.rows);

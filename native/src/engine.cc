@@ -106,9 +106,11 @@ void loadInt4(const TensorIn& t, const std::string& name, Weight& w) {
   if (t.zeros && t.numZeros != (size_t)t.rows * ng)
     fail("NATIVE_SHAPE", p + "zeros has " + std::to_string(t.numZeros) + " bytes, expected rows*cols/groupSize = " +
                              std::to_string((size_t)t.rows * ng));
+  // 16 is legal: GPTQ v1 checkpoints store zero-1 in 4 bits, so a stored 15 means 16 (docs/quantization.md).
   if (t.zeros)
     for (size_t i = 0; i < t.numZeros; i++)
-      if (t.zeros[i] > 15) fail("NATIVE_INVALID_ARG", p + "zeros[" + std::to_string(i) + "] is above 15");
+      if (t.zeros[i] > 16) fail("NATIVE_INVALID_ARG", p + "zeros[" + std::to_string(i) + "] is above 16");
+  loadPerm(t, p, w);
   w.int4 = true;
   w.rows = t.rows, w.cols = t.cols, w.group = t.group;
   w.q.assign(t.data, t.data + qb);
@@ -144,6 +146,8 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
   checkPositive("maxBatchTokens", o.maxBatchTokens, 1 << 20);
   if (o.threads < 0 || o.threads > 1024) fail("NATIVE_INVALID_ARG", "threads must be 0..1024");
   const int threads = o.threads > 0 ? o.threads : (int)std::max(1u, std::thread::hardware_concurrency());
+  if (o.device >= 0 && o.kvInt8)
+    fail("NATIVE_INVALID_ARG", "kvCacheDtype \"int8\" runs on the CPU engine only; use the default on a GPU");
   ls_ = s;
   if (o.comm && o.comm->world() > 1) {
     if (o.device >= 0)
@@ -167,7 +171,12 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
     fail("NATIVE_OOM", "KV pool of " + std::to_string((long long)(kvFloats * 4 / 1e6)) +
                            " MB is too large: lower numPages or blockSize");
   try {
-    kv_.assign((size_t)kvFloats, 0.f);
+    if (o.kvInt8) {
+      kv8_.assign((size_t)kvFloats, 0);
+      kvScale_.assign((size_t)kvFloats / s.headDim, 0.f);
+    } else {
+      kv_.assign((size_t)kvFloats, 0.f);
+    }
     const size_t maxK = std::max({H, qd, (size_t)l.inter});
     x_.resize(T * H), h_.resize(T * H), h2_.resize(T * H);
     q_.resize(T * qd), k_.resize(T * kvd), v_.resize(T * kvd), att_.resize(T * qd);
@@ -227,9 +236,19 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
   bool matrix = true;
   Weight* w = lookup(name, r, c, matrix);
   Weight tmp;
-  if (t.int4) {
+  if (t.nf4) {
+    if (!matrix || name == "embed")
+      fail("NATIVE_INVALID_ARG", "tensor '" + name + "' must be dense (nf4 is only for linear layers and lm_head)");
+    if (gpu_) fail("NATIVE_INVALID_ARG", "tensor '" + name + "': nf4 weights run on the CPU engine only");
+    if (t.rows != r || t.cols != c)
+      fail("NATIVE_SHAPE", "tensor '" + name + "' is " + shapeStr(t.rows, t.cols) + ", expected " + shapeStr(r, c));
+    loadNf4(t, name, tmp);
+  } else if (t.int4) {
     if (!matrix || name == "embed")
       fail("NATIVE_INVALID_ARG", "tensor '" + name + "' must be dense (int4 is only for linear layers and lm_head)");
+    if (t.perm && gpu_)
+      fail("NATIVE_INVALID_ARG", "tensor '" + name + "': act-order int4 (perm) runs on the CPU engine only; "
+                                 "requantize without act-order for the GPU");
     if (t.rows != r || t.cols != c)
       fail("NATIVE_SHAPE", "tensor '" + name + "' is " + shapeStr(t.rows, t.cols) + ", expected " + shapeStr(r, c));
     loadInt4(t, name, tmp);
@@ -250,7 +269,7 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
   }
   tmp.present = true;
   if (gpu_) {
-    gpu_->upload(name, tmp, t.int4 ? "int4" : t.dtype);
+    gpu_->upload(name, tmp, t.int4 ? "int4" : t.dtype);  // nf4 was refused above
     Weight mark;  // host copy not kept: the shape is enough for finalize()'s checks
     mark.present = true, mark.int4 = tmp.int4, mark.rows = tmp.rows, mark.cols = tmp.cols, mark.group = tmp.group;
     tmp = std::move(mark);
@@ -287,7 +306,9 @@ Engine::~Engine() = default;
 
 std::string Engine::device() const { return gpu_ ? gpu_->describe() : std::string("cpu"); }
 
-size_t Engine::kvBytes() const { return gpu_ ? gpu_->kvBytes() : kv_.size() * sizeof(float); }
+size_t Engine::kvBytes() const {
+  return gpu_ ? gpu_->kvBytes() : kv_.size() * sizeof(float) + kv8_.size() + kvScale_.size() * sizeof(float);
+}
 
 size_t Engine::weightBytes() const {
   if (gpu_) return gpu_->weightBytes();
@@ -309,10 +330,13 @@ void Engine::close() {
   gpu_.reset();
   embed_ = Weight(), finalNorm_ = Weight(), lmHead_ = Weight();
   std::vector<Layer>().swap(layers_);
+  std::vector<int8_t>().swap(kv8_);
+  std::vector<float>().swap(kvScale_);
   for (auto* v : {&kv_, &x_, &h_, &h2_, &q_, &k_, &v_, &att_, &gate_, &up_, &cos_, &sin_, &scratch_, &lmLocal_,
                   &gathered_, &followOut_})
     std::vector<float>().swap(*v);
-  for (int i = 0; i < 3; i++) std::vector<float>().swap(xp_[i]), std::vector<float>().swap(xsum_[i]);
+  for (int i = 0; i < 3; i++)
+    std::vector<float>().swap(xp_[i]), std::vector<float>().swap(xsum_[i]), std::vector<float>().swap(permx_[i]);
 }
 
 }  // namespace tpserve

@@ -25,6 +25,8 @@ struct EngineOptions {
   int numPages = 0, blockSize = 0, maxBatchTokens = 0, threads = 0;
   /** -1: the CPU engine; >= 0: the CUDA device that holds weights, KV pool and workspaces. */
   int device = -1;
+  /** KV cache in int8 with per-(token, KV head) scales (kv_int8.cc); CPU engine only. */
+  bool kvInt8 = false;
   /** Tensor parallelism: this engine holds shard comm->rank() of comm->world(); null or world 1: the whole model. */
   std::shared_ptr<Collective> comm;
 };
@@ -34,7 +36,31 @@ struct ShardRange {
   int begin = 0, size = 0;
 };
 
+/** One layer's int8 K and V pages and their scales. */
+struct KvInt8View {
+  const int8_t* k;
+  const int8_t* v;
+  const float* ks;
+  const float* vs;
+};
+/** x (heads, d) -> q int8 and one scale per head (absmax / 127). */
+void quantizeKvHeads(const float* x, int heads, int d, int8_t* q, float* scales);
+/** attention for token t and head h of one sequence, reading the int8 pool. */
+void attentionInt8(const AttnArgs& a, const KvInt8View& kv, int t, int h, float* scratch);
+
 class GpuModel;
+
+/** NF4 (bitsandbytes): per block of `block` weights an absmax, as float32 or double-quantized to 8 bits. */
+struct Nf4Data {
+  bool present = false;
+  int block = 0;
+  std::vector<float> absmax;             // (blocks) when not double-quantized
+  std::vector<uint8_t> absq;             // (blocks) 8-bit codes into nested map, double quantization
+  std::vector<float> absScale, nested;   // (blocks/256 rounded up) scales, (256) code values
+  float absOffset = 0.f;
+  float levels[16] = {};
+  size_t bytes() const { return absmax.size() * 4 + absq.size() + absScale.size() * 4 + nested.size() * 4 + 64; }
+};
 
 struct Weight {
   bool present = false, int4 = false;
@@ -43,8 +69,12 @@ struct Weight {
   std::vector<uint16_t> b;  // dense bf16 weights kept as is on the CPU (exact; half the bytes of f)
   std::vector<uint8_t> q, zeros;
   std::vector<float> scales;
+  std::vector<int32_t> perm;  // int4 act-order: stored column i multiplies x[perm[i]] (empty: identity)
+  Nf4Data nf4;                // NF4 weights (nf4.present); codes live in q (nf4.cc)
   Int4View view() const { return {q.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), rows, cols, group}; }
-  size_t bytes() const { return f.size() * 4 + b.size() * 2 + q.size() + scales.size() * 4 + zeros.size(); }
+  size_t bytes() const {
+    return f.size() * 4 + b.size() * 2 + q.size() + scales.size() * 4 + zeros.size() + perm.size() * 4 + nf4.bytes();
+  }
   /** Row r of a dense weight as float32 (from f or b). */
   void rowF32(size_t r, float* out) const;
 };
@@ -61,6 +91,22 @@ struct TensorIn {
   size_t numScales = 0;
   const uint8_t* zeros = nullptr;  // nullptr: symmetric
   size_t numZeros = 0;
+  const int32_t* perm = nullptr;  // int4 act-order input permutation (cols entries), nullptr: none
+  size_t numPerm = 0;
+  // NF4 (kind "nf4"): data = packed codes, rows/cols as int4; absmax or absq + absScale + nested + absOffset.
+  bool nf4 = false;
+  int block = 0;
+  const float* absmax = nullptr;
+  size_t numAbsmax = 0;
+  const uint8_t* absq = nullptr;
+  size_t numAbsq = 0;
+  const float* absScale = nullptr;
+  size_t numAbsScale = 0;
+  const float* nested = nullptr;
+  size_t numNested = 0;
+  float absOffset = 0.f;
+  const float* levels = nullptr;
+  size_t numLevels = 0;
 };
 
 /** Sampling parameters of one logits row (services/worker/sampler.ts semantics). */
@@ -81,7 +127,17 @@ struct BatchIn {
   bool hidden = false;
   /** One entry per logits row for forwardSample (GPU engines); empty otherwise. */
   std::vector<SampleParams> sampling;
+  /** Calibration (engine_quant.cc): layer whose linear-layer inputs are copied to `capture`, then forward stops. */
+  int captureLayer = -1;
+  float* capture = nullptr;
 };
+
+/** Floats per token that a capture writes: inputs of q/k/v, o, gate/up and down (engine_quant.cc). */
+int captureWidth(const ModelShape& s);
+/** Copies `width` floats per token of `src` (T rows) into column block `site` of a capture buffer. */
+void captureSite(const BatchIn& b, const ModelShape& s, int site, const float* src, int T);
+/** x permuted for an act-order int4 weight (x itself when it has no permutation); buf holds the copy. */
+const float* permuteInput(const Weight& w, const float* x, int m, std::vector<float>& buf);
 
 /** Copies a bf16 tensor's raw values, checking that the byte length matches the shape. */
 void keepBf16(const TensorIn& t, const std::string& name, std::vector<uint16_t>& out);
@@ -89,6 +145,12 @@ void keepBf16(const TensorIn& t, const std::string& name, std::vector<uint16_t>&
 void toFloat32(const TensorIn& t, const std::string& name, std::vector<float>& out);
 /** Validates an int4 tensor and copies it into w. */
 void loadInt4(const TensorIn& t, const std::string& name, Weight& w);
+/** Validates an NF4 tensor and copies it into w (nf4.cc). */
+void loadNf4(const TensorIn& t, const std::string& name, Weight& w);
+/** y[t*ldy + r] for r0 <= r < r1 with an NF4 weight: each row dequantized once, then the dense dot kernel. */
+void gemmNf4(const KernelTable& dense, const float* x, int m, const Weight& w, float* y, int ldy, int r0, int r1);
+/** Validates t.perm (a permutation of 0..cols-1, or absent) and copies it into w.perm (engine_quant.cc). */
+void loadPerm(const TensorIn& t, const std::string& prefix, Weight& w);
 
 class Engine {
  public:
@@ -124,6 +186,7 @@ class Engine {
   /** This rank's shape: heads, kvHeads, inter and vocab of its shard (the full shape when world is 1). */
   const ModelShape& localShape() const { return ls_; }
   int hiddenSize() const { return o_.s.hidden; }
+  const ModelShape& shape() const { return o_.s; }
 
   /** Per-op wall-time accounting in forward (off by default; one branch per op when off). */
   enum Op { kEmbed, kRmsNorm, kQkv, kRope, kKvWrite, kAttention, kOProj, kResidual, kGateUp, kSilu, kDown,
@@ -157,6 +220,9 @@ class Engine {
   void lmHead(int rows, float* out);
   void matmuls(const float* x, int m, const Job* jobs, int n);
   void requireReady() const;
+  /** int8 KV pool (kv_int8.cc): write one token's K and V at float offset `off` of layer l; a layer's view. */
+  void writeKvInt8(int l, size_t off, const float* k, const float* v);
+  KvInt8View kvInt8View(int l) const;
 
   using Clock = std::chrono::steady_clock;
   void tick(Op op) {
@@ -185,10 +251,12 @@ class Engine {
   Weight embed_, finalNorm_, lmHead_;
   std::vector<Layer> layers_;
   std::vector<float> kv_;  // (layers, 2, numPages, blockSize, kvHeads, headDim)
+  std::vector<int8_t> kv8_;  // the same layout, int8, when o_.kvInt8
+  std::vector<float> kvScale_;  // (layers, 2, numPages, blockSize, kvHeads) when o_.kvInt8
   size_t maxCtx_ = 0;
   // Workspaces sized for maxBatchTokens.
   std::vector<float> x_, h_, h2_, q_, k_, v_, att_, gate_, up_, cos_, sin_, scratch_;
-  std::vector<float> xp_[3], xsum_[3];
+  std::vector<float> xp_[3], xsum_[3], permx_[3];
   std::vector<int32_t> pos_, seqOf_;
   std::vector<float> argmaxLogits_;  // CPU forwardArgmax's logits
   std::vector<AttnArgs> args_;

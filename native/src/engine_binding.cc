@@ -24,6 +24,12 @@ EngineOptions parseOptions(const Napi::Value& v) {
   e.maxBatchTokens = getInt(o, "maxBatchTokens", "options", 1);
   Napi::Value th = o.Get("threads");
   e.threads = th.IsUndefined() ? 0 : toInt(th, "options.threads", 0, 1024);
+  Napi::Value kvd = o.Get("kvCacheDtype");
+  if (!kvd.IsUndefined()) {
+    const std::string k = kvd.IsString() ? kvd.As<Napi::String>().Utf8Value() : "";
+    if (k != "f32" && k != "int8") fail("NATIVE_INVALID_ARG", "options.kvCacheDtype must be \"f32\" or \"int8\"");
+    e.kvInt8 = k == "int8";
+  }
   Napi::Value dev = o.Get("device");
   if (!dev.IsUndefined()) {
     const std::string d = dev.IsString() ? dev.As<Napi::String>().Utf8Value() : "";
@@ -211,6 +217,27 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         [ran](Napi::Env e, const AsyncTask::Kept&) -> Napi::Value { return Napi::Boolean::New(e, *ran); });
   }
 
+  /** captureSync(batch, layer): (T, captureWidth) inputs of layer's linear layers (engine_quant.cc). */
+  Napi::Value CaptureSync(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      auto b = parseBatch(info[0]);
+      std::lock_guard<std::mutex> lk(eng_->mutex());
+      eng_->validate(*b);
+      if (eng_->onGpu()) fail("NATIVE_INVALID_ARG", "captureSync runs on the CPU engine only (device \"cpu\")");
+      b->captureLayer = toInt(info[1], "captureSync layer", 0);
+      if (b->captureLayer >= eng_->shape().layers)
+        fail("NATIVE_INVALID_ARG", "captureSync layer " + std::to_string(b->captureLayer) + " is out of range, the " +
+                                       "model has " + std::to_string(eng_->shape().layers) + " layers");
+      const size_t T = b->tokens.size();
+      Napi::Float32Array out = Napi::Float32Array::New(info.Env(), T * (size_t)captureWidth(eng_->shape()));
+      b->capture = out.Data();
+      b->all = true, b->hidden = true;  // no LM head needed (forward returns before it anyway)
+      std::vector<float> scratch(T * (size_t)eng_->hiddenSize());
+      eng_->forward(*b, scratch.data());
+      return out;
+    });
+  }
+
   Napi::Value Info(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       if (eng_->closed()) fail("NATIVE_CLOSED", "engine is closed: create a new Engine");
@@ -290,6 +317,7 @@ Napi::Function defineEngine(Napi::Env env) {
                                   EngineWrap::InstanceMethod("forward", &EngineWrap::Forward),
                                   EngineWrap::InstanceMethod("forwardSync", &EngineWrap::ForwardSync),
                                   EngineWrap::InstanceMethod("info", &EngineWrap::Info),
+                                  EngineWrap::InstanceMethod("captureSync", &EngineWrap::CaptureSync),
                                   EngineWrap::InstanceMethod("forwardArgmax", &EngineWrap::ForwardArgmax),
                                   EngineWrap::InstanceMethod("forwardSample", &EngineWrap::ForwardSample),
                                   EngineWrap::InstanceMethod("setProfiling", &EngineWrap::SetProfiling),

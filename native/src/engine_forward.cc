@@ -101,17 +101,19 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
   const float* xps[3];
   const float* xss[3];
   int slotKey[3][2];
+  const float* slotSrc[3];
   int slots = 0, total = 0;
   for (int j = 0; j < n; j++) {
     const Weight& w = *jobs[j].w;
     total += w.rows;
     if (!w.int4) continue;
     tabs[j] = &int4KernelsFor(simd_, w.group);
+    const float* src = permuteInput(w, x, m, permx_[j]);  // act-order weights read x in their column order
     int s = 0;
-    while (s < slots && !(slotKey[s][0] == tabs[j]->chunk && slotKey[s][1] == w.group)) s++;
+    while (s < slots && !(slotKey[s][0] == tabs[j]->chunk && slotKey[s][1] == w.group && slotSrc[s] == src)) s++;
     if (s == slots) {
-      tabs[j]->prepI4(x, m, w.cols, w.group, xp_[s].data(), xsum_[s].data());
-      slotKey[s][0] = tabs[j]->chunk, slotKey[s][1] = w.group;
+      tabs[j]->prepI4(src, m, w.cols, w.group, xp_[s].data(), xsum_[s].data());
+      slotKey[s][0] = tabs[j]->chunk, slotKey[s][1] = w.group, slotSrc[s] = src;
       slots++;
     }
     xps[j] = xp_[s].data(), xss[j] = xsum_[s].data();
@@ -123,7 +125,8 @@ void Engine::matmuls(const float* x, int m, const Job* jobs, int n) {
       const Weight& w = *jobs[j].w;
       const int lo = std::max(b, off), hi = std::min(e, off + w.rows);
       if (lo < hi) {
-        if (w.int4) tabs[j]->gemmI4(xps[j], xss[j], m, w.view(), jobs[j].y, w.rows, lo - off, hi - off);
+        if (w.nf4.present) gemmNf4(dense, x, m, w, jobs[j].y, w.rows, lo - off, hi - off);
+        else if (w.int4) tabs[j]->gemmI4(xps[j], xss[j], m, w.view(), jobs[j].y, w.rows, lo - off, hi - off);
         else if (!w.b.empty()) dense.gemmBf16(x, m, w.cols, w.b.data(), jobs[j].y, w.rows, lo - off, hi - off);
         else dense.gemmF32(x, m, w.cols, w.f.data(), jobs[j].y, w.rows, lo - off, hi - off);
       }
@@ -216,12 +219,13 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
   };
   for (int l = 0; l < s.layers; l++) {
     const Layer& L = layers_[l];
-    float* kc = kv_.data() + l * layerStride;
-    float* vc = kc + halfStride;
+    float* kc = o_.kvInt8 ? nullptr : kv_.data() + l * layerStride;
+    float* vc = o_.kvInt8 ? nullptr : kc + halfStride;
     rowsParallel(T, [&](int r0, int r1) {
       rmsNormRows(&x_[(size_t)r0 * H], L.attnNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
     });
     tick(kRmsNorm);
+    if (l == b.captureLayer) captureSite(b, s, 0, h_.data(), T);
     const Job qkv[3] = {{&L.q, q_.data()}, {&L.k, k_.data()}, {&L.v, v_.data()}};
     matmuls(h_.data(), T, qkv, 3);
     tick(kQkv);
@@ -232,6 +236,10 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
       const int p = pos_[t];
       const int page = args_[seqOf_[t]].blockTable[p / bs];
       const size_t off = ((size_t)page * bs + p % bs) * kvd;
+      if (o_.kvInt8) {
+        writeKvInt8(l, off, &k_[(size_t)t * kvd], &v_[(size_t)t * kvd]);
+        continue;
+      }
       std::memcpy(kc + off, &k_[(size_t)t * kvd], kvd * sizeof(float));
       std::memcpy(vc + off, &v_[(size_t)t * kvd], kvd * sizeof(float));
     }
@@ -245,12 +253,14 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
         const int t = i / s.heads, h = i % s.heads;
         const AttnArgs& a = args_[seqOf_[t]];
         const int first = (int)((a.q - q_.data()) / qd);
-        kt.attention(a, t - first, h, scratch);
+        if (o_.kvInt8) attentionInt8(a, kvInt8View(l), t - first, h, scratch);
+        else kt.attention(a, t - first, h, scratch);
       }
     };
     if (items < 2) attn(0, 1);
     else pool_->run(attn);
     tick(kAttention);
+    if (l == b.captureLayer) captureSite(b, s, 1, att_.data(), T);
     const Job o[1] = {{&L.o, h2_.data()}};
     matmuls(att_.data(), T, o, 1);
     tick(kOProj);
@@ -260,6 +270,7 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
       rmsNormRows(&x_[(size_t)r0 * H], L.mlpNorm.f.data(), &h_[(size_t)r0 * H], r1 - r0, H, s.eps);
     });
     tick(kRmsNorm);
+    if (l == b.captureLayer) captureSite(b, s, 2, h_.data(), T);
     const Job gu[2] = {{&L.gate, gate_.data()}, {&L.up, up_.data()}};
     matmuls(h_.data(), T, gu, 2);
     tick(kGateUp);
@@ -267,6 +278,10 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
       siluMul(&gate_[(size_t)r0 * I], &up_[(size_t)r0 * I], &gate_[(size_t)r0 * I], (size_t)(r1 - r0) * I);
     });
     tick(kSilu);
+    if (l == b.captureLayer) {  // calibration wants this layer's inputs only
+      captureSite(b, s, 3, gate_.data(), T);
+      return;
+    }
     const Job d[1] = {{&L.down, h2_.data()}};
     matmuls(gate_.data(), T, d, 1);
     tick(kDown);

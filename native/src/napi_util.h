@@ -76,6 +76,29 @@ inline Napi::Uint8Array u8(const Napi::Value& v, const std::string& what) {
 }
 
 /** Reads a WeightTensor; pointers stay valid while the JS value is alive (the current call). */
+/** Fields of an NF4 tensor (native/index.ts Nf4Tensor); pointers stay valid for the call. */
+inline void parseNf4(Napi::Object o, const std::string& what, TensorIn& t) {
+  t.nf4 = true;
+  t.rows = getInt(o, "rows", what, 1), t.cols = getInt(o, "cols", what, 1), t.block = getInt(o, "blockSize", what, 1);
+  Napi::Uint8Array q = u8(o.Get("qweight"), what + ".qweight");
+  t.data = q.Data(), t.dataBytes = q.ByteLength();
+  Napi::Float32Array lv = f32(o.Get("levels"), what + ".levels");
+  t.levels = lv.Data(), t.numLevels = lv.ElementLength();
+  Napi::Value am = o.Get("absmax");
+  if (!am.IsUndefined()) {
+    Napi::Float32Array a = f32(am, what + ".absmax");
+    t.absmax = a.Data(), t.numAbsmax = a.ElementLength();
+    return;
+  }
+  Napi::Uint8Array aq = u8(o.Get("absmaxCodes"), what + ".absmaxCodes (or absmax)");
+  t.absq = aq.Data(), t.numAbsq = aq.ByteLength();
+  Napi::Float32Array sc = f32(o.Get("absmaxScales"), what + ".absmaxScales");
+  t.absScale = sc.Data(), t.numAbsScale = sc.ElementLength();
+  Napi::Float32Array nm = f32(o.Get("absmaxMap"), what + ".absmaxMap");
+  t.nested = nm.Data(), t.numNested = nm.ElementLength();
+  t.absOffset = (float)getNumber(o, "absmaxOffset", what);
+}
+
 inline TensorIn parseTensor(const Napi::Value& v, const std::string& what) {
   Napi::Object o = asObject(v, what);
   TensorIn t;
@@ -103,8 +126,15 @@ inline TensorIn parseTensor(const Napi::Value& v, const std::string& what) {
       Napi::Uint8Array zz = u8(z, what + ".zeros");
       t.zeros = zz.Data(), t.numZeros = zz.ByteLength();
     }
+    Napi::Value pm = o.Get("perm");
+    if (!pm.IsUndefined() && !pm.IsNull()) {
+      Napi::Int32Array pp = i32(pm, what + ".perm");
+      t.perm = pp.Data(), t.numPerm = pp.ElementLength();
+    }
+  } else if (k == "nf4") {
+    parseNf4(o, what, t);
   } else {
-    fail("NATIVE_INVALID_ARG", what + ".kind must be \"dense\" or \"int4\"");
+    fail("NATIVE_INVALID_ARG", what + ".kind must be \"dense\", \"int4\" or \"nf4\"");
   }
   return t;
 }

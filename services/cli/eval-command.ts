@@ -6,12 +6,14 @@ import { packageRoot } from "../common/paths.js";
 import { workerConfigFromFlags } from "../worker/config.js";
 import { createEngine, quantizationLabel } from "../worker/server.js";
 import { encodeDocuments, perplexity, readText } from "./eval.js";
+import { choiceCommand } from "./eval-choice-command.js";
 import { progressBar } from "./progress.js";
 
 export async function evalCommand(f: Flags): Promise<number> {
   const what = f.positional[0];
+  if (what === "choice") return await choiceCommand(f);
   if (what !== "ppl") {
-    console.error('tpserve eval: the only evaluation is "ppl" (tpserve eval ppl --text FILE)');
+    console.error('tpserve eval: evaluations are "ppl" (tpserve eval ppl --text FILE) and "choice"');
     return 1;
   }
   const window = f.int("window", 512, 1, 1 << 16);
@@ -42,6 +44,8 @@ export async function evalCommand(f: Flags): Promise<number> {
         window,
         text,
         quantization: quantizationLabel(cfg),
+        kv_cache_dtype: cfg.kvCacheDtype,
+        weight_bytes: engine.info().weightBytes,
         load_seconds: loadSeconds,
         eval_seconds: r.seconds,
       }),

@@ -7,6 +7,7 @@ import { ROUTER_FLAGS_HELP } from "../router/config.js";
 import { WORKER_FLAGS_HELP } from "../worker/config.js";
 import { evalCommand } from "./eval-command.js";
 import { generateCommand } from "./generate.js";
+import { QUANTIZE_HELP, quantizeCommand } from "./quantize.js";
 import { ROUTER_BOOLEAN_FLAGS, ROUTER_COMMAND_HELP, routerCommand } from "./router.js";
 import { serveCommand, workerCommand } from "./serve.js";
 
@@ -25,6 +26,9 @@ usage:
                                           stream a completion from a running server
   tpserve eval ppl --text FILE [--window 512] [worker options]
                                           perplexity of a text file, printed as JSON
+  tpserve eval choice [--items 300] [--seed 1] [worker options]
+                                          multiple-choice next-word accuracy on the Brown test split
+${QUANTIZE_HELP}
 
 serve options:
   --no-demo                don't stream a sample completion once ready
@@ -56,6 +60,8 @@ export async function run(argv: string[]): Promise<number> {
         return await workerCommand(new Flags(rest, ["asym"]));
       case "generate":
         return await generateCommand(new Flags(rest, ["json", "ignore-eos"]));
+      case "quantize":
+        return await quantizeCommand(new Flags(rest, ["sym", "asym", "act-order", "static-groups"]));
       case "eval":
         return await evalCommand(new Flags(rest, ["asym"]));
       case undefined:

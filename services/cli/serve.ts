@@ -27,6 +27,7 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--group-size", String(cfg.groupSize),
     "--load-format", cfg.loadFormat,
     "--kv-cache-mib", String(cfg.kvCacheMiB),
+    "--kv-cache-dtype", cfg.kvCacheDtype,
     "--num-pages", String(cfg.numPages),
     "--block-size", String(cfg.blockSize),
     "--max-batch-tokens", String(cfg.maxBatchTokens),

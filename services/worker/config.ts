@@ -7,13 +7,15 @@ import { bundledModelDir } from "../common/paths.js";
 export interface WorkerConfig {
   /** Model folder (Hugging Face layout). */
   model: string;
-  quantization: "none" | "int4";
+  quantization: "none" | "int4" | "nf4";
   groupSize: 32 | 64 | 128;
   symmetric: boolean;
   loadFormat: "safetensors" | "dummy";
   /** KV pool size in pages including page 0; 0 = derive from kvCacheMiB. */
   numPages: number;
   kvCacheMiB: number;
+  /** KV cache element type (int8: per-token, per-head scales; CPU engine). */
+  kvCacheDtype: "f32" | "int8";
   blockSize: number;
   maxBatchTokens: number;
   /** Kernel threads; 0 = one per hardware thread. */
@@ -47,11 +49,15 @@ export interface WorkerConfig {
 
 export const WORKER_FLAGS_HELP = `worker options:
   --model DIR              model folder (default: the bundled tinyllama-brown)
-  --quantization none|int4 weights as stored, or int4 round-to-nearest at load (default none)
+  --quantization none|int4|nf4
+                           weights as stored (GPTQ/AWQ folders load quantized), int4 round-to-nearest or
+                           NF4 (bitsandbytes-style, double-quantized absmax) at load (default none)
   --group-size 32|64|128   int4 group size (default 128)
   --asym                   int4 with zero points (default symmetric)
   --load-format safetensors|dummy  dummy = random weights for the config (default safetensors)
   --kv-cache-mib N         KV pool size in MiB (default 256)
+  --kv-cache-dtype f32|int8
+                           KV cache element type; int8 keeps one scale per token and KV head (CPU engine)
   --num-pages N            KV pool size in pages, overrides --kv-cache-mib
   --block-size N           tokens per KV page (default 16)
   --max-batch-tokens N     token budget of one step (default 512)
@@ -70,12 +76,13 @@ export const WORKER_FLAGS_HELP = `worker options:
 export function workerConfigFromFlags(f: Flags): WorkerConfig {
   const cfg: WorkerConfig = {
     model: f.string("model", bundledModelDir()),
-    quantization: f.choice("quantization", ["none", "int4"] as const, "none"),
+    quantization: f.choice("quantization", ["none", "int4", "nf4"] as const, "none"),
     groupSize: Number(f.choice("group-size", ["32", "64", "128"] as const, "128")) as 32 | 64 | 128,
     symmetric: !f.bool("asym"),
     loadFormat: f.choice("load-format", ["safetensors", "dummy"] as const, "safetensors"),
     numPages: f.int("num-pages", 0, 0, 1 << 24),
     kvCacheMiB: f.int("kv-cache-mib", 256, 1, 1 << 20),
+    kvCacheDtype: f.choice("kv-cache-dtype", ["f32", "int8"] as const, "f32"),
     blockSize: f.int("block-size", 16, 1, 1024),
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
     threads: f.int("threads", 0, 0, 1024),

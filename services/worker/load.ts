@@ -4,13 +4,17 @@ import type { DType, Engine, Int4Tensor, WeightTensor } from "../../native/index
 import { ConfigError, ModelLoadError } from "../common/errors.js";
 import type { ModelConfig } from "../common/model/config.js";
 import { type Checkpoint, fromFloat32, openCheckpoint, type StDType, toFloat32 } from "../common/model/safetensors.js";
+import { type QuantConfig, readQuantConfig, readQuantLinear } from "./quant/checkpoint.js";
+import { nf4Bytes, quantizeNf4 } from "./quant/nf4.js";
+import { toInt4Tensor } from "./quant/qlinear.js";
 import { checkGroupSize, quantizeRtn } from "./quant/rtn.js";
 import { checkShardGroups, checkTpShape, type Slice, shardSlice, sliceShape, type TpRank } from "./shard.js";
 
 export interface LoadOptions {
   dir?: string;
   config: ModelConfig;
-  quantization: "none" | "int4";
+  /** "nf4": bitsandbytes-style NF4 (block 64, double-quantized absmax) at load. */
+  quantization: "none" | "int4" | "nf4";
   groupSize: 32 | 64 | 128;
   symmetric: boolean;
   loadFormat: "safetensors" | "dummy";
@@ -24,7 +28,8 @@ export interface LoadSummary {
   tensors: number;
   /** Bytes handed to the engine (dense data, or qweight + scales + zeros). */
   bytes: number;
-  quantization: "none" | "int4";
+  /** "int4": RTN at load; "gptq" / "awq": read from a quantized checkpoint (quantization_config). */
+  quantization: "none" | "int4" | "nf4" | "gptq" | "awq";
   /** Tensor bytes read from the checkpoint files (0 for dummy weights). */
   bytesRead: number;
   ms: number;
@@ -82,7 +87,8 @@ const NATIVE_DTYPE: Record<StDType, DType> = { BF16: "bf16", F16: "f16", F32: "f
 
 function tensorBytes(t: WeightTensor): number {
   if (t.kind === "dense") return t.data.byteLength;
-  return t.qweight.byteLength + t.scales.byteLength + (t.zeros?.byteLength ?? 0);
+  if (t.kind === "nf4") return nf4Bytes(t);
+  return t.qweight.byteLength + t.scales.byteLength + (t.zeros?.byteLength ?? 0) + (t.perm?.byteLength ?? 0);
 }
 
 const fmtShape = (s: number[]): string => `[${s.join(", ")}]`;
@@ -149,7 +155,24 @@ function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySour
   return t;
 }
 
-function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions, slice?: Slice): WeightTensor {
+function fromCheckpoint(
+  ckpt: Checkpoint,
+  spec: TensorSpec,
+  opts: LoadOptions,
+  slice?: Slice,
+  qc?: QuantConfig,
+): WeightTensor {
+  if (qc && spec.linear) {
+    if (slice) {
+      throw new ConfigError(
+        `${opts.dir}: tensor-parallel loading of ${qc.method} checkpoints is not supported yet; use --tp 1, or an ` +
+          "unquantized checkpoint with --quantization int4",
+      );
+    }
+    const [rows, cols] = spec.shape as [number, number];
+    const prefix = spec.hf.replace(/\.weight$/, "");
+    return toInt4Tensor(readQuantLinear(ckpt, prefix, rows, cols, qc), prefix);
+  }
   const info = ckpt.info(spec.hf);
   if (!info) {
     throw new ModelLoadError(
@@ -163,6 +186,10 @@ function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions, s
     );
   }
   const raw = slice ? ckpt.readSlice(spec.hf, slice.dim, slice.begin, slice.end) : ckpt.read(spec.hf);
+  if (spec.linear && opts.quantization === "nf4") {
+    const [rows, cols] = raw.shape as [number, number];
+    return quantizeNf4(toFloat32(raw.data, raw.dtype), rows, cols, { blockSize: 64, doubleQuant: true, name: spec.hf });
+  }
   if (spec.linear && opts.quantization === "int4") {
     const [rows, cols] = raw.shape as [number, number];
     return quantizeRtn(toFloat32(raw.data, raw.dtype), rows, cols, {
@@ -176,6 +203,10 @@ function fromCheckpoint(ckpt: Checkpoint, spec: TensorSpec, opts: LoadOptions, s
 
 function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource, shape: number[]): WeightTensor {
   const n = shape.reduce((a, b) => a * b, 1);
+  if (spec.linear && opts.quantization === "nf4") {
+    const [rows, cols] = shape as [number, number];
+    return quantizeNf4(src.normal(n), rows, cols, { blockSize: 64, doubleQuant: true, name: spec.hf });
+  }
   if (spec.linear && opts.quantization === "int4") {
     const [rows, cols] = shape as [number, number];
     return dummyInt4(rows, cols, opts, src);
@@ -197,8 +228,15 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
     checkShardGroups(cfg, tp.world, opts.groupSize);
   }
   let ckpt: Checkpoint | undefined;
+  let qc: QuantConfig | undefined;
   if (opts.loadFormat === "safetensors") {
     if (!opts.dir) throw new ConfigError("loadFormat safetensors needs a model directory");
+    qc = readQuantConfig(opts.dir);
+    if (qc && opts.quantization !== "none") {
+      throw new ConfigError(
+        `${opts.dir} is already quantized (${qc.method}, ${qc.source}); drop --quantization ${opts.quantization} to load it as is`,
+      );
+    }
     ckpt = openCheckpoint(opts.dir);
   }
   const src = ckpt ? undefined : new DummySource(opts.seed ?? 0);
@@ -209,7 +247,7 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
     for (let i = 0; i < specs.length; i++) {
       const spec = specs[i]!;
       const slice = shardSlice(spec, cfg, tp);
-      const t = ckpt ? fromCheckpoint(ckpt, spec, opts, slice) : dummy(spec, opts, src!, sliceShape(spec, slice));
+      const t = ckpt ? fromCheckpoint(ckpt, spec, opts, slice, qc) : dummy(spec, opts, src!, sliceShape(spec, slice));
       engine.setTensor(spec.name, t);
       tensors++;
       bytes += tensorBytes(t);
@@ -220,5 +258,11 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
     ckpt?.close();
   }
   engine.finalize();
-  return { tensors, bytes, quantization: opts.quantization, bytesRead, ms: performance.now() - start };
+  return {
+    tensors,
+    bytes,
+    quantization: qc ? qc.method : opts.quantization,
+    bytesRead,
+    ms: performance.now() - start,
+  };
 }

@@ -22,6 +22,7 @@ import { StepExecutor } from "./executor.js";
 import { loadWeights } from "./load.js";
 import { GroupMembership } from "./membership.js";
 import { WorkerMetrics } from "./metrics.js";
+import { readQuantConfig } from "./quant/checkpoint.js";
 import { Follower, isTpFailure, joinTpGroup, tpLoadedBarrier, tpThreads } from "./tp.js";
 
 export interface LoadProgress {
@@ -53,12 +54,18 @@ export interface WorkerHandle {
 }
 
 /** KV bytes of one page: K and V, every layer, float32 on the CPU backend. */
-export function kvBytesPerPage(shape: ModelShape, blockSize: number): number {
-  return shape.numLayers * 2 * blockSize * shape.numKvHeads * shape.headDim * 4;
+export function kvBytesPerPage(shape: ModelShape, blockSize: number, dtype: "f32" | "int8" = "f32"): number {
+  const perHead = dtype === "int8" ? shape.headDim + 4 : shape.headDim * 4; // int8: values + one f32 scale
+  return shape.numLayers * 2 * blockSize * shape.numKvHeads * perHead;
 }
 
 export function quantizationLabel(cfg: WorkerConfig): string {
-  return cfg.quantization === "none" ? "none" : `int4-g${cfg.groupSize}-${cfg.symmetric ? "sym" : "asym"}`;
+  if (cfg.quantization === "none") {
+    const qc = cfg.loadFormat === "safetensors" ? readQuantConfig(cfg.model) : undefined;
+    return qc ? `${qc.method}-g${qc.groupSize}${qc.descAct ? "-act-order" : ""}` : "none";
+  }
+  if (cfg.quantization === "nf4") return "nf4-b64-dq";
+  return `int4-g${cfg.groupSize}-${cfg.symmetric ? "sym" : "asym"}`;
 }
 
 /** Which device `--device` means on this machine, and why (the worker says so at start). */
@@ -81,7 +88,7 @@ export function createEngine(
 ): { engine: Engine; model: ModelConfig; numPages: number; enginePages: number; deviceReason: string } {
   const model = loadModelConfig(cfg.model);
   const shape = toModelShape(model);
-  const perPage = kvBytesPerPage(shape, cfg.blockSize);
+  const perPage = kvBytesPerPage(shape, cfg.blockSize, cfg.kvCacheDtype);
   const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
   const native = loadNative();
   const { device, reason } =
@@ -97,6 +104,7 @@ export function createEngine(
     threads: tpThreads(cfg),
     device,
     ...(group ? { group } : {}),
+    ...(cfg.kvCacheDtype === "int8" ? { kvCacheDtype: "int8" as const } : {}),
   });
   loadWeights(engine, {
     dir: cfg.model,

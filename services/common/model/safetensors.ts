@@ -59,6 +59,8 @@ export interface Checkpoint {
   ): { dtype: StDType; shape: number[]; data: Uint8Array };
   /** Tensor bytes read from the files so far. */
   bytesRead(): number;
+  /** Raw little-endian bytes of one tensor of any dtype (quantized checkpoints: I32 packed weights). */
+  readRaw(name: string): { dtype: string; shape: number[]; data: Uint8Array };
   close(): void;
 }
 
@@ -220,6 +222,16 @@ export function openCheckpoint(dir: string): Checkpoint {
       bytesRead += data.byteLength;
       return { dtype: t.dtype, shape: [...t.shape], data };
     },
+    readRaw(name) {
+      const t = tensors.get(name);
+      if (!t) throw new ModelLoadError(`tensor "${name}" not in checkpoint`);
+      const fd = fds.get(t.file);
+      if (fd === undefined) throw new ModelLoadError(`checkpoint closed (reading "${name}")`);
+      const data = new Uint8Array(t.byteLength);
+      readExact(fd, data, t.offset, t.file);
+      bytesRead += data.byteLength;
+      return { dtype: t.dtype, shape: [...t.shape], data };
+    },
     readSlice(name, dim, begin, end) {
       const { t, fd } = open(name);
       const [rows, cols] = t.shape as [number, number];
@@ -252,7 +264,8 @@ export function openCheckpoint(dir: string): Checkpoint {
 }
 
 export interface WriteTensor {
-  dtype: StDType;
+  /** StDType, or I32 for quantized checkpoints' packed weights. */
+  dtype: StDType | "I32";
   shape: number[];
   data: Uint8Array;
 }
