@@ -125,6 +125,7 @@ class CudaModel : public GpuModel {
     // Prepared GEMV/GEMM inputs: one step's tokens (the GEMM prepares all of them at once) of the widest input.
     xp_.alloc(cuda::xprep_halves((int)std::max<size_t>(T, 16), (int)((widest + 63) / 64 * 64)));
     xp2_.alloc(xp_.n);
+    gemmWs_.alloc((size_t)16 << 20);  // split-k partial sums of the int4 GEMM (64 MB; without room it takes slices)
     logits_.alloc(T * (size_t)s.vocab);
     ids_.alloc(T);
   }
@@ -521,7 +522,8 @@ class CudaModel : public GpuModel {
       case DWeight::kInt4Tiled: {
         const cuda::Int4Tiled tw{reinterpret_cast<const uint4*>(w.tq.p), w.scales.p, w.zeros.p, w.rows, w.cols,
                                  w.group};
-        L(cuda::int4_tiled_matmul(x, xpIn ? xpIn : xp_.p, xpReady, tw, y, m, residual, stream_, exact, ep),
+        L(cuda::int4_tiled_matmul(x, xpIn ? xpIn : xp_.p, xpReady, tw, y, m, residual, stream_, exact, ep, gemmWs_.p,
+                                  gemmWs_.n),
           "int4_tiled_matmul");
         break;
       }
@@ -559,6 +561,7 @@ class CudaModel : public GpuModel {
   std::vector<Staging> staging_;
   size_t kvPerLayer_ = 0;
   DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_, ropeCos_, ropeSin_;
+  DevBuf<float> gemmWs_;
   DevBuf<__half> xp_, xp2_;  // prepared GEMV inputs: xp_ from the norms (QKV, gate/up), xp2_ for O and down
   bool allLogits_ = false;  // the forward pass being enqueued wants every position (logits or hidden states)
   std::map<uint64_t, GraphExec> graphs_;

@@ -117,18 +117,22 @@ int check_case(Rng& rng, int rows, int cols, int group, bool asym, int m, bool w
   CUDA_CHECK(cudaMalloc(&dy, (size_t)m * rows * 4));
   CUDA_CHECK(cudaMalloc(&dr, res.size() * 4));
   CUDA_CHECK(cudaMalloc(&dxp, tc::xprep_halves(m, cols) * 2));
+  const size_t wsFloats = (size_t)8 * m * ((rows + 15) / 16 * 16);
+  float* dws;
+  CUDA_CHECK(cudaMalloc(&dws, wsFloats * 4));
   CUDA_CHECK(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dr, res.data(), res.size() * 4, cudaMemcpyHostToDevice));
   CUDA_CHECK(poison_nan(dy, (size_t)m * rows * 4));
   if (m <= 16) CUDA_CHECK_LAUNCH(tc::xprep(dx, m, cols, dxp, 0));
-  CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(dx, dxp, m <= 16, d.t[0], dy, m, withResidual ? dr : nullptr, 0, exact));
+  CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(dx, dxp, m <= 16, d.t[0], dy, m, withResidual ? dr : nullptr, 0, exact,
+                                          tc::Int4Epilogue(), dws, wsFloats));
   std::vector<float> y((size_t)m * rows);
   CUDA_CHECK(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
   CheckResult r;
   char name[160];
   std::snprintf(name, sizeof name, "int4t %dx%d g%d %s m=%d%s%s", rows, cols, group, asym ? "asym" : "sym", m,
                 withResidual ? " +res" : "",
-                m > 16 && !exact ? (m >= 64 && rows >= 8192 ? " [gemm]" : " [slices]") : "");
+                m > 16 && !exact ? (m >= 64 ? " [gemm]" : " [slices]") : "");
   r.name = name;
   std::vector<double> wrow(cols);
   for (int row = 0; row < rows; ++row) {
@@ -146,7 +150,7 @@ int check_case(Rng& rng, int rows, int cols, int group, bool asym, int m, bool w
   std::printf("%s %-44s rel %.3e  maxabs %.3e  tol %.0e  nonfinite %zu\n", r.pass ? "PASS" : "FAIL", name, r.e.rel_l2,
               r.e.max_abs, r.tol, r.e.nonfinite);
   out.push_back(r);
-  cudaFree(dx), cudaFree(dy), cudaFree(dr), cudaFree(dxp);
+  cudaFree(dx), cudaFree(dy), cudaFree(dr), cudaFree(dxp), cudaFree(dws);
   return 0;
 }
 
@@ -170,6 +174,9 @@ int bench(Rng& rng, int path, int rows, int cols, int m, size_t l2, double copyB
   CUDA_CHECK(cudaMalloc(&dx, x.size() * 4));
   CUDA_CHECK(cudaMalloc(&dy, (size_t)m * rows * 4));
   CUDA_CHECK(cudaMalloc(&dxp, tc::xprep_halves(m, cols) * 2));
+  const size_t wsFloats = (size_t)8 * m * ((rows + 15) / 16 * 16);
+  float* dws;
+  CUDA_CHECK(cudaMalloc(&dws, wsFloats * 4));
   CUDA_CHECK(cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
   if (m <= 16) CUDA_CHECK_LAUNCH(tc::xprep(dx, m, cols, dxp, 0));
   cudaStream_t s;
@@ -180,7 +187,8 @@ int bench(Rng& rng, int path, int rows, int cols, int m, size_t l2, double copyB
   CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   for (int i = 0; i < perGraph; ++i) {
     const int c = i % copies;
-    cudaError_t e = path == 0 ? tc::int4_tiled_matmul(dx, dxp, m <= 16, d.t[c], dy, m, nullptr, s, false)
+    cudaError_t e = path == 0 ? tc::int4_tiled_matmul(dx, dxp, m <= 16, d.t[c], dy, m, nullptr, s, false,
+                                                      tc::Int4Epilogue(), dws, wsFloats)
                               : tc::int4_matmul(dx, d.raw[c], dy, m, s);
     if (e != cudaSuccess) {
       cudaStreamEndCapture(s, &g);
@@ -199,7 +207,7 @@ int bench(Rng& rng, int path, int rows, int cols, int m, size_t l2, double copyB
   std::printf("bench %-11s %5dx%-5d m=%-3d %9.2f us %8.1f GB/s %5.1f%% of copy (copies %d)\n", name, rows, cols, m, us,
               gbps, 100 * gbps / copyBw, copies);
   cudaGraphExecDestroy(ge), cudaGraphDestroy(g), cudaStreamDestroy(s);
-  cudaFree(dx), cudaFree(dy), cudaFree(dxp);
+  cudaFree(dx), cudaFree(dy), cudaFree(dxp), cudaFree(dws);
   return 0;
 }
 
@@ -380,7 +388,12 @@ int main(int argc, char** argv) {
       ep.kind = kind == 1 ? tc::Int4Epilogue::kSiluPairs : tc::Int4Epilogue::kRopeQkv;
       ep.positions = dpos, ep.slots = dslot, ep.q = dq, ep.kCache = dk, ep.vCache = dv, ep.ropeCos = dc;
       ep.ropeSin = ds, ep.heads = heads, ep.kvHeads = kvHeads, ep.headDim = D;
-      CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(dx, dxp, false, d.t[0], kind == 1 ? dy : nullptr, m, nullptr, 0, exact, ep));
+      const size_t wsF = (size_t)8 * m * ((rows + 15) / 16 * 16);
+      float* dws;
+      CUDA_CHECK(cudaMalloc(&dws, wsF * 4));
+      CUDA_CHECK_LAUNCH(
+          tc::int4_tiled_matmul(dx, dxp, false, d.t[0], kind == 1 ? dy : nullptr, m, nullptr, 0, exact, ep, dws, wsF));
+      cudaFree(dws);
       CheckResult r;
       r.name = std::string(kind == 1 ? "epilogue silu pairs" : "epilogue rope qkv") + " m=" + std::to_string(m);
       if (kind == 1) {

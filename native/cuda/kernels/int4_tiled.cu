@@ -13,8 +13,8 @@
 // memory at the end. x comes prepared (xprep.cuh: fp16 hi/lo pairs for m <= 8, near fp32 accuracy; one fp16 column
 // per token above) from the kernel that produced it, read through L1. The first group's weight loads are issued
 // before pdl_wait(), so they overlap the previous kernel (pdl.cuh).
-// m > 16: int4t_gemm (fp16 activations) for at least 64 tokens and 8192 rows, else the decode kernel on 16-token
-// slices; `exact` passes take 8-token slices with hi/lo activations.
+// m > 16: int4t_gemm (fp16 activations) for at least 64 tokens (split k below 8192 rows), else the decode kernel on
+// 16-token slices; `exact` passes take 8-token slices with hi/lo activations.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -263,11 +263,14 @@ template <bool ZP>
 __global__ void __launch_bounds__(kGemmWarps * 32) int4t_gemm(const __half* __restrict__ xp, Int4Tiled w,
                                                               float* __restrict__ y,
                                                               const float* __restrict__ residual, int m,
-                                                              Int4Epilogue ep) {
+                                                              Int4Epilogue ep, int kSplit,
+                                                              float* __restrict__ partial) {
   extern __shared__ __align__(16) unsigned char gsm[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int tiles = (w.rows + 15) / 16, rt = blockIdx.x * kGemmWarps + warp, tok0 = blockIdx.y * kGemmTok;
   const int KB = w.cols >> 6, GC = w.group >> 6, NG = KB / GC;
+  // Split k (blockIdx.z of kSplit): chunks [kb0, kb1); the partial sums go to `partial` for gemm_splitk_reduce.
+  const int KBs = (KB + kSplit - 1) / kSplit, kb0 = blockIdx.z * KBs, kb1 = min(KB, kb0 + KBs);
   const uint32_t base = (uint32_t)__cvta_generic_to_shared(gsm);
   // Loads of chunk kb into stage st: weights (lane's 16 bytes of its warp's tile), scales / zeros (threads 0..39),
   // x (2 x 16 bytes per thread).
@@ -295,16 +298,16 @@ __global__ void __launch_bounds__(kGemmWarps * 32) int4t_gemm(const __half* __re
   pdl_wait();
 #pragma unroll
   for (int p = 0; p < kGemmStages - 1; ++p) {
-    if (p < KB) issue(p, p);
+    if (kb0 + p < kb1) issue(kb0 + p, p);
     cp_async_commit();
   }
   float acc[8][4];
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-  for (int kb = 0; kb < KB; ++kb) {
+  for (int kb = kb0; kb < kb1; ++kb) {
     cp_async_wait<kGemmStages - 2>();
     __syncthreads();
-    const unsigned char* st = gsm + (kb % kGemmStages) * kGemmStage;
+    const unsigned char* st = gsm + ((kb - kb0) % kGemmStages) * kGemmStage;
     const uint4 qv = *reinterpret_cast<const uint4*>(st + warp * 512 + lane * 16);
     const float* sc = reinterpret_cast<const float*>(st + kGemmA + warp * 64);
     const float s0 = sc[g], s1 = sc[g + 8];
@@ -330,7 +333,7 @@ __global__ void __launch_bounds__(kGemmWarps * 32) int4t_gemm(const __half* __re
       acc[nt][2] = fmaf(s1, d[2], acc[nt][2]);
       acc[nt][3] = fmaf(s1, d[3], acc[nt][3]);
     }
-    if (kb + kGemmStages - 1 < KB) issue(kb + kGemmStages - 1, (kb + kGemmStages - 1) % kGemmStages);
+    if (kb + kGemmStages - 1 < kb1) issue(kb + kGemmStages - 1, (kb - kb0 + kGemmStages - 1) % kGemmStages);
     cp_async_commit();
   }
   cp_async_wait<0>();
@@ -342,6 +345,11 @@ __global__ void __launch_bounds__(kGemmWarps * 32) int4t_gemm(const __half* __re
     for (int e = 0; e < 2; ++e) {
       const int tok = tok0 + nt * 8 + 2 * t + e;
       if (tok >= m) continue;
+      if (kSplit > 1) {  // rows of this tile, this split: summed (and finished) by gemm_splitk_reduce
+        float* pp = partial + ((size_t)blockIdx.z * m + tok) * (tiles * 16) + rt * 16 + g;
+        pp[0] = acc[nt][e], pp[8] = acc[nt][2 + e];
+        continue;
+      }
       if (ep.kind != Int4Epilogue::kPlain) {
         pair_epilogue(ep, w.rows, rt, g, tok, m, acc[nt][e], acc[nt][2 + e], y);
         continue;
@@ -351,6 +359,37 @@ __global__ void __launch_bounds__(kGemmWarps * 32) int4t_gemm(const __half* __re
       if (r0 < w.rows) y[o + r0] = acc[nt][e] + (residual ? residual[o + r0] : 0.f);
       if (r1 < w.rows) y[o + r1] = acc[nt][2 + e] + (residual ? residual[o + r1] : 0.f);
     }
+  }
+}
+
+// Sums the kSplit partial results of int4t_gemm and finishes them: y (+ residual), or the paired epilogue.
+__global__ void gemm_splitk_reduce(const float* __restrict__ partial, int kSplit, int m, Int4Tiled w,
+                                   float* __restrict__ y, const float* __restrict__ residual, Int4Epilogue ep) {
+  pdl_trigger();
+  pdl_wait();
+  const int tiles = (w.rows + 15) / 16, rowsPad = tiles * 16;
+  const size_t plane = (size_t)m * rowsPad;
+  if (ep.kind == Int4Epilogue::kPlain) {
+    const size_t total = (size_t)m * w.rows;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+      const int tok = (int)(i / w.rows), row = (int)(i - (size_t)tok * w.rows);
+      float s = 0.f;
+      for (int z = 0; z < kSplit; ++z) s += partial[z * plane + (size_t)tok * rowsPad + row];
+      if (residual) s += residual[i];
+      y[i] = s;
+    }
+    return;
+  }
+  const size_t total = (size_t)m * tiles * 8;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const int tok = (int)(i / ((size_t)tiles * 8)), pr = (int)(i - (size_t)tok * tiles * 8);
+    const int rt = pr >> 3, r = pr & 7;
+    float a = 0.f, b = 0.f;
+    for (int z = 0; z < kSplit; ++z) {
+      const float* pp = partial + z * plane + (size_t)tok * rowsPad + rt * 16 + r;
+      a += pp[0], b += pp[8];
+    }
+    pair_epilogue(ep, w.rows, rt, r, tok, m, a, b, y);
   }
 }
 
@@ -514,7 +553,8 @@ std::vector<int32_t> int4_tile_row_map(Int4RowOrder order, int rows, int heads, 
 }
 
 cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const Int4Tiled& w, float* y, int m,
-                              const float* residual, cudaStream_t stream, bool exact, const Int4Epilogue& ep) {
+                              const float* residual, cudaStream_t stream, bool exact, const Int4Epilogue& ep,
+                              float* ws, size_t wsFloats) {
   if (!w.q || !w.scales || !xp || m < 1 || !int4_tiled_supported(w.rows, w.cols, w.group)) return cudaErrorInvalidValue;
   if (ep.kind == Int4Epilogue::kPlain && !y) return cudaErrorInvalidValue;
   if (ep.kind != Int4Epilogue::kPlain && (residual || w.rows % 16 != 0)) return cudaErrorInvalidValue;
@@ -525,19 +565,33 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
     return cudaErrorInvalidValue;
   if (m <= 16 && xpReady) return gemv_slice(xp, w, y, residual, m, ep, stream);
   if (!x) return cudaErrorInvalidValue;
-  // The GEMM keeps one block per 128 rows and 64 tokens and walks k serially, so it only pays where there are
-  // enough of both: at least 64 tokens and 8192 rows (measured on an H200, docs/gpu.md run 10: 22016x4096 at 64
-  // tokens 96 us against 196 us in 16-token GEMV slices; 4096x4096 95 against 65). Elsewhere, 16-token slices.
-  if (m > 16 && !exact && m >= 64 && w.rows >= 8192) {  // x prepared once for all m tokens (xprep_halves(m, cols))
-    const dim3 grid((w.rows / 16 + (w.rows % 16 != 0) + kGemmWarps - 1) / kGemmWarps, (m + kGemmTok - 1) / kGemmTok);
-    if (grid.y > 65535) return cudaErrorInvalidValue;
-    Int4Epilogue e2 = ep;
-    e2.xpOut = nullptr;
-    cudaError_t e = xprep(x, m, w.cols, xp, stream);
-    if (e != cudaSuccess) return e;
-    const size_t smem = (size_t)kGemmStages * kGemmStage;
-    if (w.zeros) return launch_pdl(int4t_gemm<true>, grid, dim3(kGemmWarps * 32), smem, stream, xp, w, y, residual, m, e2);
-    return launch_pdl(int4t_gemm<false>, grid, dim3(kGemmWarps * 32), smem, stream, xp, w, y, residual, m, e2);
+  // The GEMM: one block per 128 rows and 64 tokens. Matrices of fewer than 8192 rows split k across blocks
+  // (partial sums in `ws`, then gemm_splitk_reduce) so that about two blocks per SM run; without room in `ws`
+  // they take 16-token GEMV slices. Measured on an H200: docs/gpu.md, runs 10-12.
+  if (m > 16 && !exact && m >= 64) {
+    const int tiles = (w.rows + 15) / 16, KB = w.cols / 64;
+    const int blocks = ((tiles + kGemmWarps - 1) / kGemmWarps) * ((m + kGemmTok - 1) / kGemmTok);
+    int kSplit = 1;
+    if (w.rows < 8192) {
+      while (kSplit < 8 && blocks * kSplit < 2 * sm_count() && KB / (kSplit * 2) >= 8) kSplit *= 2;
+      while (kSplit > 1 && (!ws || (size_t)kSplit * m * tiles * 16 > wsFloats)) kSplit /= 2;
+    }
+    if (w.rows >= 8192 || kSplit > 1 || blocks >= sm_count()) {  // x prepared once for all m tokens
+      const dim3 grid((tiles + kGemmWarps - 1) / kGemmWarps, (m + kGemmTok - 1) / kGemmTok, kSplit);
+      if (grid.y > 65535) return cudaErrorInvalidValue;
+      Int4Epilogue e2 = ep;
+      e2.xpOut = nullptr;
+      cudaError_t e = xprep(x, m, w.cols, xp, stream);
+      if (e != cudaSuccess) return e;
+      const size_t smem = (size_t)kGemmStages * kGemmStage;
+      e = w.zeros ? launch_pdl(int4t_gemm<true>, grid, dim3(kGemmWarps * 32), smem, stream, xp, w, y, residual, m, e2,
+                               kSplit, ws)
+                  : launch_pdl(int4t_gemm<false>, grid, dim3(kGemmWarps * 32), smem, stream, xp, w, y, residual, m,
+                               e2, kSplit, ws);
+      if (e != cudaSuccess || kSplit == 1) return e;
+      return launch_pdl(gemm_splitk_reduce, dim3(4 * sm_count()), dim3(256), 0, stream, (const float*)ws, kSplit, m, w,
+                        y, residual, e2);
+    }
   }
   // m <= 16: one slice; above, slices of 16 tokens (fp16 activations), or of 8 with hi/lo activations (exact).
   const int slice = m <= 16 ? m : exact ? 8 : 16;

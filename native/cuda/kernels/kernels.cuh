@@ -95,13 +95,15 @@ cudaError_t xprep(const float* x, int m, int cols, __half* xp, cudaStream_t stre
  * y (m, rows) = x W^T (+ residual (m, rows) when not null) on the tiled layout, or the epilogue `ep`. xp: a buffer
  * of xprep_halves(m, cols) halves (xprep.cuh; min(m, 16) tokens' worth when `exact`). When m <= 16 and xpReady, xp
  * already holds x prepared (by the kernel that produced x) and x is not read; otherwise x is prepared into xp here.
- * m > 16: fp16 activations (about 2e-4 relative) in the tensor-core GEMM (m >= 64 and rows >= 8192) or the GEMV
- * on 16-token slices; with `exact`, the GEMV on 8-token slices with hi/lo activations (about 1e-7; for
- * all-position passes such as teacher-forced checks).
+ * m > 16: fp16 activations (about 2e-4 relative) in the tensor-core GEMM (m >= 64; below 8192 rows it splits k
+ * through `ws`, up to 8 x m x rows rounded up to 16 floats, and takes slices without room there) or the GEMV on
+ * 16-token slices; with
+ * `exact`, the GEMV on 8-token slices with hi/lo activations (about 1e-7; for all-position passes such as
+ * teacher-forced checks).
  */
 cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const Int4Tiled& w, float* y, int m,
                               const float* residual, cudaStream_t stream, bool exact = true,
-                              const Int4Epilogue& ep = Int4Epilogue());
+                              const Int4Epilogue& ep = Int4Epilogue(), float* ws = nullptr, size_t wsFloats = 0);
 
 /** y (m, rows) = x (m, cols) W^T with W (rows, cols) bf16 row-major. */
 cudaError_t bf16_matmul(const float* x, const __nv_bfloat16* w, int rows, int cols, float* y, int m,
