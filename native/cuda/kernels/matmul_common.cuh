@@ -7,20 +7,13 @@
 #include <cstdint>
 
 #include "kernels.cuh"
+#include "ptx.cuh"
 
 namespace tpserve::cuda {
 namespace {
 
 constexpr int kGemvWarps = 8;
 constexpr int kGemvSmemFloats = 8192;  // 32 KB of x per column tile
-
-__device__ __forceinline__ uint4 ld_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 __device__ __forceinline__ int swz(int j) { return j ^ ((j >> 3) & 7); }
 

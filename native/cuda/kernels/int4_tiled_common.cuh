@@ -1,0 +1,107 @@
+// Internal to native/cuda/kernels: the device pieces shared by the tiled int4 GEMV (int4_tiled.cu) and GEMM
+// (int4_gemm.cu), and the GEMM launcher the dispatch in int4_tiled.cu calls. The layout is described in int4_tiled.cu.
+#pragma once
+#include <cuda_fp16.h>
+
+#include "kernels.cuh"
+#include "ptx.cuh"
+#include "xprep.cuh"
+
+namespace tpserve::cuda {
+namespace {
+
+__device__ __forceinline__ uint32_t nib_lo(uint32_t w) {  // (w & 0x000f000f) | 0x64006400: fp16x2 1024 + q
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w), "n"(0x000f000f), "n"(0x64006400));
+  return r;
+}
+__device__ __forceinline__ uint32_t nib_hi(uint32_t w) {  // (w & 0x00f000f0) | 0x64006400: fp16x2 1024 + 16 q
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w), "n"(0x00f000f0), "n"(0x64006400));
+  return r;
+}
+__device__ __forceinline__ uint32_t h2sub(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint32_t h2fma(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t r;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+// zlo = fp16x2 (1024 + zero of row g), zhi = fp16x2 -(64 + zero of row g + 8): a = exact (q - zero) pairs.
+__device__ __forceinline__ void dequant_word(uint32_t w, uint32_t zlo, uint32_t zhi, uint32_t (&a)[4]) {
+  const uint32_t w2 = w >> 8;
+  a[0] = h2sub(nib_lo(w), zlo);                 // row g,     columns 2t, 2t+1
+  a[1] = h2fma(nib_hi(w), 0x2C002C00u, zhi);    // row g + 8, columns 2t, 2t+1   (0x2C00 = 1/16)
+  a[2] = h2sub(nib_lo(w2), zlo);                // row g,     columns 2t+8, 2t+9
+  a[3] = h2fma(nib_hi(w2), 0x2C002C00u, zhi);   // row g + 8, columns 2t+8, 2t+9
+}
+
+__device__ __forceinline__ uint32_t zero_lo(uint32_t z) { return (0x6400u + z) * 0x00010001u; }
+__device__ __forceinline__ uint32_t zero_hi(uint32_t z) { return (0xD400u + 16u * z) * 0x00010001u; }
+
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+
+
+// The fused epilogues on one pair of packed rows (r and r + 8 of tile rt, int4_tile_row_map) for token `tok` of
+// `m`: a and b are the two rows' results.
+__device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, int rt, int r, int tok, int m, float a,
+                                              float b, float* __restrict__ y) {
+  if (ep.kind == Int4Epilogue::kSiluPairs) {
+    const int inter = rows / 2, j = rt * 8 + r;
+    const float v = __fdiv_rn(a, 1.0f + __expf(-a)) * b;  // as silu_mul: exact-rounded division
+    y[(size_t)tok * inter + j] = v;
+    if (ep.xpOut) xprep_store1(ep.xpOut, m, tok, j, v);
+    return;
+  }
+  const int D = ep.headDim, half = D / 2, tilesPerHead = half / 8;
+  const int qd = ep.heads * D, kvd = ep.kvHeads * D, pairTiles = (ep.heads + ep.kvHeads) * tilesPerHead;
+  const int slot = ep.slots[tok];
+  if (rt >= pairTiles) {  // v rows, in order
+    if (slot < 0) return;
+    const int vr = (rt - pairTiles) * 16 + r;
+    ep.vCache[(size_t)slot * kvd + vr] = a;
+    ep.vCache[(size_t)slot * kvd + vr + 8] = b;
+    return;
+  }
+  const int h = rt / tilesPerHead, ii = (rt - h * tilesPerHead) * 8 + r;
+  const size_t cs = (size_t)ep.positions[tok] * half + ii;
+  const float c = __ldg(ep.ropeCos + cs), sn = __ldg(ep.ropeSin + cs);
+  // Same rounding as the CPU: each product rounded, no FMA contraction.
+  const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
+  const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+  float* dst;
+  if (h < ep.heads) dst = ep.q + (size_t)tok * qd + h * D;
+  else if (slot >= 0) dst = ep.kCache + (size_t)slot * kvd + (h - ep.heads) * D;
+  else return;
+  dst[ii] = ra, dst[ii + half] = rb;
+}
+
+}  // namespace
+
+namespace detail {
+
+/** Multiprocessors of the current device (132 if it cannot be read). */
+int sm_count();
+
+/** GEMM tiling (int4_gemm.cu): a block takes kGemmWarps 16-row tiles and kGemmTok tokens. */
+constexpr int kGemmWarps = 8, kGemmTok = 64;
+
+/**
+ * y = x W^T (+ residual) or the epilogue, for m tokens already prepared in xp (xprep_halves(m, cols)), with k split
+ * over kSplit blocks (> 1: partial sums in ws, kSplit x m x rows rounded up to 16 floats, then a reduce kernel).
+ */
+cudaError_t int4t_gemm_launch(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
+                              const Int4Epilogue& ep, int kSplit, float* ws, cudaStream_t stream);
+
+}  // namespace detail
+}  // namespace tpserve::cuda

@@ -1,0 +1,20 @@
+// Small PTX wrappers shared by the matmul translation units (matmul*.cu, int4_tiled.cu, int4_gemm.cu).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace tpserve::cuda {
+namespace {
+
+/** 16-byte streaming load that skips L1 (weights are read once per matmul). */
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+}  // namespace
+}  // namespace tpserve::cuda
