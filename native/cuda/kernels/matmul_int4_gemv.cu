@@ -117,6 +117,32 @@ __global__ void __launch_bounds__(KS * 32, 512 / (KS * 32)) int4_gemv_simt(const
   }
 }
 
+// The end of the tensor-core GEMVs (v6-v10): each warp's C fragments (c0, c1 = row g, tokens 2t, 2t+1; c2, c3 =
+// row g + 8, same tokens) into shared memory, then the KS warps' partial sums added and written to y (consecutive
+// threads: consecutive rows, coalesced).
+template <int NT, int MT, int KS>
+__device__ __forceinline__ void reduce_tiles(float (&red)[KS][MT * 16][NT * 8 + 1], const float (&acc)[MT][NT][4],
+                                             int warp, int g, int t, int m, int rows, int rowBase,
+                                             float* __restrict__ y) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      red[warp][mt * 16 + g][nt * 8 + 2 * t] = acc[mt][nt][0];
+      red[warp][mt * 16 + g][nt * 8 + 2 * t + 1] = acc[mt][nt][1];
+      red[warp][mt * 16 + g + 8][nt * 8 + 2 * t] = acc[mt][nt][2];
+      red[warp][mt * 16 + g + 8][nt * 8 + 2 * t + 1] = acc[mt][nt][3];
+    }
+  __syncthreads();
+  for (int i = threadIdx.x; i < MT * 16 * NT * 8; i += KS * 32) {
+    const int r = i % (MT * 16), tk = i / (MT * 16);
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < KS; ++k) s += red[k][r][tk];
+    if (tk < m && rowBase + r < rows) y[(size_t)tk * rows + rowBase + r] = s;
+  }
+}
+
 // ---- int4 decode GEMV on tensor cores, "swap AB" (2 <= m <= 16) ----------------------------------------------------
 // mma.sync m16n8k16 bf16 with the weights as A (16 output rows x 16 k) and the m tokens as B (NT n-tiles of 8 tokens),
 // fp32 accumulate. A block of KS warps owns 16*MT output rows; its warps split the 128-column "super-steps" of those
@@ -269,24 +295,7 @@ __global__ void __launch_bounds__(KS * 32, 512 / (KS * 32)) int4_gemv_tc(const f
       }
     }
   }
-  // C fragment: c0, c1 = (row g, tokens 2t, 2t+1), c2, c3 = (row g+8, same tokens).
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      red[warp][mt * 16 + g][nt * 8 + 2 * t] = acc[mt][nt][0];
-      red[warp][mt * 16 + g][nt * 8 + 2 * t + 1] = acc[mt][nt][1];
-      red[warp][mt * 16 + g + 8][nt * 8 + 2 * t] = acc[mt][nt][2];
-      red[warp][mt * 16 + g + 8][nt * 8 + 2 * t + 1] = acc[mt][nt][3];
-    }
-  __syncthreads();
-  for (int i = threadIdx.x; i < MT * 16 * NT * 8; i += KS * 32) {
-    const int r = i % (MT * 16), tk = i / (MT * 16);  // consecutive threads: consecutive rows (coalesced y)
-    float s = 0.f;
-#pragma unroll
-    for (int k = 0; k < KS; ++k) s += red[k][r][tk];
-    if (tk < m && rowBase + r < rows) y[(size_t)tk * rows + rowBase + r] = s;
-  }
+  reduce_tiles<NT, MT, KS>(red, acc, warp, g, t, m, rows, rowBase, y);
 }
 
 // ---- int4 decode GEMV on tensor cores, pipelined, cheap unpack (v10; 1 <= m <= 16, group % 128 == 0) -------------
@@ -442,24 +451,7 @@ __global__ void __launch_bounds__(KS * 32, 512 / (KS * 32)) int4_gemv_tc_pipe(co
     }
   }
 #undef TPS_V10_LOAD
-  // C fragment: c0, c1 = (row g, tokens 2t, 2t+1), c2, c3 = (row g+8, same tokens).
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      red[warp][mt * 16 + g][nt * 8 + 2 * t] = acc[mt][nt][0];
-      red[warp][mt * 16 + g][nt * 8 + 2 * t + 1] = acc[mt][nt][1];
-      red[warp][mt * 16 + g + 8][nt * 8 + 2 * t] = acc[mt][nt][2];
-      red[warp][mt * 16 + g + 8][nt * 8 + 2 * t + 1] = acc[mt][nt][3];
-    }
-  __syncthreads();
-  for (int i = threadIdx.x; i < MT * 16 * NT * 8; i += KS * 32) {
-    const int r = i % (MT * 16), tk = i / (MT * 16);
-    float s = 0.f;
-#pragma unroll
-    for (int k = 0; k < KS; ++k) s += red[k][r][tk];
-    if (tk < m && rowBase + r < rows) y[(size_t)tk * rows + rowBase + r] = s;
-  }
+  reduce_tiles<NT, MT, KS>(red, acc, warp, g, t, m, rows, rowBase, y);
 }
 
 template <int R, int KS, int U>
