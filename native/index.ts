@@ -44,7 +44,9 @@ export interface EngineOptions {
   device?: string;
   /**
    * Tensor parallelism: a joined group; the engine then holds shard group.rank of group.world (tensors set with
-   * the shard's shapes, see TensorName) and runs the group's collectives inside its forward pass. CPU only.
+   * the shard's shapes, see TensorName) and runs the group's collectives inside its forward pass. On a GPU, rank r
+   * uses the device it is given (one GPU per rank), the group carries the step plans, and the activations move
+   * between the GPUs through CUDA IPC peer buffers or NCCL (native/cuda/gpu_comm.h).
    */
   group?: TpGroup;
   /**

@@ -11,22 +11,13 @@
 
 #include "../src/errors.h"
 #include "../src/gpu_model.h"
+#include "cuda_check.h"
+#include "gpu_comm.h"
 #include "kernels/kernels.cuh"
 #include "kernels/xprep.cuh"
 
 namespace tpserve {
 namespace {
-
-#define CK(call)                                                                                            \
-  do {                                                                                                      \
-    cudaError_t e_ = (call);                                                                                \
-    if (e_ != cudaSuccess) {                                                                                \
-      cudaGetLastError();                                                                                   \
-      fail(e_ == cudaErrorMemoryAllocation ? "NATIVE_OOM" : "NATIVE_CUDA",                                 \
-           std::string(#call) + " failed: " + cudaGetErrorString(e_) + " (" + __FILE__ + ":" +             \
-               std::to_string(__LINE__) + ")");                                                             \
-    }                                                                                                       \
-  } while (0)
 
 /** A device allocation that frees itself. */
 template <typename T>
@@ -88,7 +79,9 @@ std::vector<__nv_bfloat16> toBf16(const std::vector<float>& f) {
 
 class CudaModel : public GpuModel {
  public:
-  CudaModel(const EngineOptions& o, int device) : o_(o), dev_(device) {
+  CudaModel(const EngineOptions& o, int device, const ModelShape& local, int vocabBegin)
+      : o_(o), dev_(device), vocab_(o.s.vocab), vocabBegin_(vocabBegin) {
+    o_.s = local;  // from here on o_.s is this rank's shard (the whole model at world 1)
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
       cudaGetLastError();
@@ -100,7 +93,8 @@ class CudaModel : public GpuModel {
     CK(cudaSetDevice(dev_));
     CK(cudaGetDeviceProperties(&props_, dev_));
     CK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    const ModelShape& s = o.s;
+    if (o.comm && o.comm->world() > 1) comm_ = std::make_unique<GpuComm>(o.comm, dev_);
+    const ModelShape& s = o_.s;
     const size_t T = o.maxBatchTokens, H = s.hidden, qd = (size_t)s.heads * s.headDim;
     const size_t kvd = (size_t)s.kvHeads * s.headDim;
     layers_.resize(s.layers);
@@ -126,7 +120,8 @@ class CudaModel : public GpuModel {
     xp_.alloc(cuda::xprep_halves((int)std::max<size_t>(T, 16), (int)((widest + 63) / 64 * 64)));
     xp2_.alloc(xp_.n);
     gemmWs_.alloc((size_t)16 << 20);  // split-k partial sums of the int4 GEMM (64 MB; without room it takes slices)
-    logits_.alloc(T * (size_t)s.vocab);
+    logits_.alloc(T * (size_t)vocab_);
+    if (comm_) lmLocal_.alloc(T * (size_t)s.vocab);
     ids_.alloc(T);
   }
 
@@ -219,10 +214,13 @@ class CudaModel : public GpuModel {
     if (graph) p.maxCtx = mb * bs;  // the graph's attention grid is sized for the bucket; lengths come from ctx
     // Buffers a graph points at must not move: growing one drops every captured graph.
     const size_t wsFloats = (cuda::attention_workspace_bytes(T, s.heads, s.headDim, p.maxCtx) + 3) / 4;
-    if (nInts > ints_.n || wsFloats > attnWs_.n) {
+    // The NCCL logits gather lands in a scratch buffer first (the p2p one writes the logits directly).
+    const size_t gatherFloats = comm_ ? (size_t)rows * vocab_ : 0;
+    if (nInts > ints_.n || wsFloats > attnWs_.n || gatherFloats > gatherWs_.n) {
       graphs_.clear();
       ints_.reserve(std::max(nInts, ints_.n * 2));
       attnWs_.reserve(std::max(wsFloats, attnWs_.n * 2));
+      if (gatherFloats > gatherWs_.n) gatherWs_.reserve(std::max(gatherFloats, gatherWs_.n * 2));
     }
     CK(cudaMemcpyAsync(ints_.p, hostInts_, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     p.tok = ints_.p, p.pos = p.tok + T, p.slot = p.pos + T, p.qs = p.slot + T, p.ctx = p.qs + S + 1;
@@ -254,7 +252,7 @@ class CudaModel : public GpuModel {
     }
     if (b.hidden) {
       if (out) CK(cudaMemcpyAsync(out, h_.p, (size_t)T * s.hidden * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-      CK(cudaStreamSynchronize(stream_));
+      sync();
       return;
     }
     if (ids && sampling) {
@@ -264,20 +262,20 @@ class CudaModel : public GpuModel {
         rowsHost[r] = {q.temperature, q.topK, q.topP, q.minP, q.seed, q.position};
       }
       sampleParams_.reserve(rows * sizeof(cuda::SamplingRow));
-      sampleWs_.reserve(cuda::sample_workspace_bytes(rows, s.vocab));
+      sampleWs_.reserve(cuda::sample_workspace_bytes(rows, vocab_));
       CK(cudaMemcpyAsync(sampleParams_.p, rowsHost.data(), rows * sizeof(cuda::SamplingRow), cudaMemcpyHostToDevice,
                          stream_));
-      L(cuda::sample_rows(logits_.p, rows, s.vocab, reinterpret_cast<const cuda::SamplingRow*>(sampleParams_.p),
+      L(cuda::sample_rows(logits_.p, rows, vocab_, reinterpret_cast<const cuda::SamplingRow*>(sampleParams_.p),
                           ids_.p, sampleWs_.p, stream_),
         "sample_rows");
       CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     } else if (ids) {
-      L(cuda::argmax_rows(logits_.p, rows, s.vocab, ids_.p, stream_), "argmax_rows");
+      L(cuda::argmax_rows(logits_.p, rows, vocab_, ids_.p, stream_), "argmax_rows");
       CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     }
     if (out)
-      CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * s.vocab * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    CK(cudaStreamSynchronize(stream_));
+      CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * vocab_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    sync();
     if (profiling_ && !graph) {
       for (int i = 1; i < nMarks_; i++) {
         float ms = 0.f;
@@ -306,7 +304,10 @@ class CudaModel : public GpuModel {
   std::string describe() const override {
     return std::string(props_.name) + " (device " + std::to_string(dev_) + ", " +
            std::to_string(props_.multiProcessorCount) + " SMs, " +
-           std::to_string((long long)(props_.totalGlobalMem >> 20)) + " MiB)";
+           std::to_string((long long)(props_.totalGlobalMem >> 20)) + " MiB)" +
+           (comm_ ? "; tp rank " + std::to_string(comm_->rank()) + " of " + std::to_string(comm_->world()) + ", " +
+                        comm_->describe()
+                  : "");
   }
 
  private:
@@ -331,8 +332,10 @@ class CudaModel : public GpuModel {
     const ModelShape& s = o_.s;
     const int H = s.hidden;
     mark(-1);
-    L(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_), "embedding");
+    // Vocab-parallel embedding: rows of other ranks' tokens are zero here, and the all-reduce fills them in.
+    L(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
     mark(Engine::kEmbed);
+    allReduce(x_.p, (size_t)p.T * H);
     for (int l = 0; l < s.layers; l++) {
       Layer& Ly = layers_[l];
       float* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
@@ -370,6 +373,7 @@ class CudaModel : public GpuModel {
       mark(Engine::kAttention);
       matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kOProj);
+      allReduce(tmp_.p, (size_t)p.T * H);  // row-parallel O: sum the ranks' partial products
       const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
       const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
       L(cuda::rmsnorm(x_.p, tmp_.p, Ly.mlpNorm.f.p, h_.p, p.T, H, s.eps, stream_, prepGu ? xp_.p : nullptr),
@@ -388,6 +392,7 @@ class CudaModel : public GpuModel {
       }
       matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kDown);
+      allReduce(tmp_.p, (size_t)p.T * H);  // row-parallel down
     }
     L(cuda::rmsnorm(x_.p, tmp_.p, finalNorm_.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
     mark(Engine::kFinalNorm);
@@ -399,15 +404,34 @@ class CudaModel : public GpuModel {
     }
     const DWeight& lm =
         lmHead_.kind != DWeight::kNone ? lmHead_ : (tiedHead_.kind != DWeight::kNone ? tiedHead_ : embed_);
+    // Vocab-parallel LM head: this rank's logits columns, then gathered side by side into the full rows.
+    float* lo = comm_ ? lmLocal_.p : logits_.p;
     if (allLogits_ && lm.kind == DWeight::kBf16 && p.rows > 16) {
       // Prefill / all-position logits: the fp32-exact GEMV 16 rows at a time (the m > 16 bf16 tensor-core path
       // rounds x to bf16, ~1e-2 on the logits, enough to flip near-ties in the teacher-forced golden checks).
       for (int r0 = 0; r0 < p.rows; r0 += 16)
-        matmul(head + (size_t)r0 * H, lm, logits_.p + (size_t)r0 * s.vocab, std::min(16, p.rows - r0));
+        matmul(head + (size_t)r0 * H, lm, lo + (size_t)r0 * s.vocab, std::min(16, p.rows - r0));
     } else {
-      matmul(head, lm, logits_.p, p.rows);
+      matmul(head, lm, lo, p.rows);
     }
     mark(Engine::kLmHead);
+    if (comm_) {
+      comm_->gatherCols(lmLocal_.p, p.rows, s.vocab, logits_.p, gatherWs_.p, stream_);
+      mark(Engine::kTpComm);
+    }
+  }
+
+  /** Tensor parallelism: x (n floats) becomes the sum over the group's ranks. */
+  void allReduce(float* x, size_t n) {
+    if (!comm_) return;
+    comm_->allReduceSum(x, n, stream_);
+    mark(Engine::kTpComm);
+  }
+
+  /** Waits for the stream; in a group, bounded and aware of failed peers (GpuComm::wait). */
+  void sync() {
+    if (comm_) comm_->wait(stream_);
+    else CK(cudaStreamSynchronize(stream_));
   }
 
   /** While profiling: an event after the op just enqueued (op -1: the start). */
@@ -551,8 +575,12 @@ class CudaModel : public GpuModel {
     }
   }
 
-  EngineOptions o_;
+  EngineOptions o_;  // o_.s: this rank's shard
   int dev_;
+  int vocab_;       // the whole vocabulary (logits rows)
+  int vocabBegin_;  // first vocabulary row of this rank's embedding and LM head shard
+  std::unique_ptr<GpuComm> comm_;  // tensor parallelism (null at world 1)
+  DevBuf<float> lmLocal_, gatherWs_;
   cudaDeviceProp props_{};
   cudaStream_t stream_ = nullptr;
   DWeight embed_, finalNorm_, lmHead_, tiedHead_;
@@ -580,8 +608,8 @@ class CudaModel : public GpuModel {
 
 }  // namespace
 
-std::unique_ptr<GpuModel> createGpuModel(const EngineOptions& o, int device) {
-  return std::make_unique<CudaModel>(o, device);
+std::unique_ptr<GpuModel> createGpuModel(const EngineOptions& o, int device, const ModelShape& local, int vocabBegin) {
+  return std::make_unique<CudaModel>(o, device, local, vocabBegin);
 }
 
 }  // namespace tpserve

@@ -1,6 +1,7 @@
 // Collectives of one tensor-parallel group: the interface the engine's forward pass uses, whatever carries the
-// bytes. Backends: ShmCollective (CPU ranks of one host, POSIX shared memory; collective_shm.cc). An NCCL backend
-// for GPU ranks implements the same interface (not built yet: GPU engines refuse tp > 1).
+// bytes. Backend: ShmCollective (ranks of one host, POSIX shared memory; collective_shm.cc). GPU ranks use it for
+// the step plans and for setup, and move their activations with GpuComm (native/cuda/gpu_comm.h: CUDA IPC peer
+// buffers and NCCL), which works on device pointers inside the GPU stream and is not a Collective.
 //
 // Every rank calls the same collectives in the same order. A call either completes on every rank or fails with a
 // NativeError on every rank that reaches it: a peer that died, a peer that did not arrive within the timeout, or a
@@ -17,6 +18,8 @@ class Collective {
   virtual ~Collective() = default;
   virtual int rank() const = 0;
   virtual int world() const = 0;
+  /** Bound on one collective inside a step (ms); GPU collectives use it too. */
+  virtual long timeoutMs() const = 0;
 
   /** In place: data (n floats) becomes the elementwise sum over ranks, added in rank order (bitwise the same on
    * every rank). */

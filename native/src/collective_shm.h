@@ -34,6 +34,7 @@ class ShmCollective : public Collective {
   void join(long joinTimeoutMs);
   int rank() const override { return o_.rank; }
   int world() const override { return o_.world; }
+  long timeoutMs() const override { return o_.timeoutMs; }
   void allReduceSum(float* data, size_t n) override;
   void allGather(const void* in, size_t bytes, void* out) override;
   void broadcast(void* data, size_t bytes, int root, long waitMs = -1) override;

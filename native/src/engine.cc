@@ -150,15 +150,11 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
     fail("NATIVE_INVALID_ARG", "kvCacheDtype \"int8\" runs on the CPU engine only; use the default on a GPU");
   ls_ = s;
   if (o.comm && o.comm->world() > 1) {
-    if (o.device >= 0)
-      fail("NATIVE_TP_UNSUPPORTED", "tensor parallelism on a GPU needs the NCCL collectives backend, which this build "
-                                    "does not have yet: use --device cpu with --tp " + std::to_string(o.comm->world()) +
-                                    ", or --tp 1 on the GPU");
     comm_ = o.comm, rank_ = comm_->rank(), world_ = comm_->world();
     setupShards();
   }
   if (o.device >= 0) {  // the GPU holds the KV pool and workspaces; the host keeps only staging copies
-    gpu_ = createGpuModel(o, o.device);
+    gpu_ = createGpuModel(o, o.device, ls_, vocabBegin_);
     layers_.resize(s.layers);
     maxCtx_ = (size_t)(o.numPages - 1) * o.blockSize;
     return;

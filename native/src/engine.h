@@ -214,6 +214,8 @@ class Engine {
   void sendStop();
   /** The forward pass proper; the collectives of a TP group run inside it. */
   void forwardLocal(const BatchIn& b, float* out);
+  /** A GPU step; in a tensor-parallel group the leader first broadcasts its plan, and a failure fails the group. */
+  void gpuStep(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling);
   /** Embedding rows of this rank's vocab slice, zero elsewhere (engine_tp.cc); the caller sums them over ranks. */
   void embedTokens(const BatchIn& b);
   /** LM head over this rank's vocab slice, gathered into out (rows, vocab) (engine_tp.cc). */

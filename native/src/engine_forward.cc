@@ -140,13 +140,13 @@ void Engine::forwardSample(const BatchIn& b, int32_t* ids) {
   if (!gpu_)
     fail("NATIVE_INVALID_ARG", "forwardSample needs a GPU engine (device \"cuda\"); on the CPU call forward() and "
                                "sample the logits in JavaScript");
-  gpu_->forward(b, nullptr, ids, b.sampling.data());
+  gpuStep(b, nullptr, ids, b.sampling.data());
 }
 
 void Engine::forwardArgmax(const BatchIn& b, int32_t* ids) {
   requireReady();
   if (gpu_) {
-    gpu_->forward(b, nullptr, ids, nullptr);
+    gpuStep(b, nullptr, ids, nullptr);
     return;
   }
   const size_t rows = b.all ? b.tokens.size() : b.seqLens.size(), V = (size_t)o_.s.vocab;
@@ -161,11 +161,29 @@ void Engine::forwardArgmax(const BatchIn& b, int32_t* ids) {
   }
 }
 
+void Engine::gpuStep(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling) {
+  if (world_ == 1) return gpu_->forward(b, out, ids, sampling);
+  if (rank_ > 0 && !following_)
+    fail("NATIVE_INVALID_ARG", "this engine is rank " + std::to_string(rank_) + " of a tensor-parallel group: it runs "
+                               "the steps its leader (rank 0) broadcasts, through follow(), not forward()");
+  if (rank_ == 0) sendPlan(b);
+  try {
+    gpu_->forward(b, out, ids, sampling);
+  } catch (const NativeError& e) {
+    // Peers are inside this step's collectives: a local failure must fail the group, not leave them waiting.
+    if (e.code.rfind("NATIVE_TP_", 0) != 0) comm_->abort(std::string(e.code) + ": " + e.what());
+    throw;
+  } catch (const std::exception& e) {
+    comm_->abort(std::string("internal error: ") + e.what());
+    throw;
+  }
+}
+
 void Engine::forward(const BatchIn& b, float* out) {
   requireReady();
   if (gpu_) {
     Clock::time_point start = Clock::now();
-    gpu_->forward(b, out, nullptr, nullptr);
+    gpuStep(b, out, nullptr, nullptr);
     if (profiling_) {
       profNs_[kForward] += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
       profCalls_[kForward]++;

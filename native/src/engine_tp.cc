@@ -110,10 +110,12 @@ bool Engine::follow() {
     comm->abort("rank " + std::to_string(rank_) + " rejected the leader's step plan: " + e.what());
     throw;
   }
-  followOut_.resize((size_t)rows * (b.hidden ? o_.s.hidden : o_.s.vocab));
+  // A GPU follower keeps its logits on the device (only the leader samples); the CPU one fills a host buffer.
+  if (!gpu_) followOut_.resize((size_t)rows * (b.hidden ? o_.s.hidden : o_.s.vocab));
   following_ = true;
   try {
-    forward(b, followOut_.data());
+    if (gpu_) gpuStep(b, nullptr, nullptr, nullptr);
+    else forward(b, followOut_.data());
   } catch (...) {
     following_ = false;
     throw;

@@ -34,7 +34,12 @@ class GpuModel {
   virtual std::string describe() const = 0;
 };
 
-/** Creates the model on CUDA device `device`; throws NativeError (NATIVE_NO_CUDA, NATIVE_CUDA, NATIVE_OOM). */
-std::unique_ptr<GpuModel> createGpuModel(const EngineOptions& o, int device);
+/**
+ * Creates the model on CUDA device `device`; throws NativeError (NATIVE_NO_CUDA, NATIVE_CUDA, NATIVE_OOM). With a
+ * tensor-parallel group (o.comm, world > 1) it holds the shard `local` (o.s is the whole model) whose vocabulary
+ * rows start at `vocabBegin`, and every rank must create its model at the same time (the device collectives are set
+ * up among the ranks here).
+ */
+std::unique_ptr<GpuModel> createGpuModel(const EngineOptions& o, int device, const ModelShape& local, int vocabBegin);
 
 }  // namespace tpserve

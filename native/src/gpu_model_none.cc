@@ -5,7 +5,7 @@
 
 namespace tpserve {
 
-std::unique_ptr<GpuModel> createGpuModel(const EngineOptions&, int) {
+std::unique_ptr<GpuModel> createGpuModel(const EngineOptions&, int, const ModelShape&, int) {
   fail("NATIVE_NO_CUDA",
        "this build of the addon has no CUDA backend (nvcc was not found when it was built): rebuild with "
        "`npm run build:native` on a machine with the CUDA toolkit, or use device \"cpu\"");

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine (after scripts/gpu/prepare.sh here): the kernel checks, the PyTorch peer and bench/gpu in one
-# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all] [extra flags for bench/gpu.js]. Results go to $OUT
-# (run.log, check_*.json, peer.json, gpu.json).
+# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp] [extra flags for bench/gpu.js or gpu-tp.js].
+# Results go to $OUT (run.log, check_*.json, peer.json, gpu.json). `tp` (a machine with 2+ GPUs): check_allreduce
+# and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json). CHECKS="a b" limits
+# the checks to those programs.
 set -uo pipefail
 stage=${1:-all}
 shift || true
@@ -15,10 +17,12 @@ tar xJf .device/app.tar.xz
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
 echo "node $(node --version); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 rc=0
-if [[ $stage == all || $stage == checks ]]; then
+[[ $stage == tp ]] && CHECKS=${CHECKS:-check_allreduce check_ops}
+if [[ $stage == all || $stage == checks || $stage == tp ]]; then
   for c in .device/bin/check_*; do
     [[ -x $c ]] || continue
     n=$(basename "$c")
+    [[ -n ${CHECKS:-} && " $CHECKS " != *" $n "* ]] && continue
     flags=()
     [[ $n == check_matmul && -z ${FULL_MATMUL:-} ]] && flags=(--quick)  # its variant benchmarks take minutes
     "$c" --json "$OUT/$n.json" "${flags[@]}" > "$OUT/$n.log" 2>&1
@@ -29,9 +33,16 @@ if [[ $stage == all || $stage == checks ]]; then
     [[ $r == 0 ]] || rc=1
   done
 fi
-if [[ $stage == all || $stage == peer ]]; then
-  python3 bench/gpu/peer.py --e2e --json "$OUT/peer.json" > "/tmp/peer.log" 2>&1 || rc=1
+if [[ $stage == all || $stage == peer || $stage == tp ]]; then
+  e2e=--e2e
+  [[ $stage == tp ]] && e2e=
+  python3 bench/gpu/peer.py $e2e --json "$OUT/peer.json" > "/tmp/peer.log" 2>&1 || rc=1
   grep -v "attention mask" /tmp/peer.log | tail -24
+fi
+if [[ $stage == tp ]]; then
+  bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)
+  nvidia-smi topo -m
+  node dist/bench/gpu-tp.js --bandwidth "$bw" --out "$OUT/gpu-tp.json" "$@" || rc=1
 fi
 if [[ $stage == all || $stage == bench ]]; then
   bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)

@@ -68,15 +68,27 @@ export function quantizationLabel(cfg: WorkerConfig): string {
   return `int4-g${cfg.groupSize}-${cfg.symmetric ? "sym" : "asym"}`;
 }
 
-/** Which device `--device` means on this machine, and why (the worker says so at start). */
-export function resolveDevice(wanted: string): { device: string; reason: string } {
+/**
+ * Which device `--device` means on this machine, and why (the worker says so at start). Rank r of a tensor-parallel
+ * group of `world` takes GPU r (GPU N + r with --device cuda:N); auto picks the GPUs when there are `world` of them.
+ */
+export function resolveDevice(wanted: string, rank = 0, world = 1): { device: string; reason: string } {
   const build = loadNative().buildInfo();
   if (wanted === "cpu") return { device: "cpu", reason: "--device cpu" };
-  if (wanted !== "auto") return { device: wanted, reason: `--device ${wanted}` };
+  const tp = world > 1 ? `, tp rank ${rank} of ${world}` : "";
+  if (wanted !== "auto") {
+    const base = wanted === "cuda" ? 0 : Number(wanted.slice(5));
+    return { device: `cuda:${base + rank}`, reason: `--device ${wanted}${tp}` };
+  }
   if (!build.cuda)
     return { device: "cpu", reason: "this build has no CUDA backend (nvcc was not found at build time)" };
   if (build.cudaDevices === 0) return { device: "cpu", reason: "no CUDA device is visible" };
-  return { device: "cuda:0", reason: `${build.cudaDevices} CUDA device(s) visible` };
+  if (build.cudaDevices < world)
+    return {
+      device: "cpu",
+      reason: `--tp ${world} needs ${world} GPUs and ${build.cudaDevices} are visible: the group runs on the CPU`,
+    };
+  return { device: `cuda:${rank}`, reason: `${build.cudaDevices} CUDA device(s) visible${tp}` };
 }
 
 /** Builds the engine and loads the weights (no server). Used by the worker, `tpserve eval` and the benchmarks. */
@@ -91,10 +103,7 @@ export function createEngine(
   const perPage = kvBytesPerPage(shape, cfg.blockSize, cfg.kvCacheDtype);
   const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
   const native = loadNative();
-  const { device, reason } =
-    group && cfg.device === "auto"
-      ? { device: "cpu", reason: `--tp ${group.world} runs on the CPU (the GPU backend has no NCCL collectives yet)` }
-      : resolveDevice(cfg.device);
+  const { device, reason } = resolveDevice(cfg.device, group?.rank ?? 0, group?.world ?? 1);
   const enginePages = numPages + extraPages(numPages, model);
   const engine = new native.Engine({
     shape,

@@ -168,21 +168,25 @@ void check_silu(Rng& rng, int rows, int inter) {
   record("silu_mul", fmt("rows %d inter %d", rows, inter), st, 1e-5);
 }
 
-void check_embedding(Rng& rng, int n, int vocab, int dim) {
-  std::vector<float> table((size_t)vocab * dim);
+// begin/count: a vocabulary shard (tensor parallelism); ids outside it give zero rows.
+void check_embedding(Rng& rng, int n, int vocab, int dim, int begin = 0, int count = 0) {
+  if (count == 0) count = vocab;
+  std::vector<float> table((size_t)count * dim);
   rng.fill_normal(table);
   std::vector<int32_t> ids(n);
   for (auto& i : ids) i = (int32_t)rng.below(vocab);
-  ids[0] = vocab - 1;
+  ids[0] = begin + count - 1;
   Dev<float> dt(table.size()), d_o((size_t)n * dim);
   Dev<int32_t> di(n);
   dt.up(table), di.up(ids), d_o.poison();
-  if (!launch_ok(tc::embedding(di.p, n, dt.p, dim, d_o.p, 0), "embedding")) return;
+  if (!launch_ok(tc::embedding(di.p, n, dt.p, dim, d_o.p, 0, begin, count), "embedding")) return;
   auto o = d_o.down();
   ErrStats st;
-  for (int i = 0; i < n; i++)
-    for (int c = 0; c < dim; c++) st.add(o[(size_t)i * dim + c], table[(size_t)ids[i] * dim + c]);
-  record("embedding", fmt("n %d vocab %d dim %d", n, vocab, dim), st, 0.0);
+  for (int i = 0; i < n; i++) {
+    const int r = ids[i] - begin;
+    for (int c = 0; c < dim; c++) st.add(o[(size_t)i * dim + c], r >= 0 && r < count ? table[(size_t)r * dim + c] : 0.f);
+  }
+  record("embedding", fmt("n %d vocab %d dim %d shard %d+%d", n, vocab, dim, begin, count), st, 0.0);
 }
 
 void check_kv_write(Rng& rng, int tokens, int kvHeads, int hd, int numPages, int bs) {
@@ -458,6 +462,7 @@ int main(int argc, char** argv) {
   check_rope(rng, 5, 3, 1, 6, 1e4f);  // scalar path
   check_silu(rng, 9, 11008), check_silu(rng, 3, 14336), check_silu(rng, 2, 37);
   check_embedding(rng, 37, 1000, 4096), check_embedding(rng, 5, 100, 33);
+  check_embedding(rng, 64, 1000, 4096, 500, 250), check_embedding(rng, 40, 100, 33, 0, 50);
   check_kv_write(rng, 50, 8, 128, 9, 16), check_kv_write(rng, 23, 4, 64, 5, 16);
   check_qkv_rope_kv(rng, 41, 32, 8, 128, 9, 16, 5e5f), check_qkv_rope_kv(rng, 17, 4, 2, 64, 5, 16, 1e4f);
   check_argmax(rng, 7, 128256), check_argmax(rng, 3, 32000), check_argmax(rng, 2, 1001);

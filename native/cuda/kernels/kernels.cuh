@@ -112,8 +112,12 @@ cudaError_t bf16_matmul(const float* x, const __nv_bfloat16* w, int rows, int co
 /** y (m, rows) = x (m, cols) W^T with W (rows, cols) fp32 row-major. */
 cudaError_t f32_matmul(const float* x, const float* w, int rows, int cols, float* y, int m, cudaStream_t stream);
 
-/** out (n, dim) = table[ids[i]] (table (vocab, dim) fp32). */
-cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, float* out, cudaStream_t stream);
+/**
+ * out (n, dim) = table[ids[i] - begin] (table (count, dim) fp32): a vocabulary shard holding ids [begin, begin +
+ * count); rows of ids outside it (and negative ids) are zero.
+ */
+cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, float* out, cudaStream_t stream,
+                      int begin = 0, int count = 0x7fffffff);
 
 /**
  * RMSNorm with an optional fused residual add: when `residual` is not null, x += residual first (x is updated in

@@ -23,11 +23,11 @@ __device__ __forceinline__ float warp_sum(float v) {
 // ---------------------------------------------------------------- embedding
 template <bool VEC>
 __global__ void embedding_kernel(const int32_t* __restrict__ ids, const float* __restrict__ table, int dim,
-                                 float* __restrict__ out) {
+                                 float* __restrict__ out, int begin, int count) {
   const int i = blockIdx.x;
-  const int32_t id = ids[i];
+  const int32_t id = ids[i] - begin;
   float* dst = out + (size_t)i * dim;
-  if (id < 0) {  // the vocabulary size is not known here; negative ids give a zero row instead of a fault
+  if (id < 0 || id >= count) {  // another rank's row (or a negative id): zero instead of a fault
     for (int c = threadIdx.x; c < dim; c += blockDim.x) dst[c] = 0.f;
     return;
   }
@@ -299,13 +299,14 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const float* __r
 
 // ================================================================ launchers
 
-cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, float* out, cudaStream_t stream) {
-  if (n < 0 || dim <= 0 || (n > 0 && (!ids || !table || !out))) return cudaErrorInvalidValue;
+cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, float* out, cudaStream_t stream,
+                      int begin, int count) {
+  if (n < 0 || dim <= 0 || count < 0 || (n > 0 && (!ids || !table || !out))) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const bool vec = dim % 4 == 0 && aligned16(table) && aligned16(out);
   const int threads = dim >= 1024 ? 256 : 128;
-  if (vec) embedding_kernel<true><<<n, threads, 0, stream>>>(ids, table, dim, out);
-  else embedding_kernel<false><<<n, threads, 0, stream>>>(ids, table, dim, out);
+  if (vec) embedding_kernel<true><<<n, threads, 0, stream>>>(ids, table, dim, out, begin, count);
+  else embedding_kernel<false><<<n, threads, 0, stream>>>(ids, table, dim, out, begin, count);
   return cudaGetLastError();
 }
 

@@ -1,0 +1,317 @@
+// GPU tensor-parallel check and benchmark, run on a machine with 2+ GPUs (scripts/gpu/run.sh tp). Every rank is
+// its own process on its own GPU, as `tpserve serve --tp N` runs them.
+//  1. Equality: greedy ids of the golden prompts (32 tokens, prefill then decode steps through the CUDA graphs)
+//     on the bundled model at TP=1, 2, 4, unquantized (also against the golden ids) and int4 g64.
+//  2. Decode speed with dummy int4 g128 weights: Llama-2-7B at TP=1/2/4 and Llama-2-70B at TP=2/4 (each with the
+//     p2p all-reduce and with NCCL only), batch 1 and 32: step time, all-reduce time per step (profile), fraction
+//     of the floor (per-GPU weight bytes / copy bandwidth + the measured collective time).
+//  3. End to end: Llama-2-7B int4 at TP=2 through the router (`serve --tp 2` layout), batch 1 and 32.
+// Flags: --bandwidth GBPS (per GPU), --out FILE, --quick (skips the 70B NCCL-only run and the end-to-end part),
+// --tps 1,2 (default: 1, 2, 4 up to the GPUs visible), --parts equality,decode,e2e (default all).
+import { fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Engine } from "../native/index.js";
+import { loadNative } from "../native/index.js";
+import { startWorkerGroup, stopWorkerGroup } from "../services/cli/tp-group.js";
+import { generate, generationClient } from "../services/common/client.js";
+import { Flags } from "../services/common/flags.js";
+import { bundledModelDir, packageRoot } from "../services/common/paths.js";
+import { routerConfigFromFlags } from "../services/router/config.js";
+import { startRouter } from "../services/router/main.js";
+import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
+import { createEngine } from "../services/worker/server.js";
+import { tpLoadedBarrier } from "../services/worker/tp.js";
+import { batchOf, golden, median, type RankResult, type RankSpec } from "./gpu-tp-common.js";
+
+const childArg = process.argv.find((a) => a.startsWith("--rank-spec="));
+if (childArg) {
+  await runRank(JSON.parse(childArg.slice("--rank-spec=".length)) as RankSpec);
+  process.exit(0);
+}
+
+const f = new Flags(process.argv.slice(2), ["quick"]);
+const bandwidth = f.float("bandwidth", 0, 0, 1e5);
+const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-tp-latest.json"));
+const quick = f.bool("quick");
+const tpsFlag = f.string("tps", "");
+const parts = new Set(f.string("parts", "equality,decode,e2e").split(","));
+f.rejectUnknown();
+
+function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
+  return { ...workerConfigFromFlags(new Flags([])), device: "auto", ...over, port: 0, logLevel: "warn" };
+}
+
+/** One rank: joins the group, loads its shard, then the leader measures and the followers follow. */
+async function runRank(spec: RankSpec): Promise<void> {
+  process.env["TPSERVE_ALLREDUCE"] = spec.allreduce;
+  const native = loadNative();
+  const group =
+    spec.tp > 1
+      ? new native.TpGroup({
+          name: spec.group,
+          rank: spec.rank,
+          world: spec.tp,
+          timeoutMs: 20_000,
+          joinTimeoutMs: 300_000,
+        })
+      : undefined;
+  await group?.join();
+  const cfg = baseCfg({ ...spec.cfg, tp: spec.tp, tpRank: spec.rank, tpGroup: spec.group });
+  const t0 = performance.now();
+  const { engine, model } = createEngine(cfg, undefined, () => 0, group);
+  const loadS = (performance.now() - t0) / 1000;
+  if (group) await tpLoadedBarrier(group);
+  if (spec.rank > 0) {
+    while (await engine.follow!()) {}
+    engine.close();
+    return;
+  }
+  const info = engine.info();
+  const result: RankResult = { device: info.device, weightBytes: info.weightBytes, loadS, rows: [] };
+  if (spec.mode === "greedy") result.greedy = await greedyAll(engine);
+  else result.rows = await decodeRows(engine, spec, model.vocabSize, model.hiddenSize, model.numLayers);
+  process.send!(result);
+  engine.close();
+  group?.close();
+}
+
+async function greedyAll(engine: Engine): Promise<number[][]> {
+  const all: number[][] = [];
+  for (const g of golden().golden) {
+    const pages = Array.from({ length: Math.ceil((g.prompt_ids.length + 33) / 16) }, (_, i) => i + 1);
+    const ids: number[] = [];
+    let next = (await engine.forwardArgmax(batchOf([{ tokens: g.prompt_ids, ctx: g.prompt_ids.length, pages }])))[0]!;
+    for (let s = 0; s < 32; s++) {
+      ids.push(next);
+      if (s === 31) break;
+      const ctx = g.prompt_ids.length + s + 1;
+      next = (await engine.forwardArgmax(batchOf([{ tokens: [next], ctx, pages }])))[0]!;
+    }
+    all.push(ids);
+  }
+  return all;
+}
+
+async function decodeRows(engine: Engine, spec: RankSpec, vocab: number, hidden: number, layers: number) {
+  const PROMPT = 128;
+  const steps = 24;
+  const rows: RankResult["rows"] = [];
+  const pagesPerSeq = Math.ceil((PROMPT + steps + 8) / 16);
+  for (const b of spec.batches) {
+    const seqs = Array.from({ length: b }, (_, i) => ({
+      tokens: Array.from({ length: PROMPT }, (_, j) => 3 + ((i * 7919 + j * 104729) % (vocab - 3))),
+      ctx: PROMPT,
+      pages: Array.from({ length: pagesPerSeq }, (_, p) => 1 + i * pagesPerSeq + p),
+    }));
+    for (let i = 0; i < b; i += 16) await engine.forwardArgmax(batchOf(seqs.slice(i, i + 16)));
+    const times: number[] = [];
+    let ctx = PROMPT;
+    for (let s = 0; s < steps; s++) {
+      ctx++;
+      const t = performance.now();
+      await engine.forwardArgmax(batchOf(seqs.map((q) => ({ tokens: [5 + s], ctx, pages: q.pages }))));
+      times.push(performance.now() - t);
+    }
+    // Profile (graphs off, CUDA events): time in the collectives per step, waiting for the slowest rank included.
+    engine.setProfiling!(true);
+    engine.resetProfile!();
+    for (let s = 0; s < 4; s++) {
+      ctx++;
+      await engine.forwardArgmax(batchOf(seqs.map((q) => ({ tokens: [9 + s], ctx, pages: q.pages }))));
+    }
+    const prof = engine.profile!();
+    engine.setProfiling!(false);
+    const comm = prof["tp_comm"] ?? { ms: 0, calls: 0 };
+    const kvPerToken = (layers * 2 * spec.kvHeadsLocal * spec.headDim * 4) as number;
+    rows.push({
+      batch: b,
+      stepMs: median(times.slice(2)),
+      commMsPerStep: comm.ms / 4,
+      collectivesPerStep: comm.calls / 4,
+      profiledStepMs: (prof["forward"]?.ms ?? 0) / 4,
+      // Bytes one decode step reads on one GPU: its weights but the embedding shard, plus its KV cache.
+      bytesPerGpu: engine.info().weightBytes - (vocab / spec.tp) * hidden * 4 + kvPerToken * b * ctx,
+    });
+  }
+  return rows;
+}
+
+/** Runs every rank of one configuration as its own process; resolves with the leader's result. */
+function runGroup(spec: Omit<RankSpec, "rank" | "group">): Promise<RankResult> {
+  const group = `bench-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const script = process.argv[1]!;
+  const children = Array.from({ length: spec.tp }, (_, rank) =>
+    fork(script, [`--rank-spec=${JSON.stringify({ ...spec, rank, group })}`], { stdio: "inherit" }),
+  );
+  const exits = children.map((c) => new Promise<number | null>((r) => c.once("exit", r)));
+  return new Promise((resolve, reject) => {
+    children[0]!.once("message", (m) => resolve(m as RankResult));
+    void Promise.all(exits).then((codes) => {
+      if (codes.some((c) => c !== 0)) reject(new Error(`a rank exited with ${codes.join(", ")}`));
+      reject(new Error("the leader exited without a result"));
+    });
+  }).then(async (r) => {
+    await Promise.all(exits);
+    return r as RankResult;
+  });
+}
+
+const results: Record<string, unknown> = { date: new Date().toISOString(), bandwidthGBps: bandwidth };
+const gpus = loadNative().buildInfo().cudaDevices;
+const tps = tpsFlag ? tpsFlag.split(",").map(Number) : [1, 2, 4].filter((t) => t <= gpus);
+console.log(`GPUs visible: ${gpus}`);
+
+// 1. Equality on the bundled model.
+const bundled = bundledModelDir();
+const eq: Record<string, unknown>[] = [];
+for (const quantization of parts.has("equality") ? (["none", "int4"] as const) : []) {
+  const ref: number[][] = [];
+  for (const tp of tps) {
+    const r = await runGroup({
+      tp,
+      mode: "greedy",
+      allreduce: "auto",
+      batches: [],
+      kvHeadsLocal: 0,
+      headDim: 0,
+      cfg: { model: bundled, quantization, groupSize: 64, numPages: 64, maxBatchTokens: 512 },
+    });
+    const ids = r.greedy!;
+    if (tp === 1) ref.push(...ids);
+    const equalTp1 = ids.filter((x, i) => JSON.stringify(x) === JSON.stringify(ref[i])).length;
+    const equalGolden =
+      quantization === "none"
+        ? ids.filter((x, i) => JSON.stringify(x) === JSON.stringify(golden().golden[i]!.greedy_ids)).length
+        : null;
+    eq.push({
+      quantization,
+      tp,
+      equalTp1: `${equalTp1}/6`,
+      equalGolden: equalGolden === null ? null : `${equalGolden}/6`,
+      device: r.device,
+    });
+    console.log(
+      `greedy ${quantization} tp ${tp}: ${equalTp1}/6 equal to tp 1${equalGolden === null ? "" : `, ${equalGolden}/6 equal to golden`} (${r.device})`,
+    );
+  }
+}
+results["equality"] = eq;
+save();
+
+// 2. Decode speed.
+const dummy = (name: string) => join(packageRoot(), "models", "dummy", name);
+const runs: { model: string; kvHeads: number; tp: number; allreduce: "auto" | "nccl" }[] = [];
+for (const tp of tps) runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto" });
+for (const tp of tps.filter((t) => t > 1)) runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "nccl" });
+for (const tp of tps.filter((t) => t > 1)) runs.push({ model: "llama-2-70b", kvHeads: 8, tp, allreduce: "auto" });
+if (!quick && tps.includes(4)) runs.push({ model: "llama-2-70b", kvHeads: 8, tp: 4, allreduce: "nccl" });
+const speed: Record<string, unknown>[] = [];
+for (const run of parts.has("decode") ? runs : []) {
+  const r = await runGroup({
+    tp: run.tp,
+    mode: "decode",
+    allreduce: run.allreduce,
+    batches: [1, 32],
+    kvHeadsLocal: Math.max(1, run.kvHeads / run.tp),
+    headDim: 128,
+    cfg: {
+      model: dummy(run.model),
+      loadFormat: "dummy",
+      quantization: "int4",
+      groupSize: 128,
+      numPages: 32 * 10 + 2,
+      maxBatchTokens: 2048,
+    },
+  });
+  for (const row of r.rows) {
+    const floorMs = bandwidth > 0 ? (row.bytesPerGpu / (bandwidth * 1e9)) * 1e3 : Number.NaN;
+    const rec = {
+      model: run.model,
+      tp: run.tp,
+      allreduce: run.tp === 1 ? "-" : run.allreduce,
+      ...row,
+      tokPerSeq: 1000 / row.stepMs,
+      tokTotal: (1000 * row.batch) / row.stepMs,
+      memoryFloorMs: floorMs,
+      floorMs: floorMs + row.commMsPerStep,
+      floorFraction: (floorMs + row.commMsPerStep) / row.stepMs,
+      weightBytesPerGpu: r.weightBytes,
+      loadS: r.loadS,
+      device: r.device,
+    };
+    speed.push(rec);
+    results["decode"] = speed;
+    save();
+    console.log(
+      `${run.model} tp ${run.tp} ${rec.allreduce.padEnd(4)} batch ${String(row.batch).padStart(2)}: step ${row.stepMs.toFixed(3)} ms (${rec.tokPerSeq.toFixed(0)} tok/s/seq, ${rec.tokTotal.toFixed(0)} tok/s), ` +
+        `collectives ${row.commMsPerStep.toFixed(3)} ms/step (${row.collectivesPerStep} calls, profiled step ${row.profiledStepMs.toFixed(2)} ms), ` +
+        `floor ${floorMs.toFixed(3)}+${row.commMsPerStep.toFixed(3)} ms = ${(rec.floorFraction * 100).toFixed(0)}%`,
+    );
+  }
+}
+results["decode"] = speed;
+
+// 3. End to end through the router, the `serve --tp 2` layout.
+if (!quick && parts.has("e2e") && tps.includes(2)) {
+  const cfg = baseCfg({
+    model: dummy("llama-2-7b"),
+    loadFormat: "dummy",
+    quantization: "int4",
+    numPages: 32 * 14 + 8,
+    maxBatchTokens: 4096,
+    tp: 2,
+  });
+  const { ranks, ready } = await startWorkerGroup(cfg);
+  const router = await startRouter({
+    ...routerConfigFromFlags(new Flags([]), [ready.address]),
+    httpPort: null,
+    logLevel: "silent",
+    model: bundled,
+    maxRunning: 32,
+    maxBatchTokens: 4096,
+    port: 0,
+  });
+  const client = generationClient(router.address);
+  const e2e: Record<string, unknown>[] = [];
+  try {
+    for (const b of [1, 32]) {
+      const per = await Promise.all(
+        Array.from({ length: b }, async (_, i) => {
+          const ids = Array.from({ length: 128 }, (_, j) => 3 + ((i * 31 + j * 17) % 31000));
+          const start = performance.now();
+          const stamps: number[] = [];
+          await generate(client, { tokenIds: { ids }, maxTokens: 64, ignoreEos: true }, (c) => {
+            if (c.tokenIds.length > 0) stamps.push(performance.now());
+          });
+          return { ttft: stamps[0]! - start, gaps: stamps.slice(1).map((t, k) => t - stamps[k]!) };
+        }),
+      );
+      const gaps = per.flatMap((p) => p.gaps);
+      const row = {
+        model: "llama-2-7b",
+        tp: 2,
+        batch: b,
+        ttftP50: median(per.map((p) => p.ttft)),
+        itlP50: median(gaps),
+      };
+      e2e.push(row);
+      console.log(
+        `e2e llama-2-7b tp 2 batch ${b}: TTFT ${row.ttftP50.toFixed(1)} ms, ITL p50 ${row.itlP50.toFixed(2)} ms`,
+      );
+    }
+  } finally {
+    client.close();
+    await router.close(1000);
+    await stopWorkerGroup(ranks);
+  }
+  results["endToEnd"] = e2e;
+}
+save();
+console.log(`wrote ${out}`);
+
+/** Written after every part, so a run cut short keeps what it measured. */
+function save(): void {
+  writeFileSync(out, JSON.stringify(results, null, 1));
+}

@@ -1,0 +1,335 @@
+// Checks and times the one-shot p2p collectives (kernels/allreduce.cu) across every GPU of this machine, all ranks
+// in this process with peer pointers (the worker maps the same buffers with CUDA IPC instead): all-reduce and
+// column gather against a CPU reference (bitwise: the kernel adds in rank order, as the reference does), reuse of
+// the two buffer halves over many calls, replay inside CUDA graphs, and the timeout when a rank never arrives.
+// Then latency per call at decode sizes, and NCCL's in the same run when libnccl.so.2 loads.
+//   check_allreduce [--json out.json]      (needs 2+ GPUs with peer access; with fewer it says so and exits 0)
+#include <chrono>
+#include <thread>
+
+#include "../kernels/allreduce.cuh"
+#include "../nccl_api.h"
+#include "check_util.cuh"
+
+using namespace tpserve;
+using namespace tpserve::check;
+
+namespace {
+
+constexpr size_t kCap = (size_t)512 << 10;
+bool g_failed = false;
+struct Bench {
+  std::string name;
+  int world;
+  size_t bytes;
+  double us;
+};
+std::vector<Bench> g_bench;
+std::vector<std::pair<std::string, bool>> g_checks;
+
+void report(const std::string& name, bool ok) {
+  std::printf("%-60s %s\n", name.c_str(), ok ? "ok" : "FAIL");
+  g_checks.push_back({name, ok});
+  if (!ok) g_failed = true;
+}
+
+struct Group {
+  int world = 0;
+  std::vector<cuda::P2pGroup> g;
+  std::vector<uint8_t*> bufs;
+  std::vector<int*> flags;  // host-mapped [err, abort] per rank
+  std::vector<cudaStream_t> streams;
+
+  int init(int n, long long timeoutNs) {
+    world = n;
+    g.resize(n), bufs.resize(n), flags.resize(n), streams.resize(n);
+    for (int r = 0; r < n; r++) {
+      CUDA_CHECK(cudaSetDevice(r));
+      for (int j = 0; j < n; j++) {
+        if (j == r) continue;
+        const cudaError_t e = cudaDeviceEnablePeerAccess(j, 0);
+        if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) CUDA_CHECK(e);
+        cudaGetLastError();
+      }
+      CUDA_CHECK(cudaMalloc(&bufs[r], cuda::p2p_buffer_bytes(kCap)));
+      CUDA_CHECK(cudaMemset(bufs[r], 0, cuda::p2p_buffer_bytes(kCap)));
+      CUDA_CHECK(cudaMalloc(&g[r].counters, kCap / cuda::kP2pChunk * sizeof(uint32_t)));
+      CUDA_CHECK(cudaMemset(g[r].counters, 0, kCap / cuda::kP2pChunk * sizeof(uint32_t)));
+      CUDA_CHECK(cudaHostAlloc(&flags[r], 2 * sizeof(int), cudaHostAllocMapped | cudaHostAllocPortable));
+      flags[r][0] = flags[r][1] = 0;
+      CUDA_CHECK(cudaHostGetDevicePointer((void**)&g[r].err, flags[r], 0));
+      int* ab = nullptr;
+      CUDA_CHECK(cudaHostGetDevicePointer((void**)&ab, flags[r] + 1, 0));
+      g[r].abortFlag = ab;
+      CUDA_CHECK(cudaStreamCreateWithFlags(&streams[r], cudaStreamNonBlocking));
+      g[r].rank = r, g[r].world = n, g[r].cap = kCap, g[r].timeoutNs = timeoutNs;
+    }
+    for (int r = 0; r < n; r++)
+      for (int j = 0; j < n; j++) g[r].base[j] = bufs[j];
+    return 0;
+  }
+  void destroy() {
+    for (int r = 0; r < world; r++) {
+      cudaSetDevice(r);
+      cudaStreamSynchronize(streams[r]);
+      cudaFree(bufs[r]), cudaFree(g[r].counters), cudaFreeHost(flags[r]), cudaStreamDestroy(streams[r]);
+    }
+  }
+  bool syncAll() {
+    for (int r = 0; r < world; r++) {
+      cudaSetDevice(r);
+      CUDA_CHECK_BOOL(cudaStreamSynchronize(streams[r]));
+    }
+    return true;
+  }
+};
+
+/** `iters` all-reduces of n floats with fresh data each time, compared bitwise with the rank-order sum. */
+bool check_sum(Group& G, Rng& rng, size_t n, int iters) {
+  const int W = G.world;
+  std::vector<float*> d(W);
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaMalloc(&d[r], n * sizeof(float));
+  bool ok = true;
+  for (int it = 0; it < iters && ok; it++) {
+    std::vector<std::vector<float>> in(W, std::vector<float>(n));
+    for (auto& v : in)
+      for (auto& x : v) x = rng.uniform(-4.f, 4.f);
+    for (int r = 0; r < W; r++) {
+      cudaSetDevice(r);
+      cudaMemcpy(d[r], in[r].data(), n * sizeof(float), cudaMemcpyHostToDevice);
+    }
+    for (int r = 0; r < W; r++) {
+      cudaSetDevice(r);
+      if (cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]) != cudaSuccess) ok = false;
+    }
+    if (!G.syncAll()) ok = false;
+    std::vector<float> ref(n, 0.f), out(n);
+    for (size_t i = 0; i < n; i++) {
+      float s = 0.f;
+      for (int r = 0; r < W; r++) s += in[r][i];
+      ref[i] = s;
+    }
+    for (int r = 0; r < W && ok; r++) {
+      cudaSetDevice(r);
+      cudaMemcpy(out.data(), d[r], n * sizeof(float), cudaMemcpyDeviceToHost);
+      if (std::memcmp(out.data(), ref.data(), n * sizeof(float)) != 0) ok = false;
+      if (G.flags[r][0]) ok = false;
+    }
+  }
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]);
+  report("all_reduce world " + std::to_string(W) + " n " + std::to_string(n) + " x" + std::to_string(iters) +
+             " (bitwise vs rank-order sum)",
+         ok);
+  return ok;
+}
+
+bool check_gather(Group& G, Rng& rng, int rows, int cols) {
+  const int W = G.world;
+  const size_t n = (size_t)rows * cols;
+  std::vector<float*> d(W), o(W);
+  std::vector<std::vector<float>> in(W, std::vector<float>(n));
+  for (auto& v : in)
+    for (auto& x : v) x = rng.uniform(-1.f, 1.f);
+  for (int r = 0; r < W; r++) {
+    cudaSetDevice(r);
+    cudaMalloc(&d[r], n * sizeof(float)), cudaMalloc(&o[r], n * W * sizeof(float));
+    cudaMemcpy(d[r], in[r].data(), n * sizeof(float), cudaMemcpyHostToDevice);
+  }
+  bool ok = true;
+  for (int r = 0; r < W; r++) {
+    cudaSetDevice(r);
+    if (cuda::p2p_gather_cols(d[r], rows, cols, o[r], G.g[r], G.streams[r]) != cudaSuccess) ok = false;
+  }
+  if (!G.syncAll()) ok = false;
+  std::vector<float> out(n * W);
+  for (int r = 0; r < W && ok; r++) {
+    cudaSetDevice(r);
+    cudaMemcpy(out.data(), o[r], out.size() * sizeof(float), cudaMemcpyDeviceToHost);
+    for (int i = 0; i < rows && ok; i++)
+      for (int j = 0; j < W && ok; j++)
+        if (std::memcmp(&out[(size_t)i * W * cols + (size_t)j * cols], &in[j][(size_t)i * cols], cols * sizeof(float)))
+          ok = false;
+  }
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaFree(o[r]);
+  report("gather_cols world " + std::to_string(W) + " rows " + std::to_string(rows) + " cols " + std::to_string(cols),
+         ok);
+  return ok;
+}
+
+/** Captures 3 all-reduces per rank into a graph and replays it: epochs live on the device, so replays stay in step. */
+bool check_graph(Group& G, Rng& rng, size_t n) {
+  const int W = G.world;
+  std::vector<float*> d(W);
+  std::vector<cudaGraphExec_t> ex(W);
+  bool ok = true;
+  for (int r = 0; r < W; r++) {
+    cudaSetDevice(r);
+    cudaMalloc(&d[r], n * sizeof(float));
+    cudaGraph_t g;
+    cudaStreamBeginCapture(G.streams[r], cudaStreamCaptureModeThreadLocal);
+    for (int k = 0; k < 3; k++) cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]);
+    if (cudaStreamEndCapture(G.streams[r], &g) != cudaSuccess || cudaGraphInstantiate(&ex[r], g, 0) != cudaSuccess)
+      ok = false;
+    cudaGraphDestroy(g);
+  }
+  for (int rep = 0; rep < 5 && ok; rep++) {
+    std::vector<std::vector<float>> in(W, std::vector<float>(n));
+    for (auto& v : in)
+      for (auto& x : v) x = (float)(int)rng.uniform(-8.f, 8.f);  // integers: three rounds of sums stay exact
+    for (int r = 0; r < W; r++) {
+      cudaSetDevice(r);
+      cudaMemcpy(d[r], in[r].data(), n * sizeof(float), cudaMemcpyHostToDevice);
+      cudaGraphLaunch(ex[r], G.streams[r]);
+    }
+    if (!G.syncAll()) ok = false;
+    std::vector<float> out(n);
+    for (int r = 0; r < W && ok; r++) {
+      cudaSetDevice(r);
+      cudaMemcpy(out.data(), d[r], n * sizeof(float), cudaMemcpyDeviceToHost);
+      for (size_t i = 0; i < n && ok; i++) {
+        float s = 0.f;
+        for (int j = 0; j < W; j++) s += in[j][i];
+        if (out[i] != s * W * W) ok = false;  // after 3 rounds: sum * W * W
+      }
+    }
+  }
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaGraphExecDestroy(ex[r]), cudaFree(d[r]);
+  report("all_reduce in a CUDA graph, world " + std::to_string(W) + " n " + std::to_string(n) + " x5 replays", ok);
+  return ok;
+}
+
+/** Only rank 0 calls: its wait must give up after the timeout and set err (and not hang). */
+bool check_timeout(Group& G) {
+  float* d;
+  cudaSetDevice(0);
+  cudaMalloc(&d, 4096 * sizeof(float));
+  const auto t0 = std::chrono::steady_clock::now();
+  cuda::p2p_all_reduce(d, 4096, G.g[0], G.streams[0]);
+  const bool synced = cudaStreamSynchronize(G.streams[0]) == cudaSuccess;
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const bool ok = synced && G.flags[0][0] == 1 && ms < 2000;
+  cudaFree(d);
+  char msg[128];
+  std::snprintf(msg, sizeof msg, "timeout: a missing rank gives err after %.0f ms (bound 100 ms)", ms);
+  report(msg, ok);
+  return ok;
+}
+
+/**
+ * Median microseconds per all-reduce of n floats: 200 back-to-back calls captured in one CUDA graph per rank (as
+ * in a decode step's graph), the graphs launched together.
+ */
+double time_p2p(Group& G, size_t n) {
+  const int W = G.world, iters = 200;
+  std::vector<float*> d(W);
+  std::vector<cudaGraphExec_t> ex(W);
+  for (int r = 0; r < W; r++) {
+    cudaSetDevice(r), cudaMalloc(&d[r], n * sizeof(float)), cudaMemset(d[r], 0, n * 4);
+    cudaGraph_t g;
+    cudaStreamBeginCapture(G.streams[r], cudaStreamCaptureModeThreadLocal);
+    for (int k = 0; k < iters; k++) cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]);
+    cudaStreamEndCapture(G.streams[r], &g);
+    cudaGraphInstantiate(&ex[r], g, 0);
+    cudaGraphDestroy(g);
+  }
+  std::vector<double> per;
+  for (int rep = 0; rep < 6; rep++) {
+    G.syncAll();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < W; r++) cudaSetDevice(r), cudaGraphLaunch(ex[r], G.streams[r]);
+    G.syncAll();
+    if (rep > 0) per.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters);
+  }
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaGraphExecDestroy(ex[r]);
+  std::sort(per.begin(), per.end());
+  return per[per.size() / 2];
+}
+
+/** The same with NCCL (eager, one group call per all-reduce over every rank); -1 when NCCL is unavailable. */
+double time_nccl(int W, size_t n) {
+  std::string why;
+  const nccl::Api* api = nccl::load(why);
+  if (!api || !api->commInitAll || !api->groupStart) return -1;
+  std::vector<nccl::Comm> comms(W);
+  std::vector<int> devs(W);
+  for (int r = 0; r < W; r++) devs[r] = r;
+  if (api->commInitAll(comms.data(), W, devs.data()) != 0) return -1;
+  std::vector<float*> d(W);
+  std::vector<cudaStream_t> s(W);
+  for (int r = 0; r < W; r++)
+    cudaSetDevice(r), cudaMalloc(&d[r], n * 4), cudaMemset(d[r], 0, n * 4), cudaStreamCreate(&s[r]);
+  auto one = [&] {
+    api->groupStart();
+    for (int r = 0; r < W; r++) api->allReduce(d[r], d[r], n, nccl::kFloat32, nccl::kSum, comms[r], s[r]);
+    api->groupEnd();
+  };
+  auto syncAll = [&] {
+    for (int r = 0; r < W; r++) cudaSetDevice(r), cudaStreamSynchronize(s[r]);
+  };
+  for (int k = 0; k < 20; k++) one();
+  syncAll();
+  std::vector<double> per;
+  for (int rep = 0; rep < 5; rep++) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int k = 0; k < 100; k++) one();
+    syncAll();
+    per.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 100);
+  }
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaStreamDestroy(s[r]), api->commDestroy(comms[r]);
+  std::sort(per.begin(), per.end());
+  return per[per.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* json = arg_value(argc, argv, "--json");
+  int count = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (count < 2) {
+    std::printf("check_allreduce: %d GPU(s) visible; the p2p collectives need 2 or more: nothing checked\n", count);
+    return 0;
+  }
+  for (int a = 0; a < count; a++)
+    for (int b = 0; b < count; b++) {
+      int can = 1;
+      if (a != b) cudaDeviceCanAccessPeer(&can, a, b);
+      if (!can) {
+        std::printf("GPU %d cannot access GPU %d peer to peer: the p2p path is off on this machine\n", a, b);
+        return 1;
+      }
+    }
+  std::printf("devices: %d x %s\n", count, device_name().c_str());
+  Rng rng(7);
+  std::vector<int> worlds;
+  for (int w = 2; w <= count; w *= 2) worlds.push_back(w);
+  for (int W : worlds) {
+    Group G;
+    if (G.init(W, 100'000'000LL)) return 1;  // 100 ms: the timeout check below
+    for (size_t n : {(size_t)1, (size_t)1000, (size_t)4096, (size_t)4096 * 8 + 5, (size_t)4096 * 32, kCap})
+      check_sum(G, rng, n, 3);
+    check_gather(G, rng, 1, 16000), check_gather(G, rng, 8, 16000), check_gather(G, rng, 3, 4097);
+    check_graph(G, rng, 4096 * 4);
+    for (size_t n : {(size_t)4096, (size_t)8192, (size_t)4096 * 32, (size_t)8192 * 32}) {
+      const double us = time_p2p(G, n), nus = time_nccl(W, n);
+      std::printf("world %d  %8zu bytes  p2p %7.2f us  nccl %7.2f us\n", W, n * 4, us, nus);
+      g_bench.push_back({"p2p_all_reduce", W, n * 4, us});
+      if (nus > 0) g_bench.push_back({"nccl_all_reduce", W, n * 4, nus});
+    }
+    check_timeout(G);  // last: it leaves rank 0 one epoch ahead
+    G.destroy();
+  }
+  if (json) {
+    Json j;
+    j.begin_obj().kv("device", device_name()).kv("gpus", (long long)count).kv("pass", !g_failed);
+    j.key("checks").begin_arr();
+    for (auto& c : g_checks) j.begin_obj().kv("name", c.first).kv("pass", c.second).end_obj();
+    j.end_arr().key("bench").begin_arr();
+    for (auto& b : g_bench)
+      j.begin_obj().kv("name", b.name).kv("world", (long long)b.world).kv("bytes", (long long)b.bytes).kv("us_per_call", b.us).end_obj();
+    j.end_arr().end_obj();
+    if (!j.write(json)) g_failed = true;
+  }
+  std::printf("%s\n", g_failed ? "check_allreduce: FAILED" : "check_allreduce: all passed");
+  return g_failed ? 1 : 0;
+}

@@ -1,0 +1,266 @@
+// GpuComm: the p2p and NCCL paths of a GPU tensor-parallel group (design in gpu_comm.h).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "cuda_check.h"
+#include "gpu_comm.h"
+
+namespace tpserve {
+namespace {
+
+constexpr size_t kP2pCap = (size_t)512 << 10;  // floats per parity half: 2 MiB messages per rank
+
+/** What each rank tells the others at setup. */
+struct PeerInfo {
+  cudaIpcMemHandle_t handle;
+  uint64_t ptr;  // the buffer's device address in its own process (used when the peer is this process)
+  int32_t pid;
+  int32_t ok;  // this rank's buffer and IPC handle exist
+  char bus[32];
+};
+
+bool allOk(Collective& host, int32_t mine) {
+  std::vector<int32_t> all(host.world());
+  host.allGather(&mine, sizeof mine, all.data());
+  for (int32_t v : all)
+    if (!v) return false;
+  return true;
+}
+
+}  // namespace
+
+GpuComm::GpuComm(std::shared_ptr<Collective> host, int device) : host_(std::move(host)), dev_(device) {
+  rank_ = host_->rank(), world_ = host_->world();
+  if (world_ > cuda::kP2pMaxRanks)
+    fail("NATIVE_TP_CONFIG", "tp " + std::to_string(world_) + " exceeds the " + std::to_string(cuda::kP2pMaxRanks) +
+                                 " GPU ranks a group supports");
+  if (const char* m = std::getenv("TPSERVE_ALLREDUCE")) mode_ = m;
+  if (mode_ != "auto" && mode_ != "p2p" && mode_ != "nccl")
+    fail("NATIVE_TP_CONFIG", "TPSERVE_ALLREDUCE must be auto, p2p or nccl, got '" + mode_ + "'");
+  CK(cudaSetDevice(dev_));
+  CK(cudaHostAlloc(reinterpret_cast<void**>(&hostFlags_), 2 * sizeof(int), cudaHostAllocMapped));
+  hostFlags_[0] = hostFlags_[1] = 0;
+  if (mode_ != "nccl") setupP2p(device);
+  if (mode_ != "p2p") setupNccl();
+  if (mode_ == "p2p" && !p2p_)
+    fail("NATIVE_TP_UNSUPPORTED", "TPSERVE_ALLREDUCE=p2p, but peer-to-peer buffers are not available: " + p2pWhy_);
+  if (mode_ == "nccl" && !nccl_)
+    fail("NATIVE_TP_UNSUPPORTED", "TPSERVE_ALLREDUCE=nccl, but NCCL is not available: " + ncclWhy_);
+  if (!p2p_ && !nccl_)
+    fail("NATIVE_TP_UNSUPPORTED", "tensor parallelism on GPUs needs NCCL or peer-to-peer access between the GPUs: " +
+                                      ncclWhy_ + "; " + p2pWhy_);
+}
+
+GpuComm::~GpuComm() {
+  cudaSetDevice(dev_);
+  if (comm_) nccl_->commDestroy(comm_);
+  for (void* p : opened_) cudaIpcCloseMemHandle(p);
+  if (buf_) cudaFree(buf_);
+  if (counters_) cudaFree(counters_);
+  if (hostFlags_) cudaFreeHost(hostFlags_);
+}
+
+void GpuComm::setupP2p(int device) {
+  PeerInfo mine{};
+  mine.pid = (int32_t)getpid();
+  const size_t bytes = cuda::p2p_buffer_bytes(kP2pCap);
+  const size_t blocks = kP2pCap / cuda::kP2pChunk;
+  cudaError_t e = cudaMalloc(&buf_, bytes);
+  if (e == cudaSuccess) e = cudaMemset(buf_, 0, bytes);
+  if (e == cudaSuccess) e = cudaMalloc(&counters_, blocks * sizeof(uint32_t));
+  if (e == cudaSuccess) e = cudaMemset(counters_, 0, blocks * sizeof(uint32_t));
+  if (e == cudaSuccess) e = cudaIpcGetMemHandle(&mine.handle, buf_);
+  if (e == cudaSuccess) e = cudaDeviceGetPCIBusId(mine.bus, sizeof mine.bus, device);
+  if (e == cudaSuccess) e = cudaDeviceSynchronize();
+  mine.ok = e == cudaSuccess;
+  if (!mine.ok) {
+    cudaGetLastError();
+    p2pWhy_ = std::string("rank ") + std::to_string(rank_) + ": " + cudaGetErrorString(e);
+  }
+  mine.ptr = reinterpret_cast<uint64_t>(buf_);
+  std::vector<PeerInfo> all(world_);
+  host_->allGather(&mine, sizeof mine, all.data());
+  bool ok = true;
+  for (int j = 0; j < world_; j++)
+    if (!all[j].ok) ok = false, p2pWhy_ = "rank " + std::to_string(j) + " could not set up its peer buffer";
+  // Peer access to every other rank's GPU, then map its buffer.
+  for (int j = 0; ok && j < world_; j++) {
+    if (j == rank_) {
+      g_.base[j] = buf_;
+      continue;
+    }
+    int peerDev = -1, can = 0;
+    if (cudaDeviceGetByPCIBusId(&peerDev, all[j].bus) != cudaSuccess) {
+      cudaGetLastError();
+      ok = false, p2pWhy_ = std::string("GPU ") + all[j].bus + " of rank " + std::to_string(j) + " is not visible here";
+      break;
+    }
+    if (peerDev == device) {
+      ok = false, p2pWhy_ = "ranks " + std::to_string(rank_) + " and " + std::to_string(j) + " share one GPU";
+      break;
+    }
+    cudaDeviceCanAccessPeer(&can, device, peerDev);
+    if (!can) {
+      ok = false, p2pWhy_ = "GPU " + std::to_string(device) + " cannot access GPU " + std::to_string(peerDev) +
+                            " peer to peer (no NVLink or PCIe P2P)";
+      break;
+    }
+    if (all[j].pid == mine.pid) {  // ranks in one process (tests): plain peer pointers
+      cudaError_t pe = cudaDeviceEnablePeerAccess(peerDev, 0);
+      if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled) {
+        ok = false, p2pWhy_ = std::string("cudaDeviceEnablePeerAccess: ") + cudaGetErrorString(pe);
+      }
+      cudaGetLastError();
+      g_.base[j] = reinterpret_cast<uint8_t*>(all[j].ptr);
+      continue;
+    }
+    void* p = nullptr;
+    cudaError_t oe = cudaIpcOpenMemHandle(&p, all[j].handle, cudaIpcMemLazyEnablePeerAccess);
+    if (oe != cudaSuccess) {
+      cudaGetLastError();
+      ok = false, p2pWhy_ = std::string("cudaIpcOpenMemHandle of rank ") + std::to_string(j) + ": " +
+                            cudaGetErrorString(oe);
+      break;
+    }
+    opened_.push_back(p);
+    g_.base[j] = static_cast<uint8_t*>(p);
+  }
+  p2p_ = allOk(*host_, ok ? 1 : 0);
+  if (!p2p_) {
+    if (ok) p2pWhy_ = "another rank could not map the peer buffers";
+    return;
+  }
+  g_.rank = rank_, g_.world = world_, g_.cap = kP2pCap, g_.counters = counters_;
+  CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&g_.err), hostFlags_, 0));
+  int* abortDev = nullptr;
+  CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abortDev), hostFlags_ + 1, 0));
+  g_.abortFlag = abortDev;
+  g_.timeoutNs = (long long)host_->timeoutMs() * 1'000'000LL;
+}
+
+void GpuComm::setupNccl() {
+  nccl_ = nccl::load(ncclWhy_);
+  if (!allOk(*host_, nccl_ ? 1 : 0)) {
+    if (nccl_) ncclWhy_ = "another rank could not load libnccl.so.2";
+    nccl_ = nullptr;
+    return;
+  }
+  nccl_->getVersion(&ncclVersion_);
+  nccl::UniqueId id{};
+  if (rank_ == 0) ncclCheck(nccl_->getUniqueId(&id), "ncclGetUniqueId");
+  host_->broadcast(&id, sizeof id, 0);
+  // A single-host group: NCCL's bootstrap sockets stay on loopback unless the user chose an interface.
+  setenv("NCCL_SOCKET_IFNAME", "lo", 0);
+  const nccl::Result r = nccl_->commInitRank(&comm_, world_, id, rank_);
+  if (!allOk(*host_, r == 0 ? 1 : 0)) {
+    ncclWhy_ = r == 0 ? "another rank's ncclCommInitRank failed"
+                      : std::string("ncclCommInitRank: ") + nccl_->getErrorString(r);
+    if (r == 0) nccl_->commDestroy(comm_);
+    comm_ = nullptr, nccl_ = nullptr;
+  }
+}
+
+void GpuComm::ncclCheck(nccl::Result r, const char* what) {
+  if (r != 0) failGroup("NATIVE_TP_FAILED", std::string(what) + " failed: " + nccl_->getErrorString(r));
+}
+
+bool GpuComm::useP2p(size_t floats) const {
+  if (!p2p_) return false;
+  if (!nccl_) return true;
+  return mode_ == "p2p" || floats <= g_.cap;
+}
+
+void GpuComm::allReduceSum(float* x, size_t n, cudaStream_t s) {
+  if (!useP2p(n)) {
+    ncclCheck(nccl_->allReduce(x, x, n, nccl::kFloat32, nccl::kSum, comm_, s), "ncclAllReduce");
+    return;
+  }
+  for (size_t off = 0; off < n; off += g_.cap) {
+    const cudaError_t e = cuda::p2p_all_reduce(x + off, std::min(g_.cap, n - off), g_, s);
+    if (e != cudaSuccess) fail("NATIVE_CUDA", std::string("kernel p2p_all_reduce failed: ") + cudaGetErrorString(e));
+  }
+}
+
+void GpuComm::gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s) {
+  const size_t n = (size_t)rows * cols;
+  if (useP2p(n) && (size_t)cols <= g_.cap) {
+    const int step = (int)std::min<size_t>((size_t)rows, g_.cap / cols);
+    for (int r0 = 0; r0 < rows; r0 += step) {
+      const int r = std::min(step, rows - r0);
+      const cudaError_t e = cuda::p2p_gather_cols(local + (size_t)r0 * cols, r, cols,
+                                                  out + (size_t)r0 * world_ * cols, g_, s);
+      if (e != cudaSuccess) fail("NATIVE_CUDA", std::string("kernel p2p_gather_cols failed: ") + cudaGetErrorString(e));
+    }
+    return;
+  }
+  if (!nccl_) fail("NATIVE_TP_UNSUPPORTED", "a logits row of " + std::to_string(cols) + " columns exceeds the p2p buffer");
+  ncclCheck(nccl_->allGather(local, scratch, n, nccl::kFloat32, comm_, s), "ncclAllGather");
+  for (int j = 0; j < world_; j++)
+    CK(cudaMemcpy2DAsync(out + (size_t)j * cols, (size_t)world_ * cols * sizeof(float), scratch + (size_t)j * n,
+                         (size_t)cols * sizeof(float), (size_t)cols * sizeof(float), rows, cudaMemcpyDeviceToDevice, s));
+}
+
+void GpuComm::wait(cudaStream_t s) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  Clock::time_point lastCheck = start;
+  const auto timeout = std::chrono::milliseconds(host_->timeoutMs());
+  for (;;) {
+    const cudaError_t e = cudaStreamQuery(s);
+    if (e == cudaSuccess) break;
+    if (e != cudaErrorNotReady) CK(e);
+    const Clock::time_point now = Clock::now();
+    if (now - lastCheck < std::chrono::milliseconds(2)) {
+      std::this_thread::yield();
+      continue;
+    }
+    lastCheck = now;
+    const std::string why = host_->failure();
+    if (!why.empty()) failGroup("NATIVE_TP_FAILED", why, s);
+    if (now - start > timeout + std::chrono::milliseconds(500))
+      failGroup("NATIVE_TP_TIMEOUT", "rank " + std::to_string(rank_) + ": a step's GPU collectives did not finish within " +
+                                         std::to_string(host_->timeoutMs()) + " ms", s);
+  }
+  if (hostFlags_[0])
+    failGroup("NATIVE_TP_TIMEOUT", "rank " + std::to_string(rank_) + ": a peer GPU did not reach a p2p all-reduce within " +
+                                       std::to_string(host_->timeoutMs()) + " ms");
+  if (comm_) {
+    nccl::Result async = 0;
+    nccl_->commGetAsyncError(comm_, &async);
+    if (async != 0 && async != nccl::kInProgress)
+      failGroup("NATIVE_TP_FAILED", std::string("NCCL: ") + nccl_->getErrorString(async));
+  }
+}
+
+void GpuComm::failGroup(const char* code, const std::string& why, cudaStream_t s) {
+  host_->abort(why);
+  // Stop every device wait of this rank: p2p kernels see the abort flag, NCCL kernels the abort.
+  hostFlags_[1] = 1;
+  if (comm_) {
+    nccl_->commAbort(comm_);
+    comm_ = nullptr;
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (s && cudaStreamQuery(s) == cudaErrorNotReady && std::chrono::steady_clock::now() < until)
+    std::this_thread::yield();
+  cudaGetLastError();
+  fail(code, why);
+}
+
+std::string GpuComm::describe() const {
+  std::string d;
+  if (p2p_) d = nccl_ ? "p2p (CUDA IPC) up to 2 MiB" : "p2p (CUDA IPC), in 2 MiB pieces (NCCL: " + ncclWhy_ + ")";
+  if (nccl_) {
+    const std::string v = std::to_string(ncclVersion_ / 10000) + "." + std::to_string(ncclVersion_ / 100 % 100) + "." +
+                          std::to_string(ncclVersion_ % 100);
+    d += d.empty() ? "NCCL " + v + " (p2p: " + p2pWhy_ + ")" : ", NCCL " + v + " above";
+  }
+  if (mode_ != "auto") d += " [TPSERVE_ALLREDUCE=" + mode_ + "]";
+  return d;
+}
+
+}  // namespace tpserve

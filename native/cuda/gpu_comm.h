@@ -1,0 +1,72 @@
+// Device collectives of a tensor-parallel group of GPU ranks (one process and one GPU per rank, one host).
+//
+// Two data paths, chosen per call the same way on every rank:
+//   p2p   one-shot all-reduce / gather through peer buffers shared with CUDA IPC (kernels/allreduce.cuh): one
+//         kernel and one barrier per call, a few microseconds on NVLink; used for messages up to its buffer
+//         (2 MiB per rank), and for every message when NCCL is missing (in buffer-sized pieces).
+//   NCCL  libnccl.so.2 loaded at run time (nccl_api.h), bootstrapped with a unique id that rank 0 sends the others
+//         through the group's host collective (the control plane of the group); used for larger messages.
+// TPSERVE_ALLREDUCE=auto (default) | p2p | nccl forces one path (benchmarks compare them side by side).
+//
+// The host collective also carries the step plans and notices dead ranks. wait() replaces
+// cudaStreamSynchronize: it polls the stream, and when a peer dies, the group is marked failed or the step
+// exceeds the collective timeout, it stops the device waits (abort flag, ncclCommAbort) and throws
+// NATIVE_TP_FAILED / NATIVE_TP_TIMEOUT, so nothing hangs.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../src/collective.h"
+#include "kernels/allreduce.cuh"
+#include "nccl_api.h"
+
+namespace tpserve {
+
+class GpuComm {
+ public:
+  /** Collective over every rank's host collective: exchanges IPC handles and the NCCL id. Throws NativeError. */
+  GpuComm(std::shared_ptr<Collective> host, int device);
+  ~GpuComm();
+  GpuComm(const GpuComm&) = delete;
+  GpuComm& operator=(const GpuComm&) = delete;
+
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+  /** x (n floats, device) becomes the sum over ranks; enqueued on `s` (capturable into a CUDA graph). */
+  void allReduceSum(float* x, size_t n, cudaStream_t s);
+  /** out (rows, world * cols) = every rank's `local` (rows, cols) side by side; `scratch` holds world*rows*cols. */
+  void gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s);
+  /** Waits for `s` with the bounds described above. */
+  void wait(cudaStream_t s);
+  /** "p2p (CUDA IPC) up to 2 MiB, NCCL 2.28.3 above". */
+  std::string describe() const;
+
+ private:
+  bool useP2p(size_t floats) const;
+  void setupP2p(int device);
+  void setupNccl();
+  void ncclCheck(nccl::Result r, const char* what);
+  [[noreturn]] void failGroup(const char* code, const std::string& why, cudaStream_t s = nullptr);
+
+  std::shared_ptr<Collective> host_;
+  int rank_ = 0, world_ = 1, dev_ = 0;
+  std::string mode_ = "auto";
+  // p2p
+  bool p2p_ = false;
+  std::string p2pWhy_;
+  cuda::P2pGroup g_;
+  uint8_t* buf_ = nullptr;
+  std::vector<void*> opened_;  // peer buffers opened with cudaIpcOpenMemHandle
+  uint32_t* counters_ = nullptr;
+  int* hostFlags_ = nullptr;  // [0] err, [1] abort (mapped pinned memory)
+  // NCCL
+  const nccl::Api* nccl_ = nullptr;
+  nccl::Comm comm_ = nullptr;
+  std::string ncclWhy_;
+  int ncclVersion_ = 0;
+};
+
+}  // namespace tpserve
