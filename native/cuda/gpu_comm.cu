@@ -12,7 +12,7 @@
 namespace tpserve {
 namespace {
 
-constexpr size_t kP2pCap = (size_t)512 << 10;  // floats per parity half: 2 MiB messages per rank
+constexpr size_t kP2pCap = (size_t)512 << 10;  // floats per region: 2 MiB messages per rank
 
 /** What each rank tells the others at setup. */
 struct PeerInfo {
@@ -60,19 +60,18 @@ GpuComm::~GpuComm() {
   if (comm_) nccl_->commDestroy(comm_);
   for (void* p : opened_) cudaIpcCloseMemHandle(p);
   if (buf_) cudaFree(buf_);
-  if (counters_) cudaFree(counters_);
+  if (state_) cudaFree(state_);
   if (hostFlags_) cudaFreeHost(hostFlags_);
 }
 
 void GpuComm::setupP2p(int device) {
   PeerInfo mine{};
   mine.pid = (int32_t)getpid();
-  const size_t bytes = cuda::p2p_buffer_bytes(kP2pCap);
-  const size_t blocks = kP2pCap / cuda::kP2pChunk;
+  const size_t bytes = cuda::p2p_buffer_bytes(kP2pCap, world_);
   cudaError_t e = cudaMalloc(&buf_, bytes);
-  if (e == cudaSuccess) e = cudaMemset(buf_, 0, bytes);
-  if (e == cudaSuccess) e = cudaMalloc(&counters_, blocks * sizeof(uint32_t));
-  if (e == cudaSuccess) e = cudaMemset(counters_, 0, blocks * sizeof(uint32_t));
+  if (e == cudaSuccess) e = cudaMemset(buf_, 0xFF, bytes);  // the sentinel everywhere
+  if (e == cudaSuccess) e = cudaMalloc(&state_, sizeof(cuda::P2pState));
+  if (e == cudaSuccess) e = cudaMemset(state_, 0, sizeof(cuda::P2pState));
   if (e == cudaSuccess) e = cudaIpcGetMemHandle(&mine.handle, buf_);
   if (e == cudaSuccess) e = cudaDeviceGetPCIBusId(mine.bus, sizeof mine.bus, device);
   if (e == cudaSuccess) e = cudaDeviceSynchronize();
@@ -134,7 +133,7 @@ void GpuComm::setupP2p(int device) {
     if (ok) p2pWhy_ = "another rank could not map the peer buffers";
     return;
   }
-  g_.rank = rank_, g_.world = world_, g_.cap = kP2pCap, g_.counters = counters_;
+  g_.rank = rank_, g_.world = world_, g_.cap = kP2pCap, g_.state = state_;
   CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&g_.err), hostFlags_, 0));
   int* abortDev = nullptr;
   CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abortDev), hostFlags_ + 1, 0));
@@ -183,6 +182,17 @@ void GpuComm::allReduceSum(float* x, size_t n, cudaStream_t s) {
     const cudaError_t e = cuda::p2p_all_reduce(x + off, std::min(g_.cap, n - off), g_, s);
     if (e != cudaSuccess) fail("NATIVE_CUDA", std::string("kernel p2p_all_reduce failed: ") + cudaGetErrorString(e));
   }
+}
+
+bool GpuComm::allReduceAddNorm(float* partial, float* x, const float* w, float* y, __half* xp, int rows, int dim,
+                               float eps, cudaStream_t s) {
+  const size_t n = (size_t)rows * dim;
+  if (useP2p(n) && n <= g_.cap &&
+      cuda::p2p_all_reduce_rmsnorm(partial, x, w, y, xp, rows, dim, eps, g_, s) == cudaSuccess)
+    return true;
+  cudaGetLastError();  // the shapes the fused kernel does not take: reduce here, normalize in the caller
+  allReduceSum(partial, n, s);
+  return false;
 }
 
 void GpuComm::gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s) {

@@ -1,9 +1,10 @@
 // Device collectives of a tensor-parallel group of GPU ranks (one process and one GPU per rank, one host).
 //
 // Two data paths, chosen per call the same way on every rank:
-//   p2p   one-shot all-reduce / gather through peer buffers shared with CUDA IPC (kernels/allreduce.cuh): one
-//         kernel and one barrier per call, a few microseconds on NVLink; used for messages up to its buffer
-//         (2 MiB per rank), and for every message when NCCL is missing (in buffer-sized pieces).
+//   p2p   one-shot push all-reduce / gather through peer buffers shared with CUDA IPC (kernels/allreduce.cuh):
+//         one kernel per call, no barrier, fused with the residual add and RMSNorm that follow a row-parallel
+//         layer; used for messages up to its buffer (2 MiB per rank), and for every message when NCCL is missing
+//         (in buffer-sized pieces).
 //   NCCL  libnccl.so.2 loaded at run time (nccl_api.h), bootstrapped with a unique id that rank 0 sends the others
 //         through the group's host collective (the control plane of the group); used for larger messages.
 // TPSERVE_ALLREDUCE=auto (default) | p2p | nccl forces one path (benchmarks compare them side by side).
@@ -37,6 +38,13 @@ class GpuComm {
   int world() const { return world_; }
   /** x (n floats, device) becomes the sum over ranks; enqueued on `s` (capturable into a CUDA graph). */
   void allReduceSum(float* x, size_t n, cudaStream_t s);
+  /**
+   * partial (rows, dim) becomes the sum over ranks; when the p2p path can fuse it (decode sizes), also x += that
+   * sum and y = rmsnorm(x) * w (and the GEMV's prepared input xp when set) in the same kernel, and returns true;
+   * false: only the sum was done and the caller normalizes.
+   */
+  bool allReduceAddNorm(float* partial, float* x, const float* w, float* y, __half* xp, int rows, int dim, float eps,
+                        cudaStream_t s);
   /** out (rows, world * cols) = every rank's `local` (rows, cols) side by side; `scratch` holds world*rows*cols. */
   void gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s);
   /** Waits for `s` with the bounds described above. */
@@ -60,7 +68,7 @@ class GpuComm {
   cuda::P2pGroup g_;
   uint8_t* buf_ = nullptr;
   std::vector<void*> opened_;  // peer buffers opened with cudaIpcOpenMemHandle
-  uint32_t* counters_ = nullptr;
+  cuda::P2pState* state_ = nullptr;
   int* hostFlags_ = nullptr;  // [0] err, [1] abort (mapped pinned memory)
   // NCCL
   const nccl::Api* nccl_ = nullptr;

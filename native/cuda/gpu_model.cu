@@ -342,10 +342,8 @@ class CudaModel : public GpuModel {
       float* vc = kc + kvPerLayer_;
       // Decode-sized steps: the norm and SiLU kernels also write the tiled GEMV's prepared input (xp_).
       const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
-      L(cuda::rmsnorm(x_.p, l == 0 ? nullptr : tmp_.p, Ly.attnNorm.f.p, h_.p, p.T, H, s.eps, stream_,
-                      prepQkv ? xp_.p : nullptr),
-        "rmsnorm");
-      mark(Engine::kRmsNorm);
+      // Layers after the first add the previous down projection (summed over the ranks first) to x.
+      residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
       if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
         cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue
         ep.kind = cuda::Int4Epilogue::kRopeQkv, ep.positions = p.pos, ep.slots = p.slot, ep.q = q_.p;
@@ -373,12 +371,9 @@ class CudaModel : public GpuModel {
       mark(Engine::kAttention);
       matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kOProj);
-      allReduce(tmp_.p, (size_t)p.T * H);  // row-parallel O: sum the ranks' partial products
       const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
       const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
-      L(cuda::rmsnorm(x_.p, tmp_.p, Ly.mlpNorm.f.p, h_.p, p.T, H, s.eps, stream_, prepGu ? xp_.p : nullptr),
-        "rmsnorm");
-      mark(Engine::kRmsNorm);
+      residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr);
       if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
         cuda::Int4Epilogue ep;  // SiLU-and-multiply in the GEMV's epilogue, which also prepares down's input
         ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr;
@@ -392,10 +387,8 @@ class CudaModel : public GpuModel {
       }
       matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kDown);
-      allReduce(tmp_.p, (size_t)p.T * H);  // row-parallel down
     }
-    L(cuda::rmsnorm(x_.p, tmp_.p, finalNorm_.f.p, h_.p, p.T, H, s.eps, stream_), "rmsnorm");
-    mark(Engine::kFinalNorm);
+    residualNorm(p.T, true, finalNorm_.f.p, nullptr, Engine::kFinalNorm);
     if (p.hidden) return;  // embeddings: forward() copies h_ out
     const float* head = h_.p;
     if (!p.all && p.T != p.S) {  // gather each sequence's last row
@@ -426,6 +419,22 @@ class CudaModel : public GpuModel {
     if (!comm_) return;
     comm_->allReduceSum(x, n, stream_);
     mark(Engine::kTpComm);
+  }
+
+  /**
+   * h_ = rmsnorm(x_ += tmp_) * w (x_ alone when !residual), and the GEMV's prepared input when xp is set. In a
+   * tensor-parallel group tmp_ holds this rank's partial sum of a row-parallel layer: it is all-reduced first, in
+   * the same kernel as the norm where the p2p path can.
+   */
+  void residualNorm(int T, bool residual, const float* w, __half* xp, int op = Engine::kRmsNorm) {
+    const int H = o_.s.hidden;
+    if (residual && comm_) {
+      const bool fused = comm_->allReduceAddNorm(tmp_.p, x_.p, w, h_.p, xp, T, H, o_.s.eps, stream_);
+      mark(Engine::kTpComm);
+      if (fused) return;
+    }
+    L(cuda::rmsnorm(x_.p, residual ? tmp_.p : nullptr, w, h_.p, T, H, o_.s.eps, stream_, xp), "rmsnorm");
+    mark(op);
   }
 
   /** Waits for the stream; in a group, bounded and aware of failed peers (GpuComm::wait). */

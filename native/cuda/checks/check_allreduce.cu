@@ -1,13 +1,16 @@
 // Checks and times the one-shot p2p collectives (kernels/allreduce.cu) across every GPU of this machine, all ranks
 // in this process with peer pointers (the worker maps the same buffers with CUDA IPC instead): all-reduce and
-// column gather against a CPU reference (bitwise: the kernel adds in rank order, as the reference does), reuse of
-// the two buffer halves over many calls, replay inside CUDA graphs, and the timeout when a rank never arrives.
+// column gather against a CPU reference (bitwise: the kernel adds in rank order, as the reference does), the
+// fused all-reduce + residual + RMSNorm against the unfused kernels (bitwise), reuse of the three slots over many
+// calls, replay inside CUDA graphs, and the timeout when a rank never arrives.
 // Then latency per call at decode sizes, and NCCL's in the same run when libnccl.so.2 loads.
 //   check_allreduce [--json out.json]      (needs 2+ GPUs with peer access; with fewer it says so and exits 0)
 #include <chrono>
 #include <thread>
 
 #include "../kernels/allreduce.cuh"
+#include "../kernels/kernels.cuh"
+#include "../kernels/xprep.cuh"
 #include "../nccl_api.h"
 #include "check_util.cuh"
 
@@ -51,10 +54,10 @@ struct Group {
         if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) CUDA_CHECK(e);
         cudaGetLastError();
       }
-      CUDA_CHECK(cudaMalloc(&bufs[r], cuda::p2p_buffer_bytes(kCap)));
-      CUDA_CHECK(cudaMemset(bufs[r], 0, cuda::p2p_buffer_bytes(kCap)));
-      CUDA_CHECK(cudaMalloc(&g[r].counters, kCap / cuda::kP2pChunk * sizeof(uint32_t)));
-      CUDA_CHECK(cudaMemset(g[r].counters, 0, kCap / cuda::kP2pChunk * sizeof(uint32_t)));
+      CUDA_CHECK(cudaMalloc(&bufs[r], cuda::p2p_buffer_bytes(kCap, n)));
+      CUDA_CHECK(cudaMemset(bufs[r], 0xFF, cuda::p2p_buffer_bytes(kCap, n)));
+      CUDA_CHECK(cudaMalloc(&g[r].state, sizeof(cuda::P2pState)));
+      CUDA_CHECK(cudaMemset(g[r].state, 0, sizeof(cuda::P2pState)));
       CUDA_CHECK(cudaHostAlloc(&flags[r], 2 * sizeof(int), cudaHostAllocMapped | cudaHostAllocPortable));
       flags[r][0] = flags[r][1] = 0;
       CUDA_CHECK(cudaHostGetDevicePointer((void**)&g[r].err, flags[r], 0));
@@ -72,7 +75,7 @@ struct Group {
     for (int r = 0; r < world; r++) {
       cudaSetDevice(r);
       cudaStreamSynchronize(streams[r]);
-      cudaFree(bufs[r]), cudaFree(g[r].counters), cudaFreeHost(flags[r]), cudaStreamDestroy(streams[r]);
+      cudaFree(bufs[r]), cudaFree(g[r].state), cudaFreeHost(flags[r]), cudaStreamDestroy(streams[r]);
     }
   }
   bool syncAll() {
@@ -156,6 +159,70 @@ bool check_gather(Group& G, Rng& rng, int rows, int cols) {
   return ok;
 }
 
+/**
+ * The fused all-reduce + residual + RMSNorm on every rank against cuda::rmsnorm with the CPU's rank-order sum as
+ * the residual (on GPU 0): x, y and the prepared GEMV input must be the same bits.
+ */
+bool check_fused(Group& G, Rng& rng, int rows, int dim) {
+  const int W = G.world;
+  const size_t n = (size_t)rows * dim;
+  const bool prep = rows <= 16 && dim % 64 == 0;
+  const size_t nxp = prep ? cuda::xprep_halves(rows, dim) : 0;
+  std::vector<std::vector<float>> part(W, std::vector<float>(n));
+  std::vector<float> x(n), w(dim), sum(n, 0.f);
+  for (auto& v : part)
+    for (auto& e : v) e = rng.uniform(-1.f, 1.f);
+  for (auto& e : x) e = rng.uniform(-2.f, 2.f);
+  for (auto& e : w) e = rng.uniform(0.5f, 1.5f);
+  for (size_t i = 0; i < n; i++)
+    for (int r = 0; r < W; r++) sum[i] += part[r][i];
+  // Reference: the unfused kernel on GPU 0.
+  float *rx, *rs, *rw, *ry;
+  __half* rxp = nullptr;
+  cudaSetDevice(0);
+  cudaMalloc(&rx, n * 4), cudaMalloc(&rs, n * 4), cudaMalloc(&rw, dim * 4), cudaMalloc(&ry, n * 4);
+  if (prep) cudaMalloc(&rxp, nxp * 2);
+  cudaMemcpy(rx, x.data(), n * 4, cudaMemcpyHostToDevice), cudaMemcpy(rs, sum.data(), n * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(rw, w.data(), dim * 4, cudaMemcpyHostToDevice);
+  bool ok = cuda::rmsnorm(rx, rs, rw, ry, rows, dim, 1e-5f, 0, rxp) == cudaSuccess && cudaDeviceSynchronize() == 0;
+  std::vector<float> ex(n), ey(n);
+  std::vector<__half> exp_(nxp);
+  cudaMemcpy(ex.data(), rx, n * 4, cudaMemcpyDeviceToHost), cudaMemcpy(ey.data(), ry, n * 4, cudaMemcpyDeviceToHost);
+  if (prep) cudaMemcpy(exp_.data(), rxp, nxp * 2, cudaMemcpyDeviceToHost);
+  cudaFree(rx), cudaFree(rs), cudaFree(rw), cudaFree(ry), cudaFree(rxp);
+  std::vector<float*> dp(W), dx(W), dw(W), dy(W);
+  std::vector<__half*> dxp(W, nullptr);
+  for (int r = 0; r < W; r++) {
+    cudaSetDevice(r);
+    cudaMalloc(&dp[r], n * 4), cudaMalloc(&dx[r], n * 4), cudaMalloc(&dw[r], dim * 4), cudaMalloc(&dy[r], n * 4);
+    if (prep) cudaMalloc(&dxp[r], nxp * 2);
+    cudaMemcpy(dp[r], part[r].data(), n * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dx[r], x.data(), n * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dw[r], w.data(), dim * 4, cudaMemcpyHostToDevice);
+  }
+  for (int r = 0; r < W; r++) {
+    cudaSetDevice(r);
+    if (cuda::p2p_all_reduce_rmsnorm(dp[r], dx[r], dw[r], dy[r], dxp[r], rows, dim, 1e-5f, G.g[r], G.streams[r]) !=
+        cudaSuccess)
+      ok = false;
+  }
+  if (!G.syncAll()) ok = false;
+  std::vector<float> ox(n), oy(n);
+  std::vector<__half> oxp(nxp);
+  for (int r = 0; r < W && ok; r++) {
+    cudaSetDevice(r);
+    cudaMemcpy(ox.data(), dx[r], n * 4, cudaMemcpyDeviceToHost), cudaMemcpy(oy.data(), dy[r], n * 4, cudaMemcpyDeviceToHost);
+    if (prep) cudaMemcpy(oxp.data(), dxp[r], nxp * 2, cudaMemcpyDeviceToHost);
+    ok = std::memcmp(ox.data(), ex.data(), n * 4) == 0 && std::memcmp(oy.data(), ey.data(), n * 4) == 0 &&
+         (!prep || std::memcmp(oxp.data(), exp_.data(), nxp * 2) == 0) && !G.flags[r][0];
+  }
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(dp[r]), cudaFree(dx[r]), cudaFree(dw[r]), cudaFree(dy[r]), cudaFree(dxp[r]);
+  report("all_reduce_rmsnorm world " + std::to_string(W) + " rows " + std::to_string(rows) + " dim " +
+             std::to_string(dim) + (prep ? " +xprep" : "") + " (bitwise vs reduce, then rmsnorm)",
+         ok);
+  return ok;
+}
+
 /** Captures 3 all-reduces per rank into a graph and replays it: epochs live on the device, so replays stay in step. */
 bool check_graph(Group& G, Rng& rng, size_t n) {
   const int W = G.world;
@@ -216,18 +283,28 @@ bool check_timeout(Group& G) {
 }
 
 /**
- * Median microseconds per all-reduce of n floats: 200 back-to-back calls captured in one CUDA graph per rank (as
- * in a decode step's graph), the graphs launched together.
+ * Median microseconds per call of `op` (mode 0: all-reduce of n floats; 1: all-reduce + rmsnorm of n / 4096 rows
+ * of 4096; 2: the same unfused, all-reduce then rmsnorm): 200 back-to-back calls captured in one CUDA graph per
+ * rank (as in a decode step's graph), the graphs launched together.
  */
-double time_p2p(Group& G, size_t n) {
-  const int W = G.world, iters = 200;
-  std::vector<float*> d(W);
+double time_p2p(Group& G, size_t n, int mode = 0) {
+  const int W = G.world, iters = 200, dim = 4096, rows = (int)(n / dim);
+  std::vector<float*> d(W), x(W), y(W);
   std::vector<cudaGraphExec_t> ex(W);
   for (int r = 0; r < W; r++) {
     cudaSetDevice(r), cudaMalloc(&d[r], n * sizeof(float)), cudaMemset(d[r], 0, n * 4);
+    cudaMalloc(&x[r], n * 4), cudaMemset(x[r], 0, n * 4), cudaMalloc(&y[r], (n + dim) * 4);  // y: w, then the output
+    cudaMemset(y[r], 0, (n + dim) * 4);
     cudaGraph_t g;
     cudaStreamBeginCapture(G.streams[r], cudaStreamCaptureModeThreadLocal);
-    for (int k = 0; k < iters; k++) cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]);
+    for (int k = 0; k < iters; k++) {
+      if (mode == 1) {
+        cuda::p2p_all_reduce_rmsnorm(d[r], x[r], y[r], y[r] + dim, nullptr, rows, dim, 1e-5f, G.g[r], G.streams[r]);
+      } else {
+        cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]);
+        if (mode == 2) cuda::rmsnorm(x[r], d[r], y[r], y[r] + dim, rows, dim, 1e-5f, G.streams[r]);
+      }
+    }
     cudaStreamEndCapture(G.streams[r], &g);
     cudaGraphInstantiate(&ex[r], g, 0);
     cudaGraphDestroy(g);
@@ -240,7 +317,7 @@ double time_p2p(Group& G, size_t n) {
     G.syncAll();
     if (rep > 0) per.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters);
   }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaGraphExecDestroy(ex[r]);
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaFree(x[r]), cudaFree(y[r]), cudaGraphExecDestroy(ex[r]);
   std::sort(per.begin(), per.end());
   return per[per.size() / 2];
 }
@@ -310,11 +387,20 @@ int main(int argc, char** argv) {
       check_sum(G, rng, n, 3);
     check_gather(G, rng, 1, 16000), check_gather(G, rng, 8, 16000), check_gather(G, rng, 3, 4097);
     check_graph(G, rng, 4096 * 4);
+    check_fused(G, rng, 1, 4096), check_fused(G, rng, 8, 4096), check_fused(G, rng, 16, 8192);
+    check_fused(G, rng, 32, 4096), check_fused(G, rng, 3, 256);
+    for (size_t n : {(size_t)4096, (size_t)3}) check_sum(G, rng, n, 4);  // slots still in step after the above
     for (size_t n : {(size_t)4096, (size_t)8192, (size_t)4096 * 32, (size_t)8192 * 32}) {
       const double us = time_p2p(G, n), nus = time_nccl(W, n);
       std::printf("world %d  %8zu bytes  p2p %7.2f us  nccl %7.2f us\n", W, n * 4, us, nus);
       g_bench.push_back({"p2p_all_reduce", W, n * 4, us});
       if (nus > 0) g_bench.push_back({"nccl_all_reduce", W, n * 4, nus});
+    }
+    for (size_t n : {(size_t)4096, (size_t)4096 * 32}) {
+      const double fused = time_p2p(G, n, 1), apart = time_p2p(G, n, 2);
+      std::printf("world %d  %8zu bytes  all-reduce + rmsnorm: fused %7.2f us, apart %7.2f us\n", W, n * 4, fused, apart);
+      g_bench.push_back({"p2p_all_reduce_rmsnorm", W, n * 4, fused});
+      g_bench.push_back({"p2p_all_reduce_then_rmsnorm", W, n * 4, apart});
     }
     check_timeout(G);  // last: it leaves rank 0 one epoch ahead
     G.destroy();

@@ -1,121 +1,259 @@
-// One-shot all-reduce and column gather over peer buffers (design in allreduce.cuh).
+// One-shot push all-reduce, column gather and fused all-reduce + residual + RMSNorm over peer buffers (protocol in
+// allreduce.cuh). Each thread owns 4 consecutive floats of the message: it stores them into every peer's buffer,
+// resets its share of the previous slot, then polls the other ranks' copies in its own buffer.
 #include "allreduce.cuh"
+#include "block_reduce.cuh"
+#include "pdl.cuh"
+#include "xprep.cuh"
 
 namespace tpserve::cuda {
 namespace {
 
+constexpr uint32_t kSentinel = 0xFFFFFFFFu;
+constexpr uint32_t kCanonicalNan = 0x7FC00000u;
 constexpr int kThreads = 256;
+constexpr int kChunk = 4 * kThreads;  // floats per block of the plain kernels
 
-__device__ __forceinline__ uint32_t ld_acquire_sys(const uint32_t* p) {
-  uint32_t v;
-  asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_release_sys(uint32_t* p, uint32_t v) {
-  asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-__device__ __forceinline__ float ld_volatile(const float* p) {
-  float v;
-  asm volatile("ld.volatile.global.f32 %0, [%1];" : "=f"(v) : "l"(p));
-  return v;
-}
 __device__ __forceinline__ long long global_ns() {
   long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
 
-__host__ __device__ inline size_t flags_bytes(size_t cap) {
-  const size_t blocks = (cap + kP2pChunk - 1) / kP2pChunk;
-  return (blocks * kP2pMaxRanks * sizeof(uint32_t) + 255) / 256 * 256;
+__device__ __forceinline__ float4 ld_volatile4(const float* p) {
+  float4 v;
+  asm volatile("ld.volatile.global.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ float ld_volatile(const float* p) {
+  float v;
+  asm volatile("ld.volatile.global.f32 %0, [%1];" : "=f"(v) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ void st_volatile4(float* p, float4 v) {
+  asm volatile("st.volatile.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ void st_volatile(float* p, float v) {
+  asm volatile("st.volatile.global.f32 [%0], %1;" ::"l"(p), "f"(v) : "memory");
+}
+__device__ __forceinline__ bool is_sentinel(float v) { return __float_as_uint(v) == kSentinel; }
+__device__ __forceinline__ float sanitize(float v) { return is_sentinel(v) ? __uint_as_float(kCanonicalNan) : v; }
+
+/** Region `region` of slot `slot` of a rank's buffer. */
+__device__ __forceinline__ float* region_of(uint8_t* base, uint32_t slot, int region, const P2pGroup& g) {
+  return reinterpret_cast<float*>(base) + ((size_t)slot * g.world + region) * g.cap;
 }
 
-__device__ __forceinline__ uint32_t* flags_of(uint8_t* base) { return reinterpret_cast<uint32_t*>(base); }
-__device__ __forceinline__ float* half_of(uint8_t* base, size_t cap, uint32_t epoch) {
-  return reinterpret_cast<float*>(base + flags_bytes(cap)) + (epoch & 1u) * cap;
+/** The call's slot and what the previous slot carried (read once per block, before the last block advances). */
+struct Call {
+  uint32_t slot, prevUsed;
+};
+
+__device__ __forceinline__ Call begin_call(const P2pGroup& g) {
+  __shared__ Call c;
+  if (threadIdx.x == 0) c.slot = g.state->slot % 3u, c.prevUsed = g.state->used[(c.slot + 2u) % 3u];
+  __syncthreads();
+  return c;
 }
 
-/**
- * Publishes this block's chunk and waits for every peer's. Returns the epoch, or 0 when the wait failed (timeout or
- * abort; *err is set and the caller must not read).
- */
-__device__ uint32_t exchange(const float* src, size_t base, int cnt, const P2pGroup& g) {
-  __shared__ uint32_t sEpoch;
-  __shared__ int sFail;
-  const int b = blockIdx.x;
-  if (threadIdx.x == 0) {
-    const uint32_t e = g.counters[b] + 1u;
-    g.counters[b] = e;
-    // 0 means "failed" to the caller: after 2^32 calls skip to 2, which keeps the parity alternating.
-    sEpoch = e == 0 ? 2u : e;
-    if (e == 0) g.counters[b] = 2u;
-    sFail = 0;
-  }
-  __syncthreads();
-  const uint32_t e = sEpoch;
-  float* mine = half_of(g.base[g.rank], g.cap, e) + base;
-  for (int i = threadIdx.x; i < cnt; i += kThreads) mine[i] = src[base + i];
-  __syncthreads();
-  if (threadIdx.x < g.world) {
-    st_release_sys(flags_of(g.base[threadIdx.x]) + (size_t)b * kP2pMaxRanks + g.rank, e);
-    const uint32_t* f = flags_of(g.base[g.rank]) + (size_t)b * kP2pMaxRanks + threadIdx.x;
-    const long long t0 = global_ns();
-    for (int k = 1; (int32_t)(ld_acquire_sys(f) - e) < 0; k++) {
-      if ((k & 1023) == 0 &&
-          (*reinterpret_cast<const volatile int*>(g.abortFlag) != 0 || global_ns() - t0 > g.timeoutNs)) {
-        sFail = 1;
-        *reinterpret_cast<volatile int*>(g.err) = 1;
-        break;
-      }
+/** Stores v[0..cnt) (element idx onward of this rank's message) into every peer's slot. */
+__device__ __forceinline__ void push(const P2pGroup& g, uint32_t slot, size_t idx, const float* v, int cnt) {
+  for (int j = 0; j < g.world; j++) {
+    if (j == g.rank) continue;
+    float* dst = region_of(g.base[j], slot, g.rank, g) + idx;
+    if (cnt == 4) {
+      st_volatile4(dst, make_float4(sanitize(v[0]), sanitize(v[1]), sanitize(v[2]), sanitize(v[3])));
+    } else {
+      for (int i = 0; i < cnt; i++) st_volatile(dst + i, sanitize(v[i]));
     }
   }
+}
+
+/** This thread's share (grid-stride) of writing the sentinel over the previous slot's regions of the peers. */
+__device__ __forceinline__ void reset_previous(const P2pGroup& g, const Call& c) {
+  const size_t stride = (size_t)gridDim.x * blockDim.x * 4, start = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+  const uint32_t prev = (c.slot + 2u) % 3u;
+  const float s = __uint_as_float(kSentinel);
+  for (int j = 0; j < g.world; j++) {
+    if (j == g.rank) continue;
+    float* r = region_of(g.base[g.rank], prev, j, g);
+    for (size_t i = start; i < c.prevUsed; i += stride) {
+      if (i + 4 <= c.prevUsed) *reinterpret_cast<float4*>(r + i) = make_float4(s, s, s, s);
+      else
+        for (size_t k = i; k < c.prevUsed; k++) r[k] = s;
+    }
+  }
+}
+
+/** Polls cnt (<= 4) values at p until none is the sentinel; false when the wait failed (err set). */
+__device__ __forceinline__ bool poll(const float* p, int cnt, float* out, const P2pGroup& g) {
+  long long t0 = 0;
+  for (int k = 0;; k++) {
+    bool ready = true;
+    if (cnt == 4) {
+      const float4 v = ld_volatile4(p);
+      out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+    } else {
+      for (int i = 0; i < cnt; i++) out[i] = ld_volatile(p + i);
+    }
+    for (int i = 0; i < cnt; i++) ready = ready && !is_sentinel(out[i]);
+    if (ready) return true;
+    if (k == 0) t0 = global_ns();
+    if ((k & 255) == 255 &&
+        (*reinterpret_cast<const volatile int*>(g.abortFlag) != 0 || global_ns() - t0 > g.timeoutNs)) {
+      *reinterpret_cast<volatile int*>(g.err) = 1;
+      return false;
+    }
+  }
+}
+
+/** The last block of the call records what the slot carried and moves the group to the next slot. */
+__device__ __forceinline__ void end_call(const P2pGroup& g, const Call& c, uint32_t n) {
   __syncthreads();
-  return sFail ? 0u : e;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    if (atomicAdd(&g.state->done, 1u) == gridDim.x - 1) {
+      g.state->done = 0;
+      g.state->used[c.slot] = n;
+      g.state->slot = (c.slot + 1u) % 3u;
+    }
+  }
 }
 
 __global__ void __launch_bounds__(kThreads) all_reduce_kernel(float* x, size_t n, P2pGroup g) {
-  const size_t base = (size_t)blockIdx.x * kP2pChunk;
-  const int cnt = (int)min((size_t)kP2pChunk, n - base);
-  const uint32_t e = exchange(x, base, cnt, g);
-  if (e == 0) return;
-  for (int i = threadIdx.x; i < cnt; i += kThreads) {
-    float s = 0.f;
-    for (int j = 0; j < g.world; j++) s += ld_volatile(half_of(g.base[j], g.cap, e) + base + i);
-    x[base + i] = s;
+  pdl_trigger();
+  pdl_wait();
+  const Call c = begin_call(g);
+  const size_t idx = (size_t)blockIdx.x * kChunk + (size_t)threadIdx.x * 4;
+  const int cnt = idx < n ? (int)min((size_t)4, n - idx) : 0;
+  float mine[4] = {}, s[4] = {}, in[4];
+  for (int i = 0; i < cnt; i++) mine[i] = x[idx + i];
+  if (cnt) push(g, c.slot, idx, mine, cnt);
+  reset_previous(g, c);
+  bool ok = true;
+  for (int j = 0; j < g.world && cnt && ok; j++) {
+    if (j == g.rank) {
+      for (int i = 0; i < cnt; i++) s[i] += mine[i];
+    } else if ((ok = poll(region_of(g.base[g.rank], c.slot, j, g) + idx, cnt, in, g))) {
+      for (int i = 0; i < cnt; i++) s[i] += in[i];
+    }
   }
+  if (ok)
+    for (int i = 0; i < cnt; i++) x[idx + i] = s[i];
+  end_call(g, c, (uint32_t)n);
 }
 
 __global__ void __launch_bounds__(kThreads) gather_cols_kernel(const float* local, int cols, float* out, size_t n,
                                                                P2pGroup g) {
-  const size_t base = (size_t)blockIdx.x * kP2pChunk;
-  const int cnt = (int)min((size_t)kP2pChunk, n - base);
-  const uint32_t e = exchange(local, base, cnt, g);
-  if (e == 0) return;
+  pdl_trigger();
+  pdl_wait();
+  const Call c = begin_call(g);
+  const size_t idx = (size_t)blockIdx.x * kChunk + (size_t)threadIdx.x * 4;
+  const int cnt = idx < n ? (int)min((size_t)4, n - idx) : 0;
+  float mine[4] = {}, in[4];
+  for (int i = 0; i < cnt; i++) mine[i] = local[idx + i];
+  if (cnt) push(g, c.slot, idx, mine, cnt);
+  reset_previous(g, c);
   const size_t width = (size_t)g.world * cols;
-  for (int i = threadIdx.x; i < cnt; i += kThreads) {
-    const size_t idx = base + i, r = idx / cols, c = idx % cols;
-    for (int j = 0; j < g.world; j++) out[r * width + (size_t)j * cols + c] = ld_volatile(half_of(g.base[j], g.cap, e) + idx);
+  for (int j = 0; j < g.world && cnt; j++) {
+    const float* v = mine;
+    if (j != g.rank) {
+      if (!poll(region_of(g.base[g.rank], c.slot, j, g) + idx, cnt, in, g)) break;
+      v = in;
+    }
+    for (int i = 0; i < cnt; i++) {
+      const size_t e = idx + i;
+      out[(e / cols) * width + (size_t)j * cols + e % cols] = v[i];
+    }
   }
+  end_call(g, c, (uint32_t)n);
+}
+
+// One block per row, NT threads with NV float4 of the row each: the layout of rmsnorm_vec_kernel (ops.cu), whose
+// arithmetic this repeats in the same order.
+template <int NV, int NT>
+__global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __restrict__ partial, float* x,
+                                                                const float* __restrict__ w, float* y, int dim,
+                                                                float eps, __half* xp, int rows, P2pGroup g) {
+  __shared__ float red[NT / 32];
+  pdl_trigger();
+  pdl_wait();
+  const Call c = begin_call(g);
+  const int n4 = dim / 4;
+  const size_t row = (size_t)blockIdx.x * dim;
+  float4 part[NV];
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    const int col = threadIdx.x + k * NT;
+    if (col < n4) {
+      part[k] = *reinterpret_cast<const float4*>(partial + row + 4 * col);
+      push(g, c.slot, row + 4 * col, reinterpret_cast<const float*>(&part[k]), 4);
+    }
+  }
+  reset_previous(g, c);
+  float4 v[NV];
+  float ss = 0.f;
+  bool ok = true;
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    const int col = threadIdx.x + k * NT;
+    if (col < n4) {
+      float4 s = make_float4(0.f, 0.f, 0.f, 0.f), in;
+      for (int j = 0; j < g.world && ok; j++) {
+        if (j == g.rank) in = part[k];
+        else ok = poll(region_of(g.base[g.rank], c.slot, j, g) + row + 4 * col, 4, reinterpret_cast<float*>(&in), g);
+        s.x += in.x, s.y += in.y, s.z += in.z, s.w += in.w;
+      }
+      float4* xr = reinterpret_cast<float4*>(x + row) + col;
+      v[k] = *xr;
+      v[k].x += s.x, v[k].y += s.y, v[k].z += s.z, v[k].w += s.w;
+      if (ok) *xr = v[k];
+      ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    }
+  }
+  ss = red::block_sum(ss, red);
+  const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)dim) + eps));
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float4* yr = reinterpret_cast<float4*>(y + row);
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    const int col = threadIdx.x + k * NT;
+    if (col < n4) {
+      const float4 gg = __ldg(w4 + col);
+      const float4 o = make_float4((v[k].x * inv) * gg.x, (v[k].y * inv) * gg.y, (v[k].z * inv) * gg.z,
+                                   (v[k].w * inv) * gg.w);
+      yr[col] = o;
+      if (xp) {
+        xprep_store2(xp, rows, blockIdx.x, 4 * col, o.x, o.y);
+        xprep_store2(xp, rows, blockIdx.x, 4 * col + 2, o.z, o.w);
+      }
+    }
+  }
+  end_call(g, c, (uint32_t)((size_t)rows * dim));
 }
 
 bool valid(const P2pGroup& g, size_t n) {
-  if (g.world < 1 || g.world > kP2pMaxRanks || g.rank < 0 || g.rank >= g.world || n > g.cap) return false;
-  if (!g.counters || !g.err || !g.abortFlag) return false;
+  if (g.world < 1 || g.world > kP2pMaxRanks || g.rank < 0 || g.rank >= g.world || n > g.cap || g.cap % 4) return false;
+  if (!g.state || !g.err || !g.abortFlag) return false;
   for (int j = 0; j < g.world; j++)
     if (!g.base[j]) return false;
   return true;
 }
 
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
 }  // namespace
 
-size_t p2p_buffer_bytes(size_t cap) { return flags_bytes(cap) + 2 * cap * sizeof(float); }
+size_t p2p_buffer_bytes(size_t cap, int world) { return 3 * (size_t)world * cap * sizeof(float); }
 
 cudaError_t p2p_all_reduce(float* x, size_t n, const P2pGroup& g, cudaStream_t stream) {
   if (!valid(g, n) || (n > 0 && !x)) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = (unsigned)((n + kP2pChunk - 1) / kP2pChunk);
-  all_reduce_kernel<<<blocks, kThreads, 0, stream>>>(x, n, g);
-  return cudaGetLastError();
+  const unsigned blocks = (unsigned)((n + kChunk - 1) / kChunk);
+  return launch_pdl(all_reduce_kernel, dim3(blocks), dim3(kThreads), 0, stream, x, n, g);
 }
 
 cudaError_t p2p_gather_cols(const float* local, int rows, int cols, float* out, const P2pGroup& g,
@@ -123,9 +261,35 @@ cudaError_t p2p_gather_cols(const float* local, int rows, int cols, float* out, 
   const size_t n = (size_t)rows * cols;
   if (rows < 0 || cols <= 0 || !valid(g, n) || (n > 0 && (!local || !out))) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = (unsigned)((n + kP2pChunk - 1) / kP2pChunk);
-  gather_cols_kernel<<<blocks, kThreads, 0, stream>>>(local, cols, out, n, g);
-  return cudaGetLastError();
+  const unsigned blocks = (unsigned)((n + kChunk - 1) / kChunk);
+  return launch_pdl(gather_cols_kernel, dim3(blocks), dim3(kThreads), 0, stream, local, cols, out, n, g);
+}
+
+cudaError_t p2p_all_reduce_rmsnorm(const float* partial, float* x, const float* w, float* y, __half* xp, int rows,
+                                   int dim, float eps, const P2pGroup& g, cudaStream_t stream) {
+  const size_t n = (size_t)rows * dim;
+  if (rows <= 0 || dim <= 0 || dim % 4 || dim > 16384 || !(eps >= 0.f) || !valid(g, n)) return cudaErrorInvalidValue;
+  if (!partial || !x || !w || !y || !aligned16(partial) || !aligned16(x) || !aligned16(w) || !aligned16(y))
+    return cudaErrorInvalidValue;
+  if (xp && (rows > 16 || dim % 64 != 0)) return cudaErrorInvalidValue;
+  const int n4 = dim / 4;
+  const dim3 grid(rows);
+  if (n4 > kThreads) {  // the same choice of block shape as cuda::rmsnorm
+    const dim3 wide(1024);
+    switch ((n4 + 1023) / 1024) {
+      case 1: return launch_pdl(all_reduce_rmsnorm_kernel<1, 1024>, grid, wide, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
+      case 2: return launch_pdl(all_reduce_rmsnorm_kernel<2, 1024>, grid, wide, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
+      case 3: return launch_pdl(all_reduce_rmsnorm_kernel<3, 1024>, grid, wide, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
+      default: return launch_pdl(all_reduce_rmsnorm_kernel<4, 1024>, grid, wide, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
+    }
+  }
+  const dim3 block(kThreads);
+  switch ((n4 + kThreads - 1) / kThreads) {
+    case 1: return launch_pdl(all_reduce_rmsnorm_kernel<1, kThreads>, grid, block, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
+    case 2: return launch_pdl(all_reduce_rmsnorm_kernel<2, kThreads>, grid, block, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
+    case 3: return launch_pdl(all_reduce_rmsnorm_kernel<3, kThreads>, grid, block, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
+    default: return launch_pdl(all_reduce_rmsnorm_kernel<4, kThreads>, grid, block, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
+  }
 }
 
 }  // namespace tpserve::cuda

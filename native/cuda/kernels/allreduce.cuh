@@ -1,16 +1,18 @@
 // One-shot collectives over peer-to-peer device memory (NVLink), for the small messages of a tensor-parallel
-// decode step, where NCCL's latency (tens of microseconds per call) would exceed the step's compute.
+// decode step, where NCCL's latency (about 20 us per call eagerly) would exceed the step's compute.
 //
-// Each rank owns one buffer, mapped into every peer with CUDA IPC (or plain peer pointers in one process):
-//   [flags: kMaxBlocks x 8 uint32][data, parity 0: cap floats][data, parity 1: cap floats]
-// Block b of a call owns chunk b (kChunk floats) of the message. It bumps its own call counter (epoch e, kept in
-// local device memory, so a captured CUDA graph replays correctly), copies its chunk into its buffer's half e % 2,
-// writes e into slot [b][rank] of every peer's flags (release, system scope), waits until its own slots [b][*]
-// all reach e (acquire), then reads chunk b of every rank's half e % 2. Sums add in rank order 0..world-1, so every
-// rank gets bitwise the same result. A rank at epoch e+1 has finished reading epoch e (kernels of one stream run in
-// order), so the half of epoch e is overwritten only at e+2, after that rank signalled e+1: two halves suffice and
-// one barrier per call. Waits give up after `timeoutNs`, or when the host sets `*abortFlag`, and set `*err`.
+// Push ("Lamport") protocol, no flags and no fences: every rank owns a receive buffer of 3 slots x world regions x
+// cap floats, mapped into every peer with CUDA IPC (or plain peer pointers in one process), and filled with a
+// sentinel bit pattern (0xFFFFFFFF, a NaN no kernel writes: such a value is sent as the canonical NaN instead).
+// Call e uses slot e % 3: each rank stores its message straight into region [rank] of slot e % 3 of every peer's
+// buffer, then polls its own slot until no element of the regions it needs holds the sentinel, combines them
+// (sums add in rank order 0..world-1, so every rank gets the same bits), and writes the sentinel back over the
+// slot it used in call e - 1. A peer can run at most one call ahead (call e + 1 needs everybody's e + 1 data), so
+// it only ever writes slot (e + 1) % 3 while this rank is in call e, and slot (e - 1) % 3 is free to reset.
+// The call number lives in device memory (P2pState), so a captured CUDA graph replays correctly; the last block
+// of a call advances it. Polls give up after `timeoutNs`, or when the host sets `*abortFlag`, and set `*err`.
 #pragma once
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -19,20 +21,26 @@
 namespace tpserve::cuda {
 
 constexpr int kP2pMaxRanks = 8;
-constexpr int kP2pChunk = 1024;  // floats per block and call
+
+/** Per-rank bookkeeping in device memory (zeroed at start). */
+struct P2pState {
+  uint32_t slot;     // slot of the next call (0, 1, 2)
+  uint32_t done;     // blocks of the current call that finished
+  uint32_t used[3];  // floats per region each slot last carried (what the reset must cover)
+};
 
 struct P2pGroup {
-  uint8_t* base[kP2pMaxRanks] = {};  // every rank's buffer, as mapped in this process
+  uint8_t* base[kP2pMaxRanks] = {};  // every rank's receive buffer, as mapped in this process
   int rank = 0, world = 1;
-  size_t cap = 0;                 // floats per parity half; one call moves at most cap floats per rank
-  uint32_t* counters = nullptr;   // this rank's per-block epochs (cap / kP2pChunk of them), zeroed at start
-  int* err = nullptr;             // host-mapped: set to 1 by a wait that timed out or was aborted
-  const int* abortFlag = nullptr;  // host-mapped: the host sets it to stop every wait
+  size_t cap = 0;                     // floats per region: one call moves at most cap floats per rank
+  P2pState* state = nullptr;          // this rank's
+  int* err = nullptr;                 // host-mapped: set to 1 by a poll that timed out or was aborted
+  const int* abortFlag = nullptr;     // host-mapped: the host sets it to stop every poll
   long long timeoutNs = 10'000'000'000LL;
 };
 
-/** Bytes of one rank's buffer for messages of up to `cap` floats. */
-size_t p2p_buffer_bytes(size_t cap);
+/** Bytes of one rank's receive buffer; fill it with 0xFF bytes (the sentinel) before the first call. */
+size_t p2p_buffer_bytes(size_t cap, int world);
 
 /** x (n floats, n <= cap) becomes the sum over ranks, added in rank order. */
 cudaError_t p2p_all_reduce(float* x, size_t n, const P2pGroup& g, cudaStream_t stream);
@@ -43,5 +51,14 @@ cudaError_t p2p_all_reduce(float* x, size_t n, const P2pGroup& g, cudaStream_t s
  */
 cudaError_t p2p_gather_cols(const float* local, int rows, int cols, float* out, const P2pGroup& g,
                             cudaStream_t stream);
+
+/**
+ * The all-reduce of a row-parallel layer's partial output fused with the residual add and RMSNorm that follow:
+ * x += sum over ranks of `partial` (rows, dim), then y = rmsnorm(x) * w, and the decode GEMV's prepared input when
+ * xp is set (as cuda::rmsnorm with residual = the reduced partial; same bits). Needs rows * dim <= cap, dim % 4 == 0
+ * and dim <= 16384 (cudaErrorInvalidValue otherwise: reduce and normalize separately).
+ */
+cudaError_t p2p_all_reduce_rmsnorm(const float* partial, float* x, const float* w, float* y, __half* xp, int rows,
+                                   int dim, float eps, const P2pGroup& g, cudaStream_t stream);
 
 }  // namespace tpserve::cuda

@@ -5,6 +5,7 @@
 #include <cfloat>
 #include <climits>
 
+#include "block_reduce.cuh"
 #include "kernels.cuh"
 #include "pdl.cuh"
 #include "xprep.cuh"
@@ -14,11 +15,8 @@ namespace {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
+using red::block_sum;
+using red::warp_sum;
 
 // ---------------------------------------------------------------- embedding
 template <bool VEC>
@@ -45,17 +43,6 @@ __global__ void embedding_kernel(const int32_t* __restrict__ ids, const float* _
 // One block per row. The row (with the residual added) is kept in registers when it fits (NV float4 per thread),
 // so x is read once and written once (when residual is set) and y written once.
 constexpr int kNormThreads = 256;
-
-__device__ __forceinline__ float block_sum(float v, float* red) {
-  v = warp_sum(v);
-  const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-  __syncthreads();  // red may be in use by a previous call
-  if (l == 0) red[w] = v;
-  __syncthreads();
-  float s = 0.f;
-  for (int i = 0; i < nw; i++) s += red[i];  // same order in every thread: identical result everywhere
-  return s;
-}
 
 // NT threads (256, or 1024 for wide rows: a decode step normalizes one row per block, so wide blocks cut latency).
 template <int NV, int NT>
