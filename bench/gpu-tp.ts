@@ -6,18 +6,23 @@
 //     p2p all-reduce and with NCCL only), batch 1 and 32: step time, all-reduce time per step (profile), fraction
 //     of the floor (per-GPU weight bytes / copy bandwidth + the measured collective time).
 //  3. End to end: Llama-2-7B int4 at TP=2 through the router (`serve --tp 2` layout), batch 1 and 32.
+//  4. Failure on the GPUs: a follower killed (SIGKILL) or hung (SIGSTOP) in the middle of a generation: the request
+//     ends with UNAVAILABLE within the bound and the leader process still answers.
 // Flags: --bandwidth GBPS (per GPU), --out FILE, --quick (skips the 70B NCCL-only run and the end-to-end part),
-// --tps 1,2 (default: 1, 2, 4 up to the GPUs visible), --parts equality,decode,e2e (default all).
+// --tps 1,2 (default: 1, 2, 4 up to the GPUs visible), --parts equality,decode,e2e,failure (default all).
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import type { Engine } from "../native/index.js";
 import { loadNative } from "../native/index.js";
 import { startWorkerGroup, stopWorkerGroup } from "../services/cli/tp-group.js";
-import { generate, generationClient } from "../services/common/client.js";
+import { generate, generationClient, unary } from "../services/common/client.js";
 import { Flags } from "../services/common/flags.js";
+import type { WorkerClient } from "../services/common/generated/tpserve/worker/v1/Worker.js";
 import { bundledModelDir, packageRoot } from "../services/common/paths.js";
+import { protos } from "../services/common/proto.js";
 import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
@@ -36,7 +41,8 @@ const bandwidth = f.float("bandwidth", 0, 0, 1e5);
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-tp-latest.json"));
 const quick = f.bool("quick");
 const tpsFlag = f.string("tps", "");
-const parts = new Set(f.string("parts", "equality,decode,e2e").split(","));
+const failureModel = f.string("failure-model", ""); // default: dummy Llama-2-7B (a folder: its weights as stored)
+const parts = new Set(f.string("parts", "equality,decode,e2e,failure").split(","));
 f.rejectUnknown();
 
 function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
@@ -316,8 +322,86 @@ if (!quick && parts.has("e2e") && tps.includes(2)) {
   }
   results["endToEnd"] = e2e;
 }
+if (parts.has("failure") && tps.includes(2)) {
+  const rows: Record<string, unknown>[] = [];
+  for (const signal of ["SIGKILL", "SIGSTOP"] as const) rows.push(await failure(signal));
+  results["failure"] = rows;
+}
 save();
 console.log(`wrote ${out}`);
+
+/** A TP=2 group on GPUs 0-1 behind a router; rank 1 gets `signal` once a long generation has streamed 3 tokens. */
+async function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, unknown>> {
+  const tpTimeoutMs = 3000;
+  const cfg = baseCfg({
+    model: failureModel || dummy("llama-2-7b"),
+    loadFormat: failureModel ? "safetensors" : "dummy",
+    quantization: "int4",
+    groupSize: 64,
+    numPages: 200,
+    maxBatchTokens: 2048,
+    tp: 2,
+    tpTimeoutMs,
+  });
+  const { ranks, ready } = await startWorkerGroup(cfg);
+  const router = await startRouter({
+    ...routerConfigFromFlags(new Flags([]), [ready.address]),
+    httpPort: null,
+    logLevel: "silent",
+    model: bundled,
+    port: 0,
+  });
+  const client = generationClient(router.address);
+  const victim = ranks[1]!.child;
+  try {
+    let chunks = 0;
+    let hurtAt = 0;
+    const err = (await generate(client, { tokenIds: { ids: [1, 450, 12] }, maxTokens: 900, ignoreEos: true }, () => {
+      if (++chunks === 3) {
+        hurtAt = performance.now();
+        victim.kill(signal);
+      }
+    }).then(
+      () => ({ code: -1, details: "the generation finished although a rank was gone" }),
+      (e: { code: number; details: string }) => e,
+    )) as { code: number; details: string };
+    const ms = performance.now() - hurtAt;
+    // The leader process must still answer on its own endpoint.
+    const wc = new (protos().worker.tpserve.worker.v1.Worker)(
+      ready.address,
+      grpc.credentials.createInsecure(),
+    ) as unknown as WorkerClient;
+    const leaderAlive = await unary(wc.Describe.bind(wc), {}).then(
+      (d) => (d as { tpRank?: number }).tpRank === 0,
+      () => false,
+    );
+    wc.close();
+    const next = (await generate(client, { tokenIds: { ids: [1, 2, 3] }, maxTokens: 2 }).then(
+      () => ({ code: 0, details: "served" }),
+      (e: { code: number; details: string }) => e,
+    )) as { code: number; details: string };
+    const row = {
+      signal,
+      tpTimeoutMs,
+      chunksBefore: chunks,
+      code: err.code,
+      unavailable: err.code === 14,
+      details: err.details,
+      msToError: ms,
+      leaderProcessAlive: leaderAlive,
+      nextRequestCode: next.code,
+    };
+    console.log(
+      `failure ${signal} of rank 1: request ended with code ${err.code} after ${ms.toFixed(0)} ms (${err.details}); leader answers Describe: ${leaderAlive}; next request code ${next.code}`,
+    );
+    return row;
+  } finally {
+    if (signal === "SIGSTOP") victim.kill("SIGCONT");
+    client.close();
+    await router.close(1000);
+    await stopWorkerGroup(ranks);
+  }
+}
 
 /** Written after every part, so a run cut short keeps what it measured. */
 function save(): void {

@@ -31,6 +31,9 @@ RUN npx cmake-js compile -d native -O native/build --CDCMAKE_BUILD_TYPE=Release 
 FROM nvidia/cuda:${CUDA_VERSION}-base-${UBUNTU}
 ENV NODE_ENV=production
 WORKDIR /app
+# NCCL for tensor parallelism on GPUs (loaded at run time from libnccl.so.2; the CUDA apt repository of the base
+# image carries it). Without it a group still runs through CUDA IPC peer buffers when the GPUs have peer access.
+RUN apt-get update && apt-get install -y --no-install-recommends libnccl2 && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 tpserve && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin tpserve
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 COPY --from=build /src/package.json ./

@@ -340,7 +340,7 @@ describe("helm chart helm/tpserve", () => {
     for (const [args, re] of bad) expect(() => template(args), args.join(" ")).toThrow(re);
   });
 
-  it("renders NOTES with how to reach the router, how groups are found, and that tp > 1 needs CPU ranks", () => {
+  it("renders NOTES with how to reach the router, how groups are found, and how a tp > 1 group uses its GPUs", () => {
     const notes = (args: string[]) =>
       runTool(helm, ["install", "rel", CHART, "--dry-run=client", "--namespace", "llm", ...args]).split("NOTES:")[1] ??
       "";
@@ -349,10 +349,11 @@ describe("helm chart helm/tpserve", () => {
     expect(perNode).toMatch(/port-forward svc\/rel-tpserve-router 50051 8080/);
     expect(perNode).toMatch(/registers in the Redis ledger as <pod name>-g<group index>/);
     expect(perNode).toMatch(/`tpserve worker --tp 2`, which starts all 2 ranks itself/);
-    expect(perNode).toMatch(/GPU engine refuses tp > 1 \(NATIVE_TP_UNSUPPORTED\)/);
+    expect(perNode).toMatch(/rank r uses the container's GPU r \(all 2 are visible to every rank\)/);
+    expect(perNode).toMatch(/NCCL \(libnccl\.so\.2 in the image\)/);
     expect(notes(SETS["external"]!)).toMatch(/HPA \(2\.\.6\) and share the workers through the ledger/);
     const standalone = notes(SETS["standalone"]!);
     expect(standalone).toMatch(/one router, which reads the worker groups from DNS once at start/);
-    expect(standalone).not.toMatch(/NATIVE_TP_UNSUPPORTED/); // tp 1
+    expect(standalone).not.toMatch(/CUDA IPC/); // tp 1
   });
 });

@@ -90,6 +90,9 @@ describe("container images", () => {
     const marker = /grep -q "([^"]+)"/.exec(compile)![1]!;
     expect(read("native/CMakeLists.txt")).toContain(`message(STATUS "tpserve: ${marker}`);
     expect(s.at(-1)!.lines).toContain("USER 10001:10001");
+    // NCCL for tensor parallelism on GPUs, loaded at run time (native/cuda/nccl_api.cu dlopens libnccl.so.2)
+    expect(s.at(-1)!.lines.some((l) => /apt-get install .*\blibnccl2\b/.test(l))).toBe(true);
+    expect(read("native/cuda/nccl_api.cu")).toContain('dlopen("libnccl.so.2"');
     // the chart's pods run as this user
     expect(read("helm/tpserve/templates/_helpers.tpl")).toMatch(/runAsUser: 10001/);
   });
