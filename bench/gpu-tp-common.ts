@@ -12,6 +12,8 @@ export interface RankSpec {
   group: string;
   mode: "greedy" | "decode";
   allreduce: "auto" | "nccl" | "p2p";
+  /** Extra environment of the rank processes (A/B switches such as TPSERVE_ATTN_MERGE=0). */
+  env?: Record<string, string>;
   batches: number[];
   kvHeadsLocal: number;
   headDim: number;

@@ -41,7 +41,8 @@ const bandwidth = f.float("bandwidth", 0, 0, 1e5);
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-tp-latest.json"));
 const quick = f.bool("quick");
 const tpsFlag = f.string("tps", "");
-const failureModel = f.string("failure-model", ""); // default: dummy Llama-2-7B (a folder: its weights as stored)
+const failureModel = f.string("failure-model", "");
+const shapeDir = f.string("shape-dir", ""); // trying the script on a small machine: every decode run uses this config // default: dummy Llama-2-7B (a folder: its weights as stored)
 const parts = new Set(f.string("parts", "equality,decode,e2e,failure").split(","));
 f.rejectUnknown();
 
@@ -52,6 +53,7 @@ function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
 /** One rank: joins the group, loads its shard, then the leader measures and the followers follow. */
 async function runRank(spec: RankSpec): Promise<void> {
   process.env["TPSERVE_ALLREDUCE"] = spec.allreduce;
+  Object.assign(process.env, spec.env ?? {});
   const native = loadNative();
   const group =
     spec.tp > 1
@@ -210,10 +212,44 @@ save();
 const dummy = (name: string) => join(packageRoot(), "models", "dummy", name);
 // Group size 128 everywhere but Llama-2-7B at TP=4: 11008 / 4 = 2752 columns of down_proj per rank is not a
 // multiple of 128 (the loader refuses a straddling group and names 64).
-const runs: { model: string; kvHeads: number; tp: number; allreduce: "auto" | "nccl"; groupSize: 64 | 128 }[] = [];
+const runs: {
+  model: string;
+  kvHeads: number;
+  tp: number;
+  allreduce: "auto" | "nccl";
+  groupSize: 64 | 128;
+  env?: Record<string, string>;
+  label?: string;
+}[] = [];
 const g7 = (tp: number) => (tp === 4 ? 64 : 128);
 for (const tp of tps) runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp) });
 if (tps.includes(4)) runs.push({ model: "llama-2-7b", kvHeads: 32, tp: 1, allreduce: "auto", groupSize: 64 });
+// The same steps with every collective skipped (wrong results, timing only): step time minus this is what the
+// collectives cost inside the step, the term the floor adds to the weight reads.
+for (const [model, kvHeads, tp] of [
+  ["llama-2-7b", 32, 2],
+  ["llama-2-70b", 8, 4],
+] as const)
+  if (tps.includes(tp))
+    runs.push({
+      model,
+      kvHeads,
+      tp,
+      allreduce: "auto",
+      groupSize: 128,
+      env: { TPSERVE_TP_SKIP_COLLECTIVES: "1" },
+      label: "no collectives",
+    });
+// A/B: decode attention merging its partitions in a second kernel instead of in the last partition block.
+runs.push({
+  model: "llama-2-7b",
+  kvHeads: 32,
+  tp: 1,
+  allreduce: "auto",
+  groupSize: 128,
+  env: { TPSERVE_ATTN_MERGE: "0" },
+  label: "attention reduce kernel",
+});
 for (const tp of tps.filter((t) => t > 1))
   runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "nccl", groupSize: g7(tp) });
 for (const tp of tps.filter((t) => t > 1))
@@ -226,11 +262,12 @@ for (const run of parts.has("decode") ? runs : []) {
     tp: run.tp,
     mode: "decode",
     allreduce: run.allreduce,
+    ...(run.env ? { env: run.env } : {}),
     batches: [1, 32],
     kvHeadsLocal: Math.max(1, run.kvHeads / run.tp),
     headDim: 128,
     cfg: {
-      model: dummy(run.model),
+      model: shapeDir || dummy(run.model),
       loadFormat: "dummy",
       quantization: "int4",
       groupSize: run.groupSize,
@@ -245,6 +282,7 @@ for (const run of parts.has("decode") ? runs : []) {
       tp: run.tp,
       groupSize: run.groupSize,
       allreduce: run.tp === 1 ? "-" : run.allreduce,
+      label: run.label ?? "",
       ...row,
       tokPerSeq: 1000 / row.stepMs,
       tokTotal: (1000 * row.batch) / row.stepMs,
@@ -259,13 +297,49 @@ for (const run of parts.has("decode") ? runs : []) {
     results["decode"] = speed;
     save();
     console.log(
-      `${run.model} g${run.groupSize} tp ${run.tp} ${rec.allreduce.padEnd(4)} batch ${String(row.batch).padStart(2)}: step ${row.stepMs.toFixed(3)} ms (${rec.tokPerSeq.toFixed(0)} tok/s/seq, ${rec.tokTotal.toFixed(0)} tok/s), ` +
+      `${run.model} g${run.groupSize} tp ${run.tp} ${rec.allreduce.padEnd(4)}${run.label ? ` [${run.label}]` : ""} batch ${String(row.batch).padStart(2)}: step ${row.stepMs.toFixed(3)} ms (${rec.tokPerSeq.toFixed(0)} tok/s/seq, ${rec.tokTotal.toFixed(0)} tok/s), ` +
         `collectives ${row.commMsPerStep.toFixed(3)} ms/step (${row.collectivesPerStep} calls, profiled step ${row.profiledStepMs.toFixed(2)} ms), ` +
         `floor ${floorMs.toFixed(3)}+${row.commMsPerStep.toFixed(3)} ms = ${(rec.floorFraction * 100).toFixed(0)}%`,
     );
   }
 }
 results["decode"] = speed;
+
+// Collective cost inside the step (step minus the same step without collectives) and the floor it implies.
+type SpeedRow = {
+  model: string;
+  tp: number;
+  batch: number;
+  allreduce: string;
+  label: string;
+  stepMs: number;
+  memoryFloorMs: number;
+};
+const floors: Record<string, unknown>[] = [];
+for (const s of speed as SpeedRow[]) {
+  if (s.label !== "no collectives") continue;
+  const full = (speed as SpeedRow[]).find(
+    (x) => x.model === s.model && x.tp === s.tp && x.batch === s.batch && x.allreduce === "auto" && x.label === "",
+  );
+  if (!full) continue;
+  const commMs = full.stepMs - s.stepMs;
+  const floorMs = full.memoryFloorMs + commMs;
+  const rec = {
+    model: s.model,
+    tp: s.tp,
+    batch: s.batch,
+    stepMs: full.stepMs,
+    commMs,
+    floorMs,
+    floorFraction: floorMs / full.stepMs,
+  };
+  floors.push(rec);
+  console.log(
+    `${s.model} tp ${s.tp} batch ${s.batch}: collectives cost ${commMs.toFixed(3)} ms of the ${full.stepMs.toFixed(3)} ms step; floor ${full.memoryFloorMs.toFixed(3)} + ${commMs.toFixed(3)} ms = ${((floorMs / full.stepMs) * 100).toFixed(0)}%`,
+  );
+}
+results["floors"] = floors;
+save();
 
 // 3. End to end through the router, the `serve --tp 2` layout.
 if (!quick && parts.has("e2e") && tps.includes(2)) {

@@ -39,9 +39,14 @@ GpuComm::GpuComm(std::shared_ptr<Collective> host, int device) : host_(std::move
     fail("NATIVE_TP_CONFIG", "tp " + std::to_string(world_) + " exceeds the " + std::to_string(cuda::kP2pMaxRanks) +
                                  " GPU ranks a group supports");
   if (const char* m = std::getenv("TPSERVE_ALLREDUCE")) mode_ = m;
+  // Benchmarks only: skip every collective (wrong results) to time a step without them.
+  if (const char* k = std::getenv("TPSERVE_TP_SKIP_COLLECTIVES")) skip_ = k[0] == '1';
   if (mode_ != "auto" && mode_ != "p2p" && mode_ != "nccl")
     fail("NATIVE_TP_CONFIG", "TPSERVE_ALLREDUCE must be auto, p2p or nccl, got '" + mode_ + "'");
   CK(cudaSetDevice(dev_));
+  // A follower waits for the leader's next plan between steps (the leader's Node loop takes ~0.1-0.3 ms): spin
+  // through it rather than sleep, since the leader's first collective waits for this rank's step to start.
+  host_->setSpinMicros(3000);
   CK(cudaHostAlloc(reinterpret_cast<void**>(&hostFlags_), 2 * sizeof(int), cudaHostAllocMapped));
   hostFlags_[0] = hostFlags_[1] = 0;
   if (mode_ != "nccl") setupP2p(device);
@@ -174,6 +179,7 @@ bool GpuComm::useP2p(size_t floats) const {
 }
 
 void GpuComm::allReduceSum(float* x, size_t n, cudaStream_t s) {
+  if (skip_) return;
   if (!useP2p(n)) {
     ncclCheck(nccl_->allReduce(x, x, n, nccl::kFloat32, nccl::kSum, comm_, s), "ncclAllReduce");
     return;
@@ -187,6 +193,7 @@ void GpuComm::allReduceSum(float* x, size_t n, cudaStream_t s) {
 bool GpuComm::allReduceAddNorm(float* partial, float* x, const float* w, float* y, __half* xp, int rows, int dim,
                                float eps, cudaStream_t s) {
   const size_t n = (size_t)rows * dim;
+  if (skip_) return false;
   if (useP2p(n) && n <= g_.cap &&
       cuda::p2p_all_reduce_rmsnorm(partial, x, w, y, xp, rows, dim, eps, g_, s) == cudaSuccess)
     return true;
@@ -197,6 +204,7 @@ bool GpuComm::allReduceAddNorm(float* partial, float* x, const float* w, float* 
 
 void GpuComm::gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s) {
   const size_t n = (size_t)rows * cols;
+  if (skip_) return;
   if (useP2p(n) && (size_t)cols <= g_.cap) {
     const int step = (int)std::min<size_t>((size_t)rows, g_.cap / cols);
     for (int r0 = 0; r0 < rows; r0 += step) {
@@ -270,6 +278,7 @@ std::string GpuComm::describe() const {
     d += d.empty() ? "NCCL " + v + " (p2p: " + p2pWhy_ + ")" : ", NCCL " + v + " above";
   }
   if (mode_ != "auto") d += " [TPSERVE_ALLREDUCE=" + mode_ + "]";
+  if (skip_) d += " [TPSERVE_TP_SKIP_COLLECTIVES=1: collectives skipped, results wrong]";
   return d;
 }
 

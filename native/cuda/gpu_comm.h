@@ -8,6 +8,7 @@
 //   NCCL  libnccl.so.2 loaded at run time (nccl_api.h), bootstrapped with a unique id that rank 0 sends the others
 //         through the group's host collective (the control plane of the group); used for larger messages.
 // TPSERVE_ALLREDUCE=auto (default) | p2p | nccl forces one path (benchmarks compare them side by side).
+// TPSERVE_TP_SKIP_COLLECTIVES=1 (benchmarks only) skips them: the step time without collectives, wrong results.
 //
 // The host collective also carries the step plans and notices dead ranks. wait() replaces
 // cudaStreamSynchronize: it polls the stream, and when a peer dies, the group is marked failed or the step
@@ -62,6 +63,7 @@ class GpuComm {
   std::shared_ptr<Collective> host_;
   int rank_ = 0, world_ = 1, dev_ = 0;
   std::string mode_ = "auto";
+  bool skip_ = false;  // TPSERVE_TP_SKIP_COLLECTIVES=1 (benchmarks: the step without its collectives)
   // p2p
   bool p2p_ = false;
   std::string p2pWhy_;

@@ -30,6 +30,11 @@ class Collective {
    * as every peer is alive (a follower waiting for the leader's next step plan). */
   virtual void broadcast(void* data, size_t bytes, int root, long waitMs = -1) = 0;
 
+  /**
+   * How long a wait may spin (yielding) before it sleeps: GPU ranks, whose cores are otherwise idle, spin so that a
+   * follower starts its next step microseconds after the leader's plan instead of after a wake-up.
+   */
+  virtual void setSpinMicros(long us) = 0;
   /** Marks the group failed for every rank (first reason wins); later calls throw NATIVE_TP_FAILED. */
   virtual void abort(const std::string& reason) = 0;
   /** Empty while healthy, else why the group failed. Cheap; also notices dead peers. */

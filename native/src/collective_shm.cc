@@ -232,7 +232,8 @@ void ShmCollective::waitAll(uint64_t k, long waitMs) {
       if (h_->ranks[j].arrived.load(std::memory_order_acquire) < k) missing = j;
     if (missing < 0) return;  // complete, even if a rank failed the group right after arriving
     requireHealthy();
-    if (spins < 32) {
+    if (spins < 32 || (spinUs_.load(std::memory_order_relaxed) > 0 &&
+                       Clock::now() - start < std::chrono::microseconds(spinUs_.load(std::memory_order_relaxed)))) {
       std::this_thread::yield();
       continue;
     }

@@ -35,6 +35,7 @@ class ShmCollective : public Collective {
   int rank() const override { return o_.rank; }
   int world() const override { return o_.world; }
   long timeoutMs() const override { return o_.timeoutMs; }
+  void setSpinMicros(long us) override { spinUs_.store(us < 0 ? 0 : us, std::memory_order_relaxed); }
   void allReduceSum(float* data, size_t n) override;
   void allGather(const void* in, size_t bytes, void* out) override;
   void broadcast(void* data, size_t bytes, int root, long waitMs = -1) override;
@@ -58,6 +59,7 @@ class ShmCollective : public Collective {
   Header* h_ = nullptr;
   uint8_t* data_ = nullptr;
   uint64_t seq_ = 0;
+  std::atomic<long> spinUs_{0};  // beyond the first 32 yields
   bool unlinked_ = false;
   std::mutex mu_;
 };
