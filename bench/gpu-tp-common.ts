@@ -12,7 +12,7 @@ export interface RankSpec {
   group: string;
   mode: "greedy" | "decode";
   allreduce: "auto" | "nccl" | "p2p";
-  /** Extra environment of the rank processes (A/B switches such as TPSERVE_ATTN_MERGE=0). */
+  /** Extra environment of the rank processes (e.g. TPSERVE_TP_SKIP_COLLECTIVES=1). */
   env?: Record<string, string>;
   batches: number[];
   kvHeadsLocal: number;

@@ -240,16 +240,6 @@ for (const [model, kvHeads, tp] of [
       env: { TPSERVE_TP_SKIP_COLLECTIVES: "1" },
       label: "no collectives",
     });
-// A/B: decode attention merging its partitions in a second kernel instead of in the last partition block.
-runs.push({
-  model: "llama-2-7b",
-  kvHeads: 32,
-  tp: 1,
-  allreduce: "auto",
-  groupSize: 128,
-  env: { TPSERVE_ATTN_MERGE: "0" },
-  label: "attention reduce kernel",
-});
 for (const tp of tps.filter((t) => t > 1))
   runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "nccl", groupSize: g7(tp) });
 for (const tp of tps.filter((t) => t > 1))

@@ -119,11 +119,6 @@ class CudaModel : public GpuModel {
     // Prepared GEMV/GEMM inputs: one step's tokens (the GEMM prepares all of them at once) of the widest input.
     xp_.alloc(cuda::xprep_halves((int)std::max<size_t>(T, 16), (int)((widest + 63) / 64 * 64)));
     xp2_.alloc(xp_.n);
-    const char* merge = std::getenv("TPSERVE_ATTN_MERGE");
-    if (!(merge && std::string(merge) == "0")) {
-      attnCounters_.alloc(T * (size_t)s.heads);
-      CK(cudaMemset(attnCounters_.p, 0, attnCounters_.bytes()));
-    }
     gemmWs_.alloc((size_t)16 << 20);  // split-k partial sums of the int4 GEMM (64 MB; without room it takes slices)
     logits_.alloc(T * (size_t)vocab_);
     if (comm_) lmLocal_.alloc(T * (size_t)s.vocab);
@@ -369,7 +364,6 @@ class CudaModel : public GpuModel {
       a.out = att_.p, a.workspace = attnWs_.p, a.numSeqs = p.S, a.maxBlocks = p.mb, a.heads = s.heads;
       a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
       a.maxQueryLen = p.maxQ;
-      a.counters = attnCounters_.p;  // null with TPSERVE_ATTN_MERGE=0: the separate reduce kernel
       // Decode: attention also writes O's prepared input.
       const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled;
       if (prepO) a.xpOut = xp2_.p;
@@ -605,7 +599,6 @@ class CudaModel : public GpuModel {
   size_t kvPerLayer_ = 0;
   DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_, ropeCos_, ropeSin_;
   DevBuf<float> gemmWs_;
-  DevBuf<uint32_t> attnCounters_;  // decode attention: per (sequence, head group) partition counters
   DevBuf<__half> xp_, xp2_;  // prepared GEMV inputs: xp_ from the norms (QKV, gate/up), xp2_ for O and down
   bool allLogits_ = false;  // the forward pass being enqueued wants every position (logits or hidden states)
   std::map<uint64_t, GraphExec> graphs_;

@@ -286,19 +286,6 @@ void check_attention(Rng& rng, const AttnCase& c, const std::string& label) {
     return;
   }
   auto o = d_o.down();
-  if (maxQ == 1) {
-    // Decode again with the in-kernel merge of the partitions (counters): the same bits as the reduce kernel.
-    Dev<uint32_t> cnt((size_t)S * c.heads);
-    bool same = launch_ok(cudaMemset(cnt.p, 0, (size_t)S * c.heads * 4), "memset counters");
-    a.counters = cnt.p;
-    d_o.poison();
-    same = same && launch_ok(tc::attention(a, 0), "attention (merge in kernel)");
-    same = same && launch_ok(tc::attention(a, 0), "attention (merge in kernel, again)");  // counters back at zero
-    const auto o2 = d_o.down();
-    same = same && std::memcmp(o2.data(), o.data(), o.size() * sizeof(float)) == 0;
-    record_bool("attention.merge", shape, same, same ? "" : "differs from the reduce kernel's output");
-    a.counters = nullptr;
-  }
   ErrStats st;
   const int G = c.heads / c.kvHeads;
   const double scale = 1.0 / std::sqrt((double)c.hd);

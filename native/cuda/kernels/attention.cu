@@ -9,8 +9,7 @@
 // QK^T, TPT = headDim/16 lanes share a token (16 dims each, float4 loads, sector-complete), then an online
 // softmax per warp, then P·V with each lane owning headDim/32 output dims (coalesced V rows, 16 rows in flight).
 // The 4 warps merge in shared memory; with one partition the block writes the output, else (max, sum, acc) go to
-// the workspace and the partitions are merged: by the last partition block to finish (a per-(sequence, head
-// group) counter, when the caller gives counters), else by attention_reduce_kernel.
+// the workspace and attention_reduce_kernel merges the partitions.
 //
 // Prefill / mixed (maxQueryLen > 1): flash-attention tiling. Grid (row tile, kv head, sequence); the rows of a
 // block are 32 (query, head) pairs of one kv-head group, K/V tiles of 32 tokens go through shared memory, 4
@@ -61,8 +60,7 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     const float* __restrict__ q, const float* __restrict__ kCache, const float* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
-    int maxBlocks, int blockSize, int P, int maxParts, float qScale, __half* __restrict__ xpOut,
-    uint32_t* __restrict__ counters) {
+    int maxBlocks, int blockSize, int P, int maxParts, float qScale, __half* __restrict__ xpOut) {
   pdl_trigger();
   pdl_wait();
   constexpr int DPL = 16;         // dims per lane in QK^T
@@ -229,38 +227,6 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
       ws.acc[r * D + d] = A;
       if (d == 0) ws.m[r] = M, ws.l[r] = L;
     }
-  }
-  if (gridDim.x == 1 || !counters) return;
-  // The last of this (sequence, head group)'s partition blocks merges them (threadFenceReduction pattern).
-  __shared__ bool sLast;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const int active = max(1, min((ctx + P - 1) / P, maxParts));  // blocks past the context returned above
-    uint32_t* c = counters + (size_t)seq * gridDim.y + blockIdx.y;
-    sLast = atomicAdd(c, 1u) == (uint32_t)active - 1;
-    if (sLast) *c = 0;  // ready for the next call (graph replays included)
-  }
-  __syncthreads();
-  if (!sLast) return;
-  __threadfence();
-  const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
-  for (int idx = threadIdx.x; idx < HPB * D; idx += kDecThreads) {
-    const int head = h0 + idx / D, d = idx % D;
-    const size_t r0 = ((size_t)seq * heads + head) * maxParts;
-    // The same arithmetic, in the same order, as attention_reduce_kernel.
-    float M = -INFINITY;
-    for (int p = 0; p < parts; p++) M = fmaxf(M, __ldcg(ws.m + r0 + p));
-    float L = 0.f, A = 0.f;
-    for (int p = 0; p < parts; p++) {
-      const float mp = __ldcg(ws.m + r0 + p);
-      const float f = mp == -INFINITY ? 0.f : exp2f(mp - M);
-      L += f * __ldcg(ws.l + r0 + p);
-      A += f * __ldcg(ws.acc + (r0 + p) * D + d);
-    }
-    const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
-    out[((size_t)qs * heads + head) * D + d] = v;
-    if (xpOut) xprep_store1(xpOut, gridDim.z, qs, head * D + d, v);
   }
 }
 
@@ -433,7 +399,7 @@ cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws,
   dim3 grid(parts, a.heads / HPB, a.numSeqs);
   return launch_pdl(attention_decode_kernel<D, HPB>, grid, dim3(kDecThreads), 0, stream, a.q, a.kCache, a.vCache,
              a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks, a.blockSize, P,
-             parts, qScale, parts > 1 && !a.counters ? nullptr : a.xpOut, a.counters);
+             parts, qScale, parts > 1 ? nullptr : a.xpOut);
 }
 
 template <int D>
@@ -453,7 +419,7 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
                           : G % 2 == 0 ? launch_decode<D, 2>(a, P, parts, ws, qScale, stream)
                                        : launch_decode<D, 1>(a, P, parts, ws, qScale, stream);
     if (e != cudaSuccess) return e;
-    if (parts > 1 && !a.counters) {
+    if (parts > 1) {
       return launch_pdl(attention_reduce_kernel<D>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
                         a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.numSeqs);
     }

@@ -172,10 +172,6 @@ struct AttentionArgs {
   int maxContext;  // upper bound of contextLens (sizes the split)
   int maxQueryLen; // upper bound of queries per sequence in this batch
   __half* xpOut = nullptr;  // decode with numSeqs <= 16: out also in the GEMV's prepared layout (xprep.cuh)
-  // Decode split into partitions: numSeqs * heads counters, zero before the first call (the kernel leaves them zero).
-  // With them the last partition block of each (sequence, head group) merges the partitions itself; without them a
-  // second kernel does (one launch more per layer).
-  uint32_t* counters = nullptr;
 };
 
 /** Bytes of workspace attention() needs for these sizes. */
