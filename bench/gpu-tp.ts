@@ -174,13 +174,23 @@ console.log(`GPUs visible: ${gpus}`);
 // 1. Equality on the bundled model.
 const bundled = bundledModelDir();
 const eq: Record<string, unknown>[] = [];
+// Every path: p2p (the default for these small messages), NCCL alone, and p2p with a 4096-float buffer, which sends
+// the prefill's and the logits' larger messages in pieces and takes the unfused all-reduce + RMSNorm.
+const paths: { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>; label: string }[] = [
+  { allreduce: "auto", label: "auto" },
+  { allreduce: "nccl", label: "nccl" },
+  { allreduce: "p2p", env: { TPSERVE_P2P_MAX_FLOATS: "4096" }, label: "p2p 16 KiB pieces" },
+];
 for (const quantization of parts.has("equality") ? (["none", "int4"] as const) : []) {
   const ref: number[][] = [];
-  for (const tp of tps) {
+  for (const [tp, path] of tps.flatMap((t) =>
+    t === 1 ? [[t, paths[0]!] as const] : paths.map((p) => [t, p] as const),
+  )) {
     const r = await runGroup({
       tp,
       mode: "greedy",
-      allreduce: "auto",
+      allreduce: path.allreduce,
+      ...(path.env ? { env: path.env } : {}),
       batches: [],
       kvHeadsLocal: 0,
       headDim: 0,
@@ -196,12 +206,13 @@ for (const quantization of parts.has("equality") ? (["none", "int4"] as const) :
     eq.push({
       quantization,
       tp,
+      path: path.label,
       equalTp1: `${equalTp1}/6`,
       equalGolden: equalGolden === null ? null : `${equalGolden}/6`,
       device: r.device,
     });
     console.log(
-      `greedy ${quantization} tp ${tp}: ${equalTp1}/6 equal to tp 1${equalGolden === null ? "" : `, ${equalGolden}/6 equal to golden`} (${r.device})`,
+      `greedy ${quantization} tp ${tp} ${path.label}: ${equalTp1}/6 equal to tp 1${equalGolden === null ? "" : `, ${equalGolden}/6 equal to golden`} (${r.device})`,
     );
   }
 }

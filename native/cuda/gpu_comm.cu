@@ -41,6 +41,15 @@ GpuComm::GpuComm(std::shared_ptr<Collective> host, int device) : host_(std::move
   if (const char* m = std::getenv("TPSERVE_ALLREDUCE")) mode_ = m;
   // Benchmarks only: skip every collective (wrong results) to time a step without them.
   if (const char* k = std::getenv("TPSERVE_TP_SKIP_COLLECTIVES")) skip_ = k[0] == '1';
+  // Tests: a smaller p2p buffer, so that small models exercise the paths for messages larger than it.
+  if (const char* c = std::getenv("TPSERVE_P2P_MAX_FLOATS")) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(c, &end, 10);
+    if (!end || *end || v < 1024 || v > ((size_t)16 << 20) || v % 1024)
+      fail("NATIVE_TP_CONFIG", std::string("TPSERVE_P2P_MAX_FLOATS must be a multiple of 1024 in 1024..16777216, got '") +
+                                   c + "'");
+    cap_ = (size_t)v;
+  }
   if (mode_ != "auto" && mode_ != "p2p" && mode_ != "nccl")
     fail("NATIVE_TP_CONFIG", "TPSERVE_ALLREDUCE must be auto, p2p or nccl, got '" + mode_ + "'");
   CK(cudaSetDevice(dev_));
@@ -72,7 +81,7 @@ GpuComm::~GpuComm() {
 void GpuComm::setupP2p(int device) {
   PeerInfo mine{};
   mine.pid = (int32_t)getpid();
-  const size_t bytes = cuda::p2p_buffer_bytes(kP2pCap, world_);
+  const size_t bytes = cuda::p2p_buffer_bytes(cap_, world_);
   cudaError_t e = cudaMalloc(&buf_, bytes);
   if (e == cudaSuccess) e = cudaMemset(buf_, 0xFF, bytes);  // the sentinel everywhere
   if (e == cudaSuccess) e = cudaMalloc(&state_, sizeof(cuda::P2pState));
@@ -138,7 +147,7 @@ void GpuComm::setupP2p(int device) {
     if (ok) p2pWhy_ = "another rank could not map the peer buffers";
     return;
   }
-  g_.rank = rank_, g_.world = world_, g_.cap = kP2pCap, g_.state = state_;
+  g_.rank = rank_, g_.world = world_, g_.cap = cap_, g_.state = state_;
   CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&g_.err), hostFlags_, 0));
   int* abortDev = nullptr;
   CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abortDev), hostFlags_ + 1, 0));
@@ -271,7 +280,8 @@ void GpuComm::failGroup(const char* code, const std::string& why, cudaStream_t s
 
 std::string GpuComm::describe() const {
   std::string d;
-  if (p2p_) d = nccl_ ? "p2p (CUDA IPC) up to 2 MiB" : "p2p (CUDA IPC), in 2 MiB pieces (NCCL: " + ncclWhy_ + ")";
+  const std::string mib = cap_ == kP2pCap ? "2 MiB" : std::to_string(cap_ * 4 / 1024) + " KiB";
+  if (p2p_) d = nccl_ ? "p2p (CUDA IPC) up to " + mib : "p2p (CUDA IPC), in " + mib + " pieces (NCCL: " + ncclWhy_ + ")";
   if (nccl_) {
     const std::string v = std::to_string(ncclVersion_ / 10000) + "." + std::to_string(ncclVersion_ / 100 % 100) + "." +
                           std::to_string(ncclVersion_ % 100);
