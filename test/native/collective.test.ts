@@ -134,10 +134,13 @@ describe("engines in a TP group", () => {
 
   // On a machine with GPUs this engine would set up the device collectives and wait for rank 1 (bench/gpu-tp.ts
   // covers that case on the GPU machine); here it must fail cleanly with a code.
-  it.skipIf(native.buildInfo().cudaDevices > 0)("a GPU rank of a group fails with a code where there is no GPU", async () => {
-    const [a] = await pair();
-    expect(engineError({ device: "cuda", group: a })).toMatch(/^NATIVE_NO_CUDA: /);
-  });
+  it.skipIf(native.buildInfo().cudaDevices > 0)(
+    "a GPU rank of a group fails with a code where there is no GPU",
+    async () => {
+      const [a] = await pair();
+      expect(engineError({ device: "cuda", group: a })).toMatch(/^NATIVE_NO_CUDA: /);
+    },
+  );
 
   it("refuses a split of the heads that does not work, and holds the shard shapes", async () => {
     const [a] = await pair();
