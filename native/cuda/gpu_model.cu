@@ -173,10 +173,8 @@ class CudaModel : public GpuModel {
   KvSizing kvSizing() const override { return sizing_; }
   DeviceMemory deviceMemory() const override {
     DeviceMemory m;
-    if (cudaSetDevice(dev_) != cudaSuccess || cudaMemGetInfo(&m.freeBytes, &m.totalBytes) != cudaSuccess) {
-      cudaGetLastError();  // a report, not a failure: zeros say it could not be read
-      return DeviceMemory();
-    }
+    CK(cudaSetDevice(dev_));
+    CK(cudaMemGetInfo(&m.freeBytes, &m.totalBytes));
     return m;
   }
 

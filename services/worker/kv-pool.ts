@@ -62,6 +62,30 @@ export function splitPool(total: number, extra: ExtraPages): { routerPages: numb
   return { routerPages: lo, enginePages: lo + extra(lo) };
 }
 
+/**
+ * The pool of a loaded engine: the plan's pages, or those the engine sized from memory split by splitPool; and the
+ * start log's line about it.
+ */
+export function loadedPool(
+  plan: KvPoolPlan,
+  info: Pick<EngineInfo, "weightBytes" | "numPages" | "kvSizing">,
+  extra: ExtraPages,
+  blockSize: number,
+  pageBytes: number,
+): { routerPages: number; enginePages: number; line: string } {
+  const pages = plan.kind === "fixed" ? plan : splitPool(info.numPages, extra);
+  const line = describeKvPool({
+    routerPages: pages.routerPages,
+    enginePages: pages.enginePages,
+    blockSize,
+    pageBytes,
+    info,
+    sizing: info.kvSizing,
+    ...(plan.kind === "fixed" ? { source: plan.source } : {}),
+  });
+  return { routerPages: pages.routerPages, enginePages: pages.enginePages, line };
+}
+
 /** What agreePages needs of a tensor-parallel group. */
 export interface PageGroup {
   readonly world: number;

@@ -19,7 +19,7 @@ import { dialAddress, type WorkerConfig } from "./config.js";
 import { type DrainOutcome, drainWorker, WorkerHealth } from "./drain.js";
 import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
-import { agreeGroupPool, describeKvPool, planKvPool, splitPool } from "./kv-pool.js";
+import { agreeGroupPool, loadedPool, planKvPool } from "./kv-pool.js";
 import { loadWeights } from "./load.js";
 import { GroupMembership } from "./membership.js";
 import { WorkerMetrics } from "./metrics.js";
@@ -134,41 +134,26 @@ export function createEngine(
     ...(group ? { group } : {}),
     ...(cfg.kvCacheDtype === "int8" ? { kvCacheDtype: "int8" as const } : {}),
   });
-  loadWeights(engine, {
-    dir: cfg.model,
-    config: model,
-    quantization: cfg.quantization,
-    groupSize: cfg.groupSize,
-    symmetric: cfg.symmetric,
-    loadFormat: cfg.loadFormat,
-    seed: cfg.seed,
-    ...(group ? { tp: { rank: group.rank, world: group.world } } : {}),
-    onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
-  });
-  const info = engine.info();
-  let pages: { routerPages: number; enginePages: number };
+  let pool: ReturnType<typeof loadedPool>;
   try {
-    pages = plan.kind === "fixed" ? plan : splitPool(info.numPages, extra);
+    loadWeights(engine, {
+      dir: cfg.model,
+      config: model,
+      quantization: cfg.quantization,
+      groupSize: cfg.groupSize,
+      symmetric: cfg.symmetric,
+      loadFormat: cfg.loadFormat,
+      seed: cfg.seed,
+      ...(group ? { tp: { rank: group.rank, world: group.world } } : {}),
+      onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
+    });
+    pool = loadedPool(plan, engine.info(), extra, cfg.blockSize, perPage);
   } catch (err) {
-    engine.close();
+    engine.close(); // e.g. NATIVE_OOM from a pool sized at finalize: give the device memory back now
     throw err;
   }
-  const kvPool = describeKvPool({
-    ...pages,
-    blockSize: cfg.blockSize,
-    pageBytes: perPage,
-    info,
-    sizing: info.kvSizing,
-    ...(plan.kind === "fixed" ? { source: plan.source } : {}),
-  });
-  return {
-    engine,
-    model,
-    numPages: pages.routerPages,
-    enginePages: pages.enginePages,
-    deviceReason: reason,
-    kvPool,
-  };
+  const { routerPages: numPages, enginePages, line: kvPool } = pool;
+  return { engine, model, numPages, enginePages, deviceReason: reason, kvPool };
 }
 
 export async function startWorker(

@@ -13,6 +13,7 @@ import {
   DEFAULT_KV_CACHE_MIB,
   describeKvPool,
   type ExtraPages,
+  loadedPool,
   planKvPool,
   splitPool,
 } from "../../services/worker/kv-pool.js";
@@ -108,6 +109,18 @@ describe("splitting a pool sized from memory", () => {
     expect(() => splitPool(2, embed)).toThrow(ConfigError);
     expect(() => splitPool(2, embed)).toThrow(/holds 2 pages; the worker needs at least 3 .*--gpu-memory-utilization/);
     expect(splitPool(3, embed)).toEqual({ routerPages: 2, enginePages: 3 });
+  });
+
+  it("a loaded engine's pool: sized from memory it is split and described from info(); given, it is the plan's", () => {
+    const sizing = { fraction: 0.9, totalBytes: 80 * 2 ** 30, usedBytes: 2 ** 32, reserveBytes: 2 ** 30, pageBytes: 9 };
+    const plan = planKvPool(config(), true, PAGE, embed);
+    const p = loadedPool(plan, { weightBytes: 2 ** 32, numPages: 300, kvSizing: sizing }, embed, 16, PAGE);
+    expect({ routerPages: p.routerPages, enginePages: p.enginePages }).toEqual(splitPool(300, embed));
+    expect(p.line).toMatch(/^KV pool: 266 pages = 4240 tokens, .*: 90% of 80\.0 GiB .*minus 4\.0 GiB in use/);
+    const fixed = planKvPool(config("--num-pages", "10"), true, PAGE, embed);
+    const q = loadedPool(fixed, { weightBytes: 0, numPages: 12 }, embed, 16, PAGE);
+    expect(q).toMatchObject({ routerPages: 10, enginePages: 12 });
+    expect(q.line).toMatch(/: --num-pages 10$/);
   });
 
   it("says how the pool was sized in one line", () => {
