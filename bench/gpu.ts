@@ -1,8 +1,9 @@
 // GPU check and benchmark, run on the GPU machine (scripts/gpu/run.sh): the bundled model on the GPU against the
 // golden references (teacher-forced logits, greedy ids over gRPC, perplexity), then dummy Llama-2-7B and
-// Llama-3-8B in int4: engine decode speed at several batch sizes as a fraction of the memory floor, and end to end
-// through the router. Prints tables; writes JSON to --out FILE. Flags: --bandwidth GBPS (copy bandwidth measured in
-// the same run; the floor needs it), --quick, --skip-golden, --skip-e2e.
+// Llama-3-8B in int4: engine decode speed at several batch sizes as a fraction of the memory floor, the KV pool
+// sized from --gpu-memory-utilization 0.9 (and the device's use after steps), and end to end through the router.
+// Prints tables; writes JSON to --out FILE. Flags: --bandwidth GBPS (copy bandwidth measured in the same run; the
+// floor needs it), --quick, --skip-golden, --skip-e2e.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -21,6 +22,7 @@ import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, startWorker } from "../services/worker/server.js";
+import { gpuMemoryPool } from "./gpu-memory.js";
 
 const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e"]);
 const bandwidth = f.float("bandwidth", 0, 0, 1e5); // GB/s
@@ -337,6 +339,11 @@ async function endToEnd(): Promise<void> {
 
 if (!skipGolden) await golden();
 await engineDecode();
+results["gpuMemoryPool"] = await gpuMemoryPool(
+  cfg({ model: SHAPES[0]!.dir, loadFormat: "dummy", quantization: "int4", groupSize: 128, maxBatchTokens: 4096 }),
+  BATCHES,
+  PROMPT,
+);
 if (!skipE2e) await endToEnd();
 results["bandwidthGBps"] = bandwidth;
 writeFileSync(out, JSON.stringify(results, null, 1));

@@ -32,8 +32,22 @@ export interface ModelShape {
 
 export interface EngineOptions {
   shape: ModelShape;
-  /** KV pool size in pages, including the reserved page 0. */
+  /**
+   * KV pool size in pages, including the reserved page 0. 0 (GPU engines only): finalize() sizes the pool to fill
+   * gpuMemoryUtilization of the device once the weights are on it (info().numPages then tells the size).
+   */
   numPages: number;
+  /**
+   * With numPages 0: the fraction (0, 1] of the device's total memory that everything on it may use, this process's
+   * weights and workspaces and other processes included; the pool gets what is left after a reserve for the forward
+   * pass's lazily allocated workspaces (info().kvSizing). finalize() fails with NATIVE_OOM below 2 pages.
+   */
+  gpuMemoryUtilization?: number;
+  /**
+   * The longest context (prompt and generated tokens) of one sequence; forward refuses longer ones (default: what
+   * the pool holds). With a pool sized from memory it also bounds the attention workspace held back for it.
+   */
+  maxContext?: number;
   /** Tokens per page (16 by default in tpserve). */
   blockSize: number;
   /** Most tokens one forward() may carry (sizes the workspaces). */
@@ -206,6 +220,24 @@ export interface EngineInfo {
   /** Tensor-parallel rank and group size (0 and 1 without a group). */
   tpRank?: number;
   tpSize?: number;
+  /** Pages block tables may use (page 0 included): 0 before finalize() sized a pool from gpuMemoryUtilization. */
+  numPages: number;
+  /** GPU engines: the device's memory now (cudaMemGetInfo; every process's use counts). */
+  deviceMemory?: { freeBytes: number; totalBytes: number };
+  /** GPU engines created with numPages 0: how finalize() sized the pool. */
+  kvSizing?: KvSizing;
+}
+
+export interface KvSizing {
+  fraction: number;
+  /** The device's memory. */
+  totalBytes: number;
+  /** In use when the pool was sized (weights, workspaces, CUDA context, other processes). */
+  usedBytes: number;
+  /** Held back for what the forward pass allocates later (attention workspace, CUDA graphs, ...). */
+  reserveBytes: number;
+  /** Device bytes per page (K and V of every layer, and its rows of the RoPE tables). */
+  pageBytes: number;
 }
 
 export interface ProfileEntry {
@@ -258,6 +290,11 @@ export interface Engine {
    * to the followers themselves. Rejects with a NATIVE_TP_* code when the group fails.
    */
   follow?(): Promise<boolean>;
+  /**
+   * After finalize(): lowers the pages block tables may use to n (2..info().numPages), e.g. so that every rank of a
+   * tensor-parallel group accepts the same pages. The pool itself keeps its memory.
+   */
+  limitPages(n: number): void;
   /** Releases weights and the KV pool; the engine is unusable afterwards. A follower also fails its group. */
   close(): void;
 }

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -66,6 +67,14 @@ struct DWeight {
   size_t bytes() const { return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes(); }
 };
 
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string gib(double bytes) { return fmt("%.2f", bytes / (1 << 30)); }
+
 std::vector<__nv_bfloat16> toBf16(const std::vector<float>& f) {
   std::vector<__nv_bfloat16> out(f.size());
   for (size_t i = 0; i < f.size(); i++) {
@@ -99,18 +108,9 @@ class CudaModel : public GpuModel {
     const size_t kvd = (size_t)s.kvHeads * s.headDim;
     layers_.resize(s.layers);
     staging_.resize(s.layers);
-    kvPerLayer_ = (size_t)o.numPages * o.blockSize * kvd;
-    kv_.alloc(2 * kvPerLayer_ * s.layers);
-    CK(cudaMemset(kv_.p, 0, kv_.bytes()));
+    if (o.numPages > 0) allocPool(o.numPages);  // else finalize() sizes it once the weights are on the device
     x_.alloc(T * H), h_.alloc(T * H), tmp_.alloc(T * H);
     q_.alloc(T * qd), qkv_.alloc(T * (qd + 2 * kvd)), att_.alloc(T * qd);
-    // cos/sin of every position the pool can hold, from the CPU engine's own ropeTables (same rotation on both).
-    const size_t maxPos = (size_t)(o.numPages - 1) * o.blockSize, half = s.headDim / 2;
-    std::vector<int32_t> positions(maxPos);
-    for (size_t p = 0; p < maxPos; p++) positions[p] = (int32_t)p;
-    std::vector<float> cosT(maxPos * half), sinT(maxPos * half);
-    ropeTables(positions.data(), (int)maxPos, s.headDim, s.theta, cosT.data(), sinT.data());
-    ropeCos_.upload(cosT.data(), cosT.size()), ropeSin_.upload(sinT.data(), sinT.size());
     const char* g = std::getenv("TPSERVE_CUDA_GRAPHS");
     graphsOn_ = !(g && std::string(g) == "0");
     gu_.alloc(T * 2 * s.inter), act_.alloc(T * s.inter);
@@ -166,6 +166,16 @@ class CudaModel : public GpuModel {
       st = Staging();
     }
     graphs_.clear();
+    if (pages_ == 0) sizePool();
+  }
+
+  int numPages() const override { return pages_; }
+  KvSizing kvSizing() const override { return sizing_; }
+  DeviceMemory deviceMemory() const override {
+    DeviceMemory m;
+    CK(cudaSetDevice(dev_));
+    CK(cudaMemGetInfo(&m.freeBytes, &m.totalBytes));
+    return m;
   }
 
   void forward(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling) override {
@@ -414,6 +424,92 @@ class CudaModel : public GpuModel {
     }
   }
 
+  /** Device bytes of one KV page: K and V of every layer (float32), plus the page's rows of the RoPE tables. */
+  size_t pageBytes() const {
+    const ModelShape& s = o_.s;
+    const size_t kv = (size_t)2 * s.layers * o_.blockSize * s.kvHeads * s.headDim * sizeof(float);
+    return kv + (size_t)o_.blockSize * s.headDim * sizeof(float);  // cos and sin: headDim/2 floats each per position
+  }
+
+  /** The KV pool of `pages` pages (page 0 included, never written) and the RoPE tables of every position in it. */
+  void allocPool(int pages) {
+    const ModelShape& s = o_.s;
+    kvPerLayer_ = (size_t)pages * o_.blockSize * s.kvHeads * s.headDim;
+    kv_.alloc(2 * kvPerLayer_ * s.layers);
+    CK(cudaMemset(kv_.p, 0, kv_.bytes()));
+    // cos/sin of every position the pool can hold, from the CPU engine's own ropeTables (same rotation on both).
+    const size_t maxPos = (size_t)(pages - 1) * o_.blockSize, half = s.headDim / 2;
+    std::vector<int32_t> positions(maxPos);
+    for (size_t p = 0; p < maxPos; p++) positions[p] = (int32_t)p;
+    std::vector<float> cosT(maxPos * half), sinT(maxPos * half);
+    ropeTables(positions.data(), (int)maxPos, s.headDim, s.theta, cosT.data(), sinT.data());
+    ropeCos_.upload(cosT.data(), cosT.size()), ropeSin_.upload(sinT.data(), sinT.size());
+    pages_ = pages;
+  }
+
+  /**
+   * Device memory the forward pass still allocates after finalize, for a pool of `poolTokens` tokens: held back
+   * from the KV budget. It is a bound from the allocation sites in forward(), not a measurement:
+   * - attention split-K workspace: attention_workspace_bytes() at maxBatchTokens tokens and the longest context a
+   *   step can ask for (maxContext, or the pool without it, plus the 16-block padding of a decode graph's bucket),
+   *   twice, since attnWs_ grows by doubling (the old buffer is freed before the new one is taken);
+   * - a TP group's NCCL logits gather: rows x vocab floats, twice for the same reason;
+   * - the step's int buffers (tokens, positions, slots, block tables) and sampling rows, twice;
+   * - a fixed 512 MiB for what has no formula: CUDA graphs (one per batch size and block-table bucket; their
+   *   kernel nodes and parameters live in device memory), kernel code loaded lazily at first launch
+   *   (CUDA_MODULE_LOADING=LAZY), NCCL's own lazily allocated buffers.
+   * bench/gpu.ts records the device memory in use after decode at every batch size beside this budget.
+   */
+  size_t kvReserveBytes(size_t poolTokens) const {
+    const ModelShape& s = o_.s;
+    const size_t T = o_.maxBatchTokens;
+    const size_t longest = o_.maxContext > 0 ? std::min(poolTokens, (size_t)o_.maxContext) : poolTokens;
+    const size_t ctx = longest + (size_t)16 * o_.blockSize;
+    const int ctxArg = (int)std::min<size_t>(ctx, 0x7fffffff);
+    size_t r = 2 * cuda::attention_workspace_bytes((int)T, s.heads, s.headDim, ctxArg);
+    if (comm_) r += 2 * T * (size_t)vocab_ * sizeof(float);
+    const size_t maxBlocks = (ctx + o_.blockSize - 1) / o_.blockSize;
+    r += 2 * (6 * T + 2 + T * maxBlocks) * sizeof(int32_t);
+    r += 2 * (T * sizeof(cuda::SamplingRow) + cuda::sample_workspace_bytes((int)T, vocab_));
+    return r + ((size_t)512 << 20);
+  }
+
+  /**
+   * gpuMemoryUtilization: the largest pool that keeps this process's and every other's use of the device under
+   * fraction x total, with kvReserveBytes() held back. Called once the weights are on the device.
+   */
+  void sizePool() {
+    size_t freeB = 0, totalB = 0;
+    CK(cudaMemGetInfo(&freeB, &totalB));
+    const double frac = o_.gpuMemoryUtilization;
+    const size_t used = totalB - freeB, perPage = pageBytes();
+    const double cap = frac * (double)totalB;
+    auto pagesFor = [&](size_t reserve) -> long long {
+      const double room = cap - (double)used - (double)reserve;
+      return room <= 0 ? 0 : (long long)(room / (double)perPage);
+    };
+    // The reserve grows with the pool (attention workspace): size with the reserve of a first guess, which is
+    // larger than the final pool's, so the result is conservative.
+    // At most 1M pages (16M tokens at block size 16), and slots (page x blockSize + offset) within int32.
+    const long long maxPages = std::min(1LL << 20, 0x7fffffffLL / o_.blockSize);
+    long long pages = std::min(pagesFor((size_t)512 << 20), maxPages);
+    const size_t reserve = kvReserveBytes(pages > 1 ? (size_t)(pages - 1) * o_.blockSize : 0);
+    pages = std::min(pagesFor(reserve), maxPages);
+    sizing_.fraction = frac, sizing_.totalBytes = totalB, sizing_.usedBytes = used;
+    sizing_.reserveBytes = reserve, sizing_.pageBytes = perPage;
+    if (pages < 2) {
+      fail("NATIVE_OOM", "gpuMemoryUtilization " + fmt("%g", frac) + " leaves no room for a KV pool " +
+                             "of 2 pages on " + props_.name + " (device " + std::to_string(dev_) + "): " +
+                             std::to_string(perPage) + " bytes per page; " + gib((double)freeB) + " GiB free of " +
+                             gib((double)totalB) + " GiB, " + gib((double)used) +
+                             " GiB in use (weights, workspaces and other processes), the cap " + gib(cap) +
+                             " GiB, " + gib((double)reserve) +
+                             " GiB held back for the forward pass's workspaces. Raise gpuMemoryUtilization, free "
+                             "the device, lower maxBatchTokens, or give numPages");
+    }
+    allocPool((int)pages);
+  }
+
   /** Tensor parallelism: x (n floats) becomes the sum over the group's ranks. */
   void allReduce(float* x, size_t n) {
     if (!comm_) return;
@@ -597,6 +693,8 @@ class CudaModel : public GpuModel {
   std::vector<Layer> layers_;
   std::vector<Staging> staging_;
   size_t kvPerLayer_ = 0;
+  int pages_ = 0;  // pages of the KV pool (page 0 included); 0 until finalize() sizes it from gpuMemoryUtilization
+  KvSizing sizing_;
   DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_, ropeCos_, ropeSin_;
   DevBuf<float> gemmWs_;
   DevBuf<__half> xp_, xp2_;  // prepared GEMV inputs: xp_ from the norms (QKV, gate/up), xp2_ for O and down

@@ -141,8 +141,20 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
                                    std::to_string(s.kvHeads) + ")");
   if (!(s.eps >= 0.f)) fail("NATIVE_INVALID_ARG", "shape.rmsNormEps must be >= 0");
   if (!(s.theta > 0.f)) fail("NATIVE_INVALID_ARG", "shape.ropeTheta must be > 0");
-  if (o.numPages < 2) fail("NATIVE_INVALID_ARG", "numPages must be >= 2 (page 0 is reserved), got " + std::to_string(o.numPages));
+  if (o.numPages == 0 && o.device < 0)
+    fail("NATIVE_INVALID_ARG", "numPages 0 (a KV pool sized from GPU memory) needs a CUDA device; the CPU engine "
+                               "takes numPages >= 2 (the worker's --kv-cache-mib or --num-pages)");
+  if (o.numPages == 0 && !(o.gpuMemoryUtilization > 0 && o.gpuMemoryUtilization <= 1))
+    fail("NATIVE_INVALID_ARG", "numPages 0 sizes the KV pool from gpuMemoryUtilization, which must be in (0, 1], "
+                               "got " + std::to_string(o.gpuMemoryUtilization));
+  if (o.numPages != 0 && o.gpuMemoryUtilization != 0)
+    fail("NATIVE_INVALID_ARG", "gpuMemoryUtilization goes with numPages 0 (size the pool from GPU memory); with "
+                               "numPages " + std::to_string(o.numPages) + " leave it out");
+  if (o.numPages != 0 && o.numPages < 2)
+    fail("NATIVE_INVALID_ARG", "numPages must be >= 2 (page 0 is reserved), or 0 on a GPU to size the pool from "
+                               "gpuMemoryUtilization, got " + std::to_string(o.numPages));
   checkPositive("blockSize", o.blockSize, 1 << 16);
+  if (o.maxContext < 0) fail("NATIVE_INVALID_ARG", "maxContext must be >= 0 (0: the pool's), got " + std::to_string(o.maxContext));
   checkPositive("maxBatchTokens", o.maxBatchTokens, 1 << 20);
   if (o.threads < 0 || o.threads > 1024) fail("NATIVE_INVALID_ARG", "threads must be 0..1024");
   const int threads = o.threads > 0 ? o.threads : (int)std::max(1u, std::thread::hardware_concurrency());
@@ -156,12 +168,12 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
   if (o.device >= 0) {  // the GPU holds the KV pool and workspaces; the host keeps only staging copies
     gpu_ = createGpuModel(o, o.device, ls_, vocabBegin_);
     layers_.resize(s.layers);
-    maxCtx_ = (size_t)(o.numPages - 1) * o.blockSize;
+    if (o.numPages > 0) setPages(o.numPages);  // else finalize sizes the pool
     return;
   }
   const ModelShape& l = ls_;  // this rank's shard
   const size_t T = o.maxBatchTokens, H = s.hidden, qd = (size_t)l.heads * l.headDim, kvd = (size_t)l.kvHeads * l.headDim;
-  maxCtx_ = (size_t)(o.numPages - 1) * o.blockSize;
+  setPages(o.numPages);
   const double kvFloats = 2.0 * s.layers * (double)o.numPages * o.blockSize * kvd;
   if (kvFloats > 1.5e10)
     fail("NATIVE_OOM", "KV pool of " + std::to_string((long long)(kvFloats * 4 / 1e6)) +
@@ -294,9 +306,31 @@ void Engine::finalize() {
     if (missing.size() > 8) list += ", ... (" + std::to_string(missing.size()) + " in all)";
     fail("NATIVE_MISSING_TENSOR", "cannot finalize, missing tensors: " + list);
   }
-  if (gpu_) gpu_->finalize();
+  if (gpu_) {
+    gpu_->finalize();
+    if (pages_ == 0) setPages(gpu_->numPages());  // sized just now; a later limitPages only lowers it
+  }
   finalized_ = true;
 }
+
+void Engine::limitPages(int n) {
+  std::lock_guard<std::mutex> lk(mu_);
+  requireReady();
+  if (n < 2 || n > pages_)
+    fail("NATIVE_INVALID_ARG", "limitPages(" + std::to_string(n) + "): expected 2.." + std::to_string(pages_) +
+                                   " (it only lowers the usable pages; page 0 is reserved)");
+  setPages(n);
+}
+
+void Engine::setPages(int n) {
+  pages_ = n;
+  maxCtx_ = (size_t)(n - 1) * o_.blockSize;
+  if (o_.maxContext > 0) maxCtx_ = std::min(maxCtx_, (size_t)o_.maxContext);
+}
+
+KvSizing Engine::kvSizing() const { return gpu_ ? gpu_->kvSizing() : KvSizing(); }
+
+DeviceMemory Engine::deviceMemory() const { return gpu_ ? gpu_->deviceMemory() : DeviceMemory(); }
 
 Engine::~Engine() = default;
 

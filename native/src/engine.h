@@ -22,7 +22,13 @@ struct ModelShape {
 
 struct EngineOptions {
   ModelShape s;
+  /** KV pool pages including the reserved page 0; 0 (GPU only): sized at finalize from gpuMemoryUtilization. */
   int numPages = 0, blockSize = 0, maxBatchTokens = 0, threads = 0;
+  /** With numPages 0: the fraction (0, 1] of the device's total memory weights, KV pool and workspaces may use. */
+  double gpuMemoryUtilization = 0;
+  /** The longest context of one sequence (0: the pool's); validate refuses longer ones, and the workspace
+   * reserve of a pool sized from memory is bounded with it. */
+  int maxContext = 0;
   /** -1: the CPU engine; >= 0: the CUDA device that holds weights, KV pool and workspaces. */
   int device = -1;
   /** KV cache in int8 with per-(token, KV head) scales (kv_int8.cc); CPU engine only. */
@@ -49,6 +55,20 @@ void quantizeKvHeads(const float* x, int heads, int d, int8_t* q, float* scales)
 void attentionInt8(const AttnArgs& a, const KvInt8View& kv, int t, int h, float* scratch);
 
 class GpuModel;
+
+/** How a GPU engine sized its KV pool from gpuMemoryUtilization (all zero when numPages was given). */
+struct KvSizing {
+  double fraction = 0;
+  size_t totalBytes = 0;    // the device's memory (cudaMemGetInfo)
+  size_t usedBytes = 0;     // in use when the pool was sized: weights, workspaces, the CUDA context, other processes
+  size_t reserveBytes = 0;  // held back for what the forward pass allocates later (gpu_model.cu, kvReserveBytes)
+  size_t pageBytes = 0;     // device bytes of one page: K and V of every layer, plus its RoPE table rows
+};
+
+/** Device memory as cudaMemGetInfo reports it now (zero on the CPU). */
+struct DeviceMemory {
+  size_t freeBytes = 0, totalBytes = 0;
+};
 
 /** NF4 (bitsandbytes): per block of `block` weights an absmax, as float32 or double-quantized to 8 bits. */
 struct Nf4Data {
@@ -177,6 +197,12 @@ class Engine {
   std::string device() const;
   size_t weightBytes() const;
   size_t kvBytes() const;
+  /** Pages the engine accepts in block tables (page 0 included): 0 until a pool sized at finalize exists. */
+  int numPages() const { return pages_; }
+  /** Lowers the usable pages to n (2 <= n <= numPages()), e.g. to agree with the other ranks of a TP group. */
+  void limitPages(int n);
+  KvSizing kvSizing() const;
+  DeviceMemory deviceMemory() const;
   int vocab() const { return o_.s.vocab; }
   /** Tensor-parallel followers (rank > 0): waits for the leader's next step plan (as long as the leader lives),
    * runs its shard of that forward pass. False when the leader closed the group. Do not hold mutex(). */
@@ -256,6 +282,9 @@ class Engine {
   std::vector<int8_t> kv8_;  // the same layout, int8, when o_.kvInt8
   std::vector<float> kvScale_;  // (layers, 2, numPages, blockSize, kvHeads) when o_.kvInt8
   size_t maxCtx_ = 0;
+  int pages_ = 0;  // usable pages (validate); o_.numPages is what the CPU pool holds
+  /** Sets pages_ and maxCtx_: the pool's tokens past page 0, or o_.maxContext when lower. */
+  void setPages(int n);
   // Workspaces sized for maxBatchTokens.
   std::vector<float> x_, h_, h2_, q_, k_, v_, att_, gate_, up_, cos_, sin_, scratch_;
   std::vector<float> xp_[3], xsum_[3], permx_[3];

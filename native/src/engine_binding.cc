@@ -20,7 +20,11 @@ EngineOptions parseOptions(const Napi::Value& v) {
   Napi::Value tie = s.Get("tieWordEmbeddings");
   if (!tie.IsBoolean()) fail("NATIVE_INVALID_ARG", "options.shape.tieWordEmbeddings must be a boolean");
   e.s.tie = tie.As<Napi::Boolean>().Value();
-  e.numPages = getInt(o, "numPages", "options", 2), e.blockSize = getInt(o, "blockSize", "options", 1);
+  e.numPages = getInt(o, "numPages", "options", 0), e.blockSize = getInt(o, "blockSize", "options", 1);
+  Napi::Value util = o.Get("gpuMemoryUtilization");
+  if (!util.IsUndefined()) e.gpuMemoryUtilization = getNumber(o, "gpuMemoryUtilization", "options");
+  Napi::Value mc = o.Get("maxContext");
+  if (!mc.IsUndefined()) e.maxContext = getInt(o, "maxContext", "options", 1);
   e.maxBatchTokens = getInt(o, "maxBatchTokens", "options", 1);
   Napi::Value th = o.Get("threads");
   e.threads = th.IsUndefined() ? 0 : toInt(th, "options.threads", 0, 1024);
@@ -249,7 +253,29 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       o.Set("device", eng_->device());
       o.Set("tpRank", eng_->tpRank());
       o.Set("tpSize", eng_->tpWorld());
+      o.Set("numPages", eng_->numPages());
+      if (eng_->onGpu()) {
+        const DeviceMemory m = eng_->deviceMemory();
+        Napi::Object mem = Napi::Object::New(info.Env());
+        mem.Set("freeBytes", (double)m.freeBytes), mem.Set("totalBytes", (double)m.totalBytes);
+        o.Set("deviceMemory", mem);
+        const KvSizing k = eng_->kvSizing();
+        if (k.fraction > 0) {
+          Napi::Object z = Napi::Object::New(info.Env());
+          z.Set("fraction", k.fraction), z.Set("totalBytes", (double)k.totalBytes);
+          z.Set("usedBytes", (double)k.usedBytes), z.Set("reserveBytes", (double)k.reserveBytes);
+          z.Set("pageBytes", (double)k.pageBytes);
+          o.Set("kvSizing", z);
+        }
+      }
       return o;
+    });
+  }
+
+  Napi::Value LimitPages(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      eng_->limitPages(toInt(info[0], "limitPages(n): n", 2));
+      return info.Env().Undefined();
     });
   }
 
@@ -324,6 +350,7 @@ Napi::Function defineEngine(Napi::Env env) {
                                   EngineWrap::InstanceMethod("profile", &EngineWrap::Profile),
                                   EngineWrap::InstanceMethod("resetProfile", &EngineWrap::ResetProfile),
                                   EngineWrap::InstanceMethod("follow", &EngineWrap::Follow),
+                                  EngineWrap::InstanceMethod("limitPages", &EngineWrap::LimitPages),
                                   EngineWrap::InstanceMethod("close", &EngineWrap::Close)});
 }
 

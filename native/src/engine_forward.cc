@@ -45,7 +45,10 @@ int Engine::validate(const BatchIn& b) const {
                                      "] = " + std::to_string(len) + ": the context includes this step's tokens");
     if ((size_t)ctx > maxCtx_)
       fail("NATIVE_PAGE_RANGE", "batch.contextLens[" + ss + "] = " + std::to_string(ctx) +
-                                    " exceeds the KV pool, at most (numPages-1)*blockSize = " + std::to_string(maxCtx_));
+                                    (maxCtx_ == (size_t)o_.maxContext
+                                         ? " exceeds the engine's maxContext " + std::to_string(maxCtx_)
+                                         : " exceeds the KV pool, at most (numPages-1)*blockSize = " +
+                                               std::to_string(maxCtx_)));
     const long long blocks = ((long long)ctx + o_.blockSize - 1) / o_.blockSize;
     if (blocks > b.maxBlocksPerSeq)
       fail("NATIVE_PAGE_RANGE", "sequence " + ss + " needs " + std::to_string(blocks) + " pages for context " +
@@ -53,9 +56,9 @@ int Engine::validate(const BatchIn& b) const {
                                     std::to_string(b.maxBlocksPerSeq));
     for (long long j = 0; j < blocks; j++) {
       const int p = b.blockTables[s * b.maxBlocksPerSeq + j];
-      if (p <= 0 || p >= o_.numPages)
+      if (p <= 0 || p >= pages_)
         fail("NATIVE_PAGE_RANGE", "blockTables[" + ss + "][" + std::to_string(j) + "] = " + std::to_string(p) +
-                                      ": used pages must be 1.." + std::to_string(o_.numPages - 1) +
+                                      ": used pages must be 1.." + std::to_string(pages_ - 1) +
                                       " (page 0 is reserved)");
     }
     sum += len;

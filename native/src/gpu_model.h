@@ -15,8 +15,16 @@ class GpuModel {
   virtual ~GpuModel() = default;
   /** Uploads one validated tensor (host copy in `w`; `srcDtype` is the dtype it arrived in). */
   virtual void upload(const std::string& name, const Weight& w, const std::string& srcDtype) = 0;
-  /** Every tensor is uploaded: merge and free staging copies. */
+  /**
+   * Every tensor is uploaded: merge and free staging copies. With numPages 0 the first finalize then allocates the
+   * KV pool (and its RoPE tables) as large as fits under gpuMemoryUtilization of the device; NATIVE_OOM when that
+   * is under 2 pages.
+   */
   virtual void finalize() = 0;
+  /** Pages the KV pool holds (page 0 included); 0 before a pool sized at finalize exists. */
+  virtual int numPages() const = 0;
+  virtual KvSizing kvSizing() const = 0;
+  virtual DeviceMemory deviceMemory() const = 0;
   /**
    * Runs a batch Engine::validate accepted. Writes rows x vocab logits to `logits` when not null, and one id per
    * row to `ids` when not null: sampled with `sampling[row]` when `sampling` is not null, else the argmax (ties:

@@ -16,7 +16,7 @@ import { runWorkerGroup } from "./worker-group.js";
 
 type WorkerMessage =
   | { type: "progress"; progress: LoadProgress }
-  | { type: "ready"; address: string; backend: string; reason: string; quantization: string }
+  | { type: "ready"; address: string; backend: string; reason: string; quantization: string; kvPool?: string }
   | { type: "error"; message: string };
 
 /** The worker's own flags, rebuilt from its validated config. */
@@ -26,7 +26,8 @@ export function workerArgv(cfg: WorkerConfig): string[] {
     "--quantization", cfg.quantization,
     "--group-size", String(cfg.groupSize),
     "--load-format", cfg.loadFormat,
-    "--kv-cache-mib", String(cfg.kvCacheMiB),
+    ...(cfg.kvCacheMiB !== null ? ["--kv-cache-mib", String(cfg.kvCacheMiB)] : []),
+    "--gpu-memory-utilization", String(cfg.gpuMemoryUtilization),
     "--kv-cache-dtype", cfg.kvCacheDtype,
     "--num-pages", String(cfg.numPages),
     "--block-size", String(cfg.blockSize),
@@ -81,6 +82,7 @@ export async function workerCommand(f: Flags): Promise<number> {
     backend: handle.describe.backend ?? "cpu",
     reason: handle.describe.backendReason ?? "",
     quantization: handle.describe.quantization ?? "none",
+    kvPool: handle.kvPool,
   });
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGTERM", () => resolve("SIGTERM"));
@@ -137,6 +139,7 @@ export async function serveCommand(f: Flags): Promise<number> {
     `tpserve ready in ${secs}s: gRPC on ${handle.address} (tpserve.v1.Generation, grpc.health.v1); ` +
       `model ${handle.router.groups.length > 0 ? workerCfg.model.split("/").pop() : "?"}, quantization ${ready.quantization}, ` +
       `backend ${ready.backend} (${ready.reason}); worker at ${ready.address}` +
+      (ready.kvPool ? `; ${ready.kvPool}` : "") +
       (ranks.length > 1
         ? `; tensor-parallel group of ${ranks.length} CPU ranks (pids ${ranks.map((r) => r.pid)})`
         : "") +

@@ -11,9 +11,12 @@ export interface WorkerConfig {
   groupSize: 32 | 64 | 128;
   symmetric: boolean;
   loadFormat: "safetensors" | "dummy";
-  /** KV pool size in pages including page 0; 0 = derive from kvCacheMiB. */
+  /** KV pool size in pages including page 0; 0 = derive from kvCacheMiB or GPU memory (kv-pool.ts). */
   numPages: number;
-  kvCacheMiB: number;
+  /** KV pool size in MiB; null = not given (a GPU sizes the pool from gpuMemoryUtilization, the CPU takes 256). */
+  kvCacheMiB: number | null;
+  /** GPU: the fraction of the card's memory weights, KV pool and workspaces may fill (with neither size given). */
+  gpuMemoryUtilization: number;
   /** KV cache element type (int8: per-token, per-head scales; CPU engine). */
   kvCacheDtype: "f32" | "int8";
   blockSize: number;
@@ -55,7 +58,11 @@ export const WORKER_FLAGS_HELP = `worker options:
   --group-size 32|64|128   int4 group size (default 128)
   --asym                   int4 with zero points (default symmetric)
   --load-format safetensors|dummy  dummy = random weights for the config (default safetensors)
-  --kv-cache-mib N         KV pool size in MiB (default 256)
+  --kv-cache-mib N         KV pool size in MiB (default: on a GPU see --gpu-memory-utilization; on the CPU 256)
+  --gpu-memory-utilization F
+                           on a GPU with neither --kv-cache-mib nor --num-pages: the KV pool takes what is left of
+                           F x the card's memory after the weights, workspaces and other processes (0 < F <= 1;
+                           default 0.9)
   --kv-cache-dtype f32|int8
                            KV cache element type; int8 keeps one scale per token and KV head (CPU engine)
   --num-pages N            KV pool size in pages, overrides --kv-cache-mib
@@ -81,7 +88,8 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     symmetric: !f.bool("asym"),
     loadFormat: f.choice("load-format", ["safetensors", "dummy"] as const, "safetensors"),
     numPages: f.int("num-pages", 0, 0, 1 << 24),
-    kvCacheMiB: f.int("kv-cache-mib", 256, 1, 1 << 20),
+    kvCacheMiB: f.has("kv-cache-mib") ? f.int("kv-cache-mib", 0, 1, 1 << 20) : null,
+    gpuMemoryUtilization: gpuMemoryUtilizationFlag(f),
     kvCacheDtype: f.choice("kv-cache-dtype", ["f32", "int8"] as const, "f32"),
     blockSize: f.int("block-size", 16, 1, 1024),
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
@@ -118,6 +126,12 @@ function tpFlags(f: Flags): Pick<WorkerConfig, "tp" | "tpRank" | "tpGroup" | "tp
     throw new ConfigError(`--tp-group must be 1..100 characters of A-Z a-z 0-9 . _ -, got "${tpGroup}"`);
   }
   return { tp, tpRank, tpGroup, tpTimeoutMs };
+}
+
+function gpuMemoryUtilizationFlag(f: Flags): number {
+  const v = f.float("gpu-memory-utilization", 0.9, 0, 1);
+  if (v <= 0) throw new ConfigError(`--gpu-memory-utilization must be above 0 and at most 1, got "${v}"`);
+  return v;
 }
 
 function groupFlag(v: string | undefined): string | null {

@@ -19,6 +19,7 @@ import { dialAddress, type WorkerConfig } from "./config.js";
 import { type DrainOutcome, drainWorker, WorkerHealth } from "./drain.js";
 import { Embedder } from "./embed.js";
 import { StepExecutor } from "./executor.js";
+import { agreeGroupPool, loadedPool, planKvPool } from "./kv-pool.js";
 import { loadWeights } from "./load.js";
 import { GroupMembership } from "./membership.js";
 import { WorkerMetrics } from "./metrics.js";
@@ -41,6 +42,8 @@ export interface WorkerHandle {
   executor: StepExecutor;
   /** Ranks > 0 of a tensor-parallel group: the loop that runs the leader's steps. */
   follower: Follower | undefined;
+  /** How the KV pool was sized ("KV pool: N pages = T tokens, ..."). */
+  kvPool: string;
   /** grpc.health.v1 status: SERVING once loaded, NOT_SERVING while draining. */
   health: WorkerHealth;
   /** The group's current epoch (it grows when the group re-registers in the cluster ledger). */
@@ -91,23 +94,39 @@ export function resolveDevice(wanted: string, rank = 0, world = 1): { device: st
   return { device: `cuda:${rank}`, reason: `${build.cudaDevices} CUDA device(s) visible${tp}` };
 }
 
-/** Builds the engine and loads the weights (no server). Used by the worker, `tpserve eval` and the benchmarks. */
+/**
+ * Builds the engine and loads the weights (no server). Used by the worker, `tpserve eval` and the benchmarks.
+ * numPages: the router's pool (page 0 included); enginePages: that plus `extraPages`; on a GPU without a given size
+ * the engine sizes its pool from memory at finalize and both come from its info() (kv-pool.ts).
+ */
 export function createEngine(
   cfg: WorkerConfig,
   onProgress?: (p: LoadProgress) => void,
   extraPages: (numPages: number, model: ModelConfig) => number = () => 0,
   group?: TpGroup,
-): { engine: Engine; model: ModelConfig; numPages: number; enginePages: number; deviceReason: string } {
+): {
+  engine: Engine;
+  model: ModelConfig;
+  numPages: number;
+  enginePages: number;
+  deviceReason: string;
+  /** How the pool was sized, for the start log. */
+  kvPool: string;
+} {
   const model = loadModelConfig(cfg.model);
   const shape = toModelShape(model);
   const perPage = kvBytesPerPage(shape, cfg.blockSize, cfg.kvCacheDtype);
-  const numPages = cfg.numPages > 0 ? cfg.numPages : Math.max(2, Math.floor((cfg.kvCacheMiB * 2 ** 20) / perPage) + 1);
   const native = loadNative();
   const { device, reason } = resolveDevice(cfg.device, group?.rank ?? 0, group?.world ?? 1);
-  const enginePages = numPages + extraPages(numPages, model);
+  const extra = (n: number) => extraPages(n, model);
+  const plan = planKvPool(cfg, device !== "cpu", perPage, extra);
   const engine = new native.Engine({
     shape,
-    numPages: enginePages,
+    // From memory: forward refuses contexts past the model's (the router never sends them), which bounds the
+    // attention workspace the engine holds back from the pool.
+    ...(plan.kind === "fixed"
+      ? { numPages: plan.enginePages }
+      : { numPages: 0, gpuMemoryUtilization: plan.fraction, maxContext: model.maxPositionEmbeddings }),
     blockSize: cfg.blockSize,
     maxBatchTokens: cfg.maxBatchTokens,
     threads: tpThreads(cfg),
@@ -115,18 +134,26 @@ export function createEngine(
     ...(group ? { group } : {}),
     ...(cfg.kvCacheDtype === "int8" ? { kvCacheDtype: "int8" as const } : {}),
   });
-  loadWeights(engine, {
-    dir: cfg.model,
-    config: model,
-    quantization: cfg.quantization,
-    groupSize: cfg.groupSize,
-    symmetric: cfg.symmetric,
-    loadFormat: cfg.loadFormat,
-    seed: cfg.seed,
-    ...(group ? { tp: { rank: group.rank, world: group.world } } : {}),
-    onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
-  });
-  return { engine, model, numPages, enginePages, deviceReason: reason };
+  let pool: ReturnType<typeof loadedPool>;
+  try {
+    loadWeights(engine, {
+      dir: cfg.model,
+      config: model,
+      quantization: cfg.quantization,
+      groupSize: cfg.groupSize,
+      symmetric: cfg.symmetric,
+      loadFormat: cfg.loadFormat,
+      seed: cfg.seed,
+      ...(group ? { tp: { rank: group.rank, world: group.world } } : {}),
+      onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
+    });
+    pool = loadedPool(plan, engine.info(), extra, cfg.blockSize, perPage);
+  } catch (err) {
+    engine.close(); // e.g. NATIVE_OOM from a pool sized at finalize: give the device memory back now
+    throw err;
+  }
+  const { routerPages: numPages, enginePages, line: kvPool } = pool;
+  return { engine, model, numPages, enginePages, deviceReason: reason, kvPool };
 }
 
 export async function startWorker(
@@ -139,20 +166,26 @@ export async function startWorker(
   }
   const group = await joinTpGroup(cfg);
   // Pages past the router's pool serve embeddings: a prompt up to the model's context, or an eighth of the pool.
+  const embedExtra = (pages: number, m: ModelConfig) =>
+    Math.min(Math.ceil(m.maxPositionEmbeddings / cfg.blockSize), Math.max(1, Math.ceil(pages / 8)));
   let created: ReturnType<typeof createEngine>;
   try {
-    created = createEngine(
-      cfg,
-      onProgress,
-      (pages, m) => Math.min(Math.ceil(m.maxPositionEmbeddings / cfg.blockSize), Math.max(1, Math.ceil(pages / 8))),
-      group,
-    );
+    created = createEngine(cfg, onProgress, embedExtra, group);
   } catch (err) {
     group?.abort(`rank ${cfg.tpRank} could not load its shard: ${(err as Error).message}`); // don't keep peers waiting
     throw err;
   }
-  const { engine, model, numPages, enginePages, deviceReason } = created;
-  if (group) await tpLoadedBarrier(group);
+  const { engine, model, deviceReason } = created;
+  let { numPages, enginePages, kvPool } = created;
+  if (group) {
+    await tpLoadedBarrier(group);
+    // Ranks that sized their pools from their own GPU's memory may differ: the group uses the smallest.
+    const agreed = await agreeGroupPool(group, engine, enginePages, (n) => embedExtra(n, model));
+    if (agreed) {
+      ({ routerPages: numPages, enginePages } = agreed);
+      kvPool += `; the group uses its smallest rank's pool: ${numPages} pages = ${(numPages - 1) * cfg.blockSize} tokens`;
+    }
+  }
   const maxContext = model.maxPositionEmbeddings;
   const maxBlocksPerSeq = Math.ceil(maxContext / cfg.blockSize);
   const embedPages = enginePages - numPages;
@@ -175,7 +208,14 @@ export async function startWorker(
   let epoch = cfg.epoch;
   const log = pino({ level: cfg.logLevel, base: { service: "tpserve-worker" } }, io.logStream ?? pino.destination(2));
   log.info(
-    { backend: deviceReason, model: basename(cfg.model), num_pages: numPages, tp_rank: cfg.tpRank, tp: cfg.tp },
+    {
+      backend: deviceReason,
+      model: basename(cfg.model),
+      num_pages: numPages,
+      kv_pool: kvPool,
+      tp_rank: cfg.tpRank,
+      tp: cfg.tp,
+    },
     "worker ready",
   );
   const follower = group && cfg.tpRank > 0 ? new Follower(engine, log) : undefined;
@@ -310,6 +350,7 @@ export async function startWorker(
     metricsPort: http?.port ?? null,
     describe,
     engine,
+    kvPool,
     get executor() {
       return executor;
     },

@@ -34,8 +34,9 @@ class FakeEngine implements Engine {
     throw new Error("fake");
   }
   info(): EngineInfo {
-    return { threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu" };
+    return { threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu", numPages: 2 };
   }
+  limitPages(_n: number): void {}
   close(): void {}
 }
 

@@ -25,7 +25,8 @@ function recorder(): { engine: Engine; tensors: Map<string, WeightTensor> } {
     forwardSync: () => {
       throw new Error("recorder");
     },
-    info: (): EngineInfo => ({ threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu" }),
+    info: (): EngineInfo => ({ threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu", numPages: 2 }),
+    limitPages: () => undefined,
     close: () => undefined,
   };
   return { engine, tensors };

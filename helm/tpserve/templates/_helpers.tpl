@@ -127,8 +127,12 @@ app.kubernetes.io/component: {{ .component }}
 - {{ $v.model.loadFormat | quote }}
 - --device
 - {{ $w.device | quote }}
+{{- if $w.kvCacheMiB }}
 - --kv-cache-mib
 - {{ $w.kvCacheMiB | quote }}
+{{- end }}
+- --gpu-memory-utilization
+- {{ $w.gpuMemoryUtilization | quote }}
 - --max-batch-tokens
 - {{ $w.maxBatchTokens | quote }}
 - --threads
