@@ -415,10 +415,10 @@ async function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, un
     loadFormat: failureModel ? "safetensors" : "dummy",
     quantization: "int4",
     groupSize: 64,
-    numPages: 200,
     maxBatchTokens: 2048,
     tp: 2,
     tpTimeoutMs,
+    // No pool size: each rank sizes its KV pool from --gpu-memory-utilization, and the group agrees on the smallest.
   });
   const { ranks, ready } = await startWorkerGroup(cfg);
   const router = await startRouter({
@@ -448,10 +448,11 @@ async function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, un
       ready.address,
       grpc.credentials.createInsecure(),
     ) as unknown as WorkerClient;
-    const leaderAlive = await unary(wc.Describe.bind(wc), {}).then(
-      (d) => (d as { tpRank?: number }).tpRank === 0,
-      () => false,
+    const described = await unary(wc.Describe.bind(wc), {}).then(
+      (d) => d as { tpRank?: number; numPages?: number },
+      () => undefined,
     );
+    const leaderAlive = described?.tpRank === 0;
     wc.close();
     const next = (await generate(client, { tokenIds: { ids: [1, 2, 3] }, maxTokens: 2 }).then(
       () => ({ code: 0, details: "served" }),
@@ -466,10 +467,11 @@ async function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, un
       details: err.details,
       msToError: ms,
       leaderProcessAlive: leaderAlive,
+      numPages: described?.numPages,
       nextRequestCode: next.code,
     };
     console.log(
-      `failure ${signal} of rank 1: request ended with code ${err.code} after ${ms.toFixed(0)} ms (${err.details}); leader answers Describe: ${leaderAlive}; next request code ${next.code}`,
+      `failure ${signal} of rank 1: request ended with code ${err.code} after ${ms.toFixed(0)} ms (${err.details}); leader answers Describe: ${leaderAlive} (${described?.numPages} KV pages); next request code ${next.code}`,
     );
     return row;
   } finally {

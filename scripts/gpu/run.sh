@@ -43,6 +43,8 @@ if [[ $stage == tp ]]; then
   bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)
   nvidia-smi topo -m
   node dist/bench/gpu-tp.js --bandwidth "$bw" --out "$OUT/gpu-tp.json" "$@" || rc=1
+  # The single-GPU engine steps and the KV pool sized from --gpu-memory-utilization, on GPU 0 of the same machine.
+  [[ -n ${TP_WITH_SINGLE:-} ]] && { node dist/bench/gpu.js --quick --skip-golden --skip-e2e --bandwidth "$bw" --out "$OUT/gpu.json" || rc=1; }
 fi
 if [[ $stage == all || $stage == bench ]]; then
   bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)
