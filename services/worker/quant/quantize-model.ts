@@ -42,6 +42,8 @@ export interface QuantizeOptions {
   /** AWQ clip search: coordinate-descent passes (1) and separate min/max factors (false); see awq-clip.ts. */
   awqClipPasses?: number;
   awqClipSplit?: boolean;
+  /** Clip q_proj and k_proj too (AutoAWQ does not; false). */
+  awqClipQk?: boolean;
   threads?: number;
   onProgress?: (stage: string, done: number, total: number, detail: string) => void;
 }
@@ -195,8 +197,8 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizedMod
           });
           q = r.q;
           notes.set(d.name, `damp ${r.damp}`);
-        } else if (opts.method === "awq" && u.h && d.name !== "q" && d.name !== "k") {
-          // AutoAWQ leaves q and k unclipped: attention scores are sensitive to their range.
+        } else if (opts.method === "awq" && u.h && (opts.awqClipQk || (d.name !== "q" && d.name !== "k"))) {
+          // AutoAWQ leaves q and k unclipped (attention scores are sensitive to their range) unless awqClipQk.
           const clip = searchClip(kernels, u.w, L.rows, L.cols, u.h, {
             ...grid,
             groupSize: opts.groupSize,
