@@ -16,7 +16,7 @@ export const QUANTIZE_HELP = `  tpserve quantize --method gptq|awq|rtn --bits 4 
                    --calib FILE --out DIR [--model DIR] [--nsamples 64] [--seq-len 512] [--damp 0.01]
                    [--format gptq|awq] [--threads N] [--awq-grid 40] [--awq-loss linear|block]
                    [--awq-block-windows 16] [--awq-clip-passes 1] [--awq-clip-split]
-                   [--awq-clip-qk]
+                   [--awq-clip all|skip-qk]
                                           quantize a model into a GPTQ (gptq, rtn) or AWQ (awq) checkpoint`;
 
 const pct = (v: number | null): string => (v === null ? "-" : `${(100 * v).toFixed(3)}%`);
@@ -60,7 +60,7 @@ export async function quantizeCommand(f: Flags): Promise<number> {
   const awqBlockWindows = f.int("awq-block-windows", 16, 1, 4096);
   const awqClipPasses = f.int("awq-clip-passes", 1, 1, 100);
   const awqClipSplit = f.bool("awq-clip-split");
-  const awqClipQk = f.bool("awq-clip-qk");
+  const awqClipQk = f.choice("awq-clip", ["all", "skip-qk"] as const, "all") === "all";
   f.rejectUnknown();
   if (!out) throw new ConfigError("--out DIR is required: the folder to write the quantized model to");
   if (method !== "rtn" && !calib) {

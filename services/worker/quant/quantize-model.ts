@@ -42,7 +42,7 @@ export interface QuantizeOptions {
   /** AWQ clip search: coordinate-descent passes (1) and separate min/max factors (false); see awq-clip.ts. */
   awqClipPasses?: number;
   awqClipSplit?: boolean;
-  /** Clip q_proj and k_proj too (AutoAWQ does not; false). */
+  /** Clip q_proj and k_proj too (true; AutoAWQ does not). */
   awqClipQk?: boolean;
   threads?: number;
   onProgress?: (stage: string, done: number, total: number, detail: string) => void;
@@ -197,8 +197,9 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizedMod
           });
           q = r.q;
           notes.set(d.name, `damp ${r.damp}`);
-        } else if (opts.method === "awq" && u.h && (opts.awqClipQk || (d.name !== "q" && d.name !== "k"))) {
-          // AutoAWQ leaves q and k unclipped (attention scores are sensitive to their range) unless awqClipQk.
+        } else if (opts.method === "awq" && u.h && (opts.awqClipQk !== false || (d.name !== "q" && d.name !== "k"))) {
+          // AutoAWQ leaves q and k unclipped (the q k^T product is hard to clip for); the search here minimizes
+          // their exact output error, which measured better on the bundled model (docs/quantization.md).
           const clip = searchClip(kernels, u.w, L.rows, L.cols, u.h, {
             ...grid,
             groupSize: opts.groupSize,
