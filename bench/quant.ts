@@ -76,7 +76,7 @@ const ROWS: Row[] = [
   },
   {
     name: "awq-g128",
-    how: "AWQ asym (scale + clip search)",
+    how: "AWQ asym (scale + clip search, grid 40, q/k clipped)",
     model: join(qdir, "awq-g128"),
     quantization: "none",
     make: ["--method", "awq", "--group-size", "128"],

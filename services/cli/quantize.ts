@@ -14,7 +14,9 @@ import { progressBar } from "./progress.js";
 
 export const QUANTIZE_HELP = `  tpserve quantize --method gptq|awq|rtn --bits 4 --group-size N [--sym|--asym] [--act-order] [--static-groups]
                    --calib FILE --out DIR [--model DIR] [--nsamples 64] [--seq-len 512] [--damp 0.01]
-                   [--format gptq|awq] [--threads N]
+                   [--format gptq|awq] [--threads N] [--awq-grid 40] [--awq-loss linear|block]
+                   [--awq-block-windows 16] [--awq-clip-passes 1] [--awq-clip-split]
+                   [--awq-clip all|skip-qk]
                                           quantize a model into a GPTQ (gptq, rtn) or AWQ (awq) checkpoint`;
 
 const pct = (v: number | null): string => (v === null ? "-" : `${(100 * v).toFixed(3)}%`);
@@ -53,6 +55,12 @@ export async function quantizeCommand(f: Flags): Promise<number> {
   const seqLen = f.int("seq-len", 512, 16, 8192);
   const dampPercent = f.float("damp", 0.01, 0, 1);
   const threads = f.has("threads") ? f.int("threads", 0, 0, 1024) : undefined;
+  const awqGrid = f.int("awq-grid", 40, 2, 1000);
+  const awqLoss = f.choice("awq-loss", ["linear", "block"] as const, "linear");
+  const awqBlockWindows = f.int("awq-block-windows", 16, 1, 4096);
+  const awqClipPasses = f.int("awq-clip-passes", 1, 1, 100);
+  const awqClipSplit = f.bool("awq-clip-split");
+  const awqClipQk = f.choice("awq-clip", ["all", "skip-qk"] as const, "all") === "all";
   f.rejectUnknown();
   if (!out) throw new ConfigError("--out DIR is required: the folder to write the quantized model to");
   if (method !== "rtn" && !calib) {
@@ -78,6 +86,12 @@ export async function quantizeCommand(f: Flags): Promise<number> {
     tokenizer: loadTokenizer(model),
     nsamples,
     seqLen,
+    awqGrid,
+    awqLoss,
+    awqBlockWindows,
+    awqClipPasses,
+    awqClipSplit,
+    awqClipQk,
     ...(threads !== undefined ? { threads } : {}),
     onProgress: (stage, done, total, detail) => {
       let bar = bars.get(stage);

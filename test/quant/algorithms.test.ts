@@ -2,7 +2,8 @@
 // uncorrelated, and lower output error than round-to-nearest on correlated inputs.
 import { describe, expect, it } from "vitest";
 import { loadNative } from "../../native/index.js";
-import { rtnQLinear, searchClip, searchScales } from "../../services/worker/quant/awq.js";
+import { quadLoss, rtnQLinear, searchScales } from "../../services/worker/quant/awq.js";
+import { searchClip } from "../../services/worker/quant/awq-clip.js";
 import { gptqQuantize } from "../../services/worker/quant/gptq.js";
 import { quadError } from "../../services/worker/quant/hessian.js";
 import { upperCholeskyOfInverse } from "../../services/worker/quant/linalg.js";
@@ -161,7 +162,8 @@ describe("AWQ", () => {
   const opts = { symmetric: false, half: true, groupSize: G };
 
   it("the scale search is never worse than plain group quantization and helps with outlier channels", () => {
-    const r = searchScales(kernels, [{ name: "w", w: W, rows: ROWS, cols: K }], toF32(h), xMean, opts);
+    const lin = [{ name: "w", w: W, rows: ROWS, cols: K }];
+    const r = searchScales(lin, xMean, opts, quadLoss(kernels, lin, toF32(h)));
     expect(r.error).toBeLessThan(r.baseError);
     expect(r.ratio).toBeGreaterThan(0);
     // Scales are normalized around 1 and largest on the loud channels.
@@ -170,13 +172,29 @@ describe("AWQ", () => {
 
   it("the clip search picks factors in (0.5, 1] that do not raise the output error", () => {
     const clip = searchClip(kernels, W, ROWS, K, toF32(h), opts);
-    expect(clip.some((c) => c < 1)).toBe(true);
-    for (const c of clip) {
+    expect(clip.hi.some((c) => c < 1)).toBe(true);
+    expect(Array.from(clip.lo)).toEqual(Array.from(clip.hi));
+    for (const c of clip.hi) {
       expect(c).toBeGreaterThan(0.5);
       expect(c).toBeLessThanOrEqual(1);
     }
     expect(relError(W, rtnQLinear(W, ROWS, K, G, opts, clip), h)).toBeLessThanOrEqual(
       relError(W, rtnQLinear(W, ROWS, K, G, opts), h) * (1 + 1e-4),
     );
+  });
+
+  it("more passes and separate min/max factors only lower the output error further", () => {
+    const err = (o: object): number =>
+      relError(W, rtnQLinear(W, ROWS, K, G, opts, searchClip(kernels, W, ROWS, K, toF32(h), { ...opts, ...o })), h);
+    const one = err({});
+    const two = err({ clipPasses: 2 });
+    const split = searchClip(kernels, W, ROWS, K, toF32(h), { ...opts, clipSplit: true });
+    expect(two).toBeLessThanOrEqual(one * (1 + 1e-5));
+    // The split sweeps move some min factors away from the max factors, and that pays off.
+    expect(Array.from(split.lo).some((c, i) => c !== split.hi[i])).toBe(true);
+    expect(relError(W, rtnQLinear(W, ROWS, K, G, opts, split), h)).toBeLessThan(one);
+    // Symmetric grids have one range: the split is ignored.
+    const sym = searchClip(kernels, W, ROWS, K, toF32(h), { ...opts, symmetric: true, clipSplit: true });
+    expect(Array.from(sym.lo)).toEqual(Array.from(sym.hi));
   });
 });

@@ -24,6 +24,9 @@ describe("tpserve quantize", () => {
     [["--method", "awq", "--act-order", "--calib", "x"], /--act-order needs --format gptq/],
     [["--method", "rtn", "--sym", "--asym"], /--sym and --asym exclude each other/],
     [["--method", "gptq", "--calib", "x", "--nsamples", "0"], /--nsamples must be an integer in 1..4096/],
+    [["--method", "awq", "--calib", "x", "--awq-loss", "mse"], /--awq-loss must be one of linear\|block/],
+    [["--method", "awq", "--calib", "x", "--awq-grid", "1"], /--awq-grid must be an integer in 2..1000/],
+    [["--method", "awq", "--calib", "x", "--awq-clip", "qk"], /--awq-clip must be one of all\|skip-qk/],
   ])("refuses %j with a message naming the option", async (args, message) => {
     expect(await run(["quantize", ...args, "--out", out()])).toBe(2);
     expect(errors.join("\n")).toMatch(message);

@@ -77,6 +77,8 @@ async function roundTrip(method: "gptq" | "awq", actOrder: boolean): Promise<voi
     nsamples: 2,
     seqLen: 32,
     awqGrid: 6,
+    // The block-output scale search (attention / MLP outputs on captured windows) runs end to end here.
+    awqLoss: "block",
     threads: 1,
   });
   expect(q.report).toHaveLength(cfg.numLayers * 7);

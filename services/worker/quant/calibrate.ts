@@ -53,7 +53,45 @@ export function siteWidths(cfg: ModelConfig): number[] {
   return [cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, cfg.intermediateSize];
 }
 
-/** Runs every window through the engine up to `layer` and accumulates the statistics of its four input sites. */
+/**
+ * The raw inputs of some sites for some calibration windows (AWQ's block-output search runs the attention and MLP
+ * blocks on them): `rows[site]` is (windows.length * seqLen, width of the site), windows in increasing order.
+ */
+export class SiteSamples {
+  readonly rows = new Map<number, Float32Array>();
+  private filled = 0;
+  constructor(
+    readonly sites: number[],
+    readonly windows: number[],
+    readonly seqLen: number,
+    widths: number[],
+  ) {
+    for (const s of sites) this.rows.set(s, new Float32Array(windows.length * seqLen * widths[s]!));
+  }
+  /** Copies the window's slice of the capture (T rows of `width` floats, the site at `offset`). */
+  take(window: number, cap: Float32Array, width: number, site: number, offset: number, k: number): void {
+    const slot = this.windows.indexOf(window);
+    const dst = this.rows.get(site);
+    if (slot < 0 || !dst) return;
+    for (let t = 0; t < this.seqLen; t++) {
+      dst.set(cap.subarray(t * width + offset, t * width + offset + k), (slot * this.seqLen + t) * k);
+    }
+    this.filled++;
+  }
+  get complete(): boolean {
+    return this.filled === this.sites.length * this.windows.length;
+  }
+}
+/** `count` window indices spread evenly over `total` (all of them when count >= total). */
+export function spreadWindows(total: number, count: number): number[] {
+  const n = Math.min(total, count);
+  return Array.from({ length: n }, (_, i) => Math.floor((i * total) / n));
+}
+
+/**
+ * Runs every window through the engine up to `layer` and accumulates the statistics of its four input sites;
+ * `samples`, when given, also receives the raw inputs of its sites for its windows.
+ */
 export function captureLayerStats(
   engine: Engine,
   kernels: Kernels,
@@ -62,6 +100,7 @@ export function captureLayerStats(
   windows: Int32Array[],
   blockSize: number,
   onWindow?: (i: number, n: number) => void,
+  samples?: SiteSamples,
 ): InputStats[] {
   if (!engine.captureSync) throw new ConfigError("this engine cannot capture calibration inputs (CPU engine needed)");
   const widths = siteWidths(cfg);
@@ -85,6 +124,7 @@ export function captureLayerStats(
     let off = 0;
     for (let s = 0; s < widths.length; s++) {
       stats[s]!.add(kernels, cap, T, width, off);
+      samples?.take(w, cap, width, s, off, widths[s]!);
       off += widths[s]!;
     }
     onWindow?.(w + 1, windows.length);

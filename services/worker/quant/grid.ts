@@ -26,7 +26,10 @@ export function toHalf(x: number): number {
   return toFloat32(fromFloat32(one, "F16"), "F16")[0]!;
 }
 
-/** Scale and zero of the values v[start + i*stride], i < n, optionally clipped to a fraction of their range. */
+/**
+ * Scale and zero of the values v[start + i*stride], i < n, optionally clipped to a fraction of their range: the
+ * max is multiplied by `clip`, the min by `clipLo` (the same unless given).
+ */
 export function groupParams(
   v: ArrayLike<number>,
   start: number,
@@ -34,6 +37,7 @@ export function groupParams(
   stride: number,
   opts: GridOptions,
   clip = 1,
+  clipLo = clip,
 ): { scale: number; zero: number } {
   let mn = 0;
   let mx = 0;
@@ -42,7 +46,7 @@ export function groupParams(
     if (x < mn) mn = x;
     if (x > mx) mx = x;
   }
-  mn *= clip;
+  mn *= clipLo;
   mx *= clip;
   let scale: number;
   let zero: number;

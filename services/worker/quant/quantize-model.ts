@@ -7,8 +7,10 @@ import { loadModelConfig, toModelShape } from "../../common/model/config.js";
 import { openCheckpoint, toFloat32 } from "../../common/model/safetensors.js";
 import type { TpTokenizer } from "../../common/model/tokenizer.js";
 import { loadWeights, tensorSpecs } from "../load.js";
-import { type AwqOptions, type Linear, rtnQLinear, searchClip, searchScales } from "./awq.js";
-import { calibrationWindows, captureLayerStats } from "./calibrate.js";
+import { type AwqOptions, type Linear, rtnQLinear } from "./awq.js";
+import { searchClip } from "./awq-clip.js";
+import { awqScaleLayer } from "./awq-layer.js";
+import { calibrationWindows, captureLayerStats, SiteSamples, siteWidths, spreadWindows } from "./calibrate.js";
 import { gptqQuantize } from "./gptq.js";
 import { dense, type InputStats, quadError } from "./hessian.js";
 import { dequantQLinear, type QLinear } from "./qlinear.js";
@@ -28,8 +30,20 @@ export interface QuantizeOptions {
   tokenizer: TpTokenizer;
   nsamples: number;
   seqLen: number;
-  /** AWQ grid points for the scale exponent and the clip search (20, as AutoAWQ). */
+  /** AWQ grid points for the scale exponent and the clip factors (40; AutoAWQ uses 20). */
   awqGrid?: number;
+  /**
+   * AWQ scale-search loss: "linear" (default) sums the per-linear trace(D H D^T) over all calibration tokens,
+   * "block" compares the attention / MLP block's output on `awqBlockWindows` captured windows (AutoAWQ's way).
+   */
+  awqLoss?: "block" | "linear";
+  /** Calibration windows the block loss runs on (16, spread over --nsamples). */
+  awqBlockWindows?: number;
+  /** AWQ clip search: coordinate-descent passes (1) and separate min/max factors (false); see awq-clip.ts. */
+  awqClipPasses?: number;
+  awqClipSplit?: boolean;
+  /** Clip q_proj and k_proj too (true; AutoAWQ does not). */
+  awqClipQk?: boolean;
   threads?: number;
   onProgress?: (stage: string, done: number, total: number, detail: string) => void;
 }
@@ -110,9 +124,25 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizedMod
     const report: LinearReport[] = [];
     for (let l = 0; l < cfg.numLayers; l++) {
       const p = `model.layers.${l}`;
+      const samples =
+        calibrated && opts.method === "awq" && opts.awqLoss === "block"
+          ? new SiteSamples(
+              [0, 2],
+              spreadWindows(windows.length, opts.awqBlockWindows ?? 16),
+              opts.seqLen,
+              siteWidths(cfg),
+            )
+          : undefined;
       const stats: InputStats[] | undefined = calibrated
-        ? captureLayerStats(engine, kernels, cfg, l, windows, blockSize, (i, n) =>
-            opts.onProgress?.("calibrate", l * n + i, cfg.numLayers * n, `layer ${l}`),
+        ? captureLayerStats(
+            engine,
+            kernels,
+            cfg,
+            l,
+            windows,
+            blockSize,
+            (i, n) => opts.onProgress?.("calibrate", l * n + i, cfg.numLayers * n, `layer ${l}`),
+            samples,
           )
         : undefined;
       const lin: Linear[] = LINEARS.map((d) => {
@@ -126,42 +156,22 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizedMod
       const used = new Map<string, { w: Float32Array; h?: Float32Array }>();
       const notes = new Map<string, string>();
       if (opts.method === "awq" && stats && hOrig) {
-        const aopts: AwqOptions = { ...grid, groupSize: opts.groupSize, grid: opts.awqGrid ?? 20 };
-        const groups = [
-          { names: ["q", "k", "v"], site: 0, prev: `${p}.input_layernorm.weight` },
-          { names: ["gate", "up"], site: 2, prev: `${p}.post_attention_layernorm.weight` },
-          { names: ["down"], site: 3, prev: "up" },
-        ];
-        const found = groups.map((g) =>
-          searchScales(kernels, g.names.map(byName), hOrig[g.site]!, stats[g.site]!.meanAbs(), aopts),
-        );
-        const scaledH = new Map<number, Float32Array>();
-        for (let gi = 0; gi < groups.length; gi++) {
-          const g = groups[gi]!;
-          const s = found[gi]!.scales;
-          scaledH.set(g.site, stats[g.site]!.scaled(s));
-          for (const n of g.names) {
-            const L = byName(n);
-            const w = new Float32Array(L.w.length);
-            for (let r = 0; r < L.rows; r++)
-              for (let c = 0; c < L.cols; c++) w[r * L.cols + c] = L.w[r * L.cols + c]! * s[c]!;
-            L.w = w;
-            notes.set(n, `a=${found[gi]!.ratio.toFixed(2)}${found[gi]!.duo ? " duo" : ""}`);
-          }
-          if (g.prev === "up") {
-            const up = byName("up");
-            const w = new Float32Array(up.w.length);
-            for (let r = 0; r < up.rows; r++)
-              for (let c = 0; c < up.cols; c++) w[r * up.cols + c] = up.w[r * up.cols + c]! / s[r]!;
-            up.w = w;
-          } else {
-            const norm = weight(g.prev);
-            for (let c = 0; c < norm.length; c++) norm[c] = norm[c]! / s[c]!;
-            replaced.set(g.prev, norm);
-          }
-        }
+        const aopts: AwqOptions = { ...grid, groupSize: opts.groupSize, grid: opts.awqGrid ?? 40 };
+        const r = awqScaleLayer({
+          kernels,
+          cfg,
+          prefix: p,
+          linears: lin,
+          stats,
+          ...(samples ? { samples } : {}),
+          opts: aopts,
+          weight,
+          onGroup: (i, names) => opts.onProgress?.("awq search", l * 3 + i, cfg.numLayers * 3, `layer ${l} ${names}`),
+        });
+        for (const [hf, v] of r.replaced) replaced.set(hf, v);
+        for (const [n, note] of r.notes) notes.set(n, note);
         for (const d of LINEARS) {
-          used.set(d.name, { w: byName(d.name).w, h: scaledH.get(d.site) ?? hOrig[d.site]! });
+          used.set(d.name, { w: byName(d.name).w, h: r.scaledH.get(d.site) ?? hOrig[d.site]! });
         }
       } else {
         for (const d of LINEARS) used.set(d.name, { w: byName(d.name).w, ...(hOrig ? { h: hOrig[d.site]! } : {}) });
@@ -187,12 +197,15 @@ export async function quantizeModel(opts: QuantizeOptions): Promise<QuantizedMod
           });
           q = r.q;
           notes.set(d.name, `damp ${r.damp}`);
-        } else if (opts.method === "awq" && u.h && d.name !== "q" && d.name !== "k") {
-          // AutoAWQ leaves q and k unclipped: attention scores are sensitive to their range.
+        } else if (opts.method === "awq" && u.h && (opts.awqClipQk !== false || (d.name !== "q" && d.name !== "k"))) {
+          // AutoAWQ leaves q and k unclipped (the q k^T product is hard to clip for); the search here minimizes
+          // their exact output error, which measured better on the bundled model (docs/quantization.md).
           const clip = searchClip(kernels, u.w, L.rows, L.cols, u.h, {
             ...grid,
             groupSize: opts.groupSize,
-            clipGrid: opts.awqGrid ?? 20,
+            clipGrid: opts.awqGrid ?? 40,
+            clipPasses: opts.awqClipPasses ?? 1,
+            clipSplit: opts.awqClipSplit ?? false,
           });
           q = rtnQLinear(u.w, L.rows, L.cols, opts.groupSize, grid, clip);
         } else {
