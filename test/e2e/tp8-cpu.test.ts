@@ -70,7 +70,8 @@ describe("the TP=8 checkpoint", () => {
       forwardSync: () => {
         throw new Error("not a real engine");
       },
-      info: (): EngineInfo => ({ threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu" }),
+      info: (): EngineInfo => ({ threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu", numPages: 2 }),
+      limitPages: () => undefined,
       close: () => undefined,
     };
     const opts = { dir: model.dir, config: cfg, quantization: "none", groupSize: 32, symmetric: true } as const;
