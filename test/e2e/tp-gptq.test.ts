@@ -1,6 +1,7 @@
 // Tensor parallelism on GPTQ and AWQ checkpoints end to end: a group of TP worker processes loading a checkpoint
 // written by the project's writer (RTN codes, group 64, so TP=4's 64 o_proj input columns per rank hold whole
-// groups) gives the same greedy ids over gRPC as one worker loading the same checkpoint, for every golden prompt.
+// groups) gives the same greedy ids over gRPC as one worker loading the same checkpoint, for every golden prompt;
+// checkpoints that cannot split make the group fail to start with the reason.
 import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generate } from "../../services/common/client.js";
@@ -50,5 +51,33 @@ describe.each(["gptq", "awq"] as const)("%s checkpoint, group 64", (format) => {
       }
     },
     120_000,
+  );
+});
+
+describe("a group refuses a checkpoint that cannot split, at start and with the reason", () => {
+  it.each([
+    {
+      what: "AWQ group 128 at TP=4",
+      ckpt: { format: "awq" as const, groupSize: 128 },
+      tp: 4,
+      message: /group size 128 .* cannot be split over --tp 4: o_proj .* use --tp 1 or 2 with this checkpoint/,
+    },
+    {
+      what: "act-order GPTQ (permuted g_idx in o_proj) at TP=2",
+      ckpt: { format: "gptq" as const, groupSize: 64, actOrder: ["model.layers.2.self_attn.o_proj"] },
+      tp: 2,
+      message: /o_proj: this GPTQ checkpoint uses act-order .* at --tp 2; use --tp 1/,
+    },
+  ])(
+    "$what",
+    async ({ ckpt, tp, message }) => {
+      const dir = writeQuantCheckpoint(ckpt);
+      try {
+        await expect(startTpCluster({ tp, model: dir, quantization: "none" })).rejects.toThrow(message);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    60_000,
   );
 });
