@@ -8,7 +8,15 @@ import { type QuantConfig, readQuantConfig, readQuantLinear } from "./quant/chec
 import { nf4Bytes, quantizeNf4 } from "./quant/nf4.js";
 import { toInt4Tensor } from "./quant/qlinear.js";
 import { checkGroupSize, quantizeRtn } from "./quant/rtn.js";
-import { checkShardGroups, checkTpShape, type Slice, shardSlice, sliceShape, type TpRank } from "./shard.js";
+import {
+  checkCheckpointShards,
+  checkShardGroups,
+  checkTpShape,
+  type Slice,
+  shardSlice,
+  sliceShape,
+  type TpRank,
+} from "./shard.js";
 
 export interface LoadOptions {
   dir?: string;
@@ -163,15 +171,10 @@ function fromCheckpoint(
   qc?: QuantConfig,
 ): WeightTensor {
   if (qc && spec.linear) {
-    if (slice) {
-      throw new ConfigError(
-        `${opts.dir}: tensor-parallel loading of ${qc.method} checkpoints is not supported yet; use --tp 1, or an ` +
-          "unquantized checkpoint with --quantization int4",
-      );
-    }
     const [rows, cols] = spec.shape as [number, number];
     const prefix = spec.hf.replace(/\.weight$/, "");
-    return toInt4Tensor(readQuantLinear(ckpt, prefix, rows, cols, qc), prefix);
+    const shard = slice && { ...slice, world: opts.tp?.world ?? 1 };
+    return toInt4Tensor(readQuantLinear(ckpt, prefix, rows, cols, qc, shard), prefix);
   }
   const info = ckpt.info(spec.hf);
   if (!info) {
@@ -237,6 +240,7 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
         `${opts.dir} is already quantized (${qc.method}, ${qc.source}); drop --quantization ${opts.quantization} to load it as is`,
       );
     }
+    if (qc) checkCheckpointShards(cfg, tp.world, qc.groupSize, qc.source);
     ckpt = openCheckpoint(opts.dir);
   }
   const src = ckpt ? undefined : new DummySource(opts.seed ?? 0);

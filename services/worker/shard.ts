@@ -91,3 +91,66 @@ export function checkShardGroups(cfg: ModelConfig, world: number, groupSize: num
       `${bad.cols} input columns, ${bad.cols / world} per rank at --tp ${world}, not a multiple of ${groupSize}; ${hint}`,
   );
 }
+
+/** Every --tp the tensor-parallel code offers. */
+const TP_SIZES = [1, 2, 4, 8];
+
+/**
+ * What keeps a GPTQ / AWQ checkpoint (group size `groupSize`, -1: one group per input row) from splitting over
+ * `world` ranks, or undefined: column-parallel layers slice the packed qzeros (and AWQ's qweight) by whole int32
+ * words of 8 outputs; row-parallel layers slice the inputs by whole groups.
+ */
+function quantShardProblem(cfg: ModelConfig, world: number, groupSize: number): string | undefined {
+  if (world === 1) return undefined;
+  const hd = cfg.headDim;
+  const cols = [
+    { layer: "q_proj", out: cfg.numHeads * hd, per: (cfg.numHeads * hd) / world },
+    {
+      layer: "k_proj/v_proj",
+      out: cfg.numKvHeads * hd,
+      per: world > cfg.numKvHeads ? hd : (cfg.numKvHeads * hd) / world,
+    },
+    { layer: "gate_proj/up_proj", out: cfg.intermediateSize, per: cfg.intermediateSize / world },
+  ];
+  const c = cols.find((x) => x.per % 8 !== 0);
+  if (c) {
+    return (
+      `${c.layer} has ${c.out} outputs, ${c.per} per rank at --tp ${world}, and 4-bit packing stores 8 outputs ` +
+      "per int32 word (qzeros, AWQ qweight): each rank's share must be whole words"
+    );
+  }
+  const rows = [
+    { layer: "o_proj", cols: cfg.numHeads * hd },
+    { layer: "down_proj", cols: cfg.intermediateSize },
+  ];
+  for (const r of rows) {
+    const g = groupSize === -1 ? r.cols : groupSize;
+    const per = r.cols / world;
+    if (per % g !== 0 || per % 8 !== 0) {
+      return `${r.layer} has ${r.cols} input columns, ${per} per rank at --tp ${world}, not a multiple of ${g} (a group would straddle a shard)`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A quantized checkpoint's group size is fixed: throws a ConfigError when it cannot be split over `world` ranks,
+ * naming the --tp values that would work.
+ */
+export function checkCheckpointShards(cfg: ModelConfig, world: number, groupSize: number, source: string): void {
+  const problem = quantShardProblem(cfg, world, groupSize);
+  if (!problem) return;
+  const ok = TP_SIZES.filter((w) => {
+    try {
+      checkTpShape(cfg, w);
+    } catch {
+      return false;
+    }
+    return !quantShardProblem(cfg, w, groupSize);
+  });
+  const g = groupSize === -1 ? "-1 (one group per row)" : String(groupSize);
+  throw new ConfigError(
+    `the checkpoint's group size ${g} (${source}) cannot be split over --tp ${world}: ${problem}; ` +
+      `use --tp ${ok.join(" or ")} with this checkpoint, or re-quantize it with a smaller --group-size`,
+  );
+}

@@ -6,7 +6,8 @@ import { type Engine, loadNative, TP_FAILURE_CODES, type TpGroup } from "../../n
 import { ConfigError } from "../common/errors.js";
 import { loadModelConfig } from "../common/model/config.js";
 import type { WorkerConfig } from "./config.js";
-import { checkShardGroups, checkTpShape } from "./shard.js";
+import { readQuantConfig } from "./quant/checkpoint.js";
+import { checkCheckpointShards, checkShardGroups, checkTpShape } from "./shard.js";
 
 /** How long a rank waits for the others to start, join and load their shards. */
 export const TP_JOIN_TIMEOUT_MS = 120_000;
@@ -32,6 +33,8 @@ export async function joinTpGroup(cfg: WorkerConfig): Promise<TpGroup | undefine
   const model = loadModelConfig(cfg.model);
   checkTpShape(model, cfg.tp);
   if (cfg.quantization === "int4") checkShardGroups(model, cfg.tp, cfg.groupSize);
+  const qc = cfg.loadFormat === "safetensors" && cfg.quantization === "none" ? readQuantConfig(cfg.model) : undefined;
+  if (qc) checkCheckpointShards(model, cfg.tp, qc.groupSize, qc.source);
   const group = new (loadNative().TpGroup)({
     name: cfg.tpGroup,
     rank: cfg.tpRank,

@@ -61,6 +61,13 @@ export interface Checkpoint {
   bytesRead(): number;
   /** Raw little-endian bytes of one tensor of any dtype (quantized checkpoints: I32 packed weights). */
   readRaw(name: string): { dtype: string; shape: number[]; data: Uint8Array };
+  /** readSlice for any dtype; a 1-D tensor slices along dim 0 (one ranged read). */
+  readRawSlice(
+    name: string,
+    dim: 0 | 1,
+    begin: number,
+    end: number,
+  ): { dtype: string; shape: number[]; data: Uint8Array };
   close(): void;
 }
 
@@ -211,6 +218,31 @@ export function openCheckpoint(dir: string): Checkpoint {
     if (fd === undefined) throw new ModelLoadError(`checkpoint closed (reading "${name}")`);
     return { t: t as TensorInfo & { dtype: StDType }, fd };
   };
+  /** Rows (one ranged read) or columns (one read per row) [begin, end) of a 2-D tensor; 1-D: elements, dim 0. */
+  const slice = (t: TensorInfo, fd: number, dim: 0 | 1, begin: number, end: number) => {
+    const [rows, cols] = t.shape.length === 1 ? [t.shape[0]!, 1] : (t.shape as [number, number]);
+    const extent = dim === 0 ? rows : cols;
+    const ok = t.shape.length === 2 || (t.shape.length === 1 && dim === 0);
+    if (!ok || !(Number.isInteger(begin) && Number.isInteger(end) && 0 <= begin && begin < end && end <= extent)) {
+      throw new ModelLoadError(
+        `tensor "${t.name}" [${t.shape.join(", ")}]: cannot slice dim ${dim} at [${begin}, ${end})`,
+      );
+    }
+    const es = DTYPE_BYTES[t.dtype]!;
+    const shape = t.shape.length === 1 ? [end - begin] : dim === 0 ? [end - begin, cols] : [rows, end - begin];
+    if (dim === 0) {
+      const data = new Uint8Array((end - begin) * cols * es);
+      readExact(fd, data, t.offset + begin * cols * es, t.file);
+      bytesRead += data.byteLength;
+      return { shape, data };
+    }
+    const w = (end - begin) * es;
+    const data = new Uint8Array(rows * w);
+    for (let r = 0; r < rows; r++)
+      readExact(fd, data.subarray(r * w, (r + 1) * w), t.offset + (r * cols + begin) * es, t.file);
+    bytesRead += data.byteLength;
+    return { shape, data };
+  };
   return {
     files,
     names: () => [...tensors.keys()],
@@ -234,29 +266,14 @@ export function openCheckpoint(dir: string): Checkpoint {
     },
     readSlice(name, dim, begin, end) {
       const { t, fd } = open(name);
-      const [rows, cols] = t.shape as [number, number];
-      const extent = dim === 0 ? rows : cols;
-      if (
-        t.shape.length !== 2 ||
-        !(Number.isInteger(begin) && Number.isInteger(end) && 0 <= begin && begin < end && end <= extent)
-      ) {
-        throw new ModelLoadError(
-          `tensor "${name}" [${t.shape.join(", ")}]: cannot slice dim ${dim} at [${begin}, ${end})`,
-        );
-      }
-      const es = DTYPE_BYTES[t.dtype]!;
-      if (dim === 0) {
-        const data = new Uint8Array((end - begin) * cols * es);
-        readExact(fd, data, t.offset + begin * cols * es, t.file);
-        bytesRead += data.byteLength;
-        return { dtype: t.dtype, shape: [end - begin, cols], data };
-      }
-      const w = (end - begin) * es;
-      const data = new Uint8Array(rows * w);
-      for (let r = 0; r < rows; r++)
-        readExact(fd, data.subarray(r * w, (r + 1) * w), t.offset + (r * cols + begin) * es, t.file);
-      bytesRead += data.byteLength;
-      return { dtype: t.dtype, shape: [rows, end - begin], data };
+      return { ...slice(t, fd, dim, begin, end), dtype: t.dtype };
+    },
+    readRawSlice(name, dim, begin, end) {
+      const t = tensors.get(name);
+      if (!t) throw new ModelLoadError(`tensor "${name}" not in checkpoint`);
+      const fd = fds.get(t.file);
+      if (fd === undefined) throw new ModelLoadError(`checkpoint closed (reading "${name}")`);
+      return { ...slice(t, fd, dim, begin, end), dtype: t.dtype };
     },
     bytesRead: () => bytesRead,
     close: closeAll,

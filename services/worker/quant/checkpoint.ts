@@ -4,12 +4,12 @@
 // docs/quantization.md.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ModelLoadError } from "../../common/errors.js";
+import { ConfigError, ModelLoadError } from "../../common/errors.js";
 import type { Checkpoint } from "../../common/model/safetensors.js";
 import { unpackAwq } from "./formats/awq-format.js";
 import { unpackGptq } from "./formats/gptq-format.js";
 import { asFloat, asInt32 } from "./formats/packing.js";
-import type { QLinear } from "./qlinear.js";
+import { isTrivialGIdx, type QLinear, trivialGIdx } from "./qlinear.js";
 
 export interface QuantConfig {
   method: "gptq" | "awq";
@@ -94,7 +94,10 @@ export function readQuantConfig(dir: string): QuantConfig | undefined {
 
 const fmt = (s: number[]): string => `[${s.join(", ")}]`;
 
-function need(ckpt: Checkpoint, name: string, dtypes: string[], shape: number[], why: string): Uint8Array {
+/** Part of a stored tensor to read (Checkpoint.readRawSlice): dim 0 rows, dim 1 columns, [begin, end). */
+type Part = { dim: 0 | 1; begin: number; end: number } | undefined;
+
+function need(ckpt: Checkpoint, name: string, dtypes: string[], shape: number[], why: string, part?: Part): Uint8Array {
   const info = ckpt.info(name);
   if (!info)
     throw new ModelLoadError(
@@ -105,13 +108,62 @@ function need(ckpt: Checkpoint, name: string, dtypes: string[], shape: number[],
   }
   const same = info.shape.length === shape.length && info.shape.every((d, i) => d === shape[i]);
   if (!same) throw new ModelLoadError(`tensor "${name}" has shape ${fmt(info.shape)}, expected ${fmt(shape)} (${why})`);
-  return ckpt.readRaw(name).data;
+  return part ? ckpt.readRawSlice(name, part.dim, part.begin, part.end).data : ckpt.readRaw(name).data;
 }
 
 const FLOATS = ["F16", "BF16", "F32"];
 
-/** Reads `${prefix}.{qweight,qzeros,scales[,g_idx]}` of a linear with `out` outputs and `inF` inputs. */
-export function readQuantLinear(ckpt: Checkpoint, prefix: string, out: number, inF: number, qc: QuantConfig): QLinear {
+function readScales(ckpt: Checkpoint, prefix: string, shape: number[], why: string, part: Part): Float32Array {
+  const name = `${prefix}.scales`;
+  return asFloat(name, ckpt.info(name)?.dtype ?? "F16", need(ckpt, name, FLOATS, shape, why, part));
+}
+
+/**
+ * A tensor-parallel rank's share of a linear, in the engine's terms: dim 0 slices the outputs (column-parallel
+ * q, k, v, gate, up), dim 1 the inputs (row-parallel o, down). `world` only names --tp in messages.
+ */
+export interface QuantShard {
+  dim: 0 | 1;
+  begin: number;
+  end: number;
+  world: number;
+}
+
+/** Packed-tensor parts of a shard (the stored tensors are [in-ish, out-ish]: outputs are columns). */
+function parts(sh: QuantShard | undefined, G: number, method: "gptq" | "awq", prefix: string) {
+  if (!sh) return { qweight: undefined, qzeros: undefined, scales: undefined };
+  const { begin: b, end: e } = sh;
+  const words = b % 8 === 0 && e % 8 === 0;
+  const aligned = sh.dim === 0 ? words : b % G === 0 && e % G === 0 && (method === "awq" || words);
+  if (!aligned) {
+    throw new ModelLoadError(
+      `${prefix}: the ${sh.dim === 0 ? "outputs" : "inputs"} [${b}, ${e}) of this rank at --tp ${sh.world} do not ` +
+        `fall on ${sh.dim === 0 ? "8-output packed words" : `whole groups of ${G}`}; use a smaller --tp`,
+    );
+  }
+  if (sh.dim === 0) {
+    const cols = { dim: 1 as const, begin: b, end: e };
+    const packed = { dim: 1 as const, begin: b / 8, end: e / 8 };
+    return { qweight: method === "gptq" ? cols : packed, qzeros: packed, scales: cols };
+  }
+  const groups = { dim: 0 as const, begin: b / G, end: e / G };
+  const rows =
+    method === "gptq" ? { dim: 0 as const, begin: b / 8, end: e / 8 } : { dim: 0 as const, begin: b, end: e };
+  return { qweight: rows, qzeros: groups, scales: groups };
+}
+
+/**
+ * Reads `${prefix}.{qweight,qzeros,scales[,g_idx]}` of a linear with `out` outputs and `inF` inputs, or only the
+ * bytes of one tensor-parallel shard of it (ranged reads; g_idx is read whole, it is one int32 per input).
+ */
+export function readQuantLinear(
+  ckpt: Checkpoint,
+  prefix: string,
+  out: number,
+  inF: number,
+  qc: QuantConfig,
+  shard?: QuantShard,
+): QLinear {
   const G = qc.groupSize === -1 ? inF : qc.groupSize;
   if (inF % G !== 0 || G % 2 !== 0) {
     throw new ModelLoadError(
@@ -125,16 +177,15 @@ export function readQuantLinear(ckpt: Checkpoint, prefix: string, out: number, i
   }
   const groups = inF / G;
   const scaleShape = [groups, out];
+  const p = parts(shard, G, qc.method, prefix);
+  // The shard's own sizes: the unpacking below sees a smaller layer of the same layout.
+  const outS = shard?.dim === 0 ? shard.end - shard.begin : out;
+  const inS = shard?.dim === 1 ? shard.end - shard.begin : inF;
   if (qc.method === "gptq") {
     const why = `GPTQ 4-bit, group ${G}, ${out} outputs x ${inF} inputs`;
-    const qweight = asInt32(need(ckpt, `${prefix}.qweight`, ["I32"], [inF / 8, out], why));
-    const qzeros = asInt32(need(ckpt, `${prefix}.qzeros`, ["I32"], [groups, out / 8], why));
-    const sInfo = ckpt.info(`${prefix}.scales`);
-    const scales = asFloat(
-      `${prefix}.scales`,
-      sInfo?.dtype ?? "F16",
-      need(ckpt, `${prefix}.scales`, FLOATS, scaleShape, why),
-    );
+    const qweight = asInt32(need(ckpt, `${prefix}.qweight`, ["I32"], [inF / 8, out], why, p.qweight));
+    const qzeros = asInt32(need(ckpt, `${prefix}.qzeros`, ["I32"], [groups, out / 8], why, p.qzeros));
+    const scales = readScales(ckpt, prefix, scaleShape, why, p.scales);
     let gIdx: Int32Array;
     if (ckpt.info(`${prefix}.g_idx`)) {
       gIdx = asInt32(need(ckpt, `${prefix}.g_idx`, ["I32"], [inF], why));
@@ -143,18 +194,25 @@ export function readQuantLinear(ckpt: Checkpoint, prefix: string, out: number, i
         `quantized checkpoint is missing tensor "${prefix}.g_idx" (expected I32 [${inF}]; desc_act is true)`,
       );
     } else {
-      gIdx = Int32Array.from({ length: inF }, (_, i) => Math.floor(i / G));
+      gIdx = trivialGIdx(inF, G);
     }
-    return unpackGptq({ qweight, qzeros, scales, gIdx }, out, inF, G, qc.v2);
+    if (shard?.dim === 1) {
+      // Row-parallel: each rank must hold whole groups of its own input columns. Act-order (a permuted g_idx)
+      // scatters a group's columns over the ranks; handling that (permuting the activations first) is not done.
+      if (!isTrivialGIdx(gIdx, G)) {
+        throw new ConfigError(
+          `${prefix}: this GPTQ checkpoint uses act-order (desc_act, a permuted g_idx), whose groups cannot be ` +
+            `split over the inputs of a row-parallel layer at --tp ${shard.world}; use --tp 1, or a checkpoint ` +
+            "quantized without act-order (desc_act false)",
+        );
+      }
+      gIdx = trivialGIdx(inS, G);
+    }
+    return unpackGptq({ qweight, qzeros, scales, gIdx }, outS, inS, G, qc.v2);
   }
   const why = `AWQ gemm 4-bit, group ${G}, ${out} outputs x ${inF} inputs`;
-  const qweight = asInt32(need(ckpt, `${prefix}.qweight`, ["I32"], [inF, out / 8], why));
-  const qzeros = asInt32(need(ckpt, `${prefix}.qzeros`, ["I32"], [groups, out / 8], why));
-  const sInfo = ckpt.info(`${prefix}.scales`);
-  const scales = asFloat(
-    `${prefix}.scales`,
-    sInfo?.dtype ?? "F16",
-    need(ckpt, `${prefix}.scales`, FLOATS, scaleShape, why),
-  );
-  return unpackAwq({ qweight, qzeros, scales }, out, inF, G);
+  const qweight = asInt32(need(ckpt, `${prefix}.qweight`, ["I32"], [inF, out / 8], why, p.qweight));
+  const qzeros = asInt32(need(ckpt, `${prefix}.qzeros`, ["I32"], [groups, out / 8], why, p.qzeros));
+  const scales = readScales(ckpt, prefix, scaleShape, why, p.scales);
+  return unpackAwq({ qweight, qzeros, scales }, outS, inS, G);
 }

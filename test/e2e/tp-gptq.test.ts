@@ -1,0 +1,83 @@
+// Tensor parallelism on GPTQ and AWQ checkpoints end to end: a group of TP worker processes loading a checkpoint
+// written by the project's writer (RTN codes, group 64, so TP=4's 64 o_proj input columns per rank hold whole
+// groups) gives the same greedy ids over gRPC as one worker loading the same checkpoint, for every golden prompt;
+// checkpoints that cannot split make the group fail to start with the reason.
+import { rmSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generate } from "../../services/common/client.js";
+import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
+import { startCluster } from "../helpers/cluster.js";
+import { loadGolden } from "../helpers/golden.js";
+import { writeQuantCheckpoint } from "../helpers/quant-checkpoint.js";
+import { startTpCluster } from "../helpers/tp-cluster.js";
+
+const golden = loadGolden().golden;
+const MAX_TOKENS = 32;
+
+function greedyAll(client: GenerationClient): Promise<number[][]> {
+  return Promise.all(
+    golden.map((g) =>
+      generate(client, { tokenIds: { ids: g.prompt_ids }, maxTokens: MAX_TOKENS, ignoreEos: true }).then((o) => o.ids),
+    ),
+  );
+}
+
+describe.each(["gptq", "awq"] as const)("%s checkpoint, group 64", (format) => {
+  let dir = "";
+  let tp1: number[][] = [];
+  beforeAll(async () => {
+    dir = writeQuantCheckpoint({ format, groupSize: 64 });
+    const c = await startCluster({ model: dir, quantization: "none" });
+    try {
+      tp1 = await greedyAll(c.client);
+    } finally {
+      await c.close();
+    }
+  }, 120_000);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it.each([2, 4])(
+    "TP=%i gives the same greedy ids as TP=1 on the same checkpoint",
+    async (tp) => {
+      expect(tp1).toHaveLength(golden.length);
+      for (const ids of tp1) expect(ids).toHaveLength(MAX_TOKENS);
+      // The checkpoint's int4 weights are what runs: they change some of the unquantized model's continuations.
+      expect(tp1).not.toEqual(golden.map((g) => g.greedy_ids));
+      const c = await startTpCluster({ tp, model: dir, quantization: "none" });
+      try {
+        expect(await greedyAll(c.client)).toEqual(tp1);
+      } finally {
+        await c.close();
+      }
+    },
+    120_000,
+  );
+});
+
+describe("a group refuses a checkpoint that cannot split, at start and with the reason", () => {
+  it.each([
+    {
+      what: "AWQ group 128 at TP=4",
+      ckpt: { format: "awq" as const, groupSize: 128 },
+      tp: 4,
+      message: /group size 128 .* cannot be split over --tp 4: o_proj .* use --tp 1 or 2 with this checkpoint/,
+    },
+    {
+      what: "act-order GPTQ (permuted g_idx in o_proj) at TP=2",
+      ckpt: { format: "gptq" as const, groupSize: 64, actOrder: ["model.layers.2.self_attn.o_proj"] },
+      tp: 2,
+      message: /o_proj: this GPTQ checkpoint uses act-order .* at --tp 2; use --tp 1/,
+    },
+  ])(
+    "$what",
+    async ({ ckpt, tp, message }) => {
+      const dir = writeQuantCheckpoint(ckpt);
+      try {
+        await expect(startTpCluster({ tp, model: dir, quantization: "none" })).rejects.toThrow(message);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
+});
