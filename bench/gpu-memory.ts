@@ -2,24 +2,9 @@
 // --gpu-memory-utilization, and the device memory actually in use after steps that grow the lazily allocated
 // workspaces, against the fraction's cap.
 import { basename } from "node:path";
-import type { ForwardBatch } from "../native/index.js";
 import type { WorkerConfig } from "../services/worker/config.js";
 import { createEngine } from "../services/worker/server.js";
-
-/** Sequences of their own pages into one batch (the last row of each for the logits). */
-function batchOf(seqs: { tokens: number[]; ctx: number; pages: number[] }[]): ForwardBatch {
-  const maxB = Math.max(...seqs.map((s) => s.pages.length));
-  const bt = new Int32Array(seqs.length * maxB);
-  for (const [i, s] of seqs.entries()) bt.set(s.pages, i * maxB);
-  return {
-    tokens: Int32Array.from(seqs.flatMap((s) => s.tokens)),
-    seqLens: Int32Array.from(seqs.map((s) => s.tokens.length)),
-    contextLens: Int32Array.from(seqs.map((s) => s.ctx)),
-    blockTables: bt,
-    maxBlocksPerSeq: maxB,
-    logits: "last",
-  };
-}
+import { batchOf } from "./batch.js";
 
 /**
  * The worker's default on a GPU: dummy Llama-2-7B int4 with no pool size given, so the engine sizes its pool at

@@ -1,7 +1,6 @@
 // Shared pieces of the GPU tensor-parallel benchmark (bench/gpu-tp.ts): what the parent sends each rank process,
-// what the leader sends back, batches and the golden file.
+// what the leader sends back, and the golden file.
 import { join } from "node:path";
-import type { ForwardBatch } from "../native/index.js";
 import { readText } from "../services/cli/eval.js";
 import { bundledModelDir } from "../services/common/paths.js";
 import type { WorkerConfig } from "../services/worker/config.js";
@@ -47,20 +46,4 @@ let goldenCache: { golden: GoldenPrompt[] } | undefined;
 export function golden(): { golden: GoldenPrompt[] } {
   goldenCache ??= JSON.parse(readText(join(bundledModelDir(), "golden.public.json"))) as { golden: GoldenPrompt[] };
   return goldenCache;
-}
-
-export const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1] ?? 0;
-
-export function batchOf(seqs: { tokens: number[]; ctx: number; pages: number[] }[]): ForwardBatch {
-  const maxB = Math.max(...seqs.map((s) => s.pages.length));
-  const bt = new Int32Array(seqs.length * maxB);
-  for (const [i, s] of seqs.entries()) bt.set(s.pages, i * maxB);
-  return {
-    tokens: Int32Array.from(seqs.flatMap((s) => s.tokens)),
-    seqLens: Int32Array.from(seqs.map((s) => s.tokens.length)),
-    contextLens: Int32Array.from(seqs.map((s) => s.ctx)),
-    blockTables: bt,
-    maxBlocksPerSeq: maxB,
-    logits: "last",
-  };
 }

@@ -28,7 +28,8 @@ import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine } from "../services/worker/server.js";
 import { tpLoadedBarrier } from "../services/worker/tp.js";
-import { batchOf, golden, median, type RankResult, type RankSpec } from "./gpu-tp-common.js";
+import { batchOf, median } from "./batch.js";
+import { golden, type RankResult, type RankSpec } from "./gpu-tp-common.js";
 
 const childArg = process.argv.find((a) => a.startsWith("--rank-spec="));
 if (childArg) {
@@ -352,17 +353,7 @@ if (!quick && parts.has("e2e") && tps.includes(2)) {
     maxBatchTokens: 4096,
     tp: 2,
   });
-  const { ranks, ready } = await startWorkerGroup(cfg);
-  const router = await startRouter({
-    ...routerConfigFromFlags(new Flags([]), [ready.address]),
-    httpPort: null,
-    logLevel: "silent",
-    model: bundled,
-    maxRunning: 32,
-    maxBatchTokens: 4096,
-    port: 0,
-  });
-  const client = generationClient(router.address);
+  const { ranks, router, client } = await groupBehindRouter(cfg, { maxRunning: 32, maxBatchTokens: 4096 });
   const e2e: Record<string, unknown>[] = [];
   try {
     // Warm-up: the first request pays for the decode graphs' capture.
@@ -407,6 +398,20 @@ if (parts.has("failure") && tps.includes(2)) {
 save();
 console.log(`wrote ${out}`);
 
+/** The ranks of `cfg` as worker processes (the `serve --tp` layout) behind a router on this process. */
+async function groupBehindRouter(cfg: WorkerConfig, over: { maxRunning?: number; maxBatchTokens?: number }) {
+  const { ranks, ready } = await startWorkerGroup(cfg);
+  const router = await startRouter({
+    ...routerConfigFromFlags(new Flags([]), [ready.address]),
+    httpPort: null,
+    logLevel: "silent",
+    model: bundled,
+    ...over,
+    port: 0,
+  });
+  return { ranks, ready, router, client: generationClient(router.address) };
+}
+
 /** A TP=2 group on GPUs 0-1 behind a router; rank 1 gets `signal` once a long generation has streamed 3 tokens. */
 async function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, unknown>> {
   const tpTimeoutMs = 3000;
@@ -420,15 +425,7 @@ async function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, un
     tpTimeoutMs,
     // No pool size: each rank sizes its KV pool from --gpu-memory-utilization, and the group agrees on the smallest.
   });
-  const { ranks, ready } = await startWorkerGroup(cfg);
-  const router = await startRouter({
-    ...routerConfigFromFlags(new Flags([]), [ready.address]),
-    httpPort: null,
-    logLevel: "silent",
-    model: bundled,
-    port: 0,
-  });
-  const client = generationClient(router.address);
+  const { ranks, ready, router, client } = await groupBehindRouter(cfg, {});
   const victim = ranks[1]!.child;
   try {
     let chunks = 0;

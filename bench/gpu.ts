@@ -7,7 +7,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import type { Engine, ForwardBatch } from "../native/index.js";
+import type { Engine } from "../native/index.js";
 import { encodeDocuments, perplexity, readText } from "../services/cli/eval.js";
 import { startWorkerProcess } from "../services/cli/serve.js";
 import { generate, generationClient, unary } from "../services/common/client.js";
@@ -22,6 +22,7 @@ import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, startWorker } from "../services/worker/server.js";
+import { batchOf, median } from "./batch.js";
 import { gpuMemoryPool } from "./gpu-memory.js";
 
 const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e"]);
@@ -45,26 +46,11 @@ const goldenFile = JSON.parse(readText(join(bundledModelDir(), "golden.public.js
   golden: GoldenPrompt[];
 };
 const results: Record<string, unknown> = { date: new Date().toISOString(), device };
-const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1] ?? 0;
 const pct = (a: number[], p: number) =>
   [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(p * a.length))] ?? 0;
 
 function cfg(over: Partial<WorkerConfig>): WorkerConfig {
   return { ...workerConfigFromFlags(new Flags([])), device, ...over, port: 0 };
-}
-
-function batchOf(seqs: { tokens: number[]; ctx: number; pages: number[] }[], all = false): ForwardBatch {
-  const maxB = Math.max(...seqs.map((s) => s.pages.length));
-  const bt = new Int32Array(seqs.length * maxB);
-  for (const [i, s] of seqs.entries()) bt.set(s.pages, i * maxB);
-  return {
-    tokens: Int32Array.from(seqs.flatMap((s) => s.tokens)),
-    seqLens: Int32Array.from(seqs.map((s) => s.tokens.length)),
-    contextLens: Int32Array.from(seqs.map((s) => s.ctx)),
-    blockTables: bt,
-    maxBlocksPerSeq: maxB,
-    logits: all ? "all" : "last",
-  };
 }
 
 async function golden(): Promise<void> {

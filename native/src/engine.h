@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -240,8 +241,14 @@ class Engine {
   void sendStop();
   /** The forward pass proper; the collectives of a TP group run inside it. */
   void forwardLocal(const BatchIn& b, float* out);
-  /** A GPU step; in a tensor-parallel group the leader first broadcasts its plan, and a failure fails the group. */
+  /** A GPU step (through groupStep). */
   void gpuStep(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling);
+  /**
+   * Runs one step of this engine's shard: in a tensor-parallel group the leader first broadcasts the plan, only a
+   * following rank may run a step on a follower, and a local failure fails the whole group (its peers are inside
+   * the step's collectives).
+   */
+  void groupStep(const BatchIn& b, const std::function<void()>& run);
   /** Embedding rows of this rank's vocab slice, zero elsewhere (engine_tp.cc); the caller sums them over ranks. */
   void embedTokens(const BatchIn& b);
   /** LM head over this rank's vocab slice, gathered into out (rows, vocab) (engine_tp.cc). */

@@ -165,13 +165,17 @@ void Engine::forwardArgmax(const BatchIn& b, int32_t* ids) {
 }
 
 void Engine::gpuStep(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling) {
-  if (world_ == 1) return gpu_->forward(b, out, ids, sampling);
+  groupStep(b, [&] { gpu_->forward(b, out, ids, sampling); });
+}
+
+void Engine::groupStep(const BatchIn& b, const std::function<void()>& run) {
+  if (world_ == 1) return run();
   if (rank_ > 0 && !following_)
     fail("NATIVE_INVALID_ARG", "this engine is rank " + std::to_string(rank_) + " of a tensor-parallel group: it runs "
                                "the steps its leader (rank 0) broadcasts, through follow(), not forward()");
   if (rank_ == 0) sendPlan(b);
   try {
-    gpu_->forward(b, out, ids, sampling);
+    run();
   } catch (const NativeError& e) {
     // Peers are inside this step's collectives: a local failure must fail the group, not leave them waiting.
     if (e.code.rfind("NATIVE_TP_", 0) != 0) comm_->abort(std::string(e.code) + ": " + e.what());
@@ -193,21 +197,7 @@ void Engine::forward(const BatchIn& b, float* out) {
     }
     return;
   }
-  if (world_ > 1 && rank_ > 0 && !following_)
-    fail("NATIVE_INVALID_ARG", "this engine is rank " + std::to_string(rank_) + " of a tensor-parallel group: it runs "
-                               "the steps its leader (rank 0) broadcasts, through follow(), not forward()");
-  if (world_ == 1) return forwardLocal(b, out);
-  if (rank_ == 0) sendPlan(b);
-  try {
-    forwardLocal(b, out);
-  } catch (const NativeError& e) {
-    // Peers are inside this step's collectives: a local failure must fail the group, not leave them waiting.
-    if (e.code.rfind("NATIVE_TP_", 0) != 0) comm_->abort(std::string(e.code) + ": " + e.what());
-    throw;
-  } catch (const std::exception& e) {
-    comm_->abort(std::string("internal error: ") + e.what());
-    throw;
-  }
+  groupStep(b, [&] { forwardLocal(b, out); });
 }
 
 void Engine::forwardLocal(const BatchIn& b, float* out) {

@@ -6,7 +6,6 @@
 // g64 would straddle a shard). A rank killed mid-generation fails the request with UNAVAILABLE.
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Engine, EngineInfo } from "../../native/index.js";
 import { generate } from "../../services/common/client.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { loadModelConfig } from "../../services/common/model/config.js";
@@ -14,6 +13,7 @@ import { loadWeights } from "../../services/worker/load.js";
 import { checkShardGroups } from "../../services/worker/shard.js";
 import { startCluster } from "../helpers/cluster.js";
 import { loadGolden } from "../helpers/golden.js";
+import { recorder } from "../helpers/recorder.js";
 import { type TinyLlama, writeTinyLlama } from "../helpers/tiny-llama.js";
 import { startTpCluster, type TpCluster } from "../helpers/tp-cluster.js";
 
@@ -59,24 +59,10 @@ describe("the TP=8 checkpoint", () => {
 
   it("each rank reads exactly its eighth of every matrix (incl. the separate LM head) plus the norms", () => {
     const cfg = loadModelConfig(model.dir);
-    const set = new Set<string>();
-    const no = () => Promise.reject(new Error("not a real engine"));
-    const engine: Engine = {
-      setTensor: (name) => void set.add(name),
-      finalize: () => undefined,
-      forward: no,
-      forwardArgmax: no,
-      forwardSample: no,
-      forwardSync: () => {
-        throw new Error("not a real engine");
-      },
-      info: (): EngineInfo => ({ threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu", numPages: 2 }),
-      limitPages: () => undefined,
-      close: () => undefined,
-    };
+    const { engine, tensors } = recorder();
     const opts = { dir: model.dir, config: cfg, quantization: "none", groupSize: 32, symmetric: true } as const;
     const whole = loadWeights(engine, { ...opts, loadFormat: "safetensors" }).bytesRead;
-    expect(set.has("lm_head")).toBe(true);
+    expect(tensors.has("lm_head")).toBe(true);
     const h = cfg.hiddenSize;
     const norms = (2 * cfg.numLayers + 1) * h * 2; // bf16
     for (let rank = 0; rank < TP; rank++) {

@@ -3,13 +3,14 @@
 // well under the whole file, and the checkpoints that cannot split are refused with a message saying what works.
 import { rmSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
-import type { Engine, EngineInfo, WeightTensor } from "../../native/index.js";
+import type { WeightTensor } from "../../native/index.js";
 import { ConfigError } from "../../services/common/errors.js";
 import { loadModelConfig } from "../../services/common/model/config.js";
 import { bundledModelDir } from "../../services/common/paths.js";
 import { type LoadOptions, loadWeights, tensorSpecs } from "../../services/worker/load.js";
 import { checkCheckpointShards } from "../../services/worker/shard.js";
 import { writeQuantCheckpoint } from "../helpers/quant-checkpoint.js";
+import { recorder } from "../helpers/recorder.js";
 
 const cfg = loadModelConfig(bundledModelDir());
 const dirs: string[] = [];
@@ -23,21 +24,7 @@ afterAll(() => {
 });
 
 function load(dir: string, tp?: { rank: number; world: number }) {
-  const tensors = new Map<string, WeightTensor>();
-  const no = () => Promise.reject(new Error("recorder"));
-  const engine: Engine = {
-    setTensor: (name, t) => void tensors.set(name, t),
-    finalize: () => undefined,
-    forward: no,
-    forwardArgmax: no,
-    forwardSample: no,
-    forwardSync: () => {
-      throw new Error("recorder");
-    },
-    info: (): EngineInfo => ({ threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu", numPages: 2 }),
-    limitPages: () => undefined,
-    close: () => undefined,
-  };
+  const { engine, tensors } = recorder();
   const opts: LoadOptions = {
     dir,
     config: cfg,

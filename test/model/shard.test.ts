@@ -2,35 +2,16 @@
 // tensor), reads only about its share of the checkpoint's bytes, and int4 groups that would straddle a shard are
 // refused with a group size that works.
 import { describe, expect, it } from "vitest";
-import type { Engine, EngineInfo, WeightTensor } from "../../native/index.js";
+import type { WeightTensor } from "../../native/index.js";
 import { ConfigError } from "../../services/common/errors.js";
 import { loadModelConfig } from "../../services/common/model/config.js";
 import { bundledModelDir } from "../../services/common/paths.js";
 import { type LoadOptions, loadWeights } from "../../services/worker/load.js";
 import { checkShardGroups, checkTpShape } from "../../services/worker/shard.js";
+import { recorder } from "../helpers/recorder.js";
 
 const MODEL = bundledModelDir();
 const cfg = loadModelConfig(MODEL);
-
-/** Records what the loader hands over. */
-function recorder(): { engine: Engine; tensors: Map<string, WeightTensor> } {
-  const tensors = new Map<string, WeightTensor>();
-  const no = () => Promise.reject(new Error("recorder"));
-  const engine: Engine = {
-    setTensor: (name, t) => void tensors.set(name, t),
-    finalize: () => undefined,
-    forward: no,
-    forwardArgmax: no,
-    forwardSample: no,
-    forwardSync: () => {
-      throw new Error("recorder");
-    },
-    info: (): EngineInfo => ({ threads: 1, simd: "scalar", weightBytes: 0, kvBytes: 0, device: "cpu", numPages: 2 }),
-    limitPages: () => undefined,
-    close: () => undefined,
-  };
-  return { engine, tensors };
-}
 
 const base: LoadOptions = {
   dir: MODEL,
