@@ -3,7 +3,6 @@
 // commands Redis processed (INFO stats, commands inside the Lua scripts included) per generated token, and the
 // routers' ledger calls per token. Prints a table, writes bench/results/cluster-<date>.json and cluster-latest.json.
 // Flags: --requests N (default 400), --concurrency N (default 32).
-import { execSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Redis } from "ioredis";
@@ -21,6 +20,7 @@ import {
 } from "../test/helpers/multi-router.js";
 import { mixedRequests } from "../test/helpers/requests.js";
 import { startRedis } from "../test/helpers/servers.js";
+import { gitState } from "./git.js";
 
 const flags = new Flags(process.argv.slice(2));
 const N = flags.int("requests", 400, 1, 100_000);
@@ -77,19 +77,9 @@ async function main() {
       `| ${N} | ${tokens} | ${row.seconds} | ${steps} | ${redisCommands} | ${row.redisCommandsPerToken} | ` +
         `${routerCalls} | ${row.routerLedgerCallsPerToken} |`,
     );
-    const sh = (c: string) => {
-      try {
-        return execSync(c, { cwd: packageRoot(), stdio: ["ignore", "pipe", "ignore"] })
-          .toString()
-          .trim();
-      } catch {
-        return "";
-      }
-    };
     const result = {
       date: new Date().toISOString(),
-      commit: sh("git rev-parse HEAD"),
-      dirty: sh("git status --porcelain") !== "",
+      ...gitState(),
       command: `node ${process.argv.slice(1).join(" ")}`,
       setup: "redis-server, 2 worker processes (1 thread each), 2 routers; default TTL 3 s, sweep 1 s, extent 32",
       row,

@@ -1,7 +1,7 @@
 // CPU benchmark: engine decode/prefill speed, a per-op profile of batch-1 decode, and end-to-end streaming through
 // the router and a worker over gRPC (in this process). Prints tables, writes bench/results/cpu-<date>.json and
 // bench/results/cpu-latest.json. Flags: --quick (fewer runs), --no-e2e, --no-busy, --threads 1,2.
-import { type ChildProcess, execSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, startWorker } from "../services/worker/server.js";
+import { gitState } from "./git.js";
 
 const argv = process.argv.slice(2);
 const quick = argv.includes("--quick");
@@ -44,23 +45,13 @@ function machine() {
   const model = /model name\s*:\s*(.*)/.exec(info)?.[1] ?? cpus()[0]?.model ?? "unknown";
   const flags = /flags\s*:\s*(.*)/.exec(info)?.[1]?.split(" ") ?? [];
   const simd = flags.includes("avx512f") ? "avx512" : flags.includes("avx2") ? "avx2" : "scalar";
-  const sh = (c: string) => {
-    try {
-      return execSync(c, { cwd: packageRoot(), stdio: ["ignore", "pipe", "ignore"] })
-        .toString()
-        .trim();
-    } catch {
-      return "";
-    }
-  };
   return {
     cpu: model,
     cores: cpus().length,
     simd,
     memGiB: Math.round(Number(/MemTotal:\s*(\d+)/.exec(readFileSync("/proc/meminfo", "utf8"))?.[1] ?? 0) / 2 ** 20),
     node: process.version,
-    commit: sh("git rev-parse HEAD"),
-    dirty: sh("git status --porcelain") !== "",
+    ...gitState(),
     date: new Date().toISOString(),
     command: `node ${process.argv.slice(1).join(" ")}`,
   };

@@ -4,7 +4,6 @@
 // bench/results/prefix-cache-<date>.json and bench/results/prefix-cache-latest.json.
 // A second part runs two worker groups with several system prompts and compares prefix-aware routing with routing
 // by load alone. Flags: --requests N (default 32), --routing-requests N (default 48), --threads N (default 1).
-import { execSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
@@ -16,6 +15,7 @@ import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { workerConfigFromFlags } from "../services/worker/config.js";
 import { startWorker } from "../services/worker/server.js";
+import { gitState } from "./git.js";
 
 const flags = new Flags(process.argv.slice(2));
 const N = flags.int("requests", 32, 2, 10_000);
@@ -216,19 +216,9 @@ async function main() {
         `${x.ttftMsMedian} | ${x.ttftMsP90} | ${x.requestsPerSecond} | ${x.routedByPrefix} |`,
     );
   }
-  const sh = (c: string) => {
-    try {
-      return execSync(c, { cwd: packageRoot(), stdio: ["ignore", "pipe", "ignore"] })
-        .toString()
-        .trim();
-    } catch {
-      return "";
-    }
-  };
   const result = {
     machine: { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, node: process.version },
-    commit: sh("git rev-parse HEAD"),
-    dirty: sh("git status --porcelain") !== "",
+    ...gitState(),
     date: new Date().toISOString(),
     command: `node ${process.argv.slice(1).join(" ")}`,
     workload: {

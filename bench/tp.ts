@@ -2,7 +2,6 @@
 // collectives) at --tp 1, 2 and 4, batch 1 and 8, on the bundled model. Each rank gets cores/tp kernel threads
 // (at least 1). Before that, the engine alone (all ranks in this process): decode step time and the time spent in the
 // collectives. Prints tables and writes bench/results/tp-cpu-<date>.json. Flags: --tp=1,2 --tokens=N.
-import { execSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus } from "node:os";
 import { join } from "node:path";
@@ -15,6 +14,7 @@ import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine } from "../services/worker/server.js";
+import { gitState } from "./git.js";
 
 // Engine benchmark: every rank's forward holds a libuv pool thread (the default pool has 4).
 process.env["UV_THREADPOOL_SIZE"] = "16";
@@ -25,16 +25,6 @@ const TOKENS = Number(arg("tokens") ?? 64);
 const BATCHES = [1, 8];
 const QUANTS = ["none", "int4"] as const;
 const PROMPT = "The committee said that the city";
-
-const sh = (c: string) => {
-  try {
-    return execSync(c, { cwd: packageRoot(), stdio: ["ignore", "pipe", "ignore"] })
-      .toString()
-      .trim();
-  } catch {
-    return "";
-  }
-};
 
 interface Row {
   tp: number;
@@ -196,8 +186,7 @@ const result = {
     cpu: /model name\s*:\s*(.*)/.exec(info)?.[1] ?? cpus()[0]?.model ?? "unknown",
     cores: availableParallelism(),
     node: process.version,
-    commit: sh("git rev-parse HEAD"),
-    dirty: sh("git status --porcelain") !== "",
+    ...gitState(),
     date: new Date().toISOString(),
     command: `node ${process.argv.slice(1).join(" ")}`,
   },
