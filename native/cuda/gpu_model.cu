@@ -1,5 +1,6 @@
-// GpuModel on CUDA: device weights (int4 as stored, dense as fp32 or bf16), a float32 paged KV pool, workspaces
-// for maxBatchTokens, and the Llama forward pass as kernel launches on one stream.
+// GpuModel on CUDA: device weights (device_weight.h), a float32 paged KV pool sized at construction or from
+// gpuMemoryUtilization at finalize, workspaces for maxBatchTokens, tensor-parallel collectives (gpu_comm.h), and the
+// Llama forward pass as kernel launches on one stream (captured as CUDA graphs for decode).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -13,59 +14,13 @@
 #include "../src/errors.h"
 #include "../src/gpu_model.h"
 #include "cuda_check.h"
+#include "device_weight.h"
 #include "gpu_comm.h"
 #include "kernels/kernels.cuh"
 #include "kernels/xprep.cuh"
 
 namespace tpserve {
 namespace {
-
-/** A device allocation that frees itself. */
-template <typename T>
-struct DevBuf {
-  T* p = nullptr;
-  size_t n = 0;
-  DevBuf() = default;
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  DevBuf(DevBuf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr, o.n = 0; }
-  DevBuf& operator=(DevBuf&& o) noexcept {
-    if (this != &o) reset(), p = o.p, n = o.n, o.p = nullptr, o.n = 0;
-    return *this;
-  }
-  ~DevBuf() { reset(); }
-  void reset() {
-    if (p) cudaFree(p);
-    p = nullptr, n = 0;
-  }
-  void alloc(size_t count) {
-    reset();
-    if (count == 0) return;
-    CK(cudaMalloc(&p, count * sizeof(T)));
-    n = count;
-  }
-  /** Grows (never shrinks) to at least `count` elements; contents are not kept. */
-  void reserve(size_t count) {
-    if (count > n) alloc(count);
-  }
-  void upload(const T* src, size_t count) {
-    alloc(count);
-    if (count) CK(cudaMemcpy(p, src, count * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  size_t bytes() const { return n * sizeof(T); }
-};
-
-/** A weight on the device: int4 (qweight, scales, zeros), bf16 or fp32. */
-struct DWeight {
-  enum Kind { kNone, kF32, kBf16, kInt4, kInt4Tiled } kind = kNone;
-  int rows = 0, cols = 0, group = 0;
-  DevBuf<float> f, scales;
-  DevBuf<__nv_bfloat16> b;
-  DevBuf<uint8_t> q, zeros;
-  DevBuf<uint32_t> tq;  // kInt4Tiled: q, scales and zeros in the tile-packed layout (kernels/int4_tiled.cu)
-  cuda::Int4RowOrder order = cuda::Int4RowOrder::kInOrder;  // kInt4Tiled: packed row order (fused epilogues)
-  size_t bytes() const { return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes(); }
-};
 
 std::string fmt(const char* f, double v) {
   char buf[64];
@@ -74,17 +29,6 @@ std::string fmt(const char* f, double v) {
 }
 
 std::string gib(double bytes) { return fmt("%.2f", bytes / (1 << 30)); }
-
-std::vector<__nv_bfloat16> toBf16(const std::vector<float>& f) {
-  std::vector<__nv_bfloat16> out(f.size());
-  for (size_t i = 0; i < f.size(); i++) {
-    uint32_t bits;
-    std::memcpy(&bits, &f[i], 4);
-    const uint16_t hi = (uint16_t)(bits >> 16);  // exact: the values came from bf16
-    std::memcpy(&out[i], &hi, 2);
-  }
-  return out;
-}
 
 class CudaModel : public GpuModel {
  public:
@@ -146,10 +90,11 @@ class CudaModel : public GpuModel {
       return;
     }
     DWeight* d = target(name);
-    put(*d, w, srcDtype == "bf16" && w.rows > 1 && name != "embed");
+    const bool bf16 = srcDtype == "bf16" && w.rows > 1 && name != "embed";
+    uploadWeight(*d, w, bf16, cuda::Int4RowOrder::kInOrder, o_.s, stream_);
     if (name == "embed") {
       embedBf16_ = srcDtype == "bf16";
-      if (o_.s.tie && embedBf16_) put(tiedHead_, w, true);
+      if (o_.s.tie && embedBf16_) uploadWeight(tiedHead_, w, true, cuda::Int4RowOrder::kInOrder, o_.s, stream_);
     }
   }
 
@@ -160,9 +105,11 @@ class CudaModel : public GpuModel {
       // Tiled int4: q/k/v rows packed in rope pairs and gate/up rows in SiLU pairs, so the GEMV's epilogue applies
       // RoPE (and writes the KV cache) or SiLU-and-multiply itself (two launches fewer per layer).
       if (st.q.rows > 0)
-        put(layers_[l].qkv, merge(l, "q/k/v", {&st.q, &st.k, &st.v}), st.bf16, cuda::Int4RowOrder::kRopePairs);
+        uploadWeight(layers_[l].qkv, mergeRows(l, "q/k/v", {&st.q, &st.k, &st.v}), st.bf16,
+                     cuda::Int4RowOrder::kRopePairs, o_.s, stream_);
       if (st.gate.rows > 0)
-        put(layers_[l].gateUp, merge(l, "gate/up", {&st.gate, &st.up}), st.bf16, cuda::Int4RowOrder::kGateUpPairs);
+        uploadWeight(layers_[l].gateUp, mergeRows(l, "gate/up", {&st.gate, &st.up}), st.bf16,
+                     cuda::Int4RowOrder::kGateUpPairs, o_.s, stream_);
       st = Staging();
     }
     graphs_.clear();
@@ -275,12 +222,11 @@ class CudaModel : public GpuModel {
       sampleWs_.reserve(cuda::sample_workspace_bytes(rows, vocab_));
       CK(cudaMemcpyAsync(sampleParams_.p, rowsHost.data(), rows * sizeof(cuda::SamplingRow), cudaMemcpyHostToDevice,
                          stream_));
-      L(cuda::sample_rows(logits_.p, rows, vocab_, reinterpret_cast<const cuda::SamplingRow*>(sampleParams_.p),
-                          ids_.p, sampleWs_.p, stream_),
-        "sample_rows");
+      const auto* params = reinterpret_cast<const cuda::SamplingRow*>(sampleParams_.p);
+      checkLaunch(cuda::sample_rows(logits_.p, rows, vocab_, params, ids_.p, sampleWs_.p, stream_), "sample_rows");
       CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     } else if (ids) {
-      L(cuda::argmax_rows(logits_.p, rows, vocab_, ids_.p, stream_), "argmax_rows");
+      checkLaunch(cuda::argmax_rows(logits_.p, rows, vocab_, ids_.p, stream_), "argmax_rows");
       CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     }
     if (out)
@@ -343,7 +289,7 @@ class CudaModel : public GpuModel {
     const int H = s.hidden;
     mark(-1);
     // Vocab-parallel embedding: rows of other ranks' tokens are zero here, and the all-reduce fills them in.
-    L(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
+    checkLaunch(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
     mark(Engine::kEmbed);
     allReduce(x_.p, (size_t)p.T * H);
     for (int l = 0; l < s.layers; l++) {
@@ -364,9 +310,9 @@ class CudaModel : public GpuModel {
       } else {
         matmul(h_.p, Ly.qkv, qkv_.p, p.T, prepQkv);
         mark(Engine::kQkv);
-        L(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim, ropeCos_.p,
-                            ropeSin_.p, stream_),
-          "qkv_rope_kv");
+        checkLaunch(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim,
+                                      ropeCos_.p, ropeSin_.p, stream_),
+                    "qkv_rope_kv");
         mark(Engine::kRope);
       }
       cuda::AttentionArgs a{};
@@ -377,7 +323,7 @@ class CudaModel : public GpuModel {
       // Decode: attention also writes O's prepared input.
       const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled;
       if (prepO) a.xpOut = xp2_.p;
-      L(cuda::attention(a, stream_), "attention");
+      checkLaunch(cuda::attention(a, stream_), "attention");
       mark(Engine::kAttention);
       matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kOProj);
@@ -392,7 +338,7 @@ class CudaModel : public GpuModel {
       } else {
         matmul(h_.p, Ly.gateUp, gu_.p, p.T, prepGu);
         mark(Engine::kGateUp);
-        L(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
+        checkLaunch(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
         mark(Engine::kSilu);
       }
       matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
@@ -402,7 +348,7 @@ class CudaModel : public GpuModel {
     if (p.hidden) return;  // embeddings: forward() copies h_ out
     const float* head = h_.p;
     if (!p.all && p.T != p.S) {  // gather each sequence's last row
-      L(cuda::embedding(p.rowIdx, p.rows, h_.p, H, tmp_.p, stream_), "gather");
+      checkLaunch(cuda::embedding(p.rowIdx, p.rows, h_.p, H, tmp_.p, stream_), "gather");
       head = tmp_.p;
     }
     const DWeight& lm =
@@ -529,7 +475,7 @@ class CudaModel : public GpuModel {
       mark(Engine::kTpComm);
       if (fused) return;
     }
-    L(cuda::rmsnorm(x_.p, residual ? tmp_.p : nullptr, w, h_.p, T, H, o_.s.eps, stream_, xp), "rmsnorm");
+    checkLaunch(cuda::rmsnorm(x_.p, residual ? tmp_.p : nullptr, w, h_.p, T, H, o_.s.eps, stream_, xp), "rmsnorm");
     mark(op);
   }
 
@@ -550,26 +496,6 @@ class CudaModel : public GpuModel {
     markOp_[nMarks_] = op < 0 ? 0 : op;
     CK(cudaEventRecord(marks_[nMarks_], stream_));
     nMarks_++;
-  }
-
-  /** Concatenates the rows of several weights of one layer (same format) into one. */
-  static Weight merge(int l, const char* what, std::initializer_list<const Weight*> parts) {
-    const Weight& a = **parts.begin();
-    Weight m;
-    m.present = true, m.int4 = a.int4, m.cols = a.cols, m.group = a.group;
-    for (const Weight* w : parts) {
-      if (w->rows == 0 || w->int4 != a.int4 || w->group != a.group || w->cols != a.cols ||
-          w->zeros.empty() != a.zeros.empty())
-        fail("NATIVE_INVALID_ARG", "layers." + std::to_string(l) + "." + what +
-                                       " must all be set and share one format on the GPU (all int4 with the same "
-                                       "group size and zero points, or all dense)");
-      m.rows += w->rows;
-      m.f.insert(m.f.end(), w->f.begin(), w->f.end());
-      m.q.insert(m.q.end(), w->q.begin(), w->q.end());
-      m.scales.insert(m.scales.end(), w->scales.begin(), w->scales.end());
-      m.zeros.insert(m.zeros.end(), w->zeros.begin(), w->zeros.end());
-    }
-    return m;
   }
 
   /** An instantiated graph that destroys itself. */
@@ -598,47 +524,6 @@ class CudaModel : public GpuModel {
     fail("NATIVE_INVALID_ARG", "tensor '" + name + "' has no place in the GPU model");
   }
 
-  /** Copies a host weight to the device; dense matrices as bf16 when `bf16` (exact for bf16 sources). */
-  void put(DWeight& d, const Weight& w, bool bf16, cuda::Int4RowOrder order = cuda::Int4RowOrder::kInOrder) {
-    d = DWeight();
-    d.rows = w.rows, d.cols = w.cols, d.group = w.group;
-    if (w.int4) {
-      d.kind = DWeight::kInt4;
-      d.q.upload(w.q.data(), w.q.size()), d.scales.upload(w.scales.data(), w.scales.size());
-      if (!w.zeros.empty()) d.zeros.upload(w.zeros.data(), w.zeros.size());
-      if (cuda::int4_tiled_supported(w.rows, w.cols, w.group)) {
-        // Repack on the device into the decode kernels' layout; the on-disk copy is dropped.
-        size_t words = 0, entries = 0;
-        cuda::int4_tiled_sizes(w.rows, w.cols, w.group, &words, &entries);
-        DevBuf<uint32_t> tq;
-        DevBuf<float> ts;
-        DevBuf<uint8_t> tz;
-        tq.alloc(words), ts.alloc(entries);
-        if (d.zeros.p) tz.alloc(entries);
-        const cuda::Int4Weight src{d.q.p, d.scales.p, d.zeros.p, w.rows, w.cols, w.group};
-        const ModelShape& s = o_.s;
-        std::vector<int32_t> map;
-        if (order != cuda::Int4RowOrder::kInOrder)
-          map = cuda::int4_tile_row_map(order, w.rows, s.heads, s.kvHeads, s.headDim);
-        DevBuf<int32_t> dmap;
-        if (!map.empty()) dmap.upload(map.data(), map.size());
-        else order = cuda::Int4RowOrder::kInOrder;  // the shape does not allow it: plain epilogue
-        L(cuda::int4_tile_pack(src, tq.p, ts.p, tz.p, dmap.p, stream_), "int4_tile_pack");
-        CK(cudaStreamSynchronize(stream_));
-        d.kind = DWeight::kInt4Tiled, d.order = order;
-        d.tq = std::move(tq), d.scales = std::move(ts), d.zeros = std::move(tz);
-        d.q.reset();
-      }
-    } else if (bf16) {
-      d.kind = DWeight::kBf16;
-      const std::vector<__nv_bfloat16> b = toBf16(w.f);
-      d.b.upload(b.data(), b.size());
-    } else {
-      d.kind = DWeight::kF32;
-      d.f.upload(w.f.data(), w.f.size());
-    }
-  }
-
   /** y = x W^T (+ residual). xpReady: xp_ holds x prepared for the tiled int4 GEMV (written by its producer). */
   void matmul(const float* x, const DWeight& w, float* y, int m, bool xpReady = false,
               const float* residual = nullptr, const cuda::Int4Epilogue& ep = cuda::Int4Epilogue(),
@@ -651,32 +536,24 @@ class CudaModel : public GpuModel {
       case DWeight::kInt4Tiled: {
         const cuda::Int4Tiled tw{reinterpret_cast<const uint4*>(w.tq.p), w.scales.p, w.zeros.p, w.rows, w.cols,
                                  w.group};
-        L(cuda::int4_tiled_matmul(x, xpIn ? xpIn : xp_.p, xpReady, tw, y, m, residual, stream_, exact, ep, gemmWs_.p,
-                                  gemmWs_.n),
-          "int4_tiled_matmul");
+        checkLaunch(cuda::int4_tiled_matmul(x, xpIn ? xpIn : xp_.p, xpReady, tw, y, m, residual, stream_, exact, ep,
+                                            gemmWs_.p, gemmWs_.n),
+                    "int4_tiled_matmul");
         break;
       }
       case DWeight::kInt4: {
         cuda::Int4Weight iw{w.q.p, w.scales.p, w.zeros.p, w.rows, w.cols, w.group};
-        L(cuda::int4_matmul(x, iw, y, m, stream_), "int4_matmul");
+        checkLaunch(cuda::int4_matmul(x, iw, y, m, stream_), "int4_matmul");
         break;
       }
       case DWeight::kBf16:
-        L(cuda::bf16_matmul(x, w.b.p, w.rows, w.cols, y, m, stream_), "bf16_matmul");
+        checkLaunch(cuda::bf16_matmul(x, w.b.p, w.rows, w.cols, y, m, stream_), "bf16_matmul");
         break;
       case DWeight::kF32:
-        L(cuda::f32_matmul(x, w.f.p, w.rows, w.cols, y, m, stream_), "f32_matmul");
+        checkLaunch(cuda::f32_matmul(x, w.f.p, w.rows, w.cols, y, m, stream_), "f32_matmul");
         break;
       default:
         fail("NATIVE_INTERNAL", "GPU weight missing at forward time");
-    }
-  }
-
-  /** Checks a kernel launch's status. */
-  static void L(cudaError_t e, const char* what) {
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      fail("NATIVE_CUDA", std::string("kernel ") + what + " failed: " + cudaGetErrorString(e));
     }
   }
 

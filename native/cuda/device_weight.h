@@ -1,0 +1,81 @@
+// Weights on the device: self-freeing device buffers, the formats a weight takes there (int4 as stored or repacked
+// into the tiled decode layout, bf16, fp32), and their upload from the engine's host copy. Used by CudaModel
+// (gpu_model.cu).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <initializer_list>
+#include <string>
+
+#include "../src/engine.h"
+#include "cuda_check.h"
+#include "kernels/kernels.cuh"
+
+namespace tpserve {
+
+/** A device allocation that frees itself. */
+template <typename T>
+struct DevBuf {
+  T* p = nullptr;
+  size_t n = 0;
+  DevBuf() = default;
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  DevBuf(DevBuf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr, o.n = 0; }
+  DevBuf& operator=(DevBuf&& o) noexcept {
+    if (this != &o) reset(), p = o.p, n = o.n, o.p = nullptr, o.n = 0;
+    return *this;
+  }
+  ~DevBuf() { reset(); }
+  void reset() {
+    if (p) cudaFree(p);
+    p = nullptr, n = 0;
+  }
+  void alloc(size_t count) {
+    reset();
+    if (count == 0) return;
+    CK(cudaMalloc(&p, count * sizeof(T)));
+    n = count;
+  }
+  /** Grows (never shrinks) to at least `count` elements; contents are not kept. */
+  void reserve(size_t count) {
+    if (count > n) alloc(count);
+  }
+  void upload(const T* src, size_t count) {
+    alloc(count);
+    if (count) CK(cudaMemcpy(p, src, count * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  size_t bytes() const { return n * sizeof(T); }
+};
+
+/** A weight on the device: int4 (qweight, scales, zeros), bf16 or fp32. */
+struct DWeight {
+  enum Kind { kNone, kF32, kBf16, kInt4, kInt4Tiled } kind = kNone;
+  int rows = 0, cols = 0, group = 0;
+  DevBuf<float> f, scales;
+  DevBuf<__nv_bfloat16> b;
+  DevBuf<uint8_t> q, zeros;
+  DevBuf<uint32_t> tq;  // kInt4Tiled: q, scales and zeros in the tile-packed layout (kernels/int4_tiled.cu)
+  cuda::Int4RowOrder order = cuda::Int4RowOrder::kInOrder;  // kInt4Tiled: packed row order (fused epilogues)
+  size_t bytes() const { return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes(); }
+};
+
+/** Checks a kernel launcher's status: a failure becomes NATIVE_CUDA naming the kernel. */
+void checkLaunch(cudaError_t e, const char* what);
+
+/**
+ * Concatenates the rows of several weights of one layer (q/k/v, gate/up), which must share one format; `what`
+ * names them in the error.
+ */
+Weight mergeRows(int layer, const char* what, std::initializer_list<const Weight*> parts);
+
+/**
+ * Copies a host weight to the device; dense matrices as bf16 when `bf16` (exact for bf16 sources). Int4 weights the
+ * tiled kernels take are repacked on the device, rows in `order` (RoPE or SiLU pairs for the fused epilogues; the
+ * shard's heads come from `s`).
+ */
+void uploadWeight(DWeight& d, const Weight& w, bool bf16, cuda::Int4RowOrder order, const ModelShape& s,
+                  cudaStream_t stream);
+
+}  // namespace tpserve
