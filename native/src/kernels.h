@@ -1,5 +1,6 @@
 // Kernel tables: one per instruction set (scalar, AVX2, AVX-512), chosen at run time.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -59,5 +60,19 @@ void ropeTables(const int32_t* positions, int tokens, int headDim, float theta, 
 /** Rotates x (tokens rows of `stride` floats, numHeads heads of headDim each) with tables from ropeTables. */
 void ropeApply(float* x, int tokens, int numHeads, int headDim, int stride, const float* cs, const float* sn);
 void siluMul(const float* gate, const float* up, float* y, size_t n);
+
+/**
+ * The softmax of attention scores, in place but for the division: sc[j] = exp(sc[j] - mx) for the n scores (mx is
+ * their largest); returns 1 / the sum of the results. Shared by the float and the int8-KV attention.
+ */
+inline float softmaxExp(float* sc, int n, float mx) {
+  float sum = 0.f;
+  for (int j = 0; j < n; j++) {
+    const float e = std::exp(sc[j] - mx);
+    sc[j] = e;
+    sum += e;
+  }
+  return 1.0f / sum;
+}
 
 }  // namespace tpserve

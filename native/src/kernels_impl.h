@@ -178,13 +178,7 @@ static void attentionGeneric(const AttnArgs& a, int t, int h, float* sc) {
       mx = s > mx ? s : mx;
     }
   }
-  float sum = 0.f;
-  for (int j = 0; j < n; j++) {
-    const float e = std::exp(sc[j] - mx);
-    sc[j] = e;
-    sum += e;
-  }
-  const float inv = 1.0f / sum;
+  const float inv = softmaxExp(sc, n, mx);
   for (int i = 0; i < d; i++) o[i] = 0.f;
   for (int j0 = 0, b = 0; j0 < n; j0 += bs, b++) {
     const size_t base = ((size_t)a.blockTable[b] * bs) * tokStride + (size_t)kvh * d;
@@ -229,13 +223,7 @@ static void attentionFixed(const AttnArgs& a, int t, int h, float* sc) {
       mx = sv > mx ? sv : mx;
     }
   }
-  float sum = 0.f;
-  for (int j = 0; j < n; j++) {
-    const float e = std::exp(sc[j] - mx);
-    sc[j] = e;
-    sum += e;
-  }
-  const float inv = 1.0f / sum;
+  const float inv = softmaxExp(sc, n, mx);
   for (int j0 = 0, b = 0; j0 < n; j0 += bs, b++) {
     const float* vb = a.v + ((size_t)a.blockTable[b] * bs) * tokStride + (size_t)kvh * d;
     const int je = j0 + bs < n ? j0 + bs : n;

@@ -42,13 +42,7 @@ void attentionInt8(const AttnArgs& a, const KvInt8View& kv, int t, int h, float*
     sc[j] = s;
     mx = s > mx ? s : mx;
   }
-  float sum = 0.f;
-  for (int j = 0; j < n; j++) {
-    const float e = std::exp(sc[j] - mx);
-    sc[j] = e;
-    sum += e;
-  }
-  const float inv = 1.0f / sum;
+  const float inv = softmaxExp(sc, n, mx);
   for (int i = 0; i < d; i++) o[i] = 0.f;
   for (int j = 0; j < n; j++) {
     const size_t tok = (size_t)a.blockTable[j / bs] * bs + j % bs;
