@@ -9,6 +9,7 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { generate, generationClient } from "../services/common/client.js";
 import { Flags } from "../services/common/flags.js";
+import type { GenerationClient } from "../services/common/generated/tpserve/v1/Generation.js";
 import { loadTokenizer } from "../services/common/model/tokenizer.js";
 import { bundledModelDir, packageRoot } from "../services/common/paths.js";
 import { routerConfigFromFlags } from "../services/router/config.js";
@@ -48,6 +49,38 @@ function workload(): number[][] {
   });
 }
 
+/**
+ * `concurrency` clients take prompts[from..] in turn, each generating MAX_TOKENS: time to first token and end to end
+ * per request (ms), the ids by prompt index, and the wall time (s).
+ */
+async function drive(client: GenerationClient, prompts: number[][], from: number, concurrency: number) {
+  const ttft: number[] = [];
+  const e2e: number[] = [];
+  const ids: number[][] = [];
+  let next = from;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < prompts.length) {
+        const i = next++;
+        const start = performance.now();
+        let first = 0;
+        const o = await generate(
+          client,
+          { tokenIds: { ids: prompts[i]! }, maxTokens: MAX_TOKENS, ignoreEos: true },
+          (c) => {
+            if (first === 0 && c.tokenIds.length > 0) first = performance.now();
+          },
+        );
+        ttft.push(first - start);
+        e2e.push(performance.now() - start);
+        ids[i] = o.ids;
+      }
+    }),
+  );
+  return { ttft, e2e, ids, seconds: (performance.now() - t0) / 1000 };
+}
+
 async function run(prompts: number[][], caching: boolean, concurrency: number) {
   const w = await startWorker({ ...workerConfigFromFlags(new Flags([])), device: "cpu", threads: THREADS, port: 0 });
   const r = await startRouter({
@@ -62,31 +95,7 @@ async function run(prompts: number[][], caching: boolean, concurrency: number) {
     // Warm-up: the first request computes the system prompt (and fills the cache when caching is on).
     await generate(client, { tokenIds: { ids: prompts[0]! }, maxTokens: MAX_TOKENS, ignoreEos: true });
     const c0 = { ...r.router.counters };
-    const ttft: number[] = [];
-    const e2e: number[] = [];
-    const ids: number[][] = [];
-    let next = 1;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next < prompts.length) {
-          const i = next++;
-          const start = performance.now();
-          let first = 0;
-          const o = await generate(
-            client,
-            { tokenIds: { ids: prompts[i]! }, maxTokens: MAX_TOKENS, ignoreEos: true },
-            (c) => {
-              if (first === 0 && c.tokenIds.length > 0) first = performance.now();
-            },
-          );
-          ttft.push(first - start);
-          e2e.push(performance.now() - start);
-          ids[i] = o.ids;
-        }
-      }),
-    );
-    const wall = (performance.now() - t0) / 1000;
+    const { ttft, e2e, ids, seconds: wall } = await drive(client, prompts, 1, concurrency);
     const c = r.router.counters;
     const queried = c.prefixQueryTokens - c0.prefixQueryTokens;
     const hits = c.prefixHitTokens - c0.prefixHitTokens;
@@ -131,22 +140,7 @@ async function runRouting(prompts: number[][], prefixRouting: boolean, concurren
   });
   const client = generationClient(r.address);
   try {
-    const ttft: number[] = [];
-    let next = 0;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next < prompts.length) {
-          const i = next++;
-          const start = performance.now();
-          let first = 0;
-          await generate(client, { tokenIds: { ids: prompts[i]! }, maxTokens: MAX_TOKENS, ignoreEos: true }, (c) => {
-            if (first === 0 && c.tokenIds.length > 0) first = performance.now();
-          });
-          ttft.push(first - start);
-        }
-      }),
-    );
+    const { ttft, seconds } = await drive(client, prompts, 0, concurrency);
     const c = r.router.counters;
     return {
       prefixRouting,
@@ -157,7 +151,7 @@ async function runRouting(prompts: number[][], prefixRouting: boolean, concurren
       hitRatio: r2(c.prefixHitTokens / c.prefixQueryTokens),
       ttftMsMedian: r2(median(ttft)),
       ttftMsP90: r2(p90(ttft)),
-      requestsPerSecond: r2(prompts.length / ((performance.now() - t0) / 1000)),
+      requestsPerSecond: r2(prompts.length / seconds),
       routedByPrefix: r.router.routing.byPrefix,
     };
   } finally {
