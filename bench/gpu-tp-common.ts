@@ -24,7 +24,6 @@ export interface DecodeRow {
   stepMs: number;
   commMsPerStep: number;
   collectivesPerStep: number;
-  profiledStepMs: number;
   bytesPerGpu: number;
 }
 

@@ -12,8 +12,6 @@
 namespace tpserve {
 namespace {
 
-constexpr size_t kP2pCap = (size_t)512 << 10;  // floats per region: 2 MiB messages per rank
-
 /** What each rank tells the others at setup. */
 struct PeerInfo {
   cudaIpcMemHandle_t handle;
@@ -280,8 +278,10 @@ void GpuComm::failGroup(const char* code, const std::string& why, cudaStream_t s
 
 std::string GpuComm::describe() const {
   std::string d;
-  const std::string mib = cap_ == kP2pCap ? "2 MiB" : std::to_string(cap_ * 4 / 1024) + " KiB";
-  if (p2p_) d = nccl_ ? "p2p (CUDA IPC) up to " + mib : "p2p (CUDA IPC), in " + mib + " pieces (NCCL: " + ncclWhy_ + ")";
+  const size_t capBytes = cap_ * sizeof(float);
+  const std::string size = capBytes % (1 << 20) == 0 ? std::to_string(capBytes >> 20) + " MiB"
+                                                     : std::to_string(capBytes >> 10) + " KiB";
+  if (p2p_) d = nccl_ ? "p2p (CUDA IPC) up to " + size : "p2p (CUDA IPC), in " + size + " pieces (NCCL: " + ncclWhy_ + ")";
   if (nccl_) {
     const std::string v = std::to_string(ncclVersion_ / 10000) + "." + std::to_string(ncclVersion_ / 100 % 100) + "." +
                           std::to_string(ncclVersion_ % 100);
