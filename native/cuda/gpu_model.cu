@@ -57,6 +57,7 @@ class CudaModel : public GpuModel {
     q_.alloc(T * qd), qkv_.alloc(T * (qd + 2 * kvd)), att_.alloc(T * qd);
     const char* g = std::getenv("TPSERVE_CUDA_GRAPHS");
     graphsOn_ = !(g && std::string(g) == "0");
+    if (const char* a = std::getenv("TPSERVE_ABLATE")) ablate_ = parseAblate(a);
     gu_.alloc(T * 2 * s.inter), act_.alloc(T * s.inter);
     // The decode GEMV's prepared activation (16 tokens of the widest matmul input).
     const size_t widest = std::max<size_t>(std::max<size_t>(H, qd), (size_t)s.inter);
@@ -263,7 +264,8 @@ class CudaModel : public GpuModel {
            std::to_string((long long)(props_.totalGlobalMem >> 20)) + " MiB)" +
            (comm_ ? "; tp rank " + std::to_string(comm_->rank()) + " of " + std::to_string(comm_->world()) + ", " +
                         comm_->describe()
-                  : "");
+                  : "") +
+           (ablate_ ? " [TPSERVE_ABLATE: kernels left out, results wrong]" : "");
   }
 
  private:
@@ -299,8 +301,9 @@ class CudaModel : public GpuModel {
       // Decode-sized steps: the norm and SiLU kernels also write the tiled GEMV's prepared input (xp_).
       const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
       // Layers after the first add the previous down projection (summed over the ranks first) to x.
-      residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
-      if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
+      if (!(ablate_ & kAblNorm)) residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
+      if (ablate_ & kAblQkv) {
+      } else if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
         cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue
         ep.kind = cuda::Int4Epilogue::kRopeQkv, ep.positions = p.pos, ep.slots = p.slot, ep.q = q_.p;
         ep.kCache = kc, ep.vCache = vc, ep.ropeCos = ropeCos_.p, ep.ropeSin = ropeSin_.p;
@@ -323,14 +326,15 @@ class CudaModel : public GpuModel {
       // Decode: attention also writes O's prepared input.
       const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled;
       if (prepO) a.xpOut = xp2_.p;
-      checkLaunch(cuda::attention(a, stream_), "attention");
+      if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
       mark(Engine::kAttention);
-      matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
+      if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kOProj);
       const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
       const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
-      residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr);
-      if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
+      if (!(ablate_ & kAblNorm)) residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr);
+      if (ablate_ & kAblGateUp) {
+      } else if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
         cuda::Int4Epilogue ep;  // SiLU-and-multiply in the GEMV's epilogue, which also prepares down's input
         ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr;
         matmul(h_.p, Ly.gateUp, act_.p, p.T, prepGu, nullptr, ep);
@@ -341,7 +345,7 @@ class CudaModel : public GpuModel {
         checkLaunch(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
         mark(Engine::kSilu);
       }
-      matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
+      if (!(ablate_ & kAblDown)) matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kDown);
     }
     residualNorm(p.T, true, finalNorm_.f.p, nullptr, Engine::kFinalNorm);
@@ -578,6 +582,25 @@ class CudaModel : public GpuModel {
   bool allLogits_ = false;  // the forward pass being enqueued wants every position (logits or hidden states)
   std::map<uint64_t, GraphExec> graphs_;
   bool profiling_ = false;
+  // TPSERVE_ABLATE (benchmarks only: wrong results): kernels left out of every forward pass, so that the step
+  // time without them tells what they cost inside the CUDA graph. A list (',' or '+') of norm, attn, qkv, o, gateup,
+  // down.
+  enum : unsigned { kAblNorm = 1, kAblAttn = 2, kAblQkv = 4, kAblO = 8, kAblGateUp = 16, kAblDown = 32 };
+  unsigned ablate_ = 0;
+  static unsigned parseAblate(const std::string& list) {
+    unsigned m = 0;
+    const std::pair<const char*, unsigned> names[] = {{"norm", kAblNorm}, {"attn", kAblAttn}, {"qkv", kAblQkv},
+                                                      {"o", kAblO}, {"gateup", kAblGateUp}, {"down", kAblDown}};
+    size_t i = 0;
+    while (i <= list.size()) {
+      const size_t j = std::min(list.find_first_of(",+", i), list.size());
+      const std::string item = list.substr(i, j - i);
+      for (const auto& n : names)
+        if (item == n.first) m |= n.second;
+      i = j + 1;
+    }
+    return m;
+  }
   std::vector<cudaEvent_t> marks_;
   std::vector<int> markOp_;
   int nMarks_ = 0;

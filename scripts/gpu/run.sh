@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (after scripts/gpu/prepare.sh here): the kernel checks, the PyTorch peer and bench/gpu in one
-# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp] [extra flags for bench/gpu.js or gpu-tp.js].
+# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp|steps] [extra flags for bench/gpu.js, gpu-tp.js or
+# gpu-step.js].
 # Results go to $OUT (run.log, check_*.json, peer.json, gpu.json). `tp` (a machine with 2+ GPUs): check_allreduce
 # and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json). CHECKS="a b" limits
 # the checks to those programs.
@@ -45,6 +46,17 @@ if [[ $stage == tp ]]; then
   node dist/bench/gpu-tp.js --bandwidth "$bw" --out "$OUT/gpu-tp.json" "$@" || rc=1
   # The single-GPU engine steps and the KV pool sized from --gpu-memory-utilization, on GPU 0 of the same machine.
   [[ -n ${TP_WITH_SINGLE:-} ]] && { node dist/bench/gpu.js --quick --skip-golden --skip-e2e --bandwidth "$bw" --out "$OUT/gpu.json" || rc=1; }
+fi
+if [[ $stage == steps ]]; then
+  # The decode step under each setting of VARIANTS ("label:ENV=v,ENV2=v;label2:..."; empty settings: the default),
+  # each in its own process (bench/gpu-step.js); one JSON line per step in gpu-step.jsonl.
+  IFS=';' read -ra vs <<< "${VARIANTS:-default:}"
+  for v in "${vs[@]}"; do
+    label=${v%%:*}
+    envs=${v#*:}
+    IFS=',' read -ra kv <<< "$envs"
+    env "${kv[@]}" node dist/bench/gpu-step.js --label "$label" --out "$OUT/gpu-step.jsonl" "$@" || rc=1
+  done
 fi
 if [[ $stage == all || $stage == bench ]]; then
   bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)
