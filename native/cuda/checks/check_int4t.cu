@@ -275,6 +275,10 @@ int main(int argc, char** argv) {
   for (int m = 1; m <= 16; ++m)
     if (check_case(rng, 4096 / 16 + 3, 4096, 128, m % 2 == 1, m, m % 3 == 0, checks)) return 1;
   if (check_case(rng, 4096, 11008, 128, false, 1, true, checks)) return 1;
+  // Many tiles (12293 rows): more blocks than fit on the GPU at once.
+  for (int group : {64, 128})
+    for (int m : {1, 3, 8})
+      if (check_case(rng, 3 * 4096 + 5, 1024, group, m != 3, m, m == 8, checks)) return 1;
   // Producers: rmsnorm and silu_mul writing the prepared layout give the same GEMV output, bit for bit, as
   // preparing their fp32 output with xprep().
   {

@@ -473,6 +473,11 @@ int main(int argc, char** argv) {
     for (int hd : {128, 64}) {
       check_attention(rng, {hk.first, hk.second, hd, 16, dctx, std::vector<int>(dctx.size(), 1)}, "decode");
     }
+  // Decode, short contexts of a small batch (the serving benchmarks' case: 64-token partitions and the reduce).
+  for (auto hk : {std::pair<int, int>{32, 32}, {32, 8}, {6, 2}})
+    for (int hd : {128, 64})
+      check_attention(rng, {hk.first, hk.second, hd, 16, {145, 1, 256, 17}, {1, 1, 1, 1}}, "decode short");
+  check_attention(rng, {32, 32, 128, 16, {200}, {1}}, "decode short 1 seq");
   // Decode, one long sequence: many partitions + reduce.
   check_attention(rng, {32, 8, 128, 16, {4097}, {1}}, "decode 1 seq");
   check_attention(rng, {4, 4, 64, 16, {3000, 64, 65}, {1, 1, 1}}, "decode");
@@ -485,7 +490,7 @@ int main(int argc, char** argv) {
 
   if (bench) {
     if (bench_rmsnorm(1, 4096) || bench_rmsnorm(128, 4096)) g_fail = true;
-    for (int ctx : {1024, 4096})
+    for (int ctx : {160, 1024, 4096})
       for (int batch : {1, 32, 128}) {
         if (bench_decode("llama2-7b", 32, 32, batch, ctx)) g_fail = true;
         if (bench_decode("llama3-8b", 32, 8, batch, ctx)) g_fail = true;

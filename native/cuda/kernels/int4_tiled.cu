@@ -239,6 +239,10 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   const int ng = w.cols / w.group, tiles = (w.rows + 15) / 16;
   int ks = 1;
   while (ks < kMaxKs && (ng / (ks * 2) >= 4 || (ng / (ks * 2) >= 2 && tiles * ks * 2 <= 64 * sm_count()))) ks *= 2;
+  // 5-16 tokens (batched decode): 8 warps per tile on every shape, which beat the rule above inside the decode step
+  // at batch 8 and 32 (docs/gpu.md, run 16; at batch 1 the rule wins). TPSERVE_T_KS_BATCH=0 keeps the rule.
+  static const char* envBatch = std::getenv("TPSERVE_T_KS_BATCH");
+  if (m > 4 && ng >= 8 && !(envBatch && envBatch[0] == '0')) ks = 8;
   static const int envKs = env_int("TPSERVE_T_KS");
   if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
   if (w.group == 64) {
