@@ -29,6 +29,7 @@ import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/con
 import { createEngine } from "../services/worker/server.js";
 import { tpLoadedBarrier } from "../services/worker/tp.js";
 import { batchOf, median } from "./batch.js";
+import { decodeSeqs, prefillSeqs } from "./decode.js";
 import { golden, type RankResult, type RankSpec } from "./gpu-tp-common.js";
 
 const childArg = process.argv.find((a) => a.startsWith("--rank-spec="));
@@ -109,12 +110,8 @@ async function decodeRows(engine: Engine, spec: RankSpec, vocab: number, hidden:
   const rows: RankResult["rows"] = [];
   const pagesPerSeq = Math.ceil((PROMPT + steps + 8) / 16);
   for (const b of spec.batches) {
-    const seqs = Array.from({ length: b }, (_, i) => ({
-      tokens: Array.from({ length: PROMPT }, (_, j) => 3 + ((i * 7919 + j * 104729) % (vocab - 3))),
-      ctx: PROMPT,
-      pages: Array.from({ length: pagesPerSeq }, (_, p) => 1 + i * pagesPerSeq + p),
-    }));
-    for (let i = 0; i < b; i += 16) await engine.forwardArgmax(batchOf(seqs.slice(i, i + 16)));
+    const seqs = decodeSeqs(b, PROMPT, pagesPerSeq, vocab);
+    await prefillSeqs(engine, seqs, 16);
     const times: number[] = [];
     let ctx = PROMPT;
     for (let s = 0; s < steps; s++) {

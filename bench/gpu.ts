@@ -23,6 +23,7 @@ import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, startWorker } from "../services/worker/server.js";
 import { batchOf, median } from "./batch.js";
+import { decodeSeqs, dummyInt4Engine, prefillSeqs, timeDecodeSteps } from "./decode.js";
 import { gpuMemoryPool } from "./gpu-memory.js";
 
 const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e"]);
@@ -150,16 +151,7 @@ async function engineDecode(): Promise<void> {
     const steps = quick ? 16 : 32;
     const pagesPerSeq = Math.ceil((PROMPT + steps + 1) / 16);
     const t0 = performance.now();
-    const { engine, model } = createEngine(
-      cfg({
-        model: shape.dir,
-        loadFormat: "dummy",
-        quantization: "int4",
-        groupSize: 128,
-        numPages: maxB * pagesPerSeq + 1,
-        maxBatchTokens: 4096,
-      }),
-    );
+    const { engine, model } = dummyInt4Engine(shape.dir, maxB * pagesPerSeq + 1, device);
     const loadS = (performance.now() - t0) / 1000;
     const info = engine.info();
     const kvPerToken = model.numLayers * 2 * model.numKvHeads * model.headDim * 4;
@@ -167,25 +159,11 @@ async function engineDecode(): Promise<void> {
       `${shape.name}: loaded in ${loadS.toFixed(1)} s; weights ${(info.weightBytes / 1e9).toFixed(2)} GB, KV pool ${(info.kvBytes / 1e9).toFixed(2)} GB (${Math.floor(info.kvBytes / kvPerToken)} tokens) on ${info.device}`,
     );
     for (const b of BATCHES) {
-      const seqs = Array.from({ length: b }, (_, i) => ({
-        tokens: Array.from({ length: PROMPT }, (_, j) => 3 + ((i * 7919 + j * 104729) % (model.vocabSize - 3))),
-        ctx: PROMPT,
-        pages: Array.from({ length: pagesPerSeq }, (_, p) => 1 + i * pagesPerSeq + p),
-      }));
-      // Prefill in chunks of the batch-token budget.
-      for (let i = 0; i < b; i += Math.max(1, Math.floor(4096 / PROMPT))) {
-        await engine.forwardArgmax(batchOf(seqs.slice(i, i + Math.floor(4096 / PROMPT))));
-      }
-      const times: number[] = [];
-      let ctx = PROMPT;
-      for (let s = 0; s < steps; s++) {
-        ctx++;
-        const step = batchOf(seqs.map((q) => ({ tokens: [5 + s], ctx, pages: q.pages })));
-        const t = performance.now();
-        await engine.forwardArgmax(step);
-        times.push(performance.now() - t);
-      }
-      const ms = median(times.slice(2));
+      const seqs = decodeSeqs(b, PROMPT, pagesPerSeq, model.vocabSize);
+      await prefillSeqs(engine, seqs, Math.max(1, Math.floor(4096 / PROMPT))); // chunks of the batch-token budget
+      const run = await timeDecodeSteps(engine, seqs, PROMPT, steps);
+      let ctx = run.ctx;
+      const ms = median(run.times.slice(2));
       if (graphs && (b === 1 || b === 32) && engine.setProfiling && engine.profile && engine.resetProfile) {
         // Per-op GPU time (CUDA events, graphs off while profiling) over a few more steps.
         engine.setProfiling(true);

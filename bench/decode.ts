@@ -1,0 +1,63 @@
+// Shared by the GPU decode benchmarks (gpu.ts, gpu-step.ts, gpu-tp.ts): the dummy int4 engine, the sequences a
+// decode measurement runs, their prefill, and the timed decode steps.
+import type { Engine } from "../native/index.js";
+import { Flags } from "../services/common/flags.js";
+import { workerConfigFromFlags } from "../services/worker/config.js";
+import { createEngine } from "../services/worker/server.js";
+import { batchOf } from "./batch.js";
+
+/** An engine on `device` with the dummy weights of the config in `model`, in int4 g128 (4096 batch tokens). */
+export function dummyInt4Engine(model: string, numPages: number, device: string) {
+  return createEngine({
+    ...workerConfigFromFlags(new Flags([])),
+    model,
+    loadFormat: "dummy",
+    quantization: "int4",
+    groupSize: 128,
+    numPages,
+    maxBatchTokens: 4096,
+    device,
+    port: 0,
+  });
+}
+
+export interface DecodeSeq {
+  tokens: number[];
+  ctx: number;
+  pages: number[];
+}
+
+/** b sequences of `prompt` pseudo-random token ids below `vocab`, sequence i on pages 1 + i * pagesPerSeq ... */
+export function decodeSeqs(b: number, prompt: number, pagesPerSeq: number, vocab: number): DecodeSeq[] {
+  return Array.from({ length: b }, (_, i) => ({
+    tokens: Array.from({ length: prompt }, (_, j) => 3 + ((i * 7919 + j * 104729) % (vocab - 3))),
+    ctx: prompt,
+    pages: Array.from({ length: pagesPerSeq }, (_, p) => 1 + i * pagesPerSeq + p),
+  }));
+}
+
+/** Prefills the sequences' prompts, `perForward` sequences per forward pass. */
+export async function prefillSeqs(engine: Engine, seqs: DecodeSeq[], perForward: number): Promise<void> {
+  for (let i = 0; i < seqs.length; i += perForward) await engine.forwardArgmax(batchOf(seqs.slice(i, i + perForward)));
+}
+
+/**
+ * `steps` decode steps of every sequence from context `ctx` (token 5 + s at step s): the wall time of each
+ * forwardArgmax (the batch is built before the clock starts), and the context after the last step.
+ */
+export async function timeDecodeSteps(
+  engine: Engine,
+  seqs: DecodeSeq[],
+  ctx: number,
+  steps: number,
+): Promise<{ times: number[]; ctx: number }> {
+  const times: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    ctx++;
+    const step = batchOf(seqs.map((q) => ({ tokens: [5 + s], ctx, pages: q.pages })));
+    const t = performance.now();
+    await engine.forwardArgmax(step);
+    times.push(performance.now() - t);
+  }
+  return { times, ctx };
+}
