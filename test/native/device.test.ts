@@ -2,21 +2,10 @@
 // a code and a message saying what to change; where a GPU is visible, the GPU engine matches the CPU engine.
 import { describe, expect, it } from "vitest";
 import { type ForwardBatch, loadNative, type ModelShape } from "../../native/index.js";
-import { tinyModel } from "./reference.js";
+import { TINY_SHAPE, tinyModel } from "./reference.js";
 
 const native = loadNative();
-const shape: ModelShape = {
-  vocabSize: 97,
-  hiddenSize: 64,
-  intermediateSize: 96,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 16,
-  ropeTheta: 10000,
-  rmsNormEps: 1e-5,
-  tieWordEmbeddings: true,
-};
+const shape = TINY_SHAPE;
 const build = native.buildInfo();
 const prompts = [
   [3, 14, 15, 92, 65, 35, 89, 79, 32],

@@ -2,21 +2,10 @@
 // batching, errors with codes, async behaviour. simd.test.ts reruns this file under every SIMD level.
 import { describe, expect, it } from "vitest";
 import { type Engine, type ForwardBatch, loadNative, type ModelShape } from "../../native/index.js";
-import { forwardRef, maxRelErr, type RefModel, tinyModel } from "./reference.js";
+import { forwardRef, maxRelErr, type RefModel, TINY_SHAPE, tinyModel } from "./reference.js";
 
 const native = loadNative();
-const shape: ModelShape = {
-  vocabSize: 97,
-  hiddenSize: 64,
-  intermediateSize: 96,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 16,
-  ropeTheta: 10000,
-  rmsNormEps: 1e-5,
-  tieWordEmbeddings: true,
-};
+const shape = TINY_SHAPE;
 const BS = 4;
 const MAXB = 16;
 

@@ -157,6 +157,20 @@ export interface RefModel {
   tensors: Map<string, WeightTensor>;
 }
 
+/** The tiny Llama shape of the engine tests (GQA 4/2, tied embeddings). */
+export const TINY_SHAPE: ModelShape = {
+  vocabSize: 97,
+  hiddenSize: 64,
+  intermediateSize: 96,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 16,
+  ropeTheta: 10000,
+  rmsNormEps: 1e-5,
+  tieWordEmbeddings: true,
+};
+
 /** Tiny random Llama; with `int4Group` the linear layers are int4 (asymmetric on odd layers). */
 export function tinyModel(shape: ModelShape, seed: number, int4Group = 0): RefModel {
   const r = rng(seed);

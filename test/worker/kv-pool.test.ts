@@ -3,7 +3,7 @@
 // embedding pages, and a tensor-parallel group agreeing on its smallest rank's pool (real shared-memory group, real
 // CPU engines).
 import { afterEach, describe, expect, it } from "vitest";
-import { type Engine, loadNative, type ModelShape, type TpGroup } from "../../native/index.js";
+import { type Engine, loadNative, type TpGroup } from "../../native/index.js";
 import { ConfigError } from "../../services/common/errors.js";
 import { Flags } from "../../services/common/flags.js";
 import { workerConfigFromFlags } from "../../services/worker/config.js";
@@ -18,7 +18,7 @@ import {
   splitPool,
 } from "../../services/worker/kv-pool.js";
 import { startWorker } from "../../services/worker/server.js";
-import { tinyModel } from "../native/reference.js";
+import { TINY_SHAPE, tinyModel } from "../native/reference.js";
 
 const config = (...argv: string[]) => workerConfigFromFlags(new Flags(argv, ["asym"]));
 /** The worker's embedding pages: a 2048-token prompt at block size 16, or an eighth of the pool. */
@@ -161,18 +161,7 @@ describe("a tensor-parallel group agrees on one pool", () => {
   afterEach(() => {
     for (const x of open.splice(0)) x.close();
   });
-  const shape: ModelShape = {
-    vocabSize: 97,
-    hiddenSize: 64,
-    intermediateSize: 96,
-    numLayers: 2,
-    numHeads: 4,
-    numKvHeads: 2,
-    headDim: 16,
-    ropeTheta: 10000,
-    rmsNormEps: 1e-5,
-    tieWordEmbeddings: true,
-  };
+  const shape = TINY_SHAPE;
   function engine(numPages: number): Engine {
     const e = new native.Engine({ shape, numPages, blockSize: 4, maxBatchTokens: 8, threads: 1 });
     for (const [name, t] of tinyModel(shape, 3, 0).tensors) e.setTensor(name, t);
