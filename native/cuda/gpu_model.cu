@@ -13,6 +13,7 @@
 
 #include "../src/errors.h"
 #include "../src/gpu_model.h"
+#include "ablate.h"
 #include "cuda_check.h"
 #include "device_weight.h"
 #include "gpu_comm.h"
@@ -57,7 +58,6 @@ class CudaModel : public GpuModel {
     q_.alloc(T * qd), qkv_.alloc(T * (qd + 2 * kvd)), att_.alloc(T * qd);
     const char* g = std::getenv("TPSERVE_CUDA_GRAPHS");
     graphsOn_ = !(g && std::string(g) == "0");
-    if (const char* a = std::getenv("TPSERVE_ABLATE")) ablate_ = parseAblate(a);
     gu_.alloc(T * 2 * s.inter), act_.alloc(T * s.inter);
     // The decode GEMV's prepared activation (16 tokens of the widest matmul input).
     const size_t widest = std::max<size_t>(std::max<size_t>(H, qd), (size_t)s.inter);
@@ -582,25 +582,7 @@ class CudaModel : public GpuModel {
   bool allLogits_ = false;  // the forward pass being enqueued wants every position (logits or hidden states)
   std::map<uint64_t, GraphExec> graphs_;
   bool profiling_ = false;
-  // TPSERVE_ABLATE (benchmarks only: wrong results): kernels left out of every forward pass, so that the step
-  // time without them tells what they cost inside the CUDA graph. A list (',' or '+') of norm, attn, qkv, o, gateup,
-  // down.
-  enum : unsigned { kAblNorm = 1, kAblAttn = 2, kAblQkv = 4, kAblO = 8, kAblGateUp = 16, kAblDown = 32 };
-  unsigned ablate_ = 0;
-  static unsigned parseAblate(const std::string& list) {
-    unsigned m = 0;
-    const std::pair<const char*, unsigned> names[] = {{"norm", kAblNorm}, {"attn", kAblAttn}, {"qkv", kAblQkv},
-                                                      {"o", kAblO}, {"gateup", kAblGateUp}, {"down", kAblDown}};
-    size_t i = 0;
-    while (i <= list.size()) {
-      const size_t j = std::min(list.find_first_of(",+", i), list.size());
-      const std::string item = list.substr(i, j - i);
-      for (const auto& n : names)
-        if (item == n.first) m |= n.second;
-      i = j + 1;
-    }
-    return m;
-  }
+  unsigned ablate_ = ablateFromEnv();  // kernels left out (ablate.h; benchmarks only)
   std::vector<cudaEvent_t> marks_;
   std::vector<int> markOp_;
   int nMarks_ = 0;
