@@ -57,6 +57,12 @@ export interface EngineOptions {
   /** Where weights, KV pool and the forward pass live: "cpu" (default), "cuda" or "cuda:N". */
   device?: string;
   /**
+   * How forward* calls come back to JavaScript: true runs them on the engine's own thread and polls for the end
+   * from the event loop (setImmediate; no thread wake-ups, one core busy while a step runs), false on the libuv
+   * pool. Default: true on a GPU, whose steps are short, false on the CPU. TPSERVE_POLL_STEPS=0/1 overrides.
+   */
+  pollSteps?: boolean;
+  /**
    * Tensor parallelism: a joined group; the engine then holds shard group.rank of group.world (tensors set with
    * the shard's shapes, see TensorName) and runs the group's collectives inside its forward pass. On a GPU, rank r
    * uses the device it is given (one GPU per rank), the group carries the step plans, and the activations move
@@ -356,13 +362,54 @@ function findAddon(): string {
   );
 }
 
+/** The addon's polled-step methods (engine_binding.cc), used only by the wrappers below. */
+interface PolledSteps {
+  startStep(
+    mode: number,
+    batch: ForwardBatch,
+    sampling?: RowSampling[],
+  ): [Int32Array | Float32Array, Int32Array] | undefined;
+  finishStep(): void;
+}
+
+type StepMethod = (this: Engine & PolledSteps, batch: ForwardBatch, sampling?: RowSampling[]) => Promise<unknown>;
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Defines forward, forwardArgmax and forwardSample: first the engine's polled path (EngineOptions.pollSteps), where
+ * the step runs on the engine's thread while this loop keeps serving I/O between looks at the flag; without
+ * polling, or with a step of this engine already in flight, the addon's *OnPool methods (the libuv pool).
+ */
+function installPolledSteps(proto: Record<string, unknown>): void {
+  const modes: [string, number][] = [
+    ["forward", 0],
+    ["forwardArgmax", 1],
+    ["forwardSample", 2],
+  ];
+  for (const [name, mode] of modes) {
+    const viaPool = proto[`${name}OnPool`] as StepMethod;
+    const polled: StepMethod = async function (batch, sampling) {
+      const started = this.startStep(mode, batch, sampling);
+      if (!started) return viaPool.call(this, batch, sampling);
+      const [out, flag] = started;
+      while (Atomics.load(flag, 0) === 0) await nextTurn();
+      this.finishStep();
+      return out;
+    };
+    proto[name] = polled;
+  }
+}
+
 let cached: NativeAddon | undefined;
 
 /** Loads the addon once. */
 export function loadNative(): NativeAddon {
   if (!cached) {
     const require = createRequire(import.meta.url);
-    cached = require(findAddon()) as NativeAddon;
+    const addon = require(findAddon()) as NativeAddon;
+    installPolledSteps(addon.Engine.prototype as unknown as Record<string, unknown>);
+    cached = addon;
   }
   return cached;
 }

@@ -1,8 +1,12 @@
-// JS class Engine: wraps tpserve::Engine; forward() runs on the libuv pool and resolves a Promise.
+// JS class Engine: wraps tpserve::Engine. forward*OnPool() run on the libuv pool and resolve a Promise; startStep()
+// runs a step on the engine's Stepper thread (pollSteps) and native/index.ts polls for its end. native/index.ts
+// defines the public forward, forwardArgmax and forwardSample on top of both.
+#include <cstdlib>
 #include <memory>
 
 #include "async_task.h"
 #include "napi_util.h"
+#include "stepper.h"
 
 namespace tpserve {
 namespace {
@@ -145,7 +149,14 @@ class ForwardWorker : public Napi::AsyncWorker {
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
  public:
   EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
-    guard(info.Env(), [&] { eng_ = std::make_shared<Engine>(parseOptions(info[0])); });
+    guard(info.Env(), [&] {
+      eng_ = std::make_shared<Engine>(parseOptions(info[0]));
+      // Polled steps: on by default for GPU engines (short steps); TPSERVE_POLL_STEPS=0/1 overrides (A/B runs).
+      Napi::Value ps = info[0].As<Napi::Object>().Get("pollSteps");
+      if (!ps.IsUndefined() && !ps.IsBoolean()) fail("NATIVE_INVALID_ARG", "options.pollSteps must be a boolean");
+      poll_ = ps.IsBoolean() ? ps.As<Napi::Boolean>().Value() : eng_->onGpu();
+      if (const char* e = std::getenv("TPSERVE_POLL_STEPS")) poll_ = e[0] == '1';
+    });
   }
 
   Napi::Value SetTensor(const Napi::CallbackInfo& info) {
@@ -168,36 +179,93 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value ForwardArgmax(const Napi::CallbackInfo& info) { return Start(info, ForwardWorker::kArgmax); }
   Napi::Value ForwardSample(const Napi::CallbackInfo& info) { return Start(info, ForwardWorker::kSample); }
 
+  /** A checked batch and the typed array its results go to. */
+  struct Prepared {
+    std::shared_ptr<BatchIn> batch;
+    Napi::TypedArray out;
+    void* data;
+  };
+
+  Prepared prepare(const Napi::CallbackInfo& info, int argBatch, ForwardWorker::Mode mode) {
+    auto b = parseBatch(info[argBatch]);
+    const int rows = eng_->validate(*b);
+    if (b->hidden && mode != ForwardWorker::kLogits)
+      fail("NATIVE_INVALID_ARG", "batch.logits \"hidden\" goes with forward(), not forwardArgmax/forwardSample");
+    if (mode == ForwardWorker::kSample) {
+      if (!eng_->onGpu())
+        fail("NATIVE_INVALID_ARG", "forwardSample needs a GPU engine (device \"cuda\"); on the CPU call forward() "
+                                   "and sample the logits in JavaScript");
+      b->sampling = parseSampling(info[argBatch + 1], rows);
+    }
+    if (mode != ForwardWorker::kLogits) {
+      Napi::Int32Array out = Napi::Int32Array::New(info.Env(), (size_t)rows);
+      return {b, out, out.Data()};
+    }
+    Napi::Float32Array out =
+        Napi::Float32Array::New(info.Env(), (size_t)rows * (b->hidden ? eng_->hiddenSize() : eng_->vocab()));
+    return {b, out, out.Data()};
+  }
+
   Napi::Value Start(const Napi::CallbackInfo& info, ForwardWorker::Mode mode) {
     Napi::Env env = info.Env();
     try {
-      auto b = parseBatch(info[0]);
-      const int rows = eng_->validate(*b);
-      if (b->hidden && mode != ForwardWorker::kLogits)
-        fail("NATIVE_INVALID_ARG", "batch.logits \"hidden\" goes with forward(), not forwardArgmax/forwardSample");
-      if (mode == ForwardWorker::kSample) {
-        if (!eng_->onGpu())
-          fail("NATIVE_INVALID_ARG", "forwardSample needs a GPU engine (device \"cuda\"); on the CPU call forward() "
-                                     "and sample the logits in JavaScript");
-        b->sampling = parseSampling(info[1], rows);
-      }
-      ForwardWorker* w;
-      if (mode != ForwardWorker::kLogits) {
-        Napi::Int32Array out = Napi::Int32Array::New(env, (size_t)rows);
-        w = new ForwardWorker(env, eng_, b, out, out.Data(), mode);
-      } else {
-        Napi::Float32Array out =
-            Napi::Float32Array::New(env, (size_t)rows * (b->hidden ? eng_->hiddenSize() : eng_->vocab()));
-        w = new ForwardWorker(env, eng_, b, out, out.Data(), mode);
-      }
-      Napi::Promise p = w->promise();
+      Prepared p = prepare(info, 0, mode);
+      auto* w = new ForwardWorker(env, eng_, p.batch, p.out, p.data, mode);
+      Napi::Promise promise = w->promise();
       w->Queue();
-      return p;
+      return promise;
     } catch (const NativeError& e) {
       return rejected(env, e.code, e.what());
     } catch (const std::bad_alloc&) {
       return rejected(env, "NATIVE_OOM", "out of memory preparing forward");
     }
+  }
+
+  /**
+   * startStep(mode, batch, sampling?): with pollSteps on and no step of this engine in flight, starts the step on
+   * the Stepper thread and returns [results, flag] (flag[0] becomes 1 at the end; then finishStep()); otherwise
+   * undefined, and the caller uses the promise methods. mode: 0 forward, 1 forwardArgmax, 2 forwardSample.
+   */
+  Napi::Value StartStep(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      Napi::Env env = info.Env();
+      const int m = toInt(info[0], "startStep mode", 0, 2);
+      if (!poll_ || (stepper_ && stepper_->busy())) return env.Undefined();
+      const auto mode = m == 0 ? ForwardWorker::kLogits : m == 1 ? ForwardWorker::kArgmax : ForwardWorker::kSample;
+      Prepared p = prepare(info, 1, mode);
+      if (!stepper_) {
+        stepper_ = std::make_unique<Stepper>();
+        Napi::Int32Array flag = Napi::Int32Array::New(env, 1);
+        flag_ = Napi::Persistent(flag.As<Napi::Object>());
+        flagPtr_ = flag.Data();
+      }
+      std::shared_ptr<Engine> eng = eng_;
+      std::shared_ptr<BatchIn> b = p.batch;
+      void* data = p.data;
+      auto job = [eng, b, data, mode] {
+        std::lock_guard<std::mutex> lk(eng->mutex());
+        if (mode == ForwardWorker::kArgmax) eng->forwardArgmax(*b, static_cast<int32_t*>(data));
+        else if (mode == ForwardWorker::kSample) eng->forwardSample(*b, static_cast<int32_t*>(data));
+        else eng->forward(*b, static_cast<float*>(data));
+      };
+      stepOut_ = Napi::Persistent(p.out.As<Napi::Object>());  // alive until finishStep()
+      if (!stepper_->submit(job, flagPtr_)) return env.Undefined();
+      Napi::Array r = Napi::Array::New(env, 2);
+      r.Set(0u, p.out), r.Set(1u, flag_.Value());
+      return r;
+    });
+  }
+
+  /** finishStep(): after the flag of startStep() turned 1; throws the step's error, if any. */
+  Napi::Value FinishStep(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      if (!stepper_) fail("NATIVE_INTERNAL", "finishStep() without startStep()");
+      std::string code, message;
+      stepper_->finish(&code, &message);
+      stepOut_.Reset();
+      if (!code.empty()) fail(code.c_str(), message);
+      return info.Env().Undefined();
+    });
   }
 
   Napi::Value ForwardSync(const Napi::CallbackInfo& info) {
@@ -332,6 +400,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return d.Promise();
   }
   std::shared_ptr<Engine> eng_;
+  bool poll_ = false;
+  std::unique_ptr<Stepper> stepper_;  // created at the first polled step
+  Napi::ObjectReference flag_, stepOut_;
+  int32_t* flagPtr_ = nullptr;
 };
 
 }  // namespace
@@ -340,12 +412,14 @@ Napi::Function defineEngine(Napi::Env env) {
   return EngineWrap::DefineClass(env, "Engine",
                                  {EngineWrap::InstanceMethod("setTensor", &EngineWrap::SetTensor),
                                   EngineWrap::InstanceMethod("finalize", &EngineWrap::Finalize),
-                                  EngineWrap::InstanceMethod("forward", &EngineWrap::Forward),
+                                  EngineWrap::InstanceMethod("forwardOnPool", &EngineWrap::Forward),
                                   EngineWrap::InstanceMethod("forwardSync", &EngineWrap::ForwardSync),
                                   EngineWrap::InstanceMethod("info", &EngineWrap::Info),
                                   EngineWrap::InstanceMethod("captureSync", &EngineWrap::CaptureSync),
-                                  EngineWrap::InstanceMethod("forwardArgmax", &EngineWrap::ForwardArgmax),
-                                  EngineWrap::InstanceMethod("forwardSample", &EngineWrap::ForwardSample),
+                                  EngineWrap::InstanceMethod("forwardArgmaxOnPool", &EngineWrap::ForwardArgmax),
+                                  EngineWrap::InstanceMethod("forwardSampleOnPool", &EngineWrap::ForwardSample),
+                                  EngineWrap::InstanceMethod("startStep", &EngineWrap::StartStep),
+                                  EngineWrap::InstanceMethod("finishStep", &EngineWrap::FinishStep),
                                   EngineWrap::InstanceMethod("setProfiling", &EngineWrap::SetProfiling),
                                   EngineWrap::InstanceMethod("profile", &EngineWrap::Profile),
                                   EngineWrap::InstanceMethod("resetProfile", &EngineWrap::ResetProfile),

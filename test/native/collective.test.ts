@@ -193,8 +193,8 @@ describe("engines in a TP group", () => {
     m.set("layers.0.down", cut([H, I], 1, I / world, (rank * I) / world));
     return m;
   }
-  function build(world: number, rank: number, group?: TpGroup) {
-    const e = new native.Engine({ ...opts, ...(group ? { group } : {}) });
+  function build(world: number, rank: number, group?: TpGroup, extra: { pollSteps?: boolean } = {}) {
+    const e = new native.Engine({ ...opts, ...extra, ...(group ? { group } : {}) });
     for (const [name, t] of weights(world, rank)) {
       e.setTensor(name, { kind: "dense", dtype: "f32", shape: t.shape, data: new Uint8Array(t.v.buffer) });
     }
@@ -229,5 +229,27 @@ describe("engines in a TP group", () => {
     leader.close(); // tells the follower the group is done
     expect(await stopped).toBe(false);
     follower.close();
+  });
+
+  it("a leader with polled steps: same logits, and a step that fails inside the group rejects with a code", async () => {
+    const [a, b] = await pair();
+    const plain = build(1, 0);
+    const expected = await plain.forward(step);
+    plain.close();
+    const leader = build(2, 0, a, { pollSteps: true });
+    const follower = build(2, 1, b);
+    const followed = follower.follow!();
+    const got = await leader.forward(step);
+    expect(await followed).toBe(true);
+    let err = 0;
+    for (let i = 0; i < got.length; i++) err = Math.max(err, Math.abs(got[i]! - expected[i]!));
+    expect(err).toBeLessThan(1e-5);
+    follower.close(); // fails the group: the leader's next step fails inside its broadcast
+    const code = await leader.forward(step).then(
+      () => "no error",
+      (e: { code?: string }) => e.code,
+    );
+    expect(code).toMatch(/^NATIVE_TP_/);
+    leader.close();
   });
 });
