@@ -6,7 +6,6 @@
 #include <napi.h>
 
 #include <functional>
-#include <new>
 #include <string>
 #include <vector>
 
@@ -29,17 +28,8 @@ class AsyncTask : public Napi::AsyncWorker {
     return p;
   }
   void Execute() override {
-    try {
-      run_();
-    } catch (const NativeError& e) {
-      code_ = e.code, SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "NATIVE_OOM", SetError("out of memory");
-    } catch (const std::exception& e) {
-      code_ = "NATIVE_INTERNAL", SetError(std::string("internal error: ") + e.what());
-    } catch (...) {
-      code_ = "NATIVE_INTERNAL", SetError("internal error: unknown exception");
-    }
+    std::string message;
+    if (!captureErrors(run_, &code_, &message, name_)) SetError(message);
   }
   void OnOK() override { deferred_.Resolve(done_(Env(), keep_)); }
   void OnError(const Napi::Error& err) override {
@@ -51,11 +41,12 @@ class AsyncTask : public Napi::AsyncWorker {
  private:
   AsyncTask(Napi::Env env, const char* name, Run run, Done done)
       : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), run_(std::move(run)),
-        done_(std::move(done)) {}
+        done_(std::move(done)), name_(name) {}
   Napi::Promise::Deferred deferred_;
   Run run_;
   Done done_;
   Kept keep_;
+  const char* name_;
   std::string code_ = "NATIVE_INTERNAL";
 };
 

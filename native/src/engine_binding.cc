@@ -113,21 +113,16 @@ class ForwardWorker : public Napi::AsyncWorker {
     out_ = Napi::Persistent(out.As<Napi::Object>());
   }
   Napi::Promise promise() { return deferred_.Promise(); }
+  /** One forward pass of `mode` under the engine's lock (also the polled steps' job). */
+  static void run(Engine& eng, const BatchIn& b, Mode mode, void* out) {
+    std::lock_guard<std::mutex> lk(eng.mutex());
+    if (mode == kArgmax) eng.forwardArgmax(b, static_cast<int32_t*>(out));
+    else if (mode == kSample) eng.forwardSample(b, static_cast<int32_t*>(out));
+    else eng.forward(b, static_cast<float*>(out));
+  }
   void Execute() override {
-    try {
-      std::lock_guard<std::mutex> lk(eng_->mutex());
-      if (mode_ == kArgmax) eng_->forwardArgmax(*batch_, static_cast<int32_t*>(outPtr_));
-      else if (mode_ == kSample) eng_->forwardSample(*batch_, static_cast<int32_t*>(outPtr_));
-      else eng_->forward(*batch_, static_cast<float*>(outPtr_));
-    } catch (const NativeError& e) {
-      code_ = e.code, SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "NATIVE_OOM", SetError("out of memory during forward");
-    } catch (const std::exception& e) {
-      code_ = "NATIVE_INTERNAL", SetError(std::string("internal error: ") + e.what());
-    } catch (...) {
-      code_ = "NATIVE_INTERNAL", SetError("internal error: unknown exception");
-    }
+    std::string message;
+    if (!captureErrors([&] { run(*eng_, *batch_, mode_, outPtr_); }, &code_, &message, "forward")) SetError(message);
   }
   void OnOK() override { deferred_.Resolve(out_.Value()); }
   void OnError(const Napi::Error& err) override {
@@ -242,12 +237,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       std::shared_ptr<Engine> eng = eng_;
       std::shared_ptr<BatchIn> b = p.batch;
       void* data = p.data;
-      auto job = [eng, b, data, mode] {
-        std::lock_guard<std::mutex> lk(eng->mutex());
-        if (mode == ForwardWorker::kArgmax) eng->forwardArgmax(*b, static_cast<int32_t*>(data));
-        else if (mode == ForwardWorker::kSample) eng->forwardSample(*b, static_cast<int32_t*>(data));
-        else eng->forward(*b, static_cast<float*>(data));
-      };
+      auto job = [eng, b, data, mode] { ForwardWorker::run(*eng, *b, mode, data); };
       stepOut_ = Napi::Persistent(p.out.As<Napi::Object>());  // alive until finishStep()
       if (!stepper_->submit(job, flagPtr_)) return env.Undefined();
       Napi::Array r = Napi::Array::New(env, 2);

@@ -1,7 +1,6 @@
 #include "stepper.h"
 
 #include <chrono>
-#include <new>
 #include <thread>
 
 #include "errors.h"
@@ -87,17 +86,7 @@ void Stepper::run(const std::shared_ptr<Shared>& sh) {
     }
     if (sh->state.load(std::memory_order_acquire) != kQueued) return;  // stopped while idle
     sh->state.store(kRunning, std::memory_order_release);
-    try {
-      sh->job();
-    } catch (const NativeError& e) {
-      sh->code = e.code, sh->message = e.what();
-    } catch (const std::bad_alloc&) {
-      sh->code = "NATIVE_OOM", sh->message = "out of memory during forward";
-    } catch (const std::exception& e) {
-      sh->code = "NATIVE_INTERNAL", sh->message = std::string("internal error: ") + e.what();
-    } catch (...) {
-      sh->code = "NATIVE_INTERNAL", sh->message = "internal error: unknown exception";
-    }
+    captureErrors(sh->job, &sh->code, &sh->message, "forward");
     sh->state.store(kDone, std::memory_order_release);
     __atomic_store_n(sh->flag, 1, __ATOMIC_RELEASE);
   }
