@@ -297,6 +297,12 @@ export interface Engine {
    */
   follow?(): Promise<boolean>;
   /**
+   * Followers: follow() until the leader closes the group, without a return to JavaScript between steps (each
+   * return costs a thread hop that the leader's next step would wait for). Resolves to the number of steps run;
+   * rejects with a NATIVE_TP_* code when the group fails.
+   */
+  followLoop?(): Promise<number>;
+  /**
    * After finalize(): lowers the pages block tables may use to n (2..info().numPages), e.g. so that every rank of a
    * tensor-parallel group accepts the same pages. The pool itself keeps its memory.
    */

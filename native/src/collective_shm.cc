@@ -304,7 +304,8 @@ void ShmCollective::broadcast(void* data, size_t bytes, int root, long waitMs) {
 }
 
 void ShmCollective::abort(const std::string& reason) {
-  std::lock_guard<std::mutex> lk(mu_);
+  // No mu_ here: a collective of this rank may be waiting under it (a follower idle in broadcast), and the abort is
+  // what must wake it. The compare-and-swap on `failed` makes one writer of the reason.
   int32_t expected = 0;
   if (h_->failed.compare_exchange_strong(expected, 1)) {
     std::snprintf(h_->reason, sizeof h_->reason, "rank %d: %s", o_.rank, reason.c_str());

@@ -279,6 +279,21 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         [ran](Napi::Env e, const AsyncTask::Kept&) -> Napi::Value { return Napi::Boolean::New(e, *ran); });
   }
 
+  /**
+   * followLoop(): runs the leader's steps one after another without coming back to JavaScript between them, until
+   * the leader closes the group (resolves to the number of steps) or the group fails (rejects with its code).
+   */
+  Napi::Value FollowLoop(const Napi::CallbackInfo& info) {
+    auto steps = std::make_shared<double>(0);
+    std::shared_ptr<Engine> eng = eng_;
+    return AsyncTask::start(
+        info.Env(), "tpserve.followLoop",
+        [eng, steps] {
+          while (eng->follow()) *steps += 1;
+        },
+        [steps](Napi::Env e, const AsyncTask::Kept&) -> Napi::Value { return Napi::Number::New(e, *steps); });
+  }
+
   /** captureSync(batch, layer): (T, captureWidth) inputs of layer's linear layers (engine_quant.cc). */
   Napi::Value CaptureSync(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
@@ -414,6 +429,7 @@ Napi::Function defineEngine(Napi::Env env) {
                                   EngineWrap::InstanceMethod("profile", &EngineWrap::Profile),
                                   EngineWrap::InstanceMethod("resetProfile", &EngineWrap::ResetProfile),
                                   EngineWrap::InstanceMethod("follow", &EngineWrap::Follow),
+                                  EngineWrap::InstanceMethod("followLoop", &EngineWrap::FollowLoop),
                                   EngineWrap::InstanceMethod("limitPages", &EngineWrap::LimitPages),
                                   EngineWrap::InstanceMethod("close", &EngineWrap::Close)});
 }

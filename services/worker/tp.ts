@@ -60,24 +60,18 @@ export class Follower {
   readonly done: Promise<void>;
 
   constructor(engine: Engine, log: Logger) {
-    const follow = engine.follow?.bind(engine);
-    if (!follow) throw new Error("this engine has no follow(): not a tensor-parallel follower");
+    const followLoop = engine.followLoop?.bind(engine);
+    if (!followLoop) throw new Error("this engine has no followLoop(): not a tensor-parallel follower");
+    // The steps run back to back in the addon (no return to JavaScript between them).
     this.done = (async () => {
-      for (;;) {
-        let more: boolean;
-        try {
-          more = await follow();
-        } catch (err) {
-          const e = err as { code?: string; message?: string };
-          this.failure = `${e.code ?? "ERROR"}: ${e.message ?? String(err)}`;
-          log.error({ code: e.code }, `tensor-parallel group failed: ${e.message}`);
-          return;
-        }
-        if (!more) {
-          log.info("the leader closed the tensor-parallel group");
-          this.failure = "the leader closed the group";
-          return;
-        }
+      try {
+        const steps = await followLoop();
+        log.info({ steps }, "the leader closed the tensor-parallel group");
+        this.failure = "the leader closed the group";
+      } catch (err) {
+        const e = err as { code?: string; message?: string };
+        this.failure = `${e.code ?? "ERROR"}: ${e.message ?? String(err)}`;
+        log.error({ code: e.code }, `tensor-parallel group failed: ${e.message}`);
       }
     })();
   }

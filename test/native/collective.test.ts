@@ -231,6 +231,27 @@ describe("engines in a TP group", () => {
     follower.close();
   });
 
+  it("followLoop runs the leader's steps back to back, ends at the leader's close, and fails with its group", async () => {
+    const [a, b] = await pair();
+    const leader = build(2, 0, a, { pollSteps: true });
+    const follower = build(2, 1, b);
+    const looping = follower.followLoop!();
+    const first = await leader.forward(step);
+    for (let i = 0; i < 2; i++) expect(Array.from(await leader.forward(step))).toEqual(Array.from(first));
+    leader.close();
+    expect(await looping).toBe(3);
+    follower.close();
+
+    const [c, d] = await pair();
+    const leader2 = build(2, 0, c);
+    const follower2 = build(2, 1, d);
+    const looping2 = follower2.followLoop!();
+    await leader2.forward(step);
+    follower2.close(); // while it waits for the next step: the loop ends with the group's failure
+    expect(await looping2.then(String, (e: { code?: string }) => e.code)).toMatch(/^NATIVE_TP_/);
+    leader2.close();
+  });
+
   it("a leader with polled steps: same logits, and a step that fails inside the group rejects with a code", async () => {
     const [a, b] = await pair();
     const plain = build(1, 0);
