@@ -9,7 +9,8 @@
 //  4. Failure on the GPUs: a follower killed (SIGKILL) or hung (SIGSTOP) in the middle of a generation: the request
 //     ends with UNAVAILABLE within the bound and the leader process still answers.
 // Flags: --bandwidth GBPS (per GPU), --out FILE, --quick (skips the 70B NCCL-only run and the end-to-end part),
-// --tps 1,2 (default: 1, 2, 4 up to the GPUs visible), --parts equality,decode,e2e,failure (default all).
+// --tps 1,2 (default: 1, 2, 4 up to the GPUs visible), --parts equality,decode,e2e,failure (default all),
+// --models llama-2-7b,llama-2-70b (the decode runs; default both).
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -46,6 +47,7 @@ const tpsFlag = f.string("tps", "");
 const failureModel = f.string("failure-model", "");
 const shapeDir = f.string("shape-dir", ""); // trying the script on a small machine: every decode run uses this config // default: dummy Llama-2-7B (a folder: its weights as stored)
 const parts = new Set(f.string("parts", "equality,decode,e2e,failure").split(","));
+const models = new Set(f.string("models", "llama-2-7b,llama-2-70b").split(","));
 f.rejectUnknown();
 
 function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
@@ -74,7 +76,10 @@ async function runRank(spec: RankSpec): Promise<void> {
   const loadS = (performance.now() - t0) / 1000;
   if (group) await tpLoadedBarrier(group);
   if (spec.rank > 0) {
-    while (await engine.follow!()) {}
+    // As the worker's Follower: the steps back to back in the addon. TPSERVE_BENCH_FOLLOW=step: one follow() call
+    // per step (the worker before followLoop), for A/B runs.
+    if (process.env["TPSERVE_BENCH_FOLLOW"] === "step") while (await engine.follow!()) {}
+    else await engine.followLoop!();
     engine.close();
     return;
   }
@@ -255,7 +260,7 @@ for (const tp of tps.filter((t) => t > 1))
 if (!quick && tps.includes(4))
   runs.push({ model: "llama-2-70b", kvHeads: 8, tp: 4, allreduce: "nccl", groupSize: 128 });
 const speed: Record<string, unknown>[] = [];
-for (const run of parts.has("decode") ? runs : []) {
+for (const run of parts.has("decode") ? runs.filter((r) => models.has(r.model)) : []) {
   const r = await runGroup({
     tp: run.tp,
     mode: "decode",
