@@ -17,19 +17,12 @@
 #include "cuda_check.h"
 #include "device_weight.h"
 #include "gpu_comm.h"
+#include "kv_sizing.h"
 #include "kernels/kernels.cuh"
 #include "kernels/xprep.cuh"
 
 namespace tpserve {
 namespace {
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-std::string gib(double bytes) { return fmt("%.2f", bytes / (1 << 30)); }
 
 class CudaModel : public GpuModel {
  public:
@@ -374,13 +367,6 @@ class CudaModel : public GpuModel {
     }
   }
 
-  /** Device bytes of one KV page: K and V of every layer (float32), plus the page's rows of the RoPE tables. */
-  size_t pageBytes() const {
-    const ModelShape& s = o_.s;
-    const size_t kv = (size_t)2 * s.layers * o_.blockSize * s.kvHeads * s.headDim * sizeof(float);
-    return kv + (size_t)o_.blockSize * s.headDim * sizeof(float);  // cos and sin: headDim/2 floats each per position
-  }
-
   /** The KV pool of `pages` pages (page 0 included, never written) and the RoPE tables of every position in it. */
   void allocPool(int pages) {
     const ModelShape& s = o_.s;
@@ -397,67 +383,15 @@ class CudaModel : public GpuModel {
     pages_ = pages;
   }
 
-  /**
-   * Device memory the forward pass still allocates after finalize, for a pool of `poolTokens` tokens: held back
-   * from the KV budget. It is a bound from the allocation sites in forward(), not a measurement:
-   * - attention split-K workspace: attention_workspace_bytes() at maxBatchTokens tokens and the longest context a
-   *   step can ask for (maxContext, or the pool without it, plus the 16-block padding of a decode graph's bucket),
-   *   twice, since attnWs_ grows by doubling (the old buffer is freed before the new one is taken);
-   * - a TP group's NCCL logits gather: rows x vocab floats, twice for the same reason;
-   * - the step's int buffers (tokens, positions, slots, block tables) and sampling rows, twice;
-   * - a fixed 512 MiB for what has no formula: CUDA graphs (one per batch size and block-table bucket; their
-   *   kernel nodes and parameters live in device memory), kernel code loaded lazily at first launch
-   *   (CUDA_MODULE_LOADING=LAZY), NCCL's own lazily allocated buffers.
-   * bench/gpu.ts records the device memory in use after decode at every batch size beside this budget.
-   */
-  size_t kvReserveBytes(size_t poolTokens) const {
-    const ModelShape& s = o_.s;
-    const size_t T = o_.maxBatchTokens;
-    const size_t longest = o_.maxContext > 0 ? std::min(poolTokens, (size_t)o_.maxContext) : poolTokens;
-    const size_t ctx = longest + (size_t)16 * o_.blockSize;
-    const int ctxArg = (int)std::min<size_t>(ctx, 0x7fffffff);
-    size_t r = 2 * cuda::attention_workspace_bytes((int)T, s.heads, s.headDim, ctxArg);
-    if (comm_) r += 2 * T * (size_t)vocab_ * sizeof(float);
-    const size_t maxBlocks = (ctx + o_.blockSize - 1) / o_.blockSize;
-    r += 2 * (6 * T + 2 + T * maxBlocks) * sizeof(int32_t);
-    r += 2 * (T * sizeof(cuda::SamplingRow) + cuda::sample_workspace_bytes((int)T, vocab_));
-    return r + ((size_t)512 << 20);
-  }
-
-  /**
-   * gpuMemoryUtilization: the largest pool that keeps this process's and every other's use of the device under
-   * fraction x total, with kvReserveBytes() held back. Called once the weights are on the device.
-   */
+  /** gpuMemoryUtilization: the pool sized by kv_sizing.h once the weights are on the device. */
   void sizePool() {
     size_t freeB = 0, totalB = 0;
     CK(cudaMemGetInfo(&freeB, &totalB));
-    const double frac = o_.gpuMemoryUtilization;
-    const size_t used = totalB - freeB, perPage = pageBytes();
-    const double cap = frac * (double)totalB;
-    auto pagesFor = [&](size_t reserve) -> long long {
-      const double room = cap - (double)used - (double)reserve;
-      return room <= 0 ? 0 : (long long)(room / (double)perPage);
-    };
-    // The reserve grows with the pool (attention workspace): size with the reserve of a first guess, which is
-    // larger than the final pool's, so the result is conservative.
-    // At most 1M pages (16M tokens at block size 16), and slots (page x blockSize + offset) within int32.
-    const long long maxPages = std::min(1LL << 20, 0x7fffffffLL / o_.blockSize);
-    long long pages = std::min(pagesFor((size_t)512 << 20), maxPages);
-    const size_t reserve = kvReserveBytes(pages > 1 ? (size_t)(pages - 1) * o_.blockSize : 0);
-    pages = std::min(pagesFor(reserve), maxPages);
-    sizing_.fraction = frac, sizing_.totalBytes = totalB, sizing_.usedBytes = used;
-    sizing_.reserveBytes = reserve, sizing_.pageBytes = perPage;
-    if (pages < 2) {
-      fail("NATIVE_OOM", "gpuMemoryUtilization " + fmt("%g", frac) + " leaves no room for a KV pool " +
-                             "of 2 pages on " + props_.name + " (device " + std::to_string(dev_) + "): " +
-                             std::to_string(perPage) + " bytes per page; " + gib((double)freeB) + " GiB free of " +
-                             gib((double)totalB) + " GiB, " + gib((double)used) +
-                             " GiB in use (weights, workspaces and other processes), the cap " + gib(cap) +
-                             " GiB, " + gib((double)reserve) +
-                             " GiB held back for the forward pass's workspaces. Raise gpuMemoryUtilization, free "
-                             "the device, lower maxBatchTokens, or give numPages");
-    }
-    allocPool((int)pages);
+    KvBudget b;
+    b.s = o_.s, b.blockSize = o_.blockSize, b.maxBatchTokens = o_.maxBatchTokens, b.maxContext = o_.maxContext;
+    b.vocab = vocab_, b.tpGather = comm_ != nullptr;
+    allocPool(kvPagesFromUtilization(b, o_.gpuMemoryUtilization, freeB, totalB,
+                                     std::string(props_.name) + " (device " + std::to_string(dev_) + ")", &sizing_));
   }
 
   /** Tensor parallelism: x (n floats) becomes the sum over the group's ranks. */

@@ -62,7 +62,7 @@ struct KvSizing {
   double fraction = 0;
   size_t totalBytes = 0;    // the device's memory (cudaMemGetInfo)
   size_t usedBytes = 0;     // in use when the pool was sized: weights, workspaces, the CUDA context, other processes
-  size_t reserveBytes = 0;  // held back for what the forward pass allocates later (gpu_model.cu, kvReserveBytes)
+  size_t reserveBytes = 0;  // held back for what the forward pass allocates later (native/cuda/kv_sizing.cu, kvReserveBytes)
   size_t pageBytes = 0;     // device bytes of one page: K and V of every layer, plus its RoPE table rows
 };
 
