@@ -100,6 +100,17 @@ describe("polled steps", () => {
     e.close();
   });
 
+  it("a step submitted after the stepper thread went to sleep (2 ms idle) runs and wakes it", async () => {
+    const e = makeEngine(true);
+    const b = batch(prompt, prompt.length, pages);
+    const first = (await e.forwardArgmax(b))[0];
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 15));
+      expect((await e.forwardArgmax(b))[0]).toBe(first);
+    }
+    e.close();
+  });
+
   it("errors come back with their codes and the engine keeps working", async () => {
     const e = makeEngine(true);
     const ok = batch([1, 2], 2, [1]);
