@@ -6,8 +6,9 @@ import type { Engine, EngineInfo, ForwardBatch, WeightTensor } from "../../nativ
 import { ConfigError, ModelLoadError } from "../../services/common/errors.js";
 import { loadModelConfig, type ModelConfig, modelConfigFromJson } from "../../services/common/model/config.js";
 import { fromFloat32, openCheckpoint, toFloat32, writeSafetensors } from "../../services/common/model/safetensors.js";
-import { type LoadOptions, loadWeights, tensorSpecs } from "../../services/worker/load.js";
+import { loadWeights, tensorSpecs } from "../../services/worker/load.js";
 import { dequantizeInt4, quantizeRtn } from "../../services/worker/quant/rtn.js";
+import { asStored } from "../helpers/load-options.js";
 
 const MODEL = join(import.meta.dirname, "../../models/tinyllama-brown");
 
@@ -74,22 +75,13 @@ function writeCheckpoint(cfg: ModelConfig, skip?: string, override?: Record<stri
   return dir;
 }
 
-const opts = (config: ModelConfig, o: Partial<LoadOptions>): LoadOptions => ({
-  config,
-  quantization: "none",
-  groupSize: 128,
-  symmetric: true,
-  loadFormat: "safetensors",
-  ...o,
-});
-
 describe("loadWeights", () => {
   const cfg = loadModelConfig(MODEL);
 
   it("loads the bundled model dense, tied (no lm_head), then finalizes", () => {
     const engine = new FakeEngine();
     const progress: number[] = [];
-    const sum = loadWeights(engine, opts(cfg, { dir: MODEL, onProgress: (d, t) => progress.push(d / t) }));
+    const sum = loadWeights(engine, asStored(cfg, { dir: MODEL, onProgress: (d, t) => progress.push(d / t) }));
     expect(sum.tensors).toBe(2 + 8 * 9);
     expect(sum.bytes).toBe(7344384 * 2);
     expect(engine.log.at(-1)).toBe("finalize");
@@ -120,7 +112,7 @@ describe("loadWeights", () => {
   it("quantizes exactly the decoder linears with RTN", () => {
     for (const symmetric of [true, false]) {
       const engine = new FakeEngine();
-      const sum = loadWeights(engine, opts(cfg, { dir: MODEL, quantization: "int4", groupSize: 64, symmetric }));
+      const sum = loadWeights(engine, asStored(cfg, { dir: MODEL, quantization: "int4", groupSize: 64, symmetric }));
       expect(sum.quantization).toBe("int4");
       for (const [name, t] of engine.tensors) {
         const linear = /^layers\.\d+\.(q|k|v|o|gate|up|down)$/.test(name);
@@ -147,18 +139,18 @@ describe("loadWeights", () => {
   it("loads lm_head when untied and refuses a missing tensor, naming it and its shape", () => {
     const c = small();
     const engine = new FakeEngine();
-    loadWeights(engine, opts(c, { dir: writeCheckpoint(c), quantization: "int4", groupSize: 32 }));
+    loadWeights(engine, asStored(c, { dir: writeCheckpoint(c), quantization: "int4", groupSize: 32 }));
     expect(shapeOf(engine.tensors.get("lm_head")!)).toEqual([50, 64]);
     expect(engine.tensors.size).toBe(3 + 2 * 9);
 
     const dir = writeCheckpoint(c, "model.layers.1.self_attn.k_proj.weight");
     const e2 = new FakeEngine();
-    expect(() => loadWeights(e2, opts(c, { dir }))).toThrow(ModelLoadError);
-    expect(() => loadWeights(e2, opts(c, { dir }))).toThrow(
+    expect(() => loadWeights(e2, asStored(c, { dir }))).toThrow(ModelLoadError);
+    expect(() => loadWeights(e2, asStored(c, { dir }))).toThrow(
       /missing tensor "model.layers.1.self_attn.k_proj.weight" \(expected shape \[32, 64\]\)/,
     );
     expect(e2.log).not.toContain("finalize");
-    expect(() => loadWeights(new FakeEngine(), opts(c, { dir: writeCheckpoint(c, "lm_head.weight") }))).toThrow(
+    expect(() => loadWeights(new FakeEngine(), asStored(c, { dir: writeCheckpoint(c, "lm_head.weight") }))).toThrow(
       /lm_head.weight/,
     );
   });
@@ -166,7 +158,7 @@ describe("loadWeights", () => {
   it("refuses a wrong shape, naming both", () => {
     const c = small();
     const dir = writeCheckpoint(c, undefined, { "model.layers.0.mlp.up_proj.weight": [128, 32] });
-    expect(() => loadWeights(new FakeEngine(), opts(c, { dir }))).toThrow(
+    expect(() => loadWeights(new FakeEngine(), asStored(c, { dir }))).toThrow(
       'tensor "model.layers.0.mlp.up_proj.weight" has shape [128, 32] but config.json implies [128, 64]',
     );
   });
@@ -174,12 +166,12 @@ describe("loadWeights", () => {
   it("checks the group size before loading anything", () => {
     const c = small({ intermediate_size: 96 });
     const engine = new FakeEngine();
-    expect(() => loadWeights(engine, opts(c, { loadFormat: "dummy", quantization: "int4", groupSize: 64 }))).toThrow(
-      ConfigError,
-    );
-    expect(() => loadWeights(engine, opts(c, { loadFormat: "dummy", quantization: "int4", groupSize: 64 }))).toThrow(
-      /layer layers.0.down; group sizes that would work: 32/,
-    );
+    expect(() =>
+      loadWeights(engine, asStored(c, { loadFormat: "dummy", quantization: "int4", groupSize: 64 })),
+    ).toThrow(ConfigError);
+    expect(() =>
+      loadWeights(engine, asStored(c, { loadFormat: "dummy", quantization: "int4", groupSize: 64 })),
+    ).toThrow(/layer layers.0.down; group sizes that would work: 32/);
     expect(engine.log).toEqual([]);
   });
 
@@ -187,8 +179,8 @@ describe("loadWeights", () => {
     const c = small();
     const a = new FakeEngine();
     const b = new FakeEngine();
-    loadWeights(a, opts(c, { loadFormat: "dummy", seed: 7 }));
-    loadWeights(b, opts(c, { loadFormat: "dummy", seed: 7 }));
+    loadWeights(a, asStored(c, { loadFormat: "dummy", seed: 7 }));
+    loadWeights(b, asStored(c, { loadFormat: "dummy", seed: 7 }));
     expect(a.tensors).toEqual(b.tensors);
     expect(a.log.at(-1)).toBe("finalize");
     const norm = a.tensors.get("layers.1.mlp_norm");
@@ -203,7 +195,7 @@ describe("loadWeights", () => {
 
     for (const symmetric of [true, false]) {
       const q = new FakeEngine();
-      const sum = loadWeights(q, opts(c, { loadFormat: "dummy", quantization: "int4", groupSize: 32, symmetric }));
+      const sum = loadWeights(q, asStored(c, { loadFormat: "dummy", quantization: "int4", groupSize: 32, symmetric }));
       const t = q.tensors.get("layers.0.gate");
       if (t?.kind !== "int4") throw new Error("gate not int4");
       expect([t.rows, t.cols, t.groupSize, t.qweight.length, t.scales.length]).toEqual([128, 64, 32, 4096, 256]);
@@ -213,6 +205,6 @@ describe("loadWeights", () => {
   });
 
   it("needs a directory for safetensors", () => {
-    expect(() => loadWeights(new FakeEngine(), opts(small(), {}))).toThrow(ConfigError);
+    expect(() => loadWeights(new FakeEngine(), asStored(small(), {}))).toThrow(ConfigError);
   });
 });

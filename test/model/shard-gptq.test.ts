@@ -7,8 +7,9 @@ import type { WeightTensor } from "../../native/index.js";
 import { ConfigError } from "../../services/common/errors.js";
 import { loadModelConfig } from "../../services/common/model/config.js";
 import { bundledModelDir } from "../../services/common/paths.js";
-import { type LoadOptions, loadWeights, tensorSpecs } from "../../services/worker/load.js";
+import { loadWeights, tensorSpecs } from "../../services/worker/load.js";
 import { checkCheckpointShards } from "../../services/worker/shard.js";
+import { asStored } from "../helpers/load-options.js";
 import { writeQuantCheckpoint } from "../helpers/quant-checkpoint.js";
 import { recorder } from "../helpers/recorder.js";
 
@@ -25,15 +26,7 @@ afterAll(() => {
 
 function load(dir: string, tp?: { rank: number; world: number }) {
   const { engine, tensors } = recorder();
-  const opts: LoadOptions = {
-    dir,
-    config: cfg,
-    quantization: "none",
-    groupSize: 128,
-    symmetric: true,
-    loadFormat: "safetensors",
-    ...(tp ? { tp } : {}),
-  };
+  const opts = asStored(cfg, { dir, ...(tp ? { tp } : {}) });
   const summary = loadWeights(engine, opts);
   return { tensors, summary };
 }

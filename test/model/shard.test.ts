@@ -8,19 +8,13 @@ import { loadModelConfig } from "../../services/common/model/config.js";
 import { bundledModelDir } from "../../services/common/paths.js";
 import { type LoadOptions, loadWeights } from "../../services/worker/load.js";
 import { checkShardGroups, checkTpShape } from "../../services/worker/shard.js";
+import { asStored } from "../helpers/load-options.js";
 import { recorder } from "../helpers/recorder.js";
 
 const MODEL = bundledModelDir();
 const cfg = loadModelConfig(MODEL);
 
-const base: LoadOptions = {
-  dir: MODEL,
-  config: cfg,
-  quantization: "none",
-  groupSize: 128,
-  symmetric: true,
-  loadFormat: "safetensors",
-};
+const base = asStored(cfg, { dir: MODEL });
 
 function load(o: Partial<LoadOptions>) {
   const r = recorder();

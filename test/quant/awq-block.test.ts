@@ -20,6 +20,7 @@ import {
 } from "../../services/worker/quant/calibrate.js";
 import { dense } from "../../services/worker/quant/hessian.js";
 import { dequantQLinear } from "../../services/worker/quant/qlinear.js";
+import { asStored } from "../helpers/load-options.js";
 
 const MODEL = join(import.meta.dirname, "../../models/tinyllama-brown");
 const cfg = loadModelConfig(MODEL);
@@ -35,14 +36,7 @@ const TEXT = [
 
 function capture(): { samples: SiteSamples; windows: number } {
   const e = new native.Engine({ shape: toModelShape(cfg), numPages: 8, blockSize: 16, maxBatchTokens: T, threads: 1 });
-  loadWeights(e, {
-    dir: MODEL,
-    config: cfg,
-    quantization: "none",
-    groupSize: 128,
-    symmetric: true,
-    loadFormat: "safetensors",
-  });
+  loadWeights(e, asStored(cfg, { dir: MODEL }));
   const wins = calibrationWindows(TEXT, loadTokenizer(MODEL), { nsamples: 3, seqLen: T, eos: 2 });
   const samples = new SiteSamples([0, 1, 2, 3], [0, 2], T, siteWidths(cfg));
   captureLayerStats(e, k, cfg, LAYER, wins, 16, undefined, samples);

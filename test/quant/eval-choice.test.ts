@@ -8,6 +8,7 @@ import { buildChoiceItems, scoreChoices } from "../../services/cli/eval-choice.j
 import { loadModelConfig, toModelShape } from "../../services/common/model/config.js";
 import { loadTokenizer } from "../../services/common/model/tokenizer.js";
 import { loadWeights } from "../../services/worker/load.js";
+import { asStored } from "../helpers/load-options.js";
 
 const root = join(import.meta.dirname, "../..");
 const text = readFileSync(join(root, "data/brown/brown.test.txt"), "utf8");
@@ -36,14 +37,7 @@ describe("eval choice", () => {
       maxBatchTokens: 512,
       threads: 1,
     });
-    loadWeights(e, {
-      dir,
-      config: cfg,
-      quantization: "none",
-      groupSize: 128,
-      symmetric: true,
-      loadFormat: "safetensors",
-    });
+    loadWeights(e, asStored(cfg, { dir }));
     const r = await scoreChoices(e, loadTokenizer(dir), buildChoiceItems(text, 24, 1), {
       blockSize: 16,
       vocab: cfg.vocabSize,

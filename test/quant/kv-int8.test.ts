@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { type Engine, loadNative } from "../../native/index.js";
 import { loadModelConfig, toModelShape } from "../../services/common/model/config.js";
 import { loadWeights } from "../../services/worker/load.js";
+import { asStored } from "../helpers/load-options.js";
 
 const dir = join(import.meta.dirname, "../../models/tinyllama-brown");
 const cfg = loadModelConfig(dir);
@@ -19,14 +20,7 @@ function make(kvCacheDtype?: "f32" | "int8"): Engine {
     threads: 1,
     ...(kvCacheDtype ? { kvCacheDtype } : {}),
   });
-  loadWeights(e, {
-    dir,
-    config: cfg,
-    quantization: "none",
-    groupSize: 128,
-    symmetric: true,
-    loadFormat: "safetensors",
-  });
+  loadWeights(e, asStored(cfg, { dir }));
   return e;
 }
 

@@ -7,6 +7,7 @@ import { loadModelConfig, toModelShape } from "../../services/common/model/confi
 import { loadWeights } from "../../services/worker/load.js";
 import { dense } from "../../services/worker/quant/hessian.js";
 import { dequantizeNf4, dynamicMap, NF4_LEVELS, quantizeNf4 } from "../../services/worker/quant/nf4.js";
+import { asStored } from "../helpers/load-options.js";
 
 const { kernels, Engine } = loadNative();
 
@@ -67,14 +68,7 @@ describe("NF4", () => {
     const cfg = loadModelConfig(dir);
     const mk = (quantization: "none" | "nf4") => {
       const e = new Engine({ shape: toModelShape(cfg), numPages: 4, blockSize: 16, maxBatchTokens: 32, threads: 1 });
-      const sum = loadWeights(e, {
-        dir,
-        config: cfg,
-        quantization,
-        groupSize: 128,
-        symmetric: true,
-        loadFormat: "safetensors",
-      });
+      const sum = loadWeights(e, asStored(cfg, { dir, quantization }));
       return { e, sum };
     };
     const ref = mk("none");

@@ -15,6 +15,7 @@ import { dense } from "../../services/worker/quant/hessian.js";
 import { toInt4Tensor } from "../../services/worker/quant/qlinear.js";
 import { type QuantizedModel, quantizeModel } from "../../services/worker/quant/quantize-model.js";
 import { writeQuantizedModel } from "../../services/worker/quant/write.js";
+import { asStored } from "../helpers/load-options.js";
 
 const MODEL = join(import.meta.dirname, "../../models/tinyllama-brown");
 const cfg = loadModelConfig(MODEL);
@@ -96,40 +97,19 @@ async function roundTrip(method: "gptq" | "awq", actOrder: boolean): Promise<voi
         : { quant_method: "awq", bits: 4, group_size: 64, zero_point: true, version: "gemm" },
   });
   expect(readQuantConfig(out)?.method).toBe(method);
-  expect(() =>
-    loadWeights(newEngine(), {
-      dir: out,
-      config: cfg,
-      quantization: "int4",
-      groupSize: 64,
-      symmetric: true,
-      loadFormat: "safetensors",
-    }),
-  ).toThrow(/already quantized .*drop --quantization int4/);
+  expect(() => loadWeights(newEngine(), asStored(cfg, { dir: out, quantization: "int4", groupSize: 64 }))).toThrow(
+    /already quantized .*drop --quantization int4/,
+  );
   const a = fromMemory(q);
   const b = newEngine();
-  const sum = loadWeights(b, {
-    dir: out,
-    config: cfg,
-    quantization: "none",
-    groupSize: 128,
-    symmetric: true,
-    loadFormat: "safetensors",
-  });
+  const sum = loadWeights(b, asStored(cfg, { dir: out }));
   expect(sum.quantization).toBe(method);
   const la = logits(a);
   const lb = logits(b);
   expect(lb).toEqual(la);
   // And the quantized model is still the model: its logits stay close to the unquantized ones.
   const ref = newEngine();
-  loadWeights(ref, {
-    dir: MODEL,
-    config: cfg,
-    quantization: "none",
-    groupSize: 128,
-    symmetric: true,
-    loadFormat: "safetensors",
-  });
+  loadWeights(ref, asStored(cfg, { dir: MODEL }));
   const lr = logits(ref);
   let diff = 0;
   let norm = 0;
@@ -154,14 +134,7 @@ describe("quantized checkpoint round trip", () => {
 describe("calibration capture", () => {
   it("layer 0's q/k/v input is the attention RMSNorm of the embeddings", () => {
     const e = newEngine();
-    loadWeights(e, {
-      dir: MODEL,
-      config: cfg,
-      quantization: "none",
-      groupSize: 128,
-      symmetric: true,
-      loadFormat: "safetensors",
-    });
+    loadWeights(e, asStored(cfg, { dir: MODEL }));
     const n = IDS.length;
     const cap = e.captureSync!(
       {
