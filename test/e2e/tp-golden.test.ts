@@ -3,24 +3,15 @@
 // o_proj has 64 input columns per rank, so int4 uses group size 64 there (128 would straddle a shard; see
 // tp-failure.test.ts for the refusal) and is compared with TP=1 at group size 64.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generate, unary } from "../../services/common/client.js";
+import { unary } from "../../services/common/client.js";
 import type { EmbedResponse__Output } from "../../services/common/generated/tpserve/v1/EmbedResponse.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { startCluster } from "../helpers/cluster.js";
-import { loadGolden } from "../helpers/golden.js";
+import { greedyGoldenIds, loadGolden } from "../helpers/golden.js";
 import { startTpCluster, type TpCluster } from "../helpers/tp-cluster.js";
 
 const golden = loadGolden().golden;
 const MAX_TOKENS = 32;
-
-/** Greedy ids of all golden prompts, sent together (they share steps, as in production). */
-function greedyAll(client: GenerationClient): Promise<number[][]> {
-  return Promise.all(
-    golden.map((g) =>
-      generate(client, { tokenIds: { ids: g.prompt_ids }, maxTokens: MAX_TOKENS, ignoreEos: true }).then((o) => o.ids),
-    ),
-  );
-}
 
 const EMBED_TEXT = "The jury said it did find that many of the voters had been paid.";
 const embed = (client: GenerationClient) =>
@@ -40,7 +31,7 @@ beforeAll(async () => {
   ] as const) {
     const c = await startCluster({ quantization, groupSize, symmetric: true });
     try {
-      if (quantization === "int4" && groupSize === 64) int4g64 = await greedyAll(c.client);
+      if (quantization === "int4" && groupSize === 64) int4g64 = await greedyGoldenIds(c.client, MAX_TOKENS);
       embeddings.set(`${quantization}-${groupSize}`, await embed(c.client));
     } finally {
       await c.close();
@@ -74,7 +65,7 @@ describe.each(cases)(
       const want = expected();
       expect(want).toHaveLength(golden.length);
       for (const w of want) expect(w).toHaveLength(MAX_TOKENS);
-      expect(await greedyAll(c.client)).toEqual(want);
+      expect(await greedyGoldenIds(c.client, MAX_TOKENS)).toEqual(want);
     }, 300_000);
 
     it("embeds like TP=1 (final hidden states, no LM head)", async () => {

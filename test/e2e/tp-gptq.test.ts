@@ -4,23 +4,13 @@
 // checkpoints that cannot split make the group fail to start with the reason.
 import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generate } from "../../services/common/client.js";
-import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { startCluster } from "../helpers/cluster.js";
-import { loadGolden } from "../helpers/golden.js";
+import { greedyGoldenIds, loadGolden } from "../helpers/golden.js";
 import { writeQuantCheckpoint } from "../helpers/quant-checkpoint.js";
 import { startTpCluster } from "../helpers/tp-cluster.js";
 
 const golden = loadGolden().golden;
 const MAX_TOKENS = 32;
-
-function greedyAll(client: GenerationClient): Promise<number[][]> {
-  return Promise.all(
-    golden.map((g) =>
-      generate(client, { tokenIds: { ids: g.prompt_ids }, maxTokens: MAX_TOKENS, ignoreEos: true }).then((o) => o.ids),
-    ),
-  );
-}
 
 describe.each(["gptq", "awq"] as const)("%s checkpoint, group 64", (format) => {
   let dir = "";
@@ -29,7 +19,7 @@ describe.each(["gptq", "awq"] as const)("%s checkpoint, group 64", (format) => {
     dir = writeQuantCheckpoint({ format, groupSize: 64 });
     const c = await startCluster({ model: dir, quantization: "none" });
     try {
-      tp1 = await greedyAll(c.client);
+      tp1 = await greedyGoldenIds(c.client, MAX_TOKENS);
     } finally {
       await c.close();
     }
@@ -45,7 +35,7 @@ describe.each(["gptq", "awq"] as const)("%s checkpoint, group 64", (format) => {
       expect(tp1).not.toEqual(golden.map((g) => g.greedy_ids));
       const c = await startTpCluster({ tp, model: dir, quantization: "none" });
       try {
-        expect(await greedyAll(c.client)).toEqual(tp1);
+        expect(await greedyGoldenIds(c.client, MAX_TOKENS)).toEqual(tp1);
       } finally {
         await c.close();
       }
