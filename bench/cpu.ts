@@ -5,7 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import type { Engine, ForwardBatch } from "../native/index.js";
+import type { Engine } from "../native/index.js";
 import { generate, generationClient } from "../services/common/client.js";
 import { Flags } from "../services/common/flags.js";
 import { packageRoot } from "../services/common/paths.js";
@@ -13,6 +13,7 @@ import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, startWorker } from "../services/worker/server.js";
+import { batchOf } from "./batch.js";
 import { gitState } from "./git.js";
 
 const argv = process.argv.slice(2);
@@ -77,22 +78,6 @@ const rand = () => {
   return seed / 2147483648;
 };
 const randomIds = (n: number, vocab: number) => Array.from({ length: n }, () => 3 + Math.floor(rand() * (vocab - 3)));
-
-function batchOf(
-  seqs: { tokens: number[]; ctx: number; pages: number[] }[],
-  logits: "last" | "all" = "last",
-): ForwardBatch {
-  const bt = new Int32Array(seqs.length * MAXB);
-  for (const [i, s] of seqs.entries()) bt.set(s.pages, i * MAXB);
-  return {
-    tokens: Int32Array.from(seqs.flatMap((s) => s.tokens)),
-    seqLens: Int32Array.from(seqs.map((s) => s.tokens.length)),
-    contextLens: Int32Array.from(seqs.map((s) => s.ctx)),
-    blockTables: bt,
-    maxBlocksPerSeq: MAXB,
-    logits,
-  };
-}
 
 interface EngineRow {
   quant: Quant;
