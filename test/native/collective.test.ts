@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadNative, type TpGroup } from "../../native/index.js";
 import { packageRoot } from "../../services/common/paths.js";
+import { TINY_SHAPE } from "./reference.js";
 
 const native = loadNative();
 let seq = 0;
@@ -110,18 +111,7 @@ describe("shared-memory collectives", () => {
 });
 
 describe("engines in a TP group", () => {
-  const shape = {
-    vocabSize: 96,
-    hiddenSize: 64,
-    intermediateSize: 96,
-    numLayers: 1,
-    numHeads: 4,
-    numKvHeads: 2,
-    headDim: 16,
-    ropeTheta: 10000,
-    rmsNormEps: 1e-5,
-    tieWordEmbeddings: true,
-  };
+  const shape = { ...TINY_SHAPE, vocabSize: 96, numLayers: 1 };
   const opts = { shape, numPages: 8, blockSize: 4, maxBatchTokens: 16, threads: 1 };
   const engineError = (o: object) => {
     try {

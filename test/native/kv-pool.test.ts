@@ -3,23 +3,12 @@
 // accepts (a tensor-parallel group agreeing on its smallest rank's pool).
 import { describe, expect, it } from "vitest";
 import { type Engine, type ForwardBatch, loadNative, type ModelShape } from "../../native/index.js";
-import { tinyModel } from "./reference.js";
+import { TINY_SHAPE, tinyModel } from "./reference.js";
 
 const native = loadNative();
 const build = native.buildInfo();
 // Head size 64: the GPU attention kernels take 64 and 128.
-const shape: ModelShape = {
-  vocabSize: 97,
-  hiddenSize: 256,
-  intermediateSize: 512,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  headDim: 64,
-  ropeTheta: 10000,
-  rmsNormEps: 1e-5,
-  tieWordEmbeddings: true,
-};
+const shape: ModelShape = { ...TINY_SHAPE, hiddenSize: 256, intermediateSize: 512, headDim: 64 };
 const BS = 4;
 
 function loaded(e: Engine): Engine {
