@@ -2,6 +2,7 @@
 // batching, errors with codes, async behaviour. simd.test.ts reruns this file under every SIMD level.
 import { describe, expect, it } from "vitest";
 import { type Engine, type ForwardBatch, loadNative, type ModelShape } from "../../native/index.js";
+import { countTurns } from "../helpers/turns.js";
 import { forwardRef, maxRelErr, type RefModel, TINY_SHAPE, tinyModel } from "./reference.js";
 
 const native = loadNative();
@@ -178,19 +179,12 @@ describe(`engine (simd=${native.buildInfo().simd})`, () => {
       maxBlocksPerSeq: 64,
       logits: "last",
     };
-    let ticks = 0;
-    let done = false;
-    const tick = () => {
-      ticks++;
-      if (!done) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = countTurns();
     const p1 = e.forward(b);
     const p2 = e.forward(b);
     expect(p1).toBeInstanceOf(Promise);
     const [a1, a2] = await Promise.all([p1, p2]);
-    done = true;
-    expect(ticks).toBeGreaterThan(2);
+    expect(turns.stop()).toBeGreaterThan(2);
     expect(maxRelErr(a1, a2)).toBe(0);
     e.close();
   });
