@@ -61,6 +61,9 @@ class CudaModel : public GpuModel {
     logits_.alloc(T * (size_t)vocab_);
     if (comm_) lmLocal_.alloc(T * (size_t)s.vocab);
     ids_.alloc(T);
+    const char* fn = std::getenv("TPSERVE_FOLD_NORM");
+    foldNorm_ = fn && fn[0] == '1';
+    ssq_.alloc((size_t)16 * (H / 16 + 1));  // folded norms: per-block sums of squares of up to 16 tokens
   }
 
   ~CudaModel() override {
@@ -258,7 +261,8 @@ class CudaModel : public GpuModel {
            (comm_ ? "; tp rank " + std::to_string(comm_->rank()) + " of " + std::to_string(comm_->world()) + ", " +
                         comm_->describe()
                   : "") +
-           (ablate_ ? " [TPSERVE_ABLATE: kernels left out, results wrong]" : "");
+           (ablate_ ? " [TPSERVE_ABLATE: kernels left out, results wrong]" : "") +
+           (foldNorm_ ? " [TPSERVE_FOLD_NORM: folded RMSNorms in decode]" : "");
   }
 
  private:
@@ -287,6 +291,19 @@ class CudaModel : public GpuModel {
     checkLaunch(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
     mark(Engine::kEmbed);
     allReduce(x_.p, (size_t)p.T * H);
+    // Folded RMSNorms (TPSERVE_FOLD_NORM=1, an experiment; docs/gpu.md): O and down add into x_ in place and
+    // prepare the next GEMV's input as x * (norm weight) with per-block sums of squares; QKV and gate/up scale their
+    // rows by 1 / rms(x). Decode slices of up to 16 tokens at TP = 1, every layer in the tiled layout.
+    const bool fold = foldNorm_ && foldable(p);
+    const auto foldIn = [&](cuda::Int4Epilogue& ep) {
+      ep.ssqIn = ssq_.p, ep.ssqParts = H / 16, ep.normCols = H, ep.eps = s.eps;
+    };
+    const auto foldOut = [&](const float* nextNormW) {
+      cuda::Int4Epilogue ep;
+      ep.accumulate = true;
+      if (nextNormW) ep.normW = nextNormW, ep.xpOut = xp_.p, ep.ssqOut = ssq_.p;
+      return ep;
+    };
     for (int l = 0; l < s.layers; l++) {
       Layer& Ly = layers_[l];
       float* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
@@ -294,13 +311,15 @@ class CudaModel : public GpuModel {
       // Decode-sized steps: the norm and SiLU kernels also write the tiled GEMV's prepared input (xp_).
       const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
       // Layers after the first add the previous down projection (summed over the ranks first) to x.
-      if (!(ablate_ & kAblNorm)) residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
+      const bool folded = fold && l > 0;  // this norm's input came prepared from the previous down GEMV
+      if (!folded && !(ablate_ & kAblNorm)) residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
       if (ablate_ & kAblQkv) {
       } else if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
         cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue
         ep.kind = cuda::Int4Epilogue::kRopeQkv, ep.positions = p.pos, ep.slots = p.slot, ep.q = q_.p;
         ep.kCache = kc, ep.vCache = vc, ep.ropeCos = ropeCos_.p, ep.ropeSin = ropeSin_.p;
         ep.heads = s.heads, ep.kvHeads = s.kvHeads, ep.headDim = s.headDim;
+        if (folded) foldIn(ep);
         matmul(h_.p, Ly.qkv, nullptr, p.T, prepQkv, nullptr, ep);
         mark(Engine::kQkv);
       } else {
@@ -321,15 +340,17 @@ class CudaModel : public GpuModel {
       if (prepO) a.xpOut = xp2_.p;
       if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
       mark(Engine::kAttention);
-      if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
+      if (fold) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p), xp2_.p);
+      else if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
       mark(Engine::kOProj);
       const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
       const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
-      if (!(ablate_ & kAblNorm)) residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr);
+      if (!fold && !(ablate_ & kAblNorm)) residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr);
       if (ablate_ & kAblGateUp) {
       } else if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
         cuda::Int4Epilogue ep;  // SiLU-and-multiply in the GEMV's epilogue, which also prepares down's input
         ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr;
+        if (fold) foldIn(ep);
         matmul(h_.p, Ly.gateUp, act_.p, p.T, prepGu, nullptr, ep);
         mark(Engine::kGateUp);
       } else {
@@ -338,10 +359,15 @@ class CudaModel : public GpuModel {
         checkLaunch(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
         mark(Engine::kSilu);
       }
-      if (!(ablate_ & kAblDown)) matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
+      if (fold) {
+        const float* next = l + 1 < s.layers ? layers_[l + 1].attnNorm.f.p : nullptr;
+        matmul(act_.p, Ly.down, x_.p, p.T, prepDown, nullptr, foldOut(next), xp2_.p);
+      } else if (!(ablate_ & kAblDown)) {
+        matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
+      }
       mark(Engine::kDown);
     }
-    residualNorm(p.T, true, finalNorm_.f.p, nullptr, Engine::kFinalNorm);
+    residualNorm(p.T, !fold, finalNorm_.f.p, nullptr, Engine::kFinalNorm);  // folded: x_ holds the sum already
     if (p.hidden) return;  // embeddings: forward() copies h_ out
     const float* head = h_.p;
     if (!p.all && p.T != p.S) {  // gather each sequence's last row
@@ -392,6 +418,18 @@ class CudaModel : public GpuModel {
     b.vocab = vocab_, b.tpGather = comm_ != nullptr;
     allocPool(kvPagesFromUtilization(b, o_.gpuMemoryUtilization, freeB, totalB,
                                      std::string(props_.name) + " (device " + std::to_string(dev_) + ")", &sizing_));
+  }
+
+  /** Whether a step can take the folded RMSNorms: decode slices, TP = 1, no ablation, every layer tiled. */
+  bool foldable(const Ptrs& p) const {
+    const ModelShape& s = o_.s;
+    if (comm_ || ablate_ || p.T > 16 || p.maxQ != 1 || p.all || s.hidden % 64 != 0 || s.inter % 64 != 0) return false;
+    for (const Layer& Ly : layers_)
+      if (Ly.qkv.kind != DWeight::kInt4Tiled || Ly.qkv.order != cuda::Int4RowOrder::kRopePairs ||
+          Ly.gateUp.kind != DWeight::kInt4Tiled || Ly.gateUp.order != cuda::Int4RowOrder::kGateUpPairs ||
+          Ly.o.kind != DWeight::kInt4Tiled || Ly.down.kind != DWeight::kInt4Tiled)
+        return false;
+    return true;
   }
 
   /** Tensor parallelism: x (n floats) becomes the sum over the group's ranks. */
@@ -523,6 +561,8 @@ class CudaModel : public GpuModel {
   double profMs_[Engine::kNumOps] = {};
   long long profCalls_[Engine::kNumOps] = {};
   bool graphsOn_ = true;
+  bool foldNorm_ = false;  // TPSERVE_FOLD_NORM=1: folded RMSNorms in decode steps (see foldable)
+  DevBuf<float> ssq_;
   DevBuf<int32_t> ints_, ids_;
   DevBuf<uint8_t> sampleParams_, sampleWs_;
   int32_t* hostInts_ = nullptr;

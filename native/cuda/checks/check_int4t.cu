@@ -331,6 +331,89 @@ int main(int argc, char** argv) {
     std::printf("%s %s (%d mismatches)\n", r.pass ? "PASS" : "FAIL", r.name.c_str(), bad);
     checks.push_back(r);
   }
+  // Folded RMSNorm (Int4Epilogue.normW / ssqOut / ssqIn): an O-like GEMV adds its rows into the residual stream in
+  // place and prepares (x * w) for the next GEMV with per-block sums of squares; a gate/up-like GEMV scales its
+  // rows by r = 1 / rms(x) before SiLU. Against float64: x1 = x0 + a Wo^T, h = x1 r w, act = silu(h Wg^T) (h Wu^T).
+  for (int m : {1, 3, 8, 12, 16}) {
+    const int H = 256, K = 192, inter = 48;
+    HostW wo = make_weight(rng, H, K, 64, m % 2 == 0), wgu = make_weight(rng, 2 * inter, H, 64, m % 2 == 1);
+    const std::vector<int32_t> map = tc::int4_tile_row_map(tc::Int4RowOrder::kGateUpPairs, 2 * inter, 0, 0, 0);
+    int32_t* dmap;
+    CUDA_CHECK(cudaMalloc(&dmap, map.size() * 4));
+    CUDA_CHECK(cudaMemcpy(dmap, map.data(), map.size() * 4, cudaMemcpyHostToDevice));
+    DevT d1, d2;
+    if (upload(wo, d1, 1) || upload(wgu, d2, 1, dmap)) return 1;
+    std::vector<float> x0((size_t)m * H), a((size_t)m * K), nw(H);
+    rng.fill_normal(x0, 3.f), rng.fill_normal(a), rng.fill_uniform(nw, 0.5f, 1.5f);
+    const float eps = 1e-5f;
+    std::vector<double> x1((size_t)m * H), act((size_t)m * inter);
+    for (int t = 0; t < m; ++t) {
+      double ss = 0;
+      for (int r = 0; r < H; ++r) {
+        double v = x0[(size_t)t * H + r];
+        for (int c = 0; c < K; ++c) v += wo.at(r, c) * (double)a[(size_t)t * K + c];
+        x1[(size_t)t * H + r] = v, ss += v * v;
+      }
+      const double rn = 1.0 / std::sqrt(ss / H + eps);
+      for (int j = 0; j < inter; ++j) {
+        double g = 0, u = 0;
+        for (int c = 0; c < H; ++c) {
+          const double h = x1[(size_t)t * H + c] * rn * nw[c];
+          g += wgu.at(j, c) * h, u += wgu.at(inter + j, c) * h;
+        }
+        act[(size_t)t * inter + j] = g / (1.0 + std::exp(-g)) * u;
+      }
+    }
+    float *dx, *da, *dnw, *dssq, *dact;
+    __half *xpa, *xpn;
+    CUDA_CHECK(cudaMalloc(&dx, x0.size() * 4));
+    CUDA_CHECK(cudaMalloc(&da, a.size() * 4));
+    CUDA_CHECK(cudaMalloc(&dnw, H * 4));
+    CUDA_CHECK(cudaMalloc(&dssq, (size_t)m * (H / 16) * 4));
+    CUDA_CHECK(cudaMalloc(&dact, (size_t)m * inter * 4));
+    CUDA_CHECK(cudaMalloc(&xpa, tc::xprep_halves(m, K) * 2));
+    CUDA_CHECK(cudaMalloc(&xpn, tc::xprep_halves(m, H) * 2));
+    CUDA_CHECK(cudaMemcpy(dx, x0.data(), x0.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(da, a.data(), a.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dnw, nw.data(), H * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(poison_nan(dact, (size_t)m * inter * 4));
+    CUDA_CHECK(poison_nan(dssq, (size_t)m * (H / 16) * 4));
+    CUDA_CHECK_LAUNCH(tc::xprep(da, m, K, xpa, 0));
+    tc::Int4Epilogue pe;
+    pe.accumulate = true, pe.normW = dnw, pe.xpOut = xpn, pe.ssqOut = dssq;
+    CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(da, xpa, true, d1.t[0], dx, m, nullptr, 0, false, pe));
+    tc::Int4Epilogue ce;
+    ce.kind = tc::Int4Epilogue::kSiluPairs, ce.ssqIn = dssq, ce.ssqParts = H / 16, ce.normCols = H, ce.eps = eps;
+    CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(nullptr, xpn, true, d2.t[0], dact, m, nullptr, 0, false, ce));
+    std::vector<float> gx(x1.size()), gact(act.size());
+    CUDA_CHECK(cudaMemcpy(gx.data(), dx, gx.size() * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(gact.data(), dact, gact.size() * 4, cudaMemcpyDeviceToHost));
+    for (int part = 0; part < 2; ++part) {
+      CheckResult r;
+      char name[96];
+      std::snprintf(name, sizeof name, "folded norm m=%d: %s", m, part == 0 ? "residual in place" : "silu(r W (x w))");
+      r.name = name;
+      if (part == 0)
+        for (size_t i = 0; i < gx.size(); ++i) r.e.add(gx[i], x1[i]);
+      else
+        for (size_t i = 0; i < gact.size(); ++i) r.e.add(gact[i], act[i]);
+      r.e.finish();
+      r.tol = m <= 8 ? 1e-5 : 2e-3;
+      r.pass = r.e.pass(r.tol);
+      std::printf("%s %-44s rel %.3e  maxabs %.3e  tol %.0e  nonfinite %zu\n", r.pass ? "PASS" : "FAIL", name,
+                  r.e.rel_l2, r.e.max_abs, r.tol, r.e.nonfinite);
+      checks.push_back(r);
+    }
+    // Refused where it cannot run: more than 16 tokens, or x not prepared.
+    const bool refused = tc::int4_tiled_matmul(da, xpa, false, d1.t[0], dx, m, nullptr, 0, false, pe) != cudaSuccess;
+    cudaGetLastError();
+    if (!refused) {
+      std::printf("FAIL folded norm m=%d: accepted without a prepared input\n", m);
+      return 1;
+    }
+    cudaFree(dx), cudaFree(da), cudaFree(dnw), cudaFree(dssq), cudaFree(dact), cudaFree(xpa), cudaFree(xpn);
+    cudaFree(dmap);
+  }
   // Fused epilogues on row-reordered packs, against the CPU reference of the plain product:
   // kSiluPairs: y = silu(gate) * up (gate rows 0..inter-1, up rows inter..2 inter-1);
   // kRopeQkv: q rotated, k rotated into the cache slot, v copied (rotate-half RoPE, cos/sin from a table).

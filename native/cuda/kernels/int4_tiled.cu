@@ -67,6 +67,17 @@ __global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restri
   pdl_trigger();
   pdl_wait();  // x (and residual) come from the previous kernel
 
+  // Folded RMSNorm, consumer side: r = 1 / rms per token from the producer's partial sums (fixed order).
+  __shared__ float rnorm[16];
+  if (ep.ssqIn)
+    for (int tok = warp; tok < m; tok += ks) {
+      float ss = 0.f;
+      for (int i = lane; i < ep.ssqParts; i += 32) ss += ep.ssqIn[(size_t)tok * ep.ssqParts + i];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      if (lane == 0) rnorm[tok] = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)ep.normCols) + ep.eps));
+    }
+
   const int NC = HILO ? 2 * m : m;
   float acc[NT][4];
 #pragma unroll
@@ -140,13 +151,30 @@ __global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restri
   }
   __syncthreads();
   if (ep.kind == Int4Epilogue::kPlain) {
+    __shared__ float sq[16 * 16];  // folded norm, producer side: squares of the new rows
     for (int i = threadIdx.x; i < 16 * m; i += blockDim.x) {
       const int row = i / m, tok = i - row * m, gr = rt * 16 + row;
-      if (gr >= w.rows) continue;
+      if (gr >= w.rows) {
+        sq[i] = 0.f;
+        continue;
+      }
       float s = 0.f;
       for (int k = 0; k < ks; ++k) s += red[(k * 16 + row) * m + tok];
       if (residual) s += residual[(size_t)tok * w.rows + gr];
+      if (ep.accumulate) s += y[(size_t)tok * w.rows + gr];
       y[(size_t)tok * w.rows + gr] = s;
+      if (ep.normW) {
+        xprep_store1(ep.xpOut, m, tok, gr, s * __ldg(ep.normW + gr));
+        sq[i] = s * s;
+      }
+    }
+    if (ep.ssqOut) {
+      __syncthreads();
+      if (threadIdx.x < m) {
+        float t = 0.f;
+        for (int row = 0; row < 16; ++row) t += sq[row * m + threadIdx.x];
+        ep.ssqOut[(size_t)threadIdx.x * gridDim.x + blockIdx.x] = t;
+      }
     }
     return;
   }
@@ -155,6 +183,7 @@ __global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restri
     const int r = i / m, tok = i - r * m;
     float a = 0.f, b = 0.f;
     for (int k = 0; k < ks; ++k) a += red[(k * 16 + r) * m + tok], b += red[(k * 16 + r + 8) * m + tok];
+    if (ep.ssqIn) a *= rnorm[tok], b *= rnorm[tok];
     pair_epilogue(ep, w.rows, rt, r, tok, m, a, b, y);
   }
 }
@@ -328,6 +357,13 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
   if (ep.kind == Int4Epilogue::kPlain && !y) return cudaErrorInvalidValue;
   if (ep.kind != Int4Epilogue::kPlain && (residual || w.rows % 16 != 0)) return cudaErrorInvalidValue;
   if (ep.kind == Int4Epilogue::kSiluPairs && (!y || (ep.xpOut && m > 16))) return cudaErrorInvalidValue;
+  // The folded norm exists only on the decode GEMV with x already prepared (no slices, no GEMM).
+  const bool folded = ep.accumulate || ep.normW || ep.ssqOut || ep.ssqIn;
+  if (folded && (m > 16 || !xpReady)) return cudaErrorInvalidValue;
+  if (ep.kind == Int4Epilogue::kPlain && (ep.normW || ep.ssqOut) &&
+      (!ep.normW || !ep.ssqOut || !ep.xpOut || residual || w.rows % 64 != 0))
+    return cudaErrorInvalidValue;
+  if (ep.ssqIn && (ep.kind == Int4Epilogue::kPlain || ep.ssqParts < 1 || ep.normCols < 1)) return cudaErrorInvalidValue;
   if (ep.kind == Int4Epilogue::kRopeQkv &&
       (!ep.positions || !ep.slots || !ep.q || !ep.kCache || !ep.vCache || !ep.ropeCos || !ep.ropeSin ||
        ep.headDim % 16 != 0 || ep.heads < 1 || ep.kvHeads < 1 || w.rows != (ep.heads + 2 * ep.kvHeads) * ep.headDim))

@@ -64,6 +64,17 @@ struct Int4Epilogue {
   const float* ropeCos = nullptr;
   const float* ropeSin = nullptr;
   int heads = 0, kvHeads = 0, headDim = 0;
+  // A folded RMSNorm (decode GEMV, m <= 16, no GEMM path): W (x * r * w) computed as r * W (x * w), r = 1/rms(x)
+  // per token. Producer (kPlain): y += the result (the residual stream, in place), xpOut gets each new row times
+  // normW (the next GEMV's prepared input), ssqOut[tok * gridDim + block] the block's sum of the new rows' squares.
+  // Consumer (kSiluPairs / kRopeQkv): the results are multiplied by r from ssqIn (ssqParts partials a token over
+  // normCols columns, + eps) before the epilogue.
+  bool accumulate = false;
+  const float* normW = nullptr;
+  float* ssqOut = nullptr;
+  const float* ssqIn = nullptr;
+  int ssqParts = 0, normCols = 0;
+  float eps = 0.f;
 };
 
 /** Row orders of the tiled layout: in order, gate/up pairs (kSiluPairs), rope pairs (kRopeQkv). */
