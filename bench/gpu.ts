@@ -3,7 +3,7 @@
 // Llama-3-8B in int4: engine decode speed at several batch sizes as a fraction of the memory floor, the KV pool
 // sized from --gpu-memory-utilization 0.9 (and the device's use after steps), and end to end through the router.
 // Prints tables; writes JSON to --out FILE. Flags: --bandwidth GBPS (copy bandwidth measured in the same run; the
-// floor needs it), --quick, --skip-golden, --skip-e2e.
+// floor needs it), --quick, --skip-golden, --skip-e2e, --golden-only.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -26,7 +26,7 @@ import { batchOf, median } from "./batch.js";
 import { decodeSeqs, dummyInt4Engine, prefillSeqs, timeDecodeSteps } from "./decode.js";
 import { gpuMemoryPool } from "./gpu-memory.js";
 
-const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e"]);
+const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e", "golden-only"]);
 const bandwidth = f.float("bandwidth", 0, 0, 1e5); // GB/s
 const quick = f.bool("quick");
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-latest.json"));
@@ -104,26 +104,32 @@ async function golden(): Promise<void> {
         `ppl ${ppl.perplexity.toFixed(4)} (ref ${ref.toFixed(4)}) in ${ppl.seconds.toFixed(1)} s ${diverged.join("; ")}`,
     );
   }
-  // Greedy ids over gRPC with the worker on the GPU.
-  const w = await startWorker(cfg({ quantization: "none", kvCacheMiB: 64 }));
-  const r = await startRouter({
-    ...routerConfigFromFlags(new Flags([]), [w.address]),
-    httpPort: null,
-    logLevel: "silent",
-    port: 0,
-  });
-  const client = generationClient(r.address);
-  const outs = await Promise.all(
-    goldenFile.golden.map((g) => generate(client, { text: g.prompt, maxTokens: 32, ignoreEos: true })),
-  );
-  const grpcEqual = outs.filter(
-    (o, i) => JSON.stringify(o.ids) === JSON.stringify(goldenFile.golden[i]!.greedy_ids),
-  ).length;
-  console.log(`golden over gRPC on ${w.describe.backendReason}: ${grpcEqual}/6 prompts equal`);
-  rows.push({ grpcGreedyEqual: `${grpcEqual}/6`, backend: w.describe.backendReason });
-  client.close();
-  await r.close();
-  await w.close();
+  // Greedy ids over gRPC with the worker on the GPU: unquantized against the golden ids, int4 against the CPU
+  // int4 path's (free-running decode steps, which teacher-forced passes do not exercise).
+  for (const quantization of ["none", "int4"] as const) {
+    const w = await startWorker(cfg({ quantization, groupSize: 128, kvCacheMiB: 64 }));
+    const r = await startRouter({
+      ...routerConfigFromFlags(new Flags([]), [w.address]),
+      httpPort: null,
+      logLevel: "silent",
+      port: 0,
+    });
+    const client = generationClient(r.address);
+    const outs = await Promise.all(
+      goldenFile.golden.map((g) => generate(client, { text: g.prompt, maxTokens: 32, ignoreEos: true })),
+    );
+    const refs = goldenFile.golden.map((g) => (quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids));
+    const firstDiff = outs.map((o, i) => o.ids.findIndex((id, s) => id !== refs[i]![s]));
+    const grpcEqual = firstDiff.filter((d, i) => d < 0 && outs[i]!.ids.length === refs[i]!.length).length;
+    console.log(
+      `golden ${quantization} over gRPC on ${w.describe.backendReason}: ${grpcEqual}/6 prompts equal` +
+        (grpcEqual < 6 ? ` (first differing step per prompt: ${firstDiff.join(", ")})` : ""),
+    );
+    rows.push({ quantization, grpcGreedyEqual: `${grpcEqual}/6`, firstDiff, backend: w.describe.backendReason });
+    client.close();
+    await r.close();
+    await w.close();
+  }
   results["golden"] = rows;
 }
 
@@ -302,6 +308,10 @@ async function endToEnd(): Promise<void> {
 }
 
 if (!skipGolden) await golden();
+if (f.bool("golden-only")) {
+  writeFileSync(out, JSON.stringify(results, null, 1));
+  process.exit(0);
+}
 await engineDecode();
 results["gpuMemoryPool"] = await gpuMemoryPool(
   cfg({ model: SHAPES[0]!.dir, loadFormat: "dummy", quantization: "int4", groupSize: 128, maxBatchTokens: 4096 }),
