@@ -32,6 +32,7 @@ const quick = f.bool("quick");
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-latest.json"));
 const skipGolden = f.bool("skip-golden");
 const skipE2e = f.bool("skip-e2e");
+const goldenOnly = f.bool("golden-only");
 const device = f.string("device", "cuda:0");
 f.rejectUnknown();
 
@@ -308,7 +309,7 @@ async function endToEnd(): Promise<void> {
 }
 
 if (!skipGolden) await golden();
-if (f.bool("golden-only")) {
+if (goldenOnly) {
   writeFileSync(out, JSON.stringify(results, null, 1));
   process.exit(0);
 }

@@ -62,7 +62,7 @@ class CudaModel : public GpuModel {
     if (comm_) lmLocal_.alloc(T * (size_t)s.vocab);
     ids_.alloc(T);
     const char* fn = std::getenv("TPSERVE_FOLD_NORM");
-    foldNorm_ = fn && fn[0] == '1';
+    foldNorm_ = !(fn && fn[0] == '0');
     ssq_.alloc((size_t)16 * (H / 16 + 1));  // folded norms: per-block sums of squares of up to 16 tokens
   }
 
@@ -262,7 +262,7 @@ class CudaModel : public GpuModel {
                         comm_->describe()
                   : "") +
            (ablate_ ? " [TPSERVE_ABLATE: kernels left out, results wrong]" : "") +
-           (foldNorm_ ? " [TPSERVE_FOLD_NORM: folded RMSNorms in decode]" : "");
+           (foldNorm_ ? "" : "; RMSNorms not folded (TPSERVE_FOLD_NORM=0)");
   }
 
  private:
@@ -291,9 +291,9 @@ class CudaModel : public GpuModel {
     checkLaunch(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
     mark(Engine::kEmbed);
     allReduce(x_.p, (size_t)p.T * H);
-    // Folded RMSNorms (TPSERVE_FOLD_NORM=1, an experiment; docs/gpu.md): O and down add into x_ in place and
-    // prepare the next GEMV's input as x * (norm weight) with per-block sums of squares; QKV and gate/up scale their
-    // rows by 1 / rms(x). Decode slices of up to 16 tokens at TP = 1, every layer in the tiled layout.
+    // Folded RMSNorms (docs/gpu.md run 26): O and down add into x_ in place and prepare the next GEMV's input as
+    // x * (norm weight) with per-block sums of squares; QKV and gate/up scale their rows by 1 / rms(x). Decode steps
+    // of up to kFoldMaxTokens tokens at TP = 1, every layer in the tiled layout.
     const bool fold = foldNorm_ && foldable(p);
     const auto foldIn = [&](cuda::Int4Epilogue& ep) {
       ep.ssqIn = ssq_.p, ep.ssqParts = H / 16, ep.normCols = H, ep.eps = s.eps;
@@ -423,7 +423,7 @@ class CudaModel : public GpuModel {
   /** Whether a step can take the folded RMSNorms: decode slices, TP = 1, no ablation, every layer tiled. */
   bool foldable(const Ptrs& p) const {
     const ModelShape& s = o_.s;
-    if (comm_ || ablate_ || p.T > 16 || p.maxQ != 1 || p.all || s.hidden % 64 != 0 || s.inter % 64 != 0) return false;
+    if (comm_ || ablate_ || p.T > kFoldMaxTokens || p.maxQ != 1 || p.all || s.hidden % 64 != 0 || s.inter % 64 != 0) return false;
     for (const Layer& Ly : layers_)
       if (Ly.qkv.kind != DWeight::kInt4Tiled || Ly.qkv.order != cuda::Int4RowOrder::kRopePairs ||
           Ly.gateUp.kind != DWeight::kInt4Tiled || Ly.gateUp.order != cuda::Int4RowOrder::kGateUpPairs ||
@@ -561,7 +561,10 @@ class CudaModel : public GpuModel {
   double profMs_[Engine::kNumOps] = {};
   long long profCalls_[Engine::kNumOps] = {};
   bool graphsOn_ = true;
-  bool foldNorm_ = false;  // TPSERVE_FOLD_NORM=1: folded RMSNorms in decode steps (see foldable)
+  // Folded RMSNorms in decode steps of up to kFoldMaxTokens (see foldable); TPSERVE_FOLD_NORM=0 turns them off.
+  // Above 8 tokens the prepared input is one fp16 column a token (no hi/lo pair) and the fold was not faster.
+  static constexpr int kFoldMaxTokens = 8;
+  bool foldNorm_ = true;
   DevBuf<float> ssq_;
   DevBuf<int32_t> ints_, ids_;
   DevBuf<uint8_t> sampleParams_, sampleWs_;
