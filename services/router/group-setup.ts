@@ -37,6 +37,8 @@ export function createGroupScheduler(
     maxBatchTokens: Math.min(cfg.maxBatchTokens, d.maxBatchTokens || cfg.maxBatchTokens),
     maxRunning: cfg.maxRunning,
     decodeSteps: cfg.decodeSteps,
+    decodeStepsMax: cfg.decodeStepsMax,
+    decodeLookaheadMs: cfg.decodeLookaheadMs,
     pool: cache ?? base,
     ...(cache ? { prefixRoot: rootHash(d.model, d.blockSize) } : {}),
     onPrefixLookup: (queried, hit) => hooks.onPrefixLookup(queried, hit),

@@ -171,6 +171,7 @@ export class WorkerGroup {
         const now = performance.now();
         const prefill = r.subStep === 0 && entry.tokens > entry.scheduled;
         this.events.onStep(r.subStep === 0 ? entry.scheduled : r.tokens.length, prefill, now - mark, r.forwardMs);
+        if (r.subStep > 0) this.scheduler.noteDecodeStep(now - mark);
         mark = now;
         if (r.errorCode) {
           const ids = plan.scheduled.map((s) => s.seqId);

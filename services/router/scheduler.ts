@@ -22,6 +22,12 @@ export interface SchedulerOptions {
   maxRunning: number;
   /** Decode steps the worker may run back to back for a decode-only plan (1 = every step is planned). */
   decodeSteps: number;
+  /**
+   * Adaptive lookahead: a decode-only plan gets enough steps to last about this long at the measured step time
+   * (noteDecodeStep), at least decodeSteps and at most decodeStepsMax. 0 or unset: always decodeSteps.
+   */
+  decodeLookaheadMs?: number;
+  decodeStepsMax?: number;
   /** The pages this scheduler hands out (default: every page of the pool, 1..numPages-1). */
   pool?: PagePoolLike;
   /**
@@ -112,6 +118,8 @@ export class Scheduler {
   private stepCounter = 0;
   private admitCounter = 0;
   private preemptionCount = 0;
+  /** Moving average of the wall time of one decode sub-step (ms), for the adaptive lookahead; 0 = none yet. */
+  private decodeStepMs = 0;
 
   constructor(opts: SchedulerOptions) {
     if (opts.numPages < 2) throw new RangeError(`numPages must be >= 2 (page 0 is reserved), got ${opts.numPages}`);
@@ -422,25 +430,42 @@ export class Scheduler {
     plan.preempted.push(id);
   }
 
+  /** Records the wall time of one decode sub-step (between two results of a multi-step plan). */
+  noteDecodeStep(ms: number): void {
+    if (!(ms > 0) || !Number.isFinite(ms)) return;
+    this.decodeStepMs = this.decodeStepMs === 0 ? ms : 0.8 * this.decodeStepMs + 0.2 * ms;
+  }
+
+  /** Steps a decode-only plan asks for: decodeSteps, raised toward decodeLookaheadMs of work when steps are fast. */
+  lookaheadSteps(): number {
+    const { decodeSteps, decodeLookaheadMs = 0, decodeStepsMax = decodeSteps } = this.opts;
+    if (decodeLookaheadMs <= 0 || decodeStepsMax <= decodeSteps || this.decodeStepMs === 0) return decodeSteps;
+    return Math.max(decodeSteps, Math.min(decodeStepsMax, Math.floor(decodeLookaheadMs / this.decodeStepMs)));
+  }
+
   /**
-   * Reserves pages so that every picked decode can run up to decodeSteps steps (each sequence at most to its own
-   * token limit, where the worker stops it). Returns the steps granted: decodeSteps, or 1 when pages are short.
+   * Reserves pages so that every picked decode can run up to lookaheadSteps() steps (each sequence at most to its
+   * own token limit, where the worker stops it). Returns the steps granted: that many, else decodeSteps, else 1
+   * when pages are short.
    */
   private reserveLookahead(picked: Map<number, number>): number {
-    const steps = this.opts.decodeSteps;
-    const target = (s: SequenceState): number =>
-      s.numComputed + Math.max(1, Math.min(steps, s.maxNewTokens - (s.tokens.length - s.numPrompt)));
-    let extra = 0;
-    for (const id of picked.keys()) {
-      const s = this.seq(id);
-      extra += Math.max(0, this.pagesFor(target(s)) - s.pages.length);
+    const wanted = this.lookaheadSteps();
+    for (const steps of wanted > this.opts.decodeSteps ? [wanted, this.opts.decodeSteps] : [wanted]) {
+      const target = (s: SequenceState): number =>
+        s.numComputed + Math.max(1, Math.min(steps, s.maxNewTokens - (s.tokens.length - s.numPrompt)));
+      let extra = 0;
+      for (const id of picked.keys()) {
+        const s = this.seq(id);
+        extra += Math.max(0, this.pagesFor(target(s)) - s.pages.length);
+      }
+      if (!this.pool.canAllocate(extra)) continue;
+      for (const id of picked.keys()) {
+        const s = this.seq(id);
+        this.growPages(s, target(s));
+      }
+      return steps;
     }
-    if (!this.pool.canAllocate(extra)) return 1;
-    for (const id of picked.keys()) {
-      const s = this.seq(id);
-      this.growPages(s, target(s));
-    }
-    return steps;
+    return 1;
   }
 }
 

@@ -108,9 +108,22 @@ describe("scheduler", () => {
   });
 
   it("runs many sequences through a small pool with preemption: same tokens as alone, pages never shared", () => {
-    for (const decodeSteps of [1, 4]) {
+    // The last setting has the adaptive lookahead at its cap of 12 steps (1 ms steps, 20 ms aimed for).
+    for (const [decodeSteps, adaptive] of [
+      [1, false],
+      [4, false],
+      [2, true],
+    ] as const) {
       const blockSize = 4;
-      const s = createScheduler({ numPages: 14, blockSize, maxBatchTokens: 24, maxRunning: 6, decodeSteps });
+      const s = createScheduler({
+        numPages: 14,
+        blockSize,
+        maxBatchTokens: 24,
+        maxRunning: 6,
+        decodeSteps,
+        ...(adaptive ? { decodeLookaheadMs: 20, decodeStepsMax: 12 } : {}),
+      });
+      if (adaptive) s.noteDecodeStep(1);
       const w = new SimWorker(blockSize);
       const specs = Array.from({ length: 14 }, (_, i) => ({
         id: i + 1,
@@ -153,10 +166,48 @@ describe("scheduler", () => {
       }
       expect(preempted).toBeGreaterThan(0);
       for (const sp of specs)
-        expect(got.get(sp.id), `seq ${sp.id} decodeSteps ${decodeSteps}`).toEqual(expected(sp.p, sp.n));
+        expect(got.get(sp.id), `seq ${sp.id} decodeSteps ${decodeSteps} ${adaptive}`).toEqual(expected(sp.p, sp.n));
       expect(s.stats().pagesFree).toBe(13);
       expect(s.stats().running + s.stats().waiting).toBe(0);
     }
+  });
+
+  it("raises the decode lookahead toward decodeLookaheadMs of fast steps, within its bounds and the free pages", () => {
+    const mk = (numPages: number) =>
+      createScheduler({
+        numPages,
+        blockSize: 4,
+        maxBatchTokens: 64,
+        maxRunning: 4,
+        decodeSteps: 4,
+        decodeLookaheadMs: 20,
+        decodeStepsMax: 16,
+      });
+    const s = mk(64);
+    expect(s.lookaheadSteps()).toBe(4); // no step measured yet
+    s.noteDecodeStep(2);
+    expect(s.lookaheadSteps()).toBe(10);
+    s.noteDecodeStep(Number.NaN); // ignored
+    s.noteDecodeStep(-1);
+    expect(s.lookaheadSteps()).toBe(10);
+    for (let i = 0; i < 40; i++) s.noteDecodeStep(0.5);
+    expect(s.lookaheadSteps()).toBe(16); // capped
+    for (let i = 0; i < 40; i++) s.noteDecodeStep(30);
+    expect(s.lookaheadSteps()).toBe(4); // never below decodeSteps
+    for (let i = 0; i < 40; i++) s.noteDecodeStep(1);
+    s.add({ id: 1, promptTokens: prompt(4, 1), maxNewTokens: 100 });
+    const first = s.schedule()!;
+    s.onComputed(1, first.scheduled[0]!.numTokens, 5);
+    const plan = s.schedule()!;
+    expect(plan.decodeSteps).toBe(16);
+    expect(plan.scheduled[0]!.newPages.length).toBe(4); // tokens 5..20 on pages 2..5
+    // Without pages for 16 steps the plan falls back to decodeSteps.
+    const t = mk(4);
+    for (let i = 0; i < 40; i++) t.noteDecodeStep(1);
+    t.add({ id: 1, promptTokens: prompt(4, 1), maxNewTokens: 100 });
+    const f = t.schedule()!;
+    t.onComputed(1, f.scheduled[0]!.numTokens, 5);
+    expect(t.schedule()!.decodeSteps).toBe(4);
   });
 
   it("frees a cancelled sequence's pages at once and tells the worker in the next plan", () => {
