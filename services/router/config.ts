@@ -66,7 +66,7 @@ export const ROUTER_FLAGS_HELP = `router options:
   --max-batch-tokens N     token budget of one step (default 512)
   --decode-steps N         decode steps a worker runs per plan when only decoding (default 4)
   --decode-steps-max N     more steps per such plan while steps are fast, up to N (default 16)
-  --decode-lookahead-ms MS aim for plans of about MS (default 20; 0 = always --decode-steps): fewer router
+  --decode-lookahead-ms MS aim for plans of about MS (default 32; 0 = always --decode-steps): fewer router
                            round trips per token, new requests join within about that time
   --log-steps              print one line per step to stderr
   --http-port N            HTTP listener: OpenAI API under /v1/ and GET /metrics (default 8080, 0 = any)
@@ -95,7 +95,7 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
     decodeSteps: f.int("decode-steps", 4, 1, 64),
     decodeStepsMax: f.int("decode-steps-max", 16, 1, 256),
-    decodeLookaheadMs: f.float("decode-lookahead-ms", 20, 0, 10_000),
+    decodeLookaheadMs: f.float("decode-lookahead-ms", 32, 0, 10_000),
     maxStopStrings: 16,
     logSteps: f.bool("log-steps"),
     httpPort: f.bool("no-http") ? null : f.int("http-port", 8080, 0, 65535),
