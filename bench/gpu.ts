@@ -119,7 +119,9 @@ async function golden(): Promise<void> {
     const outs = await Promise.all(
       goldenFile.golden.map((g) => generate(client, { text: g.prompt, maxTokens: 32, ignoreEos: true })),
     );
-    const refs = goldenFile.golden.map((g) => (quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids));
+    const refs = goldenFile.golden.map((g) =>
+      quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids,
+    );
     const firstDiff = outs.map((o, i) => o.ids.findIndex((id, s) => id !== refs[i]![s]));
     const grpcEqual = firstDiff.filter((d, i) => d < 0 && outs[i]!.ids.length === refs[i]!.length).length;
     console.log(
