@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generate } from "../../services/common/client.js";
 import { type Cluster, startCluster } from "../helpers/cluster.js";
 import { loadGolden } from "../helpers/golden.js";
+import { waitFor } from "../helpers/multi-router.js";
 
 const golden = loadGolden().golden;
 
@@ -55,7 +56,9 @@ describe("Prometheus metrics", () => {
     expect(sample(text, "tpserve_num_preemptions_total")).toBe(0);
     expect((await fetch(`http://127.0.0.1:${c.router.httpPort}/nope`)).status).toBe(404);
 
-    // The worker process serves its own metrics: every forward pass and token it computed.
+    // The worker process serves its own metrics: every forward pass and token it computed. A sequence the router
+    // ended at a stop string leaves the worker when the plan it is in ends (the next plan drops it): wait for that.
+    await waitFor(() => c.worker.executor.stats().sequences === 0, "the worker to drop the stopped sequence", 5000);
     const w = await (await fetch(`http://127.0.0.1:${c.worker.metricsPort}/metrics`)).text();
     const steps = c.worker.executor.stats();
     const fwd =
