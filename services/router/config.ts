@@ -65,9 +65,9 @@ export const ROUTER_FLAGS_HELP = `router options:
   --max-queue N            most waiting requests before RESOURCE_EXHAUSTED (default 256)
   --max-batch-tokens N     token budget of one step (default 512)
   --decode-steps N         decode steps a worker runs per plan when only decoding (default 4)
-  --decode-steps-max N     more steps per such plan while steps are fast, up to N (default 16)
-  --decode-lookahead-ms MS aim for plans of about MS (default 32; 0 = always --decode-steps): fewer router
-                           round trips per token, new requests join within about that time
+  --decode-steps-max N     more steps per such plan while steps are fast, up to N (default 32)
+  --decode-lookahead-ms MS aim for plans of about MS (default 64; 0 = always --decode-steps): fewer router
+                           round trips per token; a request that arrives meanwhile ends the plan early
   --log-steps              print one line per step to stderr
   --http-port N            HTTP listener: OpenAI API under /v1/ and GET /metrics (default 8080, 0 = any)
   --no-http                no HTTP listener
@@ -94,8 +94,8 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     maxQueue: f.int("max-queue", 256, 0, 1 << 20),
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
     decodeSteps: f.int("decode-steps", 4, 1, 64),
-    decodeStepsMax: f.int("decode-steps-max", 16, 1, 256),
-    decodeLookaheadMs: f.float("decode-lookahead-ms", 32, 0, 10_000),
+    decodeStepsMax: f.int("decode-steps-max", 32, 1, 256),
+    decodeLookaheadMs: f.float("decode-lookahead-ms", 64, 0, 10_000),
     maxStopStrings: 16,
     logSteps: f.bool("log-steps"),
     httpPort: f.bool("no-http") ? null : f.int("http-port", 8080, 0, 65535),

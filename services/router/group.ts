@@ -40,6 +40,10 @@ export interface StepLogEntry {
   scheduled: number;
   tokens: number;
   decodeSteps: number;
+  /** Results received: decodeSteps, or fewer when the worker ended the plan early (sequences done, or a cut). */
+  subSteps: number;
+  /** The router asked the worker to end this plan early (new work arrived while it ran). */
+  cut: boolean;
   forwardMs: number;
 }
 
@@ -56,6 +60,8 @@ export class WorkerGroup {
   private pending: ((r: StepResult__Output) => void) | undefined;
   private looping = false;
   private failed: string | undefined;
+  /** The multi-step plan the worker is running, for cuts; undefined between plans. */
+  private inFlight: { entry: StepLogEntry; seqIds: number[] } | undefined;
   private closed = false;
 
   constructor(
@@ -86,8 +92,13 @@ export class WorkerGroup {
     return this.failed === undefined;
   }
 
-  /** Starts the step loop if it is idle. */
+  /**
+   * Starts the step loop if it is idle. While a multi-step decode plan runs, asks the worker to end it after the
+   * step in progress when the next plan has something new to do: a request waits to join, or every sequence of
+   * the plan has ended at the router (stop string, cancel). So a long lookahead does not delay new requests.
+   */
   kick(): void {
+    if (this.looping) this.maybeCut();
     if (this.looping || this.failed) return;
     this.looping = true;
     void this.loop().finally(() => {
@@ -141,6 +152,16 @@ export class WorkerGroup {
     }
   }
 
+  private maybeCut(): void {
+    const f = this.inFlight;
+    if (!f || f.entry.cut || !this.stream || this.failed || this.closed) return;
+    if (f.entry.subSteps >= f.entry.decodeSteps - 1) return; // its last step is running already
+    const waiting = this.scheduler.stats().waiting > 0;
+    if (!waiting && f.seqIds.some((id) => this.scheduler.get(id) !== undefined)) return;
+    f.entry.cut = true;
+    this.stream.write({ cutStepId: f.entry.stepId });
+  }
+
   private runPlan(plan: StepPlanData): Promise<void> {
     const stream = this.stream;
     if (!stream) throw new Error("WorkerGroup.connect() was not called");
@@ -152,6 +173,8 @@ export class WorkerGroup {
       scheduled: plan.scheduled.length,
       tokens: plan.scheduled.reduce((a, s) => a + s.numTokens, 0),
       decodeSteps: plan.decodeSteps,
+      subSteps: 0,
+      cut: false,
       forwardMs: 0,
     };
     this.stepLog.push(entry);
@@ -164,10 +187,12 @@ export class WorkerGroup {
       return Promise.resolve();
     }
     let mark = performance.now();
+    if (plan.decodeSteps > 1) this.inFlight = { entry, seqIds: plan.scheduled.map((s) => s.seqId) };
     return new Promise<void>((resolve) => {
       this.pending = (r) => {
         if (r.stepId !== plan.stepId) return;
         entry.forwardMs += r.forwardMs;
+        entry.subSteps++;
         const now = performance.now();
         const prefill = r.subStep === 0 && entry.tokens > entry.scheduled;
         this.events.onStep(r.subStep === 0 ? entry.scheduled : r.tokens.length, prefill, now - mark, r.forwardMs);
@@ -184,16 +209,19 @@ export class WorkerGroup {
           if (this.logSteps) {
             console.error(
               `[step ${entry.stepId}] seqs ${entry.scheduled} tokens ${entry.tokens} x${entry.decodeSteps} ` +
+                `(ran ${entry.subSteps}${entry.cut ? ", cut" : ""}) ` +
                 `joined [${entry.joined}] left [${entry.left}] preempted [${entry.preempted}] ` +
                 `forward ${entry.forwardMs.toFixed(2)} ms`,
             );
           }
           this.pending = undefined;
+          this.inFlight = undefined;
           resolve();
         }
       };
       this.failWaiter = () => {
         this.pending = undefined;
+        this.inFlight = undefined;
         resolve();
       };
       stream.write(this.toWire(plan));

@@ -436,6 +436,7 @@ export class Router {
     if (r.stopped) {
       a.call.write({ requestId: a.requestId, tokenIds: [token], text: r.emit });
       a.group.scheduler.finish(seqId);
+      a.group.kick(); // ends a multi-step plan early when this was its last sequence
       this.finish(a, "FINISH_REASON_STOP");
       return;
     }
@@ -464,7 +465,10 @@ export class Router {
     this.logRequest(a, status);
     this.release(a);
     const s = a.group.scheduler.get(a.seqId);
-    if (s) a.group.scheduler.finish(a.seqId);
+    if (s) {
+      a.group.scheduler.finish(a.seqId);
+      a.group.kick(); // ends a multi-step plan early when this was its last sequence
+    }
     a.call.write({
       requestId: a.requestId,
       tokenIds: [],

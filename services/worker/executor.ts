@@ -54,6 +54,8 @@ export class StepExecutor {
   private steps = 0;
   private forwardMsTotal = 0;
   private tokensComputed = 0;
+  /** The plan the router asked to end early (cut), -1 for none. */
+  private cutStepId = -1;
 
   constructor(
     private readonly engine: Engine,
@@ -77,6 +79,14 @@ export class StepExecutor {
     };
   }
 
+  /**
+   * Ends multi-step plan `stepId` after the decode step in progress: its result becomes the plan's last. Takes
+   * effect at once, also while that plan runs (the router has new work for the worker).
+   */
+  cut(stepId: number): void {
+    this.cutStepId = stepId;
+  }
+
   /** Runs one plan; `emit` receives one result per executed step (several for a multi-step decode plan). */
   async execute(plan: StepPlan__Output, emit: (r: StepResult) => void): Promise<void> {
     try {
@@ -87,7 +97,7 @@ export class StepExecutor {
       let step = this.runStep(ids, counts, true);
       for (let sub = 0; sub < maxSteps; sub++) {
         const { tokens, forwardMs } = await step;
-        const last = sub + 1 >= maxSteps || !this.canContinue(ids);
+        const last = sub + 1 >= maxSteps || !this.canContinue(ids) || this.cutStepId === plan.stepId;
         if (!last) {
           // Later sub-steps decode one token of every sequence still alive. The next forward pass is queued
           // before this step's results are sent, so their serialization overlaps it on the device.

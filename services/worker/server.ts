@@ -302,6 +302,10 @@ export async function startWorker(
         open = false;
       };
       call.on("data", (plan: StepPlan__Output) => {
+        if (plan.cutStepId > 0) {
+          ex.cut(plan.cutStepId); // not a plan: ends one early, so it does not wait behind it
+          return;
+        }
         chain = engineChain = engineChain
           .then(() => ex.execute(plan, (r) => call.write(r)))
           .then(() => {

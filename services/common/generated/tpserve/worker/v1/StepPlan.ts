@@ -18,6 +18,13 @@ export interface StepPlan {
    * answering each with its own result (pages for all of them are already in the block tables).
    */
   'decodeSteps'?: (number);
+  /**
+   * When set, this message is not a plan: it asks the worker to end plan `cut_step_id` after the decode step in
+   * progress (that step's result becomes the last), because the router has new work (a request waiting, or every
+   * sequence of the plan ended at the router). Every other field is ignored; a cut for a plan that has ended
+   * already does nothing.
+   */
+  'cutStepId'?: (number | string | Long);
 }
 
 export interface StepPlan__Output {
@@ -34,4 +41,11 @@ export interface StepPlan__Output {
    * answering each with its own result (pages for all of them are already in the block tables).
    */
   'decodeSteps': (number);
+  /**
+   * When set, this message is not a plan: it asks the worker to end plan `cut_step_id` after the decode step in
+   * progress (that step's result becomes the last), because the router has new work (a request waiting, or every
+   * sequence of the plan ended at the router). Every other field is ignored; a cut for a plan that has ended
+   * already does nothing.
+   */
+  'cutStepId': (number);
 }
