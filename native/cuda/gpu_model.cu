@@ -420,10 +420,11 @@ class CudaModel : public GpuModel {
                                      std::string(props_.name) + " (device " + std::to_string(dev_) + ")", &sizing_));
   }
 
-  /** Whether a step can take the folded RMSNorms: decode slices, TP = 1, no ablation, every layer tiled. */
+  /** Whether a step can take the folded RMSNorms: decode of up to kFoldMaxTokens, TP = 1, every layer tiled. */
   bool foldable(const Ptrs& p) const {
     const ModelShape& s = o_.s;
-    if (comm_ || ablate_ || p.T > kFoldMaxTokens || p.maxQ != 1 || p.all || s.hidden % 64 != 0 || s.inter % 64 != 0) return false;
+    if (comm_ || ablate_ || p.T > kFoldMaxTokens || p.maxQ != 1 || p.all) return false;
+    if (s.hidden % 64 != 0 || s.inter % 64 != 0) return false;
     for (const Layer& Ly : layers_)
       if (Ly.qkv.kind != DWeight::kInt4Tiled || Ly.qkv.order != cuda::Int4RowOrder::kRopePairs ||
           Ly.gateUp.kind != DWeight::kInt4Tiled || Ly.gateUp.order != cuda::Int4RowOrder::kGateUpPairs ||
