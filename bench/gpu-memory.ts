@@ -7,7 +7,7 @@ import { createEngine } from "../services/worker/server.js";
 import { batchOf } from "./batch.js";
 
 /**
- * The worker's default on a GPU: dummy Llama-2-7B int4 with no pool size given, so the engine sizes its pool at
+ * The worker's default on a GPU: a dummy int4 model (c.model) with no pool size given, so the engine sizes its pool at
  * finalize from --gpu-memory-utilization 0.9 (numPages 0). Records the pool and the device's use (cudaMemGetInfo)
  * after loading and after steps that grow the lazily allocated workspaces: decode at every batch size and 8
  * sequences at the model's full context (4096), so the next GPU run shows whether the reserve held.
