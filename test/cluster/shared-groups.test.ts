@@ -26,7 +26,8 @@ describe("two routers, two groups, in-memory ledger", () => {
       routers.push(
         await startRouterNode(
           cluster,
-          { pageExtent: 8, maxBatchTokens: 128, decodeSteps: 4, prefixCacheKeepPages: 0 },
+          // Fixed 4-step decode plans (no adaptive lookahead): the claims-per-plan bound below assumes them.
+          { pageExtent: 8, maxBatchTokens: 128, decodeSteps: 4, decodeLookaheadMs: 0, prefixCacheKeepPages: 0 },
           ledger,
         ),
       );
