@@ -103,6 +103,16 @@ struct CheckResult {
   bool pass;
 };
 
+/** Finishes r's statistics against `tol`, prints its line and keeps it. */
+void record(CheckResult r, double tol, std::vector<CheckResult>& out) {
+  r.e.finish();
+  r.tol = tol;
+  r.pass = r.e.pass(tol);
+  std::printf("%s %-44s rel %.3e  maxabs %.3e  tol %.0e  nonfinite %zu\n", r.pass ? "PASS" : "FAIL", r.name.c_str(),
+              r.e.rel_l2, r.e.max_abs, r.tol, r.e.nonfinite);
+  out.push_back(std::move(r));
+}
+
 int check_case(Rng& rng, int rows, int cols, int group, bool asym, int m, bool withResidual,
                std::vector<CheckResult>& out, bool exact = true) {
   HostW w = make_weight(rng, rows, cols, group, asym);
@@ -144,12 +154,7 @@ int check_case(Rng& rng, int rows, int cols, int group, bool asym, int m, bool w
       r.e.add(y[(size_t)t * rows + row], ref);
     }
   }
-  r.e.finish();
-  r.tol = (m <= 8 || (m > 16 && exact)) ? 1e-5 : 2e-3;
-  r.pass = r.e.pass(r.tol);
-  std::printf("%s %-44s rel %.3e  maxabs %.3e  tol %.0e  nonfinite %zu\n", r.pass ? "PASS" : "FAIL", name, r.e.rel_l2,
-              r.e.max_abs, r.tol, r.e.nonfinite);
-  out.push_back(r);
+  record(std::move(r), (m <= 8 || (m > 16 && exact)) ? 1e-5 : 2e-3, out);
   cudaFree(dx), cudaFree(dy), cudaFree(dr), cudaFree(dxp), cudaFree(dws);
   return 0;
 }
@@ -397,12 +402,7 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < gx.size(); ++i) r.e.add(gx[i], x1[i]);
       else
         for (size_t i = 0; i < gact.size(); ++i) r.e.add(gact[i], act[i]);
-      r.e.finish();
-      r.tol = m <= 8 ? 1e-5 : 2e-3;
-      r.pass = r.e.pass(r.tol);
-      std::printf("%s %-44s rel %.3e  maxabs %.3e  tol %.0e  nonfinite %zu\n", r.pass ? "PASS" : "FAIL", name,
-                  r.e.rel_l2, r.e.max_abs, r.tol, r.e.nonfinite);
-      checks.push_back(r);
+      record(std::move(r), m <= 8 ? 1e-5 : 2e-3, checks);
     }
     // Refused where it cannot run: more than 16 tokens, or x not prepared.
     const bool refused = tc::int4_tiled_matmul(da, xpa, false, d1.t[0], dx, m, nullptr, 0, false, pe) != cudaSuccess;
@@ -513,12 +513,7 @@ int main(int argc, char** argv) {
             for (int v = 0; v < kvd; ++v) r.e.add(vc[(size_t)slots[t] * kvd + v], row[qd + kvd + v]);
         }
       }
-      r.e.finish();
-      r.tol = m <= 8 || (m > 16 && exact) ? 1e-5 : 2e-3;
-      r.pass = r.e.pass(r.tol);
-      std::printf("%s %-44s rel %.3e  maxabs %.3e  tol %.0e  nonfinite %zu\n", r.pass ? "PASS" : "FAIL",
-                  r.name.c_str(), r.e.rel_l2, r.e.max_abs, r.tol, r.e.nonfinite);
-      checks.push_back(r);
+      record(std::move(r), m <= 8 || (m > 16 && exact) ? 1e-5 : 2e-3, checks);
       cudaFree(dx), cudaFree(dy), cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dc), cudaFree(ds);
       cudaFree(dpos), cudaFree(dslot), cudaFree(dxp), cudaFree(dmap);
     }
