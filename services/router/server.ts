@@ -435,9 +435,7 @@ export class Router {
     const r = a.stop.push(delta);
     if (r.stopped) {
       a.call.write({ requestId: a.requestId, tokenIds: [token], text: r.emit });
-      a.group.scheduler.finish(seqId);
-      a.group.kick(); // ends a multi-step plan early when this was its last sequence
-      this.finish(a, "FINISH_REASON_STOP");
+      this.finish(a, "FINISH_REASON_STOP"); // ends the sequence at the scheduler (and kicks the group)
       return;
     }
     if (finished) {
