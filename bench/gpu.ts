@@ -333,6 +333,7 @@ if (goldenOnly) {
 await engineDecode();
 // Both shapes, as the worker sizes its pool by default (--gpu-memory-utilization 0.9).
 const pools: Record<string, unknown>[] = [];
+results["gpuMemoryPool"] = pools;
 for (const shape of SHAPES) {
   pools.push(
     await gpuMemoryPool(
@@ -341,7 +342,6 @@ for (const shape of SHAPES) {
       PROMPT,
     ),
   );
-  results["gpuMemoryPool"] = pools;
 }
 if (!skipE2e) await endToEnd();
 results["bandwidthGBps"] = bandwidth;
