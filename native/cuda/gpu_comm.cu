@@ -201,7 +201,12 @@ bool GpuComm::allReduceAddNorm(float* partial, float* x, const float* w, float* 
                                float eps, cudaStream_t s) {
   const size_t n = (size_t)rows * dim;
   if (skip_) return false;
-  if (useP2p(n) && n <= g_.cap &&
+  // The fused kernel runs one block per row, which pushes dim x (world - 1) floats to the peers by itself. Past 8192
+  // of them, at fewer than 8 rows, the all-reduce (many blocks) and then the norm were faster: on 4 H200s, 7.35 us
+  // against 10.26 us for one row of 8192 (Llama-2-70B at batch 1), 6.21 against 6.44 for one of 4096
+  // (docs/tensor-parallel.md).
+  const bool fusedFaster = (size_t)(world_ - 1) * dim <= 8192 || rows >= 8;
+  if (fusedFaster && useP2p(n) && n <= g_.cap &&
       cuda::p2p_all_reduce_rmsnorm(partial, x, w, y, xp, rows, dim, eps, g_, s) == cudaSuccess)
     return true;
   cudaGetLastError();  // the shapes the fused kernel does not take: reduce here, normalize in the caller

@@ -287,8 +287,8 @@ bool check_timeout(Group& G) {
  * of 4096; 2: the same unfused, all-reduce then rmsnorm): 200 back-to-back calls captured in one CUDA graph per
  * rank (as in a decode step's graph), the graphs launched together.
  */
-double time_p2p(Group& G, size_t n, int mode = 0) {
-  const int W = G.world, iters = 200, dim = 4096, rows = (int)(n / dim);
+double time_p2p(Group& G, size_t n, int mode = 0, int dim = 4096) {
+  const int W = G.world, iters = 200, rows = (int)(n / dim);
   std::vector<float*> d(W), x(W), y(W);
   std::vector<cudaGraphExec_t> ex(W);
   for (int r = 0; r < W; r++) {
@@ -396,9 +396,11 @@ int main(int argc, char** argv) {
       g_bench.push_back({"p2p_all_reduce", W, n * 4, us});
       if (nus > 0) g_bench.push_back({"nccl_all_reduce", W, n * 4, nus});
     }
-    for (size_t n : {(size_t)4096, (size_t)4096 * 32}) {
-      const double fused = time_p2p(G, n, 1), apart = time_p2p(G, n, 2);
-      std::printf("world %d  %8zu bytes  all-reduce + rmsnorm: fused %7.2f us, apart %7.2f us\n", W, n * 4, fused, apart);
+    // Rows of 4096 (Llama-2-7B) and one row of 8192 (Llama-2-70B at batch 1).
+    for (auto [n, dim] : {std::pair<size_t, int>{4096, 4096}, {4096 * 32, 4096}, {8192, 8192}}) {
+      const double fused = time_p2p(G, n, 1, dim), apart = time_p2p(G, n, 2, dim);
+      std::printf("world %d  %8zu bytes  all-reduce + rmsnorm (dim %d): fused %7.2f us, apart %7.2f us\n", W, n * 4,
+                  dim, fused, apart);
       g_bench.push_back({"p2p_all_reduce_rmsnorm", W, n * 4, fused});
       g_bench.push_back({"p2p_all_reduce_then_rmsnorm", W, n * 4, apart});
     }

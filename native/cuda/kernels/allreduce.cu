@@ -1,6 +1,8 @@
 // One-shot push all-reduce, column gather and fused all-reduce + residual + RMSNorm over peer buffers (protocol in
 // allreduce.cuh). Each thread owns 4 consecutive floats of the message: it stores them into every peer's buffer,
-// resets its share of the previous slot, then polls the other ranks' copies in its own buffer.
+// resets its share of the previous slot, then polls the other ranks' copies in its own buffer. The first polls of
+// all the copies a thread needs go out together (poll4_batch): one round trip to memory, not one per peer and
+// float4, which at 4 ranks and a 8192-wide row was six in a row.
 #include "allreduce.cuh"
 #include "block_reduce.cuh"
 #include "pdl.cuh"
@@ -110,6 +112,26 @@ __device__ __forceinline__ bool poll(const float* p, int cnt, float* out, const 
   }
 }
 
+/**
+ * Polls the float4 at each non-null ps[i] until it holds no sentinel. The first loads of all of them are issued
+ * before any is tested; only copies that had not arrived are polled again. False when a wait failed (err set).
+ */
+template <int N>
+__device__ __forceinline__ bool poll4_batch(const float* const (&ps)[N], float4 (&out)[N], const P2pGroup& g) {
+#pragma unroll
+  for (int i = 0; i < N; i++)
+    if (ps[i]) out[i] = ld_volatile4(ps[i]);
+#pragma unroll
+  for (int i = 0; i < N; i++) {
+    if (!ps[i] || !(is_sentinel(out[i].x) || is_sentinel(out[i].y) || is_sentinel(out[i].z) || is_sentinel(out[i].w)))
+      continue;
+    float v[4];
+    if (!poll(ps[i], 4, v, g)) return false;
+    out[i] = make_float4(v[0], v[1], v[2], v[3]);
+  }
+  return true;
+}
+
 /** The last block of the call records what the slot carried and moves the group to the next slot. */
 __device__ __forceinline__ void end_call(const P2pGroup& g, const Call& c, uint32_t n) {
   __syncthreads();
@@ -134,11 +156,26 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(float* x, size_t n
   if (cnt) push(g, c.slot, idx, mine, cnt);
   reset_previous(g, c);
   bool ok = true;
-  for (int j = 0; j < g.world && cnt && ok; j++) {
-    if (j == g.rank) {
-      for (int i = 0; i < cnt; i++) s[i] += mine[i];
-    } else if ((ok = poll(region_of(g.base[g.rank], c.slot, j, g) + idx, cnt, in, g))) {
-      for (int i = 0; i < cnt; i++) s[i] += in[i];
+  if (cnt == 4) {  // every peer's copy polled at once; summed in rank order, the same on every rank
+    const float* ps[kP2pMaxRanks];
+    float4 got[kP2pMaxRanks];
+#pragma unroll
+    for (int j = 0; j < kP2pMaxRanks; j++)
+      ps[j] = j < g.world && j != g.rank ? region_of(g.base[g.rank], c.slot, j, g) + idx : nullptr;
+    ok = poll4_batch(ps, got, g);
+#pragma unroll
+    for (int j = 0; j < kP2pMaxRanks; j++) {
+      if (j >= g.world) continue;
+      const float4 v = j == g.rank ? make_float4(mine[0], mine[1], mine[2], mine[3]) : got[j];
+      s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
+    }
+  } else {
+    for (int j = 0; j < g.world && cnt && ok; j++) {
+      if (j == g.rank) {
+        for (int i = 0; i < cnt; i++) s[i] += mine[i];
+      } else if ((ok = poll(region_of(g.base[g.rank], c.slot, j, g) + idx, cnt, in, g))) {
+        for (int i = 0; i < cnt; i++) s[i] += in[i];
+      }
     }
   }
   if (ok)
@@ -158,15 +195,31 @@ __global__ void __launch_bounds__(kThreads) gather_cols_kernel(const float* loca
   if (cnt) push(g, c.slot, idx, mine, cnt);
   reset_previous(g, c);
   const size_t width = (size_t)g.world * cols;
-  for (int j = 0; j < g.world && cnt; j++) {
-    const float* v = mine;
-    if (j != g.rank) {
-      if (!poll(region_of(g.base[g.rank], c.slot, j, g) + idx, cnt, in, g)) break;
-      v = in;
-    }
+  const auto put = [&](int j, const float* v) {
     for (int i = 0; i < cnt; i++) {
       const size_t e = idx + i;
       out[(e / cols) * width + (size_t)j * cols + e % cols] = v[i];
+    }
+  };
+  if (cnt == 4) {  // every peer's copy polled at once
+    const float* ps[kP2pMaxRanks];
+    float4 got[kP2pMaxRanks];
+#pragma unroll
+    for (int j = 0; j < kP2pMaxRanks; j++)
+      ps[j] = j < g.world && j != g.rank ? region_of(g.base[g.rank], c.slot, j, g) + idx : nullptr;
+    if (poll4_batch(ps, got, g)) {
+#pragma unroll
+      for (int j = 0; j < kP2pMaxRanks; j++)
+        if (j < g.world) put(j, j == g.rank ? mine : reinterpret_cast<const float*>(&got[j]));
+    }
+  } else {
+    for (int j = 0; j < g.world && cnt; j++) {
+      const float* v = mine;
+      if (j != g.rank) {
+        if (!poll(region_of(g.base[g.rank], c.slot, j, g) + idx, cnt, in, g)) break;
+        v = in;
+      }
+      put(j, v);
     }
   }
   end_call(g, c, (uint32_t)n);
@@ -194,22 +247,45 @@ __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __r
     }
   }
   reset_previous(g, c);
+  // The peers' copies of this thread's NV float4, polled kB ranks at a time (NV * kB loads in flight together),
+  // summed in rank order: the same order, so the same bits, on every rank.
+  constexpr int kB = NV >= 3 ? 1 : NV == 2 ? 2 : 4;
+  float4 s[NV];
+#pragma unroll
+  for (int k = 0; k < NV; k++) s[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+  bool ok = true;
+  for (int j0 = 0; j0 < g.world && ok; j0 += kB) {
+    const float* ps[NV * kB];
+    float4 got[NV * kB];
+#pragma unroll
+    for (int k = 0; k < NV; k++)
+#pragma unroll
+      for (int b = 0; b < kB; b++) {
+        const int j = j0 + b, col = threadIdx.x + k * NT;
+        ps[k * kB + b] =
+            j < g.world && j != g.rank && col < n4 ? region_of(g.base[g.rank], c.slot, j, g) + row + 4 * col : nullptr;
+      }
+    ok = poll4_batch(ps, got, g);
+#pragma unroll
+    for (int k = 0; k < NV; k++)
+#pragma unroll
+      for (int b = 0; b < kB; b++) {
+        const int j = j0 + b;
+        if (j >= g.world || threadIdx.x + k * NT >= n4) continue;
+        const float4 in = j == g.rank ? part[k] : got[k * kB + b];
+        s[k].x += in.x, s[k].y += in.y, s[k].z += in.z, s[k].w += in.w;
+      }
+  }
   float4 v[NV];
   float ss = 0.f;
-  bool ok = true;
 #pragma unroll
   for (int k = 0; k < NV; k++) {
     const int col = threadIdx.x + k * NT;
     if (col < n4) {
-      float4 s = make_float4(0.f, 0.f, 0.f, 0.f), in;
-      for (int j = 0; j < g.world && ok; j++) {
-        if (j == g.rank) in = part[k];
-        else ok = poll(region_of(g.base[g.rank], c.slot, j, g) + row + 4 * col, 4, reinterpret_cast<float*>(&in), g);
-        s.x += in.x, s.y += in.y, s.z += in.z, s.w += in.w;
-      }
+      const float4 s4 = s[k];
       float4* xr = reinterpret_cast<float4*>(x + row) + col;
       v[k] = *xr;
-      v[k].x += s.x, v[k].y += s.y, v[k].z += s.z, v[k].w += s.w;
+      v[k].x += s4.x, v[k].y += s4.y, v[k].z += s4.z, v[k].w += s4.w;
       if (ok) *xr = v[k];
       ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
     }
