@@ -1,4 +1,4 @@
-// Paged attention of the GPU backend (fp32, SIMT). Same function as native/src/kernels_impl.h attention*: query i
+// Paged attention of the GPU backend (fp32 math, SIMT; the KV cache is fp16, kv_cache.cuh). Same function as native/src/kernels_impl.h attention*: query i
 // of a sequence with qLen queries sits at position contextLen - qLen + i and attends to positions 0..its own; head h
 // reads kv head h / (heads / kvHeads); scale 1/sqrt(headDim); softmax in fp32 (computed base 2: q is pre-scaled by
 // log2(e)/sqrt(d), so exp2 of the shifted score is the same weight).
@@ -57,7 +57,7 @@ DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
 
 template <int D, int HPB>
 __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
-    const float* __restrict__ q, const float* __restrict__ kCache, const float* __restrict__ vCache,
+    const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
     int maxBlocks, int blockSize, int P, int maxParts, float qScale, __half* __restrict__ xpOut) {
@@ -117,10 +117,9 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
         const int j = c0 + u * TPI + ti;
         if (j < end) {
           const int page = __ldg(bt + j / blockSize);
-          const float4* kp = reinterpret_cast<const float4*>(
-              kCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D);
+          const kv_t* kp = kCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D;
 #pragma unroll
-          for (int i = 0; i < NF4; i++) kv[u][i] = __ldg(kp + sub + TPT * i);
+          for (int i = 0; i < NF4; i++) kv[u][i] = ld_kv4(kp + 4 * (sub + TPT * i));
         } else {
 #pragma unroll
           for (int i = 0; i < NF4; i++) kv[u][i] = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -170,12 +169,12 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
       const int j = c0 + t;
       if (j < end) {
         const int page = __ldg(bt + j / blockSize);
-        const float* vp = vCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + lane * VPL;
+        const kv_t* vp = vCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + lane * VPL;
         if constexpr (VPL == 4) {
-          const float4 v = __ldg(reinterpret_cast<const float4*>(vp));
+          const float4 v = ld_kv4(vp);
           vv[t][0] = v.x, vv[t][1] = v.y, vv[t][2] = v.z, vv[t][3] = v.w;
         } else {
-          const float2 v = __ldg(reinterpret_cast<const float2*>(vp));
+          const float2 v = ld_kv2(vp);
           vv[t][0] = v.x, vv[t][1] = v.y;
         }
       } else {
@@ -265,7 +264,7 @@ constexpr int kBK = 32;  // kv tokens per tile
 
 template <int D>
 __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
-    const float* __restrict__ q, const float* __restrict__ kCache, const float* __restrict__ vCache,
+    const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, int heads, int kvHeads, int maxBlocks,
     int blockSize, float qScale) {
@@ -317,8 +316,7 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (j < kvEnd) {
         const int page = __ldg(bt + j / blockSize);
-        v = __ldg(reinterpret_cast<const float4*>(kCache + ((size_t)page * blockSize + j % blockSize) * kvd +
-                                                  (size_t)kvh * D) + c4);
+        v = ld_kv4(kCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
       }
       *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
     }
@@ -366,8 +364,7 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (j < kvEnd) {
         const int page = __ldg(bt + j / blockSize);
-        v = __ldg(reinterpret_cast<const float4*>(vCache + ((size_t)page * blockSize + j % blockSize) * kvd +
-                                                  (size_t)kvh * D) + c4);
+        v = ld_kv4(vCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
       }
       *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
     }
