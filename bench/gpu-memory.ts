@@ -24,7 +24,7 @@ export async function gpuMemoryPool(
     const m = engine.info().deviceMemory;
     return m ? m.totalBytes - m.freeBytes : Number.NaN;
   };
-  const kvPerToken = model.numLayers * 2 * model.numKvHeads * model.headDim * 4;
+  const kvPerToken = model.numLayers * 2 * model.numKvHeads * model.headDim * 2; // fp16 KV cache
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
   const afterLoad = mem();
   console.log(`${basename(c.model)} with --gpu-memory-utilization ${c.gpuMemoryUtilization}: ${kvPool}`);

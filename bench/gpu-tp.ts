@@ -135,7 +135,7 @@ async function decodeRows(engine: Engine, spec: RankSpec, vocab: number, hidden:
     const prof = engine.profile!();
     engine.setProfiling!(false);
     const comm = prof["tp_comm"] ?? { ms: 0, calls: 0 };
-    const kvPerToken = (layers * 2 * spec.kvHeadsLocal * spec.headDim * 4) as number;
+    const kvPerToken = (layers * 2 * spec.kvHeadsLocal * spec.headDim * 2) as number; // fp16 KV cache
     rows.push({
       batch: b,
       stepMs: median(times.slice(2)),

@@ -163,7 +163,7 @@ async function engineDecode(): Promise<void> {
     const { engine, model } = dummyInt4Engine(shape.dir, maxB * pagesPerSeq + 1, device);
     const loadS = (performance.now() - t0) / 1000;
     const info = engine.info();
-    const kvPerToken = model.numLayers * 2 * model.numKvHeads * model.headDim * 4;
+    const kvPerToken = model.numLayers * 2 * model.numKvHeads * model.headDim * 2; // fp16 KV cache
     console.log(
       `${shape.name}: loaded in ${loadS.toFixed(1)} s; weights ${(info.weightBytes / 1e9).toFixed(2)} GB, KV pool ${(info.kvBytes / 1e9).toFixed(2)} GB (${Math.floor(info.kvBytes / kvPerToken)} tokens) on ${info.device}`,
     );

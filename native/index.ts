@@ -70,10 +70,10 @@ export interface EngineOptions {
    */
   group?: TpGroup;
   /**
-   * KV cache element type: "f32" (default) or "int8" (CPU only): int8 values with one float32 scale per token
-   * and KV head (absmax / 127), dequantized inside attention.
+   * KV cache element type. CPU engine: "f32" (default) or "int8": int8 values with one float32 scale per token
+   * and KV head (absmax / 127), dequantized inside attention. GPU engine: "f16", its only one (the default).
    */
-  kvCacheDtype?: "f32" | "int8";
+  kvCacheDtype?: "f32" | "f16" | "int8";
 }
 
 export interface TpGroupOptions {

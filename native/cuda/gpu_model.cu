@@ -306,8 +306,8 @@ class CudaModel : public GpuModel {
     };
     for (int l = 0; l < s.layers; l++) {
       Layer& Ly = layers_[l];
-      float* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
-      float* vc = kc + kvPerLayer_;
+      cuda::kv_t* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
+      cuda::kv_t* vc = kc + kvPerLayer_;
       // Decode-sized steps: the norm and SiLU kernels also write the tiled GEMV's prepared input (xp_).
       const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
       // Layers after the first add the previous down projection (summed over the ranks first) to x.
@@ -549,7 +549,8 @@ class CudaModel : public GpuModel {
   size_t kvPerLayer_ = 0;
   int pages_ = 0;  // pages of the KV pool (page 0 included); 0 until finalize() sizes it from gpuMemoryUtilization
   KvSizing sizing_;
-  DevBuf<float> kv_, x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_, ropeCos_, ropeSin_;
+  DevBuf<cuda::kv_t> kv_;  // K and V of every layer, fp16 (kernels/kv_cache.cuh)
+  DevBuf<float> x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_, ropeCos_, ropeSin_;
   DevBuf<float> gemmWs_;
   DevBuf<__half> xp_, xp2_;  // prepared GEMV inputs: xp_ from the norms (QKV, gate/up), xp2_ for O and down
   bool allLogits_ = false;  // the forward pass being enqueued wants every position (logits or hidden states)

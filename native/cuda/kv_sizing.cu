@@ -18,7 +18,7 @@ std::string gib(double bytes) {
 }  // namespace
 
 size_t kvPageBytes(const ModelShape& s, int blockSize) {
-  const size_t kv = (size_t)2 * s.layers * blockSize * s.kvHeads * s.headDim * sizeof(float);
+  const size_t kv = (size_t)2 * s.layers * blockSize * s.kvHeads * s.headDim * sizeof(cuda::kv_t);
   return kv + (size_t)blockSize * s.headDim * sizeof(float);  // cos and sin: headDim/2 floats each per position
 }
 

@@ -158,8 +158,12 @@ Engine::Engine(const EngineOptions& o) : o_(o), simd_(activeSimd()) {
   checkPositive("maxBatchTokens", o.maxBatchTokens, 1 << 20);
   if (o.threads < 0 || o.threads > 1024) fail("NATIVE_INVALID_ARG", "threads must be 0..1024");
   const int threads = o.threads > 0 ? o.threads : (int)std::max(1u, std::thread::hardware_concurrency());
-  if (o.device >= 0 && o.kvInt8)
-    fail("NATIVE_INVALID_ARG", "kvCacheDtype \"int8\" runs on the CPU engine only; use the default on a GPU");
+  if (o.device >= 0 && (o.kvInt8 || o.kvF32))
+    fail("NATIVE_INVALID_ARG", std::string("kvCacheDtype \"") + (o.kvInt8 ? "int8" : "f32") +
+                                   "\" runs on the CPU engine only; the GPU engine keeps its KV cache in f16 (leave "
+                                   "it out or pass f16)");
+  if (o.device < 0 && o.kvF16)
+    fail("NATIVE_INVALID_ARG", "kvCacheDtype \"f16\" runs on the GPU engine only; the CPU engine keeps f32 or int8");
   ls_ = s;
   if (o.comm && o.comm->world() > 1) {
     comm_ = o.comm, rank_ = comm_->rank(), world_ = comm_->world();

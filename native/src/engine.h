@@ -34,6 +34,8 @@ struct EngineOptions {
   int device = -1;
   /** KV cache in int8 with per-(token, KV head) scales (kv_int8.cc); CPU engine only. */
   bool kvInt8 = false;
+  /** KV cache element type asked for explicitly: f32 (the CPU engine's) or f16 (the GPU engine's, its only one). */
+  bool kvF32 = false, kvF16 = false;
   /** Tensor parallelism: this engine holds shard comm->rank() of comm->world(); null or world 1: the whole model. */
   std::shared_ptr<Collective> comm;
 };

@@ -35,8 +35,9 @@ EngineOptions parseOptions(const Napi::Value& v) {
   Napi::Value kvd = o.Get("kvCacheDtype");
   if (!kvd.IsUndefined()) {
     const std::string k = kvd.IsString() ? kvd.As<Napi::String>().Utf8Value() : "";
-    if (k != "f32" && k != "int8") fail("NATIVE_INVALID_ARG", "options.kvCacheDtype must be \"f32\" or \"int8\"");
-    e.kvInt8 = k == "int8";
+    if (k != "f32" && k != "f16" && k != "int8")
+      fail("NATIVE_INVALID_ARG", "options.kvCacheDtype must be \"f32\", \"f16\" or \"int8\"");
+    e.kvInt8 = k == "int8", e.kvF32 = k == "f32", e.kvF16 = k == "f16";
   }
   Napi::Value dev = o.Get("device");
   if (!dev.IsUndefined()) {

@@ -17,8 +17,8 @@ export interface WorkerConfig {
   kvCacheMiB: number | null;
   /** GPU: the fraction of the card's memory weights, KV pool and workspaces may fill (with neither size given). */
   gpuMemoryUtilization: number;
-  /** KV cache element type (int8: per-token, per-head scales; CPU engine). */
-  kvCacheDtype: "f32" | "int8";
+  /** KV cache element type: auto = f16 on a GPU, f32 on the CPU; int8 (per-token, per-head scales) CPU only. */
+  kvCacheDtype: "auto" | "f32" | "f16" | "int8";
   blockSize: number;
   maxBatchTokens: number;
   /** Kernel threads; 0 = one per hardware thread. */
@@ -63,8 +63,9 @@ export const WORKER_FLAGS_HELP = `worker options:
                            on a GPU with neither --kv-cache-mib nor --num-pages: the KV pool takes what is left of
                            F x the card's memory after the weights, workspaces and other processes (0 < F <= 1;
                            default 0.9)
-  --kv-cache-dtype f32|int8
-                           KV cache element type; int8 keeps one scale per token and KV head (CPU engine)
+  --kv-cache-dtype auto|f32|f16|int8
+                           KV cache element type (default auto: f16 on a GPU, f32 on the CPU); int8 keeps one
+                           scale per token and KV head (CPU engine)
   --num-pages N            KV pool size in pages, overrides --kv-cache-mib
   --block-size N           tokens per KV page (default 16)
   --max-batch-tokens N     token budget of one step (default 512)
@@ -90,7 +91,7 @@ export function workerConfigFromFlags(f: Flags): WorkerConfig {
     numPages: f.int("num-pages", 0, 0, 1 << 24),
     kvCacheMiB: f.has("kv-cache-mib") ? f.int("kv-cache-mib", 0, 1, 1 << 20) : null,
     gpuMemoryUtilization: gpuMemoryUtilizationFlag(f),
-    kvCacheDtype: f.choice("kv-cache-dtype", ["f32", "int8"] as const, "f32"),
+    kvCacheDtype: f.choice("kv-cache-dtype", ["auto", "f32", "f16", "int8"] as const, "auto"),
     blockSize: f.int("block-size", 16, 1, 1024),
     maxBatchTokens: f.int("max-batch-tokens", 512, 1, 1 << 20),
     threads: f.int("threads", 0, 0, 1024),

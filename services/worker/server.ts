@@ -57,8 +57,9 @@ export interface WorkerHandle {
 }
 
 /** KV bytes of one page: K and V, every layer, float32 on the CPU backend. */
-export function kvBytesPerPage(shape: ModelShape, blockSize: number, dtype: "f32" | "int8" = "f32"): number {
-  const perHead = dtype === "int8" ? shape.headDim + 4 : shape.headDim * 4; // int8: values + one f32 scale
+export function kvBytesPerPage(shape: ModelShape, blockSize: number, dtype: "f32" | "f16" | "int8" = "f32"): number {
+  // int8: values + one f32 scale
+  const perHead = dtype === "int8" ? shape.headDim + 4 : shape.headDim * (dtype === "f16" ? 2 : 4);
   return shape.numLayers * 2 * blockSize * shape.numKvHeads * perHead;
 }
 
@@ -115,9 +116,10 @@ export function createEngine(
 } {
   const model = loadModelConfig(cfg.model);
   const shape = toModelShape(model);
-  const perPage = kvBytesPerPage(shape, cfg.blockSize, cfg.kvCacheDtype);
   const native = loadNative();
   const { device, reason } = resolveDevice(cfg.device, group?.rank ?? 0, group?.world ?? 1);
+  const kvDtype = cfg.kvCacheDtype === "auto" ? (device !== "cpu" ? "f16" : "f32") : cfg.kvCacheDtype;
+  const perPage = kvBytesPerPage(shape, cfg.blockSize, kvDtype);
   const extra = (n: number) => extraPages(n, model);
   const plan = planKvPool(cfg, device !== "cpu", perPage, extra);
   const engine = new native.Engine({
@@ -132,7 +134,7 @@ export function createEngine(
     threads: tpThreads(cfg),
     device,
     ...(group ? { group } : {}),
-    ...(cfg.kvCacheDtype === "int8" ? { kvCacheDtype: "int8" as const } : {}),
+    kvCacheDtype: kvDtype,
   });
   let pool: ReturnType<typeof loadedPool>;
   try {

@@ -75,6 +75,16 @@ describe("int8 KV cache", () => {
           maxBatchTokens: 8,
           kvCacheDtype: "fp8" as "int8",
         }),
-    ).toThrow(/kvCacheDtype must be "f32" or "int8"/);
+    ).toThrow(/kvCacheDtype must be "f32", "f16" or "int8"/);
+    expect(
+      () =>
+        new NativeEngine({
+          shape: toModelShape(cfg),
+          numPages: 2,
+          blockSize: 16,
+          maxBatchTokens: 8,
+          kvCacheDtype: "f16",
+        }),
+    ).toThrow(/"f16" runs on the GPU engine only/);
   });
 });

@@ -3,7 +3,9 @@
 // and decode attention. Usage: check_ops [--json FILE] [--seed N] [--no-bench]. Exit 1 on any failure.
 //
 // Tolerances (relative L2 error ||out - ref|| / ||ref||, NaN/Inf never pass):
-//   embedding, kv_write: exact (copies). argmax: exact index.
+//   embedding: exact (copies). kv_write: exact against each value rounded to fp16 (the cache's type). argmax: exact
+//   index. attention reads fp16 caches filled with fp16-representable values, so its reference sees the same K/V.
+//   qkv_rope's cache writes: 1e-3 (fp16 storage: each value's relative rounding is at most 2^-11).
 //   rmsnorm, silu_mul, rope, attention: 1e-5 (fp32 arithmetic lands near 1e-7..1e-6).
 //   rope's reference uses the CPU engine's fp32 angle (inv_freq = 1/theta^(2i/d) in fp32, pos*inv_freq in fp32)
 //   and double for the rest, as the GPU kernel does (an fp64 angle would differ by the fp32 angle's rounding).
@@ -59,6 +61,18 @@ struct Dev {
   }
   bool poison() { return p && poison_nan(p, n * sizeof(T)) == cudaSuccess; }
 };
+
+std::vector<__half> to_half(const std::vector<float>& v) {
+  std::vector<__half> h(v.size());
+  for (size_t i = 0; i < v.size(); i++) h[i] = __float2half_rn(v[i]);
+  return h;
+}
+std::vector<float> from_half(const std::vector<__half>& h) {
+  std::vector<float> v(h.size());
+  for (size_t i = 0; i < h.size(); i++) v[i] = __half2float(h[i]);
+  return v;
+}
+float round_half(float x) { return __half2float(__float2half_rn(x)); }
 
 void record(const std::string& name, const std::string& shape, ErrStats st, double tol) {
   st.finish();
@@ -198,15 +212,17 @@ void check_kv_write(Rng& rng, int tokens, int kvHeads, int hd, int numPages, int
   for (size_t i = slots.size() - 1; i > 0; i--) std::swap(slots[i], slots[rng.below((uint32_t)i + 1)]);
   slots.resize(tokens);
   for (int t = 0; t < tokens; t += 5) slots[t] = -1;
-  Dev<float> dk(k.size()), dv(v.size()), dkc(cache), dvc(cache);
+  Dev<float> dk(k.size()), dv(v.size());
+  Dev<__half> dkc(cache), dvc(cache);
   Dev<int32_t> ds(tokens);
-  dk.up(k), dv.up(v), dkc.up(kc), dvc.up(vc), ds.up(slots);
+  dk.up(k), dv.up(v), dkc.up(to_half(kc)), dvc.up(to_half(vc)), ds.up(slots);
   if (!launch_ok(tc::kv_write(dk.p, dv.p, ds.p, tokens, dkc.p, dvc.p, kvHeads, hd, 0), "kv_write")) return;
-  std::vector<float> ek = kc, ev = vc;
+  std::vector<float> ek = from_half(to_half(kc)), ev = from_half(to_half(vc));
   for (int t = 0; t < tokens; t++)
     if (slots[t] >= 0)
-      for (size_t c = 0; c < kvd; c++) ek[slots[t] * kvd + c] = k[t * kvd + c], ev[slots[t] * kvd + c] = v[t * kvd + c];
-  auto ok = dkc.down(), ov = dvc.down();
+      for (size_t c = 0; c < kvd; c++)
+        ek[slots[t] * kvd + c] = round_half(k[t * kvd + c]), ev[slots[t] * kvd + c] = round_half(v[t * kvd + c]);
+  auto ok = from_half(dkc.down()), ov = from_half(dvc.down());
   ErrStats st;
   for (size_t i = 0; i < cache; i++) st.add(ok[i], ek[i]), st.add(ov[i], ev[i]);
   record("kv_write", fmt("tok %d kvh %d d %d pages %d (every 5th slot -1)", tokens, kvHeads, hd, numPages), st, 0.0);
@@ -267,15 +283,16 @@ void check_attention(Rng& rng, const AttnCase& c, const std::string& label) {
     for (int j = 0; j < c.ctx[s]; j++) {
       if (j % bs == 0) bt[(size_t)s * maxBlocks + j / bs] = pages[pi++];
       const size_t off = ((size_t)bt[(size_t)s * maxBlocks + j / bs] * bs + j % bs) * kvd;
-      for (int e = 0; e < kvd; e++) kc[off + e] = rng.normal(), vc[off + e] = rng.normal();
+      for (int e = 0; e < kvd; e++) kc[off + e] = round_half(rng.normal()), vc[off + e] = round_half(rng.normal());
     }
   std::vector<float> q((size_t)T * c.heads * c.hd);
   rng.fill_normal(q, 1.5f);
   const size_t wsBytes = tc::attention_workspace_bytes(T, c.heads, c.hd, maxCtx);
-  Dev<float> dq(q.size()), dk(cacheN), dv(cacheN), d_o(q.size()), dws(wsBytes / 4 + 4);
+  Dev<float> dq(q.size()), d_o(q.size()), dws(wsBytes / 4 + 4);
+  Dev<__half> dk(cacheN), dv(cacheN);
   Dev<int32_t> dbt(bt.size()), dctx(S), dqs(S + 1);
   std::vector<int32_t> ctx32(c.ctx.begin(), c.ctx.end());
-  dq.up(q), dk.up(kc), dv.up(vc), dbt.up(bt), dctx.up(ctx32), dqs.up(qstart), d_o.poison(), dws.poison();
+  dq.up(q), dk.up(to_half(kc)), dv.up(to_half(vc)), dbt.up(bt), dctx.up(ctx32), dqs.up(qstart), d_o.poison(), dws.poison();
   tc::AttentionArgs a{};
   a.q = dq.p, a.kCache = dk.p, a.vCache = dv.p, a.blockTables = dbt.p, a.contextLens = dctx.p, a.queryStart = dqs.p;
   a.out = d_o.p, a.workspace = dws.p, a.numSeqs = S, a.maxBlocks = maxBlocks, a.heads = c.heads;
@@ -360,13 +377,21 @@ int bench_rmsnorm(int rows, int dim) {
 
 int bench_decode(const char* model, int heads, int kvHeads, int batch, int ctx) {
   const int hd = 128, bs = 16, nb = (ctx + bs - 1) / bs, kvd = kvHeads * hd;
-  const double setBytes = (double)batch * nb * bs * kvd * 4 * 2;
+  const double setBytes = (double)batch * nb * bs * kvd * sizeof(tc::kv_t) * 2;
   const int sets = (int)std::max(1.0, std::min(8.0, std::ceil(256e6 / setBytes)));  // rotate past the L2
   const int numPages = sets * batch * nb + 1;
   const size_t cacheN = (size_t)numPages * bs * kvd;
-  Dev<float> kc(cacheN), vc(cacheN), q((size_t)batch * heads * hd), out(q.n);
-  if (!kc.p || !vc.p) return 1;
-  fill_random<<<1024, 256>>>(kc.p, cacheN, 11), fill_random<<<1024, 256>>>(vc.p, cacheN, 12);
+  Dev<__half> kc(cacheN), vc(cacheN);
+  Dev<float> q((size_t)batch * heads * hd), out(q.n), kf(cacheN);
+  if (!kc.p || !vc.p || !kf.p) return 1;
+  fill_random<<<1024, 256>>>(kf.p, cacheN, 11);
+  CUDA_CHECK(cudaGetLastError());
+  {
+    std::vector<float> h = kf.down();
+    kc.up(to_half(h));
+    for (auto& x : h) x = -x;
+    vc.up(to_half(h));
+  }
   fill_random<<<64, 256>>>(q.p, q.n, 13);
   std::vector<int32_t> bt((size_t)sets * batch * nb), ctxs(batch, ctx), qs(batch + 1);
   std::iota(bt.begin(), bt.end(), 1);
@@ -388,7 +413,7 @@ int bench_decode(const char* model, int heads, int kvHeads, int batch, int ctx) 
         return tc::attention(a, 0);
       },
       10, 60, ms));
-  const double t = median(ms) * 1e-3, bytes = (double)batch * ctx * kvd * 4 * 2;
+  const double t = median(ms) * 1e-3, bytes = (double)batch * ctx * kvd * sizeof(tc::kv_t) * 2;
   g_bench.push_back({fmt("decode %s", model), fmt("batch %d ctx %d h %d/%d", batch, ctx, heads, kvHeads), t * 1e6,
                      bytes / t / 1e9});
   return 0;
@@ -415,15 +440,18 @@ void check_qkv_rope_kv(Rng& rng, int tokens, int heads, int kvHeads, int hd, int
   for (size_t i = slots.size() - 1; i > 0; i--) std::swap(slots[i], slots[rng.below((uint32_t)i + 1)]);
   slots.resize(tokens);
   for (int t = 3; t < tokens; t += 7) slots[t] = -1;
-  Dev<float> dqkv(qkv.size()), dq(tokens * qd), dkc(cache), dvc(cache), dcos(cosT.size()), dsin(sinT.size());
+  Dev<float> dqkv(qkv.size()), dq(tokens * qd), dcos(cosT.size()), dsin(sinT.size());
+  Dev<__half> dkc(cache), dvc(cache);
   Dev<int32_t> dp(tokens), ds(tokens);
-  dqkv.up(qkv), dp.up(pos), ds.up(slots), dkc.up(kc), dvc.up(vc), dcos.up(cosT), dsin.up(sinT), dq.poison();
+  kc = from_half(to_half(kc)), vc = from_half(to_half(vc));
+  dqkv.up(qkv), dp.up(pos), ds.up(slots), dkc.up(to_half(kc)), dvc.up(to_half(vc)), dcos.up(cosT), dsin.up(sinT), dq.poison();
   if (!launch_ok(tc::qkv_rope_kv(dqkv.p, dq.p, dp.p, ds.p, tokens, dkc.p, dvc.p, heads, kvHeads, hd, dcos.p, dsin.p, 0),
                  "qkv_rope_kv"))
     return;
-  auto q = dq.down(), ko = dkc.down(), vo = dvc.down();
+  auto q = dq.down();
+  auto ko = from_half(dkc.down()), vo = from_half(dvc.down());
   std::vector<double> ek(kc.begin(), kc.end()), ev(vc.begin(), vc.end());
-  ErrStats st;
+  ErrStats st, sc;
   for (int t = 0; t < tokens; t++) {
     const float* row = &qkv[t * w];
     for (int h = 0; h < heads + kvHeads; h++)
@@ -440,9 +468,10 @@ void check_qkv_rope_kv(Rng& rng, int tokens, int heads, int kvHeads, int hd, int
     if (slots[t] >= 0)
       for (size_t c = 0; c < kvd; c++) ev[slots[t] * kvd + c] = row[qd + kvd + c];
   }
-  for (size_t i = 0; i < cache; i++) st.add(ko[i], ek[i]), st.add(vo[i], ev[i]);
+  for (size_t i = 0; i < cache; i++) sc.add(ko[i], ek[i]), sc.add(vo[i], ev[i]);
   record("qkv_rope", fmt("tok %d h %d/%d d %d theta %g (vs double reference)", tokens, heads, kvHeads, hd, theta), st,
          1e-6);
+  record("qkv_rope", fmt("tok %d h %d/%d d %d theta %g: fp16 k/v cache", tokens, heads, kvHeads, hd, theta), sc, 1e-3);
 }
 
 int main(int argc, char** argv) {

@@ -1,4 +1,4 @@
-// Paged attention of the GPU backend (fp32, SIMT). Same function as native/src/kernels_impl.h attention*: query i
+// Paged attention of the GPU backend (fp32 math, SIMT; the KV cache is fp16, kv_cache.cuh). Same function as native/src/kernels_impl.h attention*: query i
 // of a sequence with qLen queries sits at position contextLen - qLen + i and attends to positions 0..its own; head h
 // reads kv head h / (heads / kvHeads); scale 1/sqrt(headDim); softmax in fp32 (computed base 2: q is pre-scaled by
 // log2(e)/sqrt(d), so exp2 of the shifted score is the same weight).
@@ -57,7 +57,7 @@ DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
 
 template <int D, int HPB>
 __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
-    const float* __restrict__ q, const float* __restrict__ kCache, const float* __restrict__ vCache,
+    const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
     int maxBlocks, int blockSize, int P, int maxParts, float qScale, __half* __restrict__ xpOut) {
@@ -111,19 +111,18 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     // ---- scores of 16 tokens
     float s[U][HPB];
     {
-      float4 kv[U][NF4];
+      // Every K load of the chunk is issued (rows past the end read the last valid row, then count as zero)
+      // before any is converted.
+      uint2 kr[U][NF4];
 #pragma unroll
       for (int u = 0; u < U; u++) {
-        const int j = c0 + u * TPI + ti;
-        if (j < end) {
-          const int page = __ldg(bt + j / blockSize);
-          const float4* kp = reinterpret_cast<const float4*>(
-              kCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D);
+        const int j = c0 + u * TPI + ti, jj = min(j, end - 1);
+        const int page = __ldg(bt + jj / blockSize);
+        const kv_t* kp = kCache + ((size_t)page * blockSize + jj % blockSize) * kvd + (size_t)kvh * D;
 #pragma unroll
-          for (int i = 0; i < NF4; i++) kv[u][i] = __ldg(kp + sub + TPT * i);
-        } else {
-#pragma unroll
-          for (int i = 0; i < NF4; i++) kv[u][i] = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int i = 0; i < NF4; i++) {
+          const uint2 r = ld_kv4_raw(kp + 4 * (sub + TPT * i));
+          kr[u][i] = j < end ? r : make_uint2(0u, 0u);
         }
       }
 #pragma unroll
@@ -133,9 +132,10 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
         for (int h = 0; h < HPB; h++) {
           float d = 0.f;
 #pragma unroll
-          for (int i = 0; i < NF4; i++)
-            d += qv[h][i].x * kv[u][i].x + qv[h][i].y * kv[u][i].y + qv[h][i].z * kv[u][i].z +
-                 qv[h][i].w * kv[u][i].w;
+          for (int i = 0; i < NF4; i++) {
+            const float4 k = kv4_f32(kr[u][i]);
+            d += qv[h][i].x * k.x + qv[h][i].y * k.y + qv[h][i].z * k.z + qv[h][i].w * k.w;
+          }
 #pragma unroll
           for (int o = TPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(kFull, d, o);
           s[u][h] = valid ? d : -INFINITY;
@@ -164,32 +164,28 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
       }
     }
     // ---- P·V: 16 V rows in flight, lane owns VPL dims
-    float vv[kChunk][VPL];
+    // Every V load first (as for K), converted at use.
+    uint2 vr[kChunk];
 #pragma unroll
     for (int t = 0; t < kChunk; t++) {
-      const int j = c0 + t;
-      if (j < end) {
-        const int page = __ldg(bt + j / blockSize);
-        const float* vp = vCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + lane * VPL;
-        if constexpr (VPL == 4) {
-          const float4 v = __ldg(reinterpret_cast<const float4*>(vp));
-          vv[t][0] = v.x, vv[t][1] = v.y, vv[t][2] = v.z, vv[t][3] = v.w;
-        } else {
-          const float2 v = __ldg(reinterpret_cast<const float2*>(vp));
-          vv[t][0] = v.x, vv[t][1] = v.y;
-        }
-      } else {
-#pragma unroll
-        for (int e = 0; e < VPL; e++) vv[t][e] = 0.f;
-      }
+      const int j = c0 + t, jj = min(j, end - 1);
+      const int page = __ldg(bt + jj / blockSize);
+      const kv_t* vp = vCache + ((size_t)page * blockSize + jj % blockSize) * kvd + (size_t)kvh * D + lane * VPL;
+      uint2 r;
+      if constexpr (VPL == 4) r = ld_kv4_raw(vp);
+      else r = make_uint2(ld_kv2_raw(vp), 0u);
+      vr[t] = j < end ? r : make_uint2(0u, 0u);
     }
 #pragma unroll
     for (int t = 0; t < kChunk; t++) {
+      float vv[4];
+      const float4 v4 = kv4_f32(vr[t]);
+      vv[0] = v4.x, vv[1] = v4.y, vv[2] = v4.z, vv[3] = v4.w;
 #pragma unroll
       for (int h = 0; h < HPB; h++) {
         const float p = __shfl_sync(kFull, s[t / TPI][h], (t % TPI) * TPT);
 #pragma unroll
-        for (int e = 0; e < VPL; e++) acc[h][e] += p * vv[t][e];
+        for (int e = 0; e < VPL; e++) acc[h][e] += p * vv[e];
       }
     }
   }
@@ -265,7 +261,7 @@ constexpr int kBK = 32;  // kv tokens per tile
 
 template <int D>
 __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
-    const float* __restrict__ q, const float* __restrict__ kCache, const float* __restrict__ vCache,
+    const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, int heads, int kvHeads, int maxBlocks,
     int blockSize, float qScale) {
@@ -317,8 +313,7 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (j < kvEnd) {
         const int page = __ldg(bt + j / blockSize);
-        v = __ldg(reinterpret_cast<const float4*>(kCache + ((size_t)page * blockSize + j % blockSize) * kvd +
-                                                  (size_t)kvh * D) + c4);
+        v = ld_kv4(kCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
       }
       *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
     }
@@ -366,8 +361,7 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (j < kvEnd) {
         const int page = __ldg(bt + j / blockSize);
-        v = __ldg(reinterpret_cast<const float4*>(vCache + ((size_t)page * blockSize + j % blockSize) * kvd +
-                                                  (size_t)kvh * D) + c4);
+        v = ld_kv4(vCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
       }
       *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
     }

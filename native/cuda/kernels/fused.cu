@@ -1,6 +1,6 @@
 // Fused kernels that save launches in the decode step.
 //   qkv_rope_kv: from the merged QKV projection (T, qd + 2 kvd), rotate q (written to its own buffer for attention)
-//   and k, and write k and v into the paged caches. Replaces rope + kv_write (and the three separate q/k/v
+//   and k, and write k and v into the paged caches (fp16). Replaces rope + kv_write (and the three separate q/k/v
 //   projections, since the weights are merged). cos/sin come from a table the host computed once with the CPU
 //   engine's formula (fp32 inv_freq and angle, double cos/sin rounded to fp32), so both engines rotate alike.
 #include "kernels.cuh"
@@ -17,7 +17,7 @@ constexpr int kHeadsPerBlock = 4;
 
 __global__ void __launch_bounds__(kThreads)
     qkv_rope_kv_kernel(const float* __restrict__ qkv, float* __restrict__ q, const int32_t* __restrict__ positions,
-                       const int32_t* __restrict__ slots, float* __restrict__ kCache, float* __restrict__ vCache,
+                       const int32_t* __restrict__ slots, kv_t* __restrict__ kCache, kv_t* __restrict__ vCache,
                        int heads, int kvHeads, int headDim, const float* __restrict__ cosTab,
                        const float* __restrict__ sinTab) {
   pdl_trigger();
@@ -34,8 +34,8 @@ __global__ void __launch_bounds__(kThreads)
     if (slot < 0) return;
     const int h0 = (by - qBlocks - kvBlocks) * kHeadsPerBlock, h1 = min(h0 + kHeadsPerBlock, kvHeads);
     const float* vs = row + qd + kvd + h0 * headDim;
-    float* vd = vCache + (size_t)slot * kvd + h0 * headDim;
-    for (int i = threadIdx.x; i < (h1 - h0) * headDim; i += blockDim.x) vd[i] = vs[i];
+    kv_t* vd = vCache + (size_t)slot * kvd + h0 * headDim;
+    for (int i = threadIdx.x; i < (h1 - h0) * headDim; i += blockDim.x) st_kv(vd + i, vs[i]);
     return;
   }
   const bool isQ = by < qBlocks;
@@ -51,15 +51,20 @@ __global__ void __launch_bounds__(kThreads)
     // Same rounding as the CPU: each product rounded, no FMA contraction.
     const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
     const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
-    float* dst = isQ ? q + (size_t)t * qd + h * headDim : kCache + (size_t)slot * kvd + h * headDim;
-    dst[i] = ra, dst[i + half] = rb;
+    if (isQ) {
+      float* dst = q + (size_t)t * qd + h * headDim;
+      dst[i] = ra, dst[i + half] = rb;
+    } else {
+      kv_t* dst = kCache + (size_t)slot * kvd + h * headDim;
+      st_kv(dst + i, ra), st_kv(dst + i + half, rb);
+    }
   }
 }
 
 }  // namespace
 
 cudaError_t qkv_rope_kv(const float* qkv, float* q, const int32_t* positions, const int32_t* slots, int tokens,
-                        float* kCache, float* vCache, int heads, int kvHeads, int headDim, const float* ropeCos,
+                        kv_t* kCache, kv_t* vCache, int heads, int kvHeads, int headDim, const float* ropeCos,
                         const float* ropeSin, cudaStream_t stream) {
   if (!qkv || !q || !positions || !slots || !kCache || !vCache || !ropeCos || !ropeSin || tokens < 1 || heads < 1 ||
       kvHeads < 1 || headDim < 2 || headDim % 2 || heads % kvHeads)

@@ -69,8 +69,8 @@ __device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, 
   if (rt >= pairTiles) {  // v rows, in order
     if (slot < 0) return;
     const int vr = (rt - pairTiles) * 16 + r;
-    ep.vCache[(size_t)slot * kvd + vr] = a;
-    ep.vCache[(size_t)slot * kvd + vr + 8] = b;
+    st_kv(ep.vCache + (size_t)slot * kvd + vr, a);
+    st_kv(ep.vCache + (size_t)slot * kvd + vr + 8, b);
     return;
   }
   const int h = rt / tilesPerHead, ii = (rt - h * tilesPerHead) * 8 + r;
@@ -79,11 +79,13 @@ __device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, 
   // Same rounding as the CPU: each product rounded, no FMA contraction.
   const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
   const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
-  float* dst;
-  if (h < ep.heads) dst = ep.q + (size_t)tok * qd + h * D;
-  else if (slot >= 0) dst = ep.kCache + (size_t)slot * kvd + (h - ep.heads) * D;
-  else return;
-  dst[ii] = ra, dst[ii + half] = rb;
+  if (h < ep.heads) {
+    float* dst = ep.q + (size_t)tok * qd + h * D;
+    dst[ii] = ra, dst[ii + half] = rb;
+  } else if (slot >= 0) {
+    kv_t* dst = ep.kCache + (size_t)slot * kvd + (h - ep.heads) * D;
+    st_kv(dst + ii, ra), st_kv(dst + ii + half, rb);
+  }
 }
 
 }  // namespace

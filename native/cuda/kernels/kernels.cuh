@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kv_cache.cuh"
+
 namespace tpserve::cuda {
 
 /**
@@ -59,8 +61,8 @@ struct Int4Epilogue {
   const int32_t* positions = nullptr;
   const int32_t* slots = nullptr;
   float* q = nullptr;
-  float* kCache = nullptr;
-  float* vCache = nullptr;
+  kv_t* kCache = nullptr;
+  kv_t* vCache = nullptr;
   const float* ropeCos = nullptr;
   const float* ropeSin = nullptr;
   int heads = 0, kvHeads = 0, headDim = 0;
@@ -152,7 +154,7 @@ cudaError_t silu_mul(const float* gu, float* out, int rows, int inter, cudaStrea
  * Writes k, v (tokens, kvHeads, headDim) into the paged caches (numPages, blockSize, kvHeads, headDim) at
  * slot[t] = page * blockSize + offset (slot < 0: skip the token).
  */
-cudaError_t kv_write(const float* k, const float* v, const int32_t* slots, int tokens, float* kCache, float* vCache,
+cudaError_t kv_write(const float* k, const float* v, const int32_t* slots, int tokens, kv_t* kCache, kv_t* vCache,
                      int kvHeads, int headDim, cudaStream_t stream);
 
 /**
@@ -161,14 +163,14 @@ cudaError_t kv_write(const float* k, const float* v, const int32_t* slots, int t
  * ropeCos/ropeSin (maxPositions, headDim/2): cos and sin of position * inv_freq, computed once on the host.
  */
 cudaError_t qkv_rope_kv(const float* qkv, float* q, const int32_t* positions, const int32_t* slots, int tokens,
-                        float* kCache, float* vCache, int heads, int kvHeads, int headDim, const float* ropeCos,
+                        kv_t* kCache, kv_t* vCache, int heads, int kvHeads, int headDim, const float* ropeCos,
                         const float* ropeSin, cudaStream_t stream);
 
 /** Paged-attention arguments shared by decode and prefill. */
 struct AttentionArgs {
   const float* q;            // (tokens, heads, headDim)
-  const float* kCache;       // (numPages, blockSize, kvHeads, headDim)
-  const float* vCache;
+  const kv_t* kCache;        // (numPages, blockSize, kvHeads, headDim), fp16 (kv_cache.cuh)
+  const kv_t* vCache;
   const int32_t* blockTables;  // (numSeqs, maxBlocks)
   const int32_t* contextLens;  // (numSeqs) context after this step
   const int32_t* queryStart;   // (numSeqs + 1) token offsets of each sequence's queries in q (cu_seqlens)

@@ -209,22 +209,28 @@ __global__ void silu_mul_kernel(const float* __restrict__ gu, float* __restrict_
 // ---------------------------------------------------------------- kv_write
 template <bool VEC>
 __global__ void kv_write_kernel(const float* __restrict__ k, const float* __restrict__ v,
-                                const int32_t* __restrict__ slots, float* __restrict__ kCache,
-                                float* __restrict__ vCache, int kvd) {
+                                const int32_t* __restrict__ slots, kv_t* __restrict__ kCache,
+                                kv_t* __restrict__ vCache, int kvd) {
   const int t = blockIdx.x;
   const int slot = slots[t];
   if (slot < 0) return;
   const float* ks = k + (size_t)t * kvd;
   const float* vs = v + (size_t)t * kvd;
-  float* kd = kCache + (size_t)slot * kvd;
-  float* vd = vCache + (size_t)slot * kvd;
-  if (VEC) {
+  kv_t* kd = kCache + (size_t)slot * kvd;
+  kv_t* vd = vCache + (size_t)slot * kvd;
+  if (VEC) {  // 4 values a thread: one 16-byte load, one 8-byte store each
+    const auto st4 = [](kv_t* d, float4 x) {
+      __half2 lo = __floats2half2_rn(x.x, x.y), hi = __floats2half2_rn(x.z, x.w);
+      uint2 u;
+      u.x = *reinterpret_cast<uint32_t*>(&lo), u.y = *reinterpret_cast<uint32_t*>(&hi);
+      *reinterpret_cast<uint2*>(d) = u;
+    };
     for (int c = threadIdx.x; c < kvd / 4; c += blockDim.x) {
-      reinterpret_cast<float4*>(kd)[c] = __ldg(reinterpret_cast<const float4*>(ks) + c);
-      reinterpret_cast<float4*>(vd)[c] = __ldg(reinterpret_cast<const float4*>(vs) + c);
+      st4(kd + 4 * c, __ldg(reinterpret_cast<const float4*>(ks) + c));
+      st4(vd + 4 * c, __ldg(reinterpret_cast<const float4*>(vs) + c));
     }
   } else {
-    for (int c = threadIdx.x; c < kvd; c += blockDim.x) kd[c] = ks[c], vd[c] = vs[c];
+    for (int c = threadIdx.x; c < kvd; c += blockDim.x) st_kv(kd + c, ks[c]), st_kv(vd + c, vs[c]);
   }
 }
 
@@ -353,7 +359,7 @@ cudaError_t silu_mul(const float* gu, float* out, int rows, int inter, cudaStrea
   return launch_pdl(silu_mul_kernel<false>, dim3(blocks), dim3(threads), 0, stream, gu, out, rows, inter, xp);
 }
 
-cudaError_t kv_write(const float* k, const float* v, const int32_t* slots, int tokens, float* kCache, float* vCache,
+cudaError_t kv_write(const float* k, const float* v, const int32_t* slots, int tokens, kv_t* kCache, kv_t* vCache,
                      int kvHeads, int headDim, cudaStream_t stream) {
   if (tokens < 0 || kvHeads <= 0 || headDim <= 0) return cudaErrorInvalidValue;
   if (tokens == 0) return cudaSuccess;
