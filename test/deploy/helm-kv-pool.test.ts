@@ -43,6 +43,12 @@ describe("helm chart: KV pool values", () => {
     const cfg = parse(args);
     expect(cfg.gpuMemoryUtilization).toBe(0.9);
     expect(cfg.kvCacheMiB).toBeNull();
+    expect(cfg.kvCacheDtype).toBe("auto");
+  });
+
+  it("workers.kvCacheDtype reaches the worker's flag; the schema refuses other types", () => {
+    expect(parse(workerArgs("workers.kvCacheDtype=int8")).kvCacheDtype).toBe("int8");
+    expect(() => workerArgs("workers.kvCacheDtype=fp8")).toThrow(/kvCacheDtype/);
   });
 
   it("workers.kvCacheMiB fixes the pool; workers.gpuMemoryUtilization sets the fraction", () => {

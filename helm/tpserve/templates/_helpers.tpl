@@ -133,6 +133,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 - --gpu-memory-utilization
 - {{ $w.gpuMemoryUtilization | quote }}
+- --kv-cache-dtype
+- {{ $w.kvCacheDtype | quote }}
 - --max-batch-tokens
 - {{ $w.maxBatchTokens | quote }}
 - --threads
