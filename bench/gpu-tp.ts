@@ -2,15 +2,16 @@
 // its own process on its own GPU, as `tpserve serve --tp N` runs them.
 //  1. Equality: greedy ids of the golden prompts (32 tokens, prefill then decode steps through the CUDA graphs)
 //     on the bundled model at TP=1, 2, 4, unquantized (also against the golden ids) and int4 g64.
-//  2. Decode speed with dummy int4 g128 weights: Llama-2-7B at TP=1/2/4 and Llama-2-70B at TP=2/4 (each with the
-//     p2p all-reduce and with NCCL only), batch 1 and 32: step time, all-reduce time per step (profile), fraction
-//     of the floor (per-GPU weight bytes / copy bandwidth + the measured collective time).
+//  2. Decode speed with dummy int4 g128 weights: Llama-2-7B at TP=1/2/4 and Llama-2-70B at TP=2/4/8 (each with the
+//     p2p all-reduce and with NCCL only), and Llama-3-70B at TP=4/8 when --models names it, batch 1 and 32: step
+//     time, all-reduce time per step (profile), fraction of the floor (per-GPU weight bytes / copy bandwidth + the
+//     measured collective time).
 //  3. End to end: Llama-2-7B int4 at TP=2 through the router (`serve --tp 2` layout), batch 1 and 32.
 //  4. Failure on the GPUs: a follower killed (SIGKILL) or hung (SIGSTOP) in the middle of a generation: the request
 //     ends with UNAVAILABLE within the bound and the leader process still answers.
 // Flags: --bandwidth GBPS (per GPU), --out FILE, --quick (skips the 70B NCCL-only run and the end-to-end part),
-// --tps 1,2 (default: 1, 2, 4 up to the GPUs visible), --parts equality,decode,e2e,failure (default all),
-// --models llama-2-7b,llama-2-70b (the decode runs; default both).
+// --tps 1,2 (default: 1, 2, 4, 8 up to the GPUs visible), --parts equality,decode,e2e,failure (default all),
+// --models llama-2-7b,llama-2-70b,llama-3-70b (the decode runs; default the first two).
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -170,7 +171,10 @@ function runGroup(spec: Omit<RankSpec, "rank" | "group">): Promise<RankResult> {
 
 const results: Record<string, unknown> = { date: new Date().toISOString(), bandwidthGBps: bandwidth };
 const gpus = loadNative().buildInfo().cudaDevices;
-const tps = tpsFlag ? tpsFlag.split(",").map(Number) : [1, 2, 4].filter((t) => t <= gpus);
+const tps = tpsFlag ? tpsFlag.split(",").map(Number) : [1, 2, 4, 8].filter((t) => t <= gpus);
+// The bundled model has 4 heads and Llama-2-7B's MLP shard at TP=8 (1376 columns) fits no int4 group the tiled
+// layout takes: both stop at TP=4; the 70B shapes go to TP=8.
+const tpsSmall = tps.filter((t) => t <= 4);
 console.log(`GPUs visible: ${gpus}`);
 
 // 1. Equality on the bundled model.
@@ -185,7 +189,7 @@ const paths: { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>;
 ];
 for (const quantization of parts.has("equality") ? (["none", "int4"] as const) : []) {
   const ref: number[][] = [];
-  for (const [tp, path] of tps.flatMap((t) =>
+  for (const [tp, path] of tpsSmall.flatMap((t) =>
     t === 1 ? [[t, paths[0]!] as const] : paths.map((p) => [t, p] as const),
   )) {
     const r = await runGroup({
@@ -235,13 +239,16 @@ const runs: {
   label?: string;
 }[] = [];
 const g7 = (tp: number) => (tp === 4 ? 64 : 128);
-for (const tp of tps) runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp) });
+for (const tp of tpsSmall) runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp) });
 if (tps.includes(4)) runs.push({ model: "llama-2-7b", kvHeads: 32, tp: 1, allreduce: "auto", groupSize: 64 });
 // The same steps with every collective skipped (wrong results, timing only): step time minus this is what the
 // collectives cost inside the step, the term the floor adds to the weight reads.
 for (const [model, kvHeads, tp] of [
   ["llama-2-7b", 32, 2],
   ["llama-2-70b", 8, 4],
+  ["llama-2-70b", 8, 8],
+  ["llama-3-70b", 8, 4],
+  ["llama-3-70b", 8, 8],
 ] as const)
   if (tps.includes(tp))
     runs.push({
@@ -253,10 +260,13 @@ for (const [model, kvHeads, tp] of [
       env: { TPSERVE_TP_SKIP_COLLECTIVES: "1" },
       label: "no collectives",
     });
-for (const tp of tps.filter((t) => t > 1))
+for (const tp of tpsSmall.filter((t) => t > 1))
   runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "nccl", groupSize: g7(tp) });
 for (const tp of tps.filter((t) => t > 1))
   runs.push({ model: "llama-2-70b", kvHeads: 8, tp, allreduce: "auto", groupSize: 128 });
+// Llama-3-70B (vocab 128256; issue 9's second shape) at TP=4 and TP=8: only when --models names it.
+for (const tp of tps.filter((t) => t >= 4))
+  runs.push({ model: "llama-3-70b", kvHeads: 8, tp, allreduce: "auto", groupSize: 128 });
 if (!quick && tps.includes(4))
   runs.push({ model: "llama-2-70b", kvHeads: 8, tp: 4, allreduce: "nccl", groupSize: 128 });
 const speed: Record<string, unknown>[] = [];
