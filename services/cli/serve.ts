@@ -4,6 +4,7 @@ import { type ChildProcess, fork } from "node:child_process";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { generate, generationClient } from "../common/client.js";
+import { TpserveError } from "../common/errors.js";
 import type { Flags } from "../common/flags.js";
 import { packageRoot } from "../common/paths.js";
 import { routerConfigFromFlags } from "../router/config.js";
@@ -17,7 +18,13 @@ import { runWorkerGroup } from "./worker-group.js";
 type WorkerMessage =
   | { type: "progress"; progress: LoadProgress }
   | { type: "ready"; address: string; backend: string; reason: string; quantization: string; kvPool?: string }
-  | { type: "error"; message: string };
+  | { type: "error"; code?: string; message: string };
+
+/** The error's string code (NATIVE_*, CONFIG_*, ...), for the parent to report as its own. */
+function errorCode(err: unknown): { code?: string } {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === "string" ? { code } : {};
+}
 
 /** The worker's own flags, rebuilt from its validated config. */
 export function workerArgv(cfg: WorkerConfig): string[] {
@@ -65,7 +72,7 @@ export async function workerCommand(f: Flags): Promise<number> {
     try {
       return await runWorkerGroup(cfg, send);
     } catch (err) {
-      send({ type: "error", message: (err as Error).message });
+      send({ type: "error", ...errorCode(err), message: (err as Error).message });
       return 2;
     }
   }
@@ -73,7 +80,7 @@ export async function workerCommand(f: Flags): Promise<number> {
   try {
     handle = await startWorker(cfg, (progress) => send({ type: "progress", progress }));
   } catch (err) {
-    send({ type: "error", message: `${(err as { code?: string }).code ?? "ERROR"}: ${(err as Error).message}` });
+    send({ type: "error", ...errorCode(err), message: (err as Error).message });
     return 2;
   }
   send({
@@ -113,9 +120,11 @@ export function startWorkerProcess(
     child.on("message", (m: WorkerMessage) => {
       if (m.type === "progress") bar(m.progress.done, m.progress.total, m.progress.name);
       else if (m.type === "ready") resolve({ child, ready: m });
-      else reject(new Error(`worker failed to start: ${m.message}`));
+      else reject(new TpserveError(m.code ?? "WORKER_START_FAILED", `worker failed to start: ${m.message}`));
     });
-    child.on("exit", (code) => reject(new Error(`worker exited with code ${code} before it was ready`)));
+    child.on("exit", (code) =>
+      reject(new TpserveError("WORKER_START_FAILED", `worker exited with code ${code} before it was ready`)),
+    );
   });
 }
 

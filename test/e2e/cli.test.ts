@@ -86,6 +86,24 @@ describe("tpserve CLI", () => {
     expect((err as { stderr: string }).stderr).toMatch(/max_tokens must be >= 1/);
   });
 
+  it("serve reports a worker that cannot start with its code and message, exit 2, no stack trace", async () => {
+    const err = (await run(process.execPath, [
+      bin,
+      "serve",
+      "--port",
+      "0",
+      "--device",
+      "cpu",
+      "--kv-cache-dtype",
+      "f16",
+    ])
+      .then(() => ({ code: 0, stderr: "" }))
+      .catch((e: { code: number; stderr: string }) => e)) as { code: number; stderr: string };
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/^tpserve serve: NATIVE_INVALID_ARG: worker failed to start: .*"f16" runs on the GPU/m);
+    expect(err.stderr).not.toMatch(/\n\s+at /);
+  }, 60_000);
+
   it("exits 0 on SIGTERM", async () => {
     serve.kill("SIGTERM");
     expect(await exited).toBe(0);
