@@ -1,0 +1,220 @@
+// What a phase boundary of the decode step costs, two ways (docs/gpu.md, "What would close the batch-1 gap"):
+//  - a kernel boundary: a chain of kernels with programmatic dependent launch in one CUDA graph, as the decode
+//    step is now (each waits for the previous one with griddepcontrol.wait);
+//  - a grid barrier inside one persistent kernel (an arrival counter and a generation word, every block resident:
+//    cooperative launch), as a persistent decode kernel would have.
+// Each phase has the all-to-all dependency of a decode layer: every block writes its value, and after the boundary
+// every block reads all of them (through L2) and checks them, so a boundary that lets a phase start early shows as
+// a mismatch. Grids: one block per SM and the most blocks per SM the 256-thread kernel allows.
+//   check_barrier [--json out.json] [--phases N]
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "check_util.cuh"
+#include "kernels/pdl.cuh"
+
+using namespace tpserve::check;
+namespace tc = tpserve::cuda;
+
+namespace {
+
+constexpr int kThreads = 256;
+
+struct Shared {
+  int* vals;            // [2][blocks]: phase p writes vals[p % 2]
+  unsigned* count;      // barrier: blocks arrived in this generation
+  unsigned* gen;        // barrier: generation
+  unsigned* mismatch;   // values that were not the previous phase's
+  int* timedOut;        // a barrier wait that passed 1 s
+};
+
+/** Every block's value of phase p - 1 must be p (written in the previous phase, before the boundary). */
+__device__ __forceinline__ void read_all(const Shared& s, int p, int blocks) {
+  if (p == 0) return;
+  const int* prev = s.vals + ((p - 1) & 1) * blocks;
+  unsigned bad = 0;
+  for (int b = threadIdx.x; b < blocks; b += blockDim.x) bad += __ldcg(prev + b) != p;
+  if (bad) atomicAdd(s.mismatch, bad);
+}
+
+__device__ __forceinline__ void write_mine(const Shared& s, int p, int blocks) {
+  if (threadIdx.x == 0) s.vals[(p & 1) * blocks + blockIdx.x] = p + 1;
+}
+
+__global__ void __launch_bounds__(kThreads) phase_kernel(Shared s, int p) {
+  tc::pdl_trigger();
+  tc::pdl_wait();
+  read_all(s, p, gridDim.x);
+  __syncthreads();  // every read of this block is done before its write of the same slot two phases on
+  write_mine(s, p, gridDim.x);
+}
+
+__device__ __forceinline__ long long global_ns() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/** Arrive, then wait for the generation to move; the last block to arrive resets the count and moves it. */
+__device__ __forceinline__ void grid_barrier(const Shared& s) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned g = *reinterpret_cast<volatile unsigned*>(s.gen);
+    __threadfence();
+    if (atomicAdd(s.count, 1u) == gridDim.x - 1) {
+      *reinterpret_cast<volatile unsigned*>(s.count) = 0u;
+      __threadfence();
+      atomicAdd(s.gen, 1u);
+    } else {
+      const long long t0 = global_ns();
+      for (int k = 0; *reinterpret_cast<volatile unsigned*>(s.gen) == g; k++) {
+        if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
+          atomicExch(s.timedOut, 1);
+          break;
+        }
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kThreads) persistent_kernel(Shared s, int phases) {
+  for (int p = 0; p < phases; p++) {
+    read_all(s, p, gridDim.x);
+    __syncthreads();
+    write_mine(s, p, gridDim.x);
+    grid_barrier(s);
+  }
+}
+
+struct Result {
+  std::string how;
+  int blocks;
+  double usPerPhase;
+  unsigned mismatch;
+  bool timedOut;
+};
+
+int reset(Shared& s, int blocks) {
+  CUDA_CHECK(cudaMemset(s.vals, 0, 2 * blocks * sizeof(int)));
+  CUDA_CHECK(cudaMemset(s.count, 0, sizeof(unsigned)));
+  CUDA_CHECK(cudaMemset(s.gen, 0, sizeof(unsigned)));
+  CUDA_CHECK(cudaMemset(s.mismatch, 0, sizeof(unsigned)));
+  CUDA_CHECK(cudaMemset(s.timedOut, 0, sizeof(int)));
+  return 0;
+}
+
+int finish(Shared& s, const std::string& how, int blocks, float ms, int phases, std::vector<Result>& out) {
+  Result r{how, blocks, 1000.0 * ms / phases, 0, false};
+  int to = 0;
+  CUDA_CHECK(cudaMemcpy(&r.mismatch, s.mismatch, sizeof(unsigned), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(&to, s.timedOut, sizeof(int), cudaMemcpyDeviceToHost));
+  r.timedOut = to != 0;
+  std::printf("%-5s %-34s blocks %4d  %7.3f us per phase  mismatches %u%s\n",
+              r.mismatch || r.timedOut ? "FAIL" : "ok", how.c_str(), blocks, r.usPerPhase, r.mismatch,
+              r.timedOut ? "  (a barrier wait timed out)" : "");
+  out.push_back(r);
+  return 0;
+}
+
+/** `phases` kernels in one graph, each waiting for the one before (programmatic launch as the decode step). */
+int run_chain(Shared& s, int blocks, int phases, cudaStream_t st, std::vector<Result>& out) {
+  cudaGraph_t g;
+  cudaGraphExec_t ex;
+  CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  for (int p = 0; p < phases; p++) CUDA_CHECK(tc::launch_pdl(phase_kernel, dim3(blocks), dim3(kThreads), 0, st, s, p));
+  CUDA_CHECK(cudaStreamEndCapture(st, &g));
+  CUDA_CHECK(cudaGraphInstantiate(&ex, g, 0));
+  CUDA_CHECK(cudaGraphDestroy(g));
+  float best = 1e30f;
+  for (int rep = 0; rep < 4; rep++) {
+    if (reset(s, blocks)) return 1;
+    cudaEvent_t a, b;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    CUDA_CHECK(cudaEventRecord(a, st));
+    CUDA_CHECK(cudaGraphLaunch(ex, st));
+    CUDA_CHECK(cudaEventRecord(b, st));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    if (rep > 0) best = std::min(best, ms);
+    cudaEventDestroy(a), cudaEventDestroy(b);
+  }
+  CUDA_CHECK(cudaGraphExecDestroy(ex));
+  const std::string how = std::string("kernel boundary (graph, PDL ") + (tc::pdl_enabled() ? "on)" : "off)");
+  return finish(s, how, blocks, best, phases, out);
+}
+
+/** One cooperative launch, `phases` grid barriers. */
+int run_persistent(Shared& s, int blocks, int phases, cudaStream_t st, std::vector<Result>& out) {
+  float best = 1e30f;
+  for (int rep = 0; rep < 4; rep++) {
+    if (reset(s, blocks)) return 1;
+    void* args[] = {&s, &phases};
+    cudaEvent_t a, b;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    CUDA_CHECK(cudaEventRecord(a, st));
+    CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(persistent_kernel), dim3(blocks), dim3(kThreads),
+                                           args, 0, st));
+    CUDA_CHECK(cudaEventRecord(b, st));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    if (rep > 0) best = std::min(best, ms);
+    cudaEventDestroy(a), cudaEventDestroy(b);
+  }
+  return finish(s, "grid barrier (one persistent kernel)", blocks, best, phases, out);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* json = arg_value(argc, argv, "--json");
+  const int phases = std::atoi(arg_value(argc, argv, "--phases", "2000"));
+  int dev = 0, sms = 0, coop = 0, perSm = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, persistent_kernel, kThreads, 0));
+  std::printf("device: %s, %d SMs, %d blocks of %d threads per SM, %d phases\n", device_name().c_str(), sms, perSm,
+              kThreads, phases);
+  if (phases < 2 || !coop) {
+    std::printf("%s\n", coop ? "--phases must be at least 2" : "no cooperative launch on this device");
+    return 1;
+  }
+  const int maxBlocks = sms * std::max(1, perSm);
+  Shared s{};
+  CUDA_CHECK(cudaMalloc(&s.vals, 2 * maxBlocks * sizeof(int)));
+  CUDA_CHECK(cudaMalloc(&s.count, sizeof(unsigned)));
+  CUDA_CHECK(cudaMalloc(&s.gen, sizeof(unsigned)));
+  CUDA_CHECK(cudaMalloc(&s.mismatch, sizeof(unsigned)));
+  CUDA_CHECK(cudaMalloc(&s.timedOut, sizeof(int)));
+  cudaStream_t st;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  std::vector<Result> out;
+  for (int blocks : {sms, 2 * sms, maxBlocks}) {
+    if (blocks > maxBlocks) continue;
+    if (run_chain(s, blocks, phases, st, out) || run_persistent(s, blocks, phases, st, out)) return 1;
+  }
+  int failed = 0;
+  for (const Result& r : out) failed += r.mismatch || r.timedOut;
+  std::printf("%d runs, %d failed\n", (int)out.size(), failed);
+  if (json) {
+    Json j;
+    j.begin_obj().kv("device", device_name()).kv("phases", phases).kv("failed", failed).key("runs").begin_arr();
+    for (const Result& r : out)
+      j.begin_obj().kv("how", r.how).kv("blocks", r.blocks).kv("us_per_phase", r.usPerPhase)
+          .kv("mismatch", (long long)r.mismatch).kv("timed_out", r.timedOut).end_obj();
+    j.end_arr().end_obj();
+    if (!j.write(json)) return 1;
+  }
+  cudaFree(s.vals), cudaFree(s.count), cudaFree(s.gen), cudaFree(s.mismatch), cudaFree(s.timedOut);
+  return failed ? 1 : 0;
+}
