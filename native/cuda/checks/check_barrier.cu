@@ -100,25 +100,40 @@ struct Result {
   bool timedOut;
 };
 
-int reset(Shared& s, int blocks) {
-  CUDA_CHECK(cudaMemset(s.vals, 0, 2 * blocks * sizeof(int)));
-  CUDA_CHECK(cudaMemset(s.count, 0, sizeof(unsigned)));
-  CUDA_CHECK(cudaMemset(s.gen, 0, sizeof(unsigned)));
-  CUDA_CHECK(cudaMemset(s.mismatch, 0, sizeof(unsigned)));
-  CUDA_CHECK(cudaMemset(s.timedOut, 0, sizeof(int)));
-  return 0;
-}
-
-int finish(Shared& s, const std::string& how, int blocks, float ms, int phases, std::vector<Result>& out) {
-  Result r{how, blocks, 1000.0 * ms / phases, 0, false};
-  int to = 0;
-  CUDA_CHECK(cudaMemcpy(&r.mismatch, s.mismatch, sizeof(unsigned), cudaMemcpyDeviceToHost));
-  CUDA_CHECK(cudaMemcpy(&to, s.timedOut, sizeof(int), cudaMemcpyDeviceToHost));
-  r.timedOut = to != 0;
+/**
+ * Runs `launch` (which enqueues every phase on st) 4 times, each after resetting the shared words on st: the best
+ * of the last 3 times in `r.usPerPhase`, and every run's mismatches and timeouts summed into r.
+ */
+template <class Launch>
+int time_runs(Shared& s, int phases, cudaStream_t st, Launch&& launch, Result& r) {
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  float best = 1e30f;
+  for (int rep = 0; rep < 4; rep++) {
+    CUDA_CHECK(cudaMemsetAsync(s.vals, 0, 2 * r.blocks * sizeof(int), st));
+    CUDA_CHECK(cudaMemsetAsync(s.count, 0, sizeof(unsigned), st));
+    CUDA_CHECK(cudaMemsetAsync(s.gen, 0, sizeof(unsigned), st));
+    CUDA_CHECK(cudaMemsetAsync(s.mismatch, 0, sizeof(unsigned), st));
+    CUDA_CHECK(cudaMemsetAsync(s.timedOut, 0, sizeof(int), st));
+    CUDA_CHECK(cudaEventRecord(a, st));
+    CUDA_CHECK(launch());
+    CUDA_CHECK(cudaEventRecord(b, st));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0.f;
+    unsigned bad = 0;
+    int to = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    CUDA_CHECK(cudaMemcpy(&bad, s.mismatch, sizeof(unsigned), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(&to, s.timedOut, sizeof(int), cudaMemcpyDeviceToHost));
+    r.mismatch += bad, r.timedOut = r.timedOut || to != 0;
+    if (rep > 0) best = std::min(best, ms);
+  }
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  r.usPerPhase = 1000.0 * best / phases;
   std::printf("%-5s %-34s blocks %4d  %7.3f us per phase  mismatches %u%s\n",
-              r.mismatch || r.timedOut ? "FAIL" : "ok", how.c_str(), blocks, r.usPerPhase, r.mismatch,
+              r.mismatch || r.timedOut ? "FAIL" : "ok", r.how.c_str(), r.blocks, r.usPerPhase, r.mismatch,
               r.timedOut ? "  (a barrier wait timed out)" : "");
-  out.push_back(r);
   return 0;
 }
 
@@ -131,46 +146,25 @@ int run_chain(Shared& s, int blocks, int phases, cudaStream_t st, std::vector<Re
   CUDA_CHECK(cudaStreamEndCapture(st, &g));
   CUDA_CHECK(cudaGraphInstantiate(&ex, g, 0));
   CUDA_CHECK(cudaGraphDestroy(g));
-  float best = 1e30f;
-  for (int rep = 0; rep < 4; rep++) {
-    if (reset(s, blocks)) return 1;
-    cudaEvent_t a, b;
-    CUDA_CHECK(cudaEventCreate(&a));
-    CUDA_CHECK(cudaEventCreate(&b));
-    CUDA_CHECK(cudaEventRecord(a, st));
-    CUDA_CHECK(cudaGraphLaunch(ex, st));
-    CUDA_CHECK(cudaEventRecord(b, st));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0.f;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    if (rep > 0) best = std::min(best, ms);
-    cudaEventDestroy(a), cudaEventDestroy(b);
-  }
+  Result r{std::string("kernel boundary (graph, PDL ") + (tc::pdl_enabled() ? "on)" : "off)"), blocks, 0, 0, false};
+  const int rc = time_runs(s, phases, st, [&] { return cudaGraphLaunch(ex, st); }, r);
   CUDA_CHECK(cudaGraphExecDestroy(ex));
-  const std::string how = std::string("kernel boundary (graph, PDL ") + (tc::pdl_enabled() ? "on)" : "off)");
-  return finish(s, how, blocks, best, phases, out);
+  if (rc) return rc;
+  out.push_back(r);
+  return 0;
 }
 
 /** One cooperative launch, `phases` grid barriers. */
 int run_persistent(Shared& s, int blocks, int phases, cudaStream_t st, std::vector<Result>& out) {
-  float best = 1e30f;
-  for (int rep = 0; rep < 4; rep++) {
-    if (reset(s, blocks)) return 1;
-    void* args[] = {&s, &phases};
-    cudaEvent_t a, b;
-    CUDA_CHECK(cudaEventCreate(&a));
-    CUDA_CHECK(cudaEventCreate(&b));
-    CUDA_CHECK(cudaEventRecord(a, st));
-    CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(persistent_kernel), dim3(blocks), dim3(kThreads),
-                                           args, 0, st));
-    CUDA_CHECK(cudaEventRecord(b, st));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0.f;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    if (rep > 0) best = std::min(best, ms);
-    cudaEventDestroy(a), cudaEventDestroy(b);
-  }
-  return finish(s, "grid barrier (one persistent kernel)", blocks, best, phases, out);
+  Result r{"grid barrier (one persistent kernel)", blocks, 0, 0, false};
+  void* args[] = {&s, &phases};
+  const auto launch = [&] {
+    return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(persistent_kernel), dim3(blocks), dim3(kThreads),
+                                       args, 0, st);
+  };
+  if (time_runs(s, phases, st, launch, r)) return 1;
+  out.push_back(r);
+  return 0;
 }
 
 }  // namespace
