@@ -132,6 +132,16 @@ __device__ __forceinline__ bool poll4_batch(const float* const (&ps)[N], float4 
   return true;
 }
 
+/** Every other rank's copy of the float4 at idx of this call's slot, polled at once; got[own rank] is not set. */
+__device__ __forceinline__ bool poll_peers4(const P2pGroup& g, const Call& c, size_t idx,
+                                            float4 (&got)[kP2pMaxRanks]) {
+  const float* ps[kP2pMaxRanks];
+#pragma unroll
+  for (int j = 0; j < kP2pMaxRanks; j++)
+    ps[j] = j < g.world && j != g.rank ? region_of(g.base[g.rank], c.slot, j, g) + idx : nullptr;
+  return poll4_batch(ps, got, g);
+}
+
 /** The last block of the call records what the slot carried and moves the group to the next slot. */
 __device__ __forceinline__ void end_call(const P2pGroup& g, const Call& c, uint32_t n) {
   __syncthreads();
@@ -157,12 +167,8 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(float* x, size_t n
   reset_previous(g, c);
   bool ok = true;
   if (cnt == 4) {  // every peer's copy polled at once; summed in rank order, the same on every rank
-    const float* ps[kP2pMaxRanks];
     float4 got[kP2pMaxRanks];
-#pragma unroll
-    for (int j = 0; j < kP2pMaxRanks; j++)
-      ps[j] = j < g.world && j != g.rank ? region_of(g.base[g.rank], c.slot, j, g) + idx : nullptr;
-    ok = poll4_batch(ps, got, g);
+    ok = poll_peers4(g, c, idx, got);
 #pragma unroll
     for (int j = 0; j < kP2pMaxRanks; j++) {
       if (j >= g.world) continue;
@@ -202,12 +208,8 @@ __global__ void __launch_bounds__(kThreads) gather_cols_kernel(const float* loca
     }
   };
   if (cnt == 4) {  // every peer's copy polled at once
-    const float* ps[kP2pMaxRanks];
     float4 got[kP2pMaxRanks];
-#pragma unroll
-    for (int j = 0; j < kP2pMaxRanks; j++)
-      ps[j] = j < g.world && j != g.rank ? region_of(g.base[g.rank], c.slot, j, g) + idx : nullptr;
-    if (poll4_batch(ps, got, g)) {
+    if (poll_peers4(g, c, idx, got)) {
 #pragma unroll
       for (int j = 0; j < kP2pMaxRanks; j++)
         if (j < g.world) put(j, j == g.rank ? mine : reinterpret_cast<const float*>(&got[j]));
@@ -282,10 +284,9 @@ __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __r
   for (int k = 0; k < NV; k++) {
     const int col = threadIdx.x + k * NT;
     if (col < n4) {
-      const float4 s4 = s[k];
       float4* xr = reinterpret_cast<float4*>(x + row) + col;
       v[k] = *xr;
-      v[k].x += s4.x, v[k].y += s4.y, v[k].z += s4.z, v[k].w += s4.w;
+      v[k].x += s[k].x, v[k].y += s[k].y, v[k].z += s[k].z, v[k].w += s[k].w;
       if (ok) *xr = v[k];
       ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
     }
