@@ -219,15 +219,9 @@ __global__ void kv_write_kernel(const float* __restrict__ k, const float* __rest
   kv_t* kd = kCache + (size_t)slot * kvd;
   kv_t* vd = vCache + (size_t)slot * kvd;
   if (VEC) {  // 4 values a thread: one 16-byte load, one 8-byte store each
-    const auto st4 = [](kv_t* d, float4 x) {
-      __half2 lo = __floats2half2_rn(x.x, x.y), hi = __floats2half2_rn(x.z, x.w);
-      uint2 u;
-      u.x = *reinterpret_cast<uint32_t*>(&lo), u.y = *reinterpret_cast<uint32_t*>(&hi);
-      *reinterpret_cast<uint2*>(d) = u;
-    };
     for (int c = threadIdx.x; c < kvd / 4; c += blockDim.x) {
-      st4(kd + 4 * c, __ldg(reinterpret_cast<const float4*>(ks) + c));
-      st4(vd + 4 * c, __ldg(reinterpret_cast<const float4*>(vs) + c));
+      st_kv4(kd + 4 * c, __ldg(reinterpret_cast<const float4*>(ks) + c));
+      st_kv4(vd + 4 * c, __ldg(reinterpret_cast<const float4*>(vs) + c));
     }
   } else {
     for (int c = threadIdx.x; c < kvd; c += blockDim.x) st_kv(kd + c, ks[c]), st_kv(vd + c, vs[c]);
