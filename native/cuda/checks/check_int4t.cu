@@ -518,8 +518,9 @@ int main(int argc, char** argv) {
             for (int v = 0; v < kvd; ++v) rkv.e.add(vc[(size_t)slots[t] * kvd + v], row[qd + kvd + v]);
         }
       }
-      record(std::move(r), m <= 8 || (m > 16 && exact) ? 1e-5 : 2e-3, checks);
-      if (kind == 2) record(std::move(rkv), std::max(m <= 8 || (m > 16 && exact) ? 1e-5 : 2e-3, 1e-3), checks);  // fp16 cache: 2^-11 a value
+      const double tol = m <= 8 || (m > 16 && exact) ? 1e-5 : 2e-3;
+      record(std::move(r), tol, checks);
+      if (kind == 2) record(std::move(rkv), std::max(tol, 1e-3), checks);  // the fp16 cache: 2^-11 a value
       cudaFree(dx), cudaFree(dy), cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dc), cudaFree(ds);
       cudaFree(dpos), cudaFree(dslot), cudaFree(dxp), cudaFree(dmap);
     }
