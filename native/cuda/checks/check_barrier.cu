@@ -1,8 +1,10 @@
 // What a phase boundary of the decode step costs, two ways (docs/gpu.md, "What would close the batch-1 gap"):
 //  - a kernel boundary: a chain of kernels with programmatic dependent launch in one CUDA graph, as the decode
 //    step is now (each waits for the previous one with griddepcontrol.wait);
-//  - a grid barrier inside one persistent kernel (an arrival counter and a generation word, every block resident:
-//    cooperative launch), as a persistent decode kernel would have.
+//  - a grid barrier inside one persistent kernel (every block resident: cooperative launch), as a persistent decode
+//    kernel would have, three ways: an arrival counter reset by the last block and a generation word, with
+//    __threadfence (as cooperative groups); one counter that only grows, red.release / ld.acquire, no reset; one
+//    flag per block (st.release its phase, every block polls all flags with ld.acquire, no atomics).
 // Each phase has the all-to-all dependency of a decode layer: every block writes its value, and after the boundary
 // every block reads all of them (through L2) and checks them, so a boundary that lets a phase start early shows as
 // a mismatch. Grids: one block per SM and the most blocks per SM the 256-thread kernel allows.
@@ -28,6 +30,7 @@ struct Shared {
   int* vals;            // [2][blocks]: phase p writes vals[p % 2]
   unsigned* count;      // barrier: blocks arrived in this generation
   unsigned* gen;        // barrier: generation
+  unsigned* flags;      // flag barrier: the phase each block has finished
   unsigned* mismatch;   // values that were not the previous phase's
   int* timedOut;        // a barrier wait that passed 1 s
 };
@@ -83,12 +86,51 @@ __device__ __forceinline__ void grid_barrier(const Shared& s) {
   __syncthreads();
 }
 
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/** Spins until *p >= target (1 s: sets timedOut and gives up). */
+__device__ __forceinline__ void wait_at_least(const Shared& s, const unsigned* p, unsigned target) {
+  if (ld_acquire(p) >= target) return;
+  const long long t0 = global_ns();
+  for (int k = 0; ld_acquire(p) < target; k++)
+    if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
+      atomicExch(s.timedOut, 1);
+      return;
+    }
+}
+
+/** One counter that only grows: phase p is over when it reaches (p + 1) x blocks. */
+__device__ __forceinline__ void counter_barrier(const Shared& s, int p) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(s.count) : "memory");
+    wait_at_least(s, s.count, (unsigned)(p + 1) * gridDim.x);
+  }
+  __syncthreads();
+}
+
+/** A flag per block: each publishes its phase, then threads poll one block's flag each. */
+__device__ __forceinline__ void flag_barrier(const Shared& s, int p) {
+  __syncthreads();
+  if (threadIdx.x == 0)
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(s.flags + blockIdx.x), "r"((unsigned)p + 1) : "memory");
+  for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x) wait_at_least(s, s.flags + b, (unsigned)p + 1);
+  __syncthreads();
+}
+
+template <int Kind>
 __global__ void __launch_bounds__(kThreads) persistent_kernel(Shared s, int phases) {
   for (int p = 0; p < phases; p++) {
     read_all(s, p, gridDim.x);
     __syncthreads();
     write_mine(s, p, gridDim.x);
-    grid_barrier(s);
+    if (Kind == 0) grid_barrier(s);
+    else if (Kind == 1) counter_barrier(s, p);
+    else flag_barrier(s, p);
   }
 }
 
@@ -114,6 +156,7 @@ int time_runs(Shared& s, int phases, cudaStream_t st, Launch&& launch, Result& r
     CUDA_CHECK(cudaMemsetAsync(s.vals, 0, 2 * r.blocks * sizeof(int), st));
     CUDA_CHECK(cudaMemsetAsync(s.count, 0, sizeof(unsigned), st));
     CUDA_CHECK(cudaMemsetAsync(s.gen, 0, sizeof(unsigned), st));
+    CUDA_CHECK(cudaMemsetAsync(s.flags, 0, r.blocks * sizeof(unsigned), st));
     CUDA_CHECK(cudaMemsetAsync(s.mismatch, 0, sizeof(unsigned), st));
     CUDA_CHECK(cudaMemsetAsync(s.timedOut, 0, sizeof(int), st));
     CUDA_CHECK(cudaEventRecord(a, st));
@@ -131,7 +174,7 @@ int time_runs(Shared& s, int phases, cudaStream_t st, Launch&& launch, Result& r
   }
   cudaEventDestroy(a), cudaEventDestroy(b);
   r.usPerPhase = 1000.0 * best / phases;
-  std::printf("%-5s %-34s blocks %4d  %7.3f us per phase  mismatches %u%s\n",
+  std::printf("%-5s %-40s blocks %4d  %7.3f us per phase  mismatches %u%s\n",
               r.mismatch || r.timedOut ? "FAIL" : "ok", r.how.c_str(), r.blocks, r.usPerPhase, r.mismatch,
               r.timedOut ? "  (a barrier wait timed out)" : "");
   return 0;
@@ -154,13 +197,16 @@ int run_chain(Shared& s, int blocks, int phases, cudaStream_t st, std::vector<Re
   return 0;
 }
 
-/** One cooperative launch, `phases` grid barriers. */
+/** One cooperative launch, `phases` grid barriers of one kind. */
+template <int Kind>
 int run_persistent(Shared& s, int blocks, int phases, cudaStream_t st, std::vector<Result>& out) {
-  Result r{"grid barrier (one persistent kernel)", blocks, 0, 0, false};
+  static const char* names[] = {"grid barrier: reset counter, fences", "grid barrier: growing counter, acq/rel",
+                                "grid barrier: flag per block"};
+  Result r{names[Kind], blocks, 0, 0, false};
   void* args[] = {&s, &phases};
   const auto launch = [&] {
-    return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(persistent_kernel), dim3(blocks), dim3(kThreads),
-                                       args, 0, st);
+    return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(persistent_kernel<Kind>), dim3(blocks),
+                                       dim3(kThreads), args, 0, st);
   };
   if (time_runs(s, phases, st, launch, r)) return 1;
   out.push_back(r);
@@ -176,7 +222,12 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, persistent_kernel, kThreads, 0));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, persistent_kernel<0>, kThreads, 0));
+  for (auto k : {persistent_kernel<1>, persistent_kernel<2>}) {
+    int n = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, kThreads, 0));
+    perSm = std::min(perSm, n);
+  }
   std::printf("device: %s, %d SMs, %d blocks of %d threads per SM, %d phases\n", device_name().c_str(), sms, perSm,
               kThreads, phases);
   if (phases < 2 || !coop) {
@@ -188,6 +239,7 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaMalloc(&s.vals, 2 * maxBlocks * sizeof(int)));
   CUDA_CHECK(cudaMalloc(&s.count, sizeof(unsigned)));
   CUDA_CHECK(cudaMalloc(&s.gen, sizeof(unsigned)));
+  CUDA_CHECK(cudaMalloc(&s.flags, maxBlocks * sizeof(unsigned)));
   CUDA_CHECK(cudaMalloc(&s.mismatch, sizeof(unsigned)));
   CUDA_CHECK(cudaMalloc(&s.timedOut, sizeof(int)));
   cudaStream_t st;
@@ -195,7 +247,9 @@ int main(int argc, char** argv) {
   std::vector<Result> out;
   for (int blocks : {sms, 2 * sms, maxBlocks}) {
     if (blocks > maxBlocks) continue;
-    if (run_chain(s, blocks, phases, st, out) || run_persistent(s, blocks, phases, st, out)) return 1;
+    if (run_chain(s, blocks, phases, st, out) || run_persistent<0>(s, blocks, phases, st, out) ||
+        run_persistent<1>(s, blocks, phases, st, out) || run_persistent<2>(s, blocks, phases, st, out))
+      return 1;
   }
   int failed = 0;
   for (const Result& r : out) failed += r.mismatch || r.timedOut;
@@ -209,6 +263,6 @@ int main(int argc, char** argv) {
     j.end_arr().end_obj();
     if (!j.write(json)) return 1;
   }
-  cudaFree(s.vals), cudaFree(s.count), cudaFree(s.gen), cudaFree(s.mismatch), cudaFree(s.timedOut);
+  cudaFree(s.vals), cudaFree(s.count), cudaFree(s.gen), cudaFree(s.flags), cudaFree(s.mismatch), cudaFree(s.timedOut);
   return failed ? 1 : 0;
 }

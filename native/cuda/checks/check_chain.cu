@@ -1,0 +1,844 @@
+// The batch-1 decode GEMVs of a whole Llama-2-7B step (32 layers x QKV, O, gate/up, down, int4 g128, distinct
+// weights, 3.44 GB: cold, as in the step) run several ways, to measure what the persistent decode kernel plan
+// (docs/gpu.md run 33) could gain:
+//  - as now: one int4_tiled_matmul launch each (programmatic launch), all 128 in one CUDA graph;
+//  - one persistent kernel (cooperative launch, 2 blocks of 16 warps per SM): block b takes tiles b, b + grid, ...
+//    of every matrix, each warp every 16th group of a tile, and a two-slot register ring runs on across tiles and
+//    matrices (the next matrix's first weights are in flight before the boundary). Between matrices: a grid
+//    barrier (one growing counter, release/acquire; or 16 counters), or nothing (the inputs here do not depend on
+//    the previous matrix, so the results hold either way: an upper bound, not a usable kernel);
+//  - the same with a ring of 4 items per warp in shared memory (cp.async); with each block's share balanced to
+//    within one group (tiles split between two blocks add into y); with tiles claimed from a counter per matrix;
+//    with dataflow counters per input chunk instead of barriers.
+// For the barrier variants it also prints where a barrier's time goes: the spread of the blocks' arrivals, the last
+// arrival to the first departure, and a block's mean wait. Every matrix's y is checked against the graph's (O and
+// down bit for bit where k is split the same way; within 1e-5 relative otherwise).
+//   check_chain [--json out.json] [--layers N]
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "check_util.cuh"
+#include "kernels/int4_tiled_common.cuh"
+#include "kernels/kernels.cuh"
+
+using namespace tpserve::check;
+namespace tc = tpserve::cuda;
+
+namespace {
+
+constexpr int kWarps = 16, kThreads = kWarps * 32, kGroup = 128, kMaxMats = 128;
+
+struct Mat {
+  const uint4* q;
+  const float* scales;
+  const __half* xp;  // m = 1 prepared input (hi/lo columns)
+  float* y;
+  int rows, cols;
+};
+
+struct Bar {
+  unsigned* count;
+  int* timedOut;
+  long long* stamps;  // when set: (barrier, block) -> arrival and departure times (globaltimer, ns)
+};
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ long long global_ns() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/**
+ * Grid barrier number `n` (from 0) over counters that only grow; 1 s without progress sets timedOut. Spread = 1:
+ * one counter. Spread = S > 1: block b arrives on counter b % S (each in its own 128-byte line), and the first S
+ * lanes of warp 0 poll one counter each and sum them, so no counter takes more than gridDim / S arrivals.
+ */
+template <int Spread>
+__device__ __forceinline__ void grid_barrier(const Bar& b, unsigned n) {
+  __syncthreads();
+  const unsigned target = (n + 1) * gridDim.x;
+  if (Spread == 1) {
+    if (threadIdx.x == 0) {
+      long long* st = b.stamps ? b.stamps + ((size_t)n * gridDim.x + blockIdx.x) * 2 : nullptr;
+      if (st) st[0] = global_ns();
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(b.count) : "memory");
+      if (ld_acquire(b.count) < target) {
+        const long long t0 = global_ns();
+        for (int k = 0; ld_acquire(b.count) < target; k++)
+          if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
+            atomicExch(b.timedOut, 1);
+            break;
+          }
+      }
+      if (st) st[1] = global_ns();
+    }
+  } else if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    if (lane == 0)
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(b.count + (blockIdx.x % Spread) * 32) : "memory");
+    const long long t0 = global_ns();
+    for (int k = 0;; k++) {
+      unsigned v = lane < Spread ? ld_acquire(b.count + lane * 32) : 0u;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (v >= target) break;
+      if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
+        if (lane == 0) atomicExch(b.timedOut, 1);
+        break;
+      }
+    }
+  }
+  __syncthreads();
+}
+
+/** This warp's groups of a tile of matrix m: warp, warp + kWarps, ... */
+__device__ __forceinline__ int groups_of(const Mat& m, int warp) {
+  const int ng = m.cols / kGroup;
+  return warp < ng ? (ng - warp + kWarps - 1) / kWarps : 0;
+}
+
+/** The warp's item after (j, tile, u), in the order the main loop consumes them; false past the last matrix. */
+__device__ __forceinline__ bool next_item(const Mat* mats, int nMats, int warp, int& j, int& tile, int& u) {
+  if (++u < groups_of(mats[j], warp)) return true;
+  u = 0;
+  tile += gridDim.x;
+  while (j < nMats && (tile >= (mats[j].rows + 15) / 16 || groups_of(mats[j], warp) == 0)) {
+    if (++j < nMats) tile = blockIdx.x;
+  }
+  return j < nMats;
+}
+
+/** One item: group gi's two 64-column chunks (q0, q1) of a tile times the prepared x, scaled into acc. */
+__device__ __forceinline__ void group_mma(const uint4& q0, const uint4& q1, float s0, float s1,
+                                          const __half* __restrict__ xp, int gi, int g, int t, float (&acc)[4]) {
+  const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);  // symmetric weights
+  float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int kb = gi * 2 + c;
+    uint4 bx0 = make_uint4(0u, 0u, 0u, 0u), bx1 = bx0;
+    if (g < 2) {  // columns 0 and 1: the token's hi and lo halves
+      const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
+      bx0 = __ldg(bp), bx1 = __ldg(bp + 1);
+    }
+    const uint4& qq = c == 0 ? q0 : q1;
+    const uint32_t words[4] = {qq.x, qq.y, qq.z, qq.w};
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      uint32_t a[4];
+      tc::dequant_word(words[w], zlo, zhi, a);
+      const uint4& b = w < 2 ? bx0 : bx1;
+      if (w & 1) tc::mma_f16(d, a, b.z, b.w);
+      else tc::mma_f16(d, a, b.x, b.y);
+    }
+  }
+  acc[0] = fmaf(s0, d[0], acc[0]);
+  acc[1] = fmaf(s0, d[1], acc[1]);
+  acc[2] = fmaf(s1, d[2], acc[2]);
+  acc[3] = fmaf(s1, d[3], acc[3]);
+}
+
+// Dataflow instead of barriers (Flow): group gi of matrix j reads the input chunk gi, which here stands for the
+// outputs of tiles [gi T / G, (gi + 1) T / G) of matrix j - 1 (T its tiles, G matrix j's groups a row); a producer
+// tile adds 1 to its chunk's counter (release) once its y is stored, and the consumer warp waits (acquire) for the
+// chunk's count before its first multiply with that group (the weights are loaded already).
+constexpr int kChunkStride = 128;  // counters per matrix (groups a row <= 128)
+
+__device__ __forceinline__ int chunk_lo(int c, int T, int G) { return (int)((long long)c * T / G); }
+
+__device__ __forceinline__ int chunk_of(int tile, int T, int G) {
+  int c = (int)((long long)tile * G / T);
+  while (chunk_lo(c + 1, T, G) <= tile) ++c;
+  while (c > 0 && chunk_lo(c, T, G) > tile) --c;
+  return c;
+}
+
+template <bool Barrier, int Spread = 1, bool Flow = false>
+__global__ void __launch_bounds__(kThreads, 2) chain_kernel(const Mat* __restrict__ gmats, int nMats, Bar bar,
+                                                            unsigned* __restrict__ done = nullptr) {
+  __shared__ Mat mats[kMaxMats];
+  __shared__ float red[2][kWarps][16];
+  for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i];
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  // Two-slot register ring; slots are compile-time indices (std::integral_constant) so the ring stays in registers.
+  uint4 q[2][2];
+  float s0[2], s1[2];
+  const auto load = [&](auto S, int j, int tile, int u) {
+    constexpr int s = decltype(S)::value;
+    const Mat& m = mats[j];
+    const int KB = m.cols >> 6, NG = m.cols / kGroup, gi = warp + u * kWarps;
+    const uint4* wq = m.q + (size_t)tile * KB * 32 + lane;
+    q[s][0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
+    q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
+    const float* wsc = m.scales + (size_t)tile * NG * 16;
+    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+  };
+  // The next item to load: this warp's first (matrix, tile, group index).
+  int nj = 0, nt = blockIdx.x, nu = 0;
+  while (nj < nMats && (nt >= (mats[nj].rows + 15) / 16 || groups_of(mats[nj], warp) == 0))
+    if (++nj < nMats) nt = blockIdx.x;
+  bool more = nj < nMats;
+  if (more) {
+    load(std::integral_constant<int, 0>(), nj, nt, nu);
+    more = next_item(mats, nMats, warp, nj, nt, nu);
+  }
+  unsigned ready = 0;  // Flow: bit u = this warp's group u of the current matrix has its input
+  int curJ = 0;
+  // One item in slot S: the next item's load goes into the other slot first, then this one is multiplied.
+  const auto item = [&](auto S, const Mat& m, int u, float(&acc)[4]) {
+    constexpr int s = decltype(S)::value;
+    if (more) {
+      load(std::integral_constant<int, 1 - s>(), nj, nt, nu);
+      more = next_item(mats, nMats, warp, nj, nt, nu);
+    }
+    const int gi = warp + u * kWarps;
+    if (Flow && curJ > 0 && !((ready >> u) & 1u)) {
+      if (lane == 0) {
+        const int T = (mats[curJ - 1].rows + 15) / 16, G = m.cols / kGroup;
+        const unsigned need = (unsigned)(chunk_lo(gi + 1, T, G) - chunk_lo(gi, T, G));
+        const unsigned* c = done + (size_t)(curJ - 1) * kChunkStride + gi;
+        if (ld_acquire(c) < need) {
+          const long long t0 = global_ns();
+          for (int k = 0; ld_acquire(c) < need; k++)
+            if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
+              atomicExch(bar.timedOut, 1);
+              break;
+            }
+        }
+      }
+      __syncwarp();
+      ready |= 1u << u;
+    }
+    group_mma(q[s][0], q[s][1], s0[s], s1[s], m.xp, gi, g, t, acc);
+  };
+  const std::integral_constant<int, 0> I0;
+  const std::integral_constant<int, 1> I1;
+  int par = 0, tileCount = 0;  // par: the slot of this warp's next item
+
+  for (int j = 0; j < nMats; ++j) {
+    const Mat& m = mats[j];
+    const int tiles = (m.rows + 15) / 16, U = groups_of(m, warp);
+    curJ = j, ready = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++tileCount) {
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int u = 0; u < U; u += 2) {
+        if (par == 0) {
+          item(I0, m, u, acc);
+          if (u + 1 < U) item(I1, m, u + 1, acc);
+        } else {
+          item(I1, m, u, acc);
+          if (u + 1 < U) item(I0, m, u + 1, acc);
+        }
+      }
+      if (U & 1) par ^= 1;
+      float* rw = red[tileCount & 1][warp];
+      if (t == 0) rw[g] = acc[0] + acc[1], rw[g + 8] = acc[2] + acc[3];
+      __syncthreads();  // one a tile: red is double-buffered, so tile n + 2's writes follow tile n's sums
+      if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
+        float s = 0.f;
+        for (int k = 0; k < kWarps; ++k) s += red[tileCount & 1][k][threadIdx.x];
+        m.y[tile * 16 + threadIdx.x] = s;
+      }
+      if (Flow && j + 1 < nMats && threadIdx.x < 32) {
+        __syncwarp();  // warp 0's y stores come before the release
+        if (threadIdx.x == 0) {
+          unsigned* c = done + (size_t)j * kChunkStride + chunk_of(tile, tiles, mats[j + 1].cols / kGroup);
+          asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory");
+        }
+      }
+    }
+    if (Barrier && j + 1 < nMats) grid_barrier<Spread>(bar, (unsigned)j);
+  }
+}
+
+// ---- the register-ring chain with tiles taken dynamically: a counter per matrix, blocks claim the next tile with
+// atomicAdd (thread 0, claims made 3-4 tiles ahead so that the ring always knows its next tile), so a block that
+// its DRAM serves faster takes more tiles.
+constexpr int kClaims = 8;
+
+template <bool Barrier>
+__global__ void __launch_bounds__(kThreads, 2) chain_kernel_dyn(const Mat* __restrict__ gmats, int nMats, Bar bar,
+                                                                unsigned* __restrict__ ctr) {
+  __shared__ Mat mats[kMaxMats];
+  __shared__ int2 claim[kClaims];  // entry k of this block's stream: (matrix, tile); matrix nMats = the end
+  __shared__ float red[2][kWarps][16];
+  for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i];
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  // Claims (thread 0 only): gj = the matrix being claimed from, pend = an atomicAdd result not looked at yet.
+  int gj = 0;
+  unsigned pend = 0;
+  const auto claim_sync = [&](int k) {  // a claim of entry k, waiting for the atomics
+    while (gj < nMats) {
+      const unsigned tl = atomicAdd(ctr + gj, 1u);
+      if (tl < (unsigned)((mats[gj].rows + 15) / 16)) {
+        claim[k % kClaims] = make_int2(gj, (int)tl);
+        return;
+      }
+      ++gj;
+    }
+    claim[k % kClaims] = make_int2(nMats, 0);
+  };
+  const auto claim_finish = [&](int k) {  // entry k from the pending atomicAdd
+    if (gj < nMats && pend < (unsigned)((mats[gj].rows + 15) / 16)) claim[k % kClaims] = make_int2(gj, (int)pend);
+    else {
+      if (gj < nMats) ++gj;
+      claim_sync(k);
+    }
+  };
+  if (threadIdx.x == 0) {
+    claim_sync(0), claim_sync(1), claim_sync(2);
+    pend = gj < nMats ? atomicAdd(ctr + gj, 1u) : 0u;
+  }
+  __syncthreads();
+
+  uint4 q[2][2];
+  float s0[2], s1[2];
+  const auto load = [&](auto S, int j, int tile, int u) {
+    constexpr int s = decltype(S)::value;
+    const Mat& m = mats[j];
+    const int KB = m.cols >> 6, NG = m.cols / kGroup, gi = warp + u * kWarps;
+    const uint4* wq = m.q + (size_t)tile * KB * 32 + lane;
+    q[s][0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
+    q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
+    const float* wsc = m.scales + (size_t)tile * NG * 16;
+    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+  };
+  // Stream cursor of this warp: claim entry nk, group index nu.
+  int nk = 0, nu = 0;
+  const auto valid = [&]() {  // skips entries whose matrix gives this warp no group
+    for (;; ++nk, nu = 0) {
+      const int2 c = claim[nk % kClaims];
+      if (c.x >= nMats) return false;
+      if (nu < groups_of(mats[c.x], warp)) return true;
+    }
+  };
+  bool more = valid();
+  if (more) {
+    const int2 c = claim[nk % kClaims];
+    load(std::integral_constant<int, 0>(), c.x, c.y, nu);
+    ++nu;
+    more = valid();
+  }
+  const auto item = [&](auto S, const Mat& m, int u, float(&acc)[4]) {
+    constexpr int s = decltype(S)::value;
+    if (more) {
+      const int2 c = claim[nk % kClaims];
+      load(std::integral_constant<int, 1 - s>(), c.x, c.y, nu);
+      ++nu;
+      more = valid();
+    }
+    const int gi = warp + u * kWarps;
+    group_mma(q[s][0], q[s][1], s0[s], s1[s], m.xp, gi, g, t, acc);
+  };
+  const std::integral_constant<int, 0> I0;
+  const std::integral_constant<int, 1> I1;
+  int par = 0, k = 0;
+  for (int j = 0; j < nMats; ++j) {
+    const Mat& m = mats[j];
+    const int U = groups_of(m, warp);
+    for (;;) {
+      const int2 c = claim[k % kClaims];
+      if (c.x != j) break;
+      const int tile = c.y;
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int u = 0; u < U; u += 2) {
+        if (par == 0) {
+          item(I0, m, u, acc);
+          if (u + 1 < U) item(I1, m, u + 1, acc);
+        } else {
+          item(I1, m, u, acc);
+          if (u + 1 < U) item(I0, m, u + 1, acc);
+        }
+      }
+      if (U & 1) par ^= 1;
+      float* rw = red[k & 1][warp];
+      if (t == 0) rw[g] = acc[0] + acc[1], rw[g + 8] = acc[2] + acc[3];
+      __syncthreads();  // also publishes the claim made at the previous tile's sync
+      if (threadIdx.x == 0) {
+        claim_finish(k + 3);
+        pend = gj < nMats ? atomicAdd(ctr + gj, 1u) : 0u;
+      }
+      if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
+        float v = 0.f;
+        for (int w = 0; w < kWarps; ++w) v += red[k & 1][w][threadIdx.x];
+        m.y[tile * 16 + threadIdx.x] = v;
+      }
+      ++k;
+    }
+    if (Barrier && j + 1 < nMats) grid_barrier<1>(bar, (unsigned)j);
+  }
+}
+
+// ---- the register-ring chain with balanced work: block b takes groups [T b / B, T (b + 1) / B) of a matrix's
+// T = tiles x groups-per-tile (tile-major), so blocks differ by at most one group. A tile split between two
+// blocks is summed with atomicAdd into y (zeroed first; two addends, so the order does not change the bits).
+struct Span {
+  int tileLo, tileHi;  // tiles [tileLo, tileHi], empty when tileLo > tileHi
+  int lo, hi;          // the block's groups
+};
+
+__device__ __forceinline__ Span span_of(const Mat& m) {
+  const int NG = m.cols / kGroup, tiles = (m.rows + 15) / 16;
+  const long long T = (long long)tiles * NG;
+  Span s;
+  s.lo = (int)(T * blockIdx.x / gridDim.x), s.hi = (int)(T * (blockIdx.x + 1) / gridDim.x);
+  s.tileLo = s.lo / NG, s.tileHi = s.hi > s.lo ? (s.hi - 1) / NG : s.tileLo - 1;
+  return s;
+}
+
+/** Groups [ga, gb) of `tile` in the block's span; this warp takes ga + warp, ga + warp + kWarps, ... */
+__device__ __forceinline__ void tile_groups(const Mat& m, const Span& s, int tile, int warp, int& ga, int& U) {
+  const int NG = m.cols / kGroup;
+  ga = max(s.lo - tile * NG, 0);
+  const int gb = min(s.hi - tile * NG, NG);
+  U = gb - ga > warp ? (gb - ga - warp + kWarps - 1) / kWarps : 0;
+}
+
+template <bool Barrier>
+__global__ void __launch_bounds__(kThreads, 2) chain_kernel_bal(const Mat* __restrict__ gmats, int nMats, Bar bar) {
+  __shared__ Mat mats[kMaxMats];
+  __shared__ Span spans[kMaxMats];
+  __shared__ float red[2][kWarps][16];
+  for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i], spans[i] = span_of(gmats[i]);
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  uint4 q[2][2];
+  float s0[2], s1[2];
+  const auto load = [&](auto S, int j, int tile, int gi) {
+    constexpr int s = decltype(S)::value;
+    const Mat& m = mats[j];
+    const int KB = m.cols >> 6, NG = m.cols / kGroup;
+    const uint4* wq = m.q + (size_t)tile * KB * 32 + lane;
+    q[s][0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
+    q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
+    const float* wsc = m.scales + (size_t)tile * NG * 16;
+    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+  };
+  // Stream cursor: matrix nj, tile nt, this warp's u-th group of that tile (group index ngi).
+  int nj = 0, nt = 0, nu = 0, ngi = 0;
+  const auto settle = [&]() -> bool {  // from (nj, nt, nu) to the first valid item at or after it
+    while (nj < nMats) {
+      const Mat& m = mats[nj];
+      const Span& sp = spans[nj];
+      if (nt < sp.tileLo) nt = sp.tileLo, nu = 0;
+      for (; nt <= sp.tileHi; ++nt, nu = 0) {
+        int ga, U;
+        tile_groups(m, sp, nt, warp, ga, U);
+        if (nu < U) {
+          ngi = ga + warp + nu * kWarps;
+          return true;
+        }
+      }
+      ++nj, nt = 0, nu = 0;
+    }
+    return false;
+  };
+  bool more = settle();
+  if (more) {
+    load(std::integral_constant<int, 0>(), nj, nt, ngi);
+    ++nu;
+    more = settle();
+  }
+  const auto item = [&](auto S, const Mat& m, int gi, float(&acc)[4]) {
+    constexpr int s = decltype(S)::value;
+    if (more) {
+      load(std::integral_constant<int, 1 - s>(), nj, nt, ngi);
+      ++nu;
+      more = settle();
+    }
+    group_mma(q[s][0], q[s][1], s0[s], s1[s], m.xp, gi, g, t, acc);
+  };
+  const std::integral_constant<int, 0> I0;
+  const std::integral_constant<int, 1> I1;
+  int par = 0, tileCount = 0;
+  for (int j = 0; j < nMats; ++j) {
+    const Mat& m = mats[j];
+    const Span& sp = spans[j];
+    const int NG = m.cols / kGroup;
+    for (int tile = sp.tileLo; tile <= sp.tileHi; ++tile, ++tileCount) {
+      int ga, U;
+      tile_groups(m, sp, tile, warp, ga, U);
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int u = 0; u < U; u += 2) {
+        const int gi = ga + warp + u * kWarps;
+        if (par == 0) {
+          item(I0, m, gi, acc);
+          if (u + 1 < U) item(I1, m, gi + kWarps, acc);
+        } else {
+          item(I1, m, gi, acc);
+          if (u + 1 < U) item(I0, m, gi + kWarps, acc);
+        }
+      }
+      if (U & 1) par ^= 1;
+      float* rw = red[tileCount & 1][warp];
+      if (t == 0) rw[g] = acc[0] + acc[1], rw[g + 8] = acc[2] + acc[3];
+      __syncthreads();
+      if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
+        float v = 0.f;
+        for (int k = 0; k < kWarps; ++k) v += red[tileCount & 1][k][threadIdx.x];
+        const bool whole = tile * NG >= sp.lo && (tile + 1) * NG <= sp.hi;
+        if (whole) m.y[tile * 16 + threadIdx.x] = v;
+        else atomicAdd(m.y + tile * 16 + threadIdx.x, v);
+      }
+    }
+    if (Barrier && j + 1 < nMats) grid_barrier<1>(bar, (unsigned)j);
+  }
+}
+
+// ---- the same chain with a ring of K items per warp in shared memory (cp.async), so that a warp waiting at a
+// barrier (or for its tile's sums) still has K items of the next matrix on the way.
+__device__ __forceinline__ void cp16(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+constexpr int kSlotBytes = 1024 + 64;  // one item: a group's two 512-byte chunks of the tile, its 16 scales
+
+template <int K>
+constexpr int smem_ring_bytes() {
+  return kWarps * K * kSlotBytes;
+}
+
+template <bool Barrier, int K, int Spread = 1>
+__global__ void __launch_bounds__(kThreads, 2) chain_kernel_smem(const Mat* __restrict__ gmats, int nMats, Bar bar) {
+  extern __shared__ __align__(16) unsigned char ring[];
+  __shared__ Mat mats[kMaxMats];
+  __shared__ float red[2][kWarps][16];
+  for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i];
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  unsigned char* myRing = ring + (size_t)warp * K * kSlotBytes;
+  const uint32_t ringAddr = (uint32_t)__cvta_generic_to_shared(myRing);
+
+  int nj = 0, nt = blockIdx.x, nu = 0;
+  while (nj < nMats && (nt >= (mats[nj].rows + 15) / 16 || groups_of(mats[nj], warp) == 0))
+    if (++nj < nMats) nt = blockIdx.x;
+  bool more = nj < nMats;
+  // Issues the next item of the stream into `slot` (or nothing past the end); always one commit group.
+  const auto issue = [&](int slot) {
+    if (more) {
+      const Mat& m = mats[nj];
+      const int KB = m.cols >> 6, NG = m.cols / kGroup, gi = warp + nu * kWarps;
+      const uint4* wq = m.q + (size_t)nt * KB * 32 + lane;
+      const uint32_t d = ringAddr + slot * kSlotBytes;
+      cp16(d + lane * 16, wq + (size_t)(gi * 2) * 32);
+      cp16(d + 512 + lane * 16, wq + (size_t)(gi * 2 + 1) * 32);
+      if (lane < 4) cp16(d + 1024 + lane * 16, m.scales + (size_t)nt * NG * 16 + gi * 16 + lane * 4);
+      more = next_item(mats, nMats, warp, nj, nt, nu);
+    }
+    cp_commit();
+  };
+#pragma unroll
+  for (int k = 0; k < K; ++k) issue(k);
+  int slot = 0, tileCount = 0;
+
+  for (int j = 0; j < nMats; ++j) {
+    const Mat& m = mats[j];
+    const int tiles = (m.rows + 15) / 16, U = groups_of(m, warp);
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++tileCount) {
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int u = 0; u < U; ++u) {
+        cp_wait<K - 1>();
+        __syncwarp();  // the scales came through lanes 0-3
+        const unsigned char* sl = myRing + slot * kSlotBytes;
+        const uint4 q0 = *reinterpret_cast<const uint4*>(sl + lane * 16);
+        const uint4 q1 = *reinterpret_cast<const uint4*>(sl + 512 + lane * 16);
+        const float s0 = reinterpret_cast<const float*>(sl + 1024)[g];
+        const float s1 = reinterpret_cast<const float*>(sl + 1024)[g + 8];
+        __syncwarp();  // every lane has read the slot before it is refilled
+        issue(slot);
+        slot = slot + 1 == K ? 0 : slot + 1;
+        const int gi = warp + u * kWarps;
+        group_mma(q0, q1, s0, s1, m.xp, gi, g, t, acc);
+      }
+      float* rw = red[tileCount & 1][warp];
+      if (t == 0) rw[g] = acc[0] + acc[1], rw[g + 8] = acc[2] + acc[3];
+      __syncthreads();
+      if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
+        float s = 0.f;
+        for (int k = 0; k < kWarps; ++k) s += red[tileCount & 1][k][threadIdx.x];
+        m.y[tile * 16 + threadIdx.x] = s;
+      }
+    }
+    if (Barrier && j + 1 < nMats) grid_barrier<Spread>(bar, (unsigned)j);
+  }
+  cp_wait<0>();
+}
+
+__global__ void fill_words(uint32_t* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint32_t x = (uint32_t)i * 2654435761u ^ seed;
+    x ^= x >> 15, x *= 2246822519u, x ^= x >> 13, x *= 3266489917u, x ^= x >> 16;
+    p[i] = x;
+  }
+}
+
+__global__ void fill_scales(float* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint32_t x = (uint32_t)i * 2246822519u ^ seed;
+    x ^= x >> 15, x *= 3266489917u, x ^= x >> 13;
+    p[i] = 0.002f + 0.004f * (float)(x & 0xffff) / 65536.f;
+  }
+}
+
+struct Timing {
+  std::string how;
+  double ms = 0;
+  bool ok = true;
+};
+
+template <class Launch>
+int time_best(cudaStream_t st, Launch&& launch, double& bestMs) {
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  float best = 1e30f;
+  for (int rep = 0; rep < 6; rep++) {
+    CUDA_CHECK(cudaEventRecord(a, st));
+    CUDA_CHECK(launch());
+    CUDA_CHECK(cudaEventRecord(b, st));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    if (rep > 0) best = std::min(best, ms);
+  }
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  bestMs = best;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* json = arg_value(argc, argv, "--json");
+  const int layers = std::atoi(arg_value(argc, argv, "--layers", "32"));
+  if (layers < 1 || layers * 4 > kMaxMats) {
+    std::printf("--layers must be 1..%d\n", kMaxMats / 4);
+    return 1;
+  }
+  int dev = 0, sms = 0, coop = 0, perSm = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, chain_kernel<true>, kThreads, 0));
+  std::printf("device: %s, %d SMs, %d blocks of %d threads per SM; %d layers\n", device_name().c_str(), sms, perSm,
+              kThreads, layers);
+  if (!coop || perSm < 1) {
+    std::printf("no cooperative launch of the chain kernel on this device\n");
+    return 1;
+  }
+  const int shapes[4][2] = {{12288, 4096}, {4096, 4096}, {22016, 4096}, {4096, 11008}};  // QKV, O, gate/up, down
+  std::vector<Mat> mats;
+  std::vector<void*> allocs;
+  __half* xps[4];
+  float* ys[4];
+  size_t bytes = 0;
+  Rng rng(7);
+  for (int r = 0; r < 4; r++) {
+    const int rows = shapes[r][0], cols = shapes[r][1];
+    std::vector<float> x(cols);
+    rng.fill_normal(x);
+    float* dx;
+    CUDA_CHECK(cudaMalloc(&dx, cols * 4));
+    CUDA_CHECK(cudaMemcpy(dx, x.data(), cols * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMalloc(&xps[r], tc::xprep_halves(1, cols) * 2));
+    CUDA_CHECK_LAUNCH(tc::xprep(dx, 1, cols, xps[r], 0));
+    cudaFree(dx);
+    CUDA_CHECK(cudaMalloc(&ys[r], (size_t)2 * layers * rows * 4));  // per layer: graph's y, then the kernel's
+  }
+  for (int l = 0; l < layers; l++)
+    for (int r = 0; r < 4; r++) {
+      const int rows = shapes[r][0], cols = shapes[r][1];
+      size_t words = 0, entries = 0;
+      tc::int4_tiled_sizes(rows, cols, kGroup, &words, &entries);
+      uint32_t* q;
+      float* sc;
+      CUDA_CHECK(cudaMalloc(&q, words * 4));
+      CUDA_CHECK(cudaMalloc(&sc, entries * 4));
+      allocs.push_back(q), allocs.push_back(sc);
+      fill_words<<<1024, 256>>>(q, words, 0x1234u + 77u * (l * 4 + r));
+      fill_scales<<<256, 256>>>(sc, entries, 0x9876u + 31u * (l * 4 + r));
+      CUDA_CHECK(cudaGetLastError());
+      bytes += words * 4 + entries * 4;
+      mats.push_back(Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols});
+    }
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const int nMats = (int)mats.size();
+  cudaStream_t st;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+
+  // As now: one launch per matrix in a graph.
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  for (const Mat& m : mats) {
+    const tc::Int4Tiled w{m.q, m.scales, nullptr, m.rows, m.cols, kGroup};
+    CUDA_CHECK(tc::int4_tiled_matmul(nullptr, const_cast<__half*>(m.xp), true, w, m.y, 1, nullptr, st));
+  }
+  CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  std::vector<Timing> out;
+  Timing tg{"graph of launches (PDL)"};
+  if (time_best(st, [&] { return cudaGraphLaunch(exec, st); }, tg.ms)) return 1;
+  out.push_back(tg);
+
+  // The persistent kernel writes the second half of each y buffer.
+  std::vector<Mat> pm = mats;
+  for (int i = 0; i < nMats; i++) pm[i].y += (size_t)layers * pm[i].rows;
+  Mat* dm;
+  CUDA_CHECK(cudaMalloc(&dm, nMats * sizeof(Mat)));
+  CUDA_CHECK(cudaMemcpy(dm, pm.data(), nMats * sizeof(Mat), cudaMemcpyHostToDevice));
+  Bar bar{};
+  bar.stamps = nullptr;
+  CUDA_CHECK(cudaMalloc(&bar.count, 32 * 32 * sizeof(unsigned)));  // up to 32 counters, one per 128 bytes
+  CUDA_CHECK(cudaMalloc(&bar.timedOut, sizeof(int)));
+  CUDA_CHECK(cudaMemset(bar.timedOut, 0, sizeof(int)));
+  int failed = 0;
+  struct Variant {
+    const char* how;
+    void* fn;
+    int smem;
+    bool zeroY = false;  // partial tiles add into y
+    bool counters = false;  // tiles claimed through per-matrix counters
+    bool flow = false;      // dataflow counters instead of barriers
+  };
+  const Variant variants[] = {
+      {"persistent, grid barriers", reinterpret_cast<void*>(chain_kernel<true>), 0},
+      {"persistent, no barriers", reinterpret_cast<void*>(chain_kernel<false>), 0},
+      {"persistent, barriers over 16 counters", reinterpret_cast<void*>(chain_kernel<true, 16>), 0},
+      {"balanced, grid barriers", reinterpret_cast<void*>(chain_kernel_bal<true>), 0, true},
+      {"tiles claimed, grid barriers", reinterpret_cast<void*>(chain_kernel_dyn<true>), 0, false, true},
+      {"dataflow counters per input chunk", reinterpret_cast<void*>(chain_kernel<false, 1, true>), 0, false, false,
+       true},
+      {"tiles claimed, no barriers", reinterpret_cast<void*>(chain_kernel_dyn<false>), 0, false, true},
+      {"smem ring 4, barriers over 16 counters", reinterpret_cast<void*>(chain_kernel_smem<true, 4, 16>),
+       smem_ring_bytes<4>()},
+      {"smem ring 4, no barriers", reinterpret_cast<void*>(chain_kernel_smem<false, 4>), smem_ring_bytes<4>()},
+  };
+  unsigned *dctr, *ddone;
+  CUDA_CHECK(cudaMalloc(&dctr, kMaxMats * sizeof(unsigned)));
+  CUDA_CHECK(cudaMalloc(&ddone, (size_t)kMaxMats * kChunkStride * sizeof(unsigned)));
+  for (const Variant& v : variants) {
+    void* args[] = {&dm, const_cast<int*>(&nMats), &bar, v.flow ? &ddone : &dctr};
+    int per = 0;
+    if (v.smem) CUDA_CHECK(cudaFuncSetAttribute(v.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, v.smem));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, v.fn, kThreads, v.smem));
+    const int vBlocks = sms * std::min(per, 2);
+    if (per < 1) {
+      std::printf("FAIL  %s: does not fit on an SM\n", v.how);
+      failed++;
+      continue;
+    }
+    for (int r = 0; r < 4; r++)
+      CUDA_CHECK(poison_nan(ys[r] + (size_t)layers * shapes[r][0], (size_t)layers * shapes[r][0] * 4, st));
+    Timing tp{std::string(v.how) + " (" + std::to_string(vBlocks) + " blocks)"};
+    const auto launch = [&]() -> cudaError_t {
+      cudaError_t e = cudaMemsetAsync(bar.count, 0, 32 * 32 * sizeof(unsigned), st);
+      if (e == cudaSuccess && v.counters) e = cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st);
+      if (e == cudaSuccess && v.flow) e = cudaMemsetAsync(ddone, 0, (size_t)kMaxMats * kChunkStride * 4, st);
+      for (int r = 0; r < 4 && v.zeroY && e == cudaSuccess; r++)
+        e = cudaMemsetAsync(ys[r] + (size_t)layers * shapes[r][0], 0, (size_t)layers * shapes[r][0] * 4, st);
+      if (e != cudaSuccess) return e;
+      return cudaLaunchCooperativeKernel(v.fn, dim3(vBlocks), dim3(kThreads), args, v.smem, st);
+    };
+    if (time_best(st, launch, tp.ms)) return 1;
+    int to = 0;
+    CUDA_CHECK(cudaMemcpy(&to, bar.timedOut, sizeof(int), cudaMemcpyDeviceToHost));
+    // Compare every matrix's y with the graph's.
+    double worst[4] = {0, 0, 0, 0};
+    unsigned long long diffBits[4] = {0, 0, 0, 0};
+    for (int r = 0; r < 4; r++) {
+      const size_t n = (size_t)layers * shapes[r][0];
+      std::vector<float> h(2 * n);
+      CUDA_CHECK(cudaMemcpy(h.data(), ys[r], 2 * n * 4, cudaMemcpyDeviceToHost));
+      double num = 0, den = 0;
+      for (size_t i = 0; i < n; i++) {
+        const double d = (double)h[n + i] - h[i];
+        num += d * d, den += (double)h[i] * h[i];
+        diffBits[r] += !(h[n + i] == h[i]);
+      }
+      worst[r] = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
+      if (!(worst[r] <= 1e-5) || ((r == 1 || r == 3) && !v.zeroY && diffBits[r] != 0)) tp.ok = false;
+    }
+    if (to) tp.ok = false;
+    std::printf("  y vs graph: QKV rel %.2e (%llu differ), O %llu differ, gate/up rel %.2e, down %llu differ%s\n",
+                worst[0], diffBits[0], diffBits[1], worst[2], diffBits[3], to ? "; a barrier timed out" : "");
+    failed += !tp.ok;
+    out.push_back(tp);
+  }
+  // Where a barrier's time goes (register ring, one counter): per matrix that just ended, the spread of the blocks'
+  // arrivals (work imbalance and stragglers), the last arrival to the first departure (the barrier itself), and
+  // the mean wait of a block.
+  for (int bal = 0; bal < 3; bal++) {
+    const int per = 2, nb = sms * per;
+    std::printf("%s:\n", bal == 2 ? "tiles claimed" : bal ? "balanced" : "tiles round robin");
+    long long* dst;
+    CUDA_CHECK(cudaMalloc(&dst, (size_t)nMats * nb * 2 * sizeof(long long)));
+    Bar sb = bar;
+    sb.stamps = dst;
+    void* args[] = {&dm, const_cast<int*>(&nMats), &sb, &dctr};
+    CUDA_CHECK(cudaMemsetAsync(bar.count, 0, 32 * 32 * sizeof(unsigned), st));
+    CUDA_CHECK(cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st));
+    void* sfn = bal == 2   ? reinterpret_cast<void*>(chain_kernel_dyn<true>)
+                : bal == 1 ? reinterpret_cast<void*>(chain_kernel_bal<true>)
+                           : reinterpret_cast<void*>(chain_kernel<true>);
+    CUDA_CHECK(cudaLaunchCooperativeKernel(sfn, dim3(nb), dim3(kThreads), args,
+                                           0, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    std::vector<long long> h((size_t)nMats * nb * 2);
+    CUDA_CHECK(cudaMemcpy(h.data(), dst, h.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+    cudaFree(dst);
+    const char* names[4] = {"QKV", "O", "gate/up", "down"};
+    double spread[4] = {}, release[4] = {}, wait[4] = {};
+    int cnt[4] = {};
+    for (int j = 0; j + 1 < nMats; j++) {
+      long long amin = LLONG_MAX, amax = LLONG_MIN, dmin = LLONG_MAX;
+      double w = 0;
+      for (int b = 0; b < nb; b++) {
+        const long long a = h[((size_t)j * nb + b) * 2], d = h[((size_t)j * nb + b) * 2 + 1];
+        amin = std::min(amin, a), amax = std::max(amax, a), dmin = std::min(dmin, d), w += (double)(d - a);
+      }
+      const int r = j % 4;
+      spread[r] += (double)(amax - amin), release[r] += (double)(dmin - amax), wait[r] += w / nb, cnt[r]++;
+    }
+    for (int r = 0; r < 4; r++)
+      if (cnt[r])
+        std::printf("barrier after %-8s arrivals spread %6.2f us, last arrival to first departure %5.2f us, mean wait "
+                    "%5.2f us (%d barriers)\n",
+                    names[r], spread[r] / cnt[r] / 1e3, release[r] / cnt[r] / 1e3, wait[r] / cnt[r] / 1e3, cnt[r]);
+  }
+  for (const Timing& t : out)
+    std::printf("%-5s %-28s %8.3f ms  %7.1f GB/s of weights  (%d matrices, %.2f GB)\n", t.ok ? "ok" : "FAIL",
+                t.how.c_str(), t.ms, bytes / (t.ms * 1e6), nMats, bytes / 1e9);
+  if (json) {
+    Json j;
+    j.begin_obj().kv("device", device_name()).kv("layers", layers).kv("bytes", (double)bytes).kv("failed", failed);
+    j.key("runs").begin_arr();
+    for (const Timing& t : out) j.begin_obj().kv("how", t.how).kv("ms", t.ms).kv("ok", t.ok).end_obj();
+    j.end_arr().end_obj();
+    if (!j.write(json)) return 1;
+  }
+  cudaGraphExecDestroy(exec);
+  for (void* p : allocs) cudaFree(p);
+  return failed ? 1 : 0;
+}
