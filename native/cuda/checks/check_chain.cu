@@ -1,7 +1,9 @@
 // The batch-1 decode GEMVs of a whole Llama-2-7B step (32 layers x QKV, O, gate/up, down, int4 g128, distinct
 // weights, 3.44 GB: cold, as in the step) run several ways, to measure what the persistent decode kernel plan
 // (docs/gpu.md run 33) could gain:
-//  - as now: one int4_tiled_matmul launch each (programmatic launch), all 128 in one CUDA graph;
+//  - as now: one int4_tiled_matmul launch each (programmatic launch), all 128 in one CUDA graph; and the same with
+//    a simpler GEMV that splits each tile's k across 1, 2 or 4 blocks of 4, 8 or 16 warps (partial sums added
+//    into y);
 //  - one persistent kernel (cooperative launch, 2 blocks of 16 warps per SM): block b takes tiles b, b + grid, ...
 //    of every matrix, each warp every 16th group of a tile, and a two-slot register ring runs on across tiles and
 //    matrices (the next matrix's first weights are in flight before the boundary). Between matrices: a grid
@@ -27,6 +29,7 @@
 #include "check_util.cuh"
 #include "kernels/int4_tiled_common.cuh"
 #include "kernels/kernels.cuh"
+#include "kernels/pdl.cuh"
 
 using namespace tpserve::check;
 namespace tc = tpserve::cuda;
@@ -34,6 +37,7 @@ namespace tc = tpserve::cuda;
 namespace {
 
 constexpr int kWarps = 16, kThreads = kWarps * 32, kGroup = 128, kMaxMats = 128;
+constexpr int kBlocksPerSm = 2;
 
 struct Mat {
   const uint4* q;
@@ -584,6 +588,52 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_smem(const Mat* __re
   cp_wait<0>();
 }
 
+// ---- the graph of launches with k split across blocks: block (tile, part) takes groups [part G / SPLIT, (part + 1)
+// G / SPLIT) of its tile with KS warps (each warp every KS-th group, a two-slot register ring, the first load
+// before the wait as int4t_gemv does); SPLIT > 1 adds its partial sums into y (zeroed at the graph's start).
+template <int KS, int SPLIT>
+__global__ void __launch_bounds__(KS * 32) split_gemv(Mat m) {
+  __shared__ float red[KS][16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int tile = blockIdx.x / SPLIT, part = blockIdx.x % SPLIT;
+  const int KB = m.cols >> 6, NG = m.cols / kGroup;
+  const int g0 = part * NG / SPLIT, g1 = (part + 1) * NG / SPLIT;
+  const int U = g1 - g0 > warp ? (g1 - g0 - warp + KS - 1) / KS : 0;
+  const uint4* wq = m.q + (size_t)tile * KB * 32 + lane;
+  const float* wsc = m.scales + (size_t)tile * NG * 16;
+  uint4 q[2][2];
+  float s0[2], s1[2];
+  const auto load = [&](auto S, int u) {
+    constexpr int s = decltype(S)::value;
+    const int gi = g0 + warp + u * KS;
+    q[s][0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
+    q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
+    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+  };
+  const std::integral_constant<int, 0> I0;
+  const std::integral_constant<int, 1> I1;
+  if (U > 0) load(I0, 0);
+  tc::pdl_trigger();
+  tc::pdl_wait();
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int u = 0; u < U; u += 2) {
+    if (u + 1 < U) load(I1, u + 1);
+    group_mma(q[0][0], q[0][1], s0[0], s1[0], m.xp, g0 + warp + u * KS, g, t, acc);
+    if (u + 1 < U) {
+      if (u + 2 < U) load(I0, u + 2);
+      group_mma(q[1][0], q[1][1], s0[1], s1[1], m.xp, g0 + warp + (u + 1) * KS, g, t, acc);
+    }
+  }
+  if (t == 0) red[warp][g] = acc[0] + acc[1], red[warp][g + 8] = acc[2] + acc[3];
+  __syncthreads();
+  if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
+    float v = 0.f;
+    for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
+    if (SPLIT == 1) m.y[tile * 16 + threadIdx.x] = v;
+    else atomicAdd(m.y + tile * 16 + threadIdx.x, v);
+  }
+}
+
 __global__ void fill_words(uint32_t* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     uint32_t x = (uint32_t)i * 2654435761u ^ seed;
@@ -702,9 +752,59 @@ int main(int argc, char** argv) {
   if (time_best(st, [&] { return cudaGraphLaunch(exec, st); }, tg.ms)) return 1;
   out.push_back(tg);
 
-  // The persistent kernel writes the second half of each y buffer.
+  // The persistent kernels (and the split graphs) write the second half of each y buffer.
   std::vector<Mat> pm = mats;
   for (int i = 0; i < nMats; i++) pm[i].y += (size_t)layers * pm[i].rows;
+  int failed = 0;
+  // y (second halves) against the graph's: relative L2 per matrix role, within 1e-5.
+  const auto compare = [&](Timing& tp) -> int {
+    double worst = 0;
+    for (int r = 0; r < 4; r++) {
+      const size_t n = (size_t)layers * shapes[r][0];
+      std::vector<float> h(2 * n);
+      CUDA_CHECK(cudaMemcpy(h.data(), ys[r], 2 * n * 4, cudaMemcpyDeviceToHost));
+      double num = 0, den = 0;
+      for (size_t i = 0; i < n; i++) {
+        const double d = (double)h[n + i] - h[i];
+        num += d * d, den += (double)h[i] * h[i];
+      }
+      const double rel = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
+      if (!(rel <= worst)) worst = rel;
+    }
+    if (!(worst <= 1e-5)) tp.ok = false;
+    std::printf("  %s: y vs graph rel %.2e\n", tp.how.c_str(), worst);
+    return 0;
+  };
+  struct SplitVariant {
+    const char* how;
+    void (*fn)(Mat);
+    int ks, split;
+  };
+  const SplitVariant splits[] = {
+      {"graph, one tile a block, 8 warps", split_gemv<8, 1>, 8, 1},
+      {"graph, one tile a block, 16 warps", split_gemv<16, 1>, 16, 1},
+      {"graph, half a tile a block, 8 warps", split_gemv<8, 2>, 8, 2},
+      {"graph, half a tile a block, 4 warps", split_gemv<4, 2>, 4, 2},
+      {"graph, quarter tile a block, 4 warps", split_gemv<4, 4>, 4, 4},
+  };
+  for (const SplitVariant& v : splits) {
+    cudaGraph_t sg;
+    cudaGraphExec_t sx;
+    CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    for (int r = 0; r < 4; r++)
+      CUDA_CHECK(cudaMemsetAsync(ys[r] + (size_t)layers * shapes[r][0], 0, (size_t)layers * shapes[r][0] * 4, st));
+    for (const Mat& m : pm)
+      CUDA_CHECK(tc::launch_pdl(v.fn, dim3((m.rows + 15) / 16 * v.split), dim3(v.ks * 32), 0, st, m));
+    CUDA_CHECK(cudaStreamEndCapture(st, &sg));
+    CUDA_CHECK(cudaGraphInstantiate(&sx, sg, 0));
+    CUDA_CHECK(cudaGraphDestroy(sg));
+    Timing tv{v.how};
+    if (time_best(st, [&] { return cudaGraphLaunch(sx, st); }, tv.ms)) return 1;
+    CUDA_CHECK(cudaGraphExecDestroy(sx));
+    if (compare(tv)) return 1;
+    failed += !tv.ok;
+    out.push_back(tv);
+  }
   Mat* dm;
   CUDA_CHECK(cudaMalloc(&dm, nMats * sizeof(Mat)));
   CUDA_CHECK(cudaMemcpy(dm, pm.data(), nMats * sizeof(Mat), cudaMemcpyHostToDevice));
@@ -713,7 +813,6 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaMalloc(&bar.count, 32 * 32 * sizeof(unsigned)));  // up to 32 counters, one per 128 bytes
   CUDA_CHECK(cudaMalloc(&bar.timedOut, sizeof(int)));
   CUDA_CHECK(cudaMemset(bar.timedOut, 0, sizeof(int)));
-  int failed = 0;
   struct Variant {
     const char* how;
     void* fn;
@@ -743,7 +842,7 @@ int main(int argc, char** argv) {
     int per = 0;
     if (v.smem) CUDA_CHECK(cudaFuncSetAttribute(v.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, v.smem));
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, v.fn, kThreads, v.smem));
-    const int vBlocks = sms * std::min(per, 2);
+    const int vBlocks = sms * std::min(per, kBlocksPerSm);
     if (per < 1) {
       std::printf("FAIL  %s: does not fit on an SM\n", v.how);
       failed++;
@@ -778,7 +877,8 @@ int main(int argc, char** argv) {
         diffBits[r] += !(h[n + i] == h[i]);
       }
       worst[r] = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
-      if (!(worst[r] <= 1e-5) || ((r == 1 || r == 3) && !v.zeroY && diffBits[r] != 0)) tp.ok = false;
+      const bool sameSplit = (r == 1 || r == 3) && !v.zeroY;  // the graph's O and down also split k 16 ways
+      if (!(worst[r] <= 1e-5) || (sameSplit && diffBits[r] != 0)) tp.ok = false;
     }
     if (to) tp.ok = false;
     std::printf("  y vs graph: QKV rel %.2e (%llu differ), O %llu differ, gate/up rel %.2e, down %llu differ%s\n",
@@ -790,7 +890,7 @@ int main(int argc, char** argv) {
   // arrivals (work imbalance and stragglers), the last arrival to the first departure (the barrier itself), and
   // the mean wait of a block.
   for (int bal = 0; bal < 3; bal++) {
-    const int per = 2, nb = sms * per;
+    const int nb = sms * kBlocksPerSm;
     std::printf("%s:\n", bal == 2 ? "tiles claimed" : bal ? "balanced" : "tiles round robin");
     long long* dst;
     CUDA_CHECK(cudaMalloc(&dst, (size_t)nMats * nb * 2 * sizeof(long long)));
