@@ -1,0 +1,148 @@
+// Shared pieces of check_chain.cu (one translation unit): the matrices, the grid barrier, the per-item multiply.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/int4_tiled_common.cuh"
+
+namespace tc = tpserve::cuda;
+
+namespace {
+
+constexpr int kWarps = 16, kThreads = kWarps * 32, kGroup = 128, kMaxMats = 128;
+constexpr int kBlocksPerSm = 2;
+
+struct Mat {
+  const uint4* q;
+  const float* scales;
+  const __half* xp;  // m = 1 prepared input (hi/lo columns)
+  float* y;
+  int rows, cols;
+};
+
+struct Bar {
+  unsigned* count;
+  int* timedOut;
+  long long* stamps;  // when set: (barrier, block) -> arrival and departure times (globaltimer, ns)
+};
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ long long global_ns() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/**
+ * Grid barrier number `n` (from 0) over counters that only grow; 1 s without progress sets timedOut. Spread = 1:
+ * one counter. Spread = S > 1: block b arrives on counter b % S (each in its own 128-byte line), and the first S
+ * lanes of warp 0 poll one counter each and sum them, so no counter takes more than gridDim / S arrivals.
+ */
+template <int Spread>
+__device__ __forceinline__ void grid_barrier(const Bar& b, unsigned n) {
+  __syncthreads();
+  const unsigned target = (n + 1) * gridDim.x;
+  if (Spread == 1) {
+    if (threadIdx.x == 0) {
+      long long* st = b.stamps ? b.stamps + ((size_t)n * gridDim.x + blockIdx.x) * 2 : nullptr;
+      if (st) st[0] = global_ns();
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(b.count) : "memory");
+      if (ld_acquire(b.count) < target) {
+        const long long t0 = global_ns();
+        for (int k = 0; ld_acquire(b.count) < target; k++)
+          if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
+            atomicExch(b.timedOut, 1);
+            break;
+          }
+      }
+      if (st) st[1] = global_ns();
+    }
+  } else if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    if (lane == 0)
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(b.count + (blockIdx.x % Spread) * 32) : "memory");
+    const long long t0 = global_ns();
+    for (int k = 0;; k++) {
+      unsigned v = lane < Spread ? ld_acquire(b.count + lane * 32) : 0u;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (v >= target) break;
+      if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
+        if (lane == 0) atomicExch(b.timedOut, 1);
+        break;
+      }
+    }
+  }
+  __syncthreads();
+}
+
+/** This warp's groups of a tile of matrix m: warp, warp + kWarps, ... */
+__device__ __forceinline__ int groups_of(const Mat& m, int warp) {
+  const int ng = m.cols / kGroup;
+  return warp < ng ? (ng - warp + kWarps - 1) / kWarps : 0;
+}
+
+/** The warp's item after (j, tile, u), in the order the main loop consumes them; false past the last matrix. */
+__device__ __forceinline__ bool next_item(const Mat* mats, int nMats, int warp, int& j, int& tile, int& u) {
+  if (++u < groups_of(mats[j], warp)) return true;
+  u = 0;
+  tile += gridDim.x;
+  while (j < nMats && (tile >= (mats[j].rows + 15) / 16 || groups_of(mats[j], warp) == 0)) {
+    if (++j < nMats) tile = blockIdx.x;
+  }
+  return j < nMats;
+}
+
+/** One item: group gi's two 64-column chunks (q0, q1) of a tile times the prepared x, scaled into acc. */
+__device__ __forceinline__ void group_mma(const uint4& q0, const uint4& q1, float s0, float s1,
+                                          const __half* __restrict__ xp, int gi, int g, int t, float (&acc)[4]) {
+  const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);  // symmetric weights
+  float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const int kb = gi * 2 + c;
+    uint4 bx0 = make_uint4(0u, 0u, 0u, 0u), bx1 = bx0;
+    if (g < 2) {  // columns 0 and 1: the token's hi and lo halves
+      const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
+      bx0 = __ldg(bp), bx1 = __ldg(bp + 1);
+    }
+    const uint4& qq = c == 0 ? q0 : q1;
+    const uint32_t words[4] = {qq.x, qq.y, qq.z, qq.w};
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      uint32_t a[4];
+      tc::dequant_word(words[w], zlo, zhi, a);
+      const uint4& b = w < 2 ? bx0 : bx1;
+      if (w & 1) tc::mma_f16(d, a, b.z, b.w);
+      else tc::mma_f16(d, a, b.x, b.y);
+    }
+  }
+  acc[0] = fmaf(s0, d[0], acc[0]);
+  acc[1] = fmaf(s0, d[1], acc[1]);
+  acc[2] = fmaf(s1, d[2], acc[2]);
+  acc[3] = fmaf(s1, d[3], acc[3]);
+}
+
+// Dataflow instead of barriers (Flow): group gi of matrix j reads the input chunk gi, which here stands for the
+// outputs of tiles [gi T / G, (gi + 1) T / G) of matrix j - 1 (T its tiles, G matrix j's groups a row); a producer
+// tile adds 1 to its chunk's counter (release) once its y is stored, and the consumer warp waits (acquire) for the
+// chunk's count before its first multiply with that group (the weights are loaded already).
+constexpr int kChunkStride = 128;  // counters per matrix (groups a row <= 128)
+
+__device__ __forceinline__ int chunk_lo(int c, int T, int G) { return (int)((long long)c * T / G); }
+
+__device__ __forceinline__ int chunk_of(int tile, int T, int G) {
+  int c = (int)((long long)tile * G / T);
+  while (chunk_lo(c + 1, T, G) <= tile) ++c;
+  while (c > 0 && chunk_lo(c, T, G) > tile) --c;
+  return c;
+}
+
+}  // namespace
