@@ -4,12 +4,18 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
+#include "check_util.cuh"
 #include "kernels/int4_tiled_common.cuh"
 
 namespace tc = tpserve::cuda;
 
 namespace {
+
+using tpserve::check::global_ns;
+using tpserve::check::ld_acquire;
+using tpserve::check::wait_at_least;
 
 constexpr int kWarps = 16, kThreads = kWarps * 32, kGroup = 128, kMaxMats = 128;
 constexpr int kBlocksPerSm = 2;
@@ -28,18 +34,6 @@ struct Bar {
   long long* stamps;  // when set: (barrier, block) -> arrival and departure times (globaltimer, ns)
 };
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-__device__ __forceinline__ long long global_ns() {
-  long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
 /**
  * Grid barrier number `n` (from 0) over counters that only grow; 1 s without progress sets timedOut. Spread = 1:
  * one counter. Spread = S > 1: block b arrives on counter b % S (each in its own 128-byte line), and the first S
@@ -54,14 +48,7 @@ __device__ __forceinline__ void grid_barrier(const Bar& b, unsigned n) {
       long long* st = b.stamps ? b.stamps + ((size_t)n * gridDim.x + blockIdx.x) * 2 : nullptr;
       if (st) st[0] = global_ns();
       asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(b.count) : "memory");
-      if (ld_acquire(b.count) < target) {
-        const long long t0 = global_ns();
-        for (int k = 0; ld_acquire(b.count) < target; k++)
-          if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
-            atomicExch(b.timedOut, 1);
-            break;
-          }
-      }
+      wait_at_least(b.count, target, b.timedOut);
       if (st) st[1] = global_ns();
     }
   } else if (threadIdx.x < 32) {
@@ -98,6 +85,40 @@ __device__ __forceinline__ bool next_item(const Mat* mats, int nMats, int warp, 
     if (++j < nMats) tile = blockIdx.x;
   }
   return j < nMats;
+}
+
+/**
+ * A tile's U items through a two-slot register ring: item(slot, u) for u = 0 .. U - 1, the slot (an
+ * std::integral_constant, so the ring stays in registers) alternating from `par`, which is left at the next one.
+ */
+template <class Item>
+__device__ __forceinline__ void ring_items(Item&& item, int U, int& par) {
+  const std::integral_constant<int, 0> I0;
+  const std::integral_constant<int, 1> I1;
+  for (int u = 0; u < U; u += 2) {
+    if (par == 0) {
+      item(I0, u);
+      if (u + 1 < U) item(I1, u + 1);
+    } else {
+      item(I1, u);
+      if (u + 1 < U) item(I0, u + 1);
+    }
+  }
+  if (U & 1) par ^= 1;
+}
+
+/** Each warp's sums of a tile's 16 rows into red[buf], then one __syncthreads. */
+__device__ __forceinline__ void tile_to_red(float (&red)[2][kWarps][16], int buf, int warp, int g, int t,
+                                            const float (&acc)[4]) {
+  if (t == 0) red[buf][warp][g] = acc[0] + acc[1], red[buf][warp][g + 8] = acc[2] + acc[3];
+  __syncthreads();
+}
+
+/** Row threadIdx.x's (< 16) total over the warps in red[buf], in warp order. */
+__device__ __forceinline__ float red_sum(const float (&red)[2][kWarps][16], int buf) {
+  float s = 0.f;
+  for (int k = 0; k < kWarps; ++k) s += red[buf][k][threadIdx.x];
+  return s;
 }
 
 /** One item: group gi's two 64-column chunks (q0, q1) of a tile times the prepared x, scaled into acc. */

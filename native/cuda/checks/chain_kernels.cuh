@@ -52,22 +52,13 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel(const Mat* __restric
         const int T = (mats[curJ - 1].rows + 15) / 16, G = m.cols / kGroup;
         const unsigned need = (unsigned)(chunk_lo(gi + 1, T, G) - chunk_lo(gi, T, G));
         const unsigned* c = done + (size_t)(curJ - 1) * kChunkStride + gi;
-        if (ld_acquire(c) < need) {
-          const long long t0 = global_ns();
-          for (int k = 0; ld_acquire(c) < need; k++)
-            if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
-              atomicExch(bar.timedOut, 1);
-              break;
-            }
-        }
+        wait_at_least(c, need, bar.timedOut);
       }
       __syncwarp();
       ready |= 1u << u;
     }
     group_mma(q[s][0], q[s][1], s0[s], s1[s], m.xp, gi, g, t, acc);
   };
-  const std::integral_constant<int, 0> I0;
-  const std::integral_constant<int, 1> I1;
   int par = 0, tileCount = 0;  // par: the slot of this warp's next item
 
   for (int j = 0; j < nMats; ++j) {
@@ -76,24 +67,10 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel(const Mat* __restric
     curJ = j, ready = 0;
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++tileCount) {
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      for (int u = 0; u < U; u += 2) {
-        if (par == 0) {
-          item(I0, m, u, acc);
-          if (u + 1 < U) item(I1, m, u + 1, acc);
-        } else {
-          item(I1, m, u, acc);
-          if (u + 1 < U) item(I0, m, u + 1, acc);
-        }
-      }
-      if (U & 1) par ^= 1;
-      float* rw = red[tileCount & 1][warp];
-      if (t == 0) rw[g] = acc[0] + acc[1], rw[g + 8] = acc[2] + acc[3];
-      __syncthreads();  // one a tile: red is double-buffered, so tile n + 2's writes follow tile n's sums
-      if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
-        float s = 0.f;
-        for (int k = 0; k < kWarps; ++k) s += red[tileCount & 1][k][threadIdx.x];
-        m.y[tile * 16 + threadIdx.x] = s;
-      }
+      ring_items([&](auto S, int u) { item(S, m, u, acc); }, U, par);
+      tile_to_red(red, tileCount & 1, warp, g, t, acc);  // red is double-buffered: tile n + 2 follows n's sums
+      if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows)
+        m.y[tile * 16 + threadIdx.x] = red_sum(red, tileCount & 1);
       if (Flow && j + 1 < nMats && threadIdx.x < 32) {
         __syncwarp();  // warp 0's y stores come before the release
         if (threadIdx.x == 0) {
@@ -186,8 +163,6 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_dyn(const Mat* __res
     const int gi = warp + u * kWarps;
     group_mma(q[s][0], q[s][1], s0[s], s1[s], m.xp, gi, g, t, acc);
   };
-  const std::integral_constant<int, 0> I0;
-  const std::integral_constant<int, 1> I1;
   int par = 0, k = 0;
   for (int j = 0; j < nMats; ++j) {
     const Mat& m = mats[j];
@@ -197,27 +172,14 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_dyn(const Mat* __res
       if (c.x != j) break;
       const int tile = c.y;
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      for (int u = 0; u < U; u += 2) {
-        if (par == 0) {
-          item(I0, m, u, acc);
-          if (u + 1 < U) item(I1, m, u + 1, acc);
-        } else {
-          item(I1, m, u, acc);
-          if (u + 1 < U) item(I0, m, u + 1, acc);
-        }
-      }
-      if (U & 1) par ^= 1;
-      float* rw = red[k & 1][warp];
-      if (t == 0) rw[g] = acc[0] + acc[1], rw[g + 8] = acc[2] + acc[3];
-      __syncthreads();  // also publishes the claim made at the previous tile's sync
+      ring_items([&](auto S, int u) { item(S, m, u, acc); }, U, par);
+      tile_to_red(red, k & 1, warp, g, t, acc);  // the sync also publishes the claim made at the previous tile's
       if (threadIdx.x == 0) {
         claim_finish(k + 3);
         pend = gj < nMats ? atomicAdd(ctr + gj, 1u) : 0u;
       }
       if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
-        float v = 0.f;
-        for (int w = 0; w < kWarps; ++w) v += red[k & 1][w][threadIdx.x];
-        m.y[tile * 16 + threadIdx.x] = v;
+        m.y[tile * 16 + threadIdx.x] = red_sum(red, k & 1);
       }
       ++k;
     }
@@ -304,8 +266,6 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_bal(const Mat* __res
     }
     group_mma(q[s][0], q[s][1], s0[s], s1[s], m.xp, gi, g, t, acc);
   };
-  const std::integral_constant<int, 0> I0;
-  const std::integral_constant<int, 1> I1;
   int par = 0, tileCount = 0;
   for (int j = 0; j < nMats; ++j) {
     const Mat& m = mats[j];
@@ -315,23 +275,10 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_bal(const Mat* __res
       int ga, U;
       tile_groups(m, sp, tile, warp, ga, U);
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      for (int u = 0; u < U; u += 2) {
-        const int gi = ga + warp + u * kWarps;
-        if (par == 0) {
-          item(I0, m, gi, acc);
-          if (u + 1 < U) item(I1, m, gi + kWarps, acc);
-        } else {
-          item(I1, m, gi, acc);
-          if (u + 1 < U) item(I0, m, gi + kWarps, acc);
-        }
-      }
-      if (U & 1) par ^= 1;
-      float* rw = red[tileCount & 1][warp];
-      if (t == 0) rw[g] = acc[0] + acc[1], rw[g + 8] = acc[2] + acc[3];
-      __syncthreads();
+      ring_items([&](auto S, int u) { item(S, m, ga + warp + u * kWarps, acc); }, U, par);
+      tile_to_red(red, tileCount & 1, warp, g, t, acc);
       if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
-        float v = 0.f;
-        for (int k = 0; k < kWarps; ++k) v += red[tileCount & 1][k][threadIdx.x];
+        const float v = red_sum(red, tileCount & 1);
         const bool whole = tile * NG >= sp.lo && (tile + 1) * NG <= sp.hi;
         if (whole) m.y[tile * 16 + threadIdx.x] = v;
         else atomicAdd(m.y + tile * 16 + threadIdx.x, v);
@@ -411,14 +358,9 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_smem(const Mat* __re
         const int gi = warp + u * kWarps;
         group_mma(q0, q1, s0, s1, m.xp, gi, g, t, acc);
       }
-      float* rw = red[tileCount & 1][warp];
-      if (t == 0) rw[g] = acc[0] + acc[1], rw[g + 8] = acc[2] + acc[3];
-      __syncthreads();
-      if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
-        float s = 0.f;
-        for (int k = 0; k < kWarps; ++k) s += red[tileCount & 1][k][threadIdx.x];
-        m.y[tile * 16 + threadIdx.x] = s;
-      }
+      tile_to_red(red, tileCount & 1, warp, g, t, acc);
+      if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows)
+        m.y[tile * 16 + threadIdx.x] = red_sum(red, tileCount & 1);
     }
     if (Barrier && j + 1 < nMats) grid_barrier<Spread>(bar, (unsigned)j);
   }

@@ -56,12 +56,6 @@ __global__ void __launch_bounds__(kThreads) phase_kernel(Shared s, int p) {
   write_mine(s, p, gridDim.x);
 }
 
-__device__ __forceinline__ long long global_ns() {
-  long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
 /** Arrive, then wait for the generation to move; the last block to arrive resets the count and moves it. */
 __device__ __forceinline__ void grid_barrier(const Shared& s) {
   __syncthreads();
@@ -86,29 +80,12 @@ __device__ __forceinline__ void grid_barrier(const Shared& s) {
   __syncthreads();
 }
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-/** Spins until *p >= target (1 s: sets timedOut and gives up). */
-__device__ __forceinline__ void wait_at_least(const Shared& s, const unsigned* p, unsigned target) {
-  if (ld_acquire(p) >= target) return;
-  const long long t0 = global_ns();
-  for (int k = 0; ld_acquire(p) < target; k++)
-    if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
-      atomicExch(s.timedOut, 1);
-      return;
-    }
-}
-
 /** One counter that only grows: phase p is over when it reaches (p + 1) x blocks. */
 __device__ __forceinline__ void counter_barrier(const Shared& s, int p) {
   __syncthreads();
   if (threadIdx.x == 0) {
     asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(s.count) : "memory");
-    wait_at_least(s, s.count, (unsigned)(p + 1) * gridDim.x);
+    wait_at_least(s.count, (unsigned)(p + 1) * gridDim.x, s.timedOut);
   }
   __syncthreads();
 }
@@ -118,7 +95,7 @@ __device__ __forceinline__ void flag_barrier(const Shared& s, int p) {
   __syncthreads();
   if (threadIdx.x == 0)
     asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(s.flags + blockIdx.x), "r"((unsigned)p + 1) : "memory");
-  for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x) wait_at_least(s, s.flags + b, (unsigned)p + 1);
+  for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x) wait_at_least(s.flags + b, (unsigned)p + 1, s.timedOut);
   __syncthreads();
 }
 

@@ -59,20 +59,18 @@ __global__ void __launch_bounds__(KS * 32) split_gemv(Mat m) {
     q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
     s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
   };
-  const std::integral_constant<int, 0> I0;
-  const std::integral_constant<int, 1> I1;
-  if (U > 0) load(I0, 0);
+  if (U > 0) load(std::integral_constant<int, 0>(), 0);
   tc::pdl_trigger();
   tc::pdl_wait();
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int u = 0; u < U; u += 2) {
-    if (u + 1 < U) load(I1, u + 1);
-    group_mma(q[0][0], q[0][1], s0[0], s1[0], m.xp, g0 + warp + u * KS, g, t, acc);
-    if (u + 1 < U) {
-      if (u + 2 < U) load(I0, u + 2);
-      group_mma(q[1][0], q[1][1], s0[1], s1[1], m.xp, g0 + warp + (u + 1) * KS, g, t, acc);
-    }
-  }
+  int par = 0;
+  ring_items(
+      [&](auto S, int u) {
+        constexpr int s = decltype(S)::value;
+        if (u + 1 < U) load(std::integral_constant<int, 1 - s>(), u + 1);
+        group_mma(q[s][0], q[s][1], s0[s], s1[s], m.xp, g0 + warp + u * KS, g, t, acc);
+      },
+      U, par);
   if (t == 0) red[warp][g] = acc[0] + acc[1], red[warp][g + 8] = acc[2] + acc[3];
   __syncthreads();
   if (threadIdx.x < 16 && tile * 16 + (int)threadIdx.x < m.rows) {
@@ -97,6 +95,29 @@ __global__ void fill_scales(float* p, size_t n, uint32_t seed) {
     x ^= x >> 15, x *= 3266489917u, x ^= x >> 13;
     p[i] = 0.002f + 0.004f * (float)(x & 0xffff) / 65536.f;
   }
+}
+
+/** Each matrix role's second half of y (a variant's) against its first (the graph's): relative L2, values differing. */
+struct YDiff {
+  double rel[4];
+  unsigned long long differ[4];
+};
+
+int y_diff(float* const (&ys)[4], const int (&shapes)[4][2], int layers, YDiff& d) {
+  for (int r = 0; r < 4; r++) {
+    const size_t n = (size_t)layers * shapes[r][0];
+    std::vector<float> h(2 * n);
+    CUDA_CHECK(cudaMemcpy(h.data(), ys[r], 2 * n * 4, cudaMemcpyDeviceToHost));
+    double num = 0, den = 0;
+    d.differ[r] = 0;
+    for (size_t i = 0; i < n; i++) {
+      const double e = (double)h[n + i] - h[i];
+      num += e * e, den += (double)h[i] * h[i];
+      d.differ[r] += !(h[n + i] == h[i]);
+    }
+    d.rel[r] = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
+  }
+  return 0;
 }
 
 struct Timing {
@@ -207,19 +228,11 @@ int main(int argc, char** argv) {
   int failed = 0;
   // y (second halves) against the graph's: relative L2 per matrix role, within 1e-5.
   const auto compare = [&](Timing& tp) -> int {
+    YDiff d;
+    if (y_diff(ys, shapes, layers, d)) return 1;
     double worst = 0;
-    for (int r = 0; r < 4; r++) {
-      const size_t n = (size_t)layers * shapes[r][0];
-      std::vector<float> h(2 * n);
-      CUDA_CHECK(cudaMemcpy(h.data(), ys[r], 2 * n * 4, cudaMemcpyDeviceToHost));
-      double num = 0, den = 0;
-      for (size_t i = 0; i < n; i++) {
-        const double d = (double)h[n + i] - h[i];
-        num += d * d, den += (double)h[i] * h[i];
-      }
-      const double rel = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
-      if (!(rel <= worst)) worst = rel;
-    }
+    for (int r = 0; r < 4; r++)
+      if (!(d.rel[r] <= worst)) worst = d.rel[r];
     if (!(worst <= 1e-5)) tp.ok = false;
     std::printf("  %s: y vs graph rel %.2e\n", tp.how.c_str(), worst);
     return 0;
@@ -313,25 +326,15 @@ int main(int argc, char** argv) {
     int to = 0;
     CUDA_CHECK(cudaMemcpy(&to, bar.timedOut, sizeof(int), cudaMemcpyDeviceToHost));
     // Compare every matrix's y with the graph's.
-    double worst[4] = {0, 0, 0, 0};
-    unsigned long long diffBits[4] = {0, 0, 0, 0};
+    YDiff d;
+    if (y_diff(ys, shapes, layers, d)) return 1;
     for (int r = 0; r < 4; r++) {
-      const size_t n = (size_t)layers * shapes[r][0];
-      std::vector<float> h(2 * n);
-      CUDA_CHECK(cudaMemcpy(h.data(), ys[r], 2 * n * 4, cudaMemcpyDeviceToHost));
-      double num = 0, den = 0;
-      for (size_t i = 0; i < n; i++) {
-        const double d = (double)h[n + i] - h[i];
-        num += d * d, den += (double)h[i] * h[i];
-        diffBits[r] += !(h[n + i] == h[i]);
-      }
-      worst[r] = den > 0 ? std::sqrt(num / den) : (num > 0 ? 1 : 0);
       const bool sameSplit = (r == 1 || r == 3) && !v.zeroY;  // the graph's O and down also split k 16 ways
-      if (!(worst[r] <= 1e-5) || (sameSplit && diffBits[r] != 0)) tp.ok = false;
+      if (!(d.rel[r] <= 1e-5) || (sameSplit && d.differ[r] != 0)) tp.ok = false;
     }
     if (to) tp.ok = false;
     std::printf("  y vs graph: QKV rel %.2e (%llu differ), O %llu differ, gate/up rel %.2e, down %llu differ%s\n",
-                worst[0], diffBits[0], diffBits[1], worst[2], diffBits[3], to ? "; a barrier timed out" : "");
+                d.rel[0], d.differ[0], d.differ[1], d.rel[2], d.differ[3], to ? "; a barrier timed out" : "");
     failed += !tp.ok;
     out.push_back(tp);
   }

@@ -133,6 +133,31 @@ inline double median(std::vector<float> v) {
 }
 
 /** Card name and basic properties for the report. */
+/** The GPU's global timer, in ns (device code). */
+__device__ __forceinline__ long long global_ns() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+/** A load with acquire semantics at GPU scope (device code). */
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/** Spins until *p >= target (acquire); after 1 s sets *timedOut and gives up rather than hang the check. */
+__device__ __forceinline__ void wait_at_least(const unsigned* p, unsigned target, int* timedOut) {
+  if (ld_acquire(p) >= target) return;
+  const long long t0 = global_ns();
+  for (int k = 0; ld_acquire(p) < target; k++)
+    if ((k & 1023) == 1023 && global_ns() - t0 > 1000000000LL) {
+      atomicExch(timedOut, 1);
+      return;
+    }
+}
+
 inline std::string device_name(int dev = 0) {
   cudaDeviceProp p;
   if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) return "unknown";
