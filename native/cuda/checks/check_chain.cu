@@ -3,7 +3,8 @@
 // (docs/gpu.md run 33) could gain:
 //  - as now: one int4_tiled_matmul launch each (programmatic launch), all 128 in one CUDA graph; and the same with
 //    a simpler GEMV that splits each tile's k across 1, 2 or 4 blocks of 4, 8 or 16 warps (partial sums added
-//    into y);
+//    into y), chosen per matrix role, optionally with the small kernel a split QKV or gate/up would need after it
+//    for its epilogue (split_tail: each sum read once, turned into a hi/lo pair);
 //  - one persistent kernel (cooperative launch, 2 blocks of 16 warps per SM): block b takes tiles b, b + grid, ...
 //    of every matrix, each warp every 16th group of a tile, and a two-slot register ring runs on across tiles and
 //    matrices (the next matrix's first weights are in flight before the boundary). Between matrices: a grid
@@ -78,6 +79,18 @@ __global__ void __launch_bounds__(KS * 32) split_gemv(Mat m) {
     for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
     if (SPLIT == 1) m.y[tile * 16 + threadIdx.x] = v;
     else atomicAdd(m.y + tile * 16 + threadIdx.x, v);
+  }
+}
+
+// The epilogue a split GEMV (partial sums added into y) would need after it as a kernel of its own: every element
+// read once, turned into a hi/lo pair for the next GEMV (as xprep does) and written to a scratch buffer.
+__global__ void split_tail(const float* __restrict__ y, int n, __half2* __restrict__ out) {
+  tc::pdl_trigger();
+  tc::pdl_wait();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const float v = y[i] / (1.f + __expf(-y[i]));
+    const __half hi = __float2half_rn(v);
+    out[i] = __halves2half2(hi, __float2half_rn(v - __half2float(hi)));
   }
 }
 
@@ -221,7 +234,6 @@ int main(int argc, char** argv) {
   Timing tg{"graph of launches (PDL)"};
   if (time_best(st, [&] { return cudaGraphLaunch(exec, st); }, tg.ms)) return 1;
   out.push_back(tg);
-
   // The persistent kernels (and the split graphs) write the second half of each y buffer.
   std::vector<Mat> pm = mats;
   for (int i = 0; i < nMats; i++) pm[i].y += (size_t)layers * pm[i].rows;
@@ -237,26 +249,54 @@ int main(int argc, char** argv) {
     std::printf("  %s: y vs graph rel %.2e\n", tp.how.c_str(), worst);
     return 0;
   };
+  // Per matrix role (QKV, O, gate/up, down): warps a block and blocks a tile.
   struct SplitVariant {
     const char* how;
-    void (*fn)(Mat);
-    int ks, split;
+    void (*fn[4])(Mat);
+    int split[4];
+    bool tails = false;  // a split_tail kernel after each split QKV and gate/up
+  };
+  using SplitFn = void (*)(Mat);
+  const SplitFn w8s1 = split_gemv<8, 1>, w16s1 = split_gemv<16, 1>, w8s2 = split_gemv<8, 2>, w4s2 = split_gemv<4, 2>,
+                w4s4 = split_gemv<4, 4>, w16s2 = split_gemv<16, 2>, w8s4 = split_gemv<8, 4>;
+  const int ksOf[] = {8, 16, 8, 4, 4, 16, 8};
+  const SplitFn fns[] = {w8s1, w16s1, w8s2, w4s2, w4s4, w16s2, w8s4};
+  const auto ks_of = [&](SplitFn f) {
+    for (int i = 0; i < 7; i++)
+      if (fns[i] == f) return ksOf[i];
+    return 8;
   };
   const SplitVariant splits[] = {
-      {"graph, one tile a block, 8 warps", split_gemv<8, 1>, 8, 1},
-      {"graph, one tile a block, 16 warps", split_gemv<16, 1>, 16, 1},
-      {"graph, half a tile a block, 8 warps", split_gemv<8, 2>, 8, 2},
-      {"graph, half a tile a block, 4 warps", split_gemv<4, 2>, 4, 2},
-      {"graph, quarter tile a block, 4 warps", split_gemv<4, 4>, 4, 4},
+      {"graph, one tile a block, 8 warps", {w8s1, w8s1, w8s1, w8s1}, {1, 1, 1, 1}},
+      {"graph, one tile a block, 16 warps", {w16s1, w16s1, w16s1, w16s1}, {1, 1, 1, 1}},
+      {"graph, half a tile a block, 8 warps", {w8s2, w8s2, w8s2, w8s2}, {2, 2, 2, 2}},
+      {"graph, half a tile a block, 16 warps", {w16s2, w16s2, w16s2, w16s2}, {2, 2, 2, 2}},
+      {"graph, half a tile a block, 4 warps", {w4s2, w4s2, w4s2, w4s2}, {2, 2, 2, 2}},
+      {"graph, quarter tile a block, 4 warps", {w4s4, w4s4, w4s4, w4s4}, {4, 4, 4, 4}},
+      {"graph, halves (8w) in QKV, gate/up only; O, down 16w", {w8s2, w16s1, w8s2, w16s1}, {2, 1, 2, 1}},
+      {"graph, halves (8w) in O, down only; QKV, gate/up 16w", {w16s1, w8s2, w16s1, w8s2}, {1, 2, 1, 2}},
+      {"graph, halves (8w) in O only; rest 1 tile (16w)", {w16s1, w8s2, w16s1, w16s1}, {1, 2, 1, 1}},
+      {"graph, halves (8w), down in quarters (8w)", {w8s2, w8s2, w8s2, w8s4}, {2, 2, 2, 4}},
+      {"graph, halves (8w) in QKV, gate/up + an epilogue kernel each; O, down 16w", {w8s2, w16s1, w8s2, w16s1},
+       {2, 1, 2, 1}, true},
+      {"graph, one tile 16w + an epilogue kernel after QKV, gate/up", {w16s1, w16s1, w16s1, w16s1}, {1, 1, 1, 1}, true},
   };
+  __half2* tailOut;
+  CUDA_CHECK(cudaMalloc(&tailOut, (size_t)shapes[2][0] * sizeof(__half2)));
   for (const SplitVariant& v : splits) {
     cudaGraph_t sg;
     cudaGraphExec_t sx;
     CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
     for (int r = 0; r < 4; r++)
       CUDA_CHECK(cudaMemsetAsync(ys[r] + (size_t)layers * shapes[r][0], 0, (size_t)layers * shapes[r][0] * 4, st));
-    for (const Mat& m : pm)
-      CUDA_CHECK(tc::launch_pdl(v.fn, dim3((m.rows + 15) / 16 * v.split), dim3(v.ks * 32), 0, st, m));
+    for (int i = 0; i < nMats; i++) {
+      const Mat& m = pm[i];
+      const int r = i % 4;
+      CUDA_CHECK(tc::launch_pdl(v.fn[r], dim3((m.rows + 15) / 16 * v.split[r]), dim3(ks_of(v.fn[r]) * 32), 0, st, m));
+      if (v.tails && (r == 0 || r == 2))
+        CUDA_CHECK(tc::launch_pdl(split_tail, dim3((m.rows + 255) / 256), dim3(256), 0, st, (const float*)m.y, m.rows,
+                                  tailOut));
+    }
     CUDA_CHECK(cudaStreamEndCapture(st, &sg));
     CUDA_CHECK(cudaGraphInstantiate(&sx, sg, 0));
     CUDA_CHECK(cudaGraphDestroy(sg));
