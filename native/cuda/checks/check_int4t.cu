@@ -339,8 +339,10 @@ int main(int argc, char** argv) {
   // Folded RMSNorm (Int4Epilogue.normW / ssqOut / ssqIn): an O-like GEMV adds its rows into the residual stream in
   // place and prepares (x * w) for the next GEMV with per-block sums of squares; a gate/up-like GEMV scales its
   // rows by r = 1 / rms(x) before SiLU. Against float64: x1 = x0 + a Wo^T, h = x1 r w, act = silu(h Wg^T) (h Wu^T).
-  for (int m : {1, 3, 8, 12, 16}) {
-    const int H = 256, K = 192, inter = 48;
+  // H = 4096: 256 partial sums a token (as Llama-2-7B), the consumer at 16 warps.
+  for (int m : {1, 3, 8, 12, 16})
+  for (int H : {256, 4096}) {
+    const int K = 192, inter = 48;
     HostW wo = make_weight(rng, H, K, 64, m % 2 == 0), wgu = make_weight(rng, 2 * inter, H, 64, m % 2 == 1);
     const std::vector<int32_t> map = tc::int4_tile_row_map(tc::Int4RowOrder::kGateUpPairs, 2 * inter, 0, 0, 0);
     int32_t* dmap;
@@ -396,7 +398,8 @@ int main(int argc, char** argv) {
     for (int part = 0; part < 2; ++part) {
       CheckResult r;
       char name[96];
-      std::snprintf(name, sizeof name, "folded norm m=%d: %s", m, part == 0 ? "residual in place" : "silu(r W (x w))");
+      std::snprintf(name, sizeof name, "folded norm m=%d H=%d: %s", m, H,
+                    part == 0 ? "residual in place" : "silu(r W (x w))");
       r.name = name;
       if (part == 0)
         for (size_t i = 0; i < gx.size(); ++i) r.e.add(gx[i], x1[i]);
