@@ -249,37 +249,32 @@ int main(int argc, char** argv) {
     std::printf("  %s: y vs graph rel %.2e\n", tp.how.c_str(), worst);
     return 0;
   };
-  // Per matrix role (QKV, O, gate/up, down): warps a block and blocks a tile.
+  // Per matrix role (QKV, O, gate/up, down): which split_gemv, with its warps a block and blocks a tile.
+  struct SplitGemv {
+    void (*fn)(Mat);
+    int ks, split;
+  };
+  const SplitGemv w8s1{split_gemv<8, 1>, 8, 1}, w16s1{split_gemv<16, 1>, 16, 1}, w8s2{split_gemv<8, 2>, 8, 2},
+      w16s2{split_gemv<16, 2>, 16, 2}, w4s2{split_gemv<4, 2>, 4, 2}, w4s4{split_gemv<4, 4>, 4, 4},
+      w8s4{split_gemv<8, 4>, 8, 4};
   struct SplitVariant {
     const char* how;
-    void (*fn[4])(Mat);
-    int split[4];
-    bool tails = false;  // a split_tail kernel after each split QKV and gate/up
-  };
-  using SplitFn = void (*)(Mat);
-  const SplitFn w8s1 = split_gemv<8, 1>, w16s1 = split_gemv<16, 1>, w8s2 = split_gemv<8, 2>, w4s2 = split_gemv<4, 2>,
-                w4s4 = split_gemv<4, 4>, w16s2 = split_gemv<16, 2>, w8s4 = split_gemv<8, 4>;
-  const int ksOf[] = {8, 16, 8, 4, 4, 16, 8};
-  const SplitFn fns[] = {w8s1, w16s1, w8s2, w4s2, w4s4, w16s2, w8s4};
-  const auto ks_of = [&](SplitFn f) {
-    for (int i = 0; i < 7; i++)
-      if (fns[i] == f) return ksOf[i];
-    return 8;
+    SplitGemv role[4];
+    bool tails = false;  // a split_tail kernel after each QKV and gate/up
   };
   const SplitVariant splits[] = {
-      {"graph, one tile a block, 8 warps", {w8s1, w8s1, w8s1, w8s1}, {1, 1, 1, 1}},
-      {"graph, one tile a block, 16 warps", {w16s1, w16s1, w16s1, w16s1}, {1, 1, 1, 1}},
-      {"graph, half a tile a block, 8 warps", {w8s2, w8s2, w8s2, w8s2}, {2, 2, 2, 2}},
-      {"graph, half a tile a block, 16 warps", {w16s2, w16s2, w16s2, w16s2}, {2, 2, 2, 2}},
-      {"graph, half a tile a block, 4 warps", {w4s2, w4s2, w4s2, w4s2}, {2, 2, 2, 2}},
-      {"graph, quarter tile a block, 4 warps", {w4s4, w4s4, w4s4, w4s4}, {4, 4, 4, 4}},
-      {"graph, halves (8w) in QKV, gate/up only; O, down 16w", {w8s2, w16s1, w8s2, w16s1}, {2, 1, 2, 1}},
-      {"graph, halves (8w) in O, down only; QKV, gate/up 16w", {w16s1, w8s2, w16s1, w8s2}, {1, 2, 1, 2}},
-      {"graph, halves (8w) in O only; rest 1 tile (16w)", {w16s1, w8s2, w16s1, w16s1}, {1, 2, 1, 1}},
-      {"graph, halves (8w), down in quarters (8w)", {w8s2, w8s2, w8s2, w8s4}, {2, 2, 2, 4}},
-      {"graph, halves (8w) in QKV, gate/up + an epilogue kernel each; O, down 16w", {w8s2, w16s1, w8s2, w16s1},
-       {2, 1, 2, 1}, true},
-      {"graph, one tile 16w + an epilogue kernel after QKV, gate/up", {w16s1, w16s1, w16s1, w16s1}, {1, 1, 1, 1}, true},
+      {"graph, one tile a block, 8 warps", {w8s1, w8s1, w8s1, w8s1}},
+      {"graph, one tile a block, 16 warps", {w16s1, w16s1, w16s1, w16s1}},
+      {"graph, half a tile a block, 8 warps", {w8s2, w8s2, w8s2, w8s2}},
+      {"graph, half a tile a block, 16 warps", {w16s2, w16s2, w16s2, w16s2}},
+      {"graph, half a tile a block, 4 warps", {w4s2, w4s2, w4s2, w4s2}},
+      {"graph, quarter tile a block, 4 warps", {w4s4, w4s4, w4s4, w4s4}},
+      {"graph, halves (8w) in QKV, gate/up only; O, down 16w", {w8s2, w16s1, w8s2, w16s1}},
+      {"graph, halves (8w) in O, down only; QKV, gate/up 16w", {w16s1, w8s2, w16s1, w8s2}},
+      {"graph, halves (8w) in O only; rest 1 tile (16w)", {w16s1, w8s2, w16s1, w16s1}},
+      {"graph, halves (8w), down in quarters (8w)", {w8s2, w8s2, w8s2, w8s4}},
+      {"graph, halves (8w) in QKV, gate/up + an epilogue kernel each; O, down 16w", {w8s2, w16s1, w8s2, w16s1}, true},
+      {"graph, one tile 16w + an epilogue kernel after QKV, gate/up", {w16s1, w16s1, w16s1, w16s1}, true},
   };
   __half2* tailOut;
   CUDA_CHECK(cudaMalloc(&tailOut, (size_t)shapes[2][0] * sizeof(__half2)));
@@ -292,7 +287,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < nMats; i++) {
       const Mat& m = pm[i];
       const int r = i % 4;
-      CUDA_CHECK(tc::launch_pdl(v.fn[r], dim3((m.rows + 15) / 16 * v.split[r]), dim3(ks_of(v.fn[r]) * 32), 0, st, m));
+      const SplitGemv& g = v.role[r];
+      CUDA_CHECK(tc::launch_pdl(g.fn, dim3((m.rows + 15) / 16 * g.split), dim3(g.ks * 32), 0, st, m));
       if (v.tails && (r == 0 || r == 2))
         CUDA_CHECK(tc::launch_pdl(split_tail, dim3((m.rows + 255) / 256), dim3(256), 0, st, (const float*)m.y, m.rows,
                                   tailOut));
@@ -307,6 +303,7 @@ int main(int argc, char** argv) {
     failed += !tv.ok;
     out.push_back(tv);
   }
+  cudaFree(tailOut);
   Mat* dm;
   CUDA_CHECK(cudaMalloc(&dm, nMats * sizeof(Mat)));
   CUDA_CHECK(cudaMemcpy(dm, pm.data(), nMats * sizeof(Mat), cudaMemcpyHostToDevice));
