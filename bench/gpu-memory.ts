@@ -3,7 +3,7 @@
 // workspaces, against the fraction's cap.
 import { basename } from "node:path";
 import type { WorkerConfig } from "../services/worker/config.js";
-import { createEngine } from "../services/worker/server.js";
+import { createEngine, kvBytesPerPage } from "../services/worker/server.js";
 import { batchOf } from "./batch.js";
 
 /**
@@ -24,7 +24,7 @@ export async function gpuMemoryPool(
     const m = engine.info().deviceMemory;
     return m ? m.totalBytes - m.freeBytes : Number.NaN;
   };
-  const kvPerToken = model.numLayers * 2 * model.numKvHeads * model.headDim * 2; // fp16 KV cache
+  const kvPerToken = kvBytesPerPage(model, 1, "f16");
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
   const afterLoad = mem();
   console.log(`${basename(c.model)} with --gpu-memory-utilization ${c.gpuMemoryUtilization}: ${kvPool}`);

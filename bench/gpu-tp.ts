@@ -29,7 +29,7 @@ import { protos } from "../services/common/proto.js";
 import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
-import { createEngine } from "../services/worker/server.js";
+import { createEngine, kvBytesPerPage } from "../services/worker/server.js";
 import { tpLoadedBarrier } from "../services/worker/tp.js";
 import { writeTinyLlama } from "../test/helpers/tiny-llama.js";
 import { batchOf, median } from "./batch.js";
@@ -138,7 +138,11 @@ async function decodeRows(engine: Engine, spec: RankSpec, vocab: number, hidden:
     const prof = engine.profile!();
     engine.setProfiling!(false);
     const comm = prof["tp_comm"] ?? { ms: 0, calls: 0 };
-    const kvPerToken = (layers * 2 * spec.kvHeadsLocal * spec.headDim * 2) as number; // fp16 KV cache
+    const kvPerToken = kvBytesPerPage(
+      { numLayers: layers, numKvHeads: spec.kvHeadsLocal, headDim: spec.headDim },
+      1,
+      "f16",
+    );
     rows.push({
       batch: b,
       stepMs: median(times.slice(2)),

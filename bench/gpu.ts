@@ -21,7 +21,7 @@ import { protos } from "../services/common/proto.js";
 import { routerConfigFromFlags } from "../services/router/config.js";
 import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
-import { createEngine, startWorker } from "../services/worker/server.js";
+import { createEngine, kvBytesPerPage, startWorker } from "../services/worker/server.js";
 import { batchOf, median } from "./batch.js";
 import { decodeSeqs, dummyInt4Engine, prefillSeqs, timeDecodeSteps } from "./decode.js";
 import { gpuMemoryPool } from "./gpu-memory.js";
@@ -163,7 +163,7 @@ async function engineDecode(): Promise<void> {
     const { engine, model } = dummyInt4Engine(shape.dir, maxB * pagesPerSeq + 1, device);
     const loadS = (performance.now() - t0) / 1000;
     const info = engine.info();
-    const kvPerToken = model.numLayers * 2 * model.numKvHeads * model.headDim * 2; // fp16 KV cache
+    const kvPerToken = kvBytesPerPage(model, 1, "f16");
     console.log(
       `${shape.name}: loaded in ${loadS.toFixed(1)} s; weights ${(info.weightBytes / 1e9).toFixed(2)} GB, KV pool ${(info.kvBytes / 1e9).toFixed(2)} GB (${Math.floor(info.kvBytes / kvPerToken)} tokens) on ${info.device}`,
     );

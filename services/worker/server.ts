@@ -56,8 +56,12 @@ export interface WorkerHandle {
   close(): Promise<void>;
 }
 
-/** KV bytes of one page: K and V, every layer, float32 on the CPU backend. */
-export function kvBytesPerPage(shape: ModelShape, blockSize: number, dtype: "f32" | "f16" | "int8" = "f32"): number {
+/** KV bytes of one page: K and V, every layer (blockSize 1: bytes per token), float32 on the CPU backend. */
+export function kvBytesPerPage(
+  shape: Pick<ModelShape, "numLayers" | "numKvHeads" | "headDim">,
+  blockSize: number,
+  dtype: "f32" | "f16" | "int8" = "f32",
+): number {
   // int8: values + one f32 scale
   const perHead = dtype === "int8" ? shape.headDim + 4 : shape.headDim * (dtype === "f16" ? 2 : 4);
   return shape.numLayers * 2 * blockSize * shape.numKvHeads * perHead;
