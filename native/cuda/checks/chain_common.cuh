@@ -121,6 +121,30 @@ __device__ __forceinline__ float red_sum(const float (&red)[2][kWarps][16], int 
   return s;
 }
 
+/** This lane's weights (wq) and the scales (wsc) of tile `tile` of m. */
+__device__ __forceinline__ const uint4* tile_q(const Mat& m, int tile, int lane) {
+  return m.q + (size_t)tile * (m.cols >> 6) * 32 + lane;
+}
+__device__ __forceinline__ const float* tile_scales(const Mat& m, int tile) {
+  return m.scales + (size_t)tile * (m.cols / kGroup) * 16;
+}
+
+/** Loads group gi of a tile for this lane: its two 64-column chunks into q, rows g and g + 8's scales into s0, s1. */
+__device__ __forceinline__ void load_group(const uint4* wq, const float* wsc, int gi, int g, uint4 (&q)[2], float& s0,
+                                           float& s1) {
+  q[0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
+  q[1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
+  s0 = __ldg(wsc + gi * 16 + g), s1 = __ldg(wsc + gi * 16 + g + 8);
+}
+__device__ __forceinline__ void load_group(const Mat& m, int tile, int gi, int lane, int g, uint4 (&q)[2], float& s0,
+                                           float& s1) {
+  const uint4* wq = tile_q(m, tile, lane);
+  q[0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
+  q[1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
+  const float* wsc = tile_scales(m, tile);
+  s0 = __ldg(wsc + gi * 16 + g), s1 = __ldg(wsc + gi * 16 + g + 8);
+}
+
 /** One item: group gi's two 64-column chunks (q0, q1) of a tile times the prepared x, scaled into acc. */
 __device__ __forceinline__ void group_mma(const uint4& q0, const uint4& q1, float s0, float s1,
                                           const __half* __restrict__ xp, int gi, int g, int t, float (&acc)[4]) {

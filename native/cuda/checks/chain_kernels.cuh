@@ -20,13 +20,7 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel(const Mat* __restric
   float s0[2], s1[2];
   const auto load = [&](auto S, int j, int tile, int u) {
     constexpr int s = decltype(S)::value;
-    const Mat& m = mats[j];
-    const int KB = m.cols >> 6, NG = m.cols / kGroup, gi = warp + u * kWarps;
-    const uint4* wq = m.q + (size_t)tile * KB * 32 + lane;
-    q[s][0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
-    q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
-    const float* wsc = m.scales + (size_t)tile * NG * 16;
-    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+    load_group(mats[j], tile, warp + u * kWarps, lane, g, q[s], s0[s], s1[s]);
   };
   // The next item to load: this warp's first (matrix, tile, group index).
   int nj = 0, nt = blockIdx.x, nu = 0;
@@ -128,13 +122,7 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_dyn(const Mat* __res
   float s0[2], s1[2];
   const auto load = [&](auto S, int j, int tile, int u) {
     constexpr int s = decltype(S)::value;
-    const Mat& m = mats[j];
-    const int KB = m.cols >> 6, NG = m.cols / kGroup, gi = warp + u * kWarps;
-    const uint4* wq = m.q + (size_t)tile * KB * 32 + lane;
-    q[s][0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
-    q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
-    const float* wsc = m.scales + (size_t)tile * NG * 16;
-    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+    load_group(mats[j], tile, warp + u * kWarps, lane, g, q[s], s0[s], s1[s]);
   };
   // Stream cursor of this warp: claim entry nk, group index nu.
   int nk = 0, nu = 0;
@@ -224,13 +212,7 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_bal(const Mat* __res
   float s0[2], s1[2];
   const auto load = [&](auto S, int j, int tile, int gi) {
     constexpr int s = decltype(S)::value;
-    const Mat& m = mats[j];
-    const int KB = m.cols >> 6, NG = m.cols / kGroup;
-    const uint4* wq = m.q + (size_t)tile * KB * 32 + lane;
-    q[s][0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
-    q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
-    const float* wsc = m.scales + (size_t)tile * NG * 16;
-    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+    load_group(mats[j], tile, gi, lane, g, q[s], s0[s], s1[s]);
   };
   // Stream cursor: matrix nj, tile nt, this warp's u-th group of that tile (group index ngi).
   int nj = 0, nt = 0, nu = 0, ngi = 0;

@@ -46,19 +46,16 @@ __global__ void __launch_bounds__(KS * 32) split_gemv(Mat m) {
   __shared__ float red[KS][16];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int tile = blockIdx.x / SPLIT, part = blockIdx.x % SPLIT;
-  const int KB = m.cols >> 6, NG = m.cols / kGroup;
+  const int NG = m.cols / kGroup;
   const int g0 = part * NG / SPLIT, g1 = (part + 1) * NG / SPLIT;
   const int U = g1 - g0 > warp ? (g1 - g0 - warp + KS - 1) / KS : 0;
-  const uint4* wq = m.q + (size_t)tile * KB * 32 + lane;
-  const float* wsc = m.scales + (size_t)tile * NG * 16;
+  const uint4* wq = tile_q(m, tile, lane);
+  const float* wsc = tile_scales(m, tile);
   uint4 q[2][2];
   float s0[2], s1[2];
   const auto load = [&](auto S, int u) {
     constexpr int s = decltype(S)::value;
-    const int gi = g0 + warp + u * KS;
-    q[s][0] = tc::ld_stream(wq + (size_t)(gi * 2) * 32);
-    q[s][1] = tc::ld_stream(wq + (size_t)(gi * 2 + 1) * 32);
-    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+    load_group(wq, wsc, g0 + warp + u * KS, g, q[s], s0[s], s1[s]);
   };
   if (U > 0) load(std::integral_constant<int, 0>(), 0);
   tc::pdl_trigger();
