@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ptx.cuh"
+
 namespace tpserve::check {
 
 /** Prints file:line and the CUDA error, then returns 1 from the enclosing function (int-returning). */
@@ -132,13 +134,7 @@ inline double median(std::vector<float> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/** Card name and basic properties for the report. */
-/** The GPU's global timer, in ns (device code). */
-__device__ __forceinline__ long long global_ns() {
-  long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
+using tpserve::cuda::global_ns;  // the GPU's global timer, in ns (device code)
 
 /** A load with acquire semantics at GPU scope (device code). */
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
@@ -158,6 +154,7 @@ __device__ __forceinline__ void wait_at_least(const unsigned* p, unsigned target
     }
 }
 
+/** The card's name, for the report. */
 inline std::string device_name(int dev = 0) {
   cudaDeviceProp p;
   if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) return "unknown";

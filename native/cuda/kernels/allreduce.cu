@@ -6,6 +6,7 @@
 #include "allreduce.cuh"
 #include "block_reduce.cuh"
 #include "pdl.cuh"
+#include "ptx.cuh"
 #include "xprep.cuh"
 
 namespace tpserve::cuda {
@@ -15,12 +16,6 @@ constexpr uint32_t kSentinel = 0xFFFFFFFFu;
 constexpr uint32_t kCanonicalNan = 0x7FC00000u;
 constexpr int kThreads = 256;
 constexpr int kChunk = 4 * kThreads;  // floats per block of the plain kernels
-
-__device__ __forceinline__ long long global_ns() {
-  long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
 
 __device__ __forceinline__ float4 ld_volatile4(const float* p) {
   float4 v;

@@ -1,4 +1,4 @@
-// Small PTX wrappers shared by the matmul translation units (matmul*.cu, int4_tiled.cu, int4_gemm.cu).
+// Small PTX wrappers shared by the kernels (the matmuls' streaming load, allreduce.cu's timer) and the checks.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -14,6 +14,13 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;
+}
+
+/** The GPU's global timer, in ns. */
+__device__ __forceinline__ long long global_ns() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
 }
 
 }  // namespace
