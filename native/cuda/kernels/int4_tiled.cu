@@ -274,6 +274,11 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   if (m > 4 && ng >= 8 && !(envBatch && envBatch[0] == '0')) ks = 8;
   static const int envKs = env_int("TPSERVE_T_KS");
   if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
+  // One token with a pair epilogue and Int4Epilogue::splitAcc: k split across two blocks a tile
+  // (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off.
+  static const char* envSplit = std::getenv("TPSERVE_T_SPLIT");  // unset: on
+  if (!(envSplit && envSplit[0] == '0') && envKs == 0 && detail::gemv_split_ok(w, m, ep))
+    return detail::gemv_split(xp, w, y, ep, stream);
   if (w.group == 64) {
     if (m <= 4) return launch_gemv<1, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);
     if (m <= 8) return launch_gemv<2, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);

@@ -77,7 +77,18 @@ struct Int4Epilogue {
   const float* ssqIn = nullptr;
   int ssqParts = 0, normCols = 0;
   float eps = 0.f;
+  // Pair epilogues (kSiluPairs / kRopeQkv) of one-token decode GEMVs: when set, k is split across two blocks a tile
+  // that add their partial sums into splitAcc ([m][rows] floats, zero on entry and left zero), and int4_pair_finish
+  // applies a folded norm's r and the epilogue (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off.
+  float* splitAcc = nullptr;
+  bool splitDeferFinish = false;  // the caller launches int4_pair_finish itself (measurements)
 };
+
+/** Most tokens a GEMV takes the split-k path of Int4Epilogue::splitAcc at. */
+constexpr int kSplitMaxTokens = 1;
+
+/** The pair epilogue of a split GEMV (Int4Epilogue::splitAcc), rows of the weight, y as int4_tiled_matmul's. */
+cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream);
 
 /** Row orders of the tiled layout: in order, gate/up pairs (kSiluPairs), rope pairs (kRopeQkv). */
 enum class Int4RowOrder { kInOrder, kGateUpPairs, kRopePairs };

@@ -1,0 +1,155 @@
+// The batch-1 decode GEMV of the pair-epilogue weights (QKV with RoPE, gate/up with SiLU) with k split across two
+// blocks a tile (docs/gpu.md run 36): smaller blocks end a phase in smaller pieces. Each block takes half of its
+// tile's groups with 8 warps (about 2 groups a warp at k = 4096, a two-slot register ring, the first load issued
+// before pdl_wait() as int4t_gemv does) and adds its 16 sums into Int4Epilogue::splitAcc. Two addends into zero
+// give the same bits in either order, so results do not depend on which block lands first. int4t_pair_finish then
+// reads the sums (zeroing splitAcc for its next use), applies a folded norm's 1 / rms (reduced there, off the GEMV's
+// path) and runs the same pair epilogue as int4t_gemv.
+//
+// A lean kernel of its own: the same split inside int4t_gemv (runtime warp count, its epilogues) measured no faster
+// than one block a tile, while this form took the step's QKV and gate/up GEMVs 0.09 ms faster alone
+// (check_chain, H100).
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "int4_tiled_common.cuh"
+#include "pdl.cuh"
+
+namespace tpserve::cuda {
+namespace {
+
+constexpr int kHalfWarps = 8;
+
+// One token (m = 1, x prepared as hi/lo columns), GC 64-column chunks a group, ZP: zero points present.
+template <int GC, bool ZP>
+__global__ void __launch_bounds__(kHalfWarps * 32) int4t_gemv_half(const __half* __restrict__ xp, Int4Tiled w,
+                                                                   float* __restrict__ acc) {
+  __shared__ float red[kHalfWarps][16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int rt = blockIdx.x >> 1, part = blockIdx.x & 1;
+  const int KB = w.cols >> 6, NG = KB / GC;
+  const int g0 = part * NG / 2, gn = (part + 1) * NG / 2 - g0;
+  const int U = gn > warp ? (gn - warp + kHalfWarps - 1) / kHalfWarps : 0;  // groups g0 + warp + u * 8
+  const uint4* wq = w.q + (size_t)rt * KB * 32 + lane;
+  const float* wsc = w.scales + (size_t)rt * NG * 16;
+  const uint8_t* wz = ZP ? w.zeros + (size_t)rt * NG * 16 : nullptr;
+  uint4 q[2][GC];
+  float s0[2], s1[2];
+  uint32_t z0[2], z1[2];
+  const auto load = [&](auto S, int u) {
+    constexpr int s = decltype(S)::value;
+    const int gi = g0 + warp + u * kHalfWarps;
+#pragma unroll
+    for (int c = 0; c < GC; ++c) q[s][c] = ld_stream(wq + (size_t)(gi * GC + c) * 32);
+    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+    if (ZP) z0[s] = __ldg(wz + gi * 16 + g), z1[s] = __ldg(wz + gi * 16 + g + 8);
+  };
+  float r4[4] = {0.f, 0.f, 0.f, 0.f};
+  const auto group = [&](auto S, int u) {
+    constexpr int s = decltype(S)::value;
+    const int gi = g0 + warp + u * kHalfWarps;
+    const uint32_t zlo = zero_lo(ZP ? z0[s] : 8u), zhi = zero_hi(ZP ? z1[s] : 8u);
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int c = 0; c < GC; ++c) {
+      const int kb = gi * GC + c;
+      uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
+      if (g < 2) {  // columns 0 and 1: the token's hi and lo halves
+        const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
+        b0 = __ldg(bp), b1 = __ldg(bp + 1);
+      }
+      const uint32_t words[4] = {q[s][c].x, q[s][c].y, q[s][c].z, q[s][c].w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        uint32_t a[4];
+        dequant_word(words[j], zlo, zhi, a);
+        const uint4& b = j < 2 ? b0 : b1;
+        if (j & 1) mma_f16(d, a, b.z, b.w);
+        else mma_f16(d, a, b.x, b.y);
+      }
+    }
+    r4[0] = fmaf(s0[s], d[0], r4[0]), r4[1] = fmaf(s0[s], d[1], r4[1]);
+    r4[2] = fmaf(s1[s], d[2], r4[2]), r4[3] = fmaf(s1[s], d[3], r4[3]);
+  };
+  using S0 = std::integral_constant<int, 0>;
+  using S1 = std::integral_constant<int, 1>;
+  if (U > 0) load(S0(), 0);
+  pdl_trigger();
+  pdl_wait();  // x comes from the previous kernel
+  for (int u = 0; u < U; u += 2) {
+    if (u + 1 < U) load(S1(), u + 1);
+    group(S0(), u);
+    if (u + 1 < U) {
+      if (u + 2 < U) load(S0(), u + 2);
+      group(S1(), u + 1);
+    }
+  }
+  // C fragment: (row g, columns 2t, 2t + 1), (row g + 8, same); columns 0 and 1 (lane t = 0) are hi and lo.
+  if (t == 0) red[warp][g] = r4[0] + r4[1], red[warp][g + 8] = r4[2] + r4[3];
+  __syncthreads();
+  if (threadIdx.x < 16) {
+    float v = 0.f;
+#pragma unroll
+    for (int k = 0; k < kHalfWarps; ++k) v += red[k][threadIdx.x];
+    atomicAdd(acc + rt * 16 + threadIdx.x, v);
+  }
+}
+
+// The pair epilogue of a split GEMV: sums from splitAcc (zeroed for the next use), times r of a folded norm (warp w
+// reduces token w's partial sums in a fixed order), then pair_epilogue as int4t_gemv runs it.
+__global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __restrict__ y) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ float rnorm[kSplitMaxTokens];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (ep.ssqIn) {
+    for (int tok = warp; tok < m; tok += blockDim.x >> 5) {
+      float ss = 0.f;
+      for (int i = lane; i < ep.ssqParts; i += 32) ss += ep.ssqIn[(size_t)tok * ep.ssqParts + i];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      if (lane == 0) rnorm[tok] = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)ep.normCols) + ep.eps));
+    }
+    __syncthreads();
+  }
+  const int n = rows / 2 * m;  // (tile, pair row r < 8, token)
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int tok = i % m, pr = i / m, rt = pr >> 3, r = pr & 7;
+    float* a0 = ep.splitAcc + (size_t)tok * rows + rt * 16 + r;
+    float a = a0[0], b = a0[8];
+    a0[0] = 0.f, a0[8] = 0.f;
+    if (ep.ssqIn) a *= rnorm[tok], b *= rnorm[tok];
+    pair_epilogue(ep, rows, rt, r, tok, m, a, b, y);
+  }
+}
+
+}  // namespace
+
+bool detail::gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep) {
+  return m == 1 && ep.kind != Int4Epilogue::kPlain && ep.splitAcc && w.rows % 16 == 0 && w.cols / w.group >= 16;
+}
+
+cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, const Int4Epilogue& ep,
+                               cudaStream_t stream) {
+  const dim3 grid((unsigned)(w.rows / 16 * 2)), block(kHalfWarps * 32);
+  cudaError_t e;
+  if (w.group == 64)
+    e = w.zeros ? launch_pdl(int4t_gemv_half<1, true>, grid, block, 0, stream, xp, w, ep.splitAcc)
+                : launch_pdl(int4t_gemv_half<1, false>, grid, block, 0, stream, xp, w, ep.splitAcc);
+  else
+    e = w.zeros ? launch_pdl(int4t_gemv_half<2, true>, grid, block, 0, stream, xp, w, ep.splitAcc)
+                : launch_pdl(int4t_gemv_half<2, false>, grid, block, 0, stream, xp, w, ep.splitAcc);
+  if (e != cudaSuccess || ep.splitDeferFinish) return e;
+  return int4_pair_finish(ep, w.rows, 1, y, stream);
+}
+
+cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream) {
+  if (!ep.splitAcc || rows % 16 != 0 || m < 1 || m > kSplitMaxTokens) return cudaErrorInvalidValue;
+  const int n = rows / 2 * m;
+  return launch_pdl(int4t_pair_finish, dim3((unsigned)std::min((n + 255) / 256, 4 * detail::sm_count())), dim3(256),
+                    0, stream, ep, rows, m, y);
+}
+
+}  // namespace tpserve::cuda
