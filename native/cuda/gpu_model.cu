@@ -64,10 +64,9 @@ class CudaModel : public GpuModel {
     const char* fn = std::getenv("TPSERVE_FOLD_NORM");
     foldNorm_ = !(fn && fn[0] == '0');
     ssq_.alloc((size_t)16 * (H / 16 + 1));  // folded norms: per-block sums of squares of up to 16 tokens
-    // Split-k decode GEMVs with a pair epilogue (QKV, gate/up) add into this; zero between uses.
-    splitAcc_.alloc((size_t)cuda::kSplitMaxTokens *
-                    std::max<size_t>((size_t)(s.heads + 2 * s.kvHeads) * s.headDim, 2 * (size_t)s.inter));
-    CK(cudaMemset(splitAcc_.p, 0, splitAcc_.n * sizeof(float)));
+    // Split-k decode GEMVs with a pair epilogue (QKV, gate/up): the two halves' sums (int4_tiled_split.cu).
+    splitParts_.alloc((size_t)2 * cuda::kSplitMaxTokens *
+                      std::max<size_t>((size_t)(s.heads + 2 * s.kvHeads) * s.headDim, 2 * (size_t)s.inter));
   }
 
   ~CudaModel() override {
@@ -322,7 +321,7 @@ class CudaModel : public GpuModel {
         cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue
         ep.kind = cuda::Int4Epilogue::kRopeQkv, ep.positions = p.pos, ep.slots = p.slot, ep.q = q_.p;
         ep.kCache = kc, ep.vCache = vc, ep.ropeCos = ropeCos_.p, ep.ropeSin = ropeSin_.p;
-        ep.heads = s.heads, ep.kvHeads = s.kvHeads, ep.headDim = s.headDim, ep.splitAcc = splitAcc_.p;
+        ep.heads = s.heads, ep.kvHeads = s.kvHeads, ep.headDim = s.headDim, ep.splitParts = splitParts_.p;
         if (folded) foldIn(ep);
         matmul(h_.p, Ly.qkv, nullptr, p.T, prepQkv, nullptr, ep);
         mark(Engine::kQkv);
@@ -353,7 +352,7 @@ class CudaModel : public GpuModel {
       if (ablate_ & kAblGateUp) {
       } else if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
         cuda::Int4Epilogue ep;  // SiLU-and-multiply in the GEMV's epilogue, which also prepares down's input
-        ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr, ep.splitAcc = splitAcc_.p;
+        ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr, ep.splitParts = splitParts_.p;
         if (fold) foldIn(ep);
         matmul(h_.p, Ly.gateUp, act_.p, p.T, prepGu, nullptr, ep);
         mark(Engine::kGateUp);
@@ -572,7 +571,7 @@ class CudaModel : public GpuModel {
   static constexpr int kFoldMaxTokens = 8;
   bool foldNorm_ = true;
   DevBuf<float> ssq_;
-  DevBuf<float> splitAcc_;
+  DevBuf<float> splitParts_;
   DevBuf<int32_t> ints_, ids_;
   DevBuf<uint8_t> sampleParams_, sampleWs_;
   int32_t* hostInts_ = nullptr;

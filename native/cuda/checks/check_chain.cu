@@ -5,7 +5,7 @@
 //    a simpler GEMV that splits each tile's k across 1, 2 or 4 blocks of 4, 8 or 16 warps (partial sums added
 //    into y), chosen per matrix role, optionally with the small kernel a split QKV or gate/up would need after it
 //    for its epilogue (split_tail: each sum read once, turned into a hi/lo pair); and the engine's own split
-//    (Int4Epilogue::splitAcc, int4_tiled_split.cu) against it;
+//    (Int4Epilogue::splitParts, int4_tiled_split.cu) against it;
 //  - one persistent kernel (cooperative launch, 2 blocks of 16 warps per SM): block b takes tiles b, b + grid, ...
 //    of every matrix, each warp every 16th group of a tile, and a two-slot register ring runs on across tiles and
 //    matrices (the next matrix's first weights are in flight before the boundary). Between matrices: a grid
@@ -233,17 +233,19 @@ int main(int argc, char** argv) {
   if (time_best(st, [&] { return cudaGraphLaunch(exec, st); }, tg.ms)) return 1;
   out.push_back(tg);
   // The engine's kernel with the SiLU pair epilogue on QKV and gate/up (as the step's gate/up), without and with k
-  // split across two blocks a tile (Int4Epilogue::splitAcc and its finishing kernel), and mixed with split_gemv
-  // (below) to tell which half of a difference is whose: timing only.
+  // split across two blocks a tile (Int4Epilogue::splitParts and its finishing kernel), and mixed with split_gemv
+  // (below) to tell which half of a difference is whose: timing only. split_gemv adds both halves into slot 0
+  // (slot 1 stays zero for int4_pair_finish to add).
   {
-    float *pairY, *acc;
+    float *pairY, *parts;
     __half2* tailOut0;
-    CUDA_CHECK(cudaMalloc(&pairY, (size_t)shapes[2][0] / 2 * 4));
-    CUDA_CHECK(cudaMalloc(&acc, (size_t)shapes[2][0] * 4));
-    CUDA_CHECK(cudaMalloc(&tailOut0, (size_t)shapes[2][0] * sizeof(__half2)));
-    CUDA_CHECK(cudaMemset(acc, 0, (size_t)shapes[2][0] * 4));
+    const size_t rowsMax = shapes[2][0];
+    CUDA_CHECK(cudaMalloc(&pairY, rowsMax / 2 * 4));
+    CUDA_CHECK(cudaMalloc(&parts, 2 * rowsMax * 4));
+    CUDA_CHECK(cudaMalloc(&tailOut0, rowsMax * sizeof(__half2)));
+    CUDA_CHECK(cudaMemset(parts, 0, 2 * rowsMax * 4));
     const char* names[] = {"engine GEMV, silu pairs on QKV, gate/up",
-                           "engine GEMV, silu pairs on QKV, gate/up, k split (splitAcc)",
+                           "engine GEMV, silu pairs on QKV, gate/up, k split (splitParts)",
                            "split_gemv halves (8w) + tail on QKV, gate/up; engine GEMV on O, down",
                            "engine GEMV k split on QKV, gate/up; split_gemv 16w on O, down",
                            "split_gemv halves (8w) + int4_pair_finish on QKV, gate/up; engine GEMV on O, down",
@@ -256,14 +258,14 @@ int main(int argc, char** argv) {
         Mat m = mats[i];
         const bool pairRole = i % 2 == 0;  // QKV, gate/up
         if ((mode == 2 || mode == 4) && pairRole) {
-          m.y = acc;
+          m.y = parts;
           CUDA_CHECK(tc::launch_pdl(split_gemv<8, 2>, dim3((m.rows + 15) / 16 * 2), dim3(256), 0, st, m));
           if (mode == 2)
-            CUDA_CHECK(tc::launch_pdl(split_tail, dim3((m.rows + 255) / 256), dim3(256), 0, st, (const float*)acc,
+            CUDA_CHECK(tc::launch_pdl(split_tail, dim3((m.rows + 255) / 256), dim3(256), 0, st, (const float*)parts,
                                       m.rows, tailOut0));
           else {
             tc::Int4Epilogue fe;
-            fe.kind = tc::Int4Epilogue::kSiluPairs, fe.splitAcc = acc;
+            fe.kind = tc::Int4Epilogue::kSiluPairs, fe.splitParts = parts;
             CUDA_CHECK(tc::int4_pair_finish(fe, m.rows, 1, pairY, st));
           }
           continue;
@@ -277,12 +279,12 @@ int main(int argc, char** argv) {
         float* y = m.y;
         if (pairRole) {
           ep.kind = tc::Int4Epilogue::kSiluPairs, y = pairY;
-          if (mode != 0) ep.splitAcc = acc;
+          if (mode != 0) ep.splitParts = parts;
           ep.splitDeferFinish = mode == 5;
         }
         CUDA_CHECK(tc::int4_tiled_matmul(nullptr, const_cast<__half*>(m.xp), true, w, y, 1, nullptr, st, false, ep));
         if (mode == 5 && pairRole)
-          CUDA_CHECK(tc::launch_pdl(split_tail, dim3((m.rows + 255) / 256), dim3(256), 0, st, (const float*)acc,
+          CUDA_CHECK(tc::launch_pdl(split_tail, dim3((m.rows + 255) / 256), dim3(256), 0, st, (const float*)parts,
                                     m.rows, tailOut0));
       }
       CUDA_CHECK(cudaStreamEndCapture(st, &pg));
@@ -293,7 +295,7 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaGraphExecDestroy(px));
       out.push_back(tq);
     }
-    cudaFree(pairY), cudaFree(acc), cudaFree(tailOut0);
+    cudaFree(pairY), cudaFree(parts), cudaFree(tailOut0);
   }
 
   // The persistent kernels (and the split graphs) write the second half of each y buffer.

@@ -218,16 +218,6 @@ int bench(Rng& rng, int path, int rows, int cols, int m, size_t l2, double copyB
 
 }  // namespace
 
-/** Whether a split GEMV left its splitAcc dirty (it must hand it back zeroed): prints a FAIL line if so. */
-static int acc_left(const float* dacc, size_t n, const std::string& what) {
-  std::vector<float> h(n);
-  if (cudaMemcpy(h.data(), dacc, n * 4, cudaMemcpyDeviceToHost) != cudaSuccess) return 1;
-  size_t dirty = 0;
-  for (float v : h) dirty += v != 0.f;
-  if (dirty) std::printf("FAIL %s: %zu of %zu splitAcc entries left non-zero\n", what.c_str(), dirty, n);
-  return dirty ? 1 : 0;
-}
-
 int main(int argc, char** argv) {
   const char* jsonPath = arg_value(argc, argv, "--json");
   if (const char* prof = arg_value(argc, argv, "--profile")) {  // "rows,cols,m": a few plain launches for ncu
@@ -401,7 +391,7 @@ int main(int argc, char** argv) {
     CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(da, xpa, true, d1.t[0], dx, m, nullptr, 0, false, pe));
     std::vector<float> gx(x1.size()), gact(act.size());
     CUDA_CHECK(cudaMemcpy(gx.data(), dx, gx.size() * 4, cudaMemcpyDeviceToHost));
-    // The residual, the consumer, and the consumer with k split (splitAcc; H = 4096 has the groups for it).
+    // The residual, the consumer, and the consumer with k split (splitParts; H = 4096 has the groups for it).
     for (int part = 0; part < 3; ++part) {
       if (part == 2 && (m > tc::kSplitMaxTokens || H < 1024)) continue;
       CheckResult r;
@@ -409,17 +399,16 @@ int main(int argc, char** argv) {
       if (part > 0) {
         tc::Int4Epilogue ce;
         ce.kind = tc::Int4Epilogue::kSiluPairs, ce.ssqIn = dssq, ce.ssqParts = H / 16, ce.normCols = H, ce.eps = eps;
-        float* dacc = nullptr;
+        float* dparts = nullptr;  // two slots of m x rows, poisoned: every entry must be written
         if (part == 2) {
-          CUDA_CHECK(cudaMalloc(&dacc, (size_t)m * 2 * inter * 4));
-          CUDA_CHECK(cudaMemset(dacc, 0, (size_t)m * 2 * inter * 4));
-          ce.splitAcc = dacc;
+          CUDA_CHECK(cudaMalloc(&dparts, (size_t)2 * m * 2 * inter * 4));
+          CUDA_CHECK(poison_nan(dparts, (size_t)2 * m * 2 * inter * 4));
+          ce.splitParts = dparts;
         }
         CUDA_CHECK(poison_nan(dact, (size_t)m * inter * 4));
         CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(nullptr, xpn, true, d2.t[0], dact, m, nullptr, 0, false, ce));
         CUDA_CHECK(cudaMemcpy(gact.data(), dact, gact.size() * 4, cudaMemcpyDeviceToHost));
-        if (dacc && acc_left(dacc, (size_t)m * 2 * inter, "folded norm split")) return 1;
-        cudaFree(dacc);
+        cudaFree(dparts);
       }
       std::snprintf(name, sizeof name, "folded norm m=%d H=%d: %s", m, H,
                     part == 0 ? "residual in place" : part == 1 ? "silu(r W (x w))" : "silu(r W (x w)), k split");
@@ -443,9 +432,9 @@ int main(int argc, char** argv) {
   // Fused epilogues on row-reordered packs, against the CPU reference of the plain product:
   // kSiluPairs: y = silu(gate) * up (gate rows 0..inter-1, up rows inter..2 inter-1);
   // kRopeQkv: q rotated, k rotated into the cache slot, v copied (rotate-half RoPE, cos/sin from a table).
-  // split: k across two blocks a tile, the sums added into Int4Epilogue::splitAcc (checked against the plain
-  // product), then the epilogue in int4_pair_finish (up to kSplitMaxTokens tokens, at least 16 groups: 1024
-  // columns here); splitAcc must be zero after.
+  // split: k across two blocks a tile, each half's sums in its slot of Int4Epilogue::splitParts (poisoned first;
+  // slot 0 + slot 1 checked against the plain product), then the epilogue in int4_pair_finish (up to
+  // kSplitMaxTokens tokens, at least 16 groups: 2048 columns here).
   for (int m : {1, 3, 8, 13, 20, 100})
   for (int split : {0, 1}) {
     if (split && m > tc::kSplitMaxTokens) continue;
@@ -509,30 +498,31 @@ int main(int argc, char** argv) {
       ep.positions = dpos, ep.slots = dslot, ep.q = dq, ep.kCache = dk, ep.vCache = dv, ep.ropeCos = dc;
       ep.ropeSin = ds, ep.heads = heads, ep.kvHeads = kvHeads, ep.headDim = D;
       const size_t wsF = (size_t)8 * m * ((rows + 15) / 16 * 16);
-      float *dws, *dacc = nullptr;
+      float *dws, *dparts = nullptr;
       CUDA_CHECK(cudaMalloc(&dws, wsF * 4));
       if (split) {
-        CUDA_CHECK(cudaMalloc(&dacc, (size_t)m * rows * 4));
-        CUDA_CHECK(cudaMemset(dacc, 0, (size_t)m * rows * 4));
-        ep.splitAcc = dacc, ep.splitDeferFinish = true;  // the sums checked first, then int4_pair_finish
+        CUDA_CHECK(cudaMalloc(&dparts, (size_t)2 * m * rows * 4));
+        CUDA_CHECK(poison_nan(dparts, (size_t)2 * m * rows * 4));
+        ep.splitParts = dparts, ep.splitDeferFinish = true;  // the sums checked first, then int4_pair_finish
       }
       CUDA_CHECK_LAUNCH(
           tc::int4_tiled_matmul(dx, dxp, false, d.t[0], kind == 1 ? dy : nullptr, m, nullptr, 0, exact, ep, dws, wsF));
       cudaFree(dws);
       const std::string tag = std::string(split ? " split" : "") + " m=" + std::to_string(m);
-      if (split) {  // splitAcc holds the plain product in packed row order
-        std::vector<float> acc((size_t)m * rows);
-        CUDA_CHECK(cudaMemcpy(acc.data(), dacc, acc.size() * 4, cudaMemcpyDeviceToHost));
+      if (split) {  // slot 0 + slot 1: the plain product in packed row order
+        std::vector<float> parts((size_t)2 * m * rows);
+        CUDA_CHECK(cudaMemcpy(parts.data(), dparts, parts.size() * 4, cudaMemcpyDeviceToHost));
         CheckResult ra;
         ra.name = std::string(kind == 1 ? "split sums silu pairs" : "split sums rope qkv") + tag;
         for (int t = 0; t < m; ++t)
-          for (int pr = 0; pr < rows; ++pr)
-            if (map[pr] >= 0) ra.e.add(acc[(size_t)t * rows + pr], ref[(size_t)t * rows + map[pr]]);
+          for (int pr = 0; pr < rows; ++pr) {
+            const size_t i = (size_t)t * rows + pr;
+            if (map[pr] >= 0) ra.e.add(parts[i] + parts[(size_t)m * rows + i], ref[(size_t)t * rows + map[pr]]);
+          }
         record(std::move(ra), 1e-5, checks);
         CUDA_CHECK_LAUNCH(tc::int4_pair_finish(ep, rows, m, kind == 1 ? dy : nullptr, 0));
-        if (acc_left(dacc, (size_t)m * rows, "epilogue" + tag)) return 1;
       }
-      cudaFree(dacc);
+      cudaFree(dparts);
       CheckResult r, rkv;  // rkv: the K/V cache writes, stored in fp16
       r.name = std::string(kind == 1 ? "epilogue silu pairs" : "epilogue rope qkv") + tag;
       rkv.name = "epilogue rope qkv: fp16 k/v" + tag;

@@ -274,7 +274,7 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   if (m > 4 && ng >= 8 && !(envBatch && envBatch[0] == '0')) ks = 8;
   static const int envKs = env_int("TPSERVE_T_KS");
   if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
-  // One token with a pair epilogue and Int4Epilogue::splitAcc: k split across two blocks a tile
+  // One token with a pair epilogue and Int4Epilogue::splitParts: k split across two blocks a tile
   // (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off.
   static const char* envSplit = std::getenv("TPSERVE_T_SPLIT");  // unset: on
   if (!(envSplit && envSplit[0] == '0') && envKs == 0 && detail::gemv_split_ok(w, m, ep))

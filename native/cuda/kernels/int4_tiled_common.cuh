@@ -105,10 +105,10 @@ constexpr int kGemmWarps = 8, kGemmTok = 64;
 cudaError_t int4t_gemm_launch(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
                               const Int4Epilogue& ep, int kSplit, float* ws, cudaStream_t stream);
 
-/** Whether the decode GEMV takes the split path (int4_tiled_split.cu): one token, a pair epilogue, splitAcc set. */
+/** Whether the decode GEMV takes the split path (int4_tiled_split.cu): one token, a pair epilogue, splitParts set. */
 bool gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep);
 
-/** The split GEMV into ep.splitAcc, then its pair epilogue (unless ep.splitDeferFinish). */
+/** The split GEMV into ep.splitParts, then its pair epilogue (unless ep.splitDeferFinish). */
 cudaError_t gemv_split(const __half* xp, const Int4Tiled& w, float* y, const Int4Epilogue& ep, cudaStream_t stream);
 
 }  // namespace detail

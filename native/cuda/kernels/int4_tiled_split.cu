@@ -1,14 +1,14 @@
 // The batch-1 decode GEMV of the pair-epilogue weights (QKV with RoPE, gate/up with SiLU) with k split across two
 // blocks a tile (docs/gpu.md run 36): smaller blocks end a phase in smaller pieces. Each block takes half of its
 // tile's groups with 8 warps (about 2 groups a warp at k = 4096, a two-slot register ring, the first load issued
-// before pdl_wait() as int4t_gemv does) and adds its 16 sums into Int4Epilogue::splitAcc. Two addends into zero
-// give the same bits in either order, so results do not depend on which block lands first. int4t_pair_finish then
-// reads the sums (zeroing splitAcc for its next use), applies a folded norm's 1 / rms (reduced there, off the GEMV's
-// path) and runs the same pair epilogue as int4t_gemv.
+// before pdl_wait() as int4t_gemv does) and stores its 16 sums in its slot of Int4Epilogue::splitParts. Nobody
+// waits for the other half: int4t_pair_finish, the next kernel, adds the two slots in order (the same bits every
+// run), applies a folded norm's 1 / rms (reduced there, off the GEMV's path) and runs the same pair epilogue as
+// int4t_gemv.
 //
-// A lean kernel of its own: the same split inside int4t_gemv (runtime warp count, its epilogues) measured no faster
-// than one block a tile, while this form took the step's QKV and gate/up GEMVs 0.09 ms faster alone
-// (check_chain, H100).
+// A kernel of its own rather than a mode of int4t_gemv, written after check_chain's split GEMV, which with an
+// epilogue kernel after it took the step's GEMVs 0.04-0.1 ms faster alone (H100, docs/gpu.md run 36). Not yet
+// measured in the engine.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -25,7 +25,7 @@ constexpr int kHalfWarps = 8;
 // One token (m = 1, x prepared as hi/lo columns), GC 64-column chunks a group, ZP: zero points present.
 template <int GC, bool ZP>
 __global__ void __launch_bounds__(kHalfWarps * 32) int4t_gemv_half(const __half* __restrict__ xp, Int4Tiled w,
-                                                                   float* __restrict__ acc) {
+                                                                   float* __restrict__ parts) {
   __shared__ float red[kHalfWarps][16];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int rt = blockIdx.x >> 1, part = blockIdx.x & 1;
@@ -93,12 +93,12 @@ __global__ void __launch_bounds__(kHalfWarps * 32) int4t_gemv_half(const __half*
     float v = 0.f;
 #pragma unroll
     for (int k = 0; k < kHalfWarps; ++k) v += red[k][threadIdx.x];
-    atomicAdd(acc + rt * 16 + threadIdx.x, v);
+    parts[(size_t)part * w.rows + rt * 16 + threadIdx.x] = v;
   }
 }
 
-// The pair epilogue of a split GEMV: sums from splitAcc (zeroed for the next use), times r of a folded norm (warp w
-// reduces token w's partial sums in a fixed order), then pair_epilogue as int4t_gemv runs it.
+// The pair epilogue of a split GEMV: slot 0 + slot 1 of splitParts, times r of a folded norm (warp w reduces token
+// w's partial sums in a fixed order), then pair_epilogue as int4t_gemv runs it.
 __global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __restrict__ y) {
   pdl_trigger();
   pdl_wait();
@@ -117,9 +117,9 @@ __global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __res
   const int n = rows / 2 * m;  // (tile, pair row r < 8, token)
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const int tok = i % m, pr = i / m, rt = pr >> 3, r = pr & 7;
-    float* a0 = ep.splitAcc + (size_t)tok * rows + rt * 16 + r;
-    float a = a0[0], b = a0[8];
-    a0[0] = 0.f, a0[8] = 0.f;
+    const float* p0 = ep.splitParts + (size_t)tok * rows + rt * 16 + r;
+    const float* p1 = p0 + (size_t)m * rows;
+    float a = p0[0] + p1[0], b = p0[8] + p1[8];
     if (ep.ssqIn) a *= rnorm[tok], b *= rnorm[tok];
     pair_epilogue(ep, rows, rt, r, tok, m, a, b, y);
   }
@@ -128,7 +128,7 @@ __global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __res
 }  // namespace
 
 bool detail::gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep) {
-  return m == 1 && ep.kind != Int4Epilogue::kPlain && ep.splitAcc && w.rows % 16 == 0 && w.cols / w.group >= 16;
+  return m == 1 && ep.kind != Int4Epilogue::kPlain && ep.splitParts && w.rows % 16 == 0 && w.cols / w.group >= 16;
 }
 
 cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, const Int4Epilogue& ep,
@@ -136,17 +136,17 @@ cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, c
   const dim3 grid((unsigned)(w.rows / 16 * 2)), block(kHalfWarps * 32);
   cudaError_t e;
   if (w.group == 64)
-    e = w.zeros ? launch_pdl(int4t_gemv_half<1, true>, grid, block, 0, stream, xp, w, ep.splitAcc)
-                : launch_pdl(int4t_gemv_half<1, false>, grid, block, 0, stream, xp, w, ep.splitAcc);
+    e = w.zeros ? launch_pdl(int4t_gemv_half<1, true>, grid, block, 0, stream, xp, w, ep.splitParts)
+                : launch_pdl(int4t_gemv_half<1, false>, grid, block, 0, stream, xp, w, ep.splitParts);
   else
-    e = w.zeros ? launch_pdl(int4t_gemv_half<2, true>, grid, block, 0, stream, xp, w, ep.splitAcc)
-                : launch_pdl(int4t_gemv_half<2, false>, grid, block, 0, stream, xp, w, ep.splitAcc);
+    e = w.zeros ? launch_pdl(int4t_gemv_half<2, true>, grid, block, 0, stream, xp, w, ep.splitParts)
+                : launch_pdl(int4t_gemv_half<2, false>, grid, block, 0, stream, xp, w, ep.splitParts);
   if (e != cudaSuccess || ep.splitDeferFinish) return e;
   return int4_pair_finish(ep, w.rows, 1, y, stream);
 }
 
 cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream) {
-  if (!ep.splitAcc || rows % 16 != 0 || m < 1 || m > kSplitMaxTokens) return cudaErrorInvalidValue;
+  if (!ep.splitParts || rows % 16 != 0 || m < 1 || m > kSplitMaxTokens) return cudaErrorInvalidValue;
   const int n = rows / 2 * m;
   return launch_pdl(int4t_pair_finish, dim3((unsigned)std::min((n + 255) / 256, 4 * detail::sm_count())), dim3(256),
                     0, stream, ep, rows, m, y);

@@ -77,17 +77,18 @@ struct Int4Epilogue {
   const float* ssqIn = nullptr;
   int ssqParts = 0, normCols = 0;
   float eps = 0.f;
-  // Pair epilogues (kSiluPairs / kRopeQkv) of one-token decode GEMVs: when set, k is split across two blocks a tile
-  // that add their partial sums into splitAcc ([m][rows] floats, zero on entry and left zero), and int4_pair_finish
-  // applies a folded norm's r and the epilogue (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off.
-  float* splitAcc = nullptr;
+  // Pair epilogues (kSiluPairs / kRopeQkv) of one-token decode GEMVs: when set, k is split across two blocks a tile;
+  // block p of a tile stores its sums in slot p of splitParts ([2][m][rows] floats, every entry written), and
+  // int4_pair_finish adds the two slots in order, applies a folded norm's r and the epilogue (int4_tiled_split.cu).
+  // TPSERVE_T_SPLIT=0 turns it off.
+  float* splitParts = nullptr;
   bool splitDeferFinish = false;  // the caller launches int4_pair_finish itself (measurements)
 };
 
-/** Most tokens a GEMV takes the split-k path of Int4Epilogue::splitAcc at. */
+/** Most tokens a GEMV takes the split-k path of Int4Epilogue::splitParts at. */
 constexpr int kSplitMaxTokens = 1;
 
-/** The pair epilogue of a split GEMV (Int4Epilogue::splitAcc), rows of the weight, y as int4_tiled_matmul's. */
+/** The pair epilogue of a split GEMV (Int4Epilogue::splitParts), rows of the weight, y as int4_tiled_matmul's. */
 cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream);
 
 /** Row orders of the tiled layout: in order, gate/up pairs (kSiluPairs), rope pairs (kRopeQkv). */
