@@ -391,19 +391,20 @@ int main(int argc, char** argv) {
     CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(da, xpa, true, d1.t[0], dx, m, nullptr, 0, false, pe));
     std::vector<float> gx(x1.size()), gact(act.size());
     CUDA_CHECK(cudaMemcpy(gx.data(), dx, gx.size() * 4, cudaMemcpyDeviceToHost));
-    // The residual, the consumer, and the consumer with k split (splitParts; H = 4096 has the groups for it).
-    for (int part = 0; part < 3; ++part) {
-      if (part == 2 && (m > tc::kSplitMaxTokens || H < 1024)) continue;
+    // The residual, the consumer, the consumer with k split (splitParts; H = 4096 has the groups for it), and on
+    // whole tiles by the lean kernel (leanWhole).
+    for (int part = 0; part < 4; ++part) {
+      if (part >= 2 && (m > tc::kSplitMaxTokens || H < 1024)) continue;
       CheckResult r;
       char name[112];
       if (part > 0) {
         tc::Int4Epilogue ce;
         ce.kind = tc::Int4Epilogue::kSiluPairs, ce.ssqIn = dssq, ce.ssqParts = H / 16, ce.normCols = H, ce.eps = eps;
         float* dparts = nullptr;  // two slots of m x rows, poisoned: every entry must be written
-        if (part == 2) {
+        if (part >= 2) {
           CUDA_CHECK(cudaMalloc(&dparts, (size_t)2 * m * 2 * inter * 4));
           CUDA_CHECK(poison_nan(dparts, (size_t)2 * m * 2 * inter * 4));
-          ce.splitParts = dparts;
+          ce.splitParts = dparts, ce.leanWhole = part == 3;
         }
         CUDA_CHECK(poison_nan(dact, (size_t)m * inter * 4));
         CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(nullptr, xpn, true, d2.t[0], dact, m, nullptr, 0, false, ce));
@@ -411,7 +412,10 @@ int main(int argc, char** argv) {
         cudaFree(dparts);
       }
       std::snprintf(name, sizeof name, "folded norm m=%d H=%d: %s", m, H,
-                    part == 0 ? "residual in place" : part == 1 ? "silu(r W (x w))" : "silu(r W (x w)), k split");
+                    part == 0   ? "residual in place"
+                    : part == 1 ? "silu(r W (x w))"
+                    : part == 2 ? "silu(r W (x w)), k split"
+                                : "silu(r W (x w)), lean16");
       r.name = name;
       if (part == 0)
         for (size_t i = 0; i < gx.size(); ++i) r.e.add(gx[i], x1[i]);
@@ -432,11 +436,12 @@ int main(int argc, char** argv) {
   // Fused epilogues on row-reordered packs, against the CPU reference of the plain product:
   // kSiluPairs: y = silu(gate) * up (gate rows 0..inter-1, up rows inter..2 inter-1);
   // kRopeQkv: q rotated, k rotated into the cache slot, v copied (rotate-half RoPE, cos/sin from a table).
-  // split: k across two blocks a tile, each half's sums in its slot of Int4Epilogue::splitParts (poisoned first;
+  // split 1: k across two blocks a tile, each half's sums in its slot of Int4Epilogue::splitParts (poisoned first;
   // slot 0 + slot 1 checked against the plain product), then the epilogue in int4_pair_finish (up to
-  // kSplitMaxTokens tokens, at least 16 groups: 2048 columns here).
+  // kSplitMaxTokens tokens, at least 16 groups: 2048 columns here). split 2: the same kernel on whole tiles with the
+  // epilogue inside (Int4Epilogue::leanWhole).
   for (int m : {1, 3, 8, 13, 20, 100})
-  for (int split : {0, 1}) {
+  for (int split : {0, 1, 2}) {
     if (split && m > tc::kSplitMaxTokens) continue;
     for (int kind : {1, 2}) {
       const bool exact = m != 100;  // m = 100: the GEMM's epilogue
@@ -503,13 +508,14 @@ int main(int argc, char** argv) {
       if (split) {
         CUDA_CHECK(cudaMalloc(&dparts, (size_t)2 * m * rows * 4));
         CUDA_CHECK(poison_nan(dparts, (size_t)2 * m * rows * 4));
-        ep.splitParts = dparts, ep.splitDeferFinish = true;  // the sums checked first, then int4_pair_finish
+        ep.splitParts = dparts, ep.splitDeferFinish = split == 1;  // the sums checked first, then int4_pair_finish
+        ep.leanWhole = split == 2;
       }
       CUDA_CHECK_LAUNCH(
           tc::int4_tiled_matmul(dx, dxp, false, d.t[0], kind == 1 ? dy : nullptr, m, nullptr, 0, exact, ep, dws, wsF));
       cudaFree(dws);
-      const std::string tag = std::string(split ? " split" : "") + " m=" + std::to_string(m);
-      if (split) {  // slot 0 + slot 1: the plain product in packed row order
+      const std::string tag = std::string(split == 1 ? " split" : split == 2 ? " lean16" : "") + " m=" + std::to_string(m);
+      if (split == 1) {  // slot 0 + slot 1: the plain product in packed row order
         std::vector<float> parts((size_t)2 * m * rows);
         CUDA_CHECK(cudaMemcpy(parts.data(), dparts, parts.size() * 4, cudaMemcpyDeviceToHost));
         CheckResult ra;

@@ -277,8 +277,13 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   // One token with a pair epilogue and Int4Epilogue::splitParts: k split across two blocks a tile
   // (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off.
   static const char* envSplit = std::getenv("TPSERVE_T_SPLIT");  // unset: on
-  if (!(envSplit && envSplit[0] == '0') && envKs == 0 && detail::gemv_split_ok(w, m, ep))
-    return detail::gemv_split(xp, w, y, ep, stream);
+  static const char* envLean16 = std::getenv("TPSERVE_T_LEAN16");
+  if (!(envSplit && envSplit[0] == '0') && envKs == 0 && detail::gemv_split_ok(w, m, ep)) {
+    if (!(envLean16 && envLean16[0] == '1')) return detail::gemv_split(xp, w, y, ep, stream);
+    Int4Epilogue e2 = ep;
+    e2.leanWhole = true;
+    return detail::gemv_split(xp, w, y, e2, stream);
+  }
   if (w.group == 64) {
     if (m <= 4) return launch_gemv<1, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);
     if (m <= 8) return launch_gemv<2, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);
