@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 
 #include "int4_tiled_common.cuh"
 #include "pdl.cuh"
@@ -275,10 +276,11 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   static const int envKs = env_int("TPSERVE_T_KS");
   if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
   // One token with a pair epilogue and Int4Epilogue::splitParts: k split across two blocks a tile
-  // (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off.
+  // (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off; =all takes it on any width (checks of small models).
   static const char* envSplit = std::getenv("TPSERVE_T_SPLIT");  // unset: on
+  static const bool splitAll = envSplit && std::string(envSplit) == "all";
   static const char* envLean16 = std::getenv("TPSERVE_T_LEAN16");
-  if (!(envSplit && envSplit[0] == '0') && envKs == 0 && detail::gemv_split_ok(w, m, ep)) {
+  if (!(envSplit && envSplit[0] == '0') && envKs == 0 && detail::gemv_split_ok(w, m, ep, splitAll ? 2 : 16)) {
     if (!(envLean16 && envLean16[0] == '1')) return detail::gemv_split(xp, w, y, ep, stream);
     Int4Epilogue e2 = ep;
     e2.leanWhole = true;

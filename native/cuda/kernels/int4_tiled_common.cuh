@@ -105,8 +105,11 @@ constexpr int kGemmWarps = 8, kGemmTok = 64;
 cudaError_t int4t_gemm_launch(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
                               const Int4Epilogue& ep, int kSplit, float* ws, cudaStream_t stream);
 
-/** Whether the decode GEMV takes the split path (int4_tiled_split.cu): one token, a pair epilogue, splitParts set. */
-bool gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep);
+/**
+ * Whether the decode GEMV takes the split path (int4_tiled_split.cu): one token, a pair epilogue, splitParts set,
+ * at least minGroups groups a row (16 in serving: 2 a warp; fewer only to check small models).
+ */
+bool gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int minGroups);
 
 /** The split GEMV into ep.splitParts, then its pair epilogue (unless ep.splitDeferFinish). */
 cudaError_t gemv_split(const __half* xp, const Int4Tiled& w, float* y, const Int4Epilogue& ep, cudaStream_t stream);

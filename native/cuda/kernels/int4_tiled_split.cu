@@ -146,8 +146,9 @@ __global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __res
 
 }  // namespace
 
-bool detail::gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep) {
-  return m == 1 && ep.kind != Int4Epilogue::kPlain && ep.splitParts && w.rows % 16 == 0 && w.cols / w.group >= 16;
+bool detail::gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int minGroups) {
+  return m == 1 && ep.kind != Int4Epilogue::kPlain && ep.splitParts && w.rows % 16 == 0 &&
+         w.cols / w.group >= std::max(minGroups, 2);
 }
 
 cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, const Int4Epilogue& ep,
