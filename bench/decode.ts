@@ -21,6 +21,14 @@ export function dummyInt4Engine(model: string, numPages: number, device: string)
   });
 }
 
+/**
+ * Bytes a decode step must read: the weights without the embedding table (fp32 on the GPU; a step reads one row
+ * of it) and the KV cache of every sequence.
+ */
+export function floorBytes(engine: Engine, vocab: number, hidden: number, kvBytesPerToken: number, ctxTotal: number) {
+  return engine.info().weightBytes - vocab * hidden * 4 + kvBytesPerToken * ctxTotal;
+}
+
 export interface DecodeSeq {
   tokens: number[];
   ctx: number;

@@ -2,13 +2,16 @@
 // steps after a 128-token prefill. Small and quick so that scripts/gpu/run.sh can repeat it under different
 // environment variables (TPSERVE_ABLATE, TPSERVE_ATTN_*, ...) in separate processes and compare the steps.
 // Appends one JSON line per (shape, batch) to --out FILE with the --label given. Flags: --shapes a,b --batches
-// 1,8,32 --prompt N --label TEXT --out FILE.
-import { appendFileSync } from "node:fs";
+// 1,8,32 --prompt N --label TEXT --out FILE --bandwidth GB/s (for the fraction of the floor). A shape is a dummy model
+// (models/dummy) or one rank's shard of one at tensor parallelism, run on one GPU (bench/shapes: e.g.
+// llama-2-70b-tp4-rank has the per-rank matrices of Llama-2-70B at TP=4; the step leaves out the collectives).
+import { appendFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { Flags } from "../services/common/flags.js";
 import { packageRoot } from "../services/common/paths.js";
+import { kvBytesPerPage } from "../services/worker/server.js";
 import { median } from "./batch.js";
-import { decodeSeqs, dummyInt4Engine, prefillSeqs, timeDecodeSteps } from "./decode.js";
+import { decodeSeqs, dummyInt4Engine, floorBytes, prefillSeqs, timeDecodeSteps } from "./decode.js";
 
 const f = new Flags(process.argv.slice(2));
 const shapes = f.string("shapes", "llama-2-7b").split(",");
@@ -19,28 +22,34 @@ const batches = f
 const prompt = f.int("prompt", 128, 1, 100000);
 const label = f.string("label", "");
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-step.jsonl"));
+const bandwidth = f.float("bandwidth", 0, 0, 1e5);
 f.rejectUnknown();
 
 const STEPS = 40;
 for (const shape of shapes) {
   const maxB = Math.max(...batches);
   const pagesPerSeq = Math.ceil((prompt + STEPS + 1) / 16);
-  const { engine, model } = dummyInt4Engine(
-    join(packageRoot(), "models", "dummy", shape),
-    maxB * pagesPerSeq + 1,
-    "cuda:0",
-  );
+  const dummy = join(packageRoot(), "models", "dummy", shape);
+  const dir = existsSync(dummy) ? dummy : join(packageRoot(), "bench", "shapes", shape);
+  const { engine, model } = dummyInt4Engine(dir, maxB * pagesPerSeq + 1, "cuda:0");
   const line: string[] = [];
   for (const b of batches) {
     const seqs = decodeSeqs(b, prompt, pagesPerSeq, model.vocabSize);
     await prefillSeqs(engine, seqs, Math.max(1, Math.floor(4096 / prompt)));
     const { times } = await timeDecodeSteps(engine, seqs, prompt, STEPS);
     const ms = median(times.slice(4));
-    line.push(`b${b} ${ms.toFixed(3)} ms`);
-    appendFileSync(
-      out,
-      `${JSON.stringify({ label, shape, batch: b, prompt, stepMs: ms, device: engine.info().device })}\n`,
+    // The floor at the mean context of the timed steps.
+    const bytes = floorBytes(
+      engine,
+      model.vocabSize,
+      model.hiddenSize,
+      kvBytesPerPage(model, 1, "f16"),
+      b * (prompt + STEPS / 2),
     );
+    const floor = bandwidth > 0 ? bytes / (bandwidth * 1e6) / ms : Number.NaN;
+    line.push(`b${b} ${ms.toFixed(3)} ms${bandwidth > 0 ? ` (${(100 * floor).toFixed(0)}%)` : ""}`);
+    const row = { label, shape, batch: b, prompt, stepMs: ms, floorBytes: bytes, floorFraction: floor };
+    appendFileSync(out, `${JSON.stringify({ ...row, device: engine.info().device })}\n`);
   }
   console.log(`${label.padEnd(24)} ${shape}: ${line.join(", ")}`);
   engine.close();

@@ -7,7 +7,6 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import type { Engine } from "../native/index.js";
 import { encodeDocuments, perplexity, readText } from "../services/cli/eval.js";
 import { startWorkerProcess } from "../services/cli/serve.js";
 import { generate, generationClient, unary } from "../services/common/client.js";
@@ -23,7 +22,7 @@ import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, kvBytesPerPage, startWorker } from "../services/worker/server.js";
 import { batchOf, median } from "./batch.js";
-import { decodeSeqs, dummyInt4Engine, prefillSeqs, timeDecodeSteps } from "./decode.js";
+import { decodeSeqs, dummyInt4Engine, floorBytes, prefillSeqs, timeDecodeSteps } from "./decode.js";
 import { gpuMemoryPool } from "./gpu-memory.js";
 
 const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e", "golden-only"]);
@@ -144,10 +143,6 @@ const BATCHES = quick ? [1, 32] : [1, 8, 32, 128];
 const PROMPT = 128;
 
 /** Bytes one decode step must read: every weight but the embedding table, plus the KV cache of every sequence. */
-function floorBytes(engine: Engine, vocab: number, hidden: number, kvBytesPerToken: number, ctxTotal: number) {
-  return engine.info().weightBytes - vocab * hidden * 4 + kvBytesPerToken * ctxTotal;
-}
-
 async function engineDecode(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   const runs = [

@@ -249,9 +249,8 @@ int main(int argc, char** argv) {
                            "split_gemv halves (8w) + tail on QKV, gate/up; engine GEMV on O, down",
                            "engine GEMV k split on QKV, gate/up; split_gemv 16w on O, down",
                            "split_gemv halves (8w) + int4_pair_finish on QKV, gate/up; engine GEMV on O, down",
-                           "engine GEMV k split + split_tail on QKV, gate/up; engine GEMV on O, down",
-                           "engine lean GEMV on whole tiles (16 warps, leanWhole) on QKV, gate/up"};
-    for (int mode = 0; mode < 7; mode++) {
+                           "engine GEMV k split + split_tail on QKV, gate/up; engine GEMV on O, down"};
+    for (int mode = 0; mode < 6; mode++) {
       cudaGraph_t pg;
       cudaGraphExec_t px;
       CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
@@ -282,7 +281,6 @@ int main(int argc, char** argv) {
           ep.kind = tc::Int4Epilogue::kSiluPairs, y = pairY;
           if (mode != 0) ep.splitParts = parts;
           ep.splitDeferFinish = mode == 5;
-          ep.leanWhole = mode == 6;
         }
         CUDA_CHECK(tc::int4_tiled_matmul(nullptr, const_cast<__half*>(m.xp), true, w, y, 1, nullptr, st, false, ep));
         if (mode == 5 && pairRole)

@@ -391,9 +391,8 @@ int main(int argc, char** argv) {
     CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(da, xpa, true, d1.t[0], dx, m, nullptr, 0, false, pe));
     std::vector<float> gx(x1.size()), gact(act.size());
     CUDA_CHECK(cudaMemcpy(gx.data(), dx, gx.size() * 4, cudaMemcpyDeviceToHost));
-    // The residual, the consumer, the consumer with k split (splitParts; H = 4096 has the groups for it), and on
-    // whole tiles by the lean kernel (leanWhole).
-    for (int part = 0; part < 4; ++part) {
+    // The residual, the consumer, and the consumer with k split (splitParts; H = 4096 has the groups for it).
+    for (int part = 0; part < 3; ++part) {
       if (part >= 2 && (m > tc::kSplitMaxTokens || H < 1024)) continue;
       CheckResult r;
       char name[112];
@@ -404,7 +403,7 @@ int main(int argc, char** argv) {
         if (part >= 2) {
           CUDA_CHECK(cudaMalloc(&dparts, (size_t)2 * m * 2 * inter * 4));
           CUDA_CHECK(poison_nan(dparts, (size_t)2 * m * 2 * inter * 4));
-          ce.splitParts = dparts, ce.leanWhole = part == 3;
+          ce.splitParts = dparts;
         }
         CUDA_CHECK(poison_nan(dact, (size_t)m * inter * 4));
         CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(nullptr, xpn, true, d2.t[0], dact, m, nullptr, 0, false, ce));
@@ -414,8 +413,7 @@ int main(int argc, char** argv) {
       std::snprintf(name, sizeof name, "folded norm m=%d H=%d: %s", m, H,
                     part == 0   ? "residual in place"
                     : part == 1 ? "silu(r W (x w))"
-                    : part == 2 ? "silu(r W (x w)), k split"
-                                : "silu(r W (x w)), lean16");
+                                : "silu(r W (x w)), k split");
       r.name = name;
       if (part == 0)
         for (size_t i = 0; i < gx.size(); ++i) r.e.add(gx[i], x1[i]);
@@ -438,8 +436,8 @@ int main(int argc, char** argv) {
   // kRopeQkv: q rotated, k rotated into the cache slot, v copied (rotate-half RoPE, cos/sin from a table).
   // split 1: k across two blocks a tile, each half's sums in its slot of Int4Epilogue::splitParts (poisoned first;
   // slot 0 + slot 1 checked against the plain product), then the epilogue in int4_pair_finish (up to
-  // kSplitMaxTokens tokens, at least 16 groups: 2048 columns here). split 2: the same kernel on whole tiles with the
-  // epilogue inside (Int4Epilogue::leanWhole).
+  // kSplitMaxTokens tokens, at least 16 groups: 2048 columns here). split 2: the same in one call (the finish
+  // launched by int4_tiled_matmul, as the engine runs it).
   for (int m : {1, 3, 8, 13, 20, 100})
   for (int split : {0, 1, 2}) {
     if (split && m > tc::kSplitMaxTokens) continue;
@@ -509,12 +507,11 @@ int main(int argc, char** argv) {
         CUDA_CHECK(cudaMalloc(&dparts, (size_t)2 * m * rows * 4));
         CUDA_CHECK(poison_nan(dparts, (size_t)2 * m * rows * 4));
         ep.splitParts = dparts, ep.splitDeferFinish = split == 1;  // the sums checked first, then int4_pair_finish
-        ep.leanWhole = split == 2;
       }
       CUDA_CHECK_LAUNCH(
           tc::int4_tiled_matmul(dx, dxp, false, d.t[0], kind == 1 ? dy : nullptr, m, nullptr, 0, exact, ep, dws, wsF));
       cudaFree(dws);
-      const std::string tag = std::string(split == 1 ? " split" : split == 2 ? " lean16" : "") + " m=" + std::to_string(m);
+      const std::string tag = std::string(split == 1 ? " split" : split == 2 ? " split+finish" : "") + " m=" + std::to_string(m);
       if (split == 1) {  // slot 0 + slot 1: the plain product in packed row order
         std::vector<float> parts((size_t)2 * m * rows);
         CUDA_CHECK(cudaMemcpy(parts.data(), dparts, parts.size() * 4, cudaMemcpyDeviceToHost));

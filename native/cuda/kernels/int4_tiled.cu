@@ -279,13 +279,8 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   // (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off; =all takes it on any width (checks of small models).
   static const char* envSplit = std::getenv("TPSERVE_T_SPLIT");  // unset: on
   static const bool splitAll = envSplit && std::string(envSplit) == "all";
-  static const char* envLean16 = std::getenv("TPSERVE_T_LEAN16");
-  if (!(envSplit && envSplit[0] == '0') && envKs == 0 && detail::gemv_split_ok(w, m, ep, splitAll ? 2 : 16)) {
-    if (!(envLean16 && envLean16[0] == '1')) return detail::gemv_split(xp, w, y, ep, stream);
-    Int4Epilogue e2 = ep;
-    e2.leanWhole = true;
-    return detail::gemv_split(xp, w, y, e2, stream);
-  }
+  if (!(envSplit && envSplit[0] == '0') && envKs == 0 && detail::gemv_split_ok(w, m, ep, splitAll ? 2 : 16))
+    return detail::gemv_split(xp, w, y, ep, stream);
   if (w.group == 64) {
     if (m <= 4) return launch_gemv<1, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);
     if (m <= 8) return launch_gemv<2, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);

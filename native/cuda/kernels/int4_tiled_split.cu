@@ -6,10 +6,9 @@
 // run), applies a folded norm's 1 / rms (reduced there, off the GEMV's path) and runs the same pair epilogue as
 // int4t_gemv.
 //
-// A kernel of its own rather than a mode of int4t_gemv, written after check_chain's split GEMV, which with an
-// epilogue kernel after it took the step's GEMVs 0.04-0.1 ms faster alone (H100, docs/gpu.md run 36). Not yet
-// measured in the engine. For the same measurement, Int4Epilogue::leanWhole (TPSERVE_T_LEAN16=1) runs the kernel
-// on whole tiles of 16 warps with the epilogue inside: check_chain's 16-warp GEMV also beat the engine's.
+// A kernel of its own rather than a mode of int4t_gemv, written after check_chain's split GEMV. In the engine it
+// took the batch-1 step 0.03-0.1 ms faster (H100, docs/gpu.md run 37). The same kernel on whole tiles of 16 warps
+// with the epilogue inside gained nothing there (run 37) and was removed.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -22,14 +21,12 @@ namespace tpserve::cuda {
 namespace {
 
 // One token (m = 1, x prepared as hi/lo columns), GC 64-column chunks a group, ZP: zero points present, KS warps.
-// SPLIT = 2: block (tile, half) stores its 16 sums in slot `half` of parts ([2][rows]). SPLIT = 1: a whole tile,
-// with the folded norm's r (read by warp 0 before its main loop, as int4t_gemv does) and the pair epilogue here.
-template <int GC, bool ZP, int KS, int SPLIT>
-__global__ void __launch_bounds__(KS * 32) int4t_gemv_lean(const __half* __restrict__ xp, Int4Tiled w,
-                                                           float* __restrict__ parts, Int4Epilogue ep,
-                                                           float* __restrict__ y) {
+// Block (tile, half) stores its 16 sums in slot `half` of parts ([2][rows]).
+template <int GC, bool ZP, int KS>
+__global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restrict__ xp, Int4Tiled w,
+                                                           float* __restrict__ parts) {
+  constexpr int SPLIT = 2;
   __shared__ float red[KS][16];
-  __shared__ float rnorm;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int rt = blockIdx.x / SPLIT, part = blockIdx.x % SPLIT;
   const int KB = w.cols >> 6, NG = KB / GC;
@@ -81,13 +78,6 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_lean(const __half* __restr
   if (U > 0) load(S0(), 0);
   pdl_trigger();
   pdl_wait();  // x comes from the previous kernel
-  if (SPLIT == 1 && ep.ssqIn && warp == 0) {  // r = 1 / rms of the folded norm, partial sums in a fixed order
-    float ss = 0.f;
-    for (int i = lane; i < ep.ssqParts; i += 32) ss += ep.ssqIn[i];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (lane == 0) rnorm = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)ep.normCols) + ep.eps));
-  }
   for (int u = 0; u < U; u += 2) {
     if (u + 1 < U) load(S1(), u + 1);
     group(S0(), u);
@@ -99,20 +89,11 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_lean(const __half* __restr
   // C fragment: (row g, columns 2t, 2t + 1), (row g + 8, same); columns 0 and 1 (lane t = 0) are hi and lo.
   if (t == 0) red[warp][g] = r4[0] + r4[1], red[warp][g + 8] = r4[2] + r4[3];
   __syncthreads();
-  if (SPLIT > 1) {
-    if (threadIdx.x < 16) {
-      float v = 0.f;
+  if (threadIdx.x < 16) {
+    float v = 0.f;
 #pragma unroll
-      for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
-      parts[(size_t)part * w.rows + rt * 16 + threadIdx.x] = v;
-    }
-  } else if (threadIdx.x < 8) {  // packed rows r and r + 8 of the tile
-    const int r = threadIdx.x;
-    float a = 0.f, b = 0.f;
-#pragma unroll
-    for (int k = 0; k < KS; ++k) a += red[k][r], b += red[k][r + 8];
-    if (ep.ssqIn) a *= rnorm, b *= rnorm;
-    pair_epilogue(ep, w.rows, rt, r, 0, 1, a, b, y);
+    for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
+    parts[(size_t)part * w.rows + rt * 16 + threadIdx.x] = v;
   }
 }
 
@@ -154,21 +135,13 @@ bool detail::gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, in
 cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, const Int4Epilogue& ep,
                                cudaStream_t stream) {
   cudaError_t e;
-  if (ep.leanWhole) {  // a whole tile a block of 16 warps, the epilogue inside: no second kernel
-    const dim3 grid((unsigned)(w.rows / 16)), block(16 * 32);
-    if (w.group == 64)
-      return w.zeros ? launch_pdl(int4t_gemv_lean<1, true, 16, 1>, grid, block, 0, stream, xp, w, ep.splitParts, ep, y)
-                     : launch_pdl(int4t_gemv_lean<1, false, 16, 1>, grid, block, 0, stream, xp, w, ep.splitParts, ep, y);
-    return w.zeros ? launch_pdl(int4t_gemv_lean<2, true, 16, 1>, grid, block, 0, stream, xp, w, ep.splitParts, ep, y)
-                   : launch_pdl(int4t_gemv_lean<2, false, 16, 1>, grid, block, 0, stream, xp, w, ep.splitParts, ep, y);
-  }
   const dim3 grid((unsigned)(w.rows / 16 * 2)), block(8 * 32);
   if (w.group == 64)
-    e = w.zeros ? launch_pdl(int4t_gemv_lean<1, true, 8, 2>, grid, block, 0, stream, xp, w, ep.splitParts, ep, y)
-                : launch_pdl(int4t_gemv_lean<1, false, 8, 2>, grid, block, 0, stream, xp, w, ep.splitParts, ep, y);
+    e = w.zeros ? launch_pdl(int4t_gemv_half<1, true, 8>, grid, block, 0, stream, xp, w, ep.splitParts)
+                : launch_pdl(int4t_gemv_half<1, false, 8>, grid, block, 0, stream, xp, w, ep.splitParts);
   else
-    e = w.zeros ? launch_pdl(int4t_gemv_lean<2, true, 8, 2>, grid, block, 0, stream, xp, w, ep.splitParts, ep, y)
-                : launch_pdl(int4t_gemv_lean<2, false, 8, 2>, grid, block, 0, stream, xp, w, ep.splitParts, ep, y);
+    e = w.zeros ? launch_pdl(int4t_gemv_half<2, true, 8>, grid, block, 0, stream, xp, w, ep.splitParts)
+                : launch_pdl(int4t_gemv_half<2, false, 8>, grid, block, 0, stream, xp, w, ep.splitParts);
   if (e != cudaSuccess || ep.splitDeferFinish) return e;
   return int4_pair_finish(ep, w.rows, 1, y, stream);
 }

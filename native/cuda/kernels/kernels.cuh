@@ -82,10 +82,7 @@ struct Int4Epilogue {
   // int4_pair_finish adds the two slots in order, applies a folded norm's r and the epilogue (int4_tiled_split.cu).
   // TPSERVE_T_SPLIT=0 turns it off.
   float* splitParts = nullptr;
-  bool splitDeferFinish = false;  // the caller launches int4_pair_finish itself (measurements)
-  // Measurement: the same lean kernel on whole tiles of 16 warps with the epilogue inside, instead of halves and a
-  // second kernel (TPSERVE_T_LEAN16=1 sets it for every split-eligible GEMV).
-  bool leanWhole = false;
+  bool splitDeferFinish = false;  // the caller launches int4_pair_finish itself (checks, measurements)
 };
 
 /** Most tokens a GEMV takes the split-k path of Int4Epilogue::splitParts at. */
