@@ -269,6 +269,11 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   const int ng = w.cols / w.group, tiles = (w.rows + 15) / 16;
   int ks = 1;
   while (ks < kMaxKs && (ng / (ks * 2) >= 4 || (ng / (ks * 2) >= 2 && tiles * ks * 2 <= 64 * sm_count()))) ks *= 2;
+  // One token: 16-warp tiles only while they fit one wave (2 blocks of 16 warps an SM at 63 registers). Llama-2-70B's
+  // matrices at TP = 4 (down: 512 tiles) took the step from 5.43-5.47 to 5.29-5.30 ms on an H100; the 7B / 8B shapes
+  // (256 tiles) keep 16 (docs/gpu.md run 38). TPSERVE_T_KS_WAVE=0 turns it off.
+  static const char* envWave = std::getenv("TPSERVE_T_KS_WAVE");
+  if (m == 1 && ks == 16 && tiles * 16 > 32 * sm_count() && !(envWave && envWave[0] == '0')) ks = 8;
   // 5-16 tokens (batched decode): 8 warps per tile on every shape, which beat the rule above inside the decode step
   // at batch 8 and 32 (docs/gpu.md, run 16; at batch 1 the rule wins). TPSERVE_T_KS_BATCH=0 keeps the rule.
   static const char* envBatch = std::getenv("TPSERVE_T_KS_BATCH");
