@@ -69,3 +69,24 @@ export async function timeDecodeSteps(
   }
   return { times, ctx };
 }
+
+/**
+ * Greedy ids of each prompt alone: the prefill, then `steps - 1` decode steps of one token (the batch-1 paths:
+ * CUDA graphs of one sequence, the one-token GEMVs).
+ */
+export async function greedyOneByOne(engine: Engine, prompts: { prompt_ids: number[] }[], steps = 32) {
+  const all: number[][] = [];
+  for (const g of prompts) {
+    const pages = Array.from({ length: Math.ceil((g.prompt_ids.length + steps + 1) / 16) }, (_, i) => i + 1);
+    const ids: number[] = [];
+    let next = (await engine.forwardArgmax(batchOf([{ tokens: g.prompt_ids, ctx: g.prompt_ids.length, pages }])))[0]!;
+    for (let s = 0; s < steps; s++) {
+      ids.push(next);
+      if (s === steps - 1) break;
+      const ctx = g.prompt_ids.length + s + 1;
+      next = (await engine.forwardArgmax(batchOf([{ tokens: [next], ctx, pages }])))[0]!;
+    }
+    all.push(ids);
+  }
+  return all;
+}

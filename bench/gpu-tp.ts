@@ -33,7 +33,7 @@ import { createEngine, kvBytesPerPage } from "../services/worker/server.js";
 import { tpLoadedBarrier } from "../services/worker/tp.js";
 import { writeTinyLlama } from "../test/helpers/tiny-llama.js";
 import { batchOf, median } from "./batch.js";
-import { decodeSeqs, prefillSeqs } from "./decode.js";
+import { decodeSeqs, greedyOneByOne, prefillSeqs } from "./decode.js";
 import { golden, type RankResult, type RankSpec } from "./gpu-tp-common.js";
 
 const childArg = process.argv.find((a) => a.startsWith("--rank-spec="));
@@ -88,28 +88,11 @@ async function runRank(spec: RankSpec): Promise<void> {
   }
   const info = engine.info();
   const result: RankResult = { device: info.device, weightBytes: info.weightBytes, loadS, rows: [] };
-  if (spec.mode === "greedy") result.greedy = await greedyAll(engine);
+  if (spec.mode === "greedy") result.greedy = await greedyOneByOne(engine, golden().golden);
   else result.rows = await decodeRows(engine, spec, model.vocabSize, model.hiddenSize, model.numLayers);
   process.send!(result);
   engine.close();
   group?.close();
-}
-
-async function greedyAll(engine: Engine): Promise<number[][]> {
-  const all: number[][] = [];
-  for (const g of golden().golden) {
-    const pages = Array.from({ length: Math.ceil((g.prompt_ids.length + 33) / 16) }, (_, i) => i + 1);
-    const ids: number[] = [];
-    let next = (await engine.forwardArgmax(batchOf([{ tokens: g.prompt_ids, ctx: g.prompt_ids.length, pages }])))[0]!;
-    for (let s = 0; s < 32; s++) {
-      ids.push(next);
-      if (s === 31) break;
-      const ctx = g.prompt_ids.length + s + 1;
-      next = (await engine.forwardArgmax(batchOf([{ tokens: [next], ctx, pages }])))[0]!;
-    }
-    all.push(ids);
-  }
-  return all;
 }
 
 async function decodeRows(engine: Engine, spec: RankSpec, vocab: number, hidden: number, layers: number) {

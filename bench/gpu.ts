@@ -22,7 +22,7 @@ import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, kvBytesPerPage, startWorker } from "../services/worker/server.js";
 import { batchOf, median } from "./batch.js";
-import { decodeSeqs, dummyInt4Engine, floorBytes, prefillSeqs, timeDecodeSteps } from "./decode.js";
+import { decodeSeqs, dummyInt4Engine, floorBytes, greedyOneByOne, prefillSeqs, timeDecodeSteps } from "./decode.js";
 import { gpuMemoryPool } from "./gpu-memory.js";
 
 const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e", "golden-only"]);
@@ -81,6 +81,14 @@ async function golden(): Promise<void> {
       }
       if (ok) equal++;
     }
+    // Free-running, one prompt at a time: every decode step is one token of one sequence (the batch-1 kernels).
+    const alone = await greedyOneByOne(engine, goldenFile.golden);
+    const aloneEqual = alone.filter((ids, i) => {
+      const g = goldenFile.golden[i]!;
+      return (
+        JSON.stringify(ids) === JSON.stringify(quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids)
+      );
+    }).length;
     const tok = loadTokenizer(bundledModelDir());
     const ppl = await perplexity(
       engine,
@@ -92,6 +100,7 @@ async function golden(): Promise<void> {
     rows.push({
       quantization,
       promptsEqual: `${equal}/6`,
+      aloneGreedyEqual: `${aloneEqual}/6`,
       diverged,
       firstStepMaxAbsDiff: quantization === "none" ? worst : null,
       perplexity: ppl.perplexity,
@@ -100,7 +109,7 @@ async function golden(): Promise<void> {
       pplSeconds: ppl.seconds,
     });
     console.log(
-      `golden ${quantization}: teacher-forced greedy ${equal}/6 prompts equal${quantization === "none" ? `, first-step max |diff| ${worst.toExponential(2)}` : ""}; ` +
+      `golden ${quantization}: teacher-forced greedy ${equal}/6 prompts equal, one at a time ${aloneEqual}/6${quantization === "none" ? `, first-step max |diff| ${worst.toExponential(2)}` : ""}; ` +
         `ppl ${ppl.perplexity.toFixed(4)} (ref ${ref.toFixed(4)}) in ${ppl.seconds.toFixed(1)} s ${diverged.join("; ")}`,
     );
   }
