@@ -32,6 +32,8 @@ struct Bar {
   unsigned* count;
   int* timedOut;
   long long* stamps;  // when set: (barrier, block) -> arrival and departure times (globaltimer, ns)
+  const float* cum = nullptr;  // chain_kernel_bal: block b's share of every matrix is [cum[b], cum[b + 1]) (0 to 1)
+  int* smids = nullptr;        // chain_kernel_bal: when set, block b writes the SM it runs on
 };
 
 /**

@@ -183,11 +183,15 @@ struct Span {
   int lo, hi;          // the block's groups
 };
 
-__device__ __forceinline__ Span span_of(const Mat& m) {
+__device__ __forceinline__ Span span_of(const Mat& m, const float* cum) {
   const int NG = m.cols / kGroup, tiles = (m.rows + 15) / 16;
   const long long T = (long long)tiles * NG;
   Span s;
-  s.lo = (int)(T * blockIdx.x / gridDim.x), s.hi = (int)(T * (blockIdx.x + 1) / gridDim.x);
+  if (cum) {  // weighted shares; cum[0] = 0 and cum[gridDim.x] = 1 exactly
+    s.lo = (int)((double)T * cum[blockIdx.x]), s.hi = (int)((double)T * cum[blockIdx.x + 1]);
+  } else {
+    s.lo = (int)(T * blockIdx.x / gridDim.x), s.hi = (int)(T * (blockIdx.x + 1) / gridDim.x);
+  }
   s.tileLo = s.lo / NG, s.tileHi = s.hi > s.lo ? (s.hi - 1) / NG : s.tileLo - 1;
   return s;
 }
@@ -205,7 +209,12 @@ __global__ void __launch_bounds__(kThreads, 2) chain_kernel_bal(const Mat* __res
   __shared__ Mat mats[kMaxMats];
   __shared__ Span spans[kMaxMats];
   __shared__ float red[2][kWarps][16];
-  for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i], spans[i] = span_of(gmats[i]);
+  for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i], spans[i] = span_of(gmats[i], bar.cum);
+  if (bar.smids && threadIdx.x == 0) {
+    unsigned id;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+    bar.smids[blockIdx.x] = (int)id;
+  }
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   uint4 q[2][2];

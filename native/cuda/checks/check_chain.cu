@@ -15,7 +15,9 @@
 //    within one group (tiles split between two blocks add into y); with tiles claimed from a counter per matrix;
 //    with dataflow counters per input chunk instead of barriers.
 // For the barrier variants it also prints where a barrier's time goes: the spread of the blocks' arrivals, the last
-// arrival to the first departure, and a block's mean wait. Every matrix's y is checked against the graph's (O and
+// arrival to the first departure, a block's mean wait, and whether the late blocks are late again a layer later
+// (correlation across blocks). From the balanced run's per-block speeds it derives weighted shares (slower blocks
+// get fewer groups) and times them. Every matrix's y is checked against the graph's (O and
 // down bit for bit where k is split the same way; within 1e-5 relative otherwise).
 //   check_chain [--json out.json] [--layers N]
 // The persistent kernels are in chain_kernels.cuh, the pieces they share with this file in chain_common.cuh.
@@ -25,6 +27,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -401,8 +404,12 @@ int main(int argc, char** argv) {
   unsigned *dctr, *ddone;
   CUDA_CHECK(cudaMalloc(&dctr, kMaxMats * sizeof(unsigned)));
   CUDA_CHECK(cudaMalloc(&ddone, (size_t)kMaxMats * kChunkStride * sizeof(unsigned)));
-  for (const Variant& v : variants) {
-    void* args[] = {&dm, const_cast<int*>(&nMats), &bar, v.flow ? &ddone : &dctr};
+  // Times one persistent variant (cum: chain_kernel_bal's weighted shares, or null) and checks its y against the
+  // graph's; 1 only on a CUDA error.
+  const auto timeVariant = [&](const Variant& v, const float* cum) -> int {
+    Bar vb = bar;
+    vb.cum = cum;
+    void* args[] = {&dm, const_cast<int*>(&nMats), &vb, v.flow ? &ddone : &dctr};
     int per = 0;
     if (v.smem) CUDA_CHECK(cudaFuncSetAttribute(v.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, v.smem));
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, v.fn, kThreads, v.smem));
@@ -410,7 +417,7 @@ int main(int argc, char** argv) {
     if (per < 1) {
       std::printf("FAIL  %s: does not fit on an SM\n", v.how);
       failed++;
-      continue;
+      return 0;
     }
     for (int r = 0; r < 4; r++)
       CUDA_CHECK(poison_nan(ys[r] + (size_t)layers * shapes[r][0], (size_t)layers * shapes[r][0] * 4, st));
@@ -439,22 +446,36 @@ int main(int argc, char** argv) {
                 d.rel[0], d.differ[0], d.differ[1], d.rel[2], d.differ[3], to ? "; a barrier timed out" : "");
     failed += !tp.ok;
     out.push_back(tp);
-  }
+    return 0;
+  };
+  for (const Variant& v : variants)
+    if (timeVariant(v, nullptr)) return 1;
   // Where a barrier's time goes (register ring, one counter): per matrix that just ended, the spread of the blocks'
   // arrivals (work imbalance and stragglers), the last arrival to the first departure (the barrier itself), and
   // the mean wait of a block.
-  for (int bal = 0; bal < 3; bal++) {
-    const int nb = sms * kBlocksPerSm;
-    std::printf("%s:\n", bal == 2 ? "tiles claimed" : bal ? "balanced" : "tiles round robin");
+  // bal 3: balanced shares weighted by each block's speed in the balanced run (bal 1), so that slower SMs get less.
+  const int nbAll = sms * kBlocksPerSm;
+  float* dcum;
+  int* dsm;
+  CUDA_CHECK(cudaMalloc(&dcum, (nbAll + 1) * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&dsm, 2 * nbAll * sizeof(int)));
+  for (int bal = 0; bal < 4; bal++) {
+    const int nb = nbAll;
+    std::printf("%s:\n", bal == 3   ? "balanced, shares weighted by each block's speed in the balanced run"
+                         : bal == 2 ? "tiles claimed"
+                         : bal      ? "balanced"
+                                    : "tiles round robin");
     long long* dst;
     CUDA_CHECK(cudaMalloc(&dst, (size_t)nMats * nb * 2 * sizeof(long long)));
     Bar sb = bar;
     sb.stamps = dst;
+    if (bal == 1) sb.smids = dsm;
+    if (bal == 3) sb.smids = dsm + nbAll, sb.cum = dcum;
     void* args[] = {&dm, const_cast<int*>(&nMats), &sb, &dctr};
     CUDA_CHECK(cudaMemsetAsync(bar.count, 0, 32 * 32 * sizeof(unsigned), st));
     CUDA_CHECK(cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st));
     void* sfn = bal == 2   ? reinterpret_cast<void*>(chain_kernel_dyn<true>)
-                : bal == 1 ? reinterpret_cast<void*>(chain_kernel_bal<true>)
+                : bal != 0 ? reinterpret_cast<void*>(chain_kernel_bal<true>)
                            : reinterpret_cast<void*>(chain_kernel<true>);
     CUDA_CHECK(cudaLaunchCooperativeKernel(sfn, dim3(nb), dim3(kThreads), args,
                                            0, st));
@@ -509,7 +530,38 @@ int main(int argc, char** argv) {
                 nSame[0] ? cSame[0] / nSame[0] : 0.0, nSame[1] ? cSame[1] / nSame[1] : 0.0,
                 nSame[2] ? cSame[2] / nSame[2] : 0.0, nSame[3] ? cSame[3] / nSame[3] : 0.0,
                 nNext ? cNext / nNext : 0.0);
+    if (bal == 1) {  // each block's time on its (equal) share, barrier waits left out -> the weights of bal 3
+      std::vector<double> speed(nb);
+      double sum = 0;
+      for (int b = 0; b < nb; b++) {
+        double work = 0;
+        for (int j = 1; j + 1 < nMats; j++)
+          work += (double)(h[((size_t)j * nb + b) * 2] - h[((size_t)(j - 1) * nb + b) * 2 + 1]);
+        speed[b] = work > 0 ? 1.0 / work : 0.0, sum += speed[b];
+      }
+      std::vector<float> cum(nb + 1, 0.f);
+      double acc = 0;
+      for (int b = 0; b < nb; b++) acc += speed[b] / sum, cum[b + 1] = (float)acc;
+      cum[nb] = 1.f;
+      const auto [lo, hi] = std::minmax_element(speed.begin(), speed.end());
+      std::printf("block speeds: slowest %.3f of the fastest\n", *hi > 0 ? *lo / *hi : 0.0);
+      CUDA_CHECK(cudaMemcpy(dcum, cum.data(), cum.size() * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    if (bal == 3) {  // the weights assume each block lands on the same SM as in the balanced run
+      std::vector<int> sm(2 * nb);
+      CUDA_CHECK(cudaMemcpy(sm.data(), dsm, sm.size() * sizeof(int), cudaMemcpyDeviceToHost));
+      int same = 0;
+      for (int b = 0; b < nb; b++) same += sm[b] == sm[nb + b];
+      std::printf("blocks on the same SM as in the balanced run: %d of %d\n", same, nb);
+    }
   }
+  // The weighted shares timed and checked like the other persistent variants (a fresh launch: the weights hold only
+  // if the blocks land on the same SMs again, which the stamps run above reports).
+  if (timeVariant({"balanced, shares weighted by block speed, grid barriers", reinterpret_cast<void*>(chain_kernel_bal<true>),
+                   0, true},
+                  dcum))
+    return 1;
+  cudaFree(dcum), cudaFree(dsm);
   for (const Timing& t : out)
     std::printf("%-5s %-28s %8.3f ms  %7.1f GB/s of weights  (%d matrices, %.2f GB)\n", t.ok ? "ok" : "FAIL",
                 t.how.c_str(), t.ms, bytes / (t.ms * 1e6), nMats, bytes / 1e9);
