@@ -50,6 +50,11 @@ const results: Record<string, unknown> = { date: new Date().toISOString(), devic
 const pct = (a: number[], p: number) =>
   [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(p * a.length))] ?? 0;
 
+/** The greedy ids a golden prompt must give: the golden ones unquantized, the CPU int4 path's in int4. */
+function refIds(g: GoldenPrompt, quantization: "none" | "int4"): number[] {
+  return quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids;
+}
+
 function cfg(over: Partial<WorkerConfig>): WorkerConfig {
   return { ...workerConfigFromFlags(new Flags([])), device, ...over, port: 0 };
 }
@@ -62,7 +67,7 @@ async function golden(): Promise<void> {
     let equal = 0;
     const diverged: string[] = [];
     for (const g of goldenFile.golden) {
-      const ref = quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids;
+      const ref = refIds(g, quantization);
       const ids = [...g.prompt_ids, ...ref.slice(0, -1)];
       const pages = Array.from({ length: Math.ceil(ids.length / 16) }, (_, i) => i + 1);
       const logits = await engine.forward(batchOf([{ tokens: ids, ctx: ids.length, pages }], true));
@@ -83,12 +88,9 @@ async function golden(): Promise<void> {
     }
     // Free-running, one prompt at a time: every decode step is one token of one sequence (the batch-1 kernels).
     const alone = await greedyOneByOne(engine, goldenFile.golden);
-    const aloneEqual = alone.filter((ids, i) => {
-      const g = goldenFile.golden[i]!;
-      return (
-        JSON.stringify(ids) === JSON.stringify(quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids)
-      );
-    }).length;
+    const aloneEqual = alone.filter(
+      (ids, i) => JSON.stringify(ids) === JSON.stringify(refIds(goldenFile.golden[i]!, quantization)),
+    ).length;
     const tok = loadTokenizer(bundledModelDir());
     const ppl = await perplexity(
       engine,
@@ -127,9 +129,7 @@ async function golden(): Promise<void> {
     const outs = await Promise.all(
       goldenFile.golden.map((g) => generate(client, { text: g.prompt, maxTokens: 32, ignoreEos: true })),
     );
-    const refs = goldenFile.golden.map((g) =>
-      quantization === "none" ? g.greedy_ids : g.rtn_int4_g128_sym_greedy_ids,
-    );
+    const refs = goldenFile.golden.map((g) => refIds(g, quantization));
     const firstDiff = outs.map((o, i) => o.ids.findIndex((id, s) => id !== refs[i]![s]));
     const grpcEqual = firstDiff.filter((d, i) => d < 0 && outs[i]!.ids.length === refs[i]!.length).length;
     console.log(
@@ -151,7 +151,6 @@ const SHAPES = [
 const BATCHES = quick ? [1, 32] : [1, 8, 32, 128];
 const PROMPT = 128;
 
-/** Bytes one decode step must read: every weight but the embedding table, plus the KV cache of every sequence. */
 async function engineDecode(): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   const runs = [
