@@ -16,6 +16,7 @@
 // threads per row, online softmax in registers, causal limits per row.
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include "kernels.cuh"
 #include "pdl.cuh"
@@ -55,14 +56,12 @@ DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
   return {ws, ws + n * D, ws + n * D + n};
 }
 
-template <int D, int HPB>
+template <int D, int HPB, bool PRE>
 __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
     int maxBlocks, int blockSize, int P, int maxParts, float qScale, __half* __restrict__ xpOut) {
-  pdl_trigger();
-  pdl_wait();
   constexpr int DPL = 16;         // dims per lane in QK^T
   constexpr int TPT = D / DPL;    // lanes per token
   constexpr int TPI = 32 / TPT;   // tokens per warp instruction
@@ -74,6 +73,11 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
   __shared__ float sm_m[kDecWarps][HPB], sm_l[kDecWarps][HPB];
   __shared__ __align__(16) float sm_acc[kDecWarps][HPB][D];
 
+  pdl_trigger();
+  // PRE: the sequence layout and the block table come from the host copies at the start of the step, which are
+  // complete before any kernel of the step starts, so they are read before pdl_wait(); after it only q and the
+  // cache rows (the QKV epilogue just wrote this step's row) are loaded, K and V of a chunk together.
+  if constexpr (!PRE) pdl_wait();
   const int seq = blockIdx.z, part = blockIdx.x;
   const int qs = queryStart[seq];
   if (queryStart[seq + 1] - qs != 1) return;
@@ -88,6 +92,25 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane % TPT, ti = lane / TPT;
   const int32_t* bt = blockTables + (size_t)seq * maxBlocks;
+
+  // Cache rows (page * blockSize + slot) of a chunk's tokens: K (U tokens a lane) and V (all 16). Tokens past the
+  // end take the last valid row (read, then zeroed).
+  int kRow[U], vRow[kChunk];
+  const auto rows = [&](int c0) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int jj = min(c0 + u * TPI + ti, end - 1);
+      kRow[u] = __ldg(bt + jj / blockSize) * blockSize + jj % blockSize;
+    }
+#pragma unroll
+    for (int t = 0; t < kChunk; t++) {
+      const int jj = min(c0 + t, end - 1);
+      vRow[t] = __ldg(bt + jj / blockSize) * blockSize + jj % blockSize;
+    }
+  };
+  const int cFirst = start + warp * kChunk;
+  if (PRE && cFirst < end) rows(cFirst);
+  if constexpr (PRE) pdl_wait();
 
   float4 qv[HPB][NF4];
 #pragma unroll
@@ -107,39 +130,48 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     for (int e = 0; e < VPL; e++) acc[h][e] = 0.f;
   }
 
-  for (int c0 = start + warp * kChunk; c0 < end; c0 += kDecWarps * kChunk) {
+  for (int c0 = cFirst; c0 < end; c0 += kDecWarps * kChunk) {
+    if (!PRE) rows(c0);
+    // Every K load of the chunk is issued (rows past the end zeroed by a select) before any is converted; with PRE
+    // the V loads go out with them, else after the softmax.
+    uint2 kr[U][NF4], vr[kChunk];
+    const auto loadV = [&]() {
+#pragma unroll
+      for (int t = 0; t < kChunk; t++) {
+        const kv_t* vp = vCache + (size_t)vRow[t] * kvd + (size_t)kvh * D + lane * VPL;
+        uint2 r;
+        if constexpr (VPL == 4) r = ld_kv4_raw(vp);
+        else r = make_uint2(ld_kv2_raw(vp), 0u);
+        vr[t] = c0 + t < end ? r : make_uint2(0u, 0u);
+      }
+    };
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const kv_t* kp = kCache + (size_t)kRow[u] * kvd + (size_t)kvh * D;
+#pragma unroll
+      for (int i = 0; i < NF4; i++) {
+        const uint2 r = ld_kv4_raw(kp + 4 * (sub + TPT * i));
+        kr[u][i] = c0 + u * TPI + ti < end ? r : make_uint2(0u, 0u);
+      }
+    }
+    if (PRE) loadV();
+    if (PRE && c0 + kDecWarps * kChunk < end) rows(c0 + kDecWarps * kChunk);  // the next chunk's rows
     // ---- scores of 16 tokens
     float s[U][HPB];
-    {
-      // Every K load of the chunk is issued (rows past the end read the last valid row, then count as zero)
-      // before any is converted.
-      uint2 kr[U][NF4];
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int j = c0 + u * TPI + ti, jj = min(j, end - 1);
-        const int page = __ldg(bt + jj / blockSize);
-        const kv_t* kp = kCache + ((size_t)page * blockSize + jj % blockSize) * kvd + (size_t)kvh * D;
+    for (int u = 0; u < U; u++) {
+      const bool valid = c0 + u * TPI + ti < end;
+#pragma unroll
+      for (int h = 0; h < HPB; h++) {
+        float d = 0.f;
 #pragma unroll
         for (int i = 0; i < NF4; i++) {
-          const uint2 r = ld_kv4_raw(kp + 4 * (sub + TPT * i));
-          kr[u][i] = j < end ? r : make_uint2(0u, 0u);
+          const float4 k = kv4_f32(kr[u][i]);
+          d += qv[h][i].x * k.x + qv[h][i].y * k.y + qv[h][i].z * k.z + qv[h][i].w * k.w;
         }
-      }
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        const bool valid = c0 + u * TPI + ti < end;
-#pragma unroll
-        for (int h = 0; h < HPB; h++) {
-          float d = 0.f;
-#pragma unroll
-          for (int i = 0; i < NF4; i++) {
-            const float4 k = kv4_f32(kr[u][i]);
-            d += qv[h][i].x * k.x + qv[h][i].y * k.y + qv[h][i].z * k.z + qv[h][i].w * k.w;
-          }
-#pragma unroll
-          for (int o = TPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(kFull, d, o);
-          s[u][h] = valid ? d : -INFINITY;
-        }
+        for (int o = TPT / 2; o > 0; o >>= 1) d += __shfl_xor_sync(kFull, d, o);
+        s[u][h] = valid ? d : -INFINITY;
       }
     }
     // ---- online softmax (per warp)
@@ -163,19 +195,8 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
         l[h] += p;
       }
     }
-    // ---- P·V: 16 V rows in flight, lane owns VPL dims
-    // Every V load first (as for K), converted at use.
-    uint2 vr[kChunk];
-#pragma unroll
-    for (int t = 0; t < kChunk; t++) {
-      const int j = c0 + t, jj = min(j, end - 1);
-      const int page = __ldg(bt + jj / blockSize);
-      const kv_t* vp = vCache + ((size_t)page * blockSize + jj % blockSize) * kvd + (size_t)kvh * D + lane * VPL;
-      uint2 r;
-      if constexpr (VPL == 4) r = ld_kv4_raw(vp);
-      else r = make_uint2(ld_kv2_raw(vp), 0u);
-      vr[t] = j < end ? r : make_uint2(0u, 0u);
-    }
+    // ---- P·V: 16 V rows in flight, lane owns VPL dims, converted at use
+    if (!PRE) loadV();
 #pragma unroll
     for (int t = 0; t < kChunk; t++) {
       float vv[4];
@@ -226,19 +247,20 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
   }
 }
 
-template <int D>
+template <int D, bool PRE>
 __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __restrict__ contextLens,
                                                             const int32_t* __restrict__ queryStart,
                                                             float* __restrict__ out, DecodeWs ws, int heads,
                                                             int maxBlocks, int blockSize, int P, int maxParts,
                                                             __half* __restrict__ xpOut, int numSeqs) {
   pdl_trigger();
-  pdl_wait();
+  if constexpr (!PRE) pdl_wait();
   const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
-  const int qs = queryStart[seq];
+  const int qs = queryStart[seq];  // host data (see attention_decode_kernel)
   if (queryStart[seq + 1] - qs != 1) return;
   const int ctx = min(contextLens[seq], maxBlocks * blockSize);
   const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
+  if constexpr (PRE) pdl_wait();
   const size_t r0 = ((size_t)seq * heads + head) * maxParts;
   float M = -INFINITY;
   for (int p = 0; p < parts; p++) M = fmaxf(M, ws.m[r0 + p]);
@@ -386,12 +408,23 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
   }
 }
 
+// A/B switch: TPSERVE_ATTN_PRE=0 reads the sequence layout and the block table after pdl_wait() and loads V after
+// the softmax, as before (docs/gpu.md run 40).
+bool attn_pre() {
+  static const bool on = [] {
+    const char* e = std::getenv("TPSERVE_ATTN_PRE");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 template <int D, int HPB>
 cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
   dim3 grid(parts, a.heads / HPB, a.numSeqs);
-  return launch_pdl(attention_decode_kernel<D, HPB>, grid, dim3(kDecThreads), 0, stream, a.q, a.kCache, a.vCache,
+  const auto kernel = attn_pre() ? attention_decode_kernel<D, HPB, true> : attention_decode_kernel<D, HPB, false>;
+  return launch_pdl(kernel, grid, dim3(kDecThreads), 0, stream, a.q, a.kCache, a.vCache,
              a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks, a.blockSize, P,
              parts, qScale, parts > 1 ? nullptr : a.xpOut);
 }
@@ -414,7 +447,7 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
                                        : launch_decode<D, 1>(a, P, parts, ws, qScale, stream);
     if (e != cudaSuccess) return e;
     if (parts > 1) {
-      return launch_pdl(attention_reduce_kernel<D>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
+      return launch_pdl(attn_pre() ? attention_reduce_kernel<D, true> : attention_reduce_kernel<D, false>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
                         a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.numSeqs);
     }
     return cudaGetLastError();

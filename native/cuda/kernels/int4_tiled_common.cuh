@@ -53,9 +53,28 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], u
 
 
 // The fused epilogues on one pair of packed rows (r and r + 8 of tile rt, int4_tile_row_map) for token `tok` of
-// `m`: a and b are the two rows' results.
+// `m`: a and b are the two rows' results. pair_inputs() reads what the epilogue needs besides a and b: the KV slot
+// and position the host copied for the step, and the RoPE table. None of it comes from the previous kernel, so a
+// kernel may read it before pdl_wait() (int4t_pair_finish does).
+struct PairInputs {
+  int slot;
+  float c, sn;
+};
+
+__device__ __forceinline__ PairInputs pair_inputs(const Int4Epilogue& ep, int rt, int r, int tok) {
+  PairInputs in{-1, 0.f, 0.f};
+  if (ep.kind == Int4Epilogue::kSiluPairs) return in;
+  const int half = ep.headDim / 2, tilesPerHead = half / 8;
+  in.slot = ep.slots[tok];
+  if (rt >= (ep.heads + ep.kvHeads) * tilesPerHead) return in;  // v rows: no RoPE
+  const int h = rt / tilesPerHead, ii = (rt - h * tilesPerHead) * 8 + r;
+  const size_t cs = (size_t)ep.positions[tok] * half + ii;
+  in.c = __ldg(ep.ropeCos + cs), in.sn = __ldg(ep.ropeSin + cs);
+  return in;
+}
+
 __device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, int rt, int r, int tok, int m, float a,
-                                              float b, float* __restrict__ y) {
+                                              float b, float* __restrict__ y, const PairInputs& in) {
   if (ep.kind == Int4Epilogue::kSiluPairs) {
     const int inter = rows / 2, j = rt * 8 + r;
     const float v = __fdiv_rn(a, 1.0f + __expf(-a)) * b;  // as silu_mul: exact-rounded division
@@ -65,27 +84,29 @@ __device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, 
   }
   const int D = ep.headDim, half = D / 2, tilesPerHead = half / 8;
   const int qd = ep.heads * D, kvd = ep.kvHeads * D, pairTiles = (ep.heads + ep.kvHeads) * tilesPerHead;
-  const int slot = ep.slots[tok];
   if (rt >= pairTiles) {  // v rows, in order
-    if (slot < 0) return;
+    if (in.slot < 0) return;
     const int vr = (rt - pairTiles) * 16 + r;
-    st_kv(ep.vCache + (size_t)slot * kvd + vr, a);
-    st_kv(ep.vCache + (size_t)slot * kvd + vr + 8, b);
+    st_kv(ep.vCache + (size_t)in.slot * kvd + vr, a);
+    st_kv(ep.vCache + (size_t)in.slot * kvd + vr + 8, b);
     return;
   }
   const int h = rt / tilesPerHead, ii = (rt - h * tilesPerHead) * 8 + r;
-  const size_t cs = (size_t)ep.positions[tok] * half + ii;
-  const float c = __ldg(ep.ropeCos + cs), sn = __ldg(ep.ropeSin + cs);
   // Same rounding as the CPU: each product rounded, no FMA contraction.
-  const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
-  const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+  const float ra = __fsub_rn(__fmul_rn(a, in.c), __fmul_rn(b, in.sn));
+  const float rb = __fadd_rn(__fmul_rn(b, in.c), __fmul_rn(a, in.sn));
   if (h < ep.heads) {
     float* dst = ep.q + (size_t)tok * qd + h * D;
     dst[ii] = ra, dst[ii + half] = rb;
-  } else if (slot >= 0) {
-    kv_t* dst = ep.kCache + (size_t)slot * kvd + (h - ep.heads) * D;
+  } else if (in.slot >= 0) {
+    kv_t* dst = ep.kCache + (size_t)in.slot * kvd + (h - ep.heads) * D;
     st_kv(dst + ii, ra), st_kv(dst + ii + half, rb);
   }
+}
+
+__device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, int rt, int r, int tok, int m, float a,
+                                              float b, float* __restrict__ y) {
+  pair_epilogue(ep, rows, rt, r, tok, m, a, b, y, pair_inputs(ep, rt, r, tok));
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "int4_tiled_common.cuh"
@@ -97,9 +99,46 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restr
   }
 }
 
-// The pair epilogue of a split GEMV: slot 0 + slot 1 of splitParts, times r of a folded norm (warp w reduces token
-// w's partial sums in a fixed order), then pair_epilogue as int4t_gemv runs it.
+// The pair epilogue of a split GEMV: slot 0 + slot 1 of splitParts, times r of a folded norm, then pair_epilogue as
+// int4t_gemv runs it. One token (kSplitMaxTokens). Before pdl_wait() each thread reads its pair's KV slot, position
+// and RoPE factors (pair_inputs: host and constant data); after it, the slot sums and the norm's partial sums go
+// out together, and every warp reduces the norm itself in the same order (the butterfly leaves the same bits in
+// every lane), so no warp waits for another.
 __global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __restrict__ y) {
+  static_assert(kSplitMaxTokens == 1, "the norm below is token 0's");
+  pdl_trigger();
+  const int lane = threadIdx.x & 31;
+  const int n = rows / 2;  // (tile, pair row r < 8)
+  const int stride = gridDim.x * blockDim.x, first = blockIdx.x * blockDim.x;
+  int i = first + threadIdx.x;
+  PairInputs in = i < n ? pair_inputs(ep, i >> 3, i & 7, 0) : PairInputs{-1, 0.f, 0.f};
+  pdl_wait();
+  for (int base = first; base < n; base += stride) {  // warp-uniform
+    i = base + threadIdx.x;
+    const bool live = i < n;
+    if (live && base != first) in = pair_inputs(ep, i >> 3, i & 7, 0);
+    const int rt = i >> 3, r = i & 7;
+    float a = 0.f, b = 0.f;
+    if (live) {
+      const float* p0 = ep.splitParts + rt * 16 + r;
+      const float* p1 = p0 + rows;
+      a = p0[0] + p1[0], b = p0[8] + p1[8];
+    }
+    if (ep.ssqIn) {
+      float ss = 0.f;
+      for (int k = lane; k < ep.ssqParts; k += 32) ss += ep.ssqIn[k];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      const float rn = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)ep.normCols) + ep.eps));
+      a *= rn, b *= rn;
+    }
+    if (live) pair_epilogue(ep, rows, rt, r, 0, 1, a, b, y, in);
+  }
+}
+
+// For the A/B only (TPSERVE_T_FINISH=sync, docs/gpu.md run 40): the earlier form, where warp 0 reduces the norm's
+// partial sums, the block waits for it, and the slot, position and RoPE factors are read after pdl_wait().
+__global__ void int4t_pair_finish_sync(Int4Epilogue ep, int rows, int m, float* __restrict__ y) {
   pdl_trigger();
   pdl_wait();
   __shared__ float rnorm[kSplitMaxTokens];
@@ -149,8 +188,13 @@ cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, c
 cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream) {
   if (!ep.splitParts || rows % 16 != 0 || m < 1 || m > kSplitMaxTokens) return cudaErrorInvalidValue;
   const int n = rows / 2 * m;
-  return launch_pdl(int4t_pair_finish, dim3((unsigned)std::min((n + 255) / 256, 4 * detail::sm_count())), dim3(256),
-                    0, stream, ep, rows, m, y);
+  static const bool sync = [] {
+    const char* e = std::getenv("TPSERVE_T_FINISH");
+    return e && std::string(e) == "sync";
+  }();
+  return launch_pdl(sync ? int4t_pair_finish_sync : int4t_pair_finish,
+                    dim3((unsigned)std::min((n + 255) / 256, 4 * detail::sm_count())), dim3(256), 0, stream, ep, rows,
+                    m, y);
 }
 
 }  // namespace tpserve::cuda
