@@ -262,14 +262,40 @@ __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __re
   const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
   if constexpr (PRE) pdl_wait();
   const size_t r0 = ((size_t)seq * heads + head) * maxParts;
-  float M = -INFINITY;
-  for (int p = 0; p < parts; p++) M = fmaxf(M, ws.m[r0 + p]);
-  float L = 0.f, A = 0.f;
-  for (int p = 0; p < parts; p++) {
-    const float mp = ws.m[r0 + p];
-    const float f = mp == -INFINITY ? 0.f : exp2f(mp - M);
-    L += f * ws.l[r0 + p];
-    A += f * ws.acc[(r0 + p) * D + d];
+  // Partitions in batches of kRB: every load of a batch is issued before any is used (one round trip to memory for
+  // up to kRB partitions, where a loop that loads as it goes may wait once per partition). Indices past the last
+  // partition are clamped (a repeated m leaves the max as it is; the sums stop at `parts`). Sums in partition order.
+  constexpr int kRB = 4;
+  float mb[kRB], lb[kRB], ab[kRB];
+  const auto load = [&](int p0) {
+#pragma unroll
+    for (int b = 0; b < kRB; b++) {
+      const int p = min(p0 + b, parts - 1);
+      mb[b] = ws.m[r0 + p], lb[b] = ws.l[r0 + p], ab[b] = ws.acc[(r0 + p) * D + d];
+    }
+  };
+  float M = -INFINITY, L = 0.f, A = 0.f;
+  if (parts > 0) {
+    load(0);
+#pragma unroll
+    for (int b = 0; b < kRB; b++) M = fmaxf(M, mb[b]);
+    for (int p0 = kRB; p0 < parts; p0 += kRB) {
+      float x[kRB];
+#pragma unroll
+      for (int b = 0; b < kRB; b++) x[b] = ws.m[r0 + min(p0 + b, parts - 1)];
+#pragma unroll
+      for (int b = 0; b < kRB; b++) M = fmaxf(M, x[b]);
+    }
+  }
+  for (int p0 = 0; p0 < parts; p0 += kRB) {
+    if (p0 > 0) load(p0);
+#pragma unroll
+    for (int b = 0; b < kRB; b++) {
+      if (p0 + b >= parts) break;
+      const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
+      L += f * lb[b];
+      A += f * ab[b];
+    }
   }
   const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
   out[((size_t)qs * heads + head) * D + d] = v;

@@ -65,8 +65,23 @@ __global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restri
 #pragma unroll
   for (int p = 0; p < P - 1; ++p)
     if (p < U) TPS_T_LOAD(p, p);
+  // The plain epilogue's inputs go to shared memory while the main loop runs (cp.async: no register holds them and
+  // nothing waits for them until the epilogue): the next norm's weights now (constant), the residual and the y
+  // being accumulated once the previous kernel is done. Thread i copies and later reads entry i (row i / m, token
+  // i % m) as the epilogue's loop assigns them.
+  __shared__ float eNorm[16], eRes[16 * 16], eAcc[16 * 16];
+  const bool plain = ep.kind == Int4Epilogue::kPlain;
+  if (plain && ep.normW && threadIdx.x < 16 && rt * 16 + (int)threadIdx.x < w.rows)
+    cp_async4(&eNorm[threadIdx.x], ep.normW + rt * 16 + threadIdx.x);
   pdl_trigger();
   pdl_wait();  // x (and residual) come from the previous kernel
+  if (plain && (residual || ep.accumulate))
+    for (int i = threadIdx.x; i < 16 * m; i += blockDim.x) {
+      const int row = i / m, tok = i - row * m, gr = rt * 16 + row;
+      if (gr >= w.rows) continue;
+      if (residual) cp_async4(&eRes[i], residual + (size_t)tok * w.rows + gr);
+      if (ep.accumulate) cp_async4(&eAcc[i], y + (size_t)tok * w.rows + gr);
+    }
 
   // Folded RMSNorm, consumer side: r = 1 / rms per token from the producer's partial sums (fixed order).
   __shared__ float rnorm[16];
@@ -150,8 +165,9 @@ __global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restri
       if (tok + 1 < m) rw[g * m + tok + 1] = acc[nt][1], rw[(g + 8) * m + tok + 1] = acc[nt][3];
     }
   }
+  if (plain) cp_async_wait_all();
   __syncthreads();
-  if (ep.kind == Int4Epilogue::kPlain) {
+  if (plain) {
     __shared__ float sq[16 * 16];  // folded norm, producer side: squares of the new rows
     for (int i = threadIdx.x; i < 16 * m; i += blockDim.x) {
       const int row = i / m, tok = i - row * m, gr = rt * 16 + row;
@@ -161,11 +177,11 @@ __global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restri
       }
       float s = 0.f;
       for (int k = 0; k < ks; ++k) s += red[(k * 16 + row) * m + tok];
-      if (residual) s += residual[(size_t)tok * w.rows + gr];
-      if (ep.accumulate) s += y[(size_t)tok * w.rows + gr];
+      if (residual) s += eRes[i];
+      if (ep.accumulate) s += eAcc[i];
       y[(size_t)tok * w.rows + gr] = s;
       if (ep.normW) {
-        xprep_store1(ep.xpOut, m, tok, gr, s * __ldg(ep.normW + gr));
+        xprep_store1(ep.xpOut, m, tok, gr, s * eNorm[row]);
         sq[i] = s * s;
       }
     }

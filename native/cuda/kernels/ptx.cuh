@@ -1,4 +1,5 @@
-// Small PTX wrappers shared by the kernels (the matmuls' streaming load, allreduce.cu's timer) and the checks.
+// Small PTX wrappers shared by the kernels (the matmuls' streaming load and epilogue copies, allreduce.cu's timer)
+// and the checks.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -15,6 +16,15 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
                : "l"(p));
   return v;
 }
+
+/** 4-byte asynchronous copy global -> shared (no register holds the value; cp_async_wait_all() before reading). */
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(gmem) : "memory");
+}
+
+/** Waits for this thread's cp.async copies (other threads' need a __syncthreads() after their wait). */
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
 /** The GPU's global timer, in ns. */
 __device__ __forceinline__ long long global_ns() {
