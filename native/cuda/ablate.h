@@ -1,5 +1,5 @@
 // TPSERVE_ABLATE (benchmarks only: the results are wrong): kernels the CUDA model leaves out of every forward pass,
-// so that the step time without them tells what they cost inside the CUDA graph (bench/gpu-step.ts; docs/gpu.md,
+// so that the step time without them tells what they cost inside the CUDA graph (bench/gpu-step.ts; docs/gpu-runs.md,
 // run 16). The variable is a list (',' or '+') of norm, attn, qkv, o, gateup, down.
 #pragma once
 #include <algorithm>

@@ -294,7 +294,7 @@ class CudaModel : public GpuModel {
     checkLaunch(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
     mark(Engine::kEmbed);
     allReduce(x_.p, (size_t)p.T * H);
-    // Folded RMSNorms (docs/gpu.md run 26): O and down add into x_ in place and prepare the next GEMV's input as
+    // Folded RMSNorms (docs/gpu-runs.md run 26): O and down add into x_ in place and prepare the next GEMV's input as
     // x * (norm weight) with per-block sums of squares; QKV and gate/up scale their rows by 1 / rms(x). Decode steps
     // of up to kFoldMaxTokens tokens at TP = 1, every layer in the tiled layout.
     const bool fold = foldNorm_ && foldable(p);

@@ -2,7 +2,7 @@
 // work by spinning (then sleeps after an idle while), runs one step at a time, and announces the end by storing 1
 // in a flag that JavaScript polls (native/index.ts), instead of the libuv pool's two thread wake-ups per step
 // (the pool thread's, then the main loop's). Measured on an H100 machine: the pool path costs 0.13 ms per 2.3 ms
-// decode step between the JavaScript call and its resolution (docs/gpu.md, run 24).
+// decode step between the JavaScript call and its resolution (docs/gpu-runs.md, run 24).
 #pragma once
 #include <atomic>
 #include <condition_variable>

@@ -1,4 +1,4 @@
-// The persistent-kernel variants of check_chain.cu (docs/gpu.md run 33): round-robin tiles with grid barriers,
+// The persistent-kernel variants of check_chain.cu (docs/gpu-runs.md run 33): round-robin tiles with grid barriers,
 // spread counters or dataflow counters; tiles claimed from counters; balanced shares; a shared-memory ring.
 #pragma once
 #include <type_traits>

@@ -1,6 +1,6 @@
 // The batch-1 decode GEMVs of a whole Llama-2-7B step (32 layers x QKV, O, gate/up, down, int4 g128, distinct
 // weights, 3.44 GB: cold, as in the step) run several ways, to measure what the persistent decode kernel plan
-// (docs/gpu.md run 33) could gain:
+// (docs/gpu-runs.md run 33) could gain:
 //  - as now: one int4_tiled_matmul launch each (programmatic launch), all 128 in one CUDA graph; and the same with
 //    a simpler GEMV that splits each tile's k across 1, 2 or 4 blocks of 4, 8 or 16 warps (partial sums added
 //    into y), chosen per matrix role, optionally with the small kernel a split QKV or gate/up would need after it

@@ -35,7 +35,7 @@ constexpr int kChunk = 16;                   // tokens per warp step
 constexpr int kMaxPart = 512;
 constexpr long long kTargetBlocks = 1024;    // (seq, head, partition) items wanted before splitting finer
 
-// Partitions down to 64 tokens: measured on an H200 (docs/gpu.md, run 10), splitting a 150-token context of a batch
+// Partitions down to 64 tokens: on an H200 (docs/gpu-runs.md, run 10), splitting a 150-token context of a batch
 // of one into 64-token partitions plus the reduce kernel beats one block per head (12 vs 17 us per layer).
 constexpr int kMinSplitPart = kDecWarps * kChunk;
 
@@ -435,7 +435,7 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
 }
 
 // A/B switch: TPSERVE_ATTN_PRE=0 reads the sequence layout and the block table after pdl_wait() and loads V after
-// the softmax, as before (docs/gpu.md run 40).
+// the softmax, as before (docs/gpu-runs.md run 40).
 bool attn_pre() {
   static const bool on = [] {
     const char* e = std::getenv("TPSERVE_ATTN_PRE");

@@ -280,18 +280,18 @@ int env_int(const char* name) {
 cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
                        const Int4Epilogue& ep, cudaStream_t stream) {
   // Split k: each warp keeps >= 4 groups, or >= 2 where fewer than 64 warps per SM would stream otherwise.
-  // Chosen from a sweep on an H200 (docs/gpu.md, run 8): 2 groups in flight per warp and many warps beat deeper
+  // Chosen from a sweep on an H200 (docs/gpu-runs.md, run 8): 2 groups in flight per warp and many warps beat deeper
   // rings (in registers or in shared memory through cp.async). TPSERVE_T_KS overrides (1, 2, 4, 8 or 16).
   const int ng = w.cols / w.group, tiles = (w.rows + 15) / 16;
   int ks = 1;
   while (ks < kMaxKs && (ng / (ks * 2) >= 4 || (ng / (ks * 2) >= 2 && tiles * ks * 2 <= 64 * sm_count()))) ks *= 2;
   // One token: 16-warp tiles only while they fit one wave (2 blocks of 16 warps an SM at 63 registers). Llama-2-70B's
   // matrices at TP = 4 (down: 512 tiles) took the step from 5.43-5.47 to 5.29-5.30 ms on an H100; the 7B / 8B shapes
-  // (256 tiles) keep 16 (docs/gpu.md run 38). TPSERVE_T_KS_WAVE=0 turns it off.
+  // (256 tiles) keep 16 (docs/gpu-runs.md run 38). TPSERVE_T_KS_WAVE=0 turns it off.
   static const char* envWave = std::getenv("TPSERVE_T_KS_WAVE");
   if (m == 1 && ks == 16 && tiles * 16 > 32 * sm_count() && !(envWave && envWave[0] == '0')) ks = 8;
   // 5-16 tokens (batched decode): 8 warps per tile on every shape, which beat the rule above inside the decode step
-  // at batch 8 and 32 (docs/gpu.md, run 16; at batch 1 the rule wins). TPSERVE_T_KS_BATCH=0 keeps the rule.
+  // at batch 8 and 32 (docs/gpu-runs.md, run 16; at batch 1 the rule wins). TPSERVE_T_KS_BATCH=0 keeps the rule.
   static const char* envBatch = std::getenv("TPSERVE_T_KS_BATCH");
   if (m > 4 && ng >= 8 && !(envBatch && envBatch[0] == '0')) ks = 8;
   static const int envKs = env_int("TPSERVE_T_KS");
@@ -400,7 +400,7 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
   if (!x) return cudaErrorInvalidValue;
   // The GEMM: one block per 128 rows and 64 tokens. Matrices of fewer than 8192 rows split k across blocks
   // (partial sums in `ws`, then gemm_splitk_reduce) so that about two blocks per SM run; without room in `ws`
-  // they take 16-token GEMV slices. Measured on an H200: docs/gpu.md, runs 10-12.
+  // they take 16-token GEMV slices. Measured on an H200: docs/gpu-runs.md, runs 10-12.
   if (m > 16 && !exact && m >= 64) {
     const int tiles = (w.rows + 15) / 16, KB = w.cols / 64;
     const int blocks = ((tiles + kGemmWarps - 1) / kGemmWarps) * ((m + kGemmTok - 1) / kGemmTok);

@@ -1,5 +1,5 @@
 // The batch-1 decode GEMV of the pair-epilogue weights (QKV with RoPE, gate/up with SiLU) with k split across two
-// blocks a tile (docs/gpu.md run 36): smaller blocks end a phase in smaller pieces. Each block takes half of its
+// blocks a tile (docs/gpu-runs.md run 36): smaller blocks end a phase in smaller pieces. Each block takes half of its
 // tile's groups with 8 warps (about 2 groups a warp at k = 4096, a two-slot register ring, the first load issued
 // before pdl_wait() as int4t_gemv does) and stores its 16 sums in its slot of Int4Epilogue::splitParts. Nobody
 // waits for the other half: int4t_pair_finish, the next kernel, adds the two slots in order (the same bits every
@@ -7,7 +7,7 @@
 // int4t_gemv.
 //
 // A kernel of its own rather than a mode of int4t_gemv, written after check_chain's split GEMV. In the engine it
-// took the batch-1 step 0.03-0.1 ms faster (H100, docs/gpu.md run 37). The same kernel on whole tiles of 16 warps
+// took the batch-1 step 0.03-0.1 ms faster (H100, docs/gpu-runs.md run 37). The same kernel on whole tiles of 16 warps
 // with the epilogue inside gained nothing there (run 37) and was removed.
 #include <cuda_fp16.h>
 
@@ -148,7 +148,7 @@ __global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __res
   }
 }
 
-// For the A/B only (TPSERVE_T_FINISH=sync, docs/gpu.md run 40): the earlier form, where warp 0 reduces the norm's
+// For the A/B only (TPSERVE_T_FINISH=sync, docs/gpu-runs.md run 40): the earlier form, where warp 0 reduces the norm's
 // partial sums, the block waits for it, and the slot, position and RoPE factors are read after pdl_wait().
 __global__ void int4t_pair_finish_sync(Int4Epilogue ep, int rows, int m, float* __restrict__ y) {
   pdl_trigger();

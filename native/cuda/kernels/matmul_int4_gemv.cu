@@ -1,7 +1,7 @@
 // Int4 decode GEMV variants (m <= 16), selectable at run time for benchmarking (matmul_variants.cuh): v1 the
 // shared-memory fp32 GEMV of matmul_common.cuh, v2-v5 SIMT fp32 without staging, v6-v9 swap-AB tensor-core GEMV
 // (weights as the mma's A side, bf16 x), v10 the pipelined tensor-core GEMV with the LOP3 unpack. Measurements that
-// chose the defaults: docs/gpu.md.
+// chose the defaults: docs/gpu-runs.md.
 #include <cstdlib>
 
 #include "matmul_common.cuh"
