@@ -16,7 +16,6 @@
 // threads per row, online softmax in registers, causal limits per row.
 #include <algorithm>
 #include <cfloat>
-#include <cstdlib>
 
 #include "kernels.cuh"
 #include "pdl.cuh"
@@ -56,7 +55,7 @@ DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
   return {ws, ws + n * D, ws + n * D + n};
 }
 
-template <int D, int HPB, bool PRE>
+template <int D, int HPB>
 __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
@@ -74,10 +73,9 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
   __shared__ __align__(16) float sm_acc[kDecWarps][HPB][D];
 
   pdl_trigger();
-  // PRE: the sequence layout and the block table come from the host copies at the start of the step, which are
-  // complete before any kernel of the step starts, so they are read before pdl_wait(); after it only q and the
-  // cache rows (the QKV epilogue just wrote this step's row) are loaded, K and V of a chunk together.
-  if constexpr (!PRE) pdl_wait();
+  // The sequence layout and the block table come from the host copies at the start of the step, complete before
+  // any kernel of the step starts, so they are read before pdl_wait() (docs/gpu-runs.md run 40); after it only q and
+  // the cache rows (the QKV epilogue just wrote this step's row), K and V of a chunk together.
   const int seq = blockIdx.z, part = blockIdx.x;
   const int qs = queryStart[seq];
   if (queryStart[seq + 1] - qs != 1) return;
@@ -108,9 +106,10 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
       vRow[t] = __ldg(bt + jj / blockSize) * blockSize + jj % blockSize;
     }
   };
+  constexpr int kStride = kDecWarps * kChunk;  // a warp's chunks: cFirst, cFirst + kStride, ...
   const int cFirst = start + warp * kChunk;
-  if (PRE && cFirst < end) rows(cFirst);
-  if constexpr (PRE) pdl_wait();
+  if (cFirst < end) rows(cFirst);
+  pdl_wait();
 
   float4 qv[HPB][NF4];
 #pragma unroll
@@ -130,21 +129,9 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     for (int e = 0; e < VPL; e++) acc[h][e] = 0.f;
   }
 
-  for (int c0 = cFirst; c0 < end; c0 += kDecWarps * kChunk) {
-    if (!PRE) rows(c0);
-    // Every K load of the chunk is issued (rows past the end zeroed by a select) before any is converted; with PRE
-    // the V loads go out with them, else after the softmax.
-    uint2 kr[U][NF4], vr[kChunk];
-    const auto loadV = [&]() {
-#pragma unroll
-      for (int t = 0; t < kChunk; t++) {
-        const kv_t* vp = vCache + (size_t)vRow[t] * kvd + (size_t)kvh * D + lane * VPL;
-        uint2 r;
-        if constexpr (VPL == 4) r = ld_kv4_raw(vp);
-        else r = make_uint2(ld_kv2_raw(vp), 0u);
-        vr[t] = c0 + t < end ? r : make_uint2(0u, 0u);
-      }
-    };
+  // Every K and V load of chunk c0 (rows from the last rows() call; past the end zeroed by a select) is issued
+  // before any is converted.
+  const auto issue = [&](int c0, uint2 (&kr)[U][NF4], uint2 (&vr)[kChunk]) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const kv_t* kp = kCache + (size_t)kRow[u] * kvd + (size_t)kvh * D;
@@ -154,9 +141,17 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
         kr[u][i] = c0 + u * TPI + ti < end ? r : make_uint2(0u, 0u);
       }
     }
-    if (PRE) loadV();
-    if (PRE && c0 + kDecWarps * kChunk < end) rows(c0 + kDecWarps * kChunk);  // the next chunk's rows
-    // ---- scores of 16 tokens
+#pragma unroll
+    for (int t = 0; t < kChunk; t++) {
+      const kv_t* vp = vCache + (size_t)vRow[t] * kvd + (size_t)kvh * D + lane * VPL;
+      uint2 r;
+      if constexpr (VPL == 4) r = ld_kv4_raw(vp);
+      else r = make_uint2(ld_kv2_raw(vp), 0u);
+      vr[t] = c0 + t < end ? r : make_uint2(0u, 0u);
+    }
+  };
+  // Scores of the chunk's 16 tokens, the online softmax (per warp), then P·V (lane owns VPL dims).
+  const auto compute = [&](int c0, const uint2 (&kr)[U][NF4], const uint2 (&vr)[kChunk]) {
     float s[U][HPB];
 #pragma unroll
     for (int u = 0; u < U; u++) {
@@ -174,7 +169,6 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
         s[u][h] = valid ? d : -INFINITY;
       }
     }
-    // ---- online softmax (per warp)
 #pragma unroll
     for (int h = 0; h < HPB; h++) {
       float cm = s[0][h];
@@ -195,8 +189,6 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
         l[h] += p;
       }
     }
-    // ---- P·V: 16 V rows in flight, lane owns VPL dims, converted at use
-    if (!PRE) loadV();
 #pragma unroll
     for (int t = 0; t < kChunk; t++) {
       float vv[4];
@@ -209,6 +201,13 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
         for (int e = 0; e < VPL; e++) acc[h][e] += p * vv[e];
       }
     }
+  };
+
+  for (int c0 = cFirst; c0 < end; c0 += kStride) {
+    uint2 kr[U][NF4], vr[kChunk];
+    issue(c0, kr, vr);
+    if (c0 + kStride < end) rows(c0 + kStride);  // the next chunk's rows while this one computes
+    compute(c0, kr, vr);
   }
 
   // ---- merge the warps
@@ -247,20 +246,19 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
   }
 }
 
-template <int D, bool PRE>
+template <int D>
 __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __restrict__ contextLens,
                                                             const int32_t* __restrict__ queryStart,
                                                             float* __restrict__ out, DecodeWs ws, int heads,
                                                             int maxBlocks, int blockSize, int P, int maxParts,
                                                             __half* __restrict__ xpOut, int numSeqs) {
   pdl_trigger();
-  if constexpr (!PRE) pdl_wait();
   const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
-  const int qs = queryStart[seq];  // host data (see attention_decode_kernel)
+  const int qs = queryStart[seq];  // host data, read before pdl_wait() (see attention_decode_kernel)
   if (queryStart[seq + 1] - qs != 1) return;
   const int ctx = min(contextLens[seq], maxBlocks * blockSize);
   const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
-  if constexpr (PRE) pdl_wait();
+  pdl_wait();
   const size_t r0 = ((size_t)seq * heads + head) * maxParts;
   // Partitions in batches of kRB: every load of a batch is issued before any is used (one round trip to memory for
   // up to kRB partitions, where a loop that loads as it goes may wait once per partition). Indices past the last
@@ -434,23 +432,12 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
   }
 }
 
-// A/B switch: TPSERVE_ATTN_PRE=0 reads the sequence layout and the block table after pdl_wait() and loads V after
-// the softmax, as before (docs/gpu-runs.md run 40).
-bool attn_pre() {
-  static const bool on = [] {
-    const char* e = std::getenv("TPSERVE_ATTN_PRE");
-    return !(e && e[0] == '0');
-  }();
-  return on;
-}
-
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 template <int D, int HPB>
 cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
   dim3 grid(parts, a.heads / HPB, a.numSeqs);
-  const auto kernel = attn_pre() ? attention_decode_kernel<D, HPB, true> : attention_decode_kernel<D, HPB, false>;
-  return launch_pdl(kernel, grid, dim3(kDecThreads), 0, stream, a.q, a.kCache, a.vCache,
+  return launch_pdl(attention_decode_kernel<D, HPB>, grid, dim3(kDecThreads), 0, stream, a.q, a.kCache, a.vCache,
              a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks, a.blockSize, P,
              parts, qScale, parts > 1 ? nullptr : a.xpOut);
 }
@@ -473,7 +460,7 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
                                        : launch_decode<D, 1>(a, P, parts, ws, qScale, stream);
     if (e != cudaSuccess) return e;
     if (parts > 1) {
-      return launch_pdl(attn_pre() ? attention_reduce_kernel<D, true> : attention_reduce_kernel<D, false>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
+      return launch_pdl(attention_reduce_kernel<D>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
                         a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.numSeqs);
     }
     return cudaGetLastError();

@@ -12,8 +12,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 
 #include "int4_tiled_common.cuh"
@@ -148,34 +146,6 @@ __global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __res
   }
 }
 
-// For the A/B only (TPSERVE_T_FINISH=sync, docs/gpu-runs.md run 40): the earlier form, where warp 0 reduces the norm's
-// partial sums, the block waits for it, and the slot, position and RoPE factors are read after pdl_wait().
-__global__ void int4t_pair_finish_sync(Int4Epilogue ep, int rows, int m, float* __restrict__ y) {
-  pdl_trigger();
-  pdl_wait();
-  __shared__ float rnorm[kSplitMaxTokens];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (ep.ssqIn) {
-    for (int tok = warp; tok < m; tok += blockDim.x >> 5) {
-      float ss = 0.f;
-      for (int i = lane; i < ep.ssqParts; i += 32) ss += ep.ssqIn[(size_t)tok * ep.ssqParts + i];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      if (lane == 0) rnorm[tok] = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)ep.normCols) + ep.eps));
-    }
-    __syncthreads();
-  }
-  const int n = rows / 2 * m;  // (tile, pair row r < 8, token)
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const int tok = i % m, pr = i / m, rt = pr >> 3, r = pr & 7;
-    const float* p0 = ep.splitParts + (size_t)tok * rows + rt * 16 + r;
-    const float* p1 = p0 + (size_t)m * rows;
-    float a = p0[0] + p1[0], b = p0[8] + p1[8];
-    if (ep.ssqIn) a *= rnorm[tok], b *= rnorm[tok];
-    pair_epilogue(ep, rows, rt, r, tok, m, a, b, y);
-  }
-}
-
 }  // namespace
 
 bool detail::gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int minGroups) {
@@ -200,13 +170,8 @@ cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, c
 cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream) {
   if (!ep.splitParts || rows % 16 != 0 || m < 1 || m > kSplitMaxTokens) return cudaErrorInvalidValue;
   const int n = rows / 2 * m;
-  static const bool sync = [] {
-    const char* e = std::getenv("TPSERVE_T_FINISH");
-    return e && std::string(e) == "sync";
-  }();
-  return launch_pdl(sync ? int4t_pair_finish_sync : int4t_pair_finish,
-                    dim3((unsigned)std::min((n + 255) / 256, 4 * detail::sm_count())), dim3(256), 0, stream, ep, rows,
-                    m, y);
+  return launch_pdl(int4t_pair_finish, dim3((unsigned)std::min((n + 255) / 256, 4 * detail::sm_count())), dim3(256),
+                    0, stream, ep, rows, m, y);
 }
 
 }  // namespace tpserve::cuda
