@@ -52,6 +52,27 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], u
 
 
 
+// 1 / rms of one token from a folded norm's partial sums of squares (parts of them, one warp, every lane gets the
+// result). Each lane's first 8 loads go out together, unguarded (index clamped: a load under a branch waits for the
+// one before it); absent parts add 0, which keeps the bits of the lane's sum in order.
+__device__ __forceinline__ float folded_rnorm(const float* __restrict__ ssq, int parts, int lane, int normCols,
+                                             float eps) {
+  float v[8];
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    const int k = lane + 32 * j;
+    const float x = ssq[min(k, parts - 1)];
+    v[j] = k < parts ? x : 0.f;
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; j++) ss += v[j];
+  for (int k = lane + 256; k < parts; k += 32) ss += ssq[k];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  return __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)normCols) + eps));
+}
+
 // The fused epilogues on one pair of packed rows (r and r + 8 of tile rt, int4_tile_row_map) for token `tok` of
 // `m`: a and b are the two rows' results. pair_inputs() reads what the epilogue needs besides a and b: the KV slot
 // and position the host copied for the step, and the RoPE table. None of it comes from the previous kernel, so a

@@ -123,23 +123,7 @@ __global__ void int4t_pair_finish(Int4Epilogue ep, int rows, int m, float* __res
       a = p0[0] + p1[0], b = p0[8] + p1[8];
     }
     if (ep.ssqIn) {
-      // The first 8 loads of a lane (256 parts: one per O / down tile at hidden 4096) go out together, unguarded
-      // (index clamped; a load under a branch waits for the one before it); absent parts add 0, which keeps the
-      // sum's bits.
-      float v[8];
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        const int k = lane + 32 * j;
-        const float x = ep.ssqIn[min(k, ep.ssqParts - 1)];
-        v[j] = k < ep.ssqParts ? x : 0.f;
-      }
-      float ss = 0.f;
-#pragma unroll
-      for (int j = 0; j < 8; j++) ss += v[j];
-      for (int k = lane + 256; k < ep.ssqParts; k += 32) ss += ep.ssqIn[k];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      const float rn = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)ep.normCols) + ep.eps));
+      const float rn = folded_rnorm(ep.ssqIn, ep.ssqParts, lane, ep.normCols, ep.eps);
       a *= rn, b *= rn;
     }
     if (live) pair_epilogue(ep, rows, rt, r, 0, 1, a, b, y, in);
