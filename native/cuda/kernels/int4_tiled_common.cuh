@@ -134,9 +134,6 @@ __device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, 
 
 namespace detail {
 
-/** Multiprocessors of the current device (132 if it cannot be read). */
-int sm_count();
-
 /** GEMM tiling (int4_gemm.cu): a block takes kGemmWarps 16-row tiles and kGemmTok tokens. */
 constexpr int kGemmWarps = 8, kGemmTok = 64;
 

@@ -232,4 +232,9 @@ cudaError_t sample_rows(const float* logits, int rows, int vocab, const Sampling
 /** out[r] = argmax over logits (rows, vocab) of row r (ties: lowest id). */
 cudaError_t argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t stream);
 
+namespace detail {
+/** Multiprocessors of the current device (132 if it cannot be read), for the launchers' grid rules. */
+int sm_count();
+}  // namespace detail
+
 }  // namespace tpserve::cuda
