@@ -50,8 +50,11 @@ export async function prefillSeqs(engine: Engine, seqs: DecodeSeq[], perForward:
 }
 
 /**
- * `steps` decode steps of every sequence from context `ctx` (token 5 + s at step s): the wall time of each
- * forwardArgmax (the batch is built before the clock starts), and the context after the last step.
+ * `steps` decode steps of every sequence from context `ctx`, each fed the ids of the step before (the first one token
+ * 5), as a serving loop runs them: every step but the last says that the next one continues (the engine may decode
+ * ahead). times[i] is the wall time from step i - 1's result to step i's (from the start for step 0), so it counts
+ * building the batch, and the step's GPU time even where it started before the call. Also the context after the
+ * last step.
  */
 export async function timeDecodeSteps(
   engine: Engine,
@@ -60,12 +63,16 @@ export async function timeDecodeSteps(
   steps: number,
 ): Promise<{ times: number[]; ctx: number }> {
   const times: number[] = [];
+  let tokens = seqs.map(() => 5);
+  let t = performance.now();
   for (let s = 0; s < steps; s++) {
     ctx++;
-    const step = batchOf(seqs.map((q) => ({ tokens: [5 + s], ctx, pages: q.pages })));
-    const t = performance.now();
-    await engine.forwardArgmax(step);
-    times.push(performance.now() - t);
+    const step = batchOf(seqs.map((q, i) => ({ tokens: [tokens[i]!], ctx, pages: q.pages })));
+    step.continues = s + 1 < steps;
+    tokens = Array.from(await engine.forwardArgmax(step));
+    const now = performance.now();
+    times.push(now - t);
+    t = now;
   }
   return { times, ctx };
 }
@@ -84,7 +91,9 @@ export async function greedyOneByOne(engine: Engine, prompts: { prompt_ids: numb
       ids.push(next);
       if (s === steps - 1) break;
       const ctx = g.prompt_ids.length + s + 1;
-      next = (await engine.forwardArgmax(batchOf([{ tokens: [next], ctx, pages }])))[0]!;
+      const step = batchOf([{ tokens: [next], ctx, pages }]);
+      step.continues = s < steps - 2;
+      next = (await engine.forwardArgmax(step))[0]!;
     }
     all.push(ids);
   }

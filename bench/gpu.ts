@@ -23,6 +23,7 @@ import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/con
 import { createEngine, kvBytesPerPage, startWorker } from "../services/worker/server.js";
 import { batchOf, median } from "./batch.js";
 import { decodeSeqs, dummyInt4Engine, floorBytes, greedyOneByOne, prefillSeqs, timeDecodeSteps } from "./decode.js";
+import { checkDecodeAhead } from "./decode-ahead.js";
 import { gpuMemoryPool } from "./gpu-memory.js";
 
 const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e", "golden-only"]);
@@ -91,6 +92,13 @@ async function golden(): Promise<void> {
     const aloneEqual = alone.filter(
       (ids, i) => JSON.stringify(ids) === JSON.stringify(refIds(goldenFile.golden[i]!, quantization)),
     ).length;
+    const aloneAhead = engine.info().decodeAhead;
+    // Decoding ahead against the same engine without it, on a script that takes every path (bench/decode-ahead.ts).
+    const ahead = await checkDecodeAhead(
+      () => createEngine(cfg({ quantization, groupSize: 128, numPages: 64, maxBatchTokens: 512 })).engine,
+      goldenFile.golden.map((g) => g.prompt_ids),
+      4096,
+    );
     const tok = loadTokenizer(bundledModelDir());
     const ppl = await perplexity(
       engine,
@@ -103,6 +111,8 @@ async function golden(): Promise<void> {
       quantization,
       promptsEqual: `${equal}/6`,
       aloneGreedyEqual: `${aloneEqual}/6`,
+      aloneDecodeAhead: aloneAhead,
+      decodeAheadCheck: ahead,
       diverged,
       firstStepMaxAbsDiff: quantization === "none" ? worst : null,
       perplexity: ppl.perplexity,
@@ -113,6 +123,11 @@ async function golden(): Promise<void> {
     console.log(
       `golden ${quantization}: teacher-forced greedy ${equal}/6 prompts equal, one at a time ${aloneEqual}/6${quantization === "none" ? `, first-step max |diff| ${worst.toExponential(2)}` : ""}; ` +
         `ppl ${ppl.perplexity.toFixed(4)} (ref ${ref.toFixed(4)}) in ${ppl.seconds.toFixed(1)} s ${diverged.join("; ")}`,
+    );
+    console.log(
+      `decode ahead ${quantization}: one at a time ${aloneAhead?.hits ?? 0} hits, ${aloneAhead?.misses ?? 0} misses; ` +
+        `script ${ahead.equalSteps}/${ahead.steps} steps equal to TPSERVE_DECODE_AHEAD=0 (${ahead.hits} hits, ` +
+        `${ahead.misses} misses)${ahead.firstDifference ? `; first difference ${ahead.firstDifference}` : ""}`,
     );
   }
   // Greedy ids over gRPC with the worker on the GPU: unquantized against the golden ids, int4 against the CPU
@@ -208,9 +223,12 @@ async function engineDecode(): Promise<void> {
         floorMs,
         floorFraction: floorMs / ms,
         bytesPerStep: bytes,
+        decodeAhead: engine.info().decodeAhead, // so far on this engine
       });
+      const ah = engine.info().decodeAhead;
       console.log(
-        `  batch ${b}: step ${ms.toFixed(3)} ms, ${(1000 / ms).toFixed(1)} tok/s/seq, ${((1000 * b) / ms).toFixed(0)} tok/s, floor ${floorMs.toFixed(3)} ms (${((floorMs / ms) * 100).toFixed(0)}%)`,
+        `  batch ${b}: step ${ms.toFixed(3)} ms, ${(1000 / ms).toFixed(1)} tok/s/seq, ${((1000 * b) / ms).toFixed(0)} tok/s, floor ${floorMs.toFixed(3)} ms (${((floorMs / ms) * 100).toFixed(0)}%)` +
+          (ah ? `; decode ahead ${ah.enabled ? "on" : "off"}, ${ah.hits} hits / ${ah.misses} misses so far` : ""),
       );
     }
     rows.push({

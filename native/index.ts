@@ -203,6 +203,13 @@ export interface ForwardBatch {
    * logits but the final-norm hidden state of every token (T rows of hiddenSize; for embeddings, with forward()).
    */
   logits: "last" | "all" | "hidden";
+  /**
+   * The caller will most likely decode the same sequences (or some of them, in the same order) one token further
+   * next, feeding this step's ids: a GPU engine then enqueues that step before it returns, so the GPU does not wait
+   * for JavaScript between steps (docs/gpu.md, "Decode ahead"). A next call that differs only costs the GPU the
+   * step it started. Ignored by CPU engines and tensor-parallel groups.
+   */
+  continues?: boolean;
 }
 
 /** Sampling parameters of one logits row for forwardSample. */
@@ -232,6 +239,12 @@ export interface EngineInfo {
   deviceMemory?: { freeBytes: number; totalBytes: number };
   /** GPU engines created with numPages 0: how finalize() sized the pool. */
   kvSizing?: KvSizing;
+  /**
+   * GPU engines: whether they decode ahead (ForwardBatch.continues; off in tensor-parallel groups and with
+   * TPSERVE_DECODE_AHEAD=0), and the steps decoded ahead that the next call took (hits) and did not (misses: GPU
+   * time lost).
+   */
+  decodeAhead?: { enabled: boolean; hits: number; misses: number };
 }
 
 export interface KvSizing {

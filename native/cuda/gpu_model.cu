@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <map>
 #include <vector>
 
@@ -23,6 +24,12 @@
 
 namespace tpserve {
 namespace {
+
+/** An on-unless-"0" switch from the environment. */
+bool envOff(const char* name) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == "0";
+}
 
 class CudaModel : public GpuModel {
  public:
@@ -71,8 +78,12 @@ class CudaModel : public GpuModel {
 
   ~CudaModel() override {
     cudaSetDevice(dev_);
+    if (stream_) cudaStreamSynchronize(stream_);  // a step decoded ahead may still run
     for (cudaEvent_t e : marks_) cudaEventDestroy(e);
-    if (hostInts_) cudaFreeHost(hostInts_);
+    if (idsDone_) cudaEventDestroy(idsDone_);
+    for (int32_t* h : hostInts_)
+      if (h) cudaFreeHost(h);
+    if (hostIds_) cudaFreeHost(hostIds_);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -128,110 +139,80 @@ class CudaModel : public GpuModel {
   void forward(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling) override {
     CK(cudaSetDevice(dev_));
     const ModelShape& s = o_.s;
-    const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize;
+    const int T = (int)b.tokens.size(), S = (int)b.seqLens.size();
     const bool decode = !b.all && T == S;  // one new token per sequence (b.hidden implies b.all)
     // Decode steps replay a CUDA graph captured per (batch size, block-table width bucket): one launch instead of
     // ~10 per layer. The width is padded to a multiple of 16 blocks so a graph serves 256 tokens of growth.
     const bool graph = decode && graphsOn_ && !profiling_;
-    const int mb = graph ? (b.maxBlocksPerSeq + 15) / 16 * 16 : b.maxBlocksPerSeq;
-    const int rows = b.all ? T : S;
-    const size_t nInts = (size_t)3 * T + (S + 1) + S + rows + (size_t)S * mb;
-    if (nInts > hostIntsCap_) {
-      if (hostInts_) cudaFreeHost(hostInts_), hostInts_ = nullptr;
-      CK(cudaMallocHost(&hostInts_, nInts * sizeof(int32_t)));
-      hostIntsCap_ = nInts;
-    }
-    Ptrs p{};
-    p.T = T, p.S = S, p.mb = mb, p.rows = rows, p.all = b.all, p.hidden = b.hidden;
-    allLogits_ = b.all;
-    int32_t* tok = hostInts_;
-    int32_t* pos = tok + T;
-    int32_t* slot = pos + T;
-    int32_t* qstart = slot + T;
-    int32_t* ctx = qstart + S + 1;
-    int32_t* rowIdx = ctx + S;
-    int32_t* bt = rowIdx + rows;
-    qstart[0] = 0;
-    for (int sq = 0, t = 0; sq < S; sq++) {
-      const int len = b.seqLens[sq], c = b.contextLens[sq];
-      p.maxCtx = std::max(p.maxCtx, c), p.maxQ = std::max(p.maxQ, len);
-      const int32_t* table = b.blockTables.data() + (size_t)sq * b.maxBlocksPerSeq;
-      for (int i = 0; i < len; i++, t++) {
-        const int ps = c - len + i;
-        tok[t] = b.tokens[t], pos[t] = ps, slot[t] = table[ps / bs] * bs + ps % bs;
+    // Decode ahead (docs/gpu.md): the previous call may have enqueued this very step already. rowOf[i] is then the
+    // logits row of b's sequence i in that step, which may hold more sequences than b (some finished meanwhile).
+    std::vector<int> rowOf;
+    const int bRows = b.all ? T : S;  // the rows b asks for
+    int rows = 0;                     // the logits rows on the device
+    bool hit = false;
+    if (ahead_.valid) {
+      ahead_.valid = false;
+      hit = ids && !out && matchAhead(b, rowOf);
+      if (hit) {
+        rows = ahead_.S, aheadHits_++;
+        bool same = rows == S;
+        for (int i = 0; same && i < S; i++) same = rowOf[i] == i;
+        if (same) rowOf.clear();  // empty rowOf: row i is sequence i
+      } else {
+        rowOf.clear(), aheadMisses_++;
+        CK(cudaStreamSynchronize(stream_));  // before any buffer below may be reallocated under that step
       }
-      qstart[sq + 1] = t, ctx[sq] = c;
-      if (!b.all) rowIdx[sq] = t - 1;
-      int32_t* dst = bt + (size_t)sq * mb;
-      std::memcpy(dst, table, (size_t)b.maxBlocksPerSeq * sizeof(int32_t));
-      std::fill(dst + b.maxBlocksPerSeq, dst + mb, 0);
     }
-    if (b.all)
-      for (int t = 0; t < T; t++) rowIdx[t] = t;
-    if (graph) p.maxCtx = mb * bs;  // the graph's attention grid is sized for the bucket; lengths come from ctx
-    // Buffers a graph points at must not move: growing one drops every captured graph.
-    const size_t wsFloats = (cuda::attention_workspace_bytes(T, s.heads, s.headDim, p.maxCtx) + 3) / 4;
-    // The NCCL logits gather lands in a scratch buffer first (the p2p one writes the logits directly).
-    const size_t gatherFloats = comm_ ? (size_t)rows * vocab_ : 0;
-    if (nInts > ints_.n || wsFloats > attnWs_.n || gatherFloats > gatherWs_.n) {
-      graphs_.clear();
-      ints_.reserve(std::max(nInts, ints_.n * 2));
-      attnWs_.reserve(std::max(wsFloats, attnWs_.n * 2));
-      if (gatherFloats > gatherWs_.n) gatherWs_.reserve(std::max(gatherFloats, gatherWs_.n * 2));
-    }
-    CK(cudaMemcpyAsync(ints_.p, hostInts_, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-    p.tok = ints_.p, p.pos = p.tok + T, p.slot = p.pos + T, p.qs = p.slot + T, p.ctx = p.qs + S + 1;
-    p.rowIdx = p.ctx + S, p.bt = p.rowIdx + rows;
-    if (graph) {
-      const uint64_t key = ((uint64_t)S << 32) | (uint32_t)mb;
-      auto it = graphs_.find(key);
-      if (it == graphs_.end()) {
-        cudaGraph_t g = nullptr;
-        CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-        try {
-          enqueue(p);
-        } catch (...) {
-          cudaStreamEndCapture(stream_, &g);
-          if (g) cudaGraphDestroy(g);
-          throw;
-        }
-        CK(cudaStreamEndCapture(stream_, &g));
-        cudaGraphExec_t exec = nullptr;
-        const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
-        cudaGraphDestroy(g);
-        CK(e);
-        it = graphs_.emplace(key, GraphExec(exec)).first;
-      }
-      CK(cudaGraphLaunch(it->second.exec, stream_));
-    } else {
-      nMarks_ = 0;
-      enqueue(p);
-    }
+    if (!hit) rows = stage(b, graph, 0);
     if (b.hidden) {
       if (out) CK(cudaMemcpyAsync(out, h_.p, (size_t)T * s.hidden * sizeof(float), cudaMemcpyDeviceToHost, stream_));
       sync();
       return;
     }
-    if (ids && sampling) {
-      std::vector<cuda::SamplingRow> rowsHost(rows);
-      for (int r = 0; r < rows; r++) {
-        const SampleParams& q = sampling[r];
-        rowsHost[r] = {q.temperature, q.topK, q.topP, q.minP, q.seed, q.position};
+    if (ids) {
+      if (sampling) {
+        std::vector<cuda::SamplingRow> rowsHost(rows, cuda::SamplingRow{0.f, 0, 1.f, 0.f, 0, 0});  // rows b lacks: argmax
+        for (int r = 0; r < bRows; r++) {
+          const SampleParams& q = sampling[r];
+          rowsHost[rowOf.empty() ? r : rowOf[r]] = {q.temperature, q.topK, q.topP, q.minP, q.seed, q.position};
+        }
+        sampleParams_.reserve(rows * sizeof(cuda::SamplingRow));
+        sampleWs_.reserve(cuda::sample_workspace_bytes(rows, vocab_));
+        CK(cudaMemcpyAsync(sampleParams_.p, rowsHost.data(), rows * sizeof(cuda::SamplingRow),
+                           cudaMemcpyHostToDevice, stream_));
+        const auto* params = reinterpret_cast<const cuda::SamplingRow*>(sampleParams_.p);
+        checkLaunch(cuda::sample_rows(logits_.p, rows, vocab_, params, ids_.p, sampleWs_.p, stream_), "sample_rows");
+      } else {
+        checkLaunch(cuda::argmax_rows(logits_.p, rows, vocab_, ids_.p, stream_), "argmax_rows");
       }
-      sampleParams_.reserve(rows * sizeof(cuda::SamplingRow));
-      sampleWs_.reserve(cuda::sample_workspace_bytes(rows, vocab_));
-      CK(cudaMemcpyAsync(sampleParams_.p, rowsHost.data(), rows * sizeof(cuda::SamplingRow), cudaMemcpyHostToDevice,
-                         stream_));
-      const auto* params = reinterpret_cast<const cuda::SamplingRow*>(sampleParams_.p);
-      checkLaunch(cuda::sample_rows(logits_.p, rows, vocab_, params, ids_.p, sampleWs_.p, stream_), "sample_rows");
-      CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
-    } else if (ids) {
-      checkLaunch(cuda::argmax_rows(logits_.p, rows, vocab_, ids_.p, stream_), "argmax_rows");
-      CK(cudaMemcpyAsync(ids, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+      if ((size_t)rows > hostIdsCap_) {
+        CK(cudaStreamSynchronize(stream_));
+        if (hostIds_) cudaFreeHost(hostIds_), hostIds_ = nullptr;
+        CK(cudaMallocHost(&hostIds_, (size_t)rows * sizeof(int32_t)));
+        hostIdsCap_ = rows;
+      }
+      // Into pinned memory, so that the copy does not hold this thread while the next step is enqueued.
+      CK(cudaMemcpyAsync(hostIds_, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     }
     if (out)
       CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * vocab_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    sync();
+    const bool ahead = graph && rowOf.empty() && ids && !out && b.continues && canAhead(b);
+    if (ahead) {
+      if (!idsDone_) CK(cudaEventCreateWithFlags(&idsDone_, cudaEventDisableTiming));
+      CK(cudaEventRecord(idsDone_, stream_));
+      stage(b, true, 1);
+      CK(cudaEventSynchronize(idsDone_));
+    } else {
+      sync();
+    }
+    if (ids)
+      for (int i = 0; i < bRows; i++) ids[i] = hostIds_[rowOf.empty() ? i : rowOf[i]];
+    if (ahead) {
+      ahead_.valid = true, ahead_.S = S;
+      ahead_.ctx.resize(S), ahead_.tokens.assign(ids, ids + S);
+      for (int i = 0; i < S; i++) ahead_.ctx[i] = b.contextLens[i] + 1;
+      ahead_.maxBlocks = b.maxBlocksPerSeq, ahead_.tables = b.blockTables;
+    }
     if (profiling_ && !graph) {
       for (int i = 1; i < nMarks_; i++) {
         float ms = 0.f;
@@ -239,6 +220,12 @@ class CudaModel : public GpuModel {
         profMs_[markOp_[i]] += ms, profCalls_[markOp_[i]]++;
       }
     }
+  }
+
+  /** Steps this model decoded ahead that the next call took, and those it did not (the GPU's time lost). */
+  bool aheadCounts(long long* hits, long long* misses) const override {
+    *hits = aheadHits_.load(std::memory_order_relaxed), *misses = aheadMisses_.load(std::memory_order_relaxed);
+    return aheadOn_ && !comm_;
   }
 
   void setProfiling(bool on) override { profiling_ = on; }
@@ -276,6 +263,133 @@ class CudaModel : public GpuModel {
     Weight q, k, v, gate, up;
     bool bf16 = false;
   };
+
+  /**
+   * The host side of a forward pass: b's positions, slots, context lengths, logits rows and block tables into a
+   * pinned staging buffer, copied to ints_, then the kernels (a graph's replay for decode). ahead = 1 stages the
+   * step after b instead (every sequence one position further, decode only); its tokens are this step's ids, copied
+   * on the device. Returns the logits rows.
+   */
+  int stage(const BatchIn& b, bool graph, int ahead) {
+    const ModelShape& s = o_.s;
+    const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize;
+    const int mb = graph ? (b.maxBlocksPerSeq + 15) / 16 * 16 : b.maxBlocksPerSeq;
+    const int rows = b.all ? T : S;
+    const size_t nInts = (size_t)3 * T + (S + 1) + S + rows + (size_t)S * mb;
+    // Two staging buffers in turn: the copy from the other one may still be queued behind the step in flight.
+    hostCur_ ^= 1;
+    if (nInts > hostIntsCap_[hostCur_]) {
+      CK(cudaStreamSynchronize(stream_));
+      if (hostInts_[hostCur_]) cudaFreeHost(hostInts_[hostCur_]), hostInts_[hostCur_] = nullptr;
+      CK(cudaMallocHost(&hostInts_[hostCur_], nInts * sizeof(int32_t)));
+      hostIntsCap_[hostCur_] = nInts;
+    }
+    Ptrs p{};
+    p.T = T, p.S = S, p.mb = mb, p.rows = rows, p.all = b.all, p.hidden = b.hidden;
+    allLogits_ = b.all;
+    int32_t* tok = hostInts_[hostCur_];
+    int32_t* pos = tok + T;
+    int32_t* slot = pos + T;
+    int32_t* qstart = slot + T;
+    int32_t* ctx = qstart + S + 1;
+    int32_t* rowIdx = ctx + S;
+    int32_t* bt = rowIdx + rows;
+    qstart[0] = 0;
+    for (int sq = 0, t = 0; sq < S; sq++) {
+      const int len = b.seqLens[sq], c = b.contextLens[sq] + ahead;
+      p.maxCtx = std::max(p.maxCtx, c), p.maxQ = std::max(p.maxQ, len);
+      const int32_t* table = b.blockTables.data() + (size_t)sq * b.maxBlocksPerSeq;
+      for (int i = 0; i < len; i++, t++) {
+        const int ps = c - len + i;
+        tok[t] = b.tokens[t], pos[t] = ps, slot[t] = table[ps / bs] * bs + ps % bs;
+      }
+      qstart[sq + 1] = t, ctx[sq] = c;
+      if (!b.all) rowIdx[sq] = t - 1;
+      int32_t* dst = bt + (size_t)sq * mb;
+      std::memcpy(dst, table, (size_t)b.maxBlocksPerSeq * sizeof(int32_t));
+      std::fill(dst + b.maxBlocksPerSeq, dst + mb, 0);
+    }
+    if (b.all)
+      for (int t = 0; t < T; t++) rowIdx[t] = t;
+    if (graph) p.maxCtx = mb * bs;  // the graph's attention grid is sized for the bucket; lengths come from ctx
+    // Buffers a graph points at must not move: growing one drops every captured graph.
+    const size_t wsFloats = (cuda::attention_workspace_bytes(T, s.heads, s.headDim, p.maxCtx) + 3) / 4;
+    // The NCCL logits gather lands in a scratch buffer first (the p2p one writes the logits directly).
+    const size_t gatherFloats = comm_ ? (size_t)rows * vocab_ : 0;
+    if (nInts > ints_.n || wsFloats > attnWs_.n || gatherFloats > gatherWs_.n) {
+      CK(cudaStreamSynchronize(stream_));
+      graphs_.clear();
+      ints_.reserve(std::max(nInts, ints_.n * 2));
+      attnWs_.reserve(std::max(wsFloats, attnWs_.n * 2));
+      if (gatherFloats > gatherWs_.n) gatherWs_.reserve(std::max(gatherFloats, gatherWs_.n * 2));
+    }
+    CK(cudaMemcpyAsync(ints_.p, hostInts_[hostCur_], nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    if (ahead) CK(cudaMemcpyAsync(ints_.p, ids_.p, (size_t)T * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream_));
+    p.tok = ints_.p, p.pos = p.tok + T, p.slot = p.pos + T, p.qs = p.slot + T, p.ctx = p.qs + S + 1;
+    p.rowIdx = p.ctx + S, p.bt = p.rowIdx + rows;
+    if (graph) {
+      const uint64_t key = ((uint64_t)S << 32) | (uint32_t)mb;
+      auto it = graphs_.find(key);
+      if (it == graphs_.end()) {
+        cudaGraph_t g = nullptr;
+        CK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+        try {
+          enqueue(p);
+        } catch (...) {
+          cudaStreamEndCapture(stream_, &g);
+          if (g) cudaGraphDestroy(g);
+          throw;
+        }
+        CK(cudaStreamEndCapture(stream_, &g));
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+        cudaGraphDestroy(g);
+        CK(e);
+        it = graphs_.emplace(key, GraphExec(exec)).first;
+      }
+      CK(cudaGraphLaunch(it->second.exec, stream_));
+    } else {
+      nMarks_ = 0;
+      enqueue(p);
+    }
+    return rows;
+  }
+
+  /** Whether the step after decode batch b can be enqueued now: every sequence has a page for its next position. */
+  bool canAhead(const BatchIn& b) const {
+    if (!aheadOn_ || comm_) return false;  // a tensor-parallel group steps together: no rank runs ahead alone
+    const int bs = o_.blockSize;
+    for (size_t sq = 0; sq < b.seqLens.size(); sq++) {
+      const int next = b.contextLens[sq], blk = next / bs;
+      if (blk >= b.maxBlocksPerSeq || b.blockTables[sq * b.maxBlocksPerSeq + blk] == 0) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Whether decode batch b is the step enqueued ahead, or some of its sequences in the same order: each one's
+   * context one further, its token the id returned for it, its block table the same up to that context. rowOf gets
+   * each sequence's row in the step ahead.
+   */
+  bool matchAhead(const BatchIn& b, std::vector<int>& rowOf) const {
+    const int S = (int)b.seqLens.size(), bs = o_.blockSize;
+    if (b.all || (int)b.tokens.size() != S || S > ahead_.S) return false;
+    rowOf.assign(S, -1);
+    for (int i = 0, j = 0; i < S; i++, j++) {
+      const int c = b.contextLens[i], used = (c + bs - 1) / bs;
+      if (used > b.maxBlocksPerSeq) return false;
+      const int32_t* t = b.blockTables.data() + (size_t)i * b.maxBlocksPerSeq;
+      for (;; j++) {
+        if (j >= ahead_.S) return false;
+        const int32_t* u = ahead_.tables.data() + (size_t)j * ahead_.maxBlocks;
+        if (ahead_.ctx[j] == c && ahead_.tokens[j] == b.tokens[i] && used <= ahead_.maxBlocks &&
+            std::equal(t, t + used, u))
+          break;
+      }
+      rowOf[i] = j;
+    }
+    return true;
+  }
 
   /** Device pointers and sizes of one forward pass (what a captured graph bakes in). */
   struct Ptrs {
@@ -574,8 +688,20 @@ class CudaModel : public GpuModel {
   DevBuf<float> splitParts_;
   DevBuf<int32_t> ints_, ids_;
   DevBuf<uint8_t> sampleParams_, sampleWs_;
-  int32_t* hostInts_ = nullptr;
-  size_t hostIntsCap_ = 0;
+  int32_t* hostInts_[2] = {nullptr, nullptr};  // pinned staging of the step's integers, used in turn
+  size_t hostIntsCap_[2] = {0, 0};
+  int hostCur_ = 0;
+  int32_t* hostIds_ = nullptr;  // pinned: the step's ids
+  size_t hostIdsCap_ = 0;
+  // Decode ahead: the step enqueued after the last call's (valid), which the next call takes if it asks for it.
+  struct Ahead {
+    bool valid = false;
+    int S = 0, maxBlocks = 0;
+    std::vector<int32_t> ctx, tokens, tables;
+  } ahead_;
+  bool aheadOn_ = !envOff("TPSERVE_DECODE_AHEAD");
+  std::atomic<long long> aheadHits_{0}, aheadMisses_{0};  // info() reads them on the JavaScript thread
+  cudaEvent_t idsDone_ = nullptr;
 };
 
 }  // namespace

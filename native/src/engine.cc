@@ -340,6 +340,11 @@ Engine::~Engine() = default;
 
 std::string Engine::device() const { return gpu_ ? gpu_->describe() : std::string("cpu"); }
 
+bool Engine::aheadCounts(long long* hits, long long* misses) const {
+  *hits = 0, *misses = 0;
+  return gpu_ && gpu_->aheadCounts(hits, misses);
+}
+
 size_t Engine::kvBytes() const {
   return gpu_ ? gpu_->kvBytes() : kv_.size() * sizeof(float) + kv8_.size() + kvScale_.size() * sizeof(float);
 }

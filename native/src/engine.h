@@ -150,6 +150,11 @@ struct BatchIn {
   bool hidden = false;
   /** One entry per logits row for forwardSample (GPU engines); empty otherwise. */
   std::vector<SampleParams> sampling;
+  /**
+   * The caller expects to decode the same sequences (or some of them, in the same order) one token further next,
+   * with this step's ids as their tokens: a GPU engine may enqueue that step before it returns (decode ahead).
+   */
+  bool continues = false;
   /** Calibration (engine_quant.cc): layer whose linear-layer inputs are copied to `capture`, then forward stops. */
   int captureLayer = -1;
   float* capture = nullptr;
@@ -200,6 +205,8 @@ class Engine {
   std::string device() const;
   size_t weightBytes() const;
   size_t kvBytes() const;
+  /** GPU engines: whether they decode ahead, and the steps the next call took and did not (GpuModel::aheadCounts). */
+  bool aheadCounts(long long* hits, long long* misses) const;
   /** Pages the engine accepts in block tables (page 0 included): 0 until a pool sized at finalize exists. */
   int numPages() const { return pages_; }
   /** Lowers the usable pages to n (2 <= n <= numPages()), e.g. to agree with the other ranks of a TP group. */

@@ -74,6 +74,9 @@ std::shared_ptr<BatchIn> parseBatch(const Napi::Value& v) {
     fail("NATIVE_INVALID_ARG", "batch.logits must be \"last\", \"all\" or \"hidden\"");
   b->all = l == "all" || l == "hidden";
   b->hidden = l == "hidden";
+  Napi::Value cont = o.Get("continues");
+  if (!cont.IsUndefined() && !cont.IsBoolean()) fail("NATIVE_INVALID_ARG", "batch.continues must be a boolean");
+  b->continues = cont.IsBoolean() && cont.As<Napi::Boolean>().Value();
   return b;
 }
 
@@ -333,6 +336,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         Napi::Object mem = Napi::Object::New(info.Env());
         mem.Set("freeBytes", (double)m.freeBytes), mem.Set("totalBytes", (double)m.totalBytes);
         o.Set("deviceMemory", mem);
+        long long hits = 0, misses = 0;
+        const bool on = eng_->aheadCounts(&hits, &misses);
+        Napi::Object ah = Napi::Object::New(info.Env());
+        ah.Set("enabled", on), ah.Set("hits", (double)hits), ah.Set("misses", (double)misses);
+        o.Set("decodeAhead", ah);
         const KvSizing k = eng_->kvSizing();
         if (k.fraction > 0) {
           Napi::Object z = Napi::Object::New(info.Env());

@@ -40,6 +40,14 @@ class GpuModel {
   virtual size_t kvBytes() const = 0;
   /** "NVIDIA H200 (device 0, 132 SMs)". */
   virtual std::string describe() const = 0;
+  /**
+   * Decode ahead: whether this model does it (BatchIn::continues), and the steps enqueued early that the next call
+   * took (hits) and did not (misses).
+   */
+  virtual bool aheadCounts(long long* hits, long long* misses) const {
+    *hits = 0, *misses = 0;
+    return false;
+  }
 };
 
 /**

@@ -10,11 +10,17 @@ npm run --silent build:native
 npm run --silent build:ts
 cmake -S native/cuda -B .device/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 cmake --build .device/build-cuda
-mkdir -p .device/bin
-cp .device/build-cuda/check_* .device/bin/ 2>/dev/null || true
+rm -rf .device/bin && mkdir -p .device/bin
+# Only this checkout's checks: the build folder keeps binaries of other branches' sources.
+for src in native/cuda/checks/check_*.cu; do
+  b=$(basename "$src" .cu)
+  cp ".device/build-cuda/$b" .device/bin/
+done
 strip .device/bin/check_* 2>/dev/null || true
 tar cJf .device/bin.tar.xz -C .device bin  # fatbins compress 6x: the device tool carries at most 64 MiB
 rm -rf .device/prod && mkdir -p .device/prod && cp package.json package-lock.json .device/prod/
 (cd .device/prod && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --silent)
-tar cJf .device/app.tar.xz dist native/build/Release/tpserve_native.node -C .device/prod node_modules
+# Source maps and typings are not needed to run and take a fifth of the archive.
+tar cJf .device/app.tar.xz --exclude='*.map' --exclude='*.d.ts' --exclude='node_modules/*/test' \
+  dist native/build/Release/tpserve_native.node -C .device/prod node_modules
 du -sh .device/node.tar.xz .device/app.tar.xz .device/bin.tar.xz

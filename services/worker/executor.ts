@@ -64,8 +64,13 @@ export class StepExecutor {
     private readonly metrics?: WorkerMetrics,
   ) {
     this.eos = new Set(opts.eosTokenIds);
-    this.onGpu = engine.info().device !== "cpu";
+    const info = engine.info();
+    this.onGpu = info.device !== "cpu";
+    this.decodeAhead = info.decodeAhead?.enabled === true;
   }
+
+  /** The engine decodes ahead when a batch says it continues (ForwardBatch.continues). */
+  private readonly decodeAhead: boolean;
 
   /** GPU engines sample where the logits are; on the CPU the logits come to JavaScript (sampler.ts). */
   private readonly onGpu: boolean;
@@ -94,15 +99,17 @@ export class StepExecutor {
       const ids = plan.scheduled.map((s) => s.seqId);
       const counts = plan.scheduled.map((s) => s.numTokens);
       const maxSteps = Math.max(1, plan.decodeSteps);
-      let step = this.runStep(ids, counts, true);
+      let step = this.runStep(ids, counts, true, maxSteps > 1 && this.cutStepId !== plan.stepId);
       for (let sub = 0; sub < maxSteps; sub++) {
-        const { tokens, forwardMs } = await step;
-        const last = sub + 1 >= maxSteps || !this.canContinue(ids) || this.cutStepId === plan.stepId;
+        const { tokens, forwardMs, continues } = await step;
+        const cut = this.cutStepId === plan.stepId;
+        // A step the engine decodes ahead (continues) is on the GPU already: a cut ends the plan after it.
+        const last = sub + 1 >= maxSteps || !this.canContinue(ids) || (cut && !continues);
         if (!last) {
           // Later sub-steps decode one token of every sequence still alive. The next forward pass is queued
           // before this step's results are sent, so their serialization overlaps it on the device.
           for (let i = 0; i < ids.length; i++) counts[i] = this.seqs.has(ids[i]!) ? 1 : 0;
-          step = this.runStep(ids, counts, false);
+          step = this.runStep(ids, counts, false, sub + 2 < maxSteps && !cut);
         }
         emit({ stepId: plan.stepId, subStep: sub, last, tokens, forwardMs });
         if (last) break;
@@ -211,11 +218,17 @@ export class StepExecutor {
     return false;
   }
 
+  /**
+   * One forward pass of the sequences `ids` (`counts` tokens each). mayContinue: the plan has a later sub-step,
+   * so the engine is told to decode ahead (ForwardBatch.continues) when some sequence will still run after this
+   * step and every one has a page for its next token.
+   */
   private async runStep(
     ids: number[],
     counts: number[],
     strict: boolean,
-  ): Promise<{ tokens: SampledToken[]; forwardMs: number }> {
+    mayContinue: boolean,
+  ): Promise<{ tokens: SampledToken[]; forwardMs: number; continues: boolean }> {
     const active: { id: number; s: WorkerSequence; n: number }[] = [];
     for (let i = 0; i < ids.length; i++) {
       const n = counts[i]!;
@@ -232,8 +245,14 @@ export class StepExecutor {
       }
       active.push({ id: ids[i]!, s, n });
     }
-    if (active.length === 0) return { tokens: [], forwardMs: 0 };
+    if (active.length === 0) return { tokens: [], forwardMs: 0, continues: false };
     const batch = this.buildBatch(active);
+    const bs = this.opts.blockSize;
+    batch.continues =
+      this.decodeAhead &&
+      mayContinue &&
+      active.every((a) => a.s.computed + a.n + 1 <= a.s.pages.length * bs) &&
+      active.some((a) => a.s.computed + a.n === a.s.tokens.length && a.s.numGenerated + 1 < a.s.maxNewTokens);
     // Greedy steps take the argmax where the logits are; only ids cross into JavaScript.
     const greedy = active.every((a) => a.s.sampling.temperature === 0 || a.s.sampling.topK === 1);
     const t0 = performance.now();
@@ -274,7 +293,7 @@ export class StepExecutor {
       }
       out.push({ seqId: id, token, finished, eos });
     }
-    return { tokens: out, forwardMs };
+    return { tokens: out, forwardMs, continues: batch.continues };
   }
 
   private buildBatch(active: { s: WorkerSequence; n: number }[]): ForwardBatch {

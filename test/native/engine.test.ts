@@ -135,6 +135,7 @@ describe(`engine (simd=${native.buildInfo().simd})`, () => {
       ["NATIVE_SHAPE", { ...ok, blockTables: Int32Array.of(1) }],
       ["NATIVE_INVALID_ARG", { ...ok, tokens: [1, 2] as unknown as Int32Array }],
       ["NATIVE_INVALID_ARG", { ...ok, logits: "some" as "all" }],
+      ["NATIVE_INVALID_ARG", { ...ok, continues: 1 as unknown as boolean }],
       ["NATIVE_PAGE_RANGE", { ...ok, contextLens: Int32Array.of(40 * BS) }],
     ];
     for (const [code, b] of bad) {
@@ -148,6 +149,9 @@ describe(`engine (simd=${native.buildInfo().simd})`, () => {
       expect((err as Error).message).toMatch(/blockTables\[0\]\[0\] = 0/);
     }
     expect(maxRelErr(await e0.forward(ok), good)).toBe(0);
+    // A CPU engine takes the decode-ahead hint and does nothing with it.
+    expect(maxRelErr(await e0.forward({ ...ok, continues: true }), good)).toBe(0);
+    expect(e0.info().decodeAhead).toBeUndefined();
     e0.close();
     expect(await codeOf(() => e0.forwardSync(ok))).toBe("NATIVE_CLOSED");
     expect(await codeOf(() => e0.forward(ok))).toBe("NATIVE_CLOSED");
