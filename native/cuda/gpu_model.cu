@@ -16,6 +16,7 @@
 #include "../src/gpu_model.h"
 #include "ablate.h"
 #include "cuda_check.h"
+#include "decode_ahead.h"
 #include "device_weight.h"
 #include "gpu_comm.h"
 #include "kv_sizing.h"
@@ -152,7 +153,7 @@ class CudaModel : public GpuModel {
     bool hit = false;
     if (ahead_.valid) {
       ahead_.valid = false;
-      hit = ids && !out && matchAhead(b, rowOf);
+      hit = ids && !out && ahead_.match(b, o_.blockSize, rowOf);
       if (hit) {
         rows = ahead_.S, aheadHits_++;
         bool same = rows == S;
@@ -196,7 +197,9 @@ class CudaModel : public GpuModel {
     }
     if (out)
       CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * vocab_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    const bool ahead = graph && rowOf.empty() && ids && !out && b.continues && canAhead(b);
+    // Not in a tensor-parallel group: every rank would have to enqueue the same step at the same point.
+    const bool ahead = graph && rowOf.empty() && ids && !out && b.continues && aheadOn_ && !comm_ &&
+                       DecodeAhead::possible(b, o_.blockSize);
     if (ahead) {
       if (!idsDone_) CK(cudaEventCreateWithFlags(&idsDone_, cudaEventDisableTiming));
       CK(cudaEventRecord(idsDone_, stream_));
@@ -207,12 +210,7 @@ class CudaModel : public GpuModel {
     }
     if (ids)
       for (int i = 0; i < bRows; i++) ids[i] = hostIds_[rowOf.empty() ? i : rowOf[i]];
-    if (ahead) {
-      ahead_.valid = true, ahead_.S = S;
-      ahead_.ctx.resize(S), ahead_.tokens.assign(ids, ids + S);
-      for (int i = 0; i < S; i++) ahead_.ctx[i] = b.contextLens[i] + 1;
-      ahead_.maxBlocks = b.maxBlocksPerSeq, ahead_.tables = b.blockTables;
-    }
+    if (ahead) ahead_.record(b, ids);
     if (profiling_ && !graph) {
       for (int i = 1; i < nMarks_; i++) {
         float ms = 0.f;
@@ -353,42 +351,6 @@ class CudaModel : public GpuModel {
       enqueue(p);
     }
     return rows;
-  }
-
-  /** Whether the step after decode batch b can be enqueued now: every sequence has a page for its next position. */
-  bool canAhead(const BatchIn& b) const {
-    if (!aheadOn_ || comm_) return false;  // a tensor-parallel group steps together: no rank runs ahead alone
-    const int bs = o_.blockSize;
-    for (size_t sq = 0; sq < b.seqLens.size(); sq++) {
-      const int next = b.contextLens[sq], blk = next / bs;
-      if (blk >= b.maxBlocksPerSeq || b.blockTables[sq * b.maxBlocksPerSeq + blk] == 0) return false;
-    }
-    return true;
-  }
-
-  /**
-   * Whether decode batch b is the step enqueued ahead, or some of its sequences in the same order: each one's
-   * context one further, its token the id returned for it, its block table the same up to that context. rowOf gets
-   * each sequence's row in the step ahead.
-   */
-  bool matchAhead(const BatchIn& b, std::vector<int>& rowOf) const {
-    const int S = (int)b.seqLens.size(), bs = o_.blockSize;
-    if (b.all || (int)b.tokens.size() != S || S > ahead_.S) return false;
-    rowOf.assign(S, -1);
-    for (int i = 0, j = 0; i < S; i++, j++) {
-      const int c = b.contextLens[i], used = (c + bs - 1) / bs;
-      if (used > b.maxBlocksPerSeq) return false;
-      const int32_t* t = b.blockTables.data() + (size_t)i * b.maxBlocksPerSeq;
-      for (;; j++) {
-        if (j >= ahead_.S) return false;
-        const int32_t* u = ahead_.tables.data() + (size_t)j * ahead_.maxBlocks;
-        if (ahead_.ctx[j] == c && ahead_.tokens[j] == b.tokens[i] && used <= ahead_.maxBlocks &&
-            std::equal(t, t + used, u))
-          break;
-      }
-      rowOf[i] = j;
-    }
-    return true;
   }
 
   /** Device pointers and sizes of one forward pass (what a captured graph bakes in). */
@@ -693,12 +655,7 @@ class CudaModel : public GpuModel {
   int hostCur_ = 0;
   int32_t* hostIds_ = nullptr;  // pinned: the step's ids
   size_t hostIdsCap_ = 0;
-  // Decode ahead: the step enqueued after the last call's (valid), which the next call takes if it asks for it.
-  struct Ahead {
-    bool valid = false;
-    int S = 0, maxBlocks = 0;
-    std::vector<int32_t> ctx, tokens, tables;
-  } ahead_;
+  DecodeAhead ahead_;  // the step enqueued after the last call's, which the next call takes if it asks for it
   bool aheadOn_ = !envOff("TPSERVE_DECODE_AHEAD");
   std::atomic<long long> aheadHits_{0}, aheadMisses_{0};  // info() reads them on the JavaScript thread
   cudaEvent_t idsDone_ = nullptr;
