@@ -33,7 +33,8 @@ import { createEngine, kvBytesPerPage } from "../services/worker/server.js";
 import { tpLoadedBarrier } from "../services/worker/tp.js";
 import { writeTinyLlama } from "../test/helpers/tiny-llama.js";
 import { batchOf, median } from "./batch.js";
-import { decodeSeqs, greedyOneByOne, prefillSeqs } from "./decode.js";
+import { decodeSeqs, greedyOneByOne, prefillSeqs, timeDecodeSteps } from "./decode.js";
+import { decodeAheadScript } from "./decode-ahead.js";
 import { golden, type RankResult, type RankSpec } from "./gpu-tp-common.js";
 
 const childArg = process.argv.find((a) => a.startsWith("--rank-spec="));
@@ -88,8 +89,13 @@ async function runRank(spec: RankSpec): Promise<void> {
   }
   const info = engine.info();
   const result: RankResult = { device: info.device, weightBytes: info.weightBytes, loadS, rows: [] };
-  if (spec.mode === "greedy") result.greedy = await greedyOneByOne(engine, golden().golden);
-  else result.rows = await decodeRows(engine, spec, model.vocabSize, model.hiddenSize, model.numLayers);
+  if (spec.mode === "greedy") {
+    result.greedy = await greedyOneByOne(engine, golden().golden);
+    // Every decode-ahead path in the group (hits, a miss, a subset): the ranks must decide alike or they hang.
+    const prompts = golden().golden.map((g) => g.prompt_ids);
+    result.script = await decodeAheadScript(engine, prompts, model.vocabSize, false);
+  } else result.rows = await decodeRows(engine, spec, model.vocabSize, model.hiddenSize, model.numLayers);
+  result.decodeAhead = engine.info().decodeAhead;
   process.send!(result);
   engine.close();
   group?.close();
@@ -103,14 +109,10 @@ async function decodeRows(engine: Engine, spec: RankSpec, vocab: number, hidden:
   for (const b of spec.batches) {
     const seqs = decodeSeqs(b, PROMPT, pagesPerSeq, vocab);
     await prefillSeqs(engine, seqs, 16);
-    const times: number[] = [];
-    let ctx = PROMPT;
-    for (let s = 0; s < steps; s++) {
-      ctx++;
-      const t = performance.now();
-      await engine.forwardArgmax(batchOf(seqs.map((q) => ({ tokens: [5 + s], ctx, pages: q.pages }))));
-      times.push(performance.now() - t);
-    }
+    // Fed their own ids and decoding ahead, timed from result to result (bench/decode.ts).
+    const run = await timeDecodeSteps(engine, seqs, PROMPT, steps);
+    const times = run.times;
+    let ctx = run.ctx;
     // Profile (graphs off, CUDA events): time in the collectives per step, waiting for the slowest rank included.
     engine.setProfiling!(true);
     engine.resetProfile!();
@@ -179,6 +181,7 @@ const paths: { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>;
 async function equality(model: string, name: string, tpList: number[], groupSize: 64 | 128, withGolden: boolean) {
   for (const quantization of ["none", "int4"] as const) {
     const ref: number[][] = [];
+    const refScript: number[][] = [];
     for (const [tp, path] of tpList.flatMap((t) =>
       t === 1 ? [[t, paths[0]!] as const] : paths.map((p) => [t, p] as const),
     )) {
@@ -193,8 +196,13 @@ async function equality(model: string, name: string, tpList: number[], groupSize
         cfg: { model, quantization, groupSize, numPages: 64, maxBatchTokens: 512 },
       });
       const ids = r.greedy!;
-      if (tp === 1) ref.push(...ids);
+      if (tp === 1) {
+        ref.push(...ids);
+        refScript.push(...r.script!);
+      }
       const equalTp1 = ids.filter((x, i) => JSON.stringify(x) === JSON.stringify(ref[i])).length;
+      const scriptEqual = r.script!.filter((x, i) => JSON.stringify(x) === JSON.stringify(refScript[i])).length;
+      const ah = r.decodeAhead;
       const equalGolden =
         withGolden && quantization === "none"
           ? ids.filter((x, i) => JSON.stringify(x) === JSON.stringify(golden().golden[i]!.greedy_ids)).length
@@ -206,10 +214,13 @@ async function equality(model: string, name: string, tpList: number[], groupSize
         path: path.label,
         equalTp1: `${equalTp1}/6`,
         equalGolden: equalGolden === null ? null : `${equalGolden}/6`,
+        decodeAheadScriptEqualTp1: `${scriptEqual}/${r.script!.length}`,
+        decodeAhead: ah,
         device: r.device,
       });
       console.log(
-        `greedy ${name} ${quantization} tp ${tp} ${path.label}: ${equalTp1}/6 equal to tp 1${equalGolden === null ? "" : `, ${equalGolden}/6 equal to golden`} (${r.device})`,
+        `greedy ${name} ${quantization} tp ${tp} ${path.label}: ${equalTp1}/6 equal to tp 1${equalGolden === null ? "" : `, ${equalGolden}/6 equal to golden`}; ` +
+          `decode-ahead script ${scriptEqual}/${r.script!.length} steps equal to tp 1 (${ah?.hits ?? 0} hits, ${ah?.misses ?? 0} misses) (${r.device})`,
       );
     }
   }

@@ -234,13 +234,13 @@ void GpuComm::gatherCols(const float* local, int rows, int cols, float* out, flo
                          (size_t)cols * sizeof(float), (size_t)cols * sizeof(float), rows, cudaMemcpyDeviceToDevice, s));
 }
 
-void GpuComm::wait(cudaStream_t s) {
+void GpuComm::wait(cudaStream_t s, cudaEvent_t until) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();
   Clock::time_point lastCheck = start;
   const auto timeout = std::chrono::milliseconds(host_->timeoutMs());
   for (;;) {
-    const cudaError_t e = cudaStreamQuery(s);
+    const cudaError_t e = until ? cudaEventQuery(until) : cudaStreamQuery(s);
     if (e == cudaSuccess) break;
     if (e != cudaErrorNotReady) CK(e);
     const Clock::time_point now = Clock::now();

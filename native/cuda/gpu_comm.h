@@ -48,8 +48,8 @@ class GpuComm {
                         cudaStream_t s);
   /** out (rows, world * cols) = every rank's `local` (rows, cols) side by side; `scratch` holds world*rows*cols. */
   void gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s);
-  /** Waits for `s` with the bounds described above. */
-  void wait(cudaStream_t s);
+  /** Waits for `s` (or only until `until`, an event recorded on it) with the bounds described above. */
+  void wait(cudaStream_t s, cudaEvent_t until = nullptr);
   /** "p2p (CUDA IPC) up to 2 MiB, NCCL 2.28.3 above". */
   std::string describe() const;
 

@@ -79,7 +79,11 @@ class CudaModel : public GpuModel {
 
   ~CudaModel() override {
     cudaSetDevice(dev_);
-    if (stream_) cudaStreamSynchronize(stream_);  // a step decoded ahead may still run
+    // A step decoded ahead may still run (in a group: bounded, it throws when a peer failed).
+    try {
+      if (stream_) sync();
+    } catch (...) {
+    }
     for (cudaEvent_t e : marks_) cudaEventDestroy(e);
     if (idsDone_) cudaEventDestroy(idsDone_);
     for (int32_t* h : hostInts_)
@@ -147,13 +151,14 @@ class CudaModel : public GpuModel {
     const bool graph = decode && graphsOn_ && !profiling_;
     // Decode ahead (docs/gpu.md): the previous call may have enqueued this very step already. rowOf[i] is then the
     // logits row of b's sequence i in that step, which may hold more sequences than b (some finished meanwhile).
+    const bool ahead = decideAhead(b, ids != nullptr, out != nullptr, sampling != nullptr);
     std::vector<int> rowOf;
     const int bRows = b.all ? T : S;  // the rows b asks for
     int rows = 0;                     // the logits rows on the device
     bool hit = false;
     if (ahead_.valid) {
       ahead_.valid = false;
-      hit = ids && !out && ahead_.match(b, o_.blockSize, rowOf);
+      hit = mayTakeAhead(ids != nullptr, out != nullptr, sampling != nullptr) && ahead_.match(b, o_.blockSize, rowOf);
       if (hit) {
         rows = ahead_.S, aheadHits_++;
         bool same = rows == S;
@@ -161,7 +166,7 @@ class CudaModel : public GpuModel {
         if (same) rowOf.clear();  // empty rowOf: row i is sequence i
       } else {
         rowOf.clear(), aheadMisses_++;
-        CK(cudaStreamSynchronize(stream_));  // before any buffer below may be reallocated under that step
+        sync();  // before any buffer below may be reallocated under that step
       }
     }
     if (!hit) rows = stage(b, graph, 0);
@@ -187,7 +192,7 @@ class CudaModel : public GpuModel {
         checkLaunch(cuda::argmax_rows(logits_.p, rows, vocab_, ids_.p, stream_), "argmax_rows");
       }
       if ((size_t)rows > hostIdsCap_) {
-        CK(cudaStreamSynchronize(stream_));
+        sync();
         if (hostIds_) cudaFreeHost(hostIds_), hostIds_ = nullptr;
         CK(cudaMallocHost(&hostIds_, (size_t)rows * sizeof(int32_t)));
         hostIdsCap_ = rows;
@@ -197,14 +202,12 @@ class CudaModel : public GpuModel {
     }
     if (out)
       CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * vocab_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    // Not in a tensor-parallel group: every rank would have to enqueue the same step at the same point.
-    const bool ahead = graph && rowOf.empty() && ids && !out && b.continues && aheadOn_ && !comm_ &&
-                       DecodeAhead::possible(b, o_.blockSize);
     if (ahead) {
       if (!idsDone_) CK(cudaEventCreateWithFlags(&idsDone_, cudaEventDisableTiming));
       CK(cudaEventRecord(idsDone_, stream_));
       stage(b, true, 1);
-      CK(cudaEventSynchronize(idsDone_));
+      if (comm_) comm_->wait(stream_, idsDone_);  // bounded, and aware of failed peers
+      else CK(cudaEventSynchronize(idsDone_));
     } else {
       sync();
     }
@@ -223,8 +226,35 @@ class CudaModel : public GpuModel {
   /** Steps this model decoded ahead that the next call took, and those it did not (the GPU's time lost). */
   bool aheadCounts(long long* hits, long long* misses) const override {
     *hits = aheadHits_.load(std::memory_order_relaxed), *misses = aheadMisses_.load(std::memory_order_relaxed);
-    return aheadOn_ && !comm_;
+    return aheadOn_;
   }
+
+  bool willDecodeAhead(const BatchIn& b, bool argmax) const override { return decideAhead(b, argmax, false, false); }
+
+  /**
+   * Whether forward(b) enqueues the step after b. In a tensor-parallel group every rank must decide the same (the
+   * collectives of the steps pair up in order): the leader decides from its switches before it sends the plan
+   * (willDecodeAhead, BatchIn::continues as the followers receive it), the followers take that, and the rest
+   * depends only on the batches, which all ranks share.
+   */
+  bool decideAhead(const BatchIn& b, bool ids, bool out, bool sampled) const {
+    const int S = (int)b.seqLens.size();
+    if (b.all || (int)b.tokens.size() != S || !b.continues || !ids || out || (comm_ && sampled)) return false;
+    const bool follower = comm_ && comm_->rank() > 0;
+    if (!follower && (!aheadOn_ || !graphsOn_ || profiling_)) return false;
+    if (!DecodeAhead::possible(b, o_.blockSize)) return false;
+    // A step taken on a subset of its sequences leaves the ids on the device out of b's order: not from there.
+    std::vector<int> rowOf;
+    if (ahead_.valid && mayTakeAhead(ids, out, sampled) && ahead_.match(b, o_.blockSize, rowOf)) {
+      if ((int)rowOf.size() != ahead_.S) return false;
+      for (int i = 0; i < S; i++)
+        if (rowOf[i] != i) return false;
+    }
+    return true;
+  }
+
+  /** Whether a call may take the step decoded ahead (if it matches): ids wanted, no logits, argmax in a group. */
+  bool mayTakeAhead(bool ids, bool out, bool sampled) const { return ids && !out && !(comm_ && sampled); }
 
   void setProfiling(bool on) override { profiling_ = on; }
   void resetProfile() override {
@@ -277,7 +307,7 @@ class CudaModel : public GpuModel {
     // Two staging buffers in turn: the copy from the other one may still be queued behind the step in flight.
     hostCur_ ^= 1;
     if (nInts > hostIntsCap_[hostCur_]) {
-      CK(cudaStreamSynchronize(stream_));
+      sync();
       if (hostInts_[hostCur_]) cudaFreeHost(hostInts_[hostCur_]), hostInts_[hostCur_] = nullptr;
       CK(cudaMallocHost(&hostInts_[hostCur_], nInts * sizeof(int32_t)));
       hostIntsCap_[hostCur_] = nInts;
@@ -315,7 +345,7 @@ class CudaModel : public GpuModel {
     // The NCCL logits gather lands in a scratch buffer first (the p2p one writes the logits directly).
     const size_t gatherFloats = comm_ ? (size_t)rows * vocab_ : 0;
     if (nInts > ints_.n || wsFloats > attnWs_.n || gatherFloats > gatherWs_.n) {
-      CK(cudaStreamSynchronize(stream_));
+      sync();
       graphs_.clear();
       ints_.reserve(std::max(nInts, ints_.n * 2));
       attnWs_.reserve(std::max(wsFloats, attnWs_.n * 2));
