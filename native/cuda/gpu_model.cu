@@ -79,7 +79,7 @@ class CudaModel : public GpuModel {
 
   ~CudaModel() override {
     cudaSetDevice(dev_);
-    if (stream_) cudaStreamSynchronize(stream_);  // a step decoded ahead may still run
+    if (stream_ && ahead_.valid) cudaStreamSynchronize(stream_);  // a step decoded ahead may still run
     for (cudaEvent_t e : marks_) cudaEventDestroy(e);
     if (idsDone_) cudaEventDestroy(idsDone_);
     for (int32_t* h : hostInts_)
