@@ -81,7 +81,7 @@ class CudaModel : public GpuModel {
     cudaSetDevice(dev_);
     // A step decoded ahead may still run (in a group: bounded, it throws when a peer failed).
     try {
-      if (stream_) sync();
+      if (stream_ && ahead_.valid) sync();
     } catch (...) {
     }
     for (cudaEvent_t e : marks_) cudaEventDestroy(e);
