@@ -47,11 +47,12 @@ for (const shape of shapes) {
       b * (prompt + STEPS / 2),
     );
     const floor = bandwidth > 0 ? bytes / (bandwidth * 1e6) / ms : Number.NaN;
-    const hits = engine.info().decodeAhead?.hits ?? 0;
-    line.push(`b${b} ${ms.toFixed(3)} ms${bandwidth > 0 ? ` (${(100 * floor).toFixed(0)}%)` : ""} [ahead ${hits}]`);
-    const ahead = engine.info().decodeAhead; // counts so far on this engine
+    const { decodeAhead: ahead, device } = engine.info(); // ahead: counts so far on this engine
+    line.push(
+      `b${b} ${ms.toFixed(3)} ms${bandwidth > 0 ? ` (${(100 * floor).toFixed(0)}%)` : ""} [ahead ${ahead?.hits ?? 0}]`,
+    );
     const row = { label, shape, batch: b, prompt, stepMs: ms, floorBytes: bytes, floorFraction: floor, ahead };
-    appendFileSync(out, `${JSON.stringify({ ...row, device: engine.info().device })}\n`);
+    appendFileSync(out, `${JSON.stringify({ ...row, device })}\n`);
   }
   console.log(`${label.padEnd(24)} ${shape}: ${line.join(", ")}`);
   engine.close();

@@ -213,6 +213,7 @@ async function engineDecode(): Promise<void> {
         );
       }
       const bytes = floorBytes(engine, model.vocabSize, model.hiddenSize, kvPerToken, b * ctx);
+      const ah = engine.info().decodeAhead; // counts so far on this engine
       const floorMs = bandwidth > 0 ? (bytes / (bandwidth * 1e9)) * 1e3 : Number.NaN;
       rows.push({
         shape: shape.name,
@@ -223,9 +224,8 @@ async function engineDecode(): Promise<void> {
         floorMs,
         floorFraction: floorMs / ms,
         bytesPerStep: bytes,
-        decodeAhead: engine.info().decodeAhead, // so far on this engine
+        decodeAhead: ah,
       });
-      const ah = engine.info().decodeAhead;
       console.log(
         `  batch ${b}: step ${ms.toFixed(3)} ms, ${(1000 / ms).toFixed(1)} tok/s/seq, ${((1000 * b) / ms).toFixed(0)} tok/s, floor ${floorMs.toFixed(3)} ms (${((floorMs / ms) * 100).toFixed(0)}%)` +
           (ah ? `; decode ahead ${ah.enabled ? "on" : "off"}, ${ah.hits} hits / ${ah.misses} misses so far` : ""),

@@ -35,7 +35,7 @@ struct DecodeAhead {
   /**
    * Whether decode batch b is the step enqueued, or some of its sequences in the same order: each one's context
    * one further, its token the id returned for it, its block table the same up to that context. rowOf gets each
-   * sequence's row in the step enqueued.
+   * sequence's row in the step enqueued, or stays empty when b is that whole step in its order.
    */
   bool match(const BatchIn& b, int blockSize, std::vector<int>& rowOf) const {
     const int n = (int)b.seqLens.size();
@@ -52,6 +52,7 @@ struct DecodeAhead {
       }
       rowOf[i] = j;
     }
+    if (n == S) rowOf.clear();  // every row taken, in order: row i is sequence i
     return true;
   }
 };

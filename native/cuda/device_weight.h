@@ -49,6 +49,29 @@ struct DevBuf {
   size_t bytes() const { return n * sizeof(T); }
 };
 
+/** Pinned host memory that frees itself (copies from and to it are asynchronous to the host). */
+template <typename T>
+struct PinnedBuf {
+  T* p = nullptr;
+  size_t n = 0;
+  PinnedBuf() = default;
+  PinnedBuf(const PinnedBuf&) = delete;
+  PinnedBuf& operator=(const PinnedBuf&) = delete;
+  ~PinnedBuf() {
+    if (p) cudaFreeHost(p);
+  }
+  /**
+   * Grows (never shrinks) to at least `count` elements; contents are not kept. The caller makes sure that no
+   * queued copy still reads or writes the old memory.
+   */
+  void reserve(size_t count) {
+    if (count <= n) return;
+    if (p) cudaFreeHost(p), p = nullptr, n = 0;
+    CK(cudaMallocHost(&p, count * sizeof(T)));
+    n = count;
+  }
+};
+
 /** A weight on the device: int4 (qweight, scales, zeros), bf16 or fp32. */
 struct DWeight {
   enum Kind { kNone, kF32, kBf16, kInt4, kInt4Tiled } kind = kNone;

@@ -17,6 +17,7 @@
 #include "ablate.h"
 #include "cuda_check.h"
 #include "decode_ahead.h"
+#include "step_ints.h"
 #include "device_weight.h"
 #include "gpu_comm.h"
 #include "kv_sizing.h"
@@ -25,12 +26,6 @@
 
 namespace tpserve {
 namespace {
-
-/** An on-unless-"0" switch from the environment. */
-bool envOff(const char* name) {
-  const char* e = std::getenv(name);
-  return e && std::string(e) == "0";
-}
 
 class CudaModel : public GpuModel {
  public:
@@ -69,8 +64,7 @@ class CudaModel : public GpuModel {
     logits_.alloc(T * (size_t)vocab_);
     if (comm_) lmLocal_.alloc(T * (size_t)s.vocab);
     ids_.alloc(T);
-    const char* fn = std::getenv("TPSERVE_FOLD_NORM");
-    foldNorm_ = !(fn && fn[0] == '0');
+    foldNorm_ = cuda::detail::env_on("TPSERVE_FOLD_NORM");
     ssq_.alloc((size_t)16 * (H / 16 + 1));  // folded norms: per-block sums of squares of up to 16 tokens
     // Split-k decode GEMVs with a pair epilogue (QKV, gate/up): the two halves' sums (int4_tiled_split.cu).
     splitParts_.alloc((size_t)2 * cuda::kSplitMaxTokens *
@@ -86,9 +80,6 @@ class CudaModel : public GpuModel {
     }
     for (cudaEvent_t e : marks_) cudaEventDestroy(e);
     if (idsDone_) cudaEventDestroy(idsDone_);
-    for (int32_t* h : hostInts_)
-      if (h) cudaFreeHost(h);
-    if (hostIds_) cudaFreeHost(hostIds_);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -149,8 +140,9 @@ class CudaModel : public GpuModel {
     // Decode steps replay a CUDA graph captured per (batch size, block-table width bucket): one launch instead of
     // ~10 per layer. The width is padded to a multiple of 16 blocks so a graph serves 256 tokens of growth.
     const bool graph = decode && graphsOn_ && !profiling_;
-    // Decode ahead (docs/gpu.md): the previous call may have enqueued this very step already. rowOf[i] is then the
-    // logits row of b's sequence i in that step, which may hold more sequences than b (some finished meanwhile).
+    // Decode ahead (docs/gpu.md): the previous call may have enqueued this very step already. When that step held
+    // more sequences than b (some finished meanwhile), rowOf[i] is the logits row of b's sequence i in it; empty
+    // rowOf: row i is sequence i.
     const bool ahead = decideAhead(b, ids != nullptr, out != nullptr, sampling != nullptr);
     std::vector<int> rowOf;
     const int bRows = b.all ? T : S;  // the rows b asks for
@@ -161,9 +153,6 @@ class CudaModel : public GpuModel {
       hit = mayTakeAhead(ids != nullptr, out != nullptr, sampling != nullptr) && ahead_.match(b, o_.blockSize, rowOf);
       if (hit) {
         rows = ahead_.S, aheadHits_++;
-        bool same = rows == S;
-        for (int i = 0; same && i < S; i++) same = rowOf[i] == i;
-        if (same) rowOf.clear();  // empty rowOf: row i is sequence i
       } else {
         rowOf.clear(), aheadMisses_++;
         sync();  // before any buffer below may be reallocated under that step
@@ -191,14 +180,9 @@ class CudaModel : public GpuModel {
       } else {
         checkLaunch(cuda::argmax_rows(logits_.p, rows, vocab_, ids_.p, stream_), "argmax_rows");
       }
-      if ((size_t)rows > hostIdsCap_) {
-        sync();
-        if (hostIds_) cudaFreeHost(hostIds_), hostIds_ = nullptr;
-        CK(cudaMallocHost(&hostIds_, (size_t)rows * sizeof(int32_t)));
-        hostIdsCap_ = rows;
-      }
+      if ((size_t)rows > hostIds_.n) sync(), hostIds_.reserve(rows);
       // Into pinned memory, so that the copy does not hold this thread while the next step is enqueued.
-      CK(cudaMemcpyAsync(hostIds_, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+      CK(cudaMemcpyAsync(hostIds_.p, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     }
     if (out)
       CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * vocab_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
@@ -212,7 +196,7 @@ class CudaModel : public GpuModel {
       sync();
     }
     if (ids)
-      for (int i = 0; i < bRows; i++) ids[i] = hostIds_[rowOf.empty() ? i : rowOf[i]];
+      for (int i = 0; i < bRows; i++) ids[i] = hostIds_.p[rowOf.empty() ? i : rowOf[i]];
     if (ahead) ahead_.record(b, ids);
     if (profiling_ && !graph) {
       for (int i = 1; i < nMarks_; i++) {
@@ -245,12 +229,8 @@ class CudaModel : public GpuModel {
     if (!DecodeAhead::possible(b, o_.blockSize)) return false;
     // A step taken on a subset of its sequences leaves the ids on the device out of b's order: not from there.
     std::vector<int> rowOf;
-    if (ahead_.valid && mayTakeAhead(ids, out, sampled) && ahead_.match(b, o_.blockSize, rowOf)) {
-      if ((int)rowOf.size() != ahead_.S) return false;
-      for (int i = 0; i < S; i++)
-        if (rowOf[i] != i) return false;
-    }
-    return true;
+    return !(ahead_.valid && mayTakeAhead(ids, out, sampled) && ahead_.match(b, o_.blockSize, rowOf) &&
+             !rowOf.empty());
   }
 
   /** Whether a call may take the step decoded ahead (if it matches): ids wanted, no logits, argmax in a group. */
@@ -303,42 +283,14 @@ class CudaModel : public GpuModel {
     const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize;
     const int mb = graph ? (b.maxBlocksPerSeq + 15) / 16 * 16 : b.maxBlocksPerSeq;
     const int rows = b.all ? T : S;
-    const size_t nInts = (size_t)3 * T + (S + 1) + S + rows + (size_t)S * mb;
+    const size_t nInts = StepInts::count(T, S, rows, mb);
     // Two staging buffers in turn: the copy from the other one may still be queued behind the step in flight.
-    hostCur_ ^= 1;
-    if (nInts > hostIntsCap_[hostCur_]) {
-      sync();
-      if (hostInts_[hostCur_]) cudaFreeHost(hostInts_[hostCur_]), hostInts_[hostCur_] = nullptr;
-      CK(cudaMallocHost(&hostInts_[hostCur_], nInts * sizeof(int32_t)));
-      hostIntsCap_[hostCur_] = nInts;
-    }
+    PinnedBuf<int32_t>& host = hostInts_[hostCur_ ^= 1];
+    if (nInts > host.n) sync(), host.reserve(nInts);
     Ptrs p{};
     p.T = T, p.S = S, p.mb = mb, p.rows = rows, p.all = b.all, p.hidden = b.hidden;
     allLogits_ = b.all;
-    int32_t* tok = hostInts_[hostCur_];
-    int32_t* pos = tok + T;
-    int32_t* slot = pos + T;
-    int32_t* qstart = slot + T;
-    int32_t* ctx = qstart + S + 1;
-    int32_t* rowIdx = ctx + S;
-    int32_t* bt = rowIdx + rows;
-    qstart[0] = 0;
-    for (int sq = 0, t = 0; sq < S; sq++) {
-      const int len = b.seqLens[sq], c = b.contextLens[sq] + ahead;
-      p.maxCtx = std::max(p.maxCtx, c), p.maxQ = std::max(p.maxQ, len);
-      const int32_t* table = b.blockTables.data() + (size_t)sq * b.maxBlocksPerSeq;
-      for (int i = 0; i < len; i++, t++) {
-        const int ps = c - len + i;
-        tok[t] = b.tokens[t], pos[t] = ps, slot[t] = table[ps / bs] * bs + ps % bs;
-      }
-      qstart[sq + 1] = t, ctx[sq] = c;
-      if (!b.all) rowIdx[sq] = t - 1;
-      int32_t* dst = bt + (size_t)sq * mb;
-      std::memcpy(dst, table, (size_t)b.maxBlocksPerSeq * sizeof(int32_t));
-      std::fill(dst + b.maxBlocksPerSeq, dst + mb, 0);
-    }
-    if (b.all)
-      for (int t = 0; t < T; t++) rowIdx[t] = t;
+    StepInts(host.p, T, S, rows).fill(b, bs, mb, ahead, p.maxCtx, p.maxQ);
     if (graph) p.maxCtx = mb * bs;  // the graph's attention grid is sized for the bucket; lengths come from ctx
     // Buffers a graph points at must not move: growing one drops every captured graph.
     const size_t wsFloats = (cuda::attention_workspace_bytes(T, s.heads, s.headDim, p.maxCtx) + 3) / 4;
@@ -351,10 +303,10 @@ class CudaModel : public GpuModel {
       attnWs_.reserve(std::max(wsFloats, attnWs_.n * 2));
       if (gatherFloats > gatherWs_.n) gatherWs_.reserve(std::max(gatherFloats, gatherWs_.n * 2));
     }
-    CK(cudaMemcpyAsync(ints_.p, hostInts_[hostCur_], nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    CK(cudaMemcpyAsync(ints_.p, host.p, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     if (ahead) CK(cudaMemcpyAsync(ints_.p, ids_.p, (size_t)T * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream_));
-    p.tok = ints_.p, p.pos = p.tok + T, p.slot = p.pos + T, p.qs = p.slot + T, p.ctx = p.qs + S + 1;
-    p.rowIdx = p.ctx + S, p.bt = p.rowIdx + rows;
+    const StepInts d(ints_.p, T, S, rows);
+    p.tok = d.tok, p.pos = d.pos, p.slot = d.slot, p.qs = d.qs, p.ctx = d.ctx, p.rowIdx = d.rowIdx, p.bt = d.bt;
     if (graph) {
       const uint64_t key = ((uint64_t)S << 32) | (uint32_t)mb;
       auto it = graphs_.find(key);
@@ -680,13 +632,11 @@ class CudaModel : public GpuModel {
   DevBuf<float> splitParts_;
   DevBuf<int32_t> ints_, ids_;
   DevBuf<uint8_t> sampleParams_, sampleWs_;
-  int32_t* hostInts_[2] = {nullptr, nullptr};  // pinned staging of the step's integers, used in turn
-  size_t hostIntsCap_[2] = {0, 0};
+  PinnedBuf<int32_t> hostInts_[2];  // staging of the step's integers (step_ints.h), used in turn
   int hostCur_ = 0;
-  int32_t* hostIds_ = nullptr;  // pinned: the step's ids
-  size_t hostIdsCap_ = 0;
+  PinnedBuf<int32_t> hostIds_;  // the step's ids
   DecodeAhead ahead_;  // the step enqueued after the last call's, which the next call takes if it asks for it
-  bool aheadOn_ = !envOff("TPSERVE_DECODE_AHEAD");
+  bool aheadOn_ = cuda::detail::env_on("TPSERVE_DECODE_AHEAD");
   std::atomic<long long> aheadHits_{0}, aheadMisses_{0};  // info() reads them on the JavaScript thread
   cudaEvent_t idsDone_ = nullptr;
 };

@@ -276,12 +276,6 @@ int env_int(const char* name) {
   return e ? std::atoi(e) : 0;
 }
 
-/** A measurement switch that is on unless the variable starts with '0'. */
-bool env_on(const char* name) {
-  const char* e = std::getenv(name);
-  return !(e && e[0] == '0');
-}
-
 // One slice of at most 16 tokens with x already prepared in xp.
 cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
                        const Int4Epilogue& ep, cudaStream_t stream) {
@@ -294,17 +288,17 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   // One token: 16-warp tiles only while they fit one wave (2 blocks of 16 warps an SM at 63 registers). Llama-2-70B's
   // matrices at TP = 4 (down: 512 tiles) took the step from 5.43-5.47 to 5.29-5.30 ms on an H100; the 7B / 8B shapes
   // (256 tiles) keep 16 (docs/gpu-runs.md run 38). TPSERVE_T_KS_WAVE=0 turns it off.
-  static const bool wave = env_on("TPSERVE_T_KS_WAVE");
+  static const bool wave = detail::env_on("TPSERVE_T_KS_WAVE");
   if (wave && m == 1 && ks == 16 && tiles * 16 > 32 * sm_count()) ks = 8;
   // 5-16 tokens (batched decode): 8 warps per tile on every shape, which beat the rule above inside the decode step
   // at batch 8 and 32 (docs/gpu-runs.md, run 16; at batch 1 the rule wins). TPSERVE_T_KS_BATCH=0 keeps the rule.
-  static const bool batch8 = env_on("TPSERVE_T_KS_BATCH");
+  static const bool batch8 = detail::env_on("TPSERVE_T_KS_BATCH");
   if (batch8 && m > 4 && ng >= 8) ks = 8;
   static const int envKs = env_int("TPSERVE_T_KS");
   if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
   // One token with a pair epilogue and Int4Epilogue::splitParts: k split across two blocks a tile
   // (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off; =all takes it on any width (checks of small models).
-  static const bool split = env_on("TPSERVE_T_SPLIT");
+  static const bool split = detail::env_on("TPSERVE_T_SPLIT");
   static const bool splitAll = [] {
     const char* e = std::getenv("TPSERVE_T_SPLIT");
     return e && std::string(e) == "all";
@@ -323,6 +317,11 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
 
 
 }  // namespace
+
+bool detail::env_on(const char* name) {
+  const char* e = std::getenv(name);
+  return !(e && e[0] == '0');
+}
 
 int detail::sm_count() {
   static const int n = [] {

@@ -235,6 +235,8 @@ cudaError_t argmax_rows(const float* logits, int rows, int vocab, int32_t* out, 
 namespace detail {
 /** Multiprocessors of the current device (132 if it cannot be read), for the launchers' grid rules. */
 int sm_count();
+/** A switch from the environment (TPSERVE_...) that is on unless the variable starts with '0'. */
+bool env_on(const char* name);
 }  // namespace detail
 
 }  // namespace tpserve::cuda
