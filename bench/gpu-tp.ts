@@ -12,7 +12,9 @@
 //     ends with UNAVAILABLE within the bound and the leader process still answers.
 // Flags: --bandwidth GBPS (per GPU), --out FILE, --quick (skips the 70B NCCL-only run and the end-to-end part),
 // --tps 1,2 (default: 1, 2, 4, 8 up to the GPUs visible), --parts equality,decode,e2e,failure (default all),
-// --models llama-2-7b,llama-2-70b,llama-3-70b (the decode runs; default the first two).
+// --models llama-2-7b,llama-2-70b,llama-3-70b (the decode runs; default the first two), --paths auto,nccl,skip
+// (the decode runs' collectives: p2p and NCCL above its cap, NCCL alone, skipped; default all), --batches 1,32,
+// --variants (below).
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -52,6 +54,12 @@ const failureModel = f.string("failure-model", "");
 const shapeDir = f.string("shape-dir", ""); // trying the script on a small machine: every decode run uses this config // default: dummy Llama-2-7B (a folder: its weights as stored)
 const parts = new Set(f.string("parts", "equality,decode,e2e,failure").split(","));
 const models = new Set(f.string("models", "llama-2-7b,llama-2-70b").split(","));
+// Which decode runs: auto (p2p up to its cap, NCCL above), nccl (NCCL alone), skip (collectives skipped).
+const pathsFlag = new Set(f.string("paths", "auto,nccl,skip").split(","));
+// A/B settings: "label:ENV=v,ENV2=v;label2:..." runs Llama-2-7B at each TP > 1 of --tps again under each setting
+// (after the runs above, in the same process).
+const variantsFlag = f.string("variants", "");
+const batches = f.string("batches", "1,32").split(",").map(Number);
 f.rejectUnknown();
 
 function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
@@ -295,14 +303,24 @@ for (const tp of tps.filter((t) => t >= 4))
   runs.push({ model: "llama-3-70b", kvHeads: 8, tp, allreduce: "auto", groupSize: 128 });
 if (!quick && tps.includes(4))
   runs.push({ model: "llama-2-70b", kvHeads: 8, tp: 4, allreduce: "nccl", groupSize: 128 });
+for (const v of variantsFlag ? variantsFlag.split(";") : []) {
+  const [label, envs = ""] = v.split(/:(.*)/s);
+  const env = Object.fromEntries(envs.split(",").filter(Boolean).map((kv) => kv.split(/=(.*)/s).slice(0, 2)));
+  for (const tp of tpsSmall.filter((t) => t > 1))
+    runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp), env, label: label! });
+}
 const speed: Record<string, unknown>[] = [];
-for (const run of parts.has("decode") ? runs.filter((r) => models.has(r.model)) : []) {
+const pathOf = (r: (typeof runs)[number]) =>
+  r.label === "no collectives" ? "skip" : r.label ? "variant" : r.allreduce;
+for (const run of parts.has("decode")
+  ? runs.filter((r) => models.has(r.model) && (pathOf(r) === "variant" || pathsFlag.has(pathOf(r))))
+  : []) {
   const r = await runGroup({
     tp: run.tp,
     mode: "decode",
     allreduce: run.allreduce,
     ...(run.env ? { env: run.env } : {}),
-    batches: [1, 32],
+    batches,
     kvHeadsLocal: Math.max(1, run.kvHeads / run.tp),
     headDim: 128,
     cfg: {

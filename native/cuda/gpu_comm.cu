@@ -214,6 +214,16 @@ bool GpuComm::allReduceAddNorm(float* partial, float* x, const float* w, float* 
   return false;
 }
 
+void GpuComm::allReduceFold(float* partial, float* x, const float* w, __half* xp, float* ssq, int rows, int dim,
+                            cudaStream_t s) {
+  const size_t n = (size_t)rows * dim;
+  if (skip_) return;
+  const bool p2p = useP2p(n) && n <= g_.cap;
+  if (!p2p) allReduceSum(partial, n, s);
+  const cudaError_t e = cuda::all_reduce_fold(partial, x, w, xp, ssq, rows, dim, p2p ? &g_ : nullptr, s);
+  if (e != cudaSuccess) fail("NATIVE_CUDA", std::string("kernel all_reduce_fold failed: ") + cudaGetErrorString(e));
+}
+
 void GpuComm::gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s) {
   const size_t n = (size_t)rows * cols;
   if (skip_) return;
