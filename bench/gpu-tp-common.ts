@@ -33,6 +33,10 @@ export interface RankResult {
   loadS: number;
   rows: DecodeRow[];
   greedy?: number[][];
+  /** bench/decode-ahead.ts's script without sampled steps: the ids of each forward pass. */
+  script?: number[][];
+  /** The leader's decode-ahead counts at the end (engine.info().decodeAhead). */
+  decodeAhead?: { enabled: boolean; hits: number; misses: number };
 }
 
 interface GoldenPrompt {

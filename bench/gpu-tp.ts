@@ -12,7 +12,9 @@
 //     ends with UNAVAILABLE within the bound and the leader process still answers.
 // Flags: --bandwidth GBPS (per GPU), --out FILE, --quick (skips the 70B NCCL-only run and the end-to-end part),
 // --tps 1,2 (default: 1, 2, 4, 8 up to the GPUs visible), --parts equality,decode,e2e,failure (default all),
-// --models llama-2-7b,llama-2-70b,llama-3-70b (the decode runs; default the first two).
+// --models llama-2-7b,llama-2-70b,llama-3-70b (the decode runs; default the first two), --paths auto,nccl,skip
+// (the decode runs' collectives: p2p and NCCL above its cap, NCCL alone, skipped; default all), --batches 1,32,
+// --variants (below).
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -33,7 +35,8 @@ import { createEngine, kvBytesPerPage } from "../services/worker/server.js";
 import { tpLoadedBarrier } from "../services/worker/tp.js";
 import { writeTinyLlama } from "../test/helpers/tiny-llama.js";
 import { batchOf, median } from "./batch.js";
-import { decodeSeqs, greedyOneByOne, prefillSeqs } from "./decode.js";
+import { decodeSeqs, greedyOneByOne, prefillSeqs, timeDecodeSteps } from "./decode.js";
+import { decodeAheadScript } from "./decode-ahead.js";
 import { golden, type RankResult, type RankSpec } from "./gpu-tp-common.js";
 
 const childArg = process.argv.find((a) => a.startsWith("--rank-spec="));
@@ -51,6 +54,12 @@ const failureModel = f.string("failure-model", "");
 const shapeDir = f.string("shape-dir", ""); // trying the script on a small machine: every decode run uses this config // default: dummy Llama-2-7B (a folder: its weights as stored)
 const parts = new Set(f.string("parts", "equality,decode,e2e,failure").split(","));
 const models = new Set(f.string("models", "llama-2-7b,llama-2-70b").split(","));
+// Which decode runs: auto (p2p up to its cap, NCCL above), nccl (NCCL alone), skip (collectives skipped).
+const pathsFlag = new Set(f.string("paths", "auto,nccl,skip").split(","));
+// A/B settings: "label:ENV=v,ENV2=v;label2:..." runs Llama-2-7B at each TP > 1 of --tps again under each setting
+// (after the runs above, in the same process).
+const variantsFlag = f.string("variants", "");
+const batches = f.string("batches", "1,32").split(",").map(Number);
 f.rejectUnknown();
 
 function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
@@ -88,8 +97,13 @@ async function runRank(spec: RankSpec): Promise<void> {
   }
   const info = engine.info();
   const result: RankResult = { device: info.device, weightBytes: info.weightBytes, loadS, rows: [] };
-  if (spec.mode === "greedy") result.greedy = await greedyOneByOne(engine, golden().golden);
-  else result.rows = await decodeRows(engine, spec, model.vocabSize, model.hiddenSize, model.numLayers);
+  if (spec.mode === "greedy") {
+    result.greedy = await greedyOneByOne(engine, golden().golden);
+    // Every decode-ahead path in the group (hits, a miss, a subset): the ranks must decide alike or they hang.
+    const prompts = golden().golden.map((g) => g.prompt_ids);
+    result.script = await decodeAheadScript(engine, prompts, model.vocabSize, false);
+  } else result.rows = await decodeRows(engine, spec, model.vocabSize, model.hiddenSize, model.numLayers);
+  result.decodeAhead = engine.info().decodeAhead;
   process.send!(result);
   engine.close();
   group?.close();
@@ -103,14 +117,10 @@ async function decodeRows(engine: Engine, spec: RankSpec, vocab: number, hidden:
   for (const b of spec.batches) {
     const seqs = decodeSeqs(b, PROMPT, pagesPerSeq, vocab);
     await prefillSeqs(engine, seqs, 16);
-    const times: number[] = [];
-    let ctx = PROMPT;
-    for (let s = 0; s < steps; s++) {
-      ctx++;
-      const t = performance.now();
-      await engine.forwardArgmax(batchOf(seqs.map((q) => ({ tokens: [5 + s], ctx, pages: q.pages }))));
-      times.push(performance.now() - t);
-    }
+    // Fed their own ids and decoding ahead, timed from result to result (bench/decode.ts).
+    const run = await timeDecodeSteps(engine, seqs, PROMPT, steps);
+    const times = run.times;
+    let ctx = run.ctx;
     // Profile (graphs off, CUDA events): time in the collectives per step, waiting for the slowest rank included.
     engine.setProfiling!(true);
     engine.resetProfile!();
@@ -179,6 +189,7 @@ const paths: { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>;
 async function equality(model: string, name: string, tpList: number[], groupSize: 64 | 128, withGolden: boolean) {
   for (const quantization of ["none", "int4"] as const) {
     const ref: number[][] = [];
+    const refScript: number[][] = [];
     for (const [tp, path] of tpList.flatMap((t) =>
       t === 1 ? [[t, paths[0]!] as const] : paths.map((p) => [t, p] as const),
     )) {
@@ -193,8 +204,13 @@ async function equality(model: string, name: string, tpList: number[], groupSize
         cfg: { model, quantization, groupSize, numPages: 64, maxBatchTokens: 512 },
       });
       const ids = r.greedy!;
-      if (tp === 1) ref.push(...ids);
+      if (tp === 1) {
+        ref.push(...ids);
+        refScript.push(...r.script!);
+      }
       const equalTp1 = ids.filter((x, i) => JSON.stringify(x) === JSON.stringify(ref[i])).length;
+      const scriptEqual = r.script!.filter((x, i) => JSON.stringify(x) === JSON.stringify(refScript[i])).length;
+      const ah = r.decodeAhead;
       const equalGolden =
         withGolden && quantization === "none"
           ? ids.filter((x, i) => JSON.stringify(x) === JSON.stringify(golden().golden[i]!.greedy_ids)).length
@@ -206,10 +222,13 @@ async function equality(model: string, name: string, tpList: number[], groupSize
         path: path.label,
         equalTp1: `${equalTp1}/6`,
         equalGolden: equalGolden === null ? null : `${equalGolden}/6`,
+        decodeAheadScriptEqualTp1: `${scriptEqual}/${r.script!.length}`,
+        decodeAhead: ah,
         device: r.device,
       });
       console.log(
-        `greedy ${name} ${quantization} tp ${tp} ${path.label}: ${equalTp1}/6 equal to tp 1${equalGolden === null ? "" : `, ${equalGolden}/6 equal to golden`} (${r.device})`,
+        `greedy ${name} ${quantization} tp ${tp} ${path.label}: ${equalTp1}/6 equal to tp 1${equalGolden === null ? "" : `, ${equalGolden}/6 equal to golden`}; ` +
+          `decode-ahead script ${scriptEqual}/${r.script!.length} steps equal to tp 1 (${ah?.hits ?? 0} hits, ${ah?.misses ?? 0} misses) (${r.device})`,
       );
     }
   }
@@ -284,14 +303,24 @@ for (const tp of tps.filter((t) => t >= 4))
   runs.push({ model: "llama-3-70b", kvHeads: 8, tp, allreduce: "auto", groupSize: 128 });
 if (!quick && tps.includes(4))
   runs.push({ model: "llama-2-70b", kvHeads: 8, tp: 4, allreduce: "nccl", groupSize: 128 });
+for (const v of variantsFlag ? variantsFlag.split(";") : []) {
+  const [label, envs = ""] = v.split(/:(.*)/s);
+  const env = Object.fromEntries(envs.split(",").filter(Boolean).map((kv) => kv.split(/=(.*)/s).slice(0, 2)));
+  for (const tp of tpsSmall.filter((t) => t > 1))
+    runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp), env, label: label! });
+}
 const speed: Record<string, unknown>[] = [];
-for (const run of parts.has("decode") ? runs.filter((r) => models.has(r.model)) : []) {
+const pathOf = (r: (typeof runs)[number]) =>
+  r.label === "no collectives" ? "skip" : r.label ? "variant" : r.allreduce;
+for (const run of parts.has("decode")
+  ? runs.filter((r) => models.has(r.model) && (pathOf(r) === "variant" || pathsFlag.has(pathOf(r))))
+  : []) {
   const r = await runGroup({
     tp: run.tp,
     mode: "decode",
     allreduce: run.allreduce,
     ...(run.env ? { env: run.env } : {}),
-    batches: [1, 32],
+    batches,
     kvHeadsLocal: Math.max(1, run.kvHeads / run.tp),
     headDim: 128,
     cfg: {

@@ -214,6 +214,16 @@ bool GpuComm::allReduceAddNorm(float* partial, float* x, const float* w, float* 
   return false;
 }
 
+void GpuComm::allReduceFold(float* partial, float* x, const float* w, __half* xp, float* ssq, int rows, int dim,
+                            cudaStream_t s) {
+  const size_t n = (size_t)rows * dim;
+  if (skip_) return;
+  const bool p2p = useP2p(n) && n <= g_.cap;
+  if (!p2p) allReduceSum(partial, n, s);
+  const cudaError_t e = cuda::all_reduce_fold(partial, x, w, xp, ssq, rows, dim, p2p ? &g_ : nullptr, s);
+  if (e != cudaSuccess) fail("NATIVE_CUDA", std::string("kernel all_reduce_fold failed: ") + cudaGetErrorString(e));
+}
+
 void GpuComm::gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s) {
   const size_t n = (size_t)rows * cols;
   if (skip_) return;
@@ -234,13 +244,13 @@ void GpuComm::gatherCols(const float* local, int rows, int cols, float* out, flo
                          (size_t)cols * sizeof(float), (size_t)cols * sizeof(float), rows, cudaMemcpyDeviceToDevice, s));
 }
 
-void GpuComm::wait(cudaStream_t s) {
+void GpuComm::wait(cudaStream_t s, cudaEvent_t until) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();
   Clock::time_point lastCheck = start;
   const auto timeout = std::chrono::milliseconds(host_->timeoutMs());
   for (;;) {
-    const cudaError_t e = cudaStreamQuery(s);
+    const cudaError_t e = until ? cudaEventQuery(until) : cudaStreamQuery(s);
     if (e == cudaSuccess) break;
     if (e != cudaErrorNotReady) CK(e);
     const Clock::time_point now = Clock::now();

@@ -46,10 +46,18 @@ class GpuComm {
    */
   bool allReduceAddNorm(float* partial, float* x, const float* w, float* y, __half* xp, int rows, int dim, float eps,
                         cudaStream_t s);
+  /**
+   * Folded norm (decode, rows <= 16, cuda::fold_parts(dim) > 0): x += the sum over ranks of `partial`, xp = the
+   * next GEMV's prepared input of x * w and ssq the sums of squares it scales by (cuda::all_reduce_fold): one kernel
+   * on the p2p path; NCCL's all-reduce and then the same kernel without the exchange otherwise. Skipped with the
+   * other collectives under TPSERVE_TP_SKIP_COLLECTIVES (the fold then costs nothing either).
+   */
+  void allReduceFold(float* partial, float* x, const float* w, __half* xp, float* ssq, int rows, int dim,
+                     cudaStream_t s);
   /** out (rows, world * cols) = every rank's `local` (rows, cols) side by side; `scratch` holds world*rows*cols. */
   void gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s);
-  /** Waits for `s` with the bounds described above. */
-  void wait(cudaStream_t s);
+  /** Waits for `s` (or only until `until`, an event recorded on it) with the bounds described above. */
+  void wait(cudaStream_t s, cudaEvent_t until = nullptr);
   /** "p2p (CUDA IPC) up to 2 MiB, NCCL 2.28.3 above". */
   std::string describe() const;
 

@@ -18,6 +18,7 @@
 #include "cuda_check.h"
 #include "decode_ahead.h"
 #include "step_ints.h"
+#include "step_trace.h"
 #include "device_weight.h"
 #include "gpu_comm.h"
 #include "kv_sizing.h"
@@ -44,6 +45,7 @@ class CudaModel : public GpuModel {
     CK(cudaGetDeviceProperties(&props_, dev_));
     CK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     if (o.comm && o.comm->world() > 1) comm_ = std::make_unique<GpuComm>(o.comm, dev_);
+    trace_.setRank(comm_ ? comm_->rank() : 0);
     const ModelShape& s = o_.s;
     const size_t T = o.maxBatchTokens, H = s.hidden, qd = (size_t)s.heads * s.headDim;
     const size_t kvd = (size_t)s.kvHeads * s.headDim;
@@ -73,7 +75,11 @@ class CudaModel : public GpuModel {
 
   ~CudaModel() override {
     cudaSetDevice(dev_);
-    if (stream_ && ahead_.valid) cudaStreamSynchronize(stream_);  // a step decoded ahead may still run
+    // A step decoded ahead may still run (in a group: bounded, it throws when a peer failed).
+    try {
+      if (stream_ && ahead_.valid) sync();
+    } catch (...) {
+    }
     for (cudaEvent_t e : marks_) cudaEventDestroy(e);
     if (idsDone_) cudaEventDestroy(idsDone_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -130,6 +136,8 @@ class CudaModel : public GpuModel {
 
   void forward(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling) override {
     CK(cudaSetDevice(dev_));
+    const auto traceStart = std::chrono::steady_clock::now();
+    trace_.drain();
     const ModelShape& s = o_.s;
     const int T = (int)b.tokens.size(), S = (int)b.seqLens.size();
     const bool decode = !b.all && T == S;  // one new token per sequence (b.hidden implies b.all)
@@ -139,13 +147,14 @@ class CudaModel : public GpuModel {
     // Decode ahead (docs/gpu.md): the previous call may have enqueued this very step already. When that step held
     // more sequences than b (some finished meanwhile), rowOf[i] is the logits row of b's sequence i in it; empty
     // rowOf: row i is sequence i.
+    const bool ahead = decideAhead(b, ids != nullptr, out != nullptr, sampling != nullptr);
     std::vector<int> rowOf;
     const int bRows = b.all ? T : S;  // the rows b asks for
     int rows = 0;                     // the logits rows on the device
     bool hit = false;
     if (ahead_.valid) {
       ahead_.valid = false;
-      hit = ids && !out && ahead_.match(b, o_.blockSize, rowOf);
+      hit = mayTakeAhead(ids != nullptr, out != nullptr, sampling != nullptr) && ahead_.match(b, o_.blockSize, rowOf);
       if (hit) {
         rows = ahead_.S, aheadHits_++;
       } else {
@@ -181,20 +190,20 @@ class CudaModel : public GpuModel {
     }
     if (out)
       CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * vocab_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    // Not in a tensor-parallel group: every rank would have to enqueue the same step at the same point.
-    const bool ahead = graph && rowOf.empty() && ids && !out && b.continues && aheadOn_ && !comm_ &&
-                       DecodeAhead::possible(b, o_.blockSize);
     if (ahead) {
       if (!idsDone_) CK(cudaEventCreateWithFlags(&idsDone_, cudaEventDisableTiming));
       CK(cudaEventRecord(idsDone_, stream_));
       stage(b, true, 1);
-      CK(cudaEventSynchronize(idsDone_));
+      if (comm_) comm_->wait(stream_, idsDone_);  // bounded, and aware of failed peers
+      else CK(cudaEventSynchronize(idsDone_));
     } else {
       sync();
     }
     if (ids)
       for (int i = 0; i < bRows; i++) ids[i] = hostIds_.p[rowOf.empty() ? i : rowOf[i]];
     if (ahead) ahead_.record(b, ids);
+    trace_.drain(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - traceStart).count(),
+                 hit ? (ahead ? "hit+ahead" : "hit") : (ahead ? "ahead" : "plain"), rows);
     if (profiling_ && !graph) {
       for (int i = 1; i < nMarks_; i++) {
         float ms = 0.f;
@@ -207,8 +216,34 @@ class CudaModel : public GpuModel {
   /** Steps this model decoded ahead that the next call took, and those it did not (the GPU's time lost). */
   bool aheadCounts(long long* hits, long long* misses) const override {
     *hits = aheadHits_.load(std::memory_order_relaxed), *misses = aheadMisses_.load(std::memory_order_relaxed);
-    return aheadOn_ && !comm_;
+    return aheadOn_;
   }
+
+  bool willDecodeAhead(const BatchIn& b, bool argmax) const override { return decideAhead(b, argmax, false, false); }
+
+  /**
+   * Whether forward(b) enqueues the step after b. In a tensor-parallel group every rank must decide the same (the
+   * collectives of the steps pair up in order): the leader decides from its switches before it sends the plan
+   * (willDecodeAhead, BatchIn::continues as the followers receive it), the followers take that, and the rest
+   * depends only on the batches, which all ranks share.
+   */
+  bool decideAhead(const BatchIn& b, bool ids, bool out, bool sampled) const {
+    const int S = (int)b.seqLens.size();
+    if (b.all || (int)b.tokens.size() != S || !b.continues || !ids || out || (comm_ && sampled)) return false;
+    // In a group, one sequence only: with 8 or 32 the replays of some batch phases ran 7-12x slower (every p2p
+    // collective late in proportion to its size; docs/tensor-parallel.md, "Decode ahead in a group"). Never at 1.
+    if (comm_ && S > kGroupAheadMaxSeqs) return false;
+    const bool follower = comm_ && comm_->rank() > 0;
+    if (!follower && (!aheadOn_ || !graphsOn_ || profiling_)) return false;
+    if (!DecodeAhead::possible(b, o_.blockSize)) return false;
+    // A step taken on a subset of its sequences leaves the ids on the device out of b's order: not from there.
+    std::vector<int> rowOf;
+    return !(ahead_.valid && mayTakeAhead(ids, out, sampled) && ahead_.match(b, o_.blockSize, rowOf) &&
+             !rowOf.empty());
+  }
+
+  /** Whether a call may take the step decoded ahead (if it matches): ids wanted, no logits, argmax in a group. */
+  bool mayTakeAhead(bool ids, bool out, bool sampled) const { return ids && !out && !(comm_ && sampled); }
 
   void setProfiling(bool on) override { profiling_ = on; }
   void resetProfile() override {
@@ -301,7 +336,9 @@ class CudaModel : public GpuModel {
         CK(e);
         it = graphs_.emplace(key, GraphExec(exec)).first;
       }
+      trace_.begin(stream_);
       CK(cudaGraphLaunch(it->second.exec, stream_));
+      trace_.end(stream_, ahead ? "ahead" : "now");
     } else {
       nMarks_ = 0;
       enqueue(p);
@@ -328,10 +365,17 @@ class CudaModel : public GpuModel {
     allReduce(x_.p, (size_t)p.T * H);
     // Folded RMSNorms (docs/gpu-runs.md run 26): O and down add into x_ in place and prepare the next GEMV's input as
     // x * (norm weight) with per-block sums of squares; QKV and gate/up scale their rows by 1 / rms(x). Decode steps
-    // of up to kFoldMaxTokens tokens at TP = 1, every layer in the tiled layout.
+    // of up to kFoldMaxTokens tokens, every layer in the tiled layout. In a tensor-parallel group O and down write
+    // this rank's partial sums, and the all-reduce kernel does the add and the preparation (foldReduce;
+    // docs/tensor-parallel.md).
     const bool fold = foldNorm_ && foldable(p);
+    const int ssqParts = comm_ ? cuda::fold_parts(H) : H / 16;
     const auto foldIn = [&](cuda::Int4Epilogue& ep) {
-      ep.ssqIn = ssq_.p, ep.ssqParts = H / 16, ep.normCols = H, ep.eps = s.eps;
+      ep.ssqIn = ssq_.p, ep.ssqParts = ssqParts, ep.normCols = H, ep.eps = s.eps;
+    };
+    const auto foldReduce = [&](const float* normW) {
+      comm_->allReduceFold(tmp_.p, x_.p, normW, xp_.p, ssq_.p, p.T, H, stream_);
+      mark(Engine::kTpComm);
     };
     const auto foldOut = [&](const float* nextNormW) {
       cuda::Int4Epilogue ep;
@@ -347,6 +391,7 @@ class CudaModel : public GpuModel {
       const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
       // Layers after the first add the previous down projection (summed over the ranks first) to x.
       const bool folded = fold && l > 0;  // this norm's input came prepared from the previous down GEMV
+      if (folded && comm_) foldReduce(Ly.attnNorm.f.p);
       if (!folded && !(ablate_ & kAblNorm)) residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
       if (ablate_ & kAblQkv) {
       } else if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
@@ -375,8 +420,9 @@ class CudaModel : public GpuModel {
       if (prepO) a.xpOut = xp2_.p;
       if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
       mark(Engine::kAttention);
-      if (fold) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p), xp2_.p);
+      if (fold && !comm_) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p), xp2_.p);
       else if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
+      if (fold && comm_) foldReduce(Ly.mlpNorm.f.p);
       mark(Engine::kOProj);
       const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
       const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
@@ -394,7 +440,7 @@ class CudaModel : public GpuModel {
         checkLaunch(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
         mark(Engine::kSilu);
       }
-      if (fold) {
+      if (fold && !comm_) {
         const float* next = l + 1 < s.layers ? layers_[l + 1].attnNorm.f.p : nullptr;
         matmul(act_.p, Ly.down, x_.p, p.T, prepDown, nullptr, foldOut(next), xp2_.p);
       } else if (!(ablate_ & kAblDown)) {
@@ -402,7 +448,8 @@ class CudaModel : public GpuModel {
       }
       mark(Engine::kDown);
     }
-    residualNorm(p.T, !fold, finalNorm_.f.p, nullptr, Engine::kFinalNorm);  // folded: x_ holds the sum already
+    // Folded at TP = 1: x_ holds the sum already; in a group the last down's partial sums are still to reduce.
+    residualNorm(p.T, !fold || comm_, finalNorm_.f.p, nullptr, Engine::kFinalNorm);
     if (p.hidden) return;  // embeddings: forward() copies h_ out
     const float* head = h_.p;
     if (!p.all && p.T != p.S) {  // gather each sequence's last row
@@ -455,10 +502,14 @@ class CudaModel : public GpuModel {
                                      std::string(props_.name) + " (device " + std::to_string(dev_) + ")", &sizing_));
   }
 
-  /** Whether a step can take the folded RMSNorms: decode of up to kFoldMaxTokens, TP = 1, every layer tiled. */
+  /**
+   * Whether a step can take the folded RMSNorms: decode of up to kFoldMaxTokens, every layer tiled; in a group also
+   * a hidden size the all-reduce kernel folds (cuda::fold_parts) and TPSERVE_TP_FOLD not 0.
+   */
   bool foldable(const Ptrs& p) const {
     const ModelShape& s = o_.s;
-    if (comm_ || ablate_ || p.T > kFoldMaxTokens || p.maxQ != 1 || p.all) return false;
+    if (ablate_ || p.T > kFoldMaxTokens || p.maxQ != 1 || p.all) return false;
+    if (comm_ && (!tpFold_ || cuda::fold_parts(s.hidden) == 0)) return false;
     if (s.hidden % 64 != 0 || s.inter % 64 != 0) return false;
     for (const Layer& Ly : layers_)
       if (Ly.qkv.kind != DWeight::kInt4Tiled || Ly.qkv.order != cuda::Int4RowOrder::kRopePairs ||
@@ -602,6 +653,7 @@ class CudaModel : public GpuModel {
   // Above 8 tokens the prepared input is one fp16 column a token (no hi/lo pair) and the fold was not faster.
   static constexpr int kFoldMaxTokens = 8;
   bool foldNorm_ = true;
+  bool tpFold_ = cuda::detail::env_on("TPSERVE_TP_FOLD");  // the fold in tensor-parallel groups (foldReduce)
   DevBuf<float> ssq_;
   DevBuf<float> splitParts_;
   DevBuf<int32_t> ints_, ids_;
@@ -611,8 +663,10 @@ class CudaModel : public GpuModel {
   PinnedBuf<int32_t> hostIds_;  // the step's ids
   DecodeAhead ahead_;  // the step enqueued after the last call's, which the next call takes if it asks for it
   bool aheadOn_ = cuda::detail::env_on("TPSERVE_DECODE_AHEAD");
+  static constexpr int kGroupAheadMaxSeqs = 1;  // decode ahead in a tensor-parallel group: steps of this many
   std::atomic<long long> aheadHits_{0}, aheadMisses_{0};  // info() reads them on the JavaScript thread
   cudaEvent_t idsDone_ = nullptr;
+  StepTrace trace_;  // TPSERVE_TRACE_STEPS (step_trace.h)
 };
 
 }  // namespace

@@ -245,8 +245,11 @@ class Engine {
   Weight* lookup(const std::string& name, int& expRows, int& expCols, bool& matrix);
   /** Checks that the shape splits over world ranks and sets ls_ (engine_tp.cc). */
   void setupShards();
-  /** Leader: hands the batch to the followers through the collective (engine_tp.cc). */
-  void sendPlan(const BatchIn& b);
+  /**
+   * Leader: hands the batch to the followers through the collective (engine_tp.cc). argmax: the leader takes each
+   * row's argmax (forwardArgmax), so GPU followers take it too and can decode ahead with it (docs/gpu.md).
+   */
+  void sendPlan(const BatchIn& b, bool argmax);
   void sendStop();
   /** The forward pass proper; the collectives of a TP group run inside it. */
   void forwardLocal(const BatchIn& b, float* out);
@@ -257,7 +260,7 @@ class Engine {
    * following rank may run a step on a follower, and a local failure fails the whole group (its peers are inside
    * the step's collectives).
    */
-  void groupStep(const BatchIn& b, const std::function<void()>& run);
+  void groupStep(const BatchIn& b, const std::function<void()>& run, bool argmax = false);
   /** Embedding rows of this rank's vocab slice, zero elsewhere (engine_tp.cc); the caller sums them over ranks. */
   void embedTokens(const BatchIn& b);
   /** LM head over this rank's vocab slice, gathered into out (rows, vocab) (engine_tp.cc). */
@@ -287,6 +290,7 @@ class Engine {
   bool following_ = false;
   std::atomic<bool> stopped_{false};  // a follower received the leader's stop
   std::vector<float> lmLocal_, gathered_, followOut_;
+  std::vector<int32_t> followIds_;  // a GPU follower's argmax of a step the leader takes the argmax of
   Simd simd_;
   std::unique_ptr<GpuModel> gpu_;  // set when o_.device >= 0: weights and forward live on the GPU
   std::unique_ptr<ThreadPool> pool_;

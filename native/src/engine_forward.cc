@@ -166,19 +166,19 @@ void Engine::forwardArgmax(const BatchIn& b, int32_t* ids) {
 
 void Engine::gpuStep(const BatchIn& b, float* out, int32_t* ids, const SampleParams* sampling) {
   const Clock::time_point start = Clock::now();
-  groupStep(b, [&] { gpu_->forward(b, out, ids, sampling); });
+  groupStep(b, [&] { gpu_->forward(b, out, ids, sampling); }, ids && !sampling && !out);
   if (profiling_) {  // whole passes of every GPU entry (forward, forwardArgmax, forwardSample)
     profNs_[kForward] += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
     profCalls_[kForward]++;
   }
 }
 
-void Engine::groupStep(const BatchIn& b, const std::function<void()>& run) {
+void Engine::groupStep(const BatchIn& b, const std::function<void()>& run, bool argmax) {
   if (world_ == 1) return run();
   if (rank_ > 0 && !following_)
     fail("NATIVE_INVALID_ARG", "this engine is rank " + std::to_string(rank_) + " of a tensor-parallel group: it runs "
                                "the steps its leader (rank 0) broadcasts, through follow(), not forward()");
-  if (rank_ == 0) sendPlan(b);
+  if (rank_ == 0) sendPlan(b, argmax);
   try {
     run();
   } catch (const NativeError& e) {

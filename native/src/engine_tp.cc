@@ -16,13 +16,14 @@
 
 #include "engine.h"
 #include "errors.h"
+#include "gpu_model.h"
 
 namespace tpserve {
 
 namespace {
 constexpr int32_t kPlanMagic = 0x54504c4e;  // "TPLN"
 enum PlanOp : int32_t { kPlanForward = 1, kPlanStop = 2 };
-enum PlanFlags : int32_t { kFlagAll = 1, kFlagHidden = 2 };
+enum PlanFlags : int32_t { kFlagAll = 1, kFlagHidden = 2, kFlagArgmax = 4, kFlagContinues = 8 };
 }  // namespace
 
 void Engine::setupShards() {
@@ -46,9 +47,14 @@ void Engine::setupShards() {
   vocabBegin_ = rank_ * ls_.vocab;
 }
 
-void Engine::sendPlan(const BatchIn& b) {
+void Engine::sendPlan(const BatchIn& b, bool argmax) {
   const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), mb = b.maxBlocksPerSeq;
-  int32_t hdr[8] = {kPlanMagic, kPlanForward, T, S, mb, (b.all ? kFlagAll : 0) | (b.hidden ? kFlagHidden : 0), 0, 0};
+  // Decoding ahead in a group: every rank enqueues the same step at the same point, so the followers take the
+  // leader's decision (its switch, its mode), not their own.
+  const bool ahead = gpu_ && gpu_->willDecodeAhead(b, argmax);
+  const int32_t flags = (b.all ? kFlagAll : 0) | (b.hidden ? kFlagHidden : 0) | (argmax ? kFlagArgmax : 0) |
+                        (ahead ? kFlagContinues : 0);
+  int32_t hdr[8] = {kPlanMagic, kPlanForward, T, S, mb, flags, 0, 0};
   comm_->broadcast(hdr, sizeof hdr, 0);
   std::vector<int32_t> payload;
   payload.reserve((size_t)T + 2 * S + (size_t)S * mb);
@@ -102,6 +108,7 @@ bool Engine::follow() {
   b.blockTables.assign(p, p + (size_t)S * mb);
   b.maxBlocksPerSeq = mb;
   b.all = (hdr[5] & kFlagAll) != 0, b.hidden = (hdr[5] & kFlagHidden) != 0;
+  b.continues = (hdr[5] & kFlagContinues) != 0;
   std::lock_guard<std::mutex> lk(mu_);
   int rows;
   try {
@@ -110,11 +117,14 @@ bool Engine::follow() {
     comm->abort("rank " + std::to_string(rank_) + " rejected the leader's step plan: " + e.what());
     throw;
   }
-  // A GPU follower keeps its logits on the device (only the leader samples); the CPU one fills a host buffer.
+  // A GPU follower keeps its logits on the device (only the leader samples), but takes the argmax where the leader
+  // does, as the tokens of a step decoded ahead; the CPU one fills a host buffer.
   if (!gpu_) followOut_.resize((size_t)rows * (b.hidden ? o_.s.hidden : o_.s.vocab));
+  const bool argmax = gpu_ && (hdr[5] & kFlagArgmax) != 0;
+  if (argmax) followIds_.resize((size_t)rows);
   following_ = true;
   try {
-    if (gpu_) gpuStep(b, nullptr, nullptr, nullptr);
+    if (gpu_) gpuStep(b, nullptr, argmax ? followIds_.data() : nullptr, nullptr);
     else forward(b, followOut_.data());
   } catch (...) {
     following_ = false;

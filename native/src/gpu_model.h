@@ -48,6 +48,11 @@ class GpuModel {
     *hits = 0, *misses = 0;
     return false;
   }
+  /** Leader of a tensor-parallel group: whether forward(b) will decode ahead, argmax: the call takes the argmax. */
+  virtual bool willDecodeAhead(const BatchIn& b, bool argmax) const {
+    (void)b, (void)argmax;
+    return false;
+  }
 };
 
 /**

@@ -223,6 +223,82 @@ bool check_fused(Group& G, Rng& rng, int rows, int dim) {
   return ok;
 }
 
+/**
+ * The folded norm (all_reduce_fold) on every rank, and its local form (no exchange, the sum given) on GPU 0: x
+ * bitwise equal to x + the rank-order sum, xp bitwise equal to cuda::xprep of x * w, and each part's sum of squares
+ * within 1e-5 (relative) of a double-precision sum over its columns.
+ */
+bool check_fold(Group& G, Rng& rng, int rows, int dim) {
+  const int W = G.world, parts = cuda::fold_parts(dim);
+  const size_t n = (size_t)rows * dim, nxp = cuda::xprep_halves(rows, dim);
+  std::vector<std::vector<float>> part(W, std::vector<float>(n));
+  std::vector<float> x(n), w(dim), ex(n), xw(n);
+  for (auto& v : part)
+    for (auto& e : v) e = rng.uniform(-1.f, 1.f);
+  for (auto& e : x) e = rng.uniform(-2.f, 2.f);
+  for (auto& e : w) e = rng.uniform(0.5f, 1.5f);
+  std::vector<float> sum(n, 0.f);
+  for (size_t i = 0; i < n; i++) {
+    for (int r = 0; r < W; r++) sum[i] += part[r][i];
+    ex[i] = x[i] + sum[i];
+    xw[i] = ex[i] * w[i % dim];
+  }
+  std::vector<double> essq((size_t)rows * parts, 0.0);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < dim; c++) essq[(size_t)r * parts + c / (dim / parts)] += (double)ex[(size_t)r * dim + c] * ex[(size_t)r * dim + c];
+  std::vector<__half> exp_(nxp);
+  bool ok = parts > 0;
+  {
+    cudaSetDevice(0);
+    float* d;
+    __half* dxp;
+    cudaMalloc(&d, n * 4), cudaMalloc(&dxp, nxp * 2);
+    cudaMemcpy(d, xw.data(), n * 4, cudaMemcpyHostToDevice);
+    ok = ok && cuda::xprep(d, rows, dim, dxp, 0) == cudaSuccess && cudaDeviceSynchronize() == 0;
+    cudaMemcpy(exp_.data(), dxp, nxp * 2, cudaMemcpyDeviceToHost);
+    cudaFree(d), cudaFree(dxp);
+  }
+  // rank r < W runs the p2p kernel; "rank" W is the local form on GPU 0 with the sum as its partial.
+  std::vector<float*> dp(W + 1), dx(W + 1), dw(W + 1), dss(W + 1);
+  std::vector<__half*> dxp(W + 1);
+  for (int r = 0; r <= W; r++) {
+    cudaSetDevice(r < W ? r : 0);
+    cudaMalloc(&dp[r], n * 4), cudaMalloc(&dx[r], n * 4), cudaMalloc(&dw[r], dim * 4), cudaMalloc(&dxp[r], nxp * 2);
+    cudaMalloc(&dss[r], (size_t)rows * parts * 4 + 4);
+    cudaMemcpy(dp[r], r < W ? part[r].data() : sum.data(), n * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dx[r], x.data(), n * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dw[r], w.data(), dim * 4, cudaMemcpyHostToDevice);
+  }
+  for (int r = 0; r <= W && ok; r++) {
+    cudaSetDevice(r < W ? r : 0);
+    if (cuda::all_reduce_fold(dp[r], dx[r], dw[r], dxp[r], dss[r], rows, dim, r < W ? &G.g[r] : nullptr,
+                              r < W ? G.streams[r] : G.streams[0]) != cudaSuccess)
+      ok = false;
+  }
+  if (!G.syncAll()) ok = false;
+  std::vector<float> ox(n), oss((size_t)rows * parts);
+  std::vector<__half> oxp(nxp);
+  double worst = 0;
+  for (int r = 0; r <= W && ok; r++) {
+    cudaSetDevice(r < W ? r : 0);
+    cudaMemcpy(ox.data(), dx[r], n * 4, cudaMemcpyDeviceToHost), cudaMemcpy(oxp.data(), dxp[r], nxp * 2, cudaMemcpyDeviceToHost);
+    cudaMemcpy(oss.data(), dss[r], oss.size() * 4, cudaMemcpyDeviceToHost);
+    ok = std::memcmp(ox.data(), ex.data(), n * 4) == 0 && std::memcmp(oxp.data(), exp_.data(), nxp * 2) == 0 &&
+         (r == W || !G.flags[r][0]);
+    for (size_t i = 0; i < oss.size(); i++) worst = std::max(worst, std::fabs(oss[i] - essq[i]) / essq[i]);
+  }
+  ok = ok && worst <= 1e-5;
+  for (int r = 0; r <= W; r++) {
+    cudaSetDevice(r < W ? r : 0);
+    cudaFree(dp[r]), cudaFree(dx[r]), cudaFree(dw[r]), cudaFree(dxp[r]), cudaFree(dss[r]);
+  }
+  char msg[160];
+  std::snprintf(msg, sizeof msg, "all_reduce_fold world %d rows %d dim %d, and local (x, xp bitwise; ssq rel %.1e)", W,
+                rows, dim, worst);
+  report(msg, ok);
+  return ok;
+}
+
 /** Captures 3 all-reduces per rank into a graph and replays it: epochs live on the device, so replays stay in step. */
 bool check_graph(Group& G, Rng& rng, size_t n) {
   const int W = G.world;
@@ -283,22 +359,27 @@ bool check_timeout(Group& G) {
 }
 
 /**
- * Median microseconds per call of `op` (mode 0: all-reduce of n floats; 1: all-reduce + rmsnorm of n / 4096 rows
- * of 4096; 2: the same unfused, all-reduce then rmsnorm): 200 back-to-back calls captured in one CUDA graph per
+ * Median microseconds per call of `op` (mode 0: all-reduce of n floats; 1: all-reduce + rmsnorm of n / dim rows
+ * of dim; 2: the same unfused, all-reduce then rmsnorm; 3: the folded norm, all_reduce_fold): 200 back-to-back
+ * calls captured in one CUDA graph per
  * rank (as in a decode step's graph), the graphs launched together.
  */
 double time_p2p(Group& G, size_t n, int mode = 0, int dim = 4096) {
   const int W = G.world, iters = 200, rows = (int)(n / dim);
-  std::vector<float*> d(W), x(W), y(W);
+  std::vector<float*> d(W), x(W), y(W), ss(W);
+  std::vector<__half*> xp(W);
   std::vector<cudaGraphExec_t> ex(W);
   for (int r = 0; r < W; r++) {
     cudaSetDevice(r), cudaMalloc(&d[r], n * sizeof(float)), cudaMemset(d[r], 0, n * 4);
+    cudaMalloc(&xp[r], cuda::xprep_halves(16, dim) * 2), cudaMalloc(&ss[r], 16 * 64 * 4);
     cudaMalloc(&x[r], n * 4), cudaMemset(x[r], 0, n * 4), cudaMalloc(&y[r], (n + dim) * 4);  // y: w, then the output
     cudaMemset(y[r], 0, (n + dim) * 4);
     cudaGraph_t g;
     cudaStreamBeginCapture(G.streams[r], cudaStreamCaptureModeThreadLocal);
     for (int k = 0; k < iters; k++) {
-      if (mode == 1) {
+      if (mode == 3) {
+        cuda::all_reduce_fold(d[r], x[r], y[r], xp[r], ss[r], rows, dim, &G.g[r], G.streams[r]);
+      } else if (mode == 1) {
         cuda::p2p_all_reduce_rmsnorm(d[r], x[r], y[r], y[r] + dim, nullptr, rows, dim, 1e-5f, G.g[r], G.streams[r]);
       } else {
         cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]);
@@ -317,7 +398,9 @@ double time_p2p(Group& G, size_t n, int mode = 0, int dim = 4096) {
     G.syncAll();
     if (rep > 0) per.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters);
   }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaFree(x[r]), cudaFree(y[r]), cudaGraphExecDestroy(ex[r]);
+  for (int r = 0; r < W; r++)
+    cudaSetDevice(r), cudaFree(d[r]), cudaFree(x[r]), cudaFree(y[r]), cudaFree(xp[r]), cudaFree(ss[r]),
+        cudaGraphExecDestroy(ex[r]);
   std::sort(per.begin(), per.end());
   return per[per.size() / 2];
 }
@@ -389,6 +472,8 @@ int main(int argc, char** argv) {
     check_graph(G, rng, 4096 * 4);
     check_fused(G, rng, 1, 4096), check_fused(G, rng, 8, 4096), check_fused(G, rng, 16, 8192);
     check_fused(G, rng, 32, 4096), check_fused(G, rng, 3, 256);
+    check_fold(G, rng, 1, 4096), check_fold(G, rng, 1, 8192), check_fold(G, rng, 8, 4096), check_fold(G, rng, 3, 5120);
+    check_fold(G, rng, 2, 256), check_fold(G, rng, 16, 1024);
     for (size_t n : {(size_t)4096, (size_t)3}) check_sum(G, rng, n, 4);  // slots still in step after the above
     for (size_t n : {(size_t)4096, (size_t)8192, (size_t)4096 * 32, (size_t)8192 * 32}) {
       const double us = time_p2p(G, n), nus = time_nccl(W, n);
@@ -397,12 +482,14 @@ int main(int argc, char** argv) {
       if (nus > 0) g_bench.push_back({"nccl_all_reduce", W, n * 4, nus});
     }
     // Rows of 4096 (Llama-2-7B) and one row of 8192 (Llama-2-70B at batch 1).
-    for (auto [n, dim] : {std::pair<size_t, int>{4096, 4096}, {4096 * 32, 4096}, {8192, 8192}}) {
+    for (auto [n, dim] : {std::pair<size_t, int>{4096, 4096}, {4096 * 32, 4096}, {8192, 8192}, {8192 * 8, 8192}}) {
       const double fused = time_p2p(G, n, 1, dim), apart = time_p2p(G, n, 2, dim);
-      std::printf("world %d  %8zu bytes  all-reduce + rmsnorm (dim %d): fused %7.2f us, apart %7.2f us\n", W, n * 4,
-                  dim, fused, apart);
+      const double folded = n / dim <= 16 ? time_p2p(G, n, 3, dim) : -1;
+      std::printf("world %d  %8zu bytes  all-reduce + rmsnorm (dim %d): fused %7.2f us, apart %7.2f us, folded %7.2f us\n",
+                  W, n * 4, dim, fused, apart, folded);
       g_bench.push_back({"p2p_all_reduce_rmsnorm", W, n * 4, fused});
       g_bench.push_back({"p2p_all_reduce_then_rmsnorm", W, n * 4, apart});
+      if (folded > 0) g_bench.push_back({"p2p_all_reduce_fold", W, n * 4, folded});
     }
     check_timeout(G);  // last: it leaves rank 0 one epoch ahead
     G.destroy();

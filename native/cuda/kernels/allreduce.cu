@@ -307,6 +307,58 @@ __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __r
   end_call(g, c, (uint32_t)((size_t)rows * dim));
 }
 
+// Folded norm (docs/tensor-parallel.md): one block per (row, part) of `chunk` columns, one float4 a thread. x +=
+// the rank-order sum of the partials (COMM: pushed to and polled from the peers; else `partial` is that sum
+// already), then the next GEMV's prepared input x * w and the part's sum of squares of x, which the GEMV turns into
+// 1 / rms (int4_tiled.cu, folded_rnorm). No normalized row is written: its only reader is that GEMV.
+template <bool COMM>
+__global__ void __launch_bounds__(kThreads) all_reduce_fold_kernel(const float* __restrict__ partial, float* x,
+                                                                   const float* __restrict__ w, __half* xp, float* ssq,
+                                                                   int rows, int dim, int parts, P2pGroup g) {
+  __shared__ float red[kThreads / 32];
+  pdl_trigger();
+  const int row = blockIdx.x / parts, part = blockIdx.x - row * parts, chunk = dim / parts;
+  const int c = part * chunk + 4 * threadIdx.x;
+  const bool act = 4 * (int)threadIdx.x < chunk;
+  const float4 wv = act ? __ldg(reinterpret_cast<const float4*>(w + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+  pdl_wait();
+  const size_t idx = (size_t)row * dim + c;
+  float4 mine = make_float4(0.f, 0.f, 0.f, 0.f), s = mine;
+  if (act) mine = *reinterpret_cast<const float4*>(partial + idx);
+  bool ok = true;
+  Call call{};
+  if constexpr (COMM) {
+    call = begin_call(g);
+    if (act) push(g, call.slot, idx, reinterpret_cast<const float*>(&mine), 4);
+    reset_previous(g, call);
+    if (act) {
+      float4 got[kP2pMaxRanks];
+      ok = poll_peers4(g, call, idx, got);
+#pragma unroll
+      for (int j = 0; j < kP2pMaxRanks; j++) {
+        if (j >= g.world) continue;
+        const float4 v = j == g.rank ? mine : got[j];
+        s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+      }
+    }
+  } else {
+    s = mine;
+  }
+  float ss = 0.f;
+  if (act) {
+    float4* xr = reinterpret_cast<float4*>(x + idx);
+    float4 v = *xr;
+    v.x += s.x, v.y += s.y, v.z += s.z, v.w += s.w;
+    if (ok) *xr = v;
+    ss = v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    xprep_store2(xp, rows, row, c, v.x * wv.x, v.y * wv.y);
+    xprep_store2(xp, rows, row, c + 2, v.z * wv.z, v.w * wv.w);
+  }
+  ss = red::block_sum(ss, red);
+  if (threadIdx.x == 0) ssq[(size_t)row * parts + part] = ss;
+  if constexpr (COMM) end_call(g, call, (uint32_t)((size_t)rows * dim));
+}
+
 bool valid(const P2pGroup& g, size_t n) {
   if (g.world < 1 || g.world > kP2pMaxRanks || g.rank < 0 || g.rank >= g.world || n > g.cap || g.cap % 4) return false;
   if (!g.state || !g.err || !g.abortFlag) return false;
@@ -362,6 +414,27 @@ cudaError_t p2p_all_reduce_rmsnorm(const float* partial, float* x, const float* 
     case 3: return launch_pdl(all_reduce_rmsnorm_kernel<3, kThreads>, grid, block, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
     default: return launch_pdl(all_reduce_rmsnorm_kernel<4, kThreads>, grid, block, 0, stream, partial, x, w, y, dim, eps, xp, rows, g);
   }
+}
+
+int fold_parts(int dim) {
+  if (dim <= 0 || dim % 64) return 0;
+  const int parts = (dim + 4 * kThreads - 1) / (4 * kThreads);
+  return dim % (4 * parts) == 0 ? parts : 0;
+}
+
+cudaError_t all_reduce_fold(const float* partial, float* x, const float* w, __half* xp, float* ssq, int rows, int dim,
+                            const P2pGroup* g, cudaStream_t stream) {
+  const int parts = fold_parts(dim);
+  if (rows <= 0 || rows > 16 || parts == 0 || !partial || !x || !w || !xp || !ssq) return cudaErrorInvalidValue;
+  if (!aligned16(partial) || !aligned16(x) || !aligned16(w)) return cudaErrorInvalidValue;
+  const dim3 grid((unsigned)(rows * parts)), block(kThreads);
+  if (!g) {
+    const P2pGroup none{};
+    return launch_pdl(all_reduce_fold_kernel<false>, grid, block, 0, stream, partial, x, w, xp, ssq, rows, dim, parts,
+                      none);
+  }
+  if (!valid(*g, (size_t)rows * dim)) return cudaErrorInvalidValue;
+  return launch_pdl(all_reduce_fold_kernel<true>, grid, block, 0, stream, partial, x, w, xp, ssq, rows, dim, parts, *g);
 }
 
 }  // namespace tpserve::cuda

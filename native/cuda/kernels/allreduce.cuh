@@ -61,4 +61,15 @@ cudaError_t p2p_gather_cols(const float* local, int rows, int cols, float* out, 
 cudaError_t p2p_all_reduce_rmsnorm(const float* partial, float* x, const float* w, float* y, __half* xp, int rows,
                                    int dim, float eps, const P2pGroup& g, cudaStream_t stream);
 
+/**
+ * Folded RMSNorm after a row-parallel layer (decode, rows <= 16): x += sum over ranks of `partial` (rows, dim) in
+ * rank order, xp = the next int4 GEMV's prepared input of x * w (not normalized), ssq[row * parts + part] = the sum
+ * of squares of x over part `part` of fold_parts(dim) equal column ranges; the GEMV scales its results by
+ * 1 / rms from them (Int4Epilogue::ssqIn). g null: `partial` already holds the sum (reduced by NCCL), nothing is
+ * exchanged. cudaErrorInvalidValue when fold_parts(dim) is 0 or the message exceeds the buffer.
+ */
+int fold_parts(int dim);
+cudaError_t all_reduce_fold(const float* partial, float* x, const float* w, __half* xp, float* ssq, int rows, int dim,
+                            const P2pGroup* g, cudaStream_t stream);
+
 }  // namespace tpserve::cuda
