@@ -305,7 +305,12 @@ if (!quick && tps.includes(4))
   runs.push({ model: "llama-2-70b", kvHeads: 8, tp: 4, allreduce: "nccl", groupSize: 128 });
 for (const v of variantsFlag ? variantsFlag.split(";") : []) {
   const [label, envs = ""] = v.split(/:(.*)/s);
-  const env = Object.fromEntries(envs.split(",").filter(Boolean).map((kv) => kv.split(/=(.*)/s).slice(0, 2)));
+  const env = Object.fromEntries(
+    envs
+      .split(",")
+      .filter(Boolean)
+      .map((kv) => kv.split(/=(.*)/s).slice(0, 2)),
+  );
   for (const tp of tpsSmall.filter((t) => t > 1))
     runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp), env, label: label! });
 }

@@ -1,6 +1,6 @@
 // Weights on the device: self-freeing device buffers, the formats a weight takes there (int4 as stored or repacked
 // into the tiled decode layout, bf16, fp32), and their upload from the engine's host copy. Used by CudaModel
-// (gpu_model.cu).
+// (cuda_model.h).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

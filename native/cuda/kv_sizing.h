@@ -1,5 +1,5 @@
 // The GPU KV pool's size from --gpu-memory-utilization: bytes per page, what the forward pass still allocates after
-// loading (held back), and the number of pages that keeps the device under the cap. Host code only; gpu_model.cu
+// loading (held back), and the number of pages that keeps the device under the cap. Host code only; gpu_model_load.cu
 // calls it once the weights are on the device.
 #pragma once
 #include <cstddef>

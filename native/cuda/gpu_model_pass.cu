@@ -1,0 +1,205 @@
+// CudaModel, the forward pass (cuda_model.h): every kernel of one pass in order, the matmul dispatch over weight
+// kinds, the norms (folded into the GEMVs for decode), and the tensor-parallel collectives inside the pass.
+#include <algorithm>
+
+#include "../src/errors.h"
+#include "cuda_check.h"
+#include "cuda_model.h"
+#include "kernels/xprep.cuh"
+
+namespace tpserve {
+
+void CudaModel::enqueue(const Ptrs& p) {
+  const ModelShape& s = o_.s;
+  const int H = s.hidden;
+  mark(-1);
+  // Vocab-parallel embedding: rows of other ranks' tokens are zero here, and the all-reduce fills them in.
+  checkLaunch(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
+  mark(Engine::kEmbed);
+  allReduce(x_.p, (size_t)p.T * H);
+  // Folded RMSNorms (docs/gpu-runs.md run 26): O and down add into x_ in place and prepare the next GEMV's input as
+  // x * (norm weight) with per-block sums of squares; QKV and gate/up scale their rows by 1 / rms(x). Decode steps
+  // of up to kFoldMaxTokens tokens, every layer in the tiled layout. In a tensor-parallel group O and down write
+  // this rank's partial sums, and the all-reduce kernel does the add and the preparation (foldReduce;
+  // docs/tensor-parallel.md).
+  const bool fold = foldNorm_ && foldable(p);
+  const int ssqParts = comm_ ? cuda::fold_parts(H) : H / 16;
+  const auto foldIn = [&](cuda::Int4Epilogue& ep) {
+    ep.ssqIn = ssq_.p, ep.ssqParts = ssqParts, ep.normCols = H, ep.eps = s.eps;
+  };
+  const auto foldReduce = [&](const float* normW) {
+    comm_->allReduceFold(tmp_.p, x_.p, normW, xp_.p, ssq_.p, p.T, H, stream_);
+    mark(Engine::kTpComm);
+  };
+  const auto foldOut = [&](const float* nextNormW) {
+    cuda::Int4Epilogue ep;
+    ep.accumulate = true;
+    if (nextNormW) ep.normW = nextNormW, ep.xpOut = xp_.p, ep.ssqOut = ssq_.p;
+    return ep;
+  };
+  for (int l = 0; l < s.layers; l++) {
+    Layer& Ly = layers_[l];
+    cuda::kv_t* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
+    cuda::kv_t* vc = kc + kvPerLayer_;
+    // Decode-sized steps: the norm and SiLU kernels also write the tiled GEMV's prepared input (xp_).
+    const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
+    // Layers after the first add the previous down projection (summed over the ranks first) to x.
+    const bool folded = fold && l > 0;  // this norm's input came prepared from the previous down GEMV
+    if (folded && comm_) foldReduce(Ly.attnNorm.f.p);
+    if (!folded && !(ablate_ & kAblNorm)) residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
+    if (ablate_ & kAblQkv) {
+    } else if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
+      cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue
+      ep.kind = cuda::Int4Epilogue::kRopeQkv, ep.positions = p.pos, ep.slots = p.slot, ep.q = q_.p;
+      ep.kCache = kc, ep.vCache = vc, ep.ropeCos = ropeCos_.p, ep.ropeSin = ropeSin_.p;
+      ep.heads = s.heads, ep.kvHeads = s.kvHeads, ep.headDim = s.headDim, ep.splitParts = splitParts_.p;
+      if (folded) foldIn(ep);
+      matmul(h_.p, Ly.qkv, nullptr, p.T, prepQkv, nullptr, ep);
+      mark(Engine::kQkv);
+    } else {
+      matmul(h_.p, Ly.qkv, qkv_.p, p.T, prepQkv);
+      mark(Engine::kQkv);
+      checkLaunch(cuda::qkv_rope_kv(qkv_.p, q_.p, p.pos, p.slot, p.T, kc, vc, s.heads, s.kvHeads, s.headDim,
+                                    ropeCos_.p, ropeSin_.p, stream_),
+                  "qkv_rope_kv");
+      mark(Engine::kRope);
+    }
+    cuda::AttentionArgs a{};
+    a.q = q_.p, a.kCache = kc, a.vCache = vc, a.blockTables = p.bt, a.contextLens = p.ctx, a.queryStart = p.qs;
+    a.out = att_.p, a.workspace = attnWs_.p, a.numSeqs = p.S, a.maxBlocks = p.mb, a.heads = s.heads;
+    a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
+    a.maxQueryLen = p.maxQ;
+    // Decode: attention also writes O's prepared input.
+    const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled;
+    if (prepO) a.xpOut = xp2_.p;
+    if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
+    mark(Engine::kAttention);
+    if (fold && !comm_) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p), xp2_.p);
+    else if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
+    if (fold && comm_) foldReduce(Ly.mlpNorm.f.p);
+    mark(Engine::kOProj);
+    const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
+    const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
+    if (!fold && !(ablate_ & kAblNorm)) residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr);
+    if (ablate_ & kAblGateUp) {
+    } else if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
+      cuda::Int4Epilogue ep;  // SiLU-and-multiply in the GEMV's epilogue, which also prepares down's input
+      ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr, ep.splitParts = splitParts_.p;
+      if (fold) foldIn(ep);
+      matmul(h_.p, Ly.gateUp, act_.p, p.T, prepGu, nullptr, ep);
+      mark(Engine::kGateUp);
+    } else {
+      matmul(h_.p, Ly.gateUp, gu_.p, p.T, prepGu);
+      mark(Engine::kGateUp);
+      checkLaunch(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
+      mark(Engine::kSilu);
+    }
+    if (fold && !comm_) {
+      const float* next = l + 1 < s.layers ? layers_[l + 1].attnNorm.f.p : nullptr;
+      matmul(act_.p, Ly.down, x_.p, p.T, prepDown, nullptr, foldOut(next), xp2_.p);
+    } else if (!(ablate_ & kAblDown)) {
+      matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
+    }
+    mark(Engine::kDown);
+  }
+  // Folded at TP = 1: x_ holds the sum already; in a group the last down's partial sums are still to reduce.
+  residualNorm(p.T, !fold || comm_, finalNorm_.f.p, nullptr, Engine::kFinalNorm);
+  if (p.hidden) return;  // embeddings: forward() copies h_ out
+  const float* head = h_.p;
+  if (!p.all && p.T != p.S) {  // gather each sequence's last row
+    checkLaunch(cuda::embedding(p.rowIdx, p.rows, h_.p, H, tmp_.p, stream_), "gather");
+    head = tmp_.p;
+  }
+  const DWeight& lm =
+      lmHead_.kind != DWeight::kNone ? lmHead_ : (tiedHead_.kind != DWeight::kNone ? tiedHead_ : embed_);
+  // Vocab-parallel LM head: this rank's logits columns, then gathered side by side into the full rows.
+  float* lo = comm_ ? lmLocal_.p : logits_.p;
+  if (allLogits_ && lm.kind == DWeight::kBf16 && p.rows > 16) {
+    // Prefill / all-position logits: the fp32-exact GEMV 16 rows at a time (the m > 16 bf16 tensor-core path
+    // rounds x to bf16, ~1e-2 on the logits, enough to flip near-ties in the teacher-forced golden checks).
+    for (int r0 = 0; r0 < p.rows; r0 += 16)
+      matmul(head + (size_t)r0 * H, lm, lo + (size_t)r0 * s.vocab, std::min(16, p.rows - r0));
+  } else {
+    matmul(head, lm, lo, p.rows);
+  }
+  mark(Engine::kLmHead);
+  if (comm_) {
+    comm_->gatherCols(lmLocal_.p, p.rows, s.vocab, logits_.p, gatherWs_.p, stream_);
+    mark(Engine::kTpComm);
+  }
+}
+
+bool CudaModel::foldable(const Ptrs& p) const {
+  const ModelShape& s = o_.s;
+  if (ablate_ || p.T > kFoldMaxTokens || p.maxQ != 1 || p.all) return false;
+  if (comm_ && (!tpFold_ || cuda::fold_parts(s.hidden) == 0)) return false;
+  if (s.hidden % 64 != 0 || s.inter % 64 != 0) return false;
+  for (const Layer& Ly : layers_)
+    if (Ly.qkv.kind != DWeight::kInt4Tiled || Ly.qkv.order != cuda::Int4RowOrder::kRopePairs ||
+        Ly.gateUp.kind != DWeight::kInt4Tiled || Ly.gateUp.order != cuda::Int4RowOrder::kGateUpPairs ||
+        Ly.o.kind != DWeight::kInt4Tiled || Ly.down.kind != DWeight::kInt4Tiled)
+      return false;
+  return true;
+}
+
+void CudaModel::allReduce(float* x, size_t n) {
+  if (!comm_) return;
+  comm_->allReduceSum(x, n, stream_);
+  mark(Engine::kTpComm);
+}
+
+void CudaModel::residualNorm(int T, bool residual, const float* w, __half* xp, int op) {
+  const int H = o_.s.hidden;
+  if (residual && comm_) {
+    const bool fused = comm_->allReduceAddNorm(tmp_.p, x_.p, w, h_.p, xp, T, H, o_.s.eps, stream_);
+    mark(Engine::kTpComm);
+    if (fused) return;
+  }
+  checkLaunch(cuda::rmsnorm(x_.p, residual ? tmp_.p : nullptr, w, h_.p, T, H, o_.s.eps, stream_, xp), "rmsnorm");
+  mark(op);
+}
+
+void CudaModel::matmul(const float* x, const DWeight& w, float* y, int m, bool xpReady, const float* residual,
+                       const cuda::Int4Epilogue& ep, __half* xpIn) {
+  // All-position passes (teacher-forced checks, perplexity, prompt logprobs): near-fp32 activations in the int4
+  // GEMV (8-token slices). Serving prefill and decode take 16-token slices (fp16 activations, 2e-4 relative).
+  const bool exact = allLogits_;
+  if (residual && w.kind != DWeight::kInt4Tiled) fail("NATIVE_INTERNAL", "residual matmul needs a tiled weight");
+  switch (w.kind) {
+    case DWeight::kInt4Tiled: {
+      const cuda::Int4Tiled tw{reinterpret_cast<const uint4*>(w.tq.p), w.scales.p, w.zeros.p, w.rows, w.cols,
+                               w.group};
+      checkLaunch(cuda::int4_tiled_matmul(x, xpIn ? xpIn : xp_.p, xpReady, tw, y, m, residual, stream_, exact, ep,
+                                          gemmWs_.p, gemmWs_.n),
+                  "int4_tiled_matmul");
+      break;
+    }
+    case DWeight::kInt4: {
+      cuda::Int4Weight iw{w.q.p, w.scales.p, w.zeros.p, w.rows, w.cols, w.group};
+      checkLaunch(cuda::int4_matmul(x, iw, y, m, stream_), "int4_matmul");
+      break;
+    }
+    case DWeight::kBf16:
+      checkLaunch(cuda::bf16_matmul(x, w.b.p, w.rows, w.cols, y, m, stream_), "bf16_matmul");
+      break;
+    case DWeight::kF32:
+      checkLaunch(cuda::f32_matmul(x, w.f.p, w.rows, w.cols, y, m, stream_), "f32_matmul");
+      break;
+    default:
+      fail("NATIVE_INTERNAL", "GPU weight missing at forward time");
+  }
+}
+
+void CudaModel::mark(int op) {
+  if (!profiling_) return;
+  if (nMarks_ >= (int)marks_.size()) {
+    cudaEvent_t e;
+    CK(cudaEventCreate(&e));
+    marks_.push_back(e), markOp_.push_back(0);
+  }
+  markOp_[nMarks_] = op < 0 ? 0 : op;
+  CK(cudaEventRecord(marks_[nMarks_], stream_));
+  nMarks_++;
+}
+
+}  // namespace tpserve
