@@ -242,6 +242,48 @@ describe("engines in a TP group", () => {
     leader2.close();
   });
 
+  it("a CPU group takes decode steps that say they continue, and argmax steps: TP=1's logits and ids", async () => {
+    // After the 4-token prompt, six decode steps of one sequence with varied tokens, each saying that the next one
+    // continues (only a GPU leader decodes ahead and flags it in the plan; a CPU group runs them as plain steps):
+    // logits from forward(), then ids from forwardArgmax(), then an all-logits pass over the prompt again.
+    const tokens = [11, 23, 42, 57, 68, 90];
+    const decodeStep = (t: number) => ({
+      tokens: Int32Array.of(tokens[t]!),
+      seqLens: Int32Array.of(1),
+      contextLens: Int32Array.of(5 + t),
+      blockTables: Int32Array.of(1, 2, 3),
+      maxBlocksPerSeq: 3,
+      logits: "last" as const,
+      continues: t < tokens.length - 1,
+    });
+    const run = async (e: ReturnType<typeof build>) => {
+      const logits: Float32Array[] = [await e.forward(step)];
+      for (let t = 0; t < tokens.length; t++) logits.push(await e.forward(decodeStep(t)));
+      const ids: number[] = [];
+      for (let t = 0; t < tokens.length; t++) ids.push(...(await e.forwardArgmax(decodeStep(t))));
+      logits.push(await e.forward(step));
+      return { logits, ids };
+    };
+    const whole = build(1, 0);
+    const expected = await run(whole);
+    whole.close();
+    const [a, b] = await pair();
+    const leader = build(2, 0, a, { pollSteps: true });
+    const follower = build(2, 1, b);
+    const looping = follower.followLoop!();
+    const got = await run(leader);
+    leader.close();
+    expect(await looping).toBe(2 + 2 * tokens.length);
+    follower.close();
+    expect(got.ids).toEqual(expected.ids);
+    let err = 0;
+    for (const [i, l] of got.logits.entries())
+      for (let j = 0; j < l.length; j++) err = Math.max(err, Math.abs(l[j]! - expected.logits[i]![j]!));
+    expect(err).toBeLessThan(1e-5);
+    // The steps differ from each other (so equal logits mean the plans carried each step).
+    expect(expected.logits[1]!.some((v, j) => Math.abs(v - expected.logits[2]![j]!) > 1e-3)).toBe(true);
+  });
+
   it("a leader with polled steps: same logits, and a step that fails inside the group rejects with a code", async () => {
     const [a, b] = await pair();
     const plain = build(1, 0);
