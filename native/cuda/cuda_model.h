@@ -123,8 +123,11 @@ class CudaModel : public GpuModel {
    */
   void residualNorm(int T, bool residual, const float* w, __half* xp, int op = Engine::kRmsNorm);
 
-  /** Waits for the stream; in a group, bounded and aware of failed peers (GpuComm::wait). */
-  void sync();
+  /**
+   * Waits for the stream (or only until `until`, an event recorded on it); in a group, bounded and aware of failed
+   * peers (GpuComm::wait).
+   */
+  void sync(cudaEvent_t until = nullptr);
 
   /** While profiling: an event after the op just enqueued (op -1: the start). */
   void mark(int op);

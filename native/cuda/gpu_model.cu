@@ -71,8 +71,7 @@ void CudaModel::forward(const BatchIn& b, float* out, int32_t* ids, const Sample
     if (!idsDone_) CK(cudaEventCreateWithFlags(&idsDone_, cudaEventDisableTiming));
     CK(cudaEventRecord(idsDone_, stream_));
     stage(b, true, 1);
-    if (comm_) comm_->wait(stream_, idsDone_);  // bounded, and aware of failed peers
-    else CK(cudaEventSynchronize(idsDone_));
+    sync(idsDone_);
   } else {
     sync();
   }
@@ -164,8 +163,9 @@ int CudaModel::stage(const BatchIn& b, bool graph, int ahead) {
   return rows;
 }
 
-void CudaModel::sync() {
-  if (comm_) comm_->wait(stream_);
+void CudaModel::sync(cudaEvent_t until) {
+  if (comm_) comm_->wait(stream_, until);
+  else if (until) CK(cudaEventSynchronize(until));
   else CK(cudaStreamSynchronize(stream_));
 }
 

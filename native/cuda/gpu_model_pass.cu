@@ -5,7 +5,6 @@
 #include "../src/errors.h"
 #include "cuda_check.h"
 #include "cuda_model.h"
-#include "kernels/xprep.cuh"
 
 namespace tpserve {
 

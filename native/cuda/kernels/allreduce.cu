@@ -137,6 +137,23 @@ __device__ __forceinline__ bool poll_peers4(const P2pGroup& g, const Call& c, si
   return poll4_batch(ps, got, g);
 }
 
+/**
+ * This rank's float4 at idx plus every peer's copy of it, polled at once and added in rank order (the same bits on
+ * every rank) into s, which starts at zero. False when a wait failed (err set).
+ */
+__device__ __forceinline__ bool sum_ranks4(const P2pGroup& g, const Call& c, size_t idx, float4 mine, float4& s) {
+  float4 got[kP2pMaxRanks];
+  const bool ok = poll_peers4(g, c, idx, got);
+  s = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+  for (int j = 0; j < kP2pMaxRanks; j++) {
+    if (j >= g.world) continue;
+    const float4 v = j == g.rank ? mine : got[j];
+    s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+  }
+  return ok;
+}
+
 /** The last block of the call records what the slot carried and moves the group to the next slot. */
 __device__ __forceinline__ void end_call(const P2pGroup& g, const Call& c, uint32_t n) {
   __syncthreads();
@@ -161,15 +178,10 @@ __global__ void __launch_bounds__(kThreads) all_reduce_kernel(float* x, size_t n
   if (cnt) push(g, c.slot, idx, mine, cnt);
   reset_previous(g, c);
   bool ok = true;
-  if (cnt == 4) {  // every peer's copy polled at once; summed in rank order, the same on every rank
-    float4 got[kP2pMaxRanks];
-    ok = poll_peers4(g, c, idx, got);
-#pragma unroll
-    for (int j = 0; j < kP2pMaxRanks; j++) {
-      if (j >= g.world) continue;
-      const float4 v = j == g.rank ? make_float4(mine[0], mine[1], mine[2], mine[3]) : got[j];
-      s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
-    }
+  if (cnt == 4) {
+    float4 s4;
+    ok = sum_ranks4(g, c, idx, make_float4(mine[0], mine[1], mine[2], mine[3]), s4);
+    s[0] = s4.x, s[1] = s4.y, s[2] = s4.z, s[3] = s4.w;
   } else {
     for (int j = 0; j < g.world && cnt && ok; j++) {
       if (j == g.rank) {
@@ -331,16 +343,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_fold_kernel(const float* 
     call = begin_call(g);
     if (act) push(g, call.slot, idx, reinterpret_cast<const float*>(&mine), 4);
     reset_previous(g, call);
-    if (act) {
-      float4 got[kP2pMaxRanks];
-      ok = poll_peers4(g, call, idx, got);
-#pragma unroll
-      for (int j = 0; j < kP2pMaxRanks; j++) {
-        if (j >= g.world) continue;
-        const float4 v = j == g.rank ? mine : got[j];
-        s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
-      }
-    }
+    if (act) ok = sum_ranks4(g, call, idx, mine, s);
   } else {
     s = mine;
   }
