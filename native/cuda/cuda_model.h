@@ -187,7 +187,15 @@ class CudaModel : public GpuModel {
   bool foldNorm_ = true;
   bool tpFold_ = cuda::detail::env_on("TPSERVE_TP_FOLD");  // the fold in tensor-parallel groups (foldReduce)
   DevBuf<float> ssq_;
+  // The one-token QKV and gate/up GEMVs with k split across two blocks a tile (Int4Epilogue::splitParts and
+  // int4_pair_finish) only with TPSERVE_T_SPLIT=1 (or =all); by default they run whole tiles with the pair epilogue
+  // inside (int4t_gemv_one), 0.08 ms a step faster on an H200 (docs/gpu-runs.md run 50).
   DevBuf<float> splitParts_;
+  bool splitOn_ = [] {
+    const char* e = std::getenv("TPSERVE_T_SPLIT");
+    return e && (e[0] == '1' || std::string(e) == "all");
+  }();
+  float* splitPairs() const { return splitOn_ ? splitParts_.p : nullptr; }
   DevBuf<int32_t> ints_, ids_;
   DevBuf<uint8_t> sampleParams_, sampleWs_;
   PinnedBuf<int32_t> hostInts_[2];  // staging of the step's integers (step_ints.h), used in turn

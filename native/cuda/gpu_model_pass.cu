@@ -51,7 +51,7 @@ void CudaModel::enqueue(const Ptrs& p) {
       cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue
       ep.kind = cuda::Int4Epilogue::kRopeQkv, ep.positions = p.pos, ep.slots = p.slot, ep.q = q_.p;
       ep.kCache = kc, ep.vCache = vc, ep.ropeCos = ropeCos_.p, ep.ropeSin = ropeSin_.p;
-      ep.heads = s.heads, ep.kvHeads = s.kvHeads, ep.headDim = s.headDim, ep.splitParts = splitParts_.p;
+      ep.heads = s.heads, ep.kvHeads = s.kvHeads, ep.headDim = s.headDim, ep.splitParts = splitPairs();
       if (folded) foldIn(ep);
       matmul(h_.p, Ly.qkv, nullptr, p.T, prepQkv, nullptr, ep);
       mark(Engine::kQkv);
@@ -83,7 +83,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     if (ablate_ & kAblGateUp) {
     } else if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
       cuda::Int4Epilogue ep;  // SiLU-and-multiply in the GEMV's epilogue, which also prepares down's input
-      ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr, ep.splitParts = splitParts_.p;
+      ep.kind = cuda::Int4Epilogue::kSiluPairs, ep.xpOut = prepDown ? xp2_.p : nullptr, ep.splitParts = splitPairs();
       if (fold) foldIn(ep);
       matmul(h_.p, Ly.gateUp, act_.p, p.T, prepGu, nullptr, ep);
       mark(Engine::kGateUp);
@@ -118,7 +118,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     // rounds x to bf16, ~1e-2 on the logits, enough to flip near-ties in the teacher-forced golden checks).
     for (int r0 = 0; r0 < p.rows; r0 += 16)
       matmul(head + (size_t)r0 * H, lm, lo + (size_t)r0 * s.vocab, std::min(16, p.rows - r0));
-  } else {
+  } else if (!(ablate_ & kAblHead)) {
     matmul(head, lm, lo, p.rows);
   }
   mark(Engine::kLmHead);

@@ -296,8 +296,9 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   if (batch8 && m > 4 && ng >= 8) ks = 8;
   static const int envKs = env_int("TPSERVE_T_KS");
   if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
-  // One token with a pair epilogue and Int4Epilogue::splitParts: k split across two blocks a tile
-  // (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off; =all takes it on any width (checks of small models).
+  // One token with a pair epilogue and Int4Epilogue::splitParts set by the caller (the engine with TPSERVE_T_SPLIT=1):
+  // k split across two blocks a tile (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off; =all takes it on any
+  // width (checks of small models).
   static const bool split = detail::env_on("TPSERVE_T_SPLIT");
   static const bool splitAll = [] {
     const char* e = std::getenv("TPSERVE_T_SPLIT");
@@ -305,6 +306,10 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   }();
   if (split && envKs == 0 && detail::gemv_split_ok(w, m, ep, splitAll ? 2 : 16))
     return detail::gemv_split(xp, w, y, ep, stream);
+  // One token otherwise: int4t_gemv_one, int4t_gemv's sums with a leaner loop and the epilogue inside, plain (O,
+  // down) or pair (QKV, gate/up) (int4_tiled_split.cu; docs/gpu-runs.md run 50). TPSERVE_T_ONE=0 keeps int4t_gemv.
+  static const bool one = detail::env_on("TPSERVE_T_ONE");
+  if (one && detail::gemv_one_ok(w, m, ep, ks)) return detail::gemv_one(xp, w, y, residual, ep, ks, stream);
   if (w.group == 64) {
     if (m <= 4) return launch_gemv<1, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);
     if (m <= 8) return launch_gemv<2, true, 1, 2>(xp, w, y, residual, m, ks, ep, stream);

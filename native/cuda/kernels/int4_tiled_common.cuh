@@ -153,5 +153,12 @@ bool gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int minGro
 /** The split GEMV into ep.splitParts, then its pair epilogue (unless ep.splitDeferFinish). */
 cudaError_t gemv_split(const __half* xp, const Int4Tiled& w, float* y, const Int4Epilogue& ep, cudaStream_t stream);
 
+/** Whether a decode GEMV can take int4t_gemv_one (int4_tiled_split.cu): one token, 8 or 16 warps a tile. */
+bool gemv_one_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int ks);
+
+/** int4t_gemv's result for one token with ks (8 or 16) warps a tile, in one kernel (no pair finish). */
+cudaError_t gemv_one(const __half* xp, const Int4Tiled& w, float* y, const float* residual, const Int4Epilogue& ep,
+                     int ks, cudaStream_t stream);
+
 }  // namespace detail
 }  // namespace tpserve::cuda

@@ -1,5 +1,5 @@
-// The batch-1 decode GEMV of the pair-epilogue weights (QKV with RoPE, gate/up with SiLU) with k split across two
-// blocks a tile (docs/gpu-runs.md run 36): smaller blocks end a phase in smaller pieces. Each block takes half of its
+// The batch-1 (one token) decode GEMVs. Plain weights (O, down): int4t_gemv_one, a block a tile. Pair-epilogue weights
+// (QKV with RoPE, gate/up with SiLU): int4t_gemv_half, k split across two blocks a tile (docs/gpu-runs.md run 36): smaller blocks end a phase in smaller pieces. Each block takes half of its
 // tile's groups with 8 warps (about 2 groups a warp at k = 4096, a two-slot register ring, the first load issued
 // before pdl_wait() as int4t_gemv does) and stores its 16 sums in its slot of Int4Epilogue::splitParts. Nobody
 // waits for the other half: int4t_pair_finish, the next kernel, adds the two slots in order (the same bits every
@@ -20,17 +20,15 @@
 namespace tpserve::cuda {
 namespace {
 
-// One token (m = 1, x prepared as hi/lo columns), GC 64-column chunks a group, ZP: zero points present, KS warps.
-// Block (tile, half) stores its 16 sums in slot `half` of parts ([2][rows]).
-template <int GC, bool ZP, int KS>
-__global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restrict__ xp, Int4Tiled w,
-                                                           float* __restrict__ parts) {
-  constexpr int SPLIT = 2;
-  __shared__ float red[KS][16];
+// One token (m = 1, x prepared as hi/lo columns), GC 64-column chunks a group, ZP: zero points present, KS warps:
+// this warp's sums over groups g0 + warp, g0 + warp + KS, ... < g0 + gn of tile rt into r4 (C fragment: rows g and
+// g + 8, columns 2t, 2t + 1; lane t = 0 holds the hi and lo columns). A two-slot register ring; the first group's
+// loads go out before pdl_wait(), then afterWait() runs (the caller's copies of inputs the previous kernel wrote).
+template <int GC, bool ZP, int KS, class AfterWait>
+__device__ __forceinline__ void one_token_groups(const __half* __restrict__ xp, const Int4Tiled& w, int rt, int g0,
+                                                 int gn, float (&r4)[4], AfterWait&& afterWait) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int rt = blockIdx.x / SPLIT, part = blockIdx.x % SPLIT;
   const int KB = w.cols >> 6, NG = KB / GC;
-  const int g0 = part * NG / SPLIT, gn = (part + 1) * NG / SPLIT - g0;
   const int U = gn > warp ? (gn - warp + KS - 1) / KS : 0;  // groups g0 + warp + u * KS
   const uint4* wq = w.q + (size_t)rt * KB * 32 + lane;
   const float* wsc = w.scales + (size_t)rt * NG * 16;
@@ -46,7 +44,7 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restr
     s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
     if (ZP) z0[s] = __ldg(wz + gi * 16 + g), z1[s] = __ldg(wz + gi * 16 + g + 8);
   };
-  float r4[4] = {0.f, 0.f, 0.f, 0.f};
+  r4[0] = r4[1] = r4[2] = r4[3] = 0.f;
   const auto group = [&](auto S, int u) {
     constexpr int s = decltype(S)::value;
     const int gi = g0 + warp + u * KS;
@@ -78,6 +76,7 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restr
   if (U > 0) load(S0(), 0);
   pdl_trigger();
   pdl_wait();  // x comes from the previous kernel
+  afterWait();
   for (int u = 0; u < U; u += 2) {
     if (u + 1 < U) load(S1(), u + 1);
     group(S0(), u);
@@ -86,7 +85,21 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restr
       group(S1(), u + 1);
     }
   }
-  // C fragment: (row g, columns 2t, 2t + 1), (row g + 8, same); columns 0 and 1 (lane t = 0) are hi and lo.
+}
+
+// Pair-epilogue weights: block (tile, half) takes half of the tile's groups with KS warps and stores its 16 sums in
+// slot `half` of parts ([2][rows]).
+template <int GC, bool ZP, int KS>
+__global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restrict__ xp, Int4Tiled w,
+                                                           float* __restrict__ parts) {
+  constexpr int SPLIT = 2;
+  __shared__ float red[KS][16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int rt = blockIdx.x / SPLIT, part = blockIdx.x % SPLIT;
+  const int NG = (w.cols >> 6) / GC;
+  const int g0 = part * NG / SPLIT, gn = (part + 1) * NG / SPLIT - g0;
+  float r4[4];
+  one_token_groups<GC, ZP, KS>(xp, w, rt, g0, gn, r4, [] {});
   if (t == 0) red[warp][g] = r4[0] + r4[1], red[warp][g + 8] = r4[2] + r4[3];
   __syncthreads();
   if (threadIdx.x < 16) {
@@ -94,6 +107,70 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restr
 #pragma unroll
     for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
     parts[(size_t)part * w.rows + rt * 16 + threadIdx.x] = v;
+  }
+}
+
+// One token, a block a whole tile (KS warps, every group), then int4t_gemv's epilogue for one token:
+//  - plain (O, down): + residual, or accumulated into y, and a folded norm's producer side (the new rows times normW
+//    into xpOut, the block's sum of squares into ssqOut[block]); the same sums in the same order as int4t_gemv, so
+//    the same bits. The leaner loop took 0.05 ms off the Llama-2-7B step on an H200 (docs/gpu-runs.md run 50).
+//  - pair (QKV with RoPE, gate/up with SiLU; the default, int4t_gemv_half when the caller sets splitParts): a folded
+//    norm's r (warp 0, right after pdl_wait()), then pair_epilogue on threads 0-7, whose inputs (KV slot, position,
+//    RoPE factors) are read before the wait. 0.08 ms faster a Llama-2-7B step than the split halves and their finish
+//    kernel on an H200 (run 50).
+// The epilogue's inputs from the previous kernel (residual, y) are copied with cp.async while the main loop runs.
+template <int GC, bool ZP, int KS, bool PAIR>
+__global__ void __launch_bounds__(KS * 32) int4t_gemv_one(const __half* __restrict__ xp, Int4Tiled w,
+                                                          float* __restrict__ y, const float* __restrict__ residual,
+                                                          Int4Epilogue ep) {
+  __shared__ float red[KS][16];
+  __shared__ float eNorm[16], eRes[16], eAcc[16], sq[16];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int rt = blockIdx.x, row = rt * 16 + (int)threadIdx.x;
+  constexpr bool pair = PAIR;  // ep.kind != kPlain
+  const bool mine = threadIdx.x < 16 && row < w.rows;  // plain: thread i < 16 finishes row i of the tile
+  PairInputs in{-1, 0.f, 0.f};
+  if (pair && threadIdx.x < 8) in = pair_inputs(ep, rt, threadIdx.x, 0);
+  if (!pair && mine && ep.normW) cp_async4(&eNorm[threadIdx.x], ep.normW + row);
+  float r4[4], rn = 1.f;
+  one_token_groups<GC, ZP, KS>(xp, w, rt, 0, (w.cols >> 6) / GC, r4, [&] {
+    if (pair) {
+      if (ep.ssqIn && warp == 0) rn = folded_rnorm(ep.ssqIn, ep.ssqParts, lane, ep.normCols, ep.eps);
+      return;
+    }
+    if (mine && residual) cp_async4(&eRes[threadIdx.x], residual + row);
+    if (mine && ep.accumulate) cp_async4(&eAcc[threadIdx.x], y + row);
+  });
+  if (t == 0) red[warp][g] = r4[0] + r4[1], red[warp][g + 8] = r4[2] + r4[3];
+  if (!pair) cp_async_wait_all();
+  __syncthreads();
+  if (pair) {  // packed rows r and r + 8 of the tile (int4_tile_row_map)
+    if (threadIdx.x < 8) {
+      float a = 0.f, b = 0.f;
+      for (int k = 0; k < KS; ++k) a += red[k][threadIdx.x], b += red[k][threadIdx.x + 8];
+      if (ep.ssqIn) a *= rn, b *= rn;
+      pair_epilogue(ep, w.rows, rt, threadIdx.x, 0, 1, a, b, y, in);
+    }
+    return;
+  }
+  if (threadIdx.x < 16) {
+    float v = 0.f;
+    if (mine) {
+      for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
+      if (residual) v += eRes[threadIdx.x];
+      if (ep.accumulate) v += eAcc[threadIdx.x];
+      y[row] = v;
+      if (ep.normW) xprep_store1(ep.xpOut, 1, 0, row, v * eNorm[threadIdx.x]);
+    }
+    sq[threadIdx.x] = mine ? v * v : 0.f;
+  }
+  if (ep.ssqOut) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float s = 0.f;
+      for (int r = 0; r < 16; ++r) s += sq[r];
+      ep.ssqOut[blockIdx.x] = s;
+    }
   }
 }
 
@@ -149,6 +226,31 @@ cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, c
                 : launch_pdl(int4t_gemv_half<2, false, 8>, grid, block, 0, stream, xp, w, ep.splitParts);
   if (e != cudaSuccess || ep.splitDeferFinish) return e;
   return int4_pair_finish(ep, w.rows, 1, y, stream);
+}
+
+bool detail::gemv_one_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int ks) {
+  if (m != 1 || (ks != 8 && ks != 16)) return false;
+  return ep.kind == Int4Epilogue::kPlain ? !ep.ssqIn : w.rows % 16 == 0;
+}
+
+cudaError_t detail::gemv_one(const __half* xp, const Int4Tiled& w, float* y, const float* residual,
+                             const Int4Epilogue& ep, int ks, cudaStream_t stream) {
+  const dim3 grid((unsigned)((w.rows + 15) / 16));
+  const auto go = [&](auto kernel, int warps) {
+    return launch_pdl(kernel, grid, dim3(warps * 32), 0, stream, xp, w, y, residual, ep);
+  };
+  // Template arguments: group 64 (1 chunk) or 128 (2), zero points, warps, pair epilogue.
+  const bool p = ep.kind != Int4Epilogue::kPlain, z = w.zeros != nullptr, g64 = w.group == 64;
+#define TPS_ONE(GC, KS)                                                                                     \
+  return p ? (z ? go(int4t_gemv_one<GC, true, KS, true>, KS) : go(int4t_gemv_one<GC, false, KS, true>, KS)) \
+           : (z ? go(int4t_gemv_one<GC, true, KS, false>, KS) : go(int4t_gemv_one<GC, false, KS, false>, KS))
+  if (ks == 16) {
+    if (g64) TPS_ONE(1, 16);
+    TPS_ONE(2, 16);
+  }
+  if (g64) TPS_ONE(1, 8);
+  TPS_ONE(2, 8);
+#undef TPS_ONE
 }
 
 cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream) {

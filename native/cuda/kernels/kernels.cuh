@@ -80,7 +80,8 @@ struct Int4Epilogue {
   // Pair epilogues (kSiluPairs / kRopeQkv) of one-token decode GEMVs: when set, k is split across two blocks a tile;
   // block p of a tile stores its sums in slot p of splitParts ([2][m][rows] floats, every entry written), and
   // int4_pair_finish adds the two slots in order, applies a folded norm's r and the epilogue (int4_tiled_split.cu).
-  // TPSERVE_T_SPLIT=0 turns it off.
+  // TPSERVE_T_SPLIT=0 turns it off. The engine sets it only with TPSERVE_T_SPLIT=1: whole tiles with the epilogue
+  // inside (int4t_gemv_one) were faster (docs/gpu-runs.md run 50).
   float* splitParts = nullptr;
   bool splitDeferFinish = false;  // the caller launches int4_pair_finish itself (checks, measurements)
 };
