@@ -36,10 +36,14 @@ constexpr int kMaxKs = 16;
 // ---- decode GEMV (m <= 16) ------------------------------------------------------------------------------------
 // NT n-tiles of 8 columns (xprep_cols(m) <= 8 NT), HILO: two columns per token, GC chunks per group, P groups in
 // flight per warp, ZP: zero points present.
-template <int NT, bool HILO, int GC, int P, bool ZP>
-__global__ void __launch_bounds__(kMaxKs * 32) int4t_gemv(const __half* __restrict__ xp, Int4Tiled w,
-                                                          float* __restrict__ y, const float* __restrict__ residual,
-                                                          int m, int ks, Int4Epilogue ep) {
+// KSC: the warps a tile fixed at compile time (8 or 16; 0: `ks` at run time), which lets the compiler fold the
+// group indexing; at most 64 registers (32 warps an SM). Taken for up to 4 tokens; TPSERVE_T_KSCT=0 turns it off
+// (docs/gpu-runs.md run 51).
+template <int NT, bool HILO, int GC, int P, bool ZP, int KSC>
+__global__ void __launch_bounds__(KSC ? KSC * 32 : kMaxKs * 32, KSC ? 1024 / ((KSC ? KSC : 1) * 32) : 1)
+    int4t_gemv(const __half* __restrict__ xp, Int4Tiled w, float* __restrict__ y, const float* __restrict__ residual,
+               int m, int ks, Int4Epilogue ep) {
+  if (KSC) ks = KSC;  // the launcher passes the same value
   extern __shared__ float red[];  // [ks][16][m]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int rt = blockIdx.x;
@@ -264,11 +268,20 @@ cudaError_t launch_gemv(const __half* xp, const Int4Tiled& w, float* y, const fl
                         const Int4Epilogue& ep, cudaStream_t s) {
   const int tiles = (w.rows + 15) / 16;
   const size_t smem = (size_t)ks * 16 * m * sizeof(float);
-  if (w.zeros)
-    return launch_pdl(int4t_gemv<NT, HILO, GC, P, true>, dim3(tiles), dim3(ks * 32), smem, s, xp, w, y, residual, m,
-                      ks, ep);
-  return launch_pdl(int4t_gemv<NT, HILO, GC, P, false>, dim3(tiles), dim3(ks * 32), smem, s, xp, w, y, residual, m,
-                    ks, ep);
+  const auto go = [&](auto kernel) {
+    return launch_pdl(kernel, dim3(tiles), dim3(ks * 32), smem, s, xp, w, y, residual, m, ks, ep);
+  };
+  // Warps fixed at compile time only for up to 4 tokens (NT = 1): there it took the Llama-2-7B batch-4 step from 2.08
+  // to 1.79 ms on an H200; with two n-tiles the 64-register cap spills and batch 8 went from 2.84 to 3.55 ms (run 51).
+  const bool z = w.zeros != nullptr;
+  if constexpr (NT == 1) {
+    static const bool ksct = detail::env_on("TPSERVE_T_KSCT");
+    if (ksct && ks == 8)
+      return z ? go(int4t_gemv<NT, HILO, GC, P, true, 8>) : go(int4t_gemv<NT, HILO, GC, P, false, 8>);
+    if (ksct && ks == 16)
+      return z ? go(int4t_gemv<NT, HILO, GC, P, true, 16>) : go(int4t_gemv<NT, HILO, GC, P, false, 16>);
+  }
+  return z ? go(int4t_gemv<NT, HILO, GC, P, true, 0>) : go(int4t_gemv<NT, HILO, GC, P, false, 0>);
 }
 
 int env_int(const char* name) {
