@@ -160,17 +160,8 @@ int main(int argc, char** argv) {
   std::printf("device %s, %d SMs, L2 %d MB, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20,
               prop.major, prop.minor);
   double copyBw = 0;
-  {
-    const size_t n = (size_t)2 << 30;
-    void *a, *b;
-    CUDA_CHECK(cudaMalloc(&a, n));
-    CUDA_CHECK(cudaMalloc(&b, n));
-    std::vector<float> ms;
-    CUDA_CHECK(time_events([&](int) { return cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0); }, 2, 10, ms));
-    copyBw = 2.0 * n / (median(ms) * 1e-3) / 1e9;
-    cudaFree(a), cudaFree(b);
-    std::printf("copy bandwidth (D2D 2 GiB, read+write): %.1f GB/s\n", copyBw);
-  }
+  if (copy_bandwidth_gbps(copyBw)) return 1;
+  std::printf("copy bandwidth (D2D 2 GiB, read+write): %.1f GB/s\n", copyBw);
   Rng rng(20261126);
   std::vector<CheckResult> checks;
   const int shapes[][2] = {{37, 512}, {301, 1024}, {64, 256}, {19, 11008}};

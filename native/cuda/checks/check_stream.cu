@@ -145,6 +145,33 @@ __global__ void __launch_bounds__(KS * 32, MINB) stream_gemv(const __half* __res
   }
 }
 
+// One 512-byte chunk of a tile at one token: the unpack and 4 mma into d (x's hi and lo columns from xp, lanes g < 2).
+__device__ __forceinline__ void chunk_mma(const uint4& q, const __half* __restrict__ xp, int kb, int g, int t,
+                                          float (&d)[4]) {
+  const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);
+  uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
+  if (g < 2) {
+    const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
+    b0 = __ldg(bp), b1 = __ldg(bp + 1);
+  }
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint32_t a[4];
+    tc::dequant_word(words[j], zlo, zhi, a);
+    const uint4& b = j < 2 ? b0 : b1;
+    if (j & 1) tc::mma_f16(d, a, b.z, b.w);
+    else tc::mma_f16(d, a, b.x, b.y);
+  }
+}
+
+/** A group's d scaled into acc (rows g and g + 8), d cleared for the next group. */
+__device__ __forceinline__ void group_done(float (&acc)[4], float (&d)[4], float s0, float s1) {
+  acc[0] = fmaf(s0, d[0], acc[0]), acc[1] = fmaf(s0, d[1], acc[1]);
+  acc[2] = fmaf(s1, d[2], acc[2]), acc[3] = fmaf(s1, d[3], acc[3]);
+  d[0] = d[1] = d[2] = d[3] = 0.f;
+}
+
 // The same GEMV (MODE 1) with a ring of P single 512-byte chunks instead of P whole groups: the same registers hold
 // more chunks ahead (4 chunks = 2 groups of 2: 1.5 KB ahead of the chunk being used instead of 1 KB).
 template <int P, int KS, int MINB>
@@ -168,29 +195,11 @@ __global__ void __launch_bounds__(KS * 32, MINB) stream_gemv_chunks(const __half
   };
   float acc[4] = {0.f, 0.f, 0.f, 0.f}, d[4] = {0.f, 0.f, 0.f, 0.f};
   float cs0 = 0.f, cs1 = 0.f;
-  const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);
   const auto compute = [&](int slot, int u) {
     const int gi = warp + (u / GC) * KS, c = u % GC, kb = gi * GC + c;
     if (c == 0) cs0 = s0[slot], cs1 = s1[slot];
-    uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
-    if (g < 2) {
-      const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
-      b0 = __ldg(bp), b1 = __ldg(bp + 1);
-    }
-    const uint32_t words[4] = {q[slot].x, q[slot].y, q[slot].z, q[slot].w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      uint32_t a[4];
-      tc::dequant_word(words[j], zlo, zhi, a);
-      const uint4& b = j < 2 ? b0 : b1;
-      if (j & 1) tc::mma_f16(d, a, b.z, b.w);
-      else tc::mma_f16(d, a, b.x, b.y);
-    }
-    if (c == GC - 1) {
-      acc[0] = fmaf(cs0, d[0], acc[0]), acc[1] = fmaf(cs0, d[1], acc[1]);
-      acc[2] = fmaf(cs1, d[2], acc[2]), acc[3] = fmaf(cs1, d[3], acc[3]);
-      d[0] = d[1] = d[2] = d[3] = 0.f;
-    }
+    chunk_mma(q[slot], xp, kb, g, t, d);
+    if (c == GC - 1) group_done(acc, d, cs0, cs1);
   };
 #pragma unroll
   for (int p = 0; p < P - 1; ++p)
@@ -252,7 +261,6 @@ __global__ void __launch_bounds__(KS * 32, MINB) stream_gemv_cpa(const __half* _
   }
   float acc[4] = {0.f, 0.f, 0.f, 0.f}, d[4] = {0.f, 0.f, 0.f, 0.f};
   float cs0 = 0.f, cs1 = 0.f;
-  const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);
   int stage = 0, next = D - 1;
   for (int u = 0; u < U; ++u) {
     if (u + D - 1 < U) issue(u + D - 1, next);
@@ -261,25 +269,8 @@ __global__ void __launch_bounds__(KS * 32, MINB) stream_gemv_cpa(const __half* _
     const int gi = warp + (u / GC) * KS, c = u % GC, kb = gi * GC + c;
     const uint4 q = wring[stage * 32];
     if (c == 0) cs0 = sring[stage * 64], cs1 = sring[stage * 64 + 1];
-    uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
-    if (g < 2) {
-      const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
-      b0 = __ldg(bp), b1 = __ldg(bp + 1);
-    }
-    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      uint32_t a[4];
-      tc::dequant_word(words[j], zlo, zhi, a);
-      const uint4& b = j < 2 ? b0 : b1;
-      if (j & 1) tc::mma_f16(d, a, b.z, b.w);
-      else tc::mma_f16(d, a, b.x, b.y);
-    }
-    if (c == GC - 1) {
-      acc[0] = fmaf(cs0, d[0], acc[0]), acc[1] = fmaf(cs0, d[1], acc[1]);
-      acc[2] = fmaf(cs1, d[2], acc[2]), acc[3] = fmaf(cs1, d[3], acc[3]);
-      d[0] = d[1] = d[2] = d[3] = 0.f;
-    }
+    chunk_mma(q, xp, kb, g, t, d);
+    if (c == GC - 1) group_done(acc, d, cs0, cs1);
     stage = stage + 1 == D ? 0 : stage + 1;
     next = next + 1 == D ? 0 : next + 1;
   }
@@ -453,14 +444,13 @@ int main(int argc, char** argv) {
   const int sms = prop.multiProcessorCount;
   std::printf("device %s, %d SMs, L2 %d MB\n", prop.name, sms, prop.l2CacheSize >> 20);
   double copyBw = 0, readBw = 0;
+  if (copy_bandwidth_gbps(copyBw)) return 1;
   {
     const size_t n = (size_t)2 << 30;
     void *a, *b;
     CUDA_CHECK(cudaMalloc(&a, n));
     CUDA_CHECK(cudaMalloc(&b, n));
     std::vector<float> ms;
-    CUDA_CHECK(time_events([&](int) { return cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0); }, 2, 10, ms));
-    copyBw = 2.0 * n / (median(ms) * 1e-3) / 1e9;
     CUDA_CHECK(time_events(
         [&](int) {
           read_all<<<sms * 8, 256>>>(static_cast<const uint4*>(a), n / 16, static_cast<unsigned*>(b));

@@ -134,6 +134,21 @@ inline double median(std::vector<float> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/** The device-to-device copy bandwidth (bytes read + written per second, GB/s) of `bytes` (2 GiB by default),
+ * median of 10; returns 1 after printing the error. */
+inline int copy_bandwidth_gbps(double& gbps, size_t bytes = (size_t)2 << 30) {
+  void *a = nullptr, *b = nullptr;
+  CUDA_CHECK(cudaMalloc(&a, bytes));
+  CUDA_CHECK(cudaMalloc(&b, bytes));
+  std::vector<float> ms;
+  const cudaError_t e =
+      time_events([&](int) { return cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, 0); }, 2, 10, ms);
+  cudaFree(a), cudaFree(b);
+  CUDA_CHECK(e);
+  gbps = 2.0 * bytes / (median(ms) * 1e-3) / 1e9;
+  return 0;
+}
+
 using tpserve::cuda::global_ns;  // the GPU's global timer, in ns (device code)
 
 /** A load with acquire semantics at GPU scope (device code). */
