@@ -152,25 +152,8 @@ __device__ __forceinline__ void group_mma(const uint4& q0, const uint4& q1, floa
                                           const __half* __restrict__ xp, int gi, int g, int t, float (&acc)[4]) {
   const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);  // symmetric weights
   float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const int kb = gi * 2 + c;
-    uint4 bx0 = make_uint4(0u, 0u, 0u, 0u), bx1 = bx0;
-    if (g < 2) {  // columns 0 and 1: the token's hi and lo halves
-      const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
-      bx0 = __ldg(bp), bx1 = __ldg(bp + 1);
-    }
-    const uint4& qq = c == 0 ? q0 : q1;
-    const uint32_t words[4] = {qq.x, qq.y, qq.z, qq.w};
-#pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      uint32_t a[4];
-      tc::dequant_word(words[w], zlo, zhi, a);
-      const uint4& b = w < 2 ? bx0 : bx1;
-      if (w & 1) tc::mma_f16(d, a, b.z, b.w);
-      else tc::mma_f16(d, a, b.x, b.y);
-    }
-  }
+  tc::one_token_chunk(q0, xp, gi * 2, g, t, zlo, zhi, d);
+  tc::one_token_chunk(q1, xp, gi * 2 + 1, g, t, zlo, zhi, d);
   acc[0] = fmaf(s0, d[0], acc[0]);
   acc[1] = fmaf(s0, d[1], acc[1]);
   acc[2] = fmaf(s1, d[2], acc[2]);

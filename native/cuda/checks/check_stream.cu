@@ -1,13 +1,13 @@
 // What limits the batch-1 int4 GEMV on a card with more bandwidth per SM (H200: the engine's GEMVs reach 62-64% of
 // the copy bandwidth alone, the H100's 80%; docs/gpu-runs.md run 49). A measurement for a design decision, like
 // check_barrier: the GEMV's main loop (int4_tiled.cu: 16-row tiles, 512-byte chunks, a register ring of P groups a
-// warp, split k over KS warps) at one token, with the pieces switched on and off:
-//  - MODE 0 loads only (the words xor-ed, so nothing is dropped): what the access pattern alone reaches;
-//  - MODE 1 unpack + mma with one accumulator chain, as the engine; MODE 2 two chains (even and odd 16-k steps);
-//  - P = 2 (the engine: one group ahead), 3, 4;
-//  - one block a tile (the engine) or persistent blocks (grid = SMs x blocks an SM, tiles strided, the ring running
-//    on across a block's tiles, so no block ends and restarts per tile).
-// Each warp writes its partial sums ([KS][rows]); the MODE 1 and 2 sums are checked against the library's
+// warp, split k over KS warps) at one token, with the pieces switched on and off (stream_gemv's MODE: loads only,
+// the engine's unpack + mma, two accumulator chains, x in the ring, no x loads, no mma, no unpack, no zero-point
+// subtraction), P = 2 (the engine: one group ahead) or more, one block a tile (the engine) or persistent blocks
+// (the ring running on across a block's tiles); more bytes ahead as a ring of single chunks or a cp.async ring in
+// shared memory; and an int8 tensor-core kernel (timing only; check_int8 has the correct one). Each variant runs at
+// the occupancy its registers allow or at one forced through dynamic shared memory.
+// Each warp writes its partial sums ([KS][rows]); the variants whose sums are real are checked against the library's
 // int4_tiled_matmul (relative L2 1e-5) before anything is timed. Times: a graph of 20 launches over copies of the
 // weights that do not fit in L2, median of 50.
 //   check_stream [--json out.json] [--quick] [--shape RxC] [--only "variant name substring"] (the last two for ncu)
@@ -145,26 +145,6 @@ __global__ void __launch_bounds__(KS * 32, MINB) stream_gemv(const __half* __res
   }
 }
 
-// One 512-byte chunk of a tile at one token: the unpack and 4 mma into d (x's hi and lo columns from xp, lanes g < 2).
-__device__ __forceinline__ void chunk_mma(const uint4& q, const __half* __restrict__ xp, int kb, int g, int t,
-                                          float (&d)[4]) {
-  const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);
-  uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
-  if (g < 2) {
-    const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
-    b0 = __ldg(bp), b1 = __ldg(bp + 1);
-  }
-  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    uint32_t a[4];
-    tc::dequant_word(words[j], zlo, zhi, a);
-    const uint4& b = j < 2 ? b0 : b1;
-    if (j & 1) tc::mma_f16(d, a, b.z, b.w);
-    else tc::mma_f16(d, a, b.x, b.y);
-  }
-}
-
 /** A group's d scaled into acc (rows g and g + 8), d cleared for the next group. */
 __device__ __forceinline__ void group_done(float (&acc)[4], float (&d)[4], float s0, float s1) {
   acc[0] = fmaf(s0, d[0], acc[0]), acc[1] = fmaf(s0, d[1], acc[1]);
@@ -198,7 +178,7 @@ __global__ void __launch_bounds__(KS * 32, MINB) stream_gemv_chunks(const __half
   const auto compute = [&](int slot, int u) {
     const int gi = warp + (u / GC) * KS, c = u % GC, kb = gi * GC + c;
     if (c == 0) cs0 = s0[slot], cs1 = s1[slot];
-    chunk_mma(q[slot], xp, kb, g, t, d);
+    tc::one_token_chunk(q[slot], xp, kb, g, t, tc::zero_lo(8u), tc::zero_hi(8u), d);
     if (c == GC - 1) group_done(acc, d, cs0, cs1);
   };
 #pragma unroll
@@ -269,7 +249,7 @@ __global__ void __launch_bounds__(KS * 32, MINB) stream_gemv_cpa(const __half* _
     const int gi = warp + (u / GC) * KS, c = u % GC, kb = gi * GC + c;
     const uint4 q = wring[stage * 32];
     if (c == 0) cs0 = sring[stage * 64], cs1 = sring[stage * 64 + 1];
-    chunk_mma(q, xp, kb, g, t, d);
+    tc::one_token_chunk(q, xp, kb, g, t, tc::zero_lo(8u), tc::zero_hi(8u), d);
     if (c == GC - 1) group_done(acc, d, cs0, cs1);
     stage = stage + 1 == D ? 0 : stage + 1;
     next = next + 1 == D ? 0 : next + 1;
@@ -293,9 +273,10 @@ __device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], ui
 // 512-byte chunk is 12 ALU instructions and 2 mma instead of 36 and 4. The zero point would come off as
 // zero x sum(x) per group and x would need int8 pieces with a scale: neither is here. P = 2 group ring as MODE 1.
 template <int KS, int MINB>
-__global__ void __launch_bounds__(KS * 32, MINB) stream_gemv_imma(const int8_t* __restrict__ xq, tc::Int4Tiled w,
+__global__ void __launch_bounds__(KS * 32, MINB) stream_gemv_imma(const __half* __restrict__ xp, tc::Int4Tiled w,
                                                                  float* __restrict__ parts) {
   constexpr int GC = 2, P = 2;
+  const int8_t* xq = reinterpret_cast<const int8_t*>(xp);  // the prepared x's bytes stand in for int8 pieces
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int KB = w.cols >> 6, NG = KB / GC, tiles = w.rows / 16;
   const int rt = blockIdx.x;
@@ -391,21 +372,27 @@ template <int KS, int OCC>
 Variant imma() {
   return {"int8 mma (timing only), P 2, " + std::to_string(KS) + " warps" +
               (OCC ? ", " + std::to_string(OCC) + "/SM forced" : ""),
-          reinterpret_cast<void (*)(const __half*, tc::Int4Tiled, float*)>(stream_gemv_imma<KS, OCC ? OCC : 1>), KS, 9,
-          false, OCC};
+          stream_gemv_imma<KS, OCC ? OCC : 1>, KS, 9, false, OCC};
 }
 
 std::vector<Variant> variants(bool quick) {
   std::vector<Variant> v = {
-      imma<8, 4>(), imma<16, 2>(), imma<8, 0>(), imma<4, 0>(), variant<2, 8, 7, false, 4>(), variant<2, 16, 7, false, 2>(),
-      variant<2, 8, 7, false>(),
+      // timing only (--quick: these seven): int8 mma; the unpack without its zero-point subtraction
+      imma<8, 4>(), imma<16, 2>(), imma<8, 0>(), imma<4, 0>(),
+      variant<2, 8, 7, false, 4>(), variant<2, 16, 7, false, 2>(), variant<2, 8, 7, false>(),
+      // more bytes ahead: a cp.async ring in shared memory, a register ring of single chunks
       cpa<4, 8, 4>(), cpa<8, 8, 4>(), cpa<8, 8, 0>(), cpa<12, 8, 0>(), cpa<16, 8, 0>(), cpa<8, 16, 2>(), cpa<6, 4, 0>(),
-      chunks<4, 8, 4>(), chunks<3, 8, 4>(), chunks<5, 8, 4>(), chunks<6, 8, 0>(), chunks<4, 16, 2>(), chunks<6, 16, 2>(),
-      variant<2, 8, 1, false, 4>(),  variant<2, 8, 0, false, 4>(),  variant<2, 8, 3, false, 4>(),  variant<2, 8, 4, false, 4>(),
-      variant<2, 8, 5, false, 4>(),  variant<2, 8, 6, false, 4>(),  variant<2, 8, 2, false, 4>(),  variant<2, 16, 1, false, 2>(),
-      variant<2, 16, 0, false, 2>(), variant<2, 16, 3, false, 2>(), variant<2, 16, 4, false, 2>(), variant<2, 16, 5, false, 2>(),
-      variant<2, 16, 6, false, 2>(), variant<2, 8, 0, false>(),   variant<2, 8, 5, false>(),   variant<3, 8, 3, false>(),
-      variant<2, 8, 1, true>(),    variant<2, 8, 3, true>(),    variant<2, 4, 3, false>(),   variant<2, 4, 1, false>(),
+      chunks<4, 8, 4>(), chunks<3, 8, 4>(), chunks<5, 8, 4>(), chunks<6, 8, 0>(), chunks<4, 16, 2>(),
+      chunks<6, 16, 2>(),
+      // every mode at the engine's occupancy (8 warps: 4 blocks an SM; 16 warps: 2)
+      variant<2, 8, 1, false, 4>(), variant<2, 8, 0, false, 4>(), variant<2, 8, 3, false, 4>(),
+      variant<2, 8, 4, false, 4>(), variant<2, 8, 5, false, 4>(), variant<2, 8, 6, false, 4>(),
+      variant<2, 8, 2, false, 4>(), variant<2, 16, 1, false, 2>(), variant<2, 16, 0, false, 2>(),
+      variant<2, 16, 3, false, 2>(), variant<2, 16, 4, false, 2>(), variant<2, 16, 5, false, 2>(),
+      variant<2, 16, 6, false, 2>(),
+      // at the occupancy the registers allow; persistent blocks; 4 warps
+      variant<2, 8, 0, false>(), variant<2, 8, 5, false>(), variant<3, 8, 3, false>(), variant<2, 8, 1, true>(),
+      variant<2, 8, 3, true>(), variant<2, 4, 3, false>(), variant<2, 4, 1, false>(),
   };
   if (quick) v.resize(7);
   return v;
@@ -492,7 +479,8 @@ int main(int argc, char** argv) {
     for (const Variant& v : variants(quick)) {
       if (onlyVariant && v.name.find(onlyVariant) == std::string::npos) continue;
       size_t smem = v.smemNeed;
-      if (v.occ > 0) smem = std::max(smem, prop.sharedMemPerMultiprocessor / v.occ - prop.reservedSharedMemPerBlock - 256);
+      if (v.occ > 0)
+        smem = std::max(smem, prop.sharedMemPerMultiprocessor / v.occ - prop.reservedSharedMemPerBlock - 256);
       if (smem > 0) CUDA_CHECK(cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
       int perSm = 0;
       CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, v.kernel, v.ks * 32, smem));

@@ -52,6 +52,27 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], u
 
 
 
+// One token (x prepared as hi/lo columns): one 64-column chunk kb of a tile (q: this lane's 16 bytes of it) times x,
+// added into d (C fragment: rows g and g + 8, columns 2t, 2t + 1; lane t = 0 holds the hi and lo columns). Lanes
+// g < 2 read x's two columns.
+__device__ __forceinline__ void one_token_chunk(const uint4& q, const __half* __restrict__ xp, int kb, int g, int t,
+                                                uint32_t zlo, uint32_t zhi, float (&d)[4]) {
+  uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
+  if (g < 2) {
+    const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
+    b0 = __ldg(bp), b1 = __ldg(bp + 1);
+  }
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint32_t a[4];
+    dequant_word(words[j], zlo, zhi, a);
+    const uint4& b = j < 2 ? b0 : b1;
+    if (j & 1) mma_f16(d, a, b.z, b.w);
+    else mma_f16(d, a, b.x, b.y);
+  }
+}
+
 // 1 / rms of one token from a folded norm's partial sums of squares (parts of them, one warp, every lane gets the
 // result). Each lane's first 8 loads go out together, unguarded (index clamped: a load under a branch waits for the
 // one before it); absent parts add 0, which keeps the bits of the lane's sum in order.

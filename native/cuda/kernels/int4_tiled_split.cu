@@ -1,14 +1,12 @@
-// The batch-1 (one token) decode GEMVs. Plain weights (O, down): int4t_gemv_one, a block a tile. Pair-epilogue weights
-// (QKV with RoPE, gate/up with SiLU): int4t_gemv_half, k split across two blocks a tile (docs/gpu-runs.md run 36): smaller blocks end a phase in smaller pieces. Each block takes half of its
-// tile's groups with 8 warps (about 2 groups a warp at k = 4096, a two-slot register ring, the first load issued
-// before pdl_wait() as int4t_gemv does) and stores its 16 sums in its slot of Int4Epilogue::splitParts. Nobody
-// waits for the other half: int4t_pair_finish, the next kernel, adds the two slots in order (the same bits every
-// run), applies a folded norm's 1 / rms (reduced there, off the GEMV's path) and runs the same pair epilogue as
-// int4t_gemv.
-//
-// A kernel of its own rather than a mode of int4t_gemv, written after check_chain's split GEMV. In the engine it
-// took the batch-1 step 0.03-0.1 ms faster (H100, docs/gpu-runs.md run 37). The same kernel on whole tiles of 16 warps
-// with the epilogue inside gained nothing there (run 37) and was removed.
+// The batch-1 (one token) decode GEMVs (docs/gpu-runs.md runs 36-37, 50):
+//  - int4t_gemv_one, the default: a block a whole tile with 8 or 16 warps, the epilogue inside, plain (O, down) or
+//    pair (QKV with RoPE, gate/up with SiLU).
+//  - int4t_gemv_half + int4t_pair_finish, when the caller sets Int4Epilogue::splitParts (the engine with
+//    TPSERVE_T_SPLIT=1): pair weights with k split across two 8-warp blocks a tile, each storing its 16 sums in its
+//    slot; the next kernel adds the two slots in order (the same bits every run), applies a folded norm's 1 / rms and
+//    runs the pair epilogue. Faster than int4t_gemv on the H100 (run 37), slower than int4t_gemv_one (run 50).
+// Both share one_token_groups, the main loop: compile-time warps, a two-slot register ring, the first group's loads
+// issued before pdl_wait().
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -51,23 +49,7 @@ __device__ __forceinline__ void one_token_groups(const __half* __restrict__ xp, 
     const uint32_t zlo = zero_lo(ZP ? z0[s] : 8u), zhi = zero_hi(ZP ? z1[s] : 8u);
     float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int c = 0; c < GC; ++c) {
-      const int kb = gi * GC + c;
-      uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
-      if (g < 2) {  // columns 0 and 1: the token's hi and lo halves
-        const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
-        b0 = __ldg(bp), b1 = __ldg(bp + 1);
-      }
-      const uint32_t words[4] = {q[s][c].x, q[s][c].y, q[s][c].z, q[s][c].w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        uint32_t a[4];
-        dequant_word(words[j], zlo, zhi, a);
-        const uint4& b = j < 2 ? b0 : b1;
-        if (j & 1) mma_f16(d, a, b.z, b.w);
-        else mma_f16(d, a, b.x, b.y);
-      }
-    }
+    for (int c = 0; c < GC; ++c) one_token_chunk(q[s][c], xp, gi * GC + c, g, t, zlo, zhi, d);
     r4[0] = fmaf(s0[s], d[0], r4[0]), r4[1] = fmaf(s0[s], d[1], r4[1]);
     r4[2] = fmaf(s1[s], d[2], r4[2]), r4[3] = fmaf(s1[s], d[3], r4[3]);
   };
