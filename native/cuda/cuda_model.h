@@ -112,6 +112,8 @@ class CudaModel : public GpuModel {
    * a hidden size the all-reduce kernel folds (cuda::fold_parts) and TPSERVE_TP_FOLD not 0.
    */
   bool foldable(const Ptrs& p) const;
+  /** Whether every O and down weight can exchange its partial sums in the GEMV (cuda::int4_gemv_allreduce_ok). */
+  bool tpFuse();
 
   /** Tensor parallelism: x (n floats) becomes the sum over the group's ranks. */
   void allReduce(float* x, size_t n);
@@ -186,6 +188,7 @@ class CudaModel : public GpuModel {
   static constexpr int kFoldMaxTokens = 8;
   bool foldNorm_ = true;
   bool tpFold_ = cuda::detail::env_on("TPSERVE_TP_FOLD");  // the fold in tensor-parallel groups (foldReduce)
+  int tpFuse_ = -1;  // tpFuse(): -1 until asked
   DevBuf<float> ssq_;
   // The one-token QKV and gate/up GEMVs with k split across two blocks a tile (Int4Epilogue::splitParts and
   // int4_pair_finish) only with TPSERVE_T_SPLIT=1 (or =all); by default they run whole tiles with the pair epilogue

@@ -54,6 +54,13 @@ class GpuComm {
    */
   void allReduceFold(float* partial, float* x, const float* w, __half* xp, float* ssq, int rows, int dim,
                      cudaStream_t s);
+  /**
+   * The p2p group for an exchange of `floats` per rank that a kernel does itself (the one-token GEMV's epilogue,
+   * Int4Epilogue::comm), or null when that message goes another way (NCCL, or collectives skipped).
+   */
+  const cuda::P2pGroup* p2pGroup(size_t floats) const {
+    return !skip_ && useP2p(floats) && floats <= g_.cap ? &g_ : nullptr;
+  }
   /** out (rows, world * cols) = every rank's `local` (rows, cols) side by side; `scratch` holds world*rows*cols. */
   void gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s);
   /** Waits for `s` (or only until `until`, an event recorded on it) with the bounds described above. */

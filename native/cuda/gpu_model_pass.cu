@@ -22,7 +22,12 @@ void CudaModel::enqueue(const Ptrs& p) {
   // this rank's partial sums, and the all-reduce kernel does the add and the preparation (foldReduce;
   // docs/tensor-parallel.md).
   const bool fold = foldNorm_ && foldable(p);
-  const int ssqParts = comm_ ? cuda::fold_parts(H) : H / 16;
+  // One token in a tensor-parallel group on the p2p path: O and down exchange their partial sums in their own
+  // epilogue and fold them there as at TP = 1, so no all-reduce kernel runs between them and the next GEMV
+  // (Int4Epilogue::comm; docs/tensor-parallel.md, "The all-reduce inside the GEMV").
+  const cuda::P2pGroup* arGroup = fold && comm_ && p.T == 1 && tpFuse() ? comm_->p2pGroup(H) : nullptr;
+  const bool fuseAr = arGroup != nullptr;
+  const int ssqParts = comm_ && !fuseAr ? cuda::fold_parts(H) : H / 16;
   const auto foldIn = [&](cuda::Int4Epilogue& ep) {
     ep.ssqIn = ssq_.p, ep.ssqParts = ssqParts, ep.normCols = H, ep.eps = s.eps;
   };
@@ -34,8 +39,10 @@ void CudaModel::enqueue(const Ptrs& p) {
     cuda::Int4Epilogue ep;
     ep.accumulate = true;
     if (nextNormW) ep.normW = nextNormW, ep.xpOut = xp_.p, ep.ssqOut = ssq_.p;
+    if (fuseAr) ep.comm = *arGroup;
     return ep;
   };
+  const bool foldHere = fold && (!comm_ || fuseAr);  // O and down fold in their epilogue
   for (int l = 0; l < s.layers; l++) {
     Layer& Ly = layers_[l];
     cuda::kv_t* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
@@ -44,7 +51,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
     // Layers after the first add the previous down projection (summed over the ranks first) to x.
     const bool folded = fold && l > 0;  // this norm's input came prepared from the previous down GEMV
-    if (folded && comm_) foldReduce(Ly.attnNorm.f.p);
+    if (folded && comm_ && !fuseAr) foldReduce(Ly.attnNorm.f.p);
     if (!folded && !(ablate_ & kAblNorm)) residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
     if (ablate_ & kAblQkv) {
     } else if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
@@ -73,9 +80,9 @@ void CudaModel::enqueue(const Ptrs& p) {
     if (prepO) a.xpOut = xp2_.p;
     if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
     mark(Engine::kAttention);
-    if (fold && !comm_) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p), xp2_.p);
+    if (foldHere) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p), xp2_.p);
     else if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
-    if (fold && comm_) foldReduce(Ly.mlpNorm.f.p);
+    if (fold && comm_ && !fuseAr) foldReduce(Ly.mlpNorm.f.p);
     mark(Engine::kOProj);
     const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
     const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
@@ -93,7 +100,7 @@ void CudaModel::enqueue(const Ptrs& p) {
       checkLaunch(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
       mark(Engine::kSilu);
     }
-    if (fold && !comm_) {
+    if (foldHere) {
       const float* next = l + 1 < s.layers ? layers_[l + 1].attnNorm.f.p : nullptr;
       matmul(act_.p, Ly.down, x_.p, p.T, prepDown, nullptr, foldOut(next), xp2_.p);
     } else if (!(ablate_ & kAblDown)) {
@@ -101,8 +108,9 @@ void CudaModel::enqueue(const Ptrs& p) {
     }
     mark(Engine::kDown);
   }
-  // Folded at TP = 1: x_ holds the sum already; in a group the last down's partial sums are still to reduce.
-  residualNorm(p.T, !fold || comm_, finalNorm_.f.p, nullptr, Engine::kFinalNorm);
+  // Folded at TP = 1 (or with the exchange in the GEMV): x_ holds the sum already; in a group otherwise the last
+  // down's partial sums are still to reduce.
+  residualNorm(p.T, !foldHere, finalNorm_.f.p, nullptr, Engine::kFinalNorm);
   if (p.hidden) return;  // embeddings: forward() copies h_ out
   const float* head = h_.p;
   if (!p.all && p.T != p.S) {  // gather each sequence's last row
@@ -130,7 +138,9 @@ void CudaModel::enqueue(const Ptrs& p) {
 
 bool CudaModel::foldable(const Ptrs& p) const {
   const ModelShape& s = o_.s;
-  if (ablate_ || p.T > kFoldMaxTokens || p.maxQ != 1 || p.all) return false;
+  // Leaving out attention or the LM head keeps the fold's data flow (their outputs are read stale), so those two
+  // ablations measure their kernels inside the folded step; the others fall back to unfolded norms.
+  if ((ablate_ & ~(unsigned)(kAblAttn | kAblHead)) || p.T > kFoldMaxTokens || p.maxQ != 1 || p.all) return false;
   if (comm_ && (!tpFold_ || cuda::fold_parts(s.hidden) == 0)) return false;
   if (s.hidden % 64 != 0 || s.inter % 64 != 0) return false;
   for (const Layer& Ly : layers_)
@@ -139,6 +149,18 @@ bool CudaModel::foldable(const Ptrs& p) const {
         Ly.o.kind != DWeight::kInt4Tiled || Ly.down.kind != DWeight::kInt4Tiled)
       return false;
   return true;
+}
+
+bool CudaModel::tpFuse() {
+  if (tpFuse_ < 0) {
+    tpFuse_ = 1;
+    for (const Layer& Ly : layers_)
+      for (const DWeight* w : {&Ly.o, &Ly.down})
+        if (w->kind != DWeight::kInt4Tiled ||
+            !cuda::int4_gemv_allreduce_ok(w->rows, w->cols, w->group, w->zeros.p != nullptr, 1))
+          tpFuse_ = 0;
+  }
+  return tpFuse_ == 1;
 }
 
 void CudaModel::allReduce(float* x, size_t n) {

@@ -1,8 +1,9 @@
 // Checks and times the one-shot p2p collectives (kernels/allreduce.cu) across every GPU of this machine, all ranks
 // in this process with peer pointers (the worker maps the same buffers with CUDA IPC instead): all-reduce and
 // column gather against a CPU reference (bitwise: the kernel adds in rank order, as the reference does), the
-// fused all-reduce + residual + RMSNorm against the unfused kernels (bitwise), reuse of the three slots over many
-// calls, replay inside CUDA graphs, and the timeout when a rank never arrives.
+// fused all-reduce + residual + RMSNorm against the unfused kernels (bitwise), the one-token GEMV that exchanges its
+// partial sums in its epilogue (Int4Epilogue::comm) against the GEMV then all_reduce_fold (bitwise), reuse of the
+// three slots over many calls, replay inside CUDA graphs, and the timeout when a rank never arrives.
 // Then latency per call at decode sizes, and NCCL's in the same run when libnccl.so.2 loads.
 //   check_allreduce [--json out.json]      (needs 2+ GPUs with peer access; with fewer it says so and exits 0)
 #include <chrono>
@@ -13,6 +14,7 @@
 #include "../kernels/xprep.cuh"
 #include "../nccl_api.h"
 #include "check_util.cuh"
+#include "int4t_check.cuh"
 
 using namespace tpserve;
 using namespace tpserve::check;
@@ -299,6 +301,101 @@ bool check_fold(Group& G, Rng& rng, int rows, int dim) {
   return ok;
 }
 
+/**
+ * The one-token GEMV with the exchange in its epilogue (Int4Epilogue::comm, the row-parallel O / down of a decode
+ * step): every rank multiplies its own weight (rows x cols, its shard) and the fused epilogue adds the ranks' sums in
+ * rank order to x, writes the next GEMV's prepared input x * w and per-tile sums of squares. Against the plain GEMV
+ * into a partial and all_reduce_fold (the unfused path): x and xp bitwise, the total sum of squares within 1e-5
+ * (it is split into other parts). Two rounds, so the calls of both paths share the group's slots in turn.
+ */
+bool check_gemv_fold(Group& G, Rng& rng, int rows, int cols) {
+  const int W = G.world, parts = cuda::fold_parts(rows), tiles = rows / 16;
+  const size_t nxp = cuda::xprep_halves(1, rows), nxin = cuda::xprep_halves(1, cols);
+  if (!cuda::int4_gemv_allreduce_ok(rows, cols, 128, false, 1)) {
+    char msg[120];
+    std::snprintf(msg, sizeof msg, "gemv + exchange world %d %dx%d: int4_gemv_allreduce_ok says no", W, rows, cols);
+    report(msg, false);
+    return false;
+  }
+  std::vector<float> x0(rows), w(rows);
+  for (auto& e : x0) e = rng.uniform(-2.f, 2.f);
+  for (auto& e : w) e = rng.uniform(0.5f, 1.5f);
+  struct Rank {
+    check::DevT d;
+    float *xin, *part, *xa, *xb, *w, *ssa, *ssb;
+    __half *xpin, *xpa, *xpb;
+  };
+  std::vector<Rank> R(W);
+  bool ok = true;
+  for (int r = 0; r < W && ok; r++) {
+    CUDA_CHECK_BOOL(cudaSetDevice(r));
+    check::HostW hw = check::make_weight(rng, rows, cols, 128, false);
+    if (check::upload(hw, R[r].d, 1)) return false;
+    std::vector<float> xin(cols);
+    for (auto& e : xin) e = rng.uniform(-1.f, 1.f);
+    Rank& k = R[r];
+    k.xin = k.d.alloc<float>(cols * 4), k.part = k.d.alloc<float>(rows * 4), k.xa = k.d.alloc<float>(rows * 4);
+    k.xb = k.d.alloc<float>(rows * 4), k.w = k.d.alloc<float>(rows * 4), k.ssa = k.d.alloc<float>(tiles * 4);
+    k.ssb = k.d.alloc<float>(parts * 4 + 4), k.xpin = k.d.alloc<__half>(nxin * 2), k.xpa = k.d.alloc<__half>(nxp * 2);
+    k.xpb = k.d.alloc<__half>(nxp * 2);
+    CUDA_CHECK_BOOL(cudaMemcpy(k.xin, xin.data(), cols * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK_BOOL(cudaMemcpy(k.w, w.data(), rows * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK_BOOL(cuda::xprep(k.xin, 1, cols, k.xpin, 0));
+    CUDA_CHECK_BOOL(cudaDeviceSynchronize());
+  }
+  double worst = 0;
+  for (int round = 0; round < 2 && ok; round++) {
+    for (int r = 0; r < W; r++) {
+      cudaSetDevice(r);
+      CUDA_CHECK_BOOL(cudaMemcpy(R[r].xa, x0.data(), rows * 4, cudaMemcpyHostToDevice));
+      CUDA_CHECK_BOOL(cudaMemcpy(R[r].xb, x0.data(), rows * 4, cudaMemcpyHostToDevice));
+    }
+    for (int r = 0; r < W && ok; r++) {  // fused: every rank's kernel must run at once (they wait for each other)
+      cudaSetDevice(r);
+      cuda::Int4Epilogue ep;
+      ep.accumulate = true, ep.normW = R[r].w, ep.xpOut = R[r].xpa, ep.ssqOut = R[r].ssa, ep.comm = G.g[r];
+      ok = cuda::int4_tiled_matmul(nullptr, R[r].xpin, true, R[r].d.t[0], R[r].xa, 1, nullptr, G.streams[r], false,
+                                   ep, nullptr, 0) == cudaSuccess;
+    }
+    if (!G.syncAll()) ok = false;
+    for (int r = 0; r < W && ok; r++) {  // unfused: the plain GEMV, then the fold with its exchange
+      cudaSetDevice(r);
+      ok = cuda::int4_tiled_matmul(nullptr, R[r].xpin, true, R[r].d.t[0], R[r].part, 1, nullptr, G.streams[r], false,
+                                   cuda::Int4Epilogue(), nullptr, 0) == cudaSuccess &&
+           cuda::all_reduce_fold(R[r].part, R[r].xb, R[r].w, R[r].xpb, R[r].ssb, 1, rows, &G.g[r], G.streams[r]) ==
+               cudaSuccess;
+    }
+    if (!G.syncAll()) ok = false;
+    std::vector<float> xa(rows), xb(rows), ssa(tiles), ssb(parts);
+    std::vector<__half> pa(nxp), pb(nxp);
+    for (int r = 0; r < W && ok; r++) {
+      cudaSetDevice(r);
+      cudaMemcpy(xa.data(), R[r].xa, rows * 4, cudaMemcpyDeviceToHost), cudaMemcpy(xb.data(), R[r].xb, rows * 4, cudaMemcpyDeviceToHost);
+      cudaMemcpy(pa.data(), R[r].xpa, nxp * 2, cudaMemcpyDeviceToHost), cudaMemcpy(pb.data(), R[r].xpb, nxp * 2, cudaMemcpyDeviceToHost);
+      cudaMemcpy(ssa.data(), R[r].ssa, tiles * 4, cudaMemcpyDeviceToHost), cudaMemcpy(ssb.data(), R[r].ssb, parts * 4, cudaMemcpyDeviceToHost);
+      double ta = 0, tb = 0, exact = 0;
+      for (float v : ssa) ta += v;
+      for (float v : ssb) tb += v;
+      for (float v : xb) exact += (double)v * v;
+      worst = std::max({worst, std::fabs(ta - exact) / exact, std::fabs(tb - exact) / exact});
+      ok = std::memcmp(xa.data(), xb.data(), rows * 4) == 0 && std::memcmp(pa.data(), pb.data(), nxp * 2) == 0 &&
+           !G.flags[r][0];
+      if (r > 0) {  // every rank the same x
+        std::vector<float> x0r(rows);
+        cudaSetDevice(0);
+        cudaMemcpy(x0r.data(), R[0].xa, rows * 4, cudaMemcpyDeviceToHost);
+        ok = ok && std::memcmp(x0r.data(), xa.data(), rows * 4) == 0;
+      }
+    }
+  }
+  ok = ok && worst <= 1e-5;
+  char msg[160];
+  std::snprintf(msg, sizeof msg, "gemv + exchange world %d %dx%d vs gemv, all_reduce_fold (x, xp bitwise; ssq %.1e)",
+                W, rows, cols, worst);
+  report(msg, ok);
+  return ok;
+}
+
 /** Captures 3 all-reduces per rank into a graph and replays it: epochs live on the device, so replays stay in step. */
 bool check_graph(Group& G, Rng& rng, size_t n) {
   const int W = G.world;
@@ -474,6 +571,8 @@ int main(int argc, char** argv) {
     check_fused(G, rng, 32, 4096), check_fused(G, rng, 3, 256);
     check_fold(G, rng, 1, 4096), check_fold(G, rng, 1, 8192), check_fold(G, rng, 8, 4096), check_fold(G, rng, 3, 5120);
     check_fold(G, rng, 2, 256), check_fold(G, rng, 16, 1024);
+    // O and down of Llama-2-7B at TP = 2, O of Llama-2-70B at TP = 4 (its shard shapes at any world here).
+    check_gemv_fold(G, rng, 4096, 2048), check_gemv_fold(G, rng, 4096, 5504), check_gemv_fold(G, rng, 8192, 2048);
     for (size_t n : {(size_t)4096, (size_t)3}) check_sum(G, rng, n, 4);  // slots still in step after the above
     for (size_t n : {(size_t)4096, (size_t)8192, (size_t)4096 * 32, (size_t)8192 * 32}) {
       const double us = time_p2p(G, n), nus = time_nccl(W, n);

@@ -39,13 +39,18 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], const uint32_t (&a)[4], uint
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/** Byte offset of x's piece p at k in the B-fragment layout (one token). */
+/** Byte offset of x's piece p at k in the B-fragment layout (one token). ENG: the engine's Int4Tiled layout, whose
+ * byte i of word j (lane t) holds column 2t, 2t + 8, 2t + 1, 2t + 9 of the 16-column step j: read as the s8 mma's
+ * k = 4t + i, so x's bytes follow the same order. */
+template <bool ENG>
 __host__ __device__ inline size_t xq_offset(int k, int p) {
-  const int kb = k >> 6, r = k & 63, s = r >> 5, h = (r >> 4) & 1, t = (r & 15) >> 2, i = r & 3;
+  const int kb = k >> 6, r = k & 63, s = r >> 5, h = (r >> 4) & 1, c = r & 15;
+  const int t = ENG ? (c & 7) >> 1 : c >> 2, i = ENG ? (c & 1) * 2 + (c >> 3) : c & 3;
   return ((size_t)(kb * kPieces + p) * 4 + t) * 16 + (s * 2 + h) * 4 + i;
 }
 
 // One warp a group of 128: the group's largest |x| (butterfly), its scale, each lane's 4 values into 3 pieces.
+template <bool ENG>
 __global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __restrict__ xq, float* __restrict__ sx) {
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
   if (warp >= cols / kGroup) return;
@@ -63,15 +68,16 @@ __global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __rest
 #pragma unroll
     for (int p = 0; p < kPieces; ++p) {
       const float q = fminf(fmaxf(rintf(r), -127.f), 127.f);
-      xq[xq_offset(k0 + i, p)] = (int8_t)q;
+      xq[xq_offset<ENG>(k0 + i, p)] = (int8_t)q;
       r = (r - q) * kPieceMul;
     }
   }
 }
 
 // y = W x for one token: a block a 16-row tile, KS warps taking its groups round-robin (a two-slot register ring of
-// groups, as the engine's one-token GEMV), the pieces' int32 sums per group scaled into float.
-template <int KS>
+// groups, as the engine's one-token GEMV), the pieces' int32 sums per group scaled into float. ENG: the engine's
+// Int4Tiled weights as they are (nibbles q, not q ^ 8: the unpack flips the top bit of each byte).
+template <int KS, bool ENG>
 __global__ void __launch_bounds__(KS * 32) int8_gemv(const uint4* __restrict__ wq, const float* __restrict__ ws,
                                                      const uint4* __restrict__ xq, const float* __restrict__ sx,
                                                      int rows, int cols, float* __restrict__ y) {
@@ -106,7 +112,9 @@ __global__ void __launch_bounds__(KS * 32) int8_gemv(const uint4* __restrict__ w
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         const uint32_t lo = w[2 * s], hi = w[2 * s + 1];
-        const uint32_t a[4] = {(lo << 4) & 0xf0f0f0f0u, lo & 0xf0f0f0f0u, (hi << 4) & 0xf0f0f0f0u, hi & 0xf0f0f0f0u};
+        constexpr uint32_t f = ENG ? 0x80808080u : 0u;
+        const uint32_t a[4] = {((lo << 4) & 0xf0f0f0f0u) ^ f, (lo & 0xf0f0f0f0u) ^ f, ((hi << 4) & 0xf0f0f0f0u) ^ f,
+                               (hi & 0xf0f0f0f0u) ^ f};
         mma_s8(d, a, bw[2 * s], bw[2 * s + 1]);
       }
     }
@@ -220,26 +228,31 @@ int main(int argc, char** argv) {
     float* dy = d.alloc<float>((size_t)tiles * 16 * 4);
     float* dsx = d.alloc<float>(NG * 4);
     int8_t* dxq = d.alloc<int8_t>((size_t)C * kPieces);
+    int8_t* dxe = d.alloc<int8_t>((size_t)C * kPieces);  // the pieces in the engine layout's k order
     __half* dxp = d.alloc<__half>(tpserve::cuda::xprep_halves(1, C) * 2);
-    if (!dx || !dy || !dsx || !dxq || !dxp) return 1;
+    if (!dx || !dy || !dsx || !dxq || !dxe || !dxp) return 1;
     CUDA_CHECK(cudaMemcpy(dx, x.data(), C * 4, cudaMemcpyHostToDevice));
     // pieces
-    CUDA_CHECK_LAUNCH((quantize_x<<<(NG * 32 + 255) / 256, 256>>>(dx, C, dxq, dsx), cudaGetLastError()));
+    CUDA_CHECK_LAUNCH((quantize_x<false><<<(NG * 32 + 255) / 256, 256>>>(dx, C, dxq, dsx), cudaGetLastError()));
+    CUDA_CHECK_LAUNCH((quantize_x<true><<<(NG * 32 + 255) / 256, 256>>>(dx, C, dxe, dsx), cudaGetLastError()));
     {
       std::vector<int8_t> xq((size_t)C * kPieces);
       std::vector<float> sx(NG);
       CUDA_CHECK(cudaMemcpy(xq.data(), dxq, xq.size(), cudaMemcpyDeviceToHost));
       CUDA_CHECK(cudaMemcpy(sx.data(), dsx, NG * 4, cudaMemcpyDeviceToHost));
-      // Relative L2 of the rebuilt x (expected ~3e-8: x / s rounded to float, then 0.5 / 254^2 of s).
+      // Each value within 1e-7 of its group's largest |x| (x / s rounded to float, then 0.5 / 254^2 of s): the bound
+      // checked. The relative L2 over x is larger (3.4e-7 on an H200, run 52: most values are far below the group's
+      // largest), so it is held to 1e-6.
       double worst = 0;
       CheckResult r{std::string("pieces rebuild x ") + name, {}, 0, false};
       for (int k = 0; k < C; ++k) {
-        const double v = sx[k / kGroup] * (xq[xq_offset(k, 0)] + xq[xq_offset(k, 1)] / 254.0 +
-                                           xq[xq_offset(k, 2)] / (254.0 * 254.0));
+        const double v = sx[k / kGroup] * (xq[xq_offset<false>(k, 0)] + xq[xq_offset<false>(k, 1)] / 254.0 +
+                                           xq[xq_offset<false>(k, 2)] / (254.0 * 254.0));
         r.e.add(v, x[k]);
         worst = std::max(worst, std::fabs(v - x[k]) / (127.0 * sx[k / kGroup]));
       }
-      record(r, 1e-7, checks);
+      record(r, 1e-6, checks);
+      if (worst > 1e-7) checks.back().pass = false, std::printf("FAIL a piece error above 1e-7 of the group's largest |x|\n");
       std::printf("  largest error of the pieces: %.2e of the group's largest |x|\n", worst);
     }
     // GEMVs against float64
@@ -251,15 +264,26 @@ int main(int argc, char** argv) {
       record(r, 1e-6, checks);
       return 0;
     };
-    CUDA_CHECK(cudaMemset(dy, 0xff, (size_t)R * 4));
-    CUDA_CHECK_LAUNCH((int8_gemv<8><<<tiles, 256>>>(dq[0], dsc[0], reinterpret_cast<const uint4*>(dxq), dsx, R, C, dy),
-                       cudaGetLastError()));
-    if (check_y("int8 gemv 8 warps")) return 1;
-    CUDA_CHECK(cudaMemset(dy, 0xff, (size_t)R * 4));
-    CUDA_CHECK_LAUNCH((int8_gemv<16><<<tiles, 512>>>(dq[0], dsc[0], reinterpret_cast<const uint4*>(dxq), dsx, R, C,
-                                                     dy),
-                       cudaGetLastError()));
-    if (check_y("int8 gemv 16 warps")) return 1;
+    const auto xqv = reinterpret_cast<const uint4*>(dxq), xev = reinterpret_cast<const uint4*>(dxe);
+    // The int8 kernels: own layout (pack_int8) or the engine's (d.t: its q and scales as they are), 8 or 16 warps.
+    const auto int8_launch = [&](bool eng, int ks, int c, cudaStream_t st) {
+      const uint4* q = eng ? d.t[c].q : dq[c];
+      const float* sc = eng ? d.t[c].scales : dsc[c];
+      const uint4* xv = eng ? xev : xqv;
+      if (eng && ks == 8) int8_gemv<8, true><<<tiles, 256, 0, st>>>(q, sc, xv, dsx, R, C, dy);
+      else if (eng) int8_gemv<16, true><<<tiles, 512, 0, st>>>(q, sc, xv, dsx, R, C, dy);
+      else if (ks == 8) int8_gemv<8, false><<<tiles, 256, 0, st>>>(q, sc, xv, dsx, R, C, dy);
+      else int8_gemv<16, false><<<tiles, 512, 0, st>>>(q, sc, xv, dsx, R, C, dy);
+      return cudaGetLastError();
+    };
+    const char* int8Names[2][2] = {{"int8 gemv 8 warps", "int8 gemv 16 warps"},
+                                   {"int8 gemv engine layout 8 warps", "int8 gemv engine layout 16 warps"}};
+    for (int eng = 0; eng < 2; ++eng)
+      for (int k = 0; k < 2; ++k) {
+        CUDA_CHECK(cudaMemset(dy, 0xff, (size_t)R * 4));
+        CUDA_CHECK_LAUNCH(int8_launch(eng, k ? 16 : 8, 0, 0));
+        if (check_y(int8Names[eng][k])) return 1;
+      }
     CUDA_CHECK(cudaMemset(dy, 0xff, (size_t)R * 4));
     CUDA_CHECK_LAUNCH(tpserve::cuda::xprep(dx, 1, C, dxp, 0));
     CUDA_CHECK_LAUNCH(tpserve::cuda::int4_tiled_matmul(dx, dxp, true, d.t[0], dy, 1, nullptr, 0, false,
@@ -284,24 +308,16 @@ int main(int argc, char** argv) {
       cudaGraphExecDestroy(ge), cudaGraphDestroy(gr);
       return 0;
     };
-    const auto xqv = reinterpret_cast<const uint4*>(dxq);
     if (time_graph("engine one-token gemv", [&](int c) {
           return tpserve::cuda::int4_tiled_matmul(dx, dxp, true, d.t[c], dy, 1, nullptr, st, false,
                                                   tpserve::cuda::Int4Epilogue(), nullptr, 0);
         }))
       return 1;
-    if (time_graph("int8 gemv 8 warps", [&](int c) {
-          int8_gemv<8><<<tiles, 256, 0, st>>>(dq[c], dsc[c], xqv, dsx, R, C, dy);
-          return cudaGetLastError();
-        }))
-      return 1;
-    if (time_graph("int8 gemv 16 warps", [&](int c) {
-          int8_gemv<16><<<tiles, 512, 0, st>>>(dq[c], dsc[c], xqv, dsx, R, C, dy);
-          return cudaGetLastError();
-        }))
-      return 1;
+    for (int eng = 0; eng < 2; ++eng)
+      for (int k = 0; k < 2; ++k)
+        if (time_graph(int8Names[eng][k], [&](int c) { return int8_launch(eng, k ? 16 : 8, c, st); })) return 1;
     if (time_graph("quantize x (one token)", [&](int) {
-          quantize_x<<<(NG * 32 + 255) / 256, 256, 0, st>>>(dx, C, dxq, dsx);
+          quantize_x<true><<<(NG * 32 + 255) / 256, 256, 0, st>>>(dx, C, dxe, dsx);
           return cudaGetLastError();
         }))
       return 1;

@@ -18,8 +18,11 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "int4_tiled_common.cuh"
 #include "pdl.cuh"
@@ -284,31 +287,31 @@ cudaError_t launch_gemv(const __half* xp, const Int4Tiled& w, float* y, const fl
   return z ? go(int4t_gemv<NT, HILO, GC, P, true, 0>) : go(int4t_gemv<NT, HILO, GC, P, false, 0>);
 }
 
-int env_int(const char* name) {
-  const char* e = std::getenv(name);
-  return e ? std::atoi(e) : 0;
+// TPSERVE_T_KS_MAP="RxC:ks,..." (one token): the warps a tile for the weights of that shape, over the rule below
+// (docs/gpu-runs.md run 52).
+int ks_map(const Int4Tiled& w) {
+  static const std::vector<std::array<int, 3>> map = [] {
+    std::vector<std::array<int, 3>> v;
+    const char* e = std::getenv("TPSERVE_T_KS_MAP");
+    for (const char* c = e; c && *c;) {
+      int r = 0, k = 0, ks = 0, n = 0;
+      if (std::sscanf(c, "%dx%d:%d%n", &r, &k, &ks, &n) != 3) break;
+      v.push_back({r, k, ks});
+      c += n;
+      if (*c == ',') ++c;
+    }
+    return v;
+  }();
+  for (const auto& e : map)
+    if (e[0] == w.rows && e[1] == w.cols) return e[2];
+  return 0;
 }
 
 // One slice of at most 16 tokens with x already prepared in xp.
 cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
                        const Int4Epilogue& ep, cudaStream_t stream) {
-  // Split k: each warp keeps >= 4 groups, or >= 2 where fewer than 64 warps per SM would stream otherwise.
-  // Chosen from a sweep on an H200 (docs/gpu-runs.md, run 8): 2 groups in flight per warp and many warps beat deeper
-  // rings (in registers or in shared memory through cp.async). TPSERVE_T_KS overrides (1, 2, 4, 8 or 16).
-  const int ng = w.cols / w.group, tiles = (w.rows + 15) / 16;
-  int ks = 1;
-  while (ks < kMaxKs && (ng / (ks * 2) >= 4 || (ng / (ks * 2) >= 2 && tiles * ks * 2 <= 64 * sm_count()))) ks *= 2;
-  // One token: 16-warp tiles only while they fit one wave (2 blocks of 16 warps an SM at 63 registers). Llama-2-70B's
-  // matrices at TP = 4 (down: 512 tiles) took the step from 5.43-5.47 to 5.29-5.30 ms on an H100; the 7B / 8B shapes
-  // (256 tiles) keep 16 (docs/gpu-runs.md run 38). TPSERVE_T_KS_WAVE=0 turns it off.
-  static const bool wave = detail::env_on("TPSERVE_T_KS_WAVE");
-  if (wave && m == 1 && ks == 16 && tiles * 16 > 32 * sm_count()) ks = 8;
-  // 5-16 tokens (batched decode): 8 warps per tile on every shape, which beat the rule above inside the decode step
-  // at batch 8 and 32 (docs/gpu-runs.md, run 16; at batch 1 the rule wins). TPSERVE_T_KS_BATCH=0 keeps the rule.
-  static const bool batch8 = detail::env_on("TPSERVE_T_KS_BATCH");
-  if (batch8 && m > 4 && ng >= 8) ks = 8;
-  static const int envKs = env_int("TPSERVE_T_KS");
-  if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
+  const int ks = detail::gemv_ks(w, m);
+  static const int envKs = detail::env_int("TPSERVE_T_KS");
   // One token with a pair epilogue and Int4Epilogue::splitParts set by the caller (the engine with TPSERVE_T_SPLIT=1):
   // k split across two blocks a tile (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off; =all takes it on any
   // width (checks of small models).
@@ -317,6 +320,10 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
     const char* e = std::getenv("TPSERVE_T_SPLIT");
     return e && std::string(e) == "all";
   }();
+  // Int4Epilogue::comm: only the one-token kernel exchanges (int4_gemv_allreduce_ok() was asked first).
+  if (ep.comm.world > 1)
+    return detail::gemv_one_ok(w, m, ep, ks) ? detail::gemv_one(xp, w, y, residual, ep, ks, stream)
+                                             : cudaErrorInvalidValue;
   if (split && envKs == 0 && detail::gemv_split_ok(w, m, ep, splitAll ? 2 : 16))
     return detail::gemv_split(xp, w, y, ep, stream);
   // One token otherwise: int4t_gemv_one, int4t_gemv's sums with a leaner loop and the epilogue inside, plain (O,
@@ -336,9 +343,55 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
 
 }  // namespace
 
+int detail::gemv_ks(const Int4Tiled& w, int m) {
+  // Split k: each warp keeps >= 4 groups, or >= 2 where fewer than 64 warps per SM would stream otherwise.
+  // Chosen from a sweep on an H200 (docs/gpu-runs.md, run 8): 2 groups in flight per warp and many warps beat deeper
+  // rings (in registers or in shared memory through cp.async). TPSERVE_T_KS overrides (1, 2, 4, 8 or 16).
+  const int ng = w.cols / w.group, tiles = (w.rows + 15) / 16;
+  int ks = 1;
+  while (ks < kMaxKs && (ng / (ks * 2) >= 4 || (ng / (ks * 2) >= 2 && tiles * ks * 2 <= 64 * sm_count()))) ks *= 2;
+  // One token: 16-warp tiles only while they fit one wave (2 blocks of 16 warps an SM at 63 registers). Llama-2-70B's
+  // matrices at TP = 4 (down: 512 tiles) took the step from 5.43-5.47 to 5.29-5.30 ms on an H100; the 7B / 8B shapes
+  // (256 tiles) keep 16 (docs/gpu-runs.md run 38). TPSERVE_T_KS_WAVE=0 turns it off.
+  static const bool wave = detail::env_on("TPSERVE_T_KS_WAVE");
+  if (wave && m == 1 && ks == 16 && tiles * 16 > 32 * sm_count()) ks = 8;
+  // One token, 8 warps a tile over more than one wave of 32 warps an SM where 4 fit in three quarters of one: 4.
+  // Llama-2-7B's QKV (768 tiles): 1.481 against 1.491-1.493 ms a step on an H200; 4 lost on gate/up (1,376 tiles),
+  // 16 on both (docs/gpu-runs.md run 52). TPSERVE_T_KS_HALF=0 turns it off.
+  static const bool half = detail::env_on("TPSERVE_T_KS_HALF");
+  if (half && m == 1 && ks == 8 && tiles * 8 > 32 * sm_count() && tiles * 4 <= 24 * sm_count()) ks = 4;
+  // 5-16 tokens (batched decode): 8 warps per tile on every shape, which beat the rule above inside the decode step
+  // at batch 8 and 32 (docs/gpu-runs.md, run 16; at batch 1 the rule wins). TPSERVE_T_KS_BATCH=0 keeps the rule.
+  static const bool batch8 = detail::env_on("TPSERVE_T_KS_BATCH");
+  if (batch8 && m > 4 && ng >= 8) ks = 8;
+  static const int envKs = detail::env_int("TPSERVE_T_KS");
+  if (envKs == 1 || envKs == 2 || envKs == 4 || envKs == 8 || envKs == 16) ks = std::min(envKs, ng);
+  if (const int mk = m == 1 ? ks_map(w) : 0; mk == 4 || mk == 8 || mk == 16) ks = std::min(mk, ng);
+  return ks;
+}
+
+bool int4_gemv_allreduce_ok(int rows, int cols, int group, bool zeros, int m) {
+  static const bool on = detail::env_on("TPSERVE_TP_FUSE");
+  if (!on || m != 1 || !int4_tiled_supported(rows, cols, group)) return false;
+  Int4Tiled w{};
+  w.rows = rows, w.cols = cols, w.group = group;
+  w.zeros = zeros ? reinterpret_cast<const uint8_t*>(1) : nullptr;  // only its presence is read
+  const int ks = detail::gemv_ks(w, 1);
+  if (!detail::gemv_one_ok(w, 1, Int4Epilogue(), ks)) return false;
+  // Every block resident at once: a block polls for its peers' blocks of the same rows, which the GPU must be able
+  // to run beside it whatever order it starts blocks in.
+  const int perSm = detail::gemv_one_comm_blocks_per_sm(w, ks);
+  return perSm > 0 && (rows + 15) / 16 <= perSm * sm_count();
+}
+
 bool detail::env_on(const char* name) {
   const char* e = std::getenv(name);
   return !(e && e[0] == '0');
+}
+
+int detail::env_int(const char* name) {
+  const char* e = std::getenv(name);
+  return e ? std::atoi(e) : 0;
 }
 
 int detail::sm_count() {
@@ -421,6 +474,10 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
   if (ep.kind == Int4Epilogue::kRopeQkv &&
       (!ep.positions || !ep.slots || !ep.q || !ep.kCache || !ep.vCache || !ep.ropeCos || !ep.ropeSin ||
        ep.headDim % 16 != 0 || ep.heads < 1 || ep.kvHeads < 1 || w.rows != (ep.heads + 2 * ep.kvHeads) * ep.headDim))
+    return cudaErrorInvalidValue;
+  if (ep.comm.world > 1 &&
+      (ep.kind != Int4Epilogue::kPlain || residual || !xpReady || ep.comm.world > kP2pMaxRanks || !ep.comm.state ||
+       (size_t)w.rows > ep.comm.cap || !int4_gemv_allreduce_ok(w.rows, w.cols, w.group, w.zeros != nullptr, m)))
     return cudaErrorInvalidValue;
   if (m <= 16 && xpReady) return gemv_slice(xp, w, y, residual, m, ep, stream);
   if (!x) return cudaErrorInvalidValue;

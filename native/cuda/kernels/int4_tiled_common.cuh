@@ -174,12 +174,18 @@ bool gemv_split_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int minGro
 /** The split GEMV into ep.splitParts, then its pair epilogue (unless ep.splitDeferFinish). */
 cudaError_t gemv_split(const __half* xp, const Int4Tiled& w, float* y, const Int4Epilogue& ep, cudaStream_t stream);
 
-/** Whether a decode GEMV can take int4t_gemv_one (int4_tiled_split.cu): one token, 8 or 16 warps a tile. */
+/** Whether a decode GEMV can take int4t_gemv_one (int4_tiled_split.cu): one token, 4, 8 or 16 warps a tile. */
 bool gemv_one_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int ks);
 
-/** int4t_gemv's result for one token with ks (8 or 16) warps a tile, in one kernel (no pair finish). */
+/** int4t_gemv's result for one token with ks (4, 8 or 16) warps a tile, in one kernel (no pair finish). */
 cudaError_t gemv_one(const __half* xp, const Int4Tiled& w, float* y, const float* residual, const Int4Epilogue& ep,
                      int ks, cudaStream_t stream);
+
+/** Blocks an SM of the one-token kernel with the exchange (Int4Epilogue::comm) for this weight and ks; 0 on error. */
+int gemv_one_comm_blocks_per_sm(const Int4Tiled& w, int ks);
+
+/** The warps a tile the decode GEMV takes for m tokens of this weight (the rule and its overrides). */
+int gemv_ks(const Int4Tiled& w, int m);
 
 }  // namespace detail
 }  // namespace tpserve::cuda

@@ -6,13 +6,17 @@
 //    slot; the next kernel adds the two slots in order (the same bits every run), applies a folded norm's 1 / rms and
 //    runs the pair epilogue. Faster than int4t_gemv on the H100 (run 37), slower than int4t_gemv_one (run 50).
 // Both share one_token_groups, the main loop: compile-time warps, a two-slot register ring, the first group's loads
-// issued before pdl_wait().
+// issued before pdl_wait(). In a tensor-parallel group, int4t_gemv_one's plain epilogue can also do the all-reduce
+// of the row-parallel O and down (Int4Epilogue::comm: each block pushes its 16 partial sums to the peers and adds
+// theirs in rank order, p2p_device.cuh), which replaces the all_reduce_fold kernel at one token (docs/gpu-runs.md
+// run 53; docs/tensor-parallel.md).
 #include <cuda_fp16.h>
 
 #include <algorithm>
 #include <type_traits>
 
 #include "int4_tiled_common.cuh"
+#include "p2p_device.cuh"
 #include "pdl.cuh"
 
 namespace tpserve::cuda {
@@ -101,10 +105,9 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restr
 //    RoPE factors) are read before the wait. 0.08 ms faster a Llama-2-7B step than the split halves and their finish
 //    kernel on an H200 (run 50).
 // The epilogue's inputs from the previous kernel (residual, y) are copied with cp.async while the main loop runs.
-template <int GC, bool ZP, int KS, bool PAIR>
-__global__ void __launch_bounds__(KS * 32) int4t_gemv_one(const __half* __restrict__ xp, Int4Tiled w,
-                                                          float* __restrict__ y, const float* __restrict__ residual,
-                                                          Int4Epilogue ep) {
+template <int GC, bool ZP, int KS, bool PAIR, bool COMM>
+__device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, const Int4Tiled& w, float* __restrict__ y,
+                                              const float* __restrict__ residual, const Int4Epilogue& ep) {
   __shared__ float red[KS][16];
   __shared__ float eNorm[16], eRes[16], eAcc[16], sq[16];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -135,7 +138,39 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_one(const __half* __restri
     }
     return;
   }
-  if (threadIdx.x < 16) {
+  if constexpr (COMM) {  // this rank's partial sums: exchanged, added in rank order, then accumulated (no residual)
+    const P2pGroup& cg = ep.comm;
+    const Call call = begin_call(cg);
+    // Counted as done at once (every block has read the slot by now): the same step time as at the end (run 53).
+    end_call(cg, call, (uint32_t)w.rows);
+    float v = 0.f;
+    if (mine) {
+      for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
+      push(cg, call.slot, row, &v, 1);
+    }
+    reset_previous(cg, call);
+    if (threadIdx.x < 16) {
+      if (mine) {
+        float got[kP2pMaxRanks];
+        bool ok = true;
+#pragma unroll
+        for (int j = 0; j < kP2pMaxRanks; j++)  // every peer's first load before any test
+          if (j < cg.world && j != cg.rank) got[j] = ld_volatile(region_of(cg.base[cg.rank], call.slot, j, cg) + row);
+#pragma unroll
+        for (int j = 0; j < kP2pMaxRanks; j++)
+          if (j < cg.world && j != cg.rank && is_sentinel(got[j]))
+            ok = poll(region_of(cg.base[cg.rank], call.slot, j, cg) + row, 1, &got[j], cg) && ok;
+        float s = 0.f;  // as sum_ranks4
+#pragma unroll
+        for (int j = 0; j < kP2pMaxRanks; j++)
+          if (j < cg.world) s += j == cg.rank ? v : got[j];
+        v = ep.accumulate ? eAcc[threadIdx.x] + s : s;  // all_reduce_fold's x + s
+        if (ok) y[row] = v;
+        if (ep.normW) xprep_store1(ep.xpOut, 1, 0, row, v * eNorm[threadIdx.x]);
+      }
+      sq[threadIdx.x] = mine ? v * v : 0.f;
+    }
+  } else if (threadIdx.x < 16) {
     float v = 0.f;
     if (mine) {
       for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
@@ -154,6 +189,13 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_one(const __half* __restri
       ep.ssqOut[blockIdx.x] = s;
     }
   }
+}
+
+template <int GC, bool ZP, int KS, bool PAIR, bool COMM = false>
+__global__ void __launch_bounds__(KS * 32) int4t_gemv_one(const __half* __restrict__ xp, Int4Tiled w,
+                                                          float* __restrict__ y, const float* __restrict__ residual,
+                                                          Int4Epilogue ep) {
+  gemv_one_body<GC, ZP, KS, PAIR, COMM>(xp, w, y, residual, ep);
 }
 
 // The pair epilogue of a split GEMV: slot 0 + slot 1 of splitParts, times r of a folded norm, then pair_epilogue as
@@ -211,7 +253,7 @@ cudaError_t detail::gemv_split(const __half* xp, const Int4Tiled& w, float* y, c
 }
 
 bool detail::gemv_one_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int ks) {
-  if (m != 1 || (ks != 8 && ks != 16)) return false;
+  if (m != 1 || (ks != 4 && ks != 8 && ks != 16)) return false;
   return ep.kind == Int4Epilogue::kPlain ? !ep.ssqIn : w.rows % 16 == 0;
 }
 
@@ -221,18 +263,38 @@ cudaError_t detail::gemv_one(const __half* xp, const Int4Tiled& w, float* y, con
   const auto go = [&](auto kernel, int warps) {
     return launch_pdl(kernel, grid, dim3(warps * 32), 0, stream, xp, w, y, residual, ep);
   };
-  // Template arguments: group 64 (1 chunk) or 128 (2), zero points, warps, pair epilogue.
+  // Template arguments: group 64 (1 chunk) or 128 (2), zero points, warps, pair epilogue, the exchange (plain).
   const bool p = ep.kind != Int4Epilogue::kPlain, z = w.zeros != nullptr, g64 = w.group == 64;
+  const bool c = !p && ep.comm.world > 1;
 #define TPS_ONE(GC, KS)                                                                                     \
   return p ? (z ? go(int4t_gemv_one<GC, true, KS, true>, KS) : go(int4t_gemv_one<GC, false, KS, true>, KS)) \
-           : (z ? go(int4t_gemv_one<GC, true, KS, false>, KS) : go(int4t_gemv_one<GC, false, KS, false>, KS))
+         : c ? (z ? go(int4t_gemv_one<GC, true, KS, false, true>, KS)                                       \
+                  : go(int4t_gemv_one<GC, false, KS, false, true>, KS))                                     \
+             : (z ? go(int4t_gemv_one<GC, true, KS, false>, KS) : go(int4t_gemv_one<GC, false, KS, false>, KS))
   if (ks == 16) {
     if (g64) TPS_ONE(1, 16);
     TPS_ONE(2, 16);
   }
+  if (ks == 4) {
+    if (g64) TPS_ONE(1, 4);
+    TPS_ONE(2, 4);
+  }
   if (g64) TPS_ONE(1, 8);
   TPS_ONE(2, 8);
 #undef TPS_ONE
+}
+
+int detail::gemv_one_comm_blocks_per_sm(const Int4Tiled& w, int ks) {
+  const bool z = w.zeros != nullptr, g64 = w.group == 64;
+  int n = 0;
+  const auto occ = [&](auto kernel) { return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, ks * 32, 0); };
+#define TPS_OCC(GC, KS) \
+  (z ? occ(int4t_gemv_one<GC, true, KS, false, true>) : occ(int4t_gemv_one<GC, false, KS, false, true>))
+  const cudaError_t e = ks == 16 ? (g64 ? TPS_OCC(1, 16) : TPS_OCC(2, 16))
+                        : ks == 4 ? (g64 ? TPS_OCC(1, 4) : TPS_OCC(2, 4))
+                                  : (g64 ? TPS_OCC(1, 8) : TPS_OCC(2, 8));
+#undef TPS_OCC
+  return e == cudaSuccess ? n : 0;
 }
 
 cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream) {

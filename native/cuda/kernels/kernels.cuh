@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "allreduce.cuh"
 #include "kv_cache.cuh"
 
 namespace tpserve::cuda {
@@ -84,7 +85,19 @@ struct Int4Epilogue {
   // inside (int4t_gemv_one) were faster (docs/gpu-runs.md run 50).
   float* splitParts = nullptr;
   bool splitDeferFinish = false;  // the caller launches int4_pair_finish itself (checks, measurements)
+  // Row-parallel layers in a tensor-parallel group (kPlain, one token, comm.world > 1): the GEMV's results are this
+  // rank's partial sums, and each block exchanges its 16 rows with the peers itself (the p2p push protocol of
+  // allreduce.cuh, one call of the group) and adds them in rank order before the rest of the epilogue (accumulate,
+  // the folded norm's producer side): all_reduce_fold's sums without its kernel. Only where
+  // int4_gemv_allreduce_ok() says so (every block resident at once: a block waits for its peers' same rows).
+  P2pGroup comm{};
 };
+
+/**
+ * Whether int4_tiled_matmul can take Int4Epilogue::comm for this weight and m tokens: one token, the one-token
+ * kernel, and a grid that fits the GPU at once (TPSERVE_TP_FUSE=0 says no, for A/B runs).
+ */
+bool int4_gemv_allreduce_ok(int rows, int cols, int group, bool zeros, int m);
 
 /** Most tokens a GEMV takes the split-k path of Int4Epilogue::splitParts at. */
 constexpr int kSplitMaxTokens = 1;
@@ -238,6 +251,8 @@ namespace detail {
 int sm_count();
 /** A switch from the environment (TPSERVE_...) that is on unless the variable starts with '0'. */
 bool env_on(const char* name);
+/** The integer in environment variable `name` (0 when unset). */
+int env_int(const char* name);
 }  // namespace detail
 
 }  // namespace tpserve::cuda
