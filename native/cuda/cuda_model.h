@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -189,6 +190,10 @@ class CudaModel : public GpuModel {
   bool foldNorm_ = true;
   bool tpFold_ = cuda::detail::env_on("TPSERVE_TP_FOLD");  // the fold in tensor-parallel groups (foldReduce)
   int tpFuse_ = -1;  // tpFuse(): -1 until asked
+  bool tpFuseAll_ = [] {  // TPSERVE_TP_FUSE=all: the exchange in the GEMV at any group size, not only 2
+    const char* e = std::getenv("TPSERVE_TP_FUSE");
+    return e && std::string(e) == "all";
+  }();
   DevBuf<float> ssq_;
   // The one-token QKV and gate/up GEMVs with k split across two blocks a tile (Int4Epilogue::splitParts and
   // int4_pair_finish) only with TPSERVE_T_SPLIT=1 (or =all); by default they run whole tiles with the pair epilogue

@@ -25,7 +25,9 @@ void CudaModel::enqueue(const Ptrs& p) {
   // One token in a tensor-parallel group on the p2p path: O and down exchange their partial sums in their own
   // epilogue and fold them there as at TP = 1, so no all-reduce kernel runs between them and the next GEMV
   // (Int4Epilogue::comm; docs/tensor-parallel.md, "The all-reduce inside the GEMV").
-  const cuda::P2pGroup* arGroup = fold && comm_ && p.T == 1 && tpFuse() ? comm_->p2pGroup(H) : nullptr;
+  // Groups of two only unless TPSERVE_TP_FUSE=all: four ranks have not run it on GPUs yet (no 4-GPU machine since).
+  const cuda::P2pGroup* arGroup =
+      fold && comm_ && p.T == 1 && (comm_->world() == 2 || tpFuseAll_) && tpFuse() ? comm_->p2pGroup(H) : nullptr;
   const bool fuseAr = arGroup != nullptr;
   const int ssqParts = comm_ && !fuseAr ? cuda::fold_parts(H) : H / 16;
   const auto foldIn = [&](cuda::Int4Epilogue& ep) {

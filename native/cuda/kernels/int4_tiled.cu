@@ -355,6 +355,9 @@ int detail::gemv_ks(const Int4Tiled& w, int m) {
   // (256 tiles) keep 16 (docs/gpu-runs.md run 38). TPSERVE_T_KS_WAVE=0 turns it off.
   static const bool wave = detail::env_on("TPSERVE_T_KS_WAVE");
   if (wave && m == 1 && ks == 16 && tiles * 16 > 32 * sm_count()) ks = 8;
+  // One token, 8 warps a tile with 2 groups each where 16 (one group each) still fit one wave: 16. Llama-2-7B's O at
+  // TP = 2 (4096x2048, 256 tiles): 1.115 against 1.154-1.156 ms a step on 2x H200 (docs/gpu-runs.md run 54).
+  if (wave && m == 1 && ks == 8 && ng >= 16 && tiles * 16 <= 32 * sm_count()) ks = 16;
   // One token, 8 warps a tile over more than one wave of 32 warps an SM where 4 fit in three quarters of one: 4.
   // Llama-2-7B's QKV (768 tiles): 1.481 against 1.491-1.493 ms a step on an H200; 4 lost on gate/up (1,376 tiles),
   // 16 on both (docs/gpu-runs.md run 52). TPSERVE_T_KS_HALF=0 turns it off.
