@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 
 #include "int4_tiled_common.cuh"
@@ -286,6 +287,10 @@ cudaError_t detail::gemv_one(const __half* xp, const Int4Tiled& w, float* y, con
 
 int detail::gemv_one_comm_blocks_per_sm(const Int4Tiled& w, int ks) {
   const bool z = w.zeros != nullptr, g64 = w.group == 64;
+  // Asked for every O and down launch in a group: the answer per kernel is kept (one device a process).
+  static std::atomic<int> known[2][2][3] = {};  // [zeros][group 64][ks 4, 8, 16]; 0 = not asked yet
+  std::atomic<int>& slot = known[z][g64][ks == 4 ? 0 : ks == 8 ? 1 : 2];
+  if (const int k = slot.load(std::memory_order_relaxed); k > 0) return k;
   int n = 0;
   const auto occ = [&](auto kernel) { return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, ks * 32, 0); };
 #define TPS_OCC(GC, KS) \
@@ -294,7 +299,9 @@ int detail::gemv_one_comm_blocks_per_sm(const Int4Tiled& w, int ks) {
                         : ks == 4 ? (g64 ? TPS_OCC(1, 4) : TPS_OCC(2, 4))
                                   : (g64 ? TPS_OCC(1, 8) : TPS_OCC(2, 8));
 #undef TPS_OCC
-  return e == cudaSuccess ? n : 0;
+  if (e != cudaSuccess) return 0;
+  slot.store(n, std::memory_order_relaxed);
+  return n;
 }
 
 cudaError_t int4_pair_finish(const Int4Epilogue& ep, int rows, int m, float* y, cudaStream_t stream) {
