@@ -119,11 +119,15 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
   if (pair && threadIdx.x < 8) in = pair_inputs(ep, rt, threadIdx.x, 0);
   if (!pair && mine && ep.normW) cp_async4(&eNorm[threadIdx.x], ep.normW + row);
   float r4[4], rn = 1.f;
+  // The exchange's slot, read by warp 1 while the main loop runs (the previous call's kernel is complete after
+  // pdl_wait()), so warp 0 pushes as soon as the sums are in (docs/gpu-runs.md run 55).
+  __shared__ Call commCall;
   one_token_groups<GC, ZP, KS>(xp, w, rt, 0, (w.cols >> 6) / GC, r4, [&] {
     if (pair) {
       if (ep.ssqIn && warp == 0) rn = folded_rnorm(ep.ssqIn, ep.ssqParts, lane, ep.normCols, ep.eps);
       return;
     }
+    if (COMM && threadIdx.x == 32) commCall = read_call(ep.comm);
     if (mine && residual) cp_async4(&eRes[threadIdx.x], residual + row);
     if (mine && ep.accumulate) cp_async4(&eAcc[threadIdx.x], y + row);
   });
@@ -141,9 +145,10 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
   }
   if constexpr (COMM) {  // this rank's partial sums: exchanged, added in rank order, then accumulated (no residual)
     const P2pGroup& cg = ep.comm;
-    const Call call = begin_call(cg);
-    // Counted as done at once (every block has read the slot by now): the same step time as at the end (run 53).
-    end_call(cg, call, (uint32_t)w.rows);
+    const Call call = commCall;  // written before the __syncthreads() above
+    // Counted as done at once, by warp 1: every thread of the block has the slot, and warp 0 goes straight on to the
+    // push (reading the slot here and counting on warp 0, run 53's form, made the TP = 2 step 0.05 ms longer).
+    if (threadIdx.x == 32) count_done(cg, call, (uint32_t)w.rows);
     float v = 0.f;
     if (mine) {
       for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];

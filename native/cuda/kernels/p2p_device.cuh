@@ -47,9 +47,15 @@ struct Call {
   uint32_t slot, prevUsed;
 };
 
+/** The call's slot and what the previous slot carried, read by one thread (the block shares them itself). */
+__device__ __forceinline__ Call read_call(const P2pGroup& g) {
+  const uint32_t slot = g.state->slot % 3u;
+  return Call{slot, g.state->used[(slot + 2u) % 3u]};
+}
+
 __device__ __forceinline__ Call begin_call(const P2pGroup& g) {
   __shared__ Call c;
-  if (threadIdx.x == 0) c.slot = g.state->slot % 3u, c.prevUsed = g.state->used[(c.slot + 2u) % 3u];
+  if (threadIdx.x == 0) c = read_call(g);
   __syncthreads();
   return c;
 }
@@ -152,17 +158,23 @@ __device__ __forceinline__ bool sum_ranks4(const P2pGroup& g, const Call& c, siz
   return ok;
 }
 
+/**
+ * One thread of a block whose threads have all got the call's slot: counts the block done, and the last block of the
+ * call records what the slot carried and moves the group to the next slot.
+ */
+__device__ __forceinline__ void count_done(const P2pGroup& g, const Call& c, uint32_t n) {
+  __threadfence();
+  if (atomicAdd(&g.state->done, 1u) == gridDim.x - 1) {
+    g.state->done = 0;
+    g.state->used[c.slot] = n;
+    g.state->slot = (c.slot + 1u) % 3u;
+  }
+}
+
 /** The last block of the call records what the slot carried and moves the group to the next slot. */
 __device__ __forceinline__ void end_call(const P2pGroup& g, const Call& c, uint32_t n) {
   __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    if (atomicAdd(&g.state->done, 1u) == gridDim.x - 1) {
-      g.state->done = 0;
-      g.state->used[c.slot] = n;
-      g.state->slot = (c.slot + 1u) % 3u;
-    }
-  }
+  if (threadIdx.x == 0) count_done(g, c, n);
 }
 
 }  // namespace
