@@ -10,7 +10,6 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -190,19 +189,14 @@ class CudaModel : public GpuModel {
   bool foldNorm_ = true;
   bool tpFold_ = cuda::detail::env_on("TPSERVE_TP_FOLD");  // the fold in tensor-parallel groups (foldReduce)
   int tpFuse_ = -1;  // tpFuse(): -1 until asked
-  bool tpFuseAll_ = [] {  // TPSERVE_TP_FUSE=all: the exchange in the GEMV at any group size, not only 2
-    const char* e = std::getenv("TPSERVE_TP_FUSE");
-    return e && std::string(e) == "all";
-  }();
+  // TPSERVE_TP_FUSE=all: the exchange in the GEMV at any group size, not only 2
+  bool tpFuseAll_ = cuda::detail::env_is("TPSERVE_TP_FUSE", "all");
   DevBuf<float> ssq_;
   // The one-token QKV and gate/up GEMVs with k split across two blocks a tile (Int4Epilogue::splitParts and
   // int4_pair_finish) only with TPSERVE_T_SPLIT=1 (or =all); by default they run whole tiles with the pair epilogue
   // inside (int4t_gemv_one), 0.08 ms a step faster on an H200 (docs/gpu-runs.md run 50).
   DevBuf<float> splitParts_;
-  bool splitOn_ = [] {
-    const char* e = std::getenv("TPSERVE_T_SPLIT");
-    return e && (e[0] == '1' || std::string(e) == "all");
-  }();
+  bool splitOn_ = cuda::detail::env_is("TPSERVE_T_SPLIT", "1") || cuda::detail::env_is("TPSERVE_T_SPLIT", "all");
   float* splitPairs() const { return splitOn_ ? splitParts_.p : nullptr; }
   DevBuf<int32_t> ints_, ids_;
   DevBuf<uint8_t> sampleParams_, sampleWs_;

@@ -316,10 +316,7 @@ cudaError_t gemv_slice(const __half* xp, const Int4Tiled& w, float* y, const flo
   // k split across two blocks a tile (int4_tiled_split.cu). TPSERVE_T_SPLIT=0 turns it off; =all takes it on any
   // width (checks of small models).
   static const bool split = detail::env_on("TPSERVE_T_SPLIT");
-  static const bool splitAll = [] {
-    const char* e = std::getenv("TPSERVE_T_SPLIT");
-    return e && std::string(e) == "all";
-  }();
+  static const bool splitAll = detail::env_is("TPSERVE_T_SPLIT", "all");
   // Int4Epilogue::comm: only the one-token kernel exchanges (int4_gemv_allreduce_ok() was asked first).
   if (ep.comm.world > 1)
     return detail::gemv_one_ok(w, m, ep, ks) ? detail::gemv_one(xp, w, y, residual, ep, ks, stream)
@@ -395,6 +392,11 @@ bool detail::env_on(const char* name) {
 int detail::env_int(const char* name) {
   const char* e = std::getenv(name);
   return e ? std::atoi(e) : 0;
+}
+
+bool detail::env_is(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == value;
 }
 
 int detail::sm_count() {

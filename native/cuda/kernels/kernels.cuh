@@ -253,6 +253,8 @@ int sm_count();
 bool env_on(const char* name);
 /** The integer in environment variable `name` (0 when unset). */
 int env_int(const char* name);
+/** Whether environment variable `name` is set to exactly `value`. */
+bool env_is(const char* name, const char* value);
 }  // namespace detail
 
 }  // namespace tpserve::cuda
