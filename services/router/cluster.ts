@@ -70,6 +70,7 @@ export class RouterCluster {
   private registered = false;
   private busy = false;
   private closed = false;
+  private renewing: Promise<void> | undefined;
   /** Last heartbeat per group id ("id@epoch" -> ms), from the control bus. */
   private readonly lastSeen = new Map<string, number>();
   private unsubscribe: (() => void) | undefined;
@@ -242,11 +243,18 @@ export class RouterCluster {
     }));
   }
 
-  /** One round: sweep expired leases, then bring the set of groups in service in line with the ledger. */
+  /**
+   * One round: confirm this router's own lease, sweep expired leases, then bring the set of groups in service in line
+   * with the ledger. The lease comes first: after the ledger lost its state (a Redis restart) the groups come back
+   * at new epochs, and admitting them before the renewal timer notices the lost lease would hand requests to groups
+   * that the lease loss retires a moment later.
+   */
   async tick(): Promise<void> {
     if (this.busy || this.closed || !this.registered) return;
     this.busy = true;
     try {
+      await this.renew();
+      if (!this.registered) return;
       const rep = await this.ledger.sweep();
       if (rep.routers.length > 0 || rep.groups.length > 0) {
         this.sweeps.push({ at: Date.now(), routers: rep.routers, pages: rep.pagesReclaimed, groups: rep.groups });
@@ -283,7 +291,15 @@ export class RouterCluster {
     this.log.info({ router_id: this.routerId, ledger: this.ledger.kind }, "router joined the cluster");
   }
 
-  private async renew(): Promise<void> {
+  /** Renews the lease (or registers again after losing it); one at a time, shared by the timer and tick(). */
+  private renew(): Promise<void> {
+    this.renewing ??= this.renewOnce().finally(() => {
+      this.renewing = undefined;
+    });
+    return this.renewing;
+  }
+
+  private async renewOnce(): Promise<void> {
     if (this.closed) return;
     try {
       if (!this.registered) {
