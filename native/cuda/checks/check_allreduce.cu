@@ -15,79 +15,12 @@
 #include "../nccl_api.h"
 #include "check_util.cuh"
 #include "int4t_check.cuh"
+#include "p2p_check_group.cuh"
 
 using namespace tpserve;
 using namespace tpserve::check;
 
 namespace {
-
-constexpr size_t kCap = (size_t)512 << 10;
-bool g_failed = false;
-struct Bench {
-  std::string name;
-  int world;
-  size_t bytes;
-  double us;
-};
-std::vector<Bench> g_bench;
-std::vector<std::pair<std::string, bool>> g_checks;
-
-void report(const std::string& name, bool ok) {
-  std::printf("%-60s %s\n", name.c_str(), ok ? "ok" : "FAIL");
-  g_checks.push_back({name, ok});
-  if (!ok) g_failed = true;
-}
-
-struct Group {
-  int world = 0;
-  std::vector<cuda::P2pGroup> g;
-  std::vector<uint8_t*> bufs;
-  std::vector<int*> flags;  // host-mapped [err, abort] per rank
-  std::vector<cudaStream_t> streams;
-
-  int init(int n, long long timeoutNs) {
-    world = n;
-    g.resize(n), bufs.resize(n), flags.resize(n), streams.resize(n);
-    for (int r = 0; r < n; r++) {
-      CUDA_CHECK(cudaSetDevice(r));
-      for (int j = 0; j < n; j++) {
-        if (j == r) continue;
-        const cudaError_t e = cudaDeviceEnablePeerAccess(j, 0);
-        if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) CUDA_CHECK(e);
-        cudaGetLastError();
-      }
-      CUDA_CHECK(cudaMalloc(&bufs[r], cuda::p2p_buffer_bytes(kCap, n)));
-      CUDA_CHECK(cudaMemset(bufs[r], 0xFF, cuda::p2p_buffer_bytes(kCap, n)));
-      CUDA_CHECK(cudaMalloc(&g[r].state, sizeof(cuda::P2pState)));
-      CUDA_CHECK(cudaMemset(g[r].state, 0, sizeof(cuda::P2pState)));
-      CUDA_CHECK(cudaHostAlloc(&flags[r], 2 * sizeof(int), cudaHostAllocMapped | cudaHostAllocPortable));
-      flags[r][0] = flags[r][1] = 0;
-      CUDA_CHECK(cudaHostGetDevicePointer((void**)&g[r].err, flags[r], 0));
-      int* ab = nullptr;
-      CUDA_CHECK(cudaHostGetDevicePointer((void**)&ab, flags[r] + 1, 0));
-      g[r].abortFlag = ab;
-      CUDA_CHECK(cudaStreamCreateWithFlags(&streams[r], cudaStreamNonBlocking));
-      g[r].rank = r, g[r].world = n, g[r].cap = kCap, g[r].timeoutNs = timeoutNs;
-    }
-    for (int r = 0; r < n; r++)
-      for (int j = 0; j < n; j++) g[r].base[j] = bufs[j];
-    return 0;
-  }
-  void destroy() {
-    for (int r = 0; r < world; r++) {
-      cudaSetDevice(r);
-      cudaStreamSynchronize(streams[r]);
-      cudaFree(bufs[r]), cudaFree(g[r].state), cudaFreeHost(flags[r]), cudaStreamDestroy(streams[r]);
-    }
-  }
-  bool syncAll() {
-    for (int r = 0; r < world; r++) {
-      cudaSetDevice(r);
-      CUDA_CHECK_BOOL(cudaStreamSynchronize(streams[r]));
-    }
-    return true;
-  }
-};
 
 /** `iters` all-reduces of n floats with fresh data each time, compared bitwise with the rank-order sum. */
 bool check_sum(Group& G, Rng& rng, size_t n, int iters) {

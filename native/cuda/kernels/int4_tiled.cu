@@ -373,14 +373,13 @@ int detail::gemv_ks(const Int4Tiled& w, int m) {
 bool int4_gemv_allreduce_ok(int rows, int cols, int group, bool zeros, int m) {
   static const bool on = detail::env_on("TPSERVE_TP_FUSE");
   if (!on || m != 1 || !int4_tiled_supported(rows, cols, group)) return false;
-  Int4Tiled w{};
+  Int4Tiled w{};  // the shape is all that the warp rule reads
   w.rows = rows, w.cols = cols, w.group = group;
-  w.zeros = zeros ? reinterpret_cast<const uint8_t*>(1) : nullptr;  // only its presence is read
   const int ks = detail::gemv_ks(w, 1);
   if (!detail::gemv_one_ok(w, 1, Int4Epilogue(), ks)) return false;
   // Every block resident at once: a block polls for its peers' blocks of the same rows, which the GPU must be able
   // to run beside it whatever order it starts blocks in.
-  const int perSm = detail::gemv_one_comm_blocks_per_sm(w, ks);
+  const int perSm = detail::gemv_one_comm_blocks_per_sm(group, zeros, ks);
   return perSm > 0 && (rows + 15) / 16 <= perSm * sm_count();
 }
 

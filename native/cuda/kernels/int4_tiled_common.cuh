@@ -181,8 +181,9 @@ bool gemv_one_ok(const Int4Tiled& w, int m, const Int4Epilogue& ep, int ks);
 cudaError_t gemv_one(const __half* xp, const Int4Tiled& w, float* y, const float* residual, const Int4Epilogue& ep,
                      int ks, cudaStream_t stream);
 
-/** Blocks an SM of the one-token kernel with the exchange (Int4Epilogue::comm) for this weight and ks; 0 on error. */
-int gemv_one_comm_blocks_per_sm(const Int4Tiled& w, int ks);
+/** Blocks an SM of the one-token kernel with the exchange (Int4Epilogue::comm) for weights of this group size, with
+ * or without zero points, and ks warps a tile; 0 on error. */
+int gemv_one_comm_blocks_per_sm(int group, bool zeros, int ks);
 
 /** The warps a tile the decode GEMV takes for m tokens of this weight (the rule and its overrides). */
 int gemv_ks(const Int4Tiled& w, int m);

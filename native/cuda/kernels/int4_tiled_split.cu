@@ -157,19 +157,8 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
     reset_previous(cg, call);
     if (threadIdx.x < 16) {
       if (mine) {
-        float got[kP2pMaxRanks];
-        bool ok = true;
-#pragma unroll
-        for (int j = 0; j < kP2pMaxRanks; j++)  // every peer's first load before any test
-          if (j < cg.world && j != cg.rank) got[j] = ld_volatile(region_of(cg.base[cg.rank], call.slot, j, cg) + row);
-#pragma unroll
-        for (int j = 0; j < kP2pMaxRanks; j++)
-          if (j < cg.world && j != cg.rank && is_sentinel(got[j]))
-            ok = poll(region_of(cg.base[cg.rank], call.slot, j, cg) + row, 1, &got[j], cg) && ok;
-        float s = 0.f;  // as sum_ranks4
-#pragma unroll
-        for (int j = 0; j < kP2pMaxRanks; j++)
-          if (j < cg.world) s += j == cg.rank ? v : got[j];
+        float s;
+        const bool ok = sum_ranks1(cg, call, row, v, s);
         v = ep.accumulate ? eAcc[threadIdx.x] + s : s;  // all_reduce_fold's x + s
         if (ok) y[row] = v;
         if (ep.normW) xprep_store1(ep.xpOut, 1, 0, row, v * eNorm[threadIdx.x]);
@@ -290,8 +279,8 @@ cudaError_t detail::gemv_one(const __half* xp, const Int4Tiled& w, float* y, con
 #undef TPS_ONE
 }
 
-int detail::gemv_one_comm_blocks_per_sm(const Int4Tiled& w, int ks) {
-  const bool z = w.zeros != nullptr, g64 = w.group == 64;
+int detail::gemv_one_comm_blocks_per_sm(int group, bool z, int ks) {
+  const bool g64 = group == 64;
   // Asked for every O and down launch in a group: the answer per kernel is kept (one device a process).
   static std::atomic<int> known[2][2][3] = {};  // [zeros][group 64][ks 4, 8, 16]; 0 = not asked yet
   std::atomic<int>& slot = known[z][g64][ks == 4 ? 0 : ks == 8 ? 1 : 2];

@@ -159,6 +159,27 @@ __device__ __forceinline__ bool sum_ranks4(const P2pGroup& g, const Call& c, siz
 }
 
 /**
+ * sum_ranks4 for one float: this rank's value at idx plus every peer's copy (the first loads of all of them issued
+ * before any is tested), added in rank order into s. False when a wait failed (err set).
+ */
+__device__ __forceinline__ bool sum_ranks1(const P2pGroup& g, const Call& c, size_t idx, float mine, float& s) {
+  float got[kP2pMaxRanks];
+  bool ok = true;
+#pragma unroll
+  for (int j = 0; j < kP2pMaxRanks; j++)
+    if (j < g.world && j != g.rank) got[j] = ld_volatile(region_of(g.base[g.rank], c.slot, j, g) + idx);
+#pragma unroll
+  for (int j = 0; j < kP2pMaxRanks; j++)
+    if (j < g.world && j != g.rank && is_sentinel(got[j]))
+      ok = poll(region_of(g.base[g.rank], c.slot, j, g) + idx, 1, &got[j], g) && ok;
+  s = 0.f;
+#pragma unroll
+  for (int j = 0; j < kP2pMaxRanks; j++)
+    if (j < g.world) s += j == g.rank ? mine : got[j];
+  return ok;
+}
+
+/**
  * One thread of a block whose threads have all got the call's slot: counts the block done, and the last block of the
  * call records what the slot carried and moves the group to the next slot.
  */
