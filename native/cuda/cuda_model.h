@@ -189,9 +189,10 @@ class CudaModel : public GpuModel {
   bool foldNorm_ = true;
   bool tpFold_ = cuda::detail::env_on("TPSERVE_TP_FOLD");  // the fold in tensor-parallel groups (foldReduce)
   int tpFuse_ = -1;  // tpFuse(): -1 until asked
-  // TPSERVE_TP_FUSE=all: the exchange in the GEMV at any group size, not only 2
+  // TPSERVE_TP_FUSE=all: the exchange in the GEMV at any group size, not only up to 4
   bool tpFuseAll_ = cuda::detail::env_is("TPSERVE_TP_FUSE", "all");
   DevBuf<float> ssq_;
+  bool embedNormOn_ = cuda::detail::env_on("TPSERVE_EMBED_NORM");  // one kernel for embedding (+ all-reduce) + norm
   // The one-token QKV and gate/up GEMVs with k split across two blocks a tile (Int4Epilogue::splitParts and
   // int4_pair_finish) only with TPSERVE_T_SPLIT=1 (or =all); by default they run whole tiles with the pair epilogue
   // inside (int4t_gemv_one), 0.08 ms a step faster on an H200 (docs/gpu-runs.md run 50).

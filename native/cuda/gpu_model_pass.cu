@@ -12,10 +12,22 @@ void CudaModel::enqueue(const Ptrs& p) {
   const ModelShape& s = o_.s;
   const int H = s.hidden;
   mark(-1);
-  // Vocab-parallel embedding: rows of other ranks' tokens are zero here, and the all-reduce fills them in.
-  checkLaunch(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
-  mark(Engine::kEmbed);
-  allReduce(x_.p, (size_t)p.T * H);
+  // Vocab-parallel embedding: rows of other ranks' tokens are zero here, and the all-reduce fills them in. Where it
+  // can (one GPU, or a group on the p2p path), one kernel does the lookup, that all-reduce and layer 0's norm
+  // (cuda::embed_rmsnorm, same bits); TPSERVE_EMBED_NORM=0 runs them apart.
+  const bool prepQkv0 = p.T <= 16 && layers_[0].qkv.kind == DWeight::kInt4Tiled;
+  const cuda::P2pGroup* embGroup = comm_ ? comm_->p2pGroup((size_t)p.T * H) : nullptr;
+  const bool embedNorm = embedNormOn_ && !(ablate_ & kAblNorm) && (!comm_ || embGroup);
+  if (embedNorm) {
+    checkLaunch(cuda::embed_rmsnorm(p.tok, p.T, embed_.f.p, vocabBegin_, s.vocab, layers_[0].attnNorm.f.p, x_.p, h_.p,
+                                    prepQkv0 ? xp_.p : nullptr, H, s.eps, embGroup, stream_),
+                "embed_rmsnorm");
+    mark(comm_ ? Engine::kTpComm : Engine::kEmbed);
+  } else {
+    checkLaunch(cuda::embedding(p.tok, p.T, embed_.f.p, H, x_.p, stream_, vocabBegin_, s.vocab), "embedding");
+    mark(Engine::kEmbed);
+    allReduce(x_.p, (size_t)p.T * H);
+  }
   // Folded RMSNorms (docs/gpu-runs.md run 26): O and down add into x_ in place and prepare the next GEMV's input as
   // x * (norm weight) with per-block sums of squares; QKV and gate/up scale their rows by 1 / rms(x). Decode steps
   // of up to kFoldMaxTokens tokens, every layer in the tiled layout. In a tensor-parallel group O and down write
@@ -25,9 +37,10 @@ void CudaModel::enqueue(const Ptrs& p) {
   // One token in a tensor-parallel group on the p2p path: O and down exchange their partial sums in their own
   // epilogue and fold them there as at TP = 1, so no all-reduce kernel runs between them and the next GEMV
   // (Int4Epilogue::comm; docs/tensor-parallel.md, "The all-reduce inside the GEMV").
-  // Groups of two only unless TPSERVE_TP_FUSE=all: four ranks have not run it on GPUs yet (no 4-GPU machine since).
+  // Groups of up to four (run on 4x H200: Llama-2-70B TP=4 4.66 -> 4.14 ms, docs/gpu-runs.md run 56); eight only
+  // with TPSERVE_TP_FUSE=all (no 8-GPU machine has run it).
   const cuda::P2pGroup* arGroup =
-      fold && comm_ && p.T == 1 && (comm_->world() == 2 || tpFuseAll_) && tpFuse() ? comm_->p2pGroup(H) : nullptr;
+      fold && comm_ && p.T == 1 && (comm_->world() <= 4 || tpFuseAll_) && tpFuse() ? comm_->p2pGroup(H) : nullptr;
   const bool fuseAr = arGroup != nullptr;
   const int ssqParts = comm_ && !fuseAr ? cuda::fold_parts(H) : H / 16;
   const auto foldIn = [&](cuda::Int4Epilogue& ep) {
@@ -54,7 +67,8 @@ void CudaModel::enqueue(const Ptrs& p) {
     // Layers after the first add the previous down projection (summed over the ranks first) to x.
     const bool folded = fold && l > 0;  // this norm's input came prepared from the previous down GEMV
     if (folded && comm_ && !fuseAr) foldReduce(Ly.attnNorm.f.p);
-    if (!folded && !(ablate_ & kAblNorm)) residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
+    if (!folded && !(ablate_ & kAblNorm) && !(l == 0 && embedNorm))
+      residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
     if (ablate_ & kAblQkv) {
     } else if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
       cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue

@@ -2,7 +2,8 @@
 // in this process with peer pointers (the worker maps the same buffers with CUDA IPC instead): all-reduce and
 // column gather against a CPU reference (bitwise: the kernel adds in rank order, as the reference does), the
 // fused all-reduce + residual + RMSNorm against the unfused kernels (bitwise), the one-token GEMV that exchanges its
-// partial sums in its epilogue (Int4Epilogue::comm) against the GEMV then all_reduce_fold (bitwise), reuse of the
+// partial sums in its epilogue (Int4Epilogue::comm) against the GEMV then all_reduce_fold (bitwise), the step's first
+// kernel (embedding, its all-reduce and layer 0's norm) against the kernels apart (bitwise), reuse of the
 // three slots over many calls, replay inside CUDA graphs, and the timeout when a rank never arrives.
 // Then latency per call at decode sizes, and NCCL's in the same run when libnccl.so.2 loads.
 //   check_allreduce [--json out.json]      (needs 2+ GPUs with peer access; with fewer it says so and exits 0)
@@ -14,6 +15,7 @@
 #include "../kernels/xprep.cuh"
 #include "../nccl_api.h"
 #include "check_util.cuh"
+#include "embed_norm_check.cuh"
 #include "int4t_check.cuh"
 #include "p2p_check_group.cuh"
 
@@ -506,6 +508,10 @@ int main(int argc, char** argv) {
     check_fold(G, rng, 2, 256), check_fold(G, rng, 16, 1024);
     // O and down of Llama-2-7B at TP = 2, O of Llama-2-70B at TP = 4 (its shard shapes at any world here).
     check_gemv_fold(G, rng, 4096, 2048), check_gemv_fold(G, rng, 4096, 5504), check_gemv_fold(G, rng, 8192, 2048);
+    // The step's first kernel: Llama-2-7B and -70B rows, a prefill-sized batch, a narrow row (256 threads).
+    check_embed_norm(G, rng, 1, 4096, 16000), check_embed_norm(G, rng, 1, 8192, 1000);
+    check_embed_norm(G, rng, 16, 4096, 1000), check_embed_norm(G, rng, 24, 4096, 300), check_embed_norm(G, rng, 3, 256, 50);
+    check_embed_norm(G, rng, 17, 4096, 300), check_embed_norm(G, rng, 24, 256, 300), check_embed_norm(G, rng, 40, 256, 300);
     for (size_t n : {(size_t)4096, (size_t)3}) check_sum(G, rng, n, 4);  // slots still in step after the above
     for (size_t n : {(size_t)4096, (size_t)8192, (size_t)4096 * 32, (size_t)8192 * 32}) {
       const double us = time_p2p(G, n), nus = time_nccl(W, n);

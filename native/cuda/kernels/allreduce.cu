@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __r
       v[k] = *xr;
       v[k].x += s[k].x, v[k].y += s[k].y, v[k].z += s[k].z, v[k].w += s[k].w;
       if (ok) *xr = v[k];
-      ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+      ss = __fadd_rn(ss, red::sumsq4(v[k]));
     }
   }
   ss = red::block_sum(ss, red);
@@ -211,13 +211,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_fold_kernel(const float* 
   if constexpr (COMM) end_call(g, call, (uint32_t)((size_t)rows * dim));
 }
 
-bool valid(const P2pGroup& g, size_t n) {
-  if (g.world < 1 || g.world > kP2pMaxRanks || g.rank < 0 || g.rank >= g.world || n > g.cap || g.cap % 4) return false;
-  if (!g.state || !g.err || !g.abortFlag) return false;
-  for (int j = 0; j < g.world; j++)
-    if (!g.base[j]) return false;
-  return true;
-}
+bool valid(const P2pGroup& g, size_t n) { return group_valid(g, n); }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 

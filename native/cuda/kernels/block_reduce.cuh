@@ -23,4 +23,14 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return s;
 }
 
+/**
+ * v.x^2 + v.y^2 + v.z^2 + v.w^2 in one fixed order and rounding (explicit fma, nothing left for the compiler to
+ * contract its own way): the row kernels that promise each other's bits (rmsnorm, the fused all-reduce + rmsnorm,
+ * embedding + rmsnorm) all sum their squares with it. Left to contraction, one instantiation summed differently
+ * and a row in twenty got another 1 / rms.
+ */
+__device__ __forceinline__ float sumsq4(float4 v) {
+  return __fmaf_rn(v.w, v.w, __fmaf_rn(v.z, v.z, __fmaf_rn(v.y, v.y, __fmul_rn(v.x, v.x))));
+}
+
 }  // namespace tpserve::cuda::red

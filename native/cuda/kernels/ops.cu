@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(NT) rmsnorm_vec_kernel(float* __restrict__ x,
         v[k].x += r.x, v[k].y += r.y, v[k].z += r.z, v[k].w += r.w;
         xr[c] = v[k];
       }
-      ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+      ss = __fadd_rn(ss, red::sumsq4(v[k]));
     }
   }
   ss = block_sum(ss, red);

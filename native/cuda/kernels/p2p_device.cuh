@@ -192,6 +192,15 @@ __device__ __forceinline__ void count_done(const P2pGroup& g, const Call& c, uin
   }
 }
 
+/** Host side: the group is complete and a call of n floats per rank fits its buffer. */
+inline bool group_valid(const P2pGroup& g, size_t n) {
+  if (g.world < 1 || g.world > kP2pMaxRanks || g.rank < 0 || g.rank >= g.world || n > g.cap || g.cap % 4) return false;
+  if (!g.state || !g.err || !g.abortFlag) return false;
+  for (int j = 0; j < g.world; j++)
+    if (!g.base[j]) return false;
+  return true;
+}
+
 /** The last block of the call records what the slot carried and moves the group to the next slot. */
 __device__ __forceinline__ void end_call(const P2pGroup& g, const Call& c, uint32_t n) {
   __syncthreads();
