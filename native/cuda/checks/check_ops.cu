@@ -502,8 +502,9 @@ int main(int argc, char** argv) {
     for (int hd : {128, 64}) {
       check_attention(rng, {hk.first, hk.second, hd, 16, dctx, std::vector<int>(dctx.size(), 1)}, "decode");
     }
-  // Decode, short contexts of a small batch (the serving benchmarks' case: 64-token partitions and the reduce).
-  for (auto hk : {std::pair<int, int>{32, 32}, {32, 8}, {6, 2}})
+  // Decode, short contexts of a small batch (the serving benchmarks' case): up to 256 tokens one block of 16 warps a
+  // head group where it has at most two heads a kv head (32/32, 6/2, 4/2), else 64-token partitions and the reduce.
+  for (auto hk : {std::pair<int, int>{32, 32}, {32, 8}, {6, 2}, {4, 2}})
     for (int hd : {128, 64})
       check_attention(rng, {hk.first, hk.second, hd, 16, {145, 1, 256, 17}, {1, 1, 1, 1}}, "decode short");
   check_attention(rng, {32, 32, 128, 16, {200}, {1}}, "decode short 1 seq");

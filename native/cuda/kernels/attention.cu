@@ -29,7 +29,6 @@ constexpr unsigned kFull = 0xffffffffu;
 
 // ---------------------------------------------------------------- decode
 constexpr int kDecWarps = 4;
-constexpr int kDecThreads = kDecWarps * 32;
 constexpr int kChunk = 16;                   // tokens per warp step
 constexpr int kMaxPart = 512;
 constexpr long long kTargetBlocks = 1024;    // (seq, head, partition) items wanted before splitting finer
@@ -55,8 +54,8 @@ DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
   return {ws, ws + n * D, ws + n * D + n};
 }
 
-template <int D, int HPB>
-__global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
+template <int D, int HPB, int NW = kDecWarps>
+__global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
     const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
@@ -69,8 +68,8 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
   constexpr int VPL = D / 32;     // output dims per lane
   static_assert(D == 64 || D == 128, "headDim");
 
-  __shared__ float sm_m[kDecWarps][HPB], sm_l[kDecWarps][HPB];
-  __shared__ __align__(16) float sm_acc[kDecWarps][HPB][D];
+  __shared__ float sm_m[NW][HPB], sm_l[NW][HPB];
+  __shared__ __align__(16) float sm_acc[NW][HPB][D];
 
   pdl_trigger();
   // The sequence layout and the block table come from the host copies at the start of the step, complete before
@@ -106,7 +105,7 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
       vRow[t] = __ldg(bt + jj / blockSize) * blockSize + jj % blockSize;
     }
   };
-  constexpr int kStride = kDecWarps * kChunk;  // a warp's chunks: cFirst, cFirst + kStride, ...
+  constexpr int kStride = NW * kChunk;  // a warp's chunks: cFirst, cFirst + kStride, ...
   const int cFirst = start + warp * kChunk;
   if (cFirst < end) rows(cFirst);
   pdl_wait();
@@ -221,14 +220,14 @@ __global__ void __launch_bounds__(kDecThreads) attention_decode_kernel(
     for (int e = 0; e < VPL; e++) sm_acc[warp][h][lane * VPL + e] = acc[h][e];
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < HPB * D; idx += kDecThreads) {
+  for (int idx = threadIdx.x; idx < HPB * D; idx += NW * 32) {
     const int h = idx / D, d = idx % D;
     float M = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kDecWarps; w++) M = fmaxf(M, sm_m[w][h]);
+    for (int w = 0; w < NW; w++) M = fmaxf(M, sm_m[w][h]);
     float L = 0.f, A = 0.f;
 #pragma unroll
-    for (int w = 0; w < kDecWarps; w++) {
+    for (int w = 0; w < NW; w++) {
       const float f = sm_m[w][h] == -INFINITY ? 0.f : exp2f(sm_m[w][h] - M);
       L += f * sm_l[w][h];
       A += f * sm_acc[w][h][d];
@@ -434,10 +433,21 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-template <int D, int HPB>
+// Short contexts that the split would cut into partitions, in grids of at most about one block an SM (small
+// batches), with one query head a kv head (two at headDim 64): one block of kWideWarps warps a head group takes the
+// whole context in one pass (a 16-token chunk a warp), so there is no reduce kernel (docs/gpu-runs.md run 59; with
+// more blocks, batch 32, the 4-warp blocks are faster). TPSERVE_ATTN_WIDE=0: the split path.
+constexpr int kWideWarps = 16;
+constexpr long long kWideMaxBlocks = 128;  // about one block an SM: more (Llama-2-7B at TP=2, batch 32) ran slower
+bool wide_on() {
+  static const bool on = detail::env_on("TPSERVE_ATTN_WIDE");
+  return on;
+}
+
+template <int D, int HPB, int NW = kDecWarps>
 cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
   dim3 grid(parts, a.heads / HPB, a.numSeqs);
-  return launch_pdl(attention_decode_kernel<D, HPB>, grid, dim3(kDecThreads), 0, stream, a.q, a.kCache, a.vCache,
+  return launch_pdl(attention_decode_kernel<D, HPB, NW>, grid, dim3(NW * 32), 0, stream, a.q, a.kCache, a.vCache,
              a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks, a.blockSize, P,
              parts, qScale, parts > 1 ? nullptr : a.xpOut);
 }
@@ -453,8 +463,17 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
     else if (!a.workspace || !aligned16(a.workspace)) return cudaErrorInvalidValue;
     if (parts > 65535) return cudaErrorInvalidValue;
     if (a.xpOut && (a.numSeqs > 16 || (a.heads * D) % 64 != 0)) return cudaErrorInvalidValue;
-    const DecodeWs ws = decode_ws(a.workspace, rows, parts, D);
     const int G = a.heads / a.kvHeads;
+    // (Two heads a block only at headDim 64: at 128 the 16-warp kernel would spill 188 bytes a thread.)
+    const int hpbWide = D == 64 && G % 2 == 0 ? 2 : 1;
+    if (parts > 1 && a.maxContext <= kWideWarps * kChunk && G % 4 != 0 && (D == 64 || G % 2 != 0) &&
+        rows / hpbWide <= kWideMaxBlocks && wide_on()) {
+      const DecodeWs none{};
+      if constexpr (D == 64)
+        if (G % 2 == 0) return launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+      return launch_decode<D, 1, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+    }
+    const DecodeWs ws = decode_ws(a.workspace, rows, parts, D);
     const cudaError_t e = G % 4 == 0   ? launch_decode<D, 4>(a, P, parts, ws, qScale, stream)
                           : G % 2 == 0 ? launch_decode<D, 2>(a, P, parts, ws, qScale, stream)
                                        : launch_decode<D, 1>(a, P, parts, ws, qScale, stream);
