@@ -9,7 +9,8 @@
 // QK^T, TPT = headDim/16 lanes share a token (16 dims each, float4 loads, sector-complete), then an online
 // softmax per warp, then P·V with each lane owning headDim/32 output dims (coalesced V rows, 16 rows in flight).
 // The 4 warps merge in shared memory; with one partition the block writes the output, else (max, sum, acc) go to
-// the workspace and attention_reduce_kernel merges the partitions.
+// the workspace and attention_reduce_kernel merges the partitions. Small grids over contexts of up to 256 tokens
+// take blocks of 16 warps instead, one partition (kWideWarps below: one kernel, no reduce).
 //
 // Prefill / mixed (maxQueryLen > 1): flash-attention tiling. Grid (row tile, kv head, sequence); the rows of a
 // block are 32 (query, head) pairs of one kv-head group, K/V tiles of 32 tokens go through shared memory, 4
