@@ -5,6 +5,7 @@
 // float4, which at 4 ranks and a 8192-wide row was six in a row.
 #include "allreduce.cuh"
 #include "block_reduce.cuh"
+#include "kernels.cuh"
 #include "p2p_device.cuh"
 #include "pdl.cuh"
 #include "ptx.cuh"
@@ -211,16 +212,14 @@ __global__ void __launch_bounds__(kThreads) all_reduce_fold_kernel(const float* 
   if constexpr (COMM) end_call(g, call, (uint32_t)((size_t)rows * dim));
 }
 
-bool valid(const P2pGroup& g, size_t n) { return group_valid(g, n); }
-
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+using detail::aligned16;
 
 }  // namespace
 
 size_t p2p_buffer_bytes(size_t cap, int world) { return 3 * (size_t)world * cap * sizeof(float); }
 
 cudaError_t p2p_all_reduce(float* x, size_t n, const P2pGroup& g, cudaStream_t stream) {
-  if (!valid(g, n) || (n > 0 && !x)) return cudaErrorInvalidValue;
+  if (!group_valid(g, n) || (n > 0 && !x)) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const unsigned blocks = (unsigned)((n + kChunk - 1) / kChunk);
   return launch_pdl(all_reduce_kernel, dim3(blocks), dim3(kThreads), 0, stream, x, n, g);
@@ -229,7 +228,7 @@ cudaError_t p2p_all_reduce(float* x, size_t n, const P2pGroup& g, cudaStream_t s
 cudaError_t p2p_gather_cols(const float* local, int rows, int cols, float* out, const P2pGroup& g,
                             cudaStream_t stream) {
   const size_t n = (size_t)rows * cols;
-  if (rows < 0 || cols <= 0 || !valid(g, n) || (n > 0 && (!local || !out))) return cudaErrorInvalidValue;
+  if (rows < 0 || cols <= 0 || !group_valid(g, n) || (n > 0 && (!local || !out))) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   const unsigned blocks = (unsigned)((n + kChunk - 1) / kChunk);
   return launch_pdl(gather_cols_kernel, dim3(blocks), dim3(kThreads), 0, stream, local, cols, out, n, g);
@@ -238,7 +237,8 @@ cudaError_t p2p_gather_cols(const float* local, int rows, int cols, float* out, 
 cudaError_t p2p_all_reduce_rmsnorm(const float* partial, float* x, const float* w, float* y, __half* xp, int rows,
                                    int dim, float eps, const P2pGroup& g, cudaStream_t stream) {
   const size_t n = (size_t)rows * dim;
-  if (rows <= 0 || dim <= 0 || dim % 4 || dim > 16384 || !(eps >= 0.f) || !valid(g, n)) return cudaErrorInvalidValue;
+  if (rows <= 0 || dim <= 0 || dim % 4 || dim > 16384 || !(eps >= 0.f) || !group_valid(g, n))
+    return cudaErrorInvalidValue;
   if (!partial || !x || !w || !y || !aligned16(partial) || !aligned16(x) || !aligned16(w) || !aligned16(y))
     return cudaErrorInvalidValue;
   if (xp && (rows > 16 || dim % 64 != 0)) return cudaErrorInvalidValue;
@@ -279,7 +279,7 @@ cudaError_t all_reduce_fold(const float* partial, float* x, const float* w, __ha
     return launch_pdl(all_reduce_fold_kernel<false>, grid, block, 0, stream, partial, x, w, xp, ssq, rows, dim, parts,
                       none);
   }
-  if (!valid(*g, (size_t)rows * dim)) return cudaErrorInvalidValue;
+  if (!group_valid(*g, (size_t)rows * dim)) return cudaErrorInvalidValue;
   return launch_pdl(all_reduce_fold_kernel<true>, grid, block, 0, stream, partial, x, w, xp, ssq, rows, dim, parts, *g);
 }
 

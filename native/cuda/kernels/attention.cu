@@ -432,7 +432,7 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
   }
 }
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+using detail::aligned16;
 
 // Short contexts that the split would cut into partitions, in grids of at most about one block an SM (small
 // batches), with one query head a kv head (two at headDim 64): one block of kWideWarps warps a head group takes the

@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(NT) embed_rmsnorm_kernel(const int32_t* __rest
   if constexpr (COMM) end_call(g, c, (uint32_t)((size_t)rows * dim));
 }
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+using detail::aligned16;
 
 template <int NT, bool COMM>
 cudaError_t launch(int nv, const int32_t* ids, const float* table, int begin, int count, const float* w, float* x,

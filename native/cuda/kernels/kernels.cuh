@@ -255,6 +255,8 @@ bool env_on(const char* name);
 int env_int(const char* name);
 /** Whether environment variable `name` is set to exactly `value`. */
 bool env_is(const char* name, const char* value);
+/** Whether p is 16-byte aligned (the launchers' check before float4 access). */
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 }  // namespace detail
 
 }  // namespace tpserve::cuda

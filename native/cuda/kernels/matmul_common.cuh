@@ -206,7 +206,7 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 
 constexpr int kTcBM = 64, kTcBN = 32, kTcBK = 64, kTcPad = 8;
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+using detail::aligned16;
 
 inline bool grid_ok(int m, int rows) { return (m + kTcBM - 1) / kTcBM <= 65535 && rows > 0; }
 

@@ -13,7 +13,7 @@
 namespace tpserve::cuda {
 namespace {
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+using detail::aligned16;
 
 using red::block_sum;
 using red::warp_sum;
