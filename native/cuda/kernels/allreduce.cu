@@ -9,6 +9,7 @@
 #include "p2p_device.cuh"
 #include "pdl.cuh"
 #include "ptx.cuh"
+#include "row_norm.cuh"
 #include "xprep.cuh"
 
 namespace tpserve::cuda {
@@ -84,8 +85,8 @@ __global__ void __launch_bounds__(kThreads) gather_cols_kernel(const float* loca
   end_call(g, c, (uint32_t)n);
 }
 
-// One block per row, NT threads with NV float4 of the row each: the layout of rmsnorm_vec_kernel (ops.cu), whose
-// arithmetic this repeats in the same order.
+// One block per row, NT threads with NV float4 of the row each: the layout of rmsnorm_vec_kernel (ops.cu), and
+// its tail (row_norm.cuh).
 template <int NV, int NT>
 __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __restrict__ partial, float* x,
                                                                 const float* __restrict__ w, float* y, int dim,
@@ -136,7 +137,6 @@ __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __r
       }
   }
   float4 v[NV];
-  float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < NV; k++) {
     const int col = threadIdx.x + k * NT;
@@ -145,27 +145,9 @@ __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __r
       v[k] = *xr;
       v[k].x += s[k].x, v[k].y += s[k].y, v[k].z += s[k].z, v[k].w += s[k].w;
       if (ok) *xr = v[k];
-      ss = __fadd_rn(ss, red::sumsq4(v[k]));
     }
   }
-  ss = red::block_sum(ss, red);
-  const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)dim) + eps));
-  const float4* w4 = reinterpret_cast<const float4*>(w);
-  float4* yr = reinterpret_cast<float4*>(y + row);
-#pragma unroll
-  for (int k = 0; k < NV; k++) {
-    const int col = threadIdx.x + k * NT;
-    if (col < n4) {
-      const float4 gg = __ldg(w4 + col);
-      const float4 o = make_float4((v[k].x * inv) * gg.x, (v[k].y * inv) * gg.y, (v[k].z * inv) * gg.z,
-                                   (v[k].w * inv) * gg.w);
-      yr[col] = o;
-      if (xp) {
-        xprep_store2(xp, rows, blockIdx.x, 4 * col, o.x, o.y);
-        xprep_store2(xp, rows, blockIdx.x, 4 * col + 2, o.z, o.w);
-      }
-    }
-  }
+  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + row, xp, rows, blockIdx.x, red);
   end_call(g, c, (uint32_t)((size_t)rows * dim));
 }
 

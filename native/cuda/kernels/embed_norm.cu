@@ -1,14 +1,14 @@
 // The first kernel of a step: the embedding lookup and layer 0's RMSNorm in one kernel, with the vocab-parallel
 // embedding's all-reduce between them on the p2p path (protocol in allreduce.cuh). A rank's rows of other ranks'
-// tokens are zero, so the sum in rank order is the owner's row, bit for bit; the norm repeats rmsnorm_vec_kernel
-// (ops.cu) in the same order and block shape. So the step's x, y and xp are those of embedding, p2p_all_reduce and
+// tokens are zero, so the sum in rank order is the owner's row, bit for bit; the norm is rmsnorm_vec_kernel's (ops.cu)
+// block shape and tail (row_norm.cuh). So the step's x, y and xp are those of embedding, p2p_all_reduce and
 // rmsnorm run apart, one kernel instead of three (two at TP = 1).
 #include "allreduce.cuh"
 #include "block_reduce.cuh"
 #include "kernels.cuh"
 #include "p2p_device.cuh"
 #include "pdl.cuh"
-#include "xprep.cuh"
+#include "row_norm.cuh"
 
 namespace tpserve::cuda {
 namespace {
@@ -51,33 +51,12 @@ __global__ void __launch_bounds__(NT) embed_rmsnorm_kernel(const int32_t* __rest
     }
   }
   float4* xr = reinterpret_cast<float4*>(x + row);
-  float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < NV; k++) {
     const int col = threadIdx.x + k * NT;
-    if (col < n4) {
-      if (ok) xr[col] = v[k];
-      ss = __fadd_rn(ss, red::sumsq4(v[k]));
-    }
+    if (col < n4 && ok) xr[col] = v[k];
   }
-  ss = red::block_sum(ss, red);
-  const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)dim) + eps));
-  const float4* w4 = reinterpret_cast<const float4*>(w);
-  float4* yr = reinterpret_cast<float4*>(y + row);
-#pragma unroll
-  for (int k = 0; k < NV; k++) {
-    const int col = threadIdx.x + k * NT;
-    if (col < n4) {
-      const float4 gw = __ldg(w4 + col);
-      const float4 o = make_float4((v[k].x * inv) * gw.x, (v[k].y * inv) * gw.y, (v[k].z * inv) * gw.z,
-                                   (v[k].w * inv) * gw.w);
-      yr[col] = o;
-      if (xp) {
-        xprep_store2(xp, rows, blockIdx.x, 4 * col, o.x, o.y);
-        xprep_store2(xp, rows, blockIdx.x, 4 * col + 2, o.z, o.w);
-      }
-    }
-  }
+  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + row, xp, rows, blockIdx.x, red);
   if constexpr (COMM) end_call(g, c, (uint32_t)((size_t)rows * dim));
 }
 

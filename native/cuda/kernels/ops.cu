@@ -8,6 +8,7 @@
 #include "block_reduce.cuh"
 #include "kernels.cuh"
 #include "pdl.cuh"
+#include "row_norm.cuh"
 #include "xprep.cuh"
 
 namespace tpserve::cuda {
@@ -58,7 +59,6 @@ __global__ void __launch_bounds__(NT) rmsnorm_vec_kernel(float* __restrict__ x,
   float4* xr = reinterpret_cast<float4*>(x + (size_t)blockIdx.x * dim);
   const float4* rr = residual ? reinterpret_cast<const float4*>(residual + (size_t)blockIdx.x * dim) : nullptr;
   float4 v[NV];
-  float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < NV; k++) {
     const int c = threadIdx.x + k * NT;
@@ -69,27 +69,9 @@ __global__ void __launch_bounds__(NT) rmsnorm_vec_kernel(float* __restrict__ x,
         v[k].x += r.x, v[k].y += r.y, v[k].z += r.z, v[k].w += r.w;
         xr[c] = v[k];
       }
-      ss = __fadd_rn(ss, red::sumsq4(v[k]));
     }
   }
-  ss = block_sum(ss, red);
-  const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)dim) + eps));
-  const float4* w4 = reinterpret_cast<const float4*>(w);
-  float4* yr = reinterpret_cast<float4*>(y + (size_t)blockIdx.x * dim);
-#pragma unroll
-  for (int k = 0; k < NV; k++) {
-    const int c = threadIdx.x + k * NT;
-    if (c < n4) {
-      const float4 g = __ldg(w4 + c);
-      const float4 o =
-          make_float4((v[k].x * inv) * g.x, (v[k].y * inv) * g.y, (v[k].z * inv) * g.z, (v[k].w * inv) * g.w);
-      yr[c] = o;
-      if (xp) {
-        xprep_store2(xp, rows, blockIdx.x, 4 * c, o.x, o.y);
-        xprep_store2(xp, rows, blockIdx.x, 4 * c + 2, o.z, o.w);
-      }
-    }
-  }
+  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + (size_t)blockIdx.x * dim, xp, rows, blockIdx.x, red);
 }
 
 // Any dim / alignment: two passes over the row (the second from L1/L2).
