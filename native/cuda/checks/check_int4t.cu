@@ -172,15 +172,18 @@ int main(int argc, char** argv) {
           if (check_case(rng, sh[0], sh[1], group, asym, m, false, checks)) return 1;
   for (int m : {1, 3, 7, 16, 40})
     if (check_case(rng, 45, 640, 64, true, m, true, checks)) return 1;
-  // m > 16 with fp16 activations: 16-token slices, and the GEMM (m >= 64, rows >= 8192): odd row counts, partial
+  // m > 16 with fp16 activations: 16-token slices, and the GEMM (m >= 32; 32 or 64 tokens a block): odd row counts, partial
   // token blocks, both groups, residual.
   for (auto& sh : shapes)
     for (int group : {64, 128})
-      for (int m : {17, 64, 100, 130})
+      for (int m : {17, 32, 40, 64, 100, 130})
         if (check_case(rng, sh[0], sh[1], group, m % 2 == 0, m, m == 100, checks, false)) return 1;
   for (int m : {64, 100, 130})
     for (int group : {64, 128})
       if (check_case(rng, 8192 + 37, 512, group, m != 100, m, m == 100, checks, false)) return 1;
+  // 8192+ rows with k split (run 61): 2048 columns leave room for 4 splits.
+  for (int m : {32, 64, 130})
+    if (check_case(rng, 8192 + 37, 2048, 128, m == 130, m, m == 130, checks, false)) return 1;
   for (int m = 1; m <= 16; ++m)
     if (check_case(rng, 4096 / 16 + 3, 4096, 128, m % 2 == 1, m, m % 3 == 0, checks)) return 1;
   if (check_case(rng, 4096, 11008, 128, false, 1, true, checks)) return 1;

@@ -30,7 +30,6 @@
 namespace tpserve::cuda {
 namespace {
 
-using detail::kGemmTok;
 using detail::kGemmWarps;
 using detail::sm_count;
 
@@ -485,24 +484,23 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
     return cudaErrorInvalidValue;
   if (m <= 16 && xpReady) return gemv_slice(xp, w, y, residual, m, ep, stream);
   if (!x) return cudaErrorInvalidValue;
-  // The GEMM: one block per 128 rows and 64 tokens. Matrices of fewer than 8192 rows split k across blocks
-  // (partial sums in `ws`, then gemm_splitk_reduce) so that about two blocks per SM run; without room in `ws`
-  // they take 16-token GEMV slices. Measured on an H200: docs/gpu-runs.md, runs 10-12.
-  if (m > 16 && !exact && m >= 64) {
-    const int tiles = (w.rows + 15) / 16, KB = w.cols / 64;
-    const int blocks = ((tiles + kGemmWarps - 1) / kGemmWarps) * ((m + kGemmTok - 1) / kGemmTok);
-    int kSplit = 1;
-    if (w.rows < 8192) {
-      while (kSplit < 8 && blocks * kSplit < 2 * sm_count() && KB / (kSplit * 2) >= 8) kSplit *= 2;
-      while (kSplit > 1 && (!ws || (size_t)kSplit * m * tiles * 16 > wsFloats)) kSplit /= 2;
-    }
-    if (w.rows >= 8192 || kSplit > 1 || blocks >= sm_count()) {  // x prepared once for all m tokens
-      if ((m + kGemmTok - 1) / kGemmTok > 65535) return cudaErrorInvalidValue;
+  // The GEMM (int4_gemm.cu; its plan: k split across blocks, row tiles a warp, 32 or 64 tokens a block) from 24
+  // tokens on matrices of 8192+ rows and from 33 on smaller ones, where 16-token slices were faster at 32 (H200,
+  // docs/gpu-runs.md run 61; TPSERVE_GEMM_MIN_M=N: from N tokens on every matrix). A matrix of fewer than 8192 rows
+  // whose plan neither splits k nor fills the SMs takes the slices (runs 10-12).
+  static const int gemmMinM = detail::env_int("TPSERVE_GEMM_MIN_M");
+  const bool gemmM = gemmMinM > 16 ? m >= gemmMinM : m >= (w.rows >= 8192 ? 24 : 33);
+  if (m > 16 && !exact && gemmM) {
+    const detail::GemmPlan plan = detail::gemm_plan(w.rows, w.cols, m, w.zeros != nullptr, ws ? wsFloats : 0);
+    const int tiles = (w.rows + 15) / 16;
+    const int blocks = ((tiles + kGemmWarps - 1) / kGemmWarps) * ((m + plan.tok - 1) / plan.tok);
+    if (w.rows >= 8192 || plan.kSplit > 1 || blocks >= sm_count()) {  // x prepared once for all m tokens
+      if ((m + plan.tok - 1) / plan.tok > 65535) return cudaErrorInvalidValue;
       Int4Epilogue e2 = ep;
       e2.xpOut = nullptr;
       const cudaError_t e = xprep(x, m, w.cols, xp, stream);
       if (e != cudaSuccess) return e;
-      return detail::int4t_gemm_launch(xp, w, y, residual, m, e2, kSplit, ws, stream);
+      return detail::int4t_gemm_launch(xp, w, y, residual, m, e2, plan, ws, stream);
     }
   }
   // m <= 16: one slice; above, slices of 16 tokens (fp16 activations), or of 8 with hi/lo activations (exact).

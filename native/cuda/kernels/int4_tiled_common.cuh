@@ -155,15 +155,24 @@ __device__ __forceinline__ void pair_epilogue(const Int4Epilogue& ep, int rows, 
 
 namespace detail {
 
-/** GEMM tiling (int4_gemm.cu): a block takes kGemmWarps 16-row tiles and kGemmTok tokens. */
+/** GEMM tiling (int4_gemm.cu): a block takes kGemmWarps 16-row tiles and kGemmTok tokens (32 for m <= 32). */
 constexpr int kGemmWarps = 8, kGemmTok = 64;
+int gemm_tokens_per_block(int m);
+
+/** How a GEMM runs: k split over kSplit blocks, rt 16-row tiles a warp (1 or 2), tok tokens a block. */
+struct GemmPlan {
+  int kSplit, rt, tok;
+};
+
+/** The plan for m tokens of a rows x cols weight with wsFloats of split-k workspace (int4_gemm.cu). */
+GemmPlan gemm_plan(int rows, int cols, int m, bool zeros, size_t wsFloats);
 
 /**
- * y = x W^T (+ residual) or the epilogue, for m tokens already prepared in xp (xprep_halves(m, cols)), with k split
- * over kSplit blocks (> 1: partial sums in ws, kSplit x m x rows rounded up to 16 floats, then a reduce kernel).
+ * y = x W^T (+ residual) or the epilogue, for m tokens already prepared in xp (xprep_halves(m, cols)), as planned
+ * (kSplit > 1: partial sums in ws, kSplit x m x rows rounded up to 16 floats, then a reduce kernel).
  */
 cudaError_t int4t_gemm_launch(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
-                              const Int4Epilogue& ep, int kSplit, float* ws, cudaStream_t stream);
+                              const Int4Epilogue& ep, const GemmPlan& plan, float* ws, cudaStream_t stream);
 
 /**
  * Whether the decode GEMV takes the split path (int4_tiled_split.cu): one token, a pair epilogue, splitParts set,
