@@ -225,7 +225,7 @@ GemmPlan gemm_plan(int rows, int cols, int m, bool zeros, size_t wsFloats) {
   static const int forcedRt = env_int("TPSERVE_GEMM_RT"), forcedSplit = env_int("TPSERVE_GEMM_SPLIT");
   const int tiles = (rows + 15) / 16, KB = cols / 64, tok = gemm_tokens_per_block(m);
   const int blocks = ((tiles + kGemmWarps - 1) / kGemmWarps) * ((m + tok - 1) / tok);
-  GemmPlan best{1, 1, tok};
+  GemmPlan best{1, forcedRt == 2 ? 2 : 1, tok};  // what no candidate beats (a forced split that does not fit)
   double bestT = 1e30;
   for (int rt = 1; rt <= 2; ++rt) {
     if ((forcedRt == 1 || forcedRt == 2) && rt != forcedRt) continue;
