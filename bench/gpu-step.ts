@@ -1,10 +1,11 @@
 // The engine's decode step alone, on the GPU machine: dummy int4 g128 shapes, a few batch sizes, median over 40
-// steps after a 128-token prefill (also timed: the batch's prompts, second of two runs). Small and quick so that scripts/gpu/run.sh can repeat it under different
-// environment variables (TPSERVE_ABLATE, TPSERVE_ATTN_*, ...) in separate processes and compare the steps.
-// Appends one JSON line per (shape, batch) to --out FILE with the --label given. Flags: --shapes a,b --batches
-// 1,8,32 --prompt N --label TEXT --out FILE --bandwidth GB/s (for the fraction of the floor) --profile-prefill. A shape is a dummy model
-// (models/dummy) or one rank's shard of one at tensor parallelism, run on one GPU (bench/shapes: e.g.
-// llama-2-70b-tp4-rank has the per-rank matrices of Llama-2-70B at TP=4; the step leaves out the collectives).
+// steps after a 128-token prefill (also timed: the batch's prompts, second of two runs). Small and quick so that
+// scripts/gpu/run.sh can repeat it under different environment variables (TPSERVE_ABLATE, TPSERVE_ATTN_*, ...) in
+// separate processes and compare the steps. Appends one JSON line per (shape, batch) to --out FILE with the --label
+// given. Flags: --shapes a,b --batches 1,8,32 --prompt N --label TEXT --out FILE --bandwidth GB/s (for the fraction
+// of the floor) --profile-prefill (per-op GPU times of one more prefill). A shape is a dummy model (models/dummy) or
+// one rank's shard of one at tensor parallelism, run on one GPU (bench/shapes: e.g. llama-2-70b-tp4-rank has the
+// per-rank matrices of Llama-2-70B at TP=4; the step leaves out the collectives).
 import { appendFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { Flags } from "../services/common/flags.js";
@@ -21,7 +22,7 @@ const batches = f
   .map((b) => Number.parseInt(b, 10));
 const prompt = f.int("prompt", 128, 1, 100000);
 const label = f.string("label", "");
-const profilePrefill = f.bool("profile-prefill"); // one more prefill with per-op GPU time
+const profilePrefill = f.bool("profile-prefill");
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-step.jsonl"));
 const bandwidth = f.float("bandwidth", 0, 0, 1e5);
 f.rejectUnknown();
@@ -74,11 +75,9 @@ for (const shape of shapes) {
         ` prefill ${prefillMs.toFixed(1)} ms`,
     );
     const prefillTokPerS = (b * prompt) / (prefillMs / 1000);
-    const row = {
-      ...{ label, shape, batch: b, prompt, stepMs: ms, floorBytes: bytes, floorFraction: floor, ahead },
-      ...{ prefillMs, prefillTokPerS, prefillProfile },
-    };
-    appendFileSync(out, `${JSON.stringify({ ...row, device })}\n`);
+    const row = { label, shape, batch: b, prompt, stepMs: ms, floorBytes: bytes, floorFraction: floor, ahead };
+    const prefill = { prefillMs, prefillTokPerS, prefillProfile };
+    appendFileSync(out, `${JSON.stringify({ ...row, ...prefill, device })}\n`);
   }
   console.log(`${label.padEnd(24)} ${shape}: ${line.join(", ")}`);
   engine.close();

@@ -172,8 +172,8 @@ int main(int argc, char** argv) {
           if (check_case(rng, sh[0], sh[1], group, asym, m, false, checks)) return 1;
   for (int m : {1, 3, 7, 16, 40})
     if (check_case(rng, 45, 640, 64, true, m, true, checks)) return 1;
-  // m > 16 with fp16 activations: 16-token slices, and the GEMM (m >= 32; 32 or 64 tokens a block): odd row counts, partial
-  // token blocks, both groups, residual.
+  // m > 16 with fp16 activations: 16-token slices (below 33 tokens on these small shapes) and the GEMM (64-token
+  // blocks): odd row counts, partial token blocks, both groups, residual.
   for (auto& sh : shapes)
     for (int group : {64, 128})
       for (int m : {17, 32, 40, 64, 100, 130})
@@ -181,7 +181,7 @@ int main(int argc, char** argv) {
   for (int m : {64, 100, 130})
     for (int group : {64, 128})
       if (check_case(rng, 8192 + 37, 512, group, m != 100, m, m == 100, checks, false)) return 1;
-  // 8192+ rows with k split (run 61): 2048 columns leave room for 4 splits.
+  // 8192+ rows with k split (run 61): 2048 columns leave room for 4 splits; 32 tokens take 32-token blocks.
   for (int m : {32, 64, 130})
     if (check_case(rng, 8192 + 37, 2048, 128, m == 130, m, m == 130, checks, false)) return 1;
   for (int m = 1; m <= 16; ++m)

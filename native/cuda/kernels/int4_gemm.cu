@@ -1,6 +1,8 @@
 // The tiled int4 GEMM (more than 16 tokens; dispatch in int4_tiled.cu, layout described there).
 #include <cuda_fp16.h>
 
+#include <atomic>
+
 #include "int4_tiled_common.cuh"
 #include "pdl.cuh"
 
@@ -194,24 +196,38 @@ int gemm_tokens_per_block(int m) { return m <= 32 ? 32 : kGemmTok; }
 
 namespace {
 
-template <bool ZP, int RT, int TOK>
-int gemm_blocks_per_sm() {
-  static const int n = [] {
-    int v = 0;
-    const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &v, int4t_gemm<ZP, RT, TOK>, kGemmWarps / RT * 32, (size_t)kGemmStages * gemm_stage_bytes(TOK));
-    if (e != cudaSuccess) cudaGetLastError();
-    return e == cudaSuccess && v > 0 ? v : 1;
-  }();
-  return n;
+using GemmKernel = decltype(&int4t_gemm<false, 1, 64>);
+
+/** The instantiation for (zero points, row tiles a warp, tokens a block) and its warps a block. */
+struct GemmKernelPick {
+  GemmKernel kernel;
+  int warps;
+};
+GemmKernelPick gemm_kernel(bool zp, int rt, int tok) {
+  constexpr int W1 = kGemmWarps, W2 = kGemmWarps / 2;
+  if (tok == 32)
+    return zp ? (rt == 2 ? GemmKernelPick{int4t_gemm<true, 2, 32>, W2} : GemmKernelPick{int4t_gemm<true, 1, 32>, W1})
+              : (rt == 2 ? GemmKernelPick{int4t_gemm<false, 2, 32>, W2} : GemmKernelPick{int4t_gemm<false, 1, 32>, W1});
+  return zp ? (rt == 2 ? GemmKernelPick{int4t_gemm<true, 2, 64>, W2} : GemmKernelPick{int4t_gemm<true, 1, 64>, W1})
+            : (rt == 2 ? GemmKernelPick{int4t_gemm<false, 2, 64>, W2} : GemmKernelPick{int4t_gemm<false, 1, 64>, W1});
 }
 
+size_t gemm_smem(int tok) { return (size_t)kGemmStages * gemm_stage_bytes(tok); }
+
+/** Resident blocks an SM of that instantiation, asked once (one device a process); 1 if the query fails. */
 int blocks_per_sm(bool zp, int rt, int tok) {
-  if (tok == 32)
-    return zp ? (rt == 2 ? gemm_blocks_per_sm<true, 2, 32>() : gemm_blocks_per_sm<true, 1, 32>())
-              : (rt == 2 ? gemm_blocks_per_sm<false, 2, 32>() : gemm_blocks_per_sm<false, 1, 32>());
-  return zp ? (rt == 2 ? gemm_blocks_per_sm<true, 2, 64>() : gemm_blocks_per_sm<true, 1, 64>())
-            : (rt == 2 ? gemm_blocks_per_sm<false, 2, 64>() : gemm_blocks_per_sm<false, 1, 64>());
+  static std::atomic<int> known[2][2][2] = {};  // [zeros][rt 2][tok 64]; 0 = not asked yet
+  std::atomic<int>& slot = known[zp][rt == 2][tok == 64];
+  int v = slot.load(std::memory_order_relaxed);
+  if (v > 0) return v;
+  const GemmKernelPick k = gemm_kernel(zp, rt, tok);
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v, k.kernel, k.warps * 32, gemm_smem(tok)) != cudaSuccess ||
+      v < 1) {
+    cudaGetLastError();
+    v = 1;
+  }
+  slot.store(v, std::memory_order_relaxed);
+  return v;
 }
 
 }  // namespace
@@ -225,7 +241,7 @@ GemmPlan gemm_plan(int rows, int cols, int m, bool zeros, size_t wsFloats) {
   static const int forcedRt = env_int("TPSERVE_GEMM_RT"), forcedSplit = env_int("TPSERVE_GEMM_SPLIT");
   const int tiles = (rows + 15) / 16, KB = cols / 64, tok = gemm_tokens_per_block(m);
   const int blocks = ((tiles + kGemmWarps - 1) / kGemmWarps) * ((m + tok - 1) / tok);
-  GemmPlan best{1, forcedRt == 2 ? 2 : 1, tok};  // what no candidate beats (a forced split that does not fit)
+  GemmPlan best{1, forcedRt == 2 ? 2 : 1};  // what no candidate beats (a forced split that does not fit)
   double bestT = 1e30;
   for (int rt = 1; rt <= 2; ++rt) {
     if ((forcedRt == 1 || forcedRt == 2) && rt != forcedRt) continue;
@@ -237,7 +253,7 @@ GemmPlan gemm_plan(int rows, int cols, int m, bool zeros, size_t wsFloats) {
       const int waves = (blocks * ks + perWave - 1) / perWave;
       double t = (double)waves * ((KB + ks - 1) / ks) * chunkUs;
       if (ks > 1) t += (ks + 1.0) * m * tiles * 16 * 4 / 3.0e6 + 2.0;
-      if (t < bestT) bestT = t, best = GemmPlan{ks, rt, tok};
+      if (t < bestT) bestT = t, best = GemmPlan{ks, rt};
     }
   }
   return best;
@@ -245,23 +261,13 @@ GemmPlan gemm_plan(int rows, int cols, int m, bool zeros, size_t wsFloats) {
 
 cudaError_t int4t_gemm_launch(const __half* xp, const Int4Tiled& w, float* y, const float* residual, int m,
                               const Int4Epilogue& ep, const GemmPlan& plan, float* ws, cudaStream_t stream) {
-  const int tiles = (w.rows + 15) / 16, tok = plan.tok, kSplit = plan.kSplit;
-  if (tok != gemm_tokens_per_block(m) || (plan.rt != 1 && plan.rt != 2) || kSplit < 1) return cudaErrorInvalidValue;
+  const int tiles = (w.rows + 15) / 16, tok = gemm_tokens_per_block(m), kSplit = plan.kSplit;
+  if ((plan.rt != 1 && plan.rt != 2) || kSplit < 1) return cudaErrorInvalidValue;
   const dim3 grid((tiles + kGemmWarps - 1) / kGemmWarps, (m + tok - 1) / tok, kSplit);
   if (grid.y > 65535) return cudaErrorInvalidValue;
-  const size_t smem = (size_t)kGemmStages * gemm_stage_bytes(tok);
-  const auto run = [&](auto kernel, int warps) {
-    return launch_pdl(kernel, grid, dim3(warps * 32), smem, stream, xp, w, y, residual, m, ep, kSplit, ws);
-  };
-  const bool two = plan.rt == 2, zp = w.zeros != nullptr;
-  constexpr int W1 = kGemmWarps, W2 = kGemmWarps / 2;
-  cudaError_t e;
-  if (tok == 32)
-    e = zp ? (two ? run(int4t_gemm<true, 2, 32>, W2) : run(int4t_gemm<true, 1, 32>, W1))
-           : (two ? run(int4t_gemm<false, 2, 32>, W2) : run(int4t_gemm<false, 1, 32>, W1));
-  else
-    e = zp ? (two ? run(int4t_gemm<true, 2, 64>, W2) : run(int4t_gemm<true, 1, 64>, W1))
-           : (two ? run(int4t_gemm<false, 2, 64>, W2) : run(int4t_gemm<false, 1, 64>, W1));
+  const GemmKernelPick k = gemm_kernel(w.zeros != nullptr, plan.rt, tok);
+  const cudaError_t e =
+      launch_pdl(k.kernel, grid, dim3(k.warps * 32), gemm_smem(tok), stream, xp, w, y, residual, m, ep, kSplit, ws);
   if (e != cudaSuccess || kSplit == 1) return e;
   return launch_pdl(gemm_splitk_reduce, dim3(4 * sm_count()), dim3(256), 0, stream, (const float*)ws, kSplit, m, w, y,
                     residual, ep);

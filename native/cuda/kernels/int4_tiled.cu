@@ -492,10 +492,10 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
   const bool gemmM = gemmMinM > 16 ? m >= gemmMinM : m >= (w.rows >= 8192 ? 24 : 33);
   if (m > 16 && !exact && gemmM) {
     const detail::GemmPlan plan = detail::gemm_plan(w.rows, w.cols, m, w.zeros != nullptr, ws ? wsFloats : 0);
-    const int tiles = (w.rows + 15) / 16;
-    const int blocks = ((tiles + kGemmWarps - 1) / kGemmWarps) * ((m + plan.tok - 1) / plan.tok);
+    const int tiles = (w.rows + 15) / 16, tok = detail::gemm_tokens_per_block(m), tokBlocks = (m + tok - 1) / tok;
+    const int blocks = ((tiles + kGemmWarps - 1) / kGemmWarps) * tokBlocks;
     if (w.rows >= 8192 || plan.kSplit > 1 || blocks >= sm_count()) {  // x prepared once for all m tokens
-      if ((m + plan.tok - 1) / plan.tok > 65535) return cudaErrorInvalidValue;
+      if (tokBlocks > 65535) return cudaErrorInvalidValue;
       Int4Epilogue e2 = ep;
       e2.xpOut = nullptr;
       const cudaError_t e = xprep(x, m, w.cols, xp, stream);

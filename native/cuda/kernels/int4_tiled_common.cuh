@@ -159,9 +159,9 @@ namespace detail {
 constexpr int kGemmWarps = 8, kGemmTok = 64;
 int gemm_tokens_per_block(int m);
 
-/** How a GEMM runs: k split over kSplit blocks, rt 16-row tiles a warp (1 or 2), tok tokens a block. */
+/** How a GEMM runs: k split over kSplit blocks, rt 16-row tiles a warp (1 or 2); tokens a block follow from m. */
 struct GemmPlan {
-  int kSplit, rt, tok;
+  int kSplit, rt;
 };
 
 /** The plan for m tokens of a rows x cols weight with wsFloats of split-k workspace (int4_gemm.cu). */
