@@ -42,7 +42,15 @@ Weight mergeRows(int l, const char* what, std::initializer_list<const Weight*> p
     m.q.insert(m.q.end(), w->q.begin(), w->q.end());
     m.scales.insert(m.scales.end(), w->scales.begin(), w->scales.end());
     m.zeros.insert(m.zeros.end(), w->zeros.begin(), w->zeros.end());
+    // Act-order (GPTQ desc_act): the merged matmul reads one input order, so the parts must share it (as they do
+    // when quantized from the same inputs, whose Hessian orders the columns).
+    if (w->perm != a.perm)
+      fail("NATIVE_INVALID_ARG", "layers." + std::to_string(l) + "." + what +
+                                     " have different act-order input permutations (g_idx); the GPU merges them "
+                                     "into one matmul, which needs one order: use --device cpu, or a checkpoint "
+                                     "quantized without act-order (desc_act false)");
   }
+  m.perm = a.perm;
   return m;
 }
 
@@ -53,6 +61,7 @@ void uploadWeight(DWeight& d, const Weight& w, bool bf16, cuda::Int4RowOrder ord
   if (w.int4) {
     d.kind = DWeight::kInt4;
     d.q.upload(w.q.data(), w.q.size()), d.scales.upload(w.scales.data(), w.scales.size());
+    if (!w.perm.empty()) d.perm.upload(w.perm.data(), w.perm.size());
     if (!w.zeros.empty()) d.zeros.upload(w.zeros.data(), w.zeros.size());
     if (cuda::int4_tiled_supported(w.rows, w.cols, w.group)) {
       // Repack on the device into the decode kernels' layout; the on-disk copy is dropped.

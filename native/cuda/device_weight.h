@@ -81,7 +81,10 @@ struct DWeight {
   DevBuf<uint8_t> q, zeros;
   DevBuf<uint32_t> tq;  // kInt4Tiled: q, scales and zeros in the tile-packed layout (kernels/int4_tiled.cu)
   cuda::Int4RowOrder order = cuda::Int4RowOrder::kInOrder;  // kInt4Tiled: packed row order (fused epilogues)
-  size_t bytes() const { return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes(); }
+  DevBuf<int32_t> perm;  // int4 act-order: stored column i multiplies x[perm[i]] (null: in order)
+  size_t bytes() const {
+    return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes() + perm.bytes();
+  }
 };
 
 /** Checks a kernel launcher's status: a failure becomes NATIVE_CUDA naming the kernel. */

@@ -103,6 +103,12 @@ void CudaModel::finalize() {
                    cuda::Int4RowOrder::kGateUpPairs, o_.s, stream_);
     st = Staging();
   }
+  // Act-order weights read their input permuted (matmul): room for one pass's tokens of the widest such input.
+  size_t permCols = lmHead_.perm.p ? (size_t)lmHead_.cols : 0;
+  for (const Layer& Ly : layers_)
+    for (const DWeight* w : {&Ly.qkv, &Ly.o, &Ly.gateUp, &Ly.down})
+      if (w->perm.p) permCols = std::max(permCols, (size_t)w->cols);
+  if (permCols) permX_.reserve((size_t)std::max(o_.maxBatchTokens, 16) * permCols);
   graphs_.clear();
   if (pages_ == 0) sizePool();
 }

@@ -258,9 +258,6 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
   } else if (t.int4) {
     if (!matrix || name == "embed")
       fail("NATIVE_INVALID_ARG", "tensor '" + name + "' must be dense (int4 is only for linear layers and lm_head)");
-    if (t.perm && gpu_)
-      fail("NATIVE_INVALID_ARG", "tensor '" + name + "': act-order int4 (perm) runs on the CPU engine only; "
-                                 "requantize without act-order for the GPU");
     if (t.rows != r || t.cols != c)
       fail("NATIVE_SHAPE", "tensor '" + name + "' is " + shapeStr(t.rows, t.cols) + ", expected " + shapeStr(r, c));
     loadInt4(t, name, tmp);

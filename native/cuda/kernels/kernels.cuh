@@ -159,6 +159,12 @@ cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, fl
                       int begin = 0, int count = 0x7fffffff);
 
 /**
+ * out (rows, cols) = x with its columns permuted: out[r][i] = x[r][perm[i]]. The input of an act-order int4 weight,
+ * whose columns are stored in group order (perm: a permutation of 0..cols-1; out must not alias x).
+ */
+cudaError_t permute_cols(const float* x, int rows, int cols, const int32_t* perm, float* out, cudaStream_t stream);
+
+/**
  * RMSNorm with an optional fused residual add: when `residual` is not null, x += residual first (x is updated in
  * place, the sum is what the next layer adds to); then y = x / sqrt(mean(x^2) + eps) * w. x, y (rows, dim).
  * With `xp` (rows <= 16, dim % 64 == 0), y is also written in the decode GEMV's prepared layout (xprep.cuh).

@@ -40,6 +40,17 @@ __global__ void embedding_kernel(const int32_t* __restrict__ ids, const float* _
   }
 }
 
+// ---------------------------------------------------------------- permute_cols
+// Act-order int4 weights (GPTQ desc_act) store their columns in group order: their input is x gathered by perm.
+__global__ void permute_cols_kernel(const float* __restrict__ x, int rows, int cols, const int32_t* __restrict__ perm,
+                                    float* __restrict__ out) {
+  for (int r = blockIdx.y; r < rows; r += gridDim.y) {
+    const float* src = x + (size_t)r * cols;
+    float* dst = out + (size_t)r * cols;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < cols; i += gridDim.x * blockDim.x) dst[i] = src[__ldg(perm + i)];
+  }
+}
+
 // ---------------------------------------------------------------- rmsnorm
 // One block per row. The row (with the residual added) is kept in registers when it fits (NV float4 per thread),
 // so x is read once and written once (when residual is set) and y written once.
@@ -276,6 +287,15 @@ cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, fl
   const int threads = dim >= 1024 ? 256 : 128;
   if (vec) embedding_kernel<true><<<n, threads, 0, stream>>>(ids, table, dim, out, begin, count);
   else embedding_kernel<false><<<n, threads, 0, stream>>>(ids, table, dim, out, begin, count);
+  return cudaGetLastError();
+}
+
+cudaError_t permute_cols(const float* x, int rows, int cols, const int32_t* perm, float* out, cudaStream_t stream) {
+  if (rows < 0 || cols <= 0 || (rows > 0 && (!x || !perm || !out || x == out))) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  constexpr int threads = 256;
+  const dim3 grid((unsigned)std::min((cols + threads - 1) / threads, 64), (unsigned)std::min(rows, 65535));
+  permute_cols_kernel<<<grid, threads, 0, stream>>>(x, rows, cols, perm, out);
   return cudaGetLastError();
 }
 
