@@ -11,12 +11,12 @@
 // Usage: node dist/bench/gpu-quant.js [--device cuda:0] [--out FILE] [--margin 1e-3] [--ppl-tokens 16384]
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { Engine } from "../native/index.js";
 import { encodeDocuments, perplexity, readText } from "../services/cli/eval.js";
 import { Flags } from "../services/common/flags.js";
 import { loadTokenizer } from "../services/common/model/tokenizer.js";
 import { bundledModelDir, packageRoot } from "../services/common/paths.js";
 import { workerConfigFromFlags } from "../services/worker/config.js";
-import type { Engine } from "../native/index.js";
 import { createEngine } from "../services/worker/server.js";
 import { type QuantCheckpointOptions, writeQuantCheckpoint } from "../test/helpers/quant-checkpoint.js";
 import { batchOf } from "./batch.js";
@@ -38,9 +38,15 @@ const golden = (
   }
 ).golden;
 const allLinears = Array.from({ length: LAYERS }, (_, l) =>
-  ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"].map(
-    (m) => `model.layers.${l}.${m}`,
-  ),
+  [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+  ].map((m) => `model.layers.${l}.${m}`),
 ).flat();
 const checkpoints: { label: string; opts: QuantCheckpointOptions }[] = [
   { label: "gptq g64 act-order", opts: { format: "gptq", groupSize: 64, actOrder: allLinears } },
@@ -66,8 +72,12 @@ function argmaxAt(logits: Float32Array, row: number): { best: number; margin: nu
   let second = -Infinity;
   for (let v = 1; v < VOCAB; v++) {
     const x = logits[off + v]!;
-    if (x > logits[off + best]!) second = logits[off + best]!, best = v;
-    else if (x > second) second = x;
+    if (x > logits[off + best]!) {
+      second = logits[off + best]!;
+      best = v;
+    } else if (x > second) {
+      second = x;
+    }
   }
   return { best, margin: logits[off + best]! - second };
 }
@@ -130,6 +140,9 @@ for (const { label, opts } of checkpoints) {
     rmSync(dir, { recursive: true, force: true });
   }
 }
-writeFileSync(out, `${JSON.stringify({ date: new Date().toISOString(), device, margin, checkpoints: rows }, null, 2)}\n`);
+writeFileSync(
+  out,
+  `${JSON.stringify({ date: new Date().toISOString(), device, margin, checkpoints: rows }, null, 2)}\n`,
+);
 console.log(`wrote ${out}${failed ? " (FAILED)" : ""}`);
 if (failed) process.exitCode = 1;

@@ -3,7 +3,8 @@
 // scripts/gpu/run.sh can repeat it under different environment variables (TPSERVE_ABLATE, TPSERVE_ATTN_*, ...) in
 // separate processes and compare the steps. Appends one JSON line per (shape, batch) to --out FILE with the --label
 // given. Flags: --shapes a,b --batches 1,8,32 --prompt N --label TEXT --out FILE --bandwidth GB/s (for the fraction
-// of the floor) --profile-prefill (per-op GPU times of one more prefill). A shape is a dummy model (models/dummy) or
+// of the floor) --profile-prefill (per-op GPU times of one more prefill) --act-order (every decoder linear with an
+// act-order input permutation, as GPTQ desc_act checkpoints load). A shape is a dummy model (models/dummy) or
 // one rank's shard of one at tensor parallelism, run on one GPU (bench/shapes: e.g. llama-2-70b-tp4-rank has the
 // per-rank matrices of Llama-2-70B at TP=4; the step leaves out the collectives).
 import { appendFileSync, existsSync } from "node:fs";
@@ -14,7 +15,7 @@ import { kvBytesPerPage } from "../services/worker/server.js";
 import { median } from "./batch.js";
 import { decodeSeqs, dummyInt4Engine, floorBytes, prefillSeqs, timeDecodeSteps } from "./decode.js";
 
-const f = new Flags(process.argv.slice(2), ["profile-prefill"]);
+const f = new Flags(process.argv.slice(2), ["profile-prefill", "act-order"]);
 const shapes = f.string("shapes", "llama-2-7b").split(",");
 const batches = f
   .string("batches", "1,8,32")
@@ -23,6 +24,8 @@ const batches = f
 const prompt = f.int("prompt", 128, 1, 100000);
 const label = f.string("label", "");
 const profilePrefill = f.bool("profile-prefill");
+// Act-order int4 (a permuted input order) in every decoder linear, as GPTQ desc_act checkpoints load.
+const actOrder = f.bool("act-order");
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-step.jsonl"));
 const bandwidth = f.float("bandwidth", 0, 0, 1e5);
 f.rejectUnknown();
@@ -33,7 +36,7 @@ for (const shape of shapes) {
   const pagesPerSeq = Math.ceil((prompt + STEPS + 1) / 16);
   const dummy = join(packageRoot(), "models", "dummy", shape);
   const dir = existsSync(dummy) ? dummy : join(packageRoot(), "bench", "shapes", shape);
-  const { engine, model } = dummyInt4Engine(dir, maxB * pagesPerSeq + 1, "cuda:0");
+  const { engine, model } = dummyInt4Engine(dir, maxB * pagesPerSeq + 1, "cuda:0", actOrder);
   const line: string[] = [];
   for (const b of batches) {
     const seqs = decodeSeqs(b, prompt, pagesPerSeq, model.vocabSize);

@@ -172,9 +172,11 @@ class CudaModel : public GpuModel {
   DevBuf<cuda::kv_t> kv_;  // K and V of every layer, fp16 (kernels/kv_cache.cuh)
   DevBuf<float> x_, h_, tmp_, q_, qkv_, att_, gu_, act_, logits_, attnWs_, ropeCos_, ropeSin_;
   DevBuf<float> gemmWs_;
-  // Act-order int4 weights (GPTQ desc_act): their input gathered into stored column order (permute_cols) before the
-  // matmul, which prepares it itself; allocated at finalize() when some weight has a permutation.
+  // Act-order int4 weights (GPTQ desc_act): their input gathered into the stored column order before the matmul,
+  // prepared (decode steps, permute_xprep) or as floats (permute_cols); allocated at finalize() when some weight
+  // has a permutation.
   DevBuf<float> permX_;
+  DevBuf<__half> permXp_;
   DevBuf<__half> xp_, xp2_;  // prepared GEMV inputs: xp_ from the norms (QKV, gate/up), xp2_ for O and down
   bool allLogits_ = false;  // the forward pass being enqueued wants every position (logits or hidden states)
   std::map<uint64_t, GraphExec> graphs_;

@@ -108,7 +108,10 @@ void CudaModel::finalize() {
   for (const Layer& Ly : layers_)
     for (const DWeight* w : {&Ly.qkv, &Ly.o, &Ly.gateUp, &Ly.down})
       if (w->perm.p) permCols = std::max(permCols, (size_t)w->cols);
-  if (permCols) permX_.reserve((size_t)std::max(o_.maxBatchTokens, 16) * permCols);
+  if (permCols) {
+    permX_.reserve((size_t)std::max(o_.maxBatchTokens, 16) * permCols);
+    permXp_.reserve(cuda::xprep_halves(16, (int)((permCols + 63) / 64 * 64)));
+  }
   graphs_.clear();
   if (pages_ == 0) sizePool();
 }

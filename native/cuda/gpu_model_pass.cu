@@ -5,6 +5,7 @@
 #include "../src/errors.h"
 #include "cuda_check.h"
 #include "cuda_model.h"
+#include "kernels/xprep.cuh"
 
 namespace tpserve {
 
@@ -15,7 +16,7 @@ void CudaModel::enqueue(const Ptrs& p) {
   // Vocab-parallel embedding: rows of other ranks' tokens are zero here, and the all-reduce fills them in. Where it
   // can (one GPU, or a group on the p2p path), one kernel does the lookup, that all-reduce and layer 0's norm
   // (cuda::embed_rmsnorm, same bits); TPSERVE_EMBED_NORM=0 runs them apart.
-  const bool prepQkv0 = p.T <= 16 && layers_[0].qkv.kind == DWeight::kInt4Tiled && !layers_[0].qkv.perm.p;
+  const bool prepQkv0 = p.T <= 16 && layers_[0].qkv.kind == DWeight::kInt4Tiled;
   const cuda::P2pGroup* embGroup = comm_ ? comm_->p2pGroup((size_t)p.T * H) : nullptr;
   const bool embedNorm = embedNormOn_ && !(ablate_ & kAblNorm) && (!comm_ || embGroup);
   if (embedNorm) {
@@ -63,8 +64,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     cuda::kv_t* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
     cuda::kv_t* vc = kc + kvPerLayer_;
     // Decode-sized steps: the norm and SiLU kernels also write the tiled GEMV's prepared input (xp_).
-    // (An act-order weight prepares its own input, permuted: matmul.)
-    const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled && !Ly.qkv.perm.p;
+    const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
     // Layers after the first add the previous down projection (summed over the ranks first) to x.
     const bool folded = fold && l > 0;  // this norm's input came prepared from the previous down GEMV
     if (folded && comm_ && !fuseAr) foldReduce(Ly.attnNorm.f.p);
@@ -93,7 +93,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
     a.maxQueryLen = p.maxQ;
     // Decode: attention also writes O's prepared input.
-    const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled && !Ly.o.perm.p;
+    const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled;
     if (prepO) a.xpOut = xp2_.p;
     if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
     mark(Engine::kAttention);
@@ -101,8 +101,8 @@ void CudaModel::enqueue(const Ptrs& p) {
     else if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
     if (fold && comm_ && !fuseAr) foldReduce(Ly.mlpNorm.f.p);
     mark(Engine::kOProj);
-    const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled && !Ly.gateUp.perm.p;
-    const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0 && !Ly.down.perm.p;
+    const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
+    const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
     if (!fold && !(ablate_ & kAblNorm)) residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr);
     if (ablate_ & kAblGateUp) {
     } else if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
@@ -165,9 +165,6 @@ bool CudaModel::foldable(const Ptrs& p) const {
         Ly.gateUp.kind != DWeight::kInt4Tiled || Ly.gateUp.order != cuda::Int4RowOrder::kGateUpPairs ||
         Ly.o.kind != DWeight::kInt4Tiled || Ly.down.kind != DWeight::kInt4Tiled)
       return false;
-  // The fold prepares each GEMV's input in x's own column order; act-order weights read it permuted.
-  for (const Layer& Ly : layers_)
-    if (Ly.qkv.perm.p || Ly.o.perm.p || Ly.gateUp.perm.p || Ly.down.perm.p) return false;
   return true;
 }
 
@@ -206,7 +203,14 @@ void CudaModel::matmul(const float* x, const DWeight& w, float* y, int m, bool x
   // GEMV (8-token slices). Serving prefill and decode take 16-token slices (fp16 activations, 2e-4 relative).
   const bool exact = allLogits_;
   if (residual && w.kind != DWeight::kInt4Tiled) fail("NATIVE_INTERNAL", "residual matmul needs a tiled weight");
-  if (w.perm.p) {  // act-order int4: x gathered into the stored column order, then prepared by the matmul itself
+  // Act-order int4 (GPTQ desc_act): the weight's columns are stored in group order, so its input is gathered into
+  // that order first: the prepared input of a decode step (the producers, folded norms included, write it in x's
+  // own order), or else x itself, which the matmul then prepares.
+  if (w.perm.p && xpReady && m <= 16) {
+    if (cuda::xprep_halves(m, w.cols) > permXp_.n) fail("NATIVE_INTERNAL", "act-order input buffer too small");
+    checkLaunch(cuda::permute_xprep(xpIn ? xpIn : xp_.p, m, w.cols, w.perm.p, permXp_.p, stream_), "permute_xprep");
+    xpIn = permXp_.p;
+  } else if (w.perm.p) {
     if ((size_t)m * w.cols > permX_.n) fail("NATIVE_INTERNAL", "act-order input buffer too small");
     checkLaunch(cuda::permute_cols(x, m, w.cols, w.perm.p, permX_.p, stream_), "permute_cols");
     x = permX_.p, xpReady = false;

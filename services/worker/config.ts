@@ -11,6 +11,8 @@ export interface WorkerConfig {
   groupSize: 32 | 64 | 128;
   symmetric: boolean;
   loadFormat: "safetensors" | "dummy";
+  /** Benchmarks only (no flag): dummy int4 decoder linears get an act-order input permutation. */
+  dummyActOrder?: boolean;
   /** KV pool size in pages including page 0; 0 = derive from kvCacheMiB or GPU memory (kv-pool.ts). */
   numPages: number;
   /** KV pool size in MiB; null = not given (a GPU sizes the pool from gpuMemoryUtilization, the CPU takes 256). */

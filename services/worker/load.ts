@@ -27,6 +27,8 @@ export interface LoadOptions {
   symmetric: boolean;
   loadFormat: "safetensors" | "dummy";
   seed?: number;
+  /** Dummy int4 weights only (benchmarks): the decoder layers' linears get an act-order input permutation. */
+  dummyActOrder?: boolean;
   /** Tensor parallelism: load only this rank's shard of every tensor (ranged reads of the checkpoint). */
   tp?: TpRank;
   onProgress?: (done: number, total: number, name: string) => void;
@@ -152,7 +154,7 @@ class DummySource {
   }
 }
 
-function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySource): Int4Tensor {
+function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySource, actOrder = false): Int4Tensor {
   const qweight = src.randomBytes((rows * cols) / 2);
   const groups = (rows * cols) / opts.groupSize;
   const scales = new Float32Array(groups);
@@ -160,7 +162,22 @@ function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySour
   for (let i = 0; i < groups; i++) scales[i] = (DUMMY_STD / 7) * (0.9 + (jitter[i]! / 255) * 0.2);
   const t: Int4Tensor = { kind: "int4", rows, cols, groupSize: opts.groupSize, qweight, scales };
   if (!opts.symmetric) t.zeros = new Uint8Array(groups).fill(8);
+  if (actOrder) t.perm = dummyPerm(cols);
   return t;
+}
+
+/** A fixed pseudo-random permutation of 0..n-1, the same for every matrix of n inputs (q/k/v and gate/up share it). */
+function dummyPerm(n: number): Int32Array {
+  const perm = Int32Array.from({ length: n }, (_, i) => i);
+  let s = 0x9e3779b9 ^ n;
+  for (let i = n - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    const t = perm[i]!;
+    perm[i] = perm[j]!;
+    perm[j] = t;
+  }
+  return perm;
 }
 
 function fromCheckpoint(
@@ -212,7 +229,7 @@ function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource, shape: num
   }
   if (spec.linear && opts.quantization === "int4") {
     const [rows, cols] = shape as [number, number];
-    return dummyInt4(rows, cols, opts, src);
+    return dummyInt4(rows, cols, opts, src, opts.dummyActOrder === true && spec.name.startsWith("layers."));
   }
   // Stored as bf16, like the checkpoints dummy weights stand in for (and half the bytes to hand over).
   const values = shape.length === 1 ? new Float32Array(n).fill(1) : src.normal(n);

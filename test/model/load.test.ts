@@ -204,6 +204,35 @@ describe("loadWeights", () => {
     }
   });
 
+  it("gives dummy int4 decoder linears an act-order permutation when asked (benchmarks)", () => {
+    const c = small();
+    const q = new FakeEngine();
+    loadWeights(q, asStored(c, { loadFormat: "dummy", quantization: "int4", groupSize: 32, dummyActOrder: true }));
+    const perms = new Map<number, Int32Array>();
+    for (const [name, t] of q.tensors) {
+      if (t.kind !== "int4") continue;
+      if (!name.startsWith("layers.")) {
+        expect(t.perm, name).toBeUndefined();
+        continue;
+      }
+      if (!t.perm) throw new Error(`${name} has no permutation`);
+      expect(
+        Array.from(t.perm).sort((a, b) => a - b),
+        name,
+      ).toEqual(Array.from({ length: t.cols }, (_, i) => i));
+      expect(Array.from(t.perm), name).not.toEqual(Array.from({ length: t.cols }, (_, i) => i));
+      // One order per input size: q/k/v (and gate/up), merged into one matmul on the GPU, must share it.
+      const seen = perms.get(t.cols);
+      if (seen) expect(Array.from(t.perm), name).toEqual(Array.from(seen));
+      else perms.set(t.cols, t.perm);
+    }
+    expect(perms.size).toBe(2);
+    const plain = new FakeEngine();
+    loadWeights(plain, asStored(c, { loadFormat: "dummy", quantization: "int4", groupSize: 32 }));
+    const t = plain.tensors.get("layers.0.q");
+    expect(t?.kind === "int4" && t.perm).toBeFalsy();
+  });
+
   it("needs a directory for safetensors", () => {
     expect(() => loadWeights(new FakeEngine(), asStored(small(), {}))).toThrow(ConfigError);
   });

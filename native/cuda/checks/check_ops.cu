@@ -3,7 +3,7 @@
 // and decode attention. Usage: check_ops [--json FILE] [--seed N] [--no-bench]. Exit 1 on any failure.
 //
 // Tolerances (relative L2 error ||out - ref|| / ||ref||, NaN/Inf never pass):
-//   embedding, permute_cols: exact (copies). kv_write: exact against each value rounded to fp16 (the cache's type). argmax: exact
+//   embedding, permute_cols, permute_xprep: exact (copies). kv_write: exact against each value rounded to fp16 (the cache's type). argmax: exact
 //   index. attention reads fp16 caches filled with fp16-representable values, so its reference sees the same K/V.
 //   qkv_rope's cache writes: 1e-3 (fp16 storage: each value's relative rounding is at most 2^-11).
 //   rmsnorm, silu_mul, rope, attention: 1e-5 (fp32 arithmetic lands near 1e-7..1e-6).
@@ -22,6 +22,7 @@
 
 #include "check_util.cuh"
 #include "kernels/kernels.cuh"
+#include "kernels/xprep.cuh"
 
 using namespace tpserve::check;
 namespace tc = tpserve::cuda;
@@ -221,6 +222,28 @@ void check_permute_cols(Rng& rng, int rows, int cols) {
   record("permute_cols", fmt("rows %d cols %d", rows, cols), st, 0.0);
 }
 
+// The same permutation on a prepared decode input (xprep.cuh: hi/lo columns up to 8 tokens, one column up to 16).
+void check_permute_xprep(Rng& rng, int m, int cols) {
+  const int nc = tc::xprep_cols(m);
+  const size_t n = tc::xprep_halves(m, cols);
+  std::vector<float> vals(n);
+  rng.fill_normal(vals);
+  const std::vector<__half> src = to_half(vals);
+  std::vector<int32_t> perm(cols);
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int i = cols - 1; i > 0; i--) std::swap(perm[i], perm[rng.below(i + 1)]);
+  Dev<__half> ds(n), d_o(n);
+  Dev<int32_t> dp(cols);
+  ds.up(src), dp.up(perm), d_o.poison();
+  if (!launch_ok(tc::permute_xprep(ds.p, m, cols, dp.p, d_o.p, 0), "permute_xprep")) return;
+  auto o = d_o.down();
+  ErrStats st;
+  for (int c = 0; c < nc; c++)
+    for (int i = 0; i < cols; i++)
+      st.add(__half2float(o[tc::xprep_index(nc, c, i)]), __half2float(src[tc::xprep_index(nc, c, perm[i])]));
+  record("permute_xprep", fmt("m %d cols %d", m, cols), st, 0.0);
+}
+
 void check_kv_write(Rng& rng, int tokens, int kvHeads, int hd, int numPages, int bs) {
   const size_t kvd = (size_t)kvHeads * hd, cache = (size_t)numPages * bs * kvd;
   std::vector<float> k(tokens * kvd), v(tokens * kvd), kc(cache), vc(cache);
@@ -360,6 +383,7 @@ void check_invalid_args() {
   ok = ok && tc::rope(nullptr, nullptr, nullptr, 1, 1, 1, 3, 1e4f, 0) == cudaErrorInvalidValue;
   ok = ok && tc::argmax_rows(nullptr, -1, 10, nullptr, 0) == cudaErrorInvalidValue;
   ok = ok && tc::permute_cols(nullptr, 1, 8, nullptr, nullptr, 0) == cudaErrorInvalidValue;
+  ok = ok && tc::permute_xprep(nullptr, 17, 64, nullptr, nullptr, 0) == cudaErrorInvalidValue;
   ok = ok && tc::kv_write(nullptr, nullptr, nullptr, 1, nullptr, nullptr, 1, 64, 0) == cudaErrorInvalidValue;
   cudaGetLastError();
   record_bool("invalid", "bad arguments -> cudaErrorInvalidValue", ok);
@@ -512,6 +536,7 @@ int main(int argc, char** argv) {
   check_embedding(rng, 37, 1000, 4096), check_embedding(rng, 5, 100, 33);
   check_embedding(rng, 64, 1000, 4096, 500, 250), check_embedding(rng, 40, 100, 33, 0, 50);
   check_permute_cols(rng, 1, 4096), check_permute_cols(rng, 37, 11008), check_permute_cols(rng, 3, 33);
+  check_permute_xprep(rng, 1, 4096), check_permute_xprep(rng, 8, 11008), check_permute_xprep(rng, 13, 256);
   check_kv_write(rng, 50, 8, 128, 9, 16), check_kv_write(rng, 23, 4, 64, 5, 16);
   check_qkv_rope_kv(rng, 41, 32, 8, 128, 9, 16, 5e5f), check_qkv_rope_kv(rng, 17, 4, 2, 64, 5, 16, 1e4f);
   check_argmax(rng, 7, 128256), check_argmax(rng, 3, 32000), check_argmax(rng, 2, 1001);

@@ -165,6 +165,12 @@ cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, fl
 cudaError_t permute_cols(const float* x, int rows, int cols, const int32_t* perm, float* out, cudaStream_t stream);
 
 /**
+ * The same permutation on a prepared input (xprep.cuh) of m <= 16 tokens: column i of out is column perm[i] of xp,
+ * every token's hi and lo halves (cols % 64 == 0; out must not alias xp).
+ */
+cudaError_t permute_xprep(const __half* xp, int m, int cols, const int32_t* perm, __half* out, cudaStream_t stream);
+
+/**
  * RMSNorm with an optional fused residual add: when `residual` is not null, x += residual first (x is updated in
  * place, the sum is what the next layer adds to); then y = x / sqrt(mean(x^2) + eps) * w. x, y (rows, dim).
  * With `xp` (rows <= 16, dim % 64 == 0), y is also written in the decode GEMV's prepared layout (xprep.cuh).

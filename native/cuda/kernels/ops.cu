@@ -51,6 +51,16 @@ __global__ void permute_cols_kernel(const float* __restrict__ x, int rows, int c
   }
 }
 
+// The same on the decode GEMV's prepared input: one thread per (stored column, prepared column n).
+__global__ void permute_xprep_kernel(const __half* __restrict__ xp, int nc, int cols, const int32_t* __restrict__ perm,
+                                     __half* __restrict__ out) {
+  const int total = nc * cols;
+  for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+    const int i = e % cols, n = e / cols;
+    out[xprep_index(nc, n, i)] = xp[xprep_index(nc, n, __ldg(perm + i))];
+  }
+}
+
 // ---------------------------------------------------------------- rmsnorm
 // One block per row. The row (with the residual added) is kept in registers when it fits (NV float4 per thread),
 // so x is read once and written once (when residual is set) and y written once.
@@ -296,6 +306,14 @@ cudaError_t permute_cols(const float* x, int rows, int cols, const int32_t* perm
   constexpr int threads = 256;
   const dim3 grid((unsigned)std::min((cols + threads - 1) / threads, 64), (unsigned)std::min(rows, 65535));
   permute_cols_kernel<<<grid, threads, 0, stream>>>(x, rows, cols, perm, out);
+  return cudaGetLastError();
+}
+
+cudaError_t permute_xprep(const __half* xp, int m, int cols, const int32_t* perm, __half* out, cudaStream_t stream) {
+  if (m < 1 || m > 16 || cols <= 0 || cols % 64 != 0 || !xp || !perm || !out || xp == out) return cudaErrorInvalidValue;
+  const int nc = xprep_cols(m), threads = 256;
+  const int blocks = std::min((nc * cols + threads - 1) / threads, 1024);
+  permute_xprep_kernel<<<blocks, threads, 0, stream>>>(xp, nc, cols, perm, out);
   return cudaGetLastError();
 }
 

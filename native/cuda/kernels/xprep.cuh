@@ -19,7 +19,7 @@ __host__ __device__ inline int xprep_cols(int m) { return m <= 8 ? 2 * m : m; }
 /** Halves of the prepared activation of m tokens x cols (cols % 64 == 0). */
 __host__ __device__ inline size_t xprep_halves(int m, int cols) { return (size_t)xprep_cols(m) * cols; }
 
-__device__ __forceinline__ size_t xprep_index(int nc, int n, int k) {
+__host__ __device__ __forceinline__ size_t xprep_index(int nc, int n, int k) {
   const int r = k & 63, j = r >> 4, s = r & 15;
   return ((((size_t)(k >> 6) * nc + n) * 4 + ((s & 7) >> 1)) * 8 + 2 * j + (s >> 3)) * 2 + (s & 1);
 }
