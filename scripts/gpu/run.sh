@@ -2,7 +2,7 @@
 # On the GPU machine (after scripts/gpu/prepare.sh here): the kernel checks, the PyTorch peer and bench/gpu in one
 # run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp|steps] [extra flags for bench/gpu.js, gpu-tp.js or
 # gpu-step.js].
-# Results go to $OUT (run.log, check_*.json, peer.json, gpu.json). `tp` (a machine with 2+ GPUs): check_allreduce
+# Results go to $OUT (run.log, check_*.json, peer.json, gpu.json, gpu-quant.json). `tp` (a machine with 2+ GPUs): check_allreduce
 # and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json). CHECKS="a b" limits
 # the checks to those programs.
 set -uo pipefail
@@ -61,6 +61,8 @@ fi
 if [[ $stage == all || $stage == bench ]]; then
   bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)
   node dist/bench/gpu.js --bandwidth "$bw" --out "$OUT/gpu.json" "$@" || rc=1
+  # GPTQ (act-order too) and AWQ checkpoints on the GPU against the CPU engine on the same files.
+  [[ $stage == all ]] && { node dist/bench/gpu-quant.js --out "$OUT/gpu-quant.json" | grep -v '^loading' || rc=1; }
 fi
 # The device tool brings back at most 8 files: the check logs travel as one archive.
 (cd "$OUT" && ls check_*.log >/dev/null 2>&1 && tar czf checks-logs.tgz check_*.log && rm -f check_*.log)
