@@ -204,13 +204,19 @@ void check_embedding(Rng& rng, int n, int vocab, int dim, int begin = 0, int cou
   record("embedding", fmt("n %d vocab %d dim %d shard %d+%d", n, vocab, dim, begin, count), st, 0.0);
 }
 
+// A random permutation of 0..n-1 (Fisher-Yates).
+std::vector<int32_t> random_perm(Rng& rng, int n) {
+  std::vector<int32_t> perm(n);
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int i = n - 1; i > 0; i--) std::swap(perm[i], perm[rng.below(i + 1)]);
+  return perm;
+}
+
 // The input of an act-order int4 weight: out[r][i] = x[r][perm[i]], a random permutation.
 void check_permute_cols(Rng& rng, int rows, int cols) {
   std::vector<float> x((size_t)rows * cols);
   rng.fill_normal(x);
-  std::vector<int32_t> perm(cols);
-  std::iota(perm.begin(), perm.end(), 0);
-  for (int i = cols - 1; i > 0; i--) std::swap(perm[i], perm[rng.below(i + 1)]);
+  const std::vector<int32_t> perm = random_perm(rng, cols);
   Dev<float> dx(x.size()), d_o(x.size());
   Dev<int32_t> dp(cols);
   dx.up(x), dp.up(perm), d_o.poison();
@@ -229,9 +235,7 @@ void check_permute_xprep(Rng& rng, int m, int cols) {
   std::vector<float> vals(n);
   rng.fill_normal(vals);
   const std::vector<__half> src = to_half(vals);
-  std::vector<int32_t> perm(cols);
-  std::iota(perm.begin(), perm.end(), 0);
-  for (int i = cols - 1; i > 0; i--) std::swap(perm[i], perm[rng.below(i + 1)]);
+  const std::vector<int32_t> perm = random_perm(rng, cols);
   Dev<__half> ds(n), d_o(n);
   Dev<int32_t> dp(cols);
   ds.up(src), dp.up(perm), d_o.poison();
