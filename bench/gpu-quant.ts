@@ -14,6 +14,7 @@ import { join } from "node:path";
 import type { Engine } from "../native/index.js";
 import { encodeDocuments, perplexity, readText } from "../services/cli/eval.js";
 import { Flags } from "../services/common/flags.js";
+import { loadModelConfig } from "../services/common/model/config.js";
 import { loadTokenizer } from "../services/common/model/tokenizer.js";
 import { bundledModelDir, packageRoot } from "../services/common/paths.js";
 import { workerConfigFromFlags } from "../services/worker/config.js";
@@ -30,14 +31,14 @@ const margin = f.float("margin", 1e-3, 0, 1);
 const pplTokens = f.int("ppl-tokens", 16384, 0, 1e9);
 f.rejectUnknown();
 
-const VOCAB = 4096;
-const LAYERS = 8;
+const bundled = loadModelConfig(bundledModelDir());
+const VOCAB = bundled.vocabSize;
 const golden = (
   JSON.parse(readText(join(bundledModelDir(), "golden.public.json"))) as {
     golden: { prompt: string; prompt_ids: number[] }[];
   }
 ).golden;
-const allLinears = Array.from({ length: LAYERS }, (_, l) =>
+const allLinears = Array.from({ length: bundled.numLayers }, (_, l) =>
   [
     "self_attn.q_proj",
     "self_attn.k_proj",
