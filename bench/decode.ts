@@ -9,8 +9,8 @@ import { batchOf } from "./batch.js";
 /** An engine on `device` with the dummy weights of the config in `model`, in int4 g128 (4096 batch tokens). */
 export function dummyInt4Engine(model: string, numPages: number, device: string, actOrder = false) {
   return createEngine({
-    ...(actOrder ? { dummyActOrder: true } : {}),
     ...workerConfigFromFlags(new Flags([])),
+    dummyActOrder: actOrder,
     model,
     loadFormat: "dummy",
     quantization: "int4",

@@ -2,9 +2,9 @@
 # On the GPU machine (after scripts/gpu/prepare.sh here): the kernel checks, the PyTorch peer and bench/gpu in one
 # run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp|steps] [extra flags for bench/gpu.js, gpu-tp.js or
 # gpu-step.js].
-# Results go to $OUT (run.log, check_*.json, peer.json, gpu.json, gpu-quant.json). `tp` (a machine with 2+ GPUs): check_allreduce
-# and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json). CHECKS="a b" limits
-# the checks to those programs.
+# Results go to $OUT (run.log, check_*.json, peer.json, gpu.json, gpu-quant.json). `tp` (a machine with 2+ GPUs):
+# check_allreduce and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json).
+# CHECKS="a b" limits the checks to those programs.
 set -uo pipefail
 stage=${1:-all}
 shift || true

@@ -150,7 +150,7 @@ export function createEngine(
       symmetric: cfg.symmetric,
       loadFormat: cfg.loadFormat,
       seed: cfg.seed,
-      ...(cfg.dummyActOrder ? { dummyActOrder: true } : {}),
+      dummyActOrder: cfg.dummyActOrder === true,
       ...(group ? { tp: { rank: group.rank, world: group.world } } : {}),
       onProgress: onProgress ? (done, total, name) => onProgress({ done, total, name }) : undefined,
     });

@@ -3,8 +3,8 @@
 // and decode attention. Usage: check_ops [--json FILE] [--seed N] [--no-bench]. Exit 1 on any failure.
 //
 // Tolerances (relative L2 error ||out - ref|| / ||ref||, NaN/Inf never pass):
-//   embedding, permute_cols, permute_xprep: exact (copies). kv_write: exact against each value rounded to fp16 (the cache's type). argmax: exact
-//   index. attention reads fp16 caches filled with fp16-representable values, so its reference sees the same K/V.
+//   embedding, permute_cols, permute_xprep: exact (copies). kv_write: exact against each value rounded to fp16
+//   (the cache's type). argmax: exact index. attention reads fp16 caches filled with fp16-representable values, so its reference sees the same K/V.
 //   qkv_rope's cache writes: 1e-3 (fp16 storage: each value's relative rounding is at most 2^-11).
 //   rmsnorm, silu_mul, rope, attention: 1e-5 (fp32 arithmetic lands near 1e-7..1e-6).
 //   rope's reference uses the CPU engine's fp32 angle (inv_freq = 1/theta^(2i/d) in fp32, pos*inv_freq in fp32)

@@ -12,14 +12,14 @@ namespace {
 using detail::kGemmWarps;
 
 // ---- GEMM (m > 16) -----------------------------------------------------------------------------------------------
-// Block: kGemmWarps (8) 16-row tiles (128 rows) and TOK tokens (64, or 32 for up to 32 tokens), as 8 / RT warps of RT tiles each; k in 64-column
-// chunks through a 3-stage cp.async ring in shared memory holding the chunk's weights (8 x 512 B), scales and zero
-// points, and the 64 tokens' x (prepared once for all m tokens by xprep: one fp16 column per token, 8 KB per chunk
-// and token block). Each warp unpacks the A fragments of its RT tiles once per chunk and runs 8 n-tiles x 4 k-steps
-// of mma on each, so every B fragment read from shared memory feeds RT tiles (RT = 2 halves the block's shared
-// memory reads per mma, which bound RT = 1); the group scale multiplies each chunk's fp32 result. x's 16-byte pieces
-// are stored with piece ^ (token & 1), so the eight lanes of a quarter warp read eight different bank groups.
-// Weights are read once per 64 tokens.
+// Block: kGemmWarps (8) 16-row tiles (128 rows) and TOK tokens (64, or 32 for up to 32 tokens), as 8 / RT warps of
+// RT tiles each; k in 64-column chunks through a 3-stage cp.async ring in shared memory holding the chunk's weights
+// (8 x 512 B), scales and zero points, and the TOK tokens' x (prepared once for all m tokens by xprep: one fp16
+// column per token, 128 B a token per chunk). Each warp unpacks the A fragments of its RT tiles once per chunk and
+// runs TOK / 8 n-tiles x 4 k-steps of mma on each, so every B fragment read from shared memory feeds RT tiles
+// (RT = 2 halves the block's shared memory reads per mma, which bound RT = 1); the group scale multiplies each
+// chunk's fp32 result. x's 16-byte pieces are stored with piece ^ (token & 1), so the eight lanes of a quarter warp
+// read eight different bank groups. Weights are read once per TOK tokens.
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {

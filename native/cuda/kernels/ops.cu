@@ -47,7 +47,8 @@ __global__ void permute_cols_kernel(const float* __restrict__ x, int rows, int c
   for (int r = blockIdx.y; r < rows; r += gridDim.y) {
     const float* src = x + (size_t)r * cols;
     float* dst = out + (size_t)r * cols;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < cols; i += gridDim.x * blockDim.x) dst[i] = src[__ldg(perm + i)];
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < cols; i += gridDim.x * blockDim.x)
+      dst[i] = src[__ldg(perm + i)];
   }
 }
 
