@@ -80,6 +80,7 @@ class CudaModel : public GpuModel {
   struct Staging {
     Weight q, k, v, gate, up;
     bool bf16 = false;
+    std::vector<int32_t> downOrder;  // an act-order down's permutation, applied to gate and up's rows at finalize
   };
 
   /**
@@ -121,9 +122,16 @@ class CudaModel : public GpuModel {
   /**
    * h_ = rmsnorm(x_ += tmp_) * w (x_ alone when !residual), and the GEMV's prepared input when xp is set. In a
    * tensor-parallel group tmp_ holds this rank's partial sum of a row-parallel layer: it is all-reduced first, in
-   * the same kernel as the norm where the p2p path can.
+   * the same kernel as the norm where the p2p path can. map: xp's column order (xpMap).
    */
-  void residualNorm(int T, bool residual, const float* w, __half* xp, int op = Engine::kRmsNorm);
+  void residualNorm(int T, bool residual, const float* w, __half* xp, int op = Engine::kRmsNorm,
+                    const int32_t* map = nullptr);
+
+  /**
+   * Where the producers of w's prepared input put column k: w's inverse act-order permutation on one GPU, null
+   * (x's order, gathered by matmul) for weights in order and in a tensor-parallel group.
+   */
+  const int32_t* xpMap(const DWeight& w) const { return comm_ ? nullptr : w.invPerm.p; }
 
   /**
    * Waits for the stream (or only until `until`, an event recorded on it); in a group, bounded and aware of failed

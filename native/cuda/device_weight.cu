@@ -1,4 +1,5 @@
 // Uploads and repacking of device weights (device_weight.h).
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -54,6 +55,20 @@ Weight mergeRows(int l, const char* what, std::initializer_list<const Weight*> p
   return m;
 }
 
+bool reorderRows(Weight& w, const std::vector<int32_t>& order) {
+  if (w.nf4.present || order.size() != (size_t)w.rows) return false;
+  const auto permute = [&](auto& v) {
+    if (v.empty()) return;
+    const size_t per = v.size() / (size_t)w.rows;
+    auto out = v;
+    for (size_t i = 0; i < order.size(); i++)
+      std::copy_n(v.begin() + (ptrdiff_t)((size_t)order[i] * per), per, out.begin() + (ptrdiff_t)(i * per));
+    v = std::move(out);
+  };
+  permute(w.f), permute(w.b), permute(w.q), permute(w.zeros), permute(w.scales);
+  return true;
+}
+
 void uploadWeight(DWeight& d, const Weight& w, bool bf16, cuda::Int4RowOrder order, const ModelShape& s,
                   cudaStream_t stream) {
   d = DWeight();
@@ -61,7 +76,12 @@ void uploadWeight(DWeight& d, const Weight& w, bool bf16, cuda::Int4RowOrder ord
   if (w.int4) {
     d.kind = DWeight::kInt4;
     d.q.upload(w.q.data(), w.q.size()), d.scales.upload(w.scales.data(), w.scales.size());
-    if (!w.perm.empty()) d.perm.upload(w.perm.data(), w.perm.size());
+    if (!w.perm.empty()) {
+      d.perm.upload(w.perm.data(), w.perm.size());
+      std::vector<int32_t> inv(w.perm.size());
+      for (size_t i = 0; i < w.perm.size(); i++) inv[(size_t)w.perm[i]] = (int32_t)i;
+      d.invPerm.upload(inv.data(), inv.size());
+    }
     if (!w.zeros.empty()) d.zeros.upload(w.zeros.data(), w.zeros.size());
     if (cuda::int4_tiled_supported(w.rows, w.cols, w.group)) {
       // Repack on the device into the decode kernels' layout; the on-disk copy is dropped.

@@ -7,6 +7,7 @@
 
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "../src/engine.h"
 #include "cuda_check.h"
@@ -81,9 +82,11 @@ struct DWeight {
   DevBuf<uint8_t> q, zeros;
   DevBuf<uint32_t> tq;  // kInt4Tiled: q, scales and zeros in the tile-packed layout (kernels/int4_tiled.cu)
   cuda::Int4RowOrder order = cuda::Int4RowOrder::kInOrder;  // kInt4Tiled: packed row order (fused epilogues)
-  DevBuf<int32_t> perm;  // int4 act-order: stored column i multiplies x[perm[i]] (null: in order)
+  DevBuf<int32_t> perm;     // int4 act-order: stored column i multiplies x[perm[i]] (null: in order)
+  DevBuf<int32_t> invPerm;  // its inverse: x[k] is stored column invPerm[k] (the producers' xpMap, xprep.cuh)
   size_t bytes() const {
-    return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes() + perm.bytes();
+    return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes() + perm.bytes() +
+           invPerm.bytes();
   }
 };
 
@@ -95,6 +98,12 @@ void checkLaunch(cudaError_t e, const char* what);
  * names them in the error.
  */
 Weight mergeRows(int layer, const char* what, std::initializer_list<const Weight*> parts);
+
+/**
+ * Reorders the rows of a host weight: row i becomes old row order[i] (a permutation of its rows). Any format but
+ * NF4 (false, untouched).
+ */
+bool reorderRows(Weight& w, const std::vector<int32_t>& order);
 
 /**
  * Copies a host weight to the device; dense matrices as bf16 when `bf16` (exact for bf16 sources). Int4 weights the

@@ -80,6 +80,15 @@ void CudaModel::upload(const std::string& name, const Weight& w, const std::stri
     st.bf16 = srcDtype == "bf16";
     return;
   }
+  if (name.rfind("layers.", 0) == 0 && part == "down" && !w.perm.empty()) {
+    // Act-order down (GPTQ desc_act): its input SiLU(gate) * up comes out in down's stored column order once gate's
+    // and up's rows take that order (finalize), so down reads it as it is and no pass gathers it.
+    Weight d = w;
+    staging_[layerOf(name)].downOrder = std::move(d.perm);
+    d.perm.clear();
+    uploadWeight(*target(name), d, false, cuda::Int4RowOrder::kInOrder, o_.s, stream_);
+    return;
+  }
   DWeight* d = target(name);
   const bool bf16 = srcDtype == "bf16" && w.rows > 1 && name != "embed";
   uploadWeight(*d, w, bf16, cuda::Int4RowOrder::kInOrder, o_.s, stream_);
@@ -98,6 +107,11 @@ void CudaModel::finalize() {
     if (st.q.rows > 0)
       uploadWeight(layers_[l].qkv, mergeRows(l, "q/k/v", {&st.q, &st.k, &st.v}), st.bf16,
                    cuda::Int4RowOrder::kRopePairs, o_.s, stream_);
+    if (!st.downOrder.empty() &&
+        (st.gate.rows == 0 || !reorderRows(st.gate, st.downOrder) || !reorderRows(st.up, st.downOrder)))
+      fail("NATIVE_INVALID_ARG", "layers." + std::to_string(l) +
+                                     ".down is act-order (g_idx permuted) and needs gate and up of as many rows as "
+                                     "its input columns, int4 or dense, to take its column order on the GPU");
     if (st.gate.rows > 0)
       uploadWeight(layers_[l].gateUp, mergeRows(l, "gate/up", {&st.gate, &st.up}), st.bf16,
                    cuda::Int4RowOrder::kGateUpPairs, o_.s, stream_);

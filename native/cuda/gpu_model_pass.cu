@@ -21,7 +21,8 @@ void CudaModel::enqueue(const Ptrs& p) {
   const bool embedNorm = embedNormOn_ && !(ablate_ & kAblNorm) && (!comm_ || embGroup);
   if (embedNorm) {
     checkLaunch(cuda::embed_rmsnorm(p.tok, p.T, embed_.f.p, vocabBegin_, s.vocab, layers_[0].attnNorm.f.p, x_.p, h_.p,
-                                    prepQkv0 ? xp_.p : nullptr, H, s.eps, embGroup, stream_),
+                                    prepQkv0 ? xp_.p : nullptr, H, s.eps, embGroup, stream_,
+                                    xpMap(layers_[0].qkv)),
                 "embed_rmsnorm");
     mark(comm_ ? Engine::kTpComm : Engine::kEmbed);
   } else {
@@ -51,10 +52,10 @@ void CudaModel::enqueue(const Ptrs& p) {
     comm_->allReduceFold(tmp_.p, x_.p, normW, xp_.p, ssq_.p, p.T, H, stream_);
     mark(Engine::kTpComm);
   };
-  const auto foldOut = [&](const float* nextNormW) {
+  const auto foldOut = [&](const float* nextNormW, const DWeight* next) {
     cuda::Int4Epilogue ep;
     ep.accumulate = true;
-    if (nextNormW) ep.normW = nextNormW, ep.xpOut = xp_.p, ep.ssqOut = ssq_.p;
+    if (nextNormW) ep.normW = nextNormW, ep.xpOut = xp_.p, ep.ssqOut = ssq_.p, ep.xpMap = xpMap(*next);
     if (fuseAr) ep.comm = *arGroup;
     return ep;
   };
@@ -69,7 +70,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     const bool folded = fold && l > 0;  // this norm's input came prepared from the previous down GEMV
     if (folded && comm_ && !fuseAr) foldReduce(Ly.attnNorm.f.p);
     if (!folded && !(ablate_ & kAblNorm) && !(l == 0 && embedNorm))
-      residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr);
+      residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr, Engine::kRmsNorm, xpMap(Ly.qkv));
     if (ablate_ & kAblQkv) {
     } else if (Ly.qkv.kind == DWeight::kInt4Tiled && Ly.qkv.order == cuda::Int4RowOrder::kRopePairs) {
       cuda::Int4Epilogue ep;  // RoPE and the KV-cache write in the GEMV's epilogue
@@ -94,16 +95,17 @@ void CudaModel::enqueue(const Ptrs& p) {
     a.maxQueryLen = p.maxQ;
     // Decode: attention also writes O's prepared input.
     const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled;
-    if (prepO) a.xpOut = xp2_.p;
+    if (prepO) a.xpOut = xp2_.p, a.xpMap = xpMap(Ly.o);
     if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
     mark(Engine::kAttention);
-    if (foldHere) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p), xp2_.p);
+    if (foldHere) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p, &Ly.gateUp), xp2_.p);
     else if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
     if (fold && comm_ && !fuseAr) foldReduce(Ly.mlpNorm.f.p);
     mark(Engine::kOProj);
     const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
     const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
-    if (!fold && !(ablate_ & kAblNorm)) residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr);
+    if (!fold && !(ablate_ & kAblNorm))
+      residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr, Engine::kRmsNorm, xpMap(Ly.gateUp));
     if (ablate_ & kAblGateUp) {
     } else if (Ly.gateUp.kind == DWeight::kInt4Tiled && Ly.gateUp.order == cuda::Int4RowOrder::kGateUpPairs) {
       cuda::Int4Epilogue ep;  // SiLU-and-multiply in the GEMV's epilogue, which also prepares down's input
@@ -118,8 +120,9 @@ void CudaModel::enqueue(const Ptrs& p) {
       mark(Engine::kSilu);
     }
     if (foldHere) {
-      const float* next = l + 1 < s.layers ? layers_[l + 1].attnNorm.f.p : nullptr;
-      matmul(act_.p, Ly.down, x_.p, p.T, prepDown, nullptr, foldOut(next), xp2_.p);
+      const bool last = l + 1 == s.layers;
+      matmul(act_.p, Ly.down, x_.p, p.T, prepDown, nullptr,
+             foldOut(last ? nullptr : layers_[l + 1].attnNorm.f.p, last ? nullptr : &layers_[l + 1].qkv), xp2_.p);
     } else if (!(ablate_ & kAblDown)) {
       matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
     }
@@ -186,14 +189,15 @@ void CudaModel::allReduce(float* x, size_t n) {
   mark(Engine::kTpComm);
 }
 
-void CudaModel::residualNorm(int T, bool residual, const float* w, __half* xp, int op) {
+void CudaModel::residualNorm(int T, bool residual, const float* w, __half* xp, int op, const int32_t* map) {
   const int H = o_.s.hidden;
   if (residual && comm_) {
     const bool fused = comm_->allReduceAddNorm(tmp_.p, x_.p, w, h_.p, xp, T, H, o_.s.eps, stream_);
     mark(Engine::kTpComm);
     if (fused) return;
   }
-  checkLaunch(cuda::rmsnorm(x_.p, residual ? tmp_.p : nullptr, w, h_.p, T, H, o_.s.eps, stream_, xp), "rmsnorm");
+  checkLaunch(cuda::rmsnorm(x_.p, residual ? tmp_.p : nullptr, w, h_.p, T, H, o_.s.eps, stream_, xp, map),
+              "rmsnorm");
   mark(op);
 }
 
@@ -203,10 +207,12 @@ void CudaModel::matmul(const float* x, const DWeight& w, float* y, int m, bool x
   // GEMV (8-token slices). Serving prefill and decode take 16-token slices (fp16 activations, 2e-4 relative).
   const bool exact = allLogits_;
   if (residual && w.kind != DWeight::kInt4Tiled) fail("NATIVE_INTERNAL", "residual matmul needs a tiled weight");
-  // Act-order int4 (GPTQ desc_act): the weight's columns are stored in group order, so its input is gathered into
-  // that order first: the prepared input of a decode step (the producers, folded norms included, write it in x's
-  // own order), or else x itself, which the matmul then prepares.
-  if (w.perm.p && xpReady && m <= 16) {
+  // Act-order int4 (GPTQ desc_act): the weight's columns are stored in group order. On one GPU the producers of a
+  // decode-sized prepared input write it in that order (xpMap), so it is read as it is; in a group (whose
+  // collectives write it in x's order) it is gathered first; without a prepared input x itself is gathered, and
+  // the matmul prepares it. (Down's input comes in order from gate/up, whose rows take down's order at load.)
+  if (w.perm.p && xpReady && m <= 16 && xpMap(w)) {
+  } else if (w.perm.p && xpReady && m <= 16) {
     if (cuda::xprep_halves(m, w.cols) > permXp_.n) fail("NATIVE_INTERNAL", "act-order input buffer too small");
     checkLaunch(cuda::permute_xprep(xpIn ? xpIn : xp_.p, m, w.cols, w.perm.p, permXp_.p, stream_), "permute_xprep");
     xpIn = permXp_.p;

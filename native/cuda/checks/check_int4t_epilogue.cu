@@ -1,6 +1,7 @@
 // Checks the fused epilogues of the tile-packed int4 matmul (native/cuda/kernels/int4_tiled.cu,
 // int4_tiled_split.cu) against float64 references on fresh random data, outputs poisoned with NaN first:
-//  (a) the folded RMSNorm (Int4Epilogue normW / ssqOut / ssqIn) between an O-like and a gate/up-like GEMV;
+//  (a) the folded RMSNorm (Int4Epilogue normW / ssqOut / ssqIn) between an O-like and a gate/up-like GEMV, the
+//      producer's prepared output also through an act-order consumer's column map (xpMap; bitwise);
 //  (b) the pair epilogues (SiLU-and-multiply; RoPE with the KV-cache write) on row-reordered packs, also with k
 //      split across two blocks a tile (the slot sums, then int4_pair_finish).
 // Tolerances (relative L2): 1e-5 for m <= 8 (fp16 hi/lo activations), 2e-3 for 9 <= m <= 16; the fp16 KV cache
@@ -16,6 +17,7 @@
 
 #include "int4t_check.cuh"
 #include "kernels/xprep.cuh"
+#include "xp_map_check.cuh"
 
 using namespace tpserve::check;
 namespace tc = tpserve::cuda;
@@ -82,6 +84,28 @@ int main(int argc, char** argv) {
     CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(da, xpa, true, d1.t[0], dx, m, nullptr, 0, false, pe));
     std::vector<float> gx(x1.size()), gact(act.size());
     CUDA_CHECK(cudaMemcpy(gx.data(), dx, gx.size() * 4, cudaMemcpyDeviceToHost));
+    {  // The producer again, its prepared output through an act-order consumer's column map (x restored first).
+      const std::vector<int32_t> cmap = inverse_perm(random_perm(rng, H));
+      const size_t nxp = tc::xprep_halves(m, H);
+      std::vector<__half> plain(nxp), mapped(nxp);
+      int32_t* dcmap;
+      __half* xpm;
+      CUDA_CHECK(cudaMalloc(&dcmap, (size_t)H * 4));
+      CUDA_CHECK(cudaMalloc(&xpm, nxp * 2));
+      CUDA_CHECK(cudaMemcpy(dcmap, cmap.data(), (size_t)H * 4, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(dx, x0.data(), x0.size() * 4, cudaMemcpyHostToDevice));
+      CUDA_CHECK(poison_nan(xpm, nxp * 2));
+      tc::Int4Epilogue me = pe;
+      me.xpOut = xpm, me.xpMap = dcmap;
+      CUDA_CHECK_LAUNCH(tc::int4_tiled_matmul(da, xpa, true, d1.t[0], dx, m, nullptr, 0, false, me));
+      CUDA_CHECK(cudaMemcpy(plain.data(), xpn, nxp * 2, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(mapped.data(), xpm, nxp * 2, cudaMemcpyDeviceToHost));
+      const size_t bad = xp_map_mismatches(plain, mapped, cmap, m, H);
+      std::printf("%s folded norm m=%d H=%d: prepared input through a column map, %zu halves differ\n",
+                  bad ? "FAIL" : "PASS", m, H, bad);
+      if (bad) return 1;
+      cudaFree(dcmap), cudaFree(xpm);
+    }
     // The residual, the consumer, and the consumer with k split (splitParts; H = 4096 has the groups for it).
     for (int part = 0; part < 3; ++part) {
       if (part >= 2 && (m > tc::kSplitMaxTokens || H < 1024)) continue;

@@ -3,7 +3,9 @@
 // and decode attention. Usage: check_ops [--json FILE] [--seed N] [--no-bench]. Exit 1 on any failure.
 //
 // Tolerances (relative L2 error ||out - ref|| / ||ref||, NaN/Inf never pass):
-//   embedding, permute_cols, permute_xprep: exact (copies). kv_write: exact against each value rounded to fp16
+//   embedding, permute_cols, permute_xprep: exact (copies). The producers' column map (rmsnorm, embed_rmsnorm,
+//   decode attention writing an act-order consumer's prepared input through xpMap): bitwise equal to the same
+//   output written in order, column k found at map[k]. kv_write: exact against each value rounded to fp16
 //   (the cache's type). argmax: exact index. attention reads fp16 caches filled with fp16-representable values, so its reference sees the same K/V.
 //   qkv_rope's cache writes: 1e-3 (fp16 storage: each value's relative rounding is at most 2^-11).
 //   rmsnorm, silu_mul, rope, attention: 1e-5 (fp32 arithmetic lands near 1e-7..1e-6).
@@ -23,6 +25,7 @@
 #include "check_util.cuh"
 #include "kernels/kernels.cuh"
 #include "kernels/xprep.cuh"
+#include "xp_map_check.cuh"
 
 using namespace tpserve::check;
 namespace tc = tpserve::cuda;
@@ -137,6 +140,37 @@ void check_rmsnorm(Rng& rng, int rows, int dim, bool withRes) {
   record("rmsnorm.x", shape, sx, withRes ? 1e-7 : 0.0);
 }
 
+// rmsnorm (and embed_rmsnorm, which ends in the same tail) writing its prepared output through a column map: the
+// bits of the output written in order, column k at map[k]. rows <= 16, dim % 64 == 0.
+void check_norm_xp_map(Rng& rng, int rows, int dim, bool embed) {
+  std::vector<float> x((size_t)rows * dim), w(dim);
+  rng.fill_normal(x, 2.0f), rng.fill_uniform(w, 0.5f, 1.5f);
+  std::vector<int32_t> ids(rows);
+  for (int r = 0; r < rows; r++) ids[r] = (int32_t)rng.below((uint32_t)rows);
+  const std::vector<int32_t> map = inverse_perm(random_perm(rng, dim));
+  const size_t nxp = tc::xprep_halves(rows, dim);
+  Dev<float> dx(x.size()), dw(dim), dy(x.size()), dxo(x.size());
+  Dev<__half> xp0(nxp), xp1(nxp);
+  Dev<int32_t> dmap(dim), dids(rows);
+  dw.up(w), dmap.up(map), dids.up(ids), xp0.poison(), xp1.poison();
+  const std::string shape = fmt("%s rows %d dim %d", embed ? "embed_rmsnorm" : "rmsnorm", rows, dim);
+  for (int pass = 0; pass < 2; pass++) {
+    dx.up(x);
+    __half* xp = pass ? xp1.p : xp0.p;
+    const int32_t* m = pass ? dmap.p : nullptr;
+    const cudaError_t e =
+        embed ? tc::embed_rmsnorm(dids.p, rows, dx.p, 0, rows, dw.p, dxo.p, dy.p, xp, dim, 1e-5f, nullptr, 0, m)
+              : tc::rmsnorm(dx.p, nullptr, dw.p, dy.p, rows, dim, 1e-5f, 0, xp, m);
+    if (!launch_ok(e, "xp map")) return record_bool("xp map", shape, false, "launch failed");
+  }
+  const std::vector<__half> plain = xp0.down();
+  const size_t bad = xp_map_mismatches(plain, xp1.down(), map, rows, dim);
+  record_bool("xp map", shape, bad == 0, bad ? "mapped prepared input differs" : "");
+  // In order: the prepared layout of y itself (the kernel's own output), bitwise.
+  const size_t badY = xp_mismatches(plain, host_xprep(dy.down(), rows, dim));
+  record_bool("xp", shape, badY == 0, badY ? "prepared input differs from xprep(y)" : "");
+}
+
 void check_rope(Rng& rng, int tokens, int heads, int kvHeads, int hd, float theta) {
   std::vector<float> q((size_t)tokens * heads * hd), k((size_t)tokens * kvHeads * hd);
   std::vector<int32_t> pos(tokens);
@@ -202,14 +236,6 @@ void check_embedding(Rng& rng, int n, int vocab, int dim, int begin = 0, int cou
     for (int c = 0; c < dim; c++) st.add(o[(size_t)i * dim + c], r >= 0 && r < count ? table[(size_t)r * dim + c] : 0.f);
   }
   record("embedding", fmt("n %d vocab %d dim %d shard %d+%d", n, vocab, dim, begin, count), st, 0.0);
-}
-
-// A random permutation of 0..n-1 (Fisher-Yates).
-std::vector<int32_t> random_perm(Rng& rng, int n) {
-  std::vector<int32_t> perm(n);
-  std::iota(perm.begin(), perm.end(), 0);
-  for (int i = n - 1; i > 0; i--) std::swap(perm[i], perm[rng.below(i + 1)]);
-  return perm;
 }
 
 // The input of an act-order int4 weight: out[r][i] = x[r][perm[i]], a random permutation.
@@ -376,6 +402,23 @@ void check_attention(Rng& rng, const AttnCase& c, const std::string& label) {
       }
     }
   record("attention", shape, st, 1e-5);
+  // Decode of up to 16 sequences also writes O's prepared input: in order, and through an act-order map.
+  const int cols = c.heads * c.hd;
+  if (maxQ != 1 || S > 16 || cols % 64 != 0) return;
+  const std::vector<int32_t> map = inverse_perm(random_perm(rng, cols));
+  const size_t nxp = tc::xprep_halves(S, cols);
+  Dev<__half> xp0(nxp), xp1(nxp);
+  Dev<int32_t> dmap(cols);
+  dmap.up(map), xp0.poison(), xp1.poison();
+  a.xpOut = xp0.p;
+  bool ok = launch_ok(tc::attention(a, 0), "attention xp");
+  a.xpOut = xp1.p, a.xpMap = dmap.p;
+  ok = ok && launch_ok(tc::attention(a, 0), "attention xp map");
+  const std::vector<__half> plain = xp0.down();
+  const size_t bad = ok ? xp_map_mismatches(plain, xp1.down(), map, S, cols) : 1;
+  record_bool("xp map", "attention " + shape, bad == 0, bad ? "mapped prepared input differs" : "");
+  const size_t badO = ok ? xp_mismatches(plain, host_xprep(o, S, cols)) : 1;
+  record_bool("xp", "attention " + shape, badO == 0, badO ? "prepared input differs from xprep(out)" : "");
 }
 
 void check_invalid_args() {
@@ -541,6 +584,9 @@ int main(int argc, char** argv) {
   check_embedding(rng, 64, 1000, 4096, 500, 250), check_embedding(rng, 40, 100, 33, 0, 50);
   check_permute_cols(rng, 1, 4096), check_permute_cols(rng, 37, 11008), check_permute_cols(rng, 3, 33);
   check_permute_xprep(rng, 1, 4096), check_permute_xprep(rng, 8, 11008), check_permute_xprep(rng, 13, 256);
+  for (bool embed : {false, true})
+    for (int dim : {256, 4096, 8192}) check_norm_xp_map(rng, dim == 256 ? 13 : 1, dim, embed);
+  check_norm_xp_map(rng, 8, 4096, false);
   check_kv_write(rng, 50, 8, 128, 9, 16), check_kv_write(rng, 23, 4, 64, 5, 16);
   check_qkv_rope_kv(rng, 41, 32, 8, 128, 9, 16, 5e5f), check_qkv_rope_kv(rng, 17, 4, 2, 64, 5, 16, 1e4f);
   check_argmax(rng, 7, 128256), check_argmax(rng, 3, 32000), check_argmax(rng, 2, 1001);

@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __r
   for (int k = 0; k < NV; k++) {
     const int col = threadIdx.x + k * NT;
     if (col < n4) {
-      part[k] = *reinterpret_cast<const float4*>(partial + row + 4 * col);
+      part[k] = ld_prev(reinterpret_cast<const float4*>(partial + row + 4 * col));
       push(g, c.slot, row + 4 * col, reinterpret_cast<const float*>(&part[k]), 4);
     }
   }
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(NT) all_reduce_rmsnorm_kernel(const float* __r
       if (ok) *xr = v[k];
     }
   }
-  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + row, xp, rows, blockIdx.x, red);
+  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + row, xp, nullptr, rows, blockIdx.x, red);
   end_call(g, c, (uint32_t)((size_t)rows * dim));
 }
 
@@ -168,7 +168,7 @@ __global__ void __launch_bounds__(kThreads) all_reduce_fold_kernel(const float* 
   pdl_wait();
   const size_t idx = (size_t)row * dim + c;
   float4 mine = make_float4(0.f, 0.f, 0.f, 0.f), s = mine;
-  if (act) mine = *reinterpret_cast<const float4*>(partial + idx);
+  if (act) mine = ld_prev(reinterpret_cast<const float4*>(partial + idx));
   bool ok = true;
   Call call{};
   if constexpr (COMM) {

@@ -20,6 +20,7 @@
 
 #include "kernels.cuh"
 #include "pdl.cuh"
+#include "ptx.cuh"
 #include "xprep.cuh"
 
 namespace tpserve::cuda {
@@ -60,7 +61,8 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
     const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
-    int maxBlocks, int blockSize, int P, int maxParts, float qScale, __half* __restrict__ xpOut) {
+    int maxBlocks, int blockSize, int P, int maxParts, float qScale, __half* __restrict__ xpOut,
+    const int32_t* __restrict__ xpMap) {
   constexpr int DPL = 16;         // dims per lane in QK^T
   constexpr int TPT = D / DPL;    // lanes per token
   constexpr int TPI = 32 / TPT;   // tokens per warp instruction
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
     const float4* qp = reinterpret_cast<const float4*>(q + ((size_t)qs * heads + h0 + h) * D);
 #pragma unroll
     for (int i = 0; i < NF4; i++) {
-      float4 v = __ldg(qp + sub + TPT * i);
+      float4 v = ld_prev(qp + sub + TPT * i);
       qv[h][i] = make_float4(v.x * qScale, v.y * qScale, v.z * qScale, v.w * qScale);
     }
   }
@@ -237,7 +239,7 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
     if (gridDim.x == 1) {
       const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
       out[((size_t)qs * heads + head) * D + d] = v;
-      if (xpOut) xprep_store1(xpOut, gridDim.z, qs, head * D + d, v);
+      if (xpOut) xprep_store1(xpOut, xpMap, gridDim.z, qs, head * D + d, v);
     } else {
       const size_t r = ((size_t)seq * heads + head) * maxParts + part;
       ws.acc[r * D + d] = A;
@@ -251,7 +253,8 @@ __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __re
                                                             const int32_t* __restrict__ queryStart,
                                                             float* __restrict__ out, DecodeWs ws, int heads,
                                                             int maxBlocks, int blockSize, int P, int maxParts,
-                                                            __half* __restrict__ xpOut, int numSeqs) {
+                                                            __half* __restrict__ xpOut,
+                                                            const int32_t* __restrict__ xpMap, int numSeqs) {
   pdl_trigger();
   const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
   const int qs = queryStart[seq];  // host data, read before pdl_wait() (see attention_decode_kernel)
@@ -297,7 +300,7 @@ __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __re
   }
   const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
   out[((size_t)qs * heads + head) * D + d] = v;
-  if (xpOut) xprep_store1(xpOut, numSeqs, qs, head * D + d, v);
+  if (xpOut) xprep_store1(xpOut, xpMap, numSeqs, qs, head * D + d, v);
 }
 
 // ---------------------------------------------------------------- prefill / mixed
@@ -334,7 +337,7 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
     float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
     if (row < nrows) {
       const int tok = row / G, h = kvh * G + row % G;
-      v = __ldg(reinterpret_cast<const float4*>(q + ((size_t)(qs + tok) * heads + h) * D) + c4);
+      v = ld_prev(reinterpret_cast<const float4*>(q + ((size_t)(qs + tok) * heads + h) * D) + c4);
       v.x *= qScale, v.y *= qScale, v.z *= qScale, v.w *= qScale;
     }
     *reinterpret_cast<float4*>(&Qs[r][c4 * 4]) = v;
@@ -450,7 +453,7 @@ cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws,
   dim3 grid(parts, a.heads / HPB, a.numSeqs);
   return launch_pdl(attention_decode_kernel<D, HPB, NW>, grid, dim3(NW * 32), 0, stream, a.q, a.kCache, a.vCache,
              a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks, a.blockSize, P,
-             parts, qScale, parts > 1 ? nullptr : a.xpOut);
+             parts, qScale, parts > 1 ? nullptr : a.xpOut, a.xpMap);
 }
 
 template <int D>
@@ -481,7 +484,8 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
     if (e != cudaSuccess) return e;
     if (parts > 1) {
       return launch_pdl(attention_reduce_kernel<D>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
-                        a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.numSeqs);
+                        a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.xpMap,
+                        a.numSeqs);
     }
     return cudaGetLastError();
   }

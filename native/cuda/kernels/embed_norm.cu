@@ -18,8 +18,9 @@ template <int NV, int NT, bool COMM>
 __global__ void __launch_bounds__(NT) embed_rmsnorm_kernel(const int32_t* __restrict__ ids,
                                                            const float* __restrict__ table, int begin, int count,
                                                            const float* __restrict__ w, float* __restrict__ x,
-                                                           float* __restrict__ y, __half* __restrict__ xp, int rows,
-                                                           int dim, float eps, P2pGroup g) {
+                                                           float* __restrict__ y, __half* __restrict__ xp,
+                                                           const int32_t* __restrict__ xpMap, int rows, int dim,
+                                                           float eps, P2pGroup g) {
   __shared__ float red[NT / 32];
   pdl_trigger();
   pdl_wait();
@@ -56,7 +57,7 @@ __global__ void __launch_bounds__(NT) embed_rmsnorm_kernel(const int32_t* __rest
     const int col = threadIdx.x + k * NT;
     if (col < n4 && ok) xr[col] = v[k];
   }
-  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + row, xp, rows, blockIdx.x, red);
+  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + row, xp, xpMap, rows, blockIdx.x, red);
   if constexpr (COMM) end_call(g, c, (uint32_t)((size_t)rows * dim));
 }
 
@@ -64,20 +65,22 @@ using detail::aligned16;
 
 template <int NT, bool COMM>
 cudaError_t launch(int nv, const int32_t* ids, const float* table, int begin, int count, const float* w, float* x,
-                   float* y, __half* xp, int rows, int dim, float eps, const P2pGroup& g, cudaStream_t stream) {
+                   float* y, __half* xp, const int32_t* xpMap, int rows, int dim, float eps, const P2pGroup& g,
+                   cudaStream_t stream) {
   const dim3 grid(rows), block(NT);
   switch (nv) {
-    case 1: return launch_pdl(embed_rmsnorm_kernel<1, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, rows, dim, eps, g);
-    case 2: return launch_pdl(embed_rmsnorm_kernel<2, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, rows, dim, eps, g);
-    case 3: return launch_pdl(embed_rmsnorm_kernel<3, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, rows, dim, eps, g);
-    default: return launch_pdl(embed_rmsnorm_kernel<4, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, rows, dim, eps, g);
+    case 1: return launch_pdl(embed_rmsnorm_kernel<1, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, g);
+    case 2: return launch_pdl(embed_rmsnorm_kernel<2, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, g);
+    case 3: return launch_pdl(embed_rmsnorm_kernel<3, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, g);
+    default: return launch_pdl(embed_rmsnorm_kernel<4, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, g);
   }
 }
 
 }  // namespace
 
 cudaError_t embed_rmsnorm(const int32_t* ids, int rows, const float* table, int begin, int count, const float* w,
-                          float* x, float* y, __half* xp, int dim, float eps, const P2pGroup* g, cudaStream_t stream) {
+                          float* x, float* y, __half* xp, int dim, float eps, const P2pGroup* g, cudaStream_t stream,
+                          const int32_t* xpMap) {
   if (rows <= 0 || dim <= 0 || dim % 4 || dim > 16384 || count < 0 || !(eps >= 0.f)) return cudaErrorInvalidValue;
   if (!ids || !table || !w || !x || !y || !aligned16(table) || !aligned16(w) || !aligned16(x) || !aligned16(y))
     return cudaErrorInvalidValue;
@@ -88,11 +91,11 @@ cudaError_t embed_rmsnorm(const int32_t* ids, int rows, const float* table, int 
   // rmsnorm's block shapes: 1024 threads for rows wider than 1024, else 256 (one float4 each).
   if (n4 > 256) {
     const int nv = (n4 + 1023) / 1024;
-    return g ? launch<1024, true>(nv, ids, table, begin, count, w, x, y, xp, rows, dim, eps, *g, stream)
-             : launch<1024, false>(nv, ids, table, begin, count, w, x, y, xp, rows, dim, eps, none, stream);
+    return g ? launch<1024, true>(nv, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, *g, stream)
+             : launch<1024, false>(nv, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, none, stream);
   }
-  return g ? launch<256, true>(1, ids, table, begin, count, w, x, y, xp, rows, dim, eps, *g, stream)
-           : launch<256, false>(1, ids, table, begin, count, w, x, y, xp, rows, dim, eps, none, stream);
+  return g ? launch<256, true>(1, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, *g, stream)
+           : launch<256, false>(1, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, none, stream);
 }
 
 }  // namespace tpserve::cuda

@@ -5,6 +5,7 @@
 //   engine's formula (fp32 inv_freq and angle, double cos/sin rounded to fp32), so both engines rotate alike.
 #include "kernels.cuh"
 #include "pdl.cuh"
+#include "ptx.cuh"
 
 namespace tpserve::cuda {
 namespace {
@@ -47,7 +48,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int idx = threadIdx.x; idx < (h1 - h0) * half; idx += blockDim.x) {
     const int h = h0 + idx / half, i = idx % half;
     const float* src = row + (isQ ? h : heads + h) * headDim;  // q heads first, then k heads
-    const float a = src[i], b = src[i + half], c = __ldg(cs + i), s = __ldg(sn + i);
+    const float a = ld_prev(src + i), b = ld_prev(src + i + half), c = __ldg(cs + i), s = __ldg(sn + i);
     // Same rounding as the CPU: each product rounded, no FMA contraction.
     const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
     const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));

@@ -150,8 +150,8 @@ __global__ void __launch_bounds__(kGemmWarps / RT * 32) int4t_gemm(const __half*
         }
         const size_t o = (size_t)tok * w.rows;
         const int r0 = rt * 16 + g, r1 = r0 + 8;
-        if (r0 < w.rows) y[o + r0] = acc[r][nt][e] + (residual ? residual[o + r0] : 0.f);
-        if (r1 < w.rows) y[o + r1] = acc[r][nt][2 + e] + (residual ? residual[o + r1] : 0.f);
+        if (r0 < w.rows) y[o + r0] = acc[r][nt][e] + (residual ? ld_prev(residual + o + r0) : 0.f);
+        if (r1 < w.rows) y[o + r1] = acc[r][nt][2 + e] + (residual ? ld_prev(residual + o + r1) : 0.f);
       }
     }
   }
@@ -169,8 +169,8 @@ __global__ void gemm_splitk_reduce(const float* __restrict__ partial, int kSplit
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
       const int tok = (int)(i / w.rows), row = (int)(i - (size_t)tok * w.rows);
       float s = 0.f;
-      for (int z = 0; z < kSplit; ++z) s += partial[z * plane + (size_t)tok * rowsPad + row];
-      if (residual) s += residual[i];
+      for (int z = 0; z < kSplit; ++z) s += ld_prev(partial + z * plane + (size_t)tok * rowsPad + row);
+      if (residual) s += ld_prev(residual + i);
       y[i] = s;
     }
     return;
@@ -182,7 +182,7 @@ __global__ void gemm_splitk_reduce(const float* __restrict__ partial, int kSplit
     float a = 0.f, b = 0.f;
     for (int z = 0; z < kSplit; ++z) {
       const float* pp = partial + z * plane + (size_t)tok * rowsPad + rt * 16 + r;
-      a += pp[0], b += pp[8];
+      a += ld_prev(pp), b += ld_prev(pp + 8);
     }
     pair_epilogue(ep, w.rows, rt, r, tok, m, a, b, y);
   }

@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(KSC ? KSC * 32 : kMaxKs * 32, KSC ? 1024 / ((K
             const int n = nt * 8 + g;
             if (n < NC) {
               const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * NC + n) * 4 + t) * 16);
-              bx[nt][0] = __ldg(bp), bx[nt][1] = __ldg(bp + 1);
+              bx[nt][0] = ld_prev(bp), bx[nt][1] = ld_prev(bp + 1);
             } else {
               bx[nt][0] = bx[nt][1] = make_uint4(0u, 0u, 0u, 0u);
             }
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(KSC ? KSC * 32 : kMaxKs * 32, KSC ? 1024 / ((K
       if (ep.accumulate) s += eAcc[i];
       y[(size_t)tok * w.rows + gr] = s;
       if (ep.normW) {
-        xprep_store1(ep.xpOut, m, tok, gr, s * eNorm[row]);
+        xprep_store1(ep.xpOut, ep.xpMap, m, tok, gr, s * eNorm[row]);
         sq[i] = s * s;
       }
     }
@@ -260,7 +260,7 @@ __global__ void xprep_kernel(const float* __restrict__ x, int m, int cols, __hal
   const int total = m * pairs;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const int tok = i / pairs, k = (i - tok * pairs) * 2;
-    const float2 v = *reinterpret_cast<const float2*>(x + (size_t)tok * cols + k);
+    const float2 v = ld_prev(reinterpret_cast<const float2*>(x + (size_t)tok * cols + k));
     xprep_store2(xp, m, tok, k, v.x, v.y);
   }
 }

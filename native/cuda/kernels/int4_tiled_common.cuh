@@ -60,7 +60,7 @@ __device__ __forceinline__ void one_token_chunk(const uint4& q, const __half* __
   uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
   if (g < 2) {
     const uint4* bp = reinterpret_cast<const uint4*>(xp + ((size_t)(kb * 2 + g) * 4 + t) * 16);
-    b0 = __ldg(bp), b1 = __ldg(bp + 1);
+    b0 = ld_prev(bp), b1 = ld_prev(bp + 1);
   }
   const uint32_t words[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
@@ -82,13 +82,13 @@ __device__ __forceinline__ float folded_rnorm(const float* __restrict__ ssq, int
 #pragma unroll
   for (int j = 0; j < 8; j++) {
     const int k = lane + 32 * j;
-    const float x = ssq[min(k, parts - 1)];
+    const float x = ld_prev(ssq + min(k, parts - 1));
     v[j] = k < parts ? x : 0.f;
   }
   float ss = 0.f;
 #pragma unroll
   for (int j = 0; j < 8; j++) ss += v[j];
-  for (int k = lane + 256; k < parts; k += 32) ss += ssq[k];
+  for (int k = lane + 256; k < parts; k += 32) ss += ld_prev(ssq + k);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   return __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(ss, (float)normCols) + eps));

@@ -118,6 +118,8 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
   PairInputs in{-1, 0.f, 0.f};
   if (pair && threadIdx.x < 8) in = pair_inputs(ep, rt, threadIdx.x, 0);
   if (!pair && mine && ep.normW) cp_async4(&eNorm[threadIdx.x], ep.normW + row);
+  // Where this row goes in the next GEMV's prepared input (an act-order consumer's order): a constant, read now.
+  const int xcol = !pair && mine && ep.xpMap ? __ldg(ep.xpMap + row) : row;
   float r4[4], rn = 1.f;
   // The exchange's slot, read by warp 1 while the main loop runs (the previous call's kernel is complete after
   // pdl_wait()), so warp 0 pushes as soon as the sums are in (docs/gpu-runs.md run 55).
@@ -161,7 +163,7 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
         const bool ok = sum_ranks1(cg, call, row, v, s);
         v = ep.accumulate ? eAcc[threadIdx.x] + s : s;  // all_reduce_fold's x + s
         if (ok) y[row] = v;
-        if (ep.normW) xprep_store1(ep.xpOut, 1, 0, row, v * eNorm[threadIdx.x]);
+        if (ep.normW) xprep_store1(ep.xpOut, 1, 0, xcol, v * eNorm[threadIdx.x]);
       }
       sq[threadIdx.x] = mine ? v * v : 0.f;
     }
@@ -172,7 +174,7 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
       if (residual) v += eRes[threadIdx.x];
       if (ep.accumulate) v += eAcc[threadIdx.x];
       y[row] = v;
-      if (ep.normW) xprep_store1(ep.xpOut, 1, 0, row, v * eNorm[threadIdx.x]);
+      if (ep.normW) xprep_store1(ep.xpOut, 1, 0, xcol, v * eNorm[threadIdx.x]);
     }
     sq[threadIdx.x] = mine ? v * v : 0.f;
   }

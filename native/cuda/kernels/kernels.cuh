@@ -67,6 +67,9 @@ struct Int4Epilogue {
   const float* ropeCos = nullptr;
   const float* ropeSin = nullptr;
   int heads = 0, kvHeads = 0, headDim = 0;
+  // kPlain's xpOut (the folded norm's producer side): column k at xpMap[k] when set, the inverse permutation of an
+  // act-order consumer (xprep.cuh). The pair epilogues ignore it.
+  const int32_t* xpMap = nullptr;
   // A folded RMSNorm (decode GEMV, m <= 16, no GEMM path): W (x * r * w) computed as r * W (x * w), r = 1/rms(x)
   // per token. Producer (kPlain): y += the result (the residual stream, in place), xpOut gets each new row times
   // normW (the next GEMV's prepared input), ssqOut[tok * gridDim + block] the block's sum of the new rows' squares.
@@ -173,10 +176,11 @@ cudaError_t permute_xprep(const __half* xp, int m, int cols, const int32_t* perm
 /**
  * RMSNorm with an optional fused residual add: when `residual` is not null, x += residual first (x is updated in
  * place, the sum is what the next layer adds to); then y = x / sqrt(mean(x^2) + eps) * w. x, y (rows, dim).
- * With `xp` (rows <= 16, dim % 64 == 0), y is also written in the decode GEMV's prepared layout (xprep.cuh).
+ * With `xp` (rows <= 16, dim % 64 == 0), y is also written in the decode GEMV's prepared layout (xprep.cuh), column
+ * k at xpMap[k] when xpMap is set (the inverse permutation of an act-order consumer).
  */
 cudaError_t rmsnorm(float* x, const float* residual, const float* w, float* y, int rows, int dim, float eps,
-                    cudaStream_t stream, __half* xp = nullptr);
+                    cudaStream_t stream, __half* xp = nullptr, const int32_t* xpMap = nullptr);
 
 /** In place on q (tokens, heads, headDim) and k (tokens, kvHeads, headDim): Hugging Face rotate-half RoPE. */
 cudaError_t rope(float* q, float* k, const int32_t* positions, int tokens, int heads, int kvHeads, int headDim,
@@ -223,6 +227,7 @@ struct AttentionArgs {
   int maxContext;  // upper bound of contextLens (sizes the split)
   int maxQueryLen; // upper bound of queries per sequence in this batch
   __half* xpOut = nullptr;  // decode with numSeqs <= 16: out also in the GEMV's prepared layout (xprep.cuh)
+  const int32_t* xpMap = nullptr;  // xpOut's column k at xpMap[k] (an act-order consumer's inverse permutation)
 };
 
 /** Bytes of workspace attention() needs for these sizes. */

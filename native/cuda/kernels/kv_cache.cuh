@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "ptx.cuh"
+
 namespace tpserve::cuda {
 
 using kv_t = __half;
@@ -26,8 +28,11 @@ __device__ __forceinline__ void st_kv4(kv_t* p, float4 x) {
 // Raw loads (4 or 2 elements as 8 or 4 bytes) and their conversion, so that a kernel can issue every load of a chunk
 // before converting any (a conversion right after its load inside a guarded branch kept one load in flight at a
 // time: 1.8x the fp32 kernel's time on an H100, docs/gpu-runs.md run 30).
-__device__ __forceinline__ uint2 ld_kv4_raw(const kv_t* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
-__device__ __forceinline__ uint32_t ld_kv2_raw(const kv_t* p) { return __ldg(reinterpret_cast<const uint32_t*>(p)); }
+// The cache rows of this step were written by the kernel before attention: ordinary loads (ld_prev, ptx.cuh).
+__device__ __forceinline__ uint2 ld_kv4_raw(const kv_t* p) { return ld_prev(reinterpret_cast<const uint2*>(p)); }
+__device__ __forceinline__ uint32_t ld_kv2_raw(const kv_t* p) {
+  return ld_prev(reinterpret_cast<const uint32_t*>(p));
+}
 __device__ __forceinline__ float2 kv2_f32(uint32_t u) {
   __half2 h;
   memcpy(&h, &u, 4);

@@ -8,6 +8,7 @@
 #include "block_reduce.cuh"
 #include "kernels.cuh"
 #include "pdl.cuh"
+#include "ptx.cuh"
 #include "row_norm.cuh"
 #include "xprep.cuh"
 
@@ -73,7 +74,8 @@ __global__ void __launch_bounds__(NT) rmsnorm_vec_kernel(float* __restrict__ x,
                                                                    const float* __restrict__ residual,
                                                                    const float* __restrict__ w,
                                                                    float* __restrict__ y, int dim, float eps,
-                                                                   __half* __restrict__ xp, int rows) {
+                                                                   __half* __restrict__ xp,
+                                                                   const int32_t* __restrict__ xpMap, int rows) {
   __shared__ float red[NT / 32];
   pdl_trigger();
   pdl_wait();
@@ -87,13 +89,14 @@ __global__ void __launch_bounds__(NT) rmsnorm_vec_kernel(float* __restrict__ x,
     if (c < n4) {
       v[k] = xr[c];
       if (rr) {
-        const float4 r = __ldg(rr + c);
+        const float4 r = ld_prev(rr + c);
         v[k].x += r.x, v[k].y += r.y, v[k].z += r.z, v[k].w += r.w;
         xr[c] = v[k];
       }
     }
   }
-  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + (size_t)blockIdx.x * dim, xp, rows, blockIdx.x, red);
+  red::rmsnorm_row_tail<NV, NT>(v, n4, dim, eps, w, y + (size_t)blockIdx.x * dim, xp, xpMap, rows, blockIdx.x,
+                                red);
 }
 
 // Any dim / alignment: two passes over the row (the second from L1/L2).
@@ -101,7 +104,8 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_generic_kernel(float* __
                                                                        const float* __restrict__ residual,
                                                                        const float* __restrict__ w,
                                                                        float* __restrict__ y, int dim, float eps,
-                                                                       __half* __restrict__ xp, int rows) {
+                                                                       __half* __restrict__ xp,
+                                                                       const int32_t* __restrict__ xpMap, int rows) {
   __shared__ float red[kNormThreads / 32];
   pdl_trigger();
   pdl_wait();
@@ -119,7 +123,8 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_generic_kernel(float* __
   for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = (xr[c] * inv) * w[c];
   if (xp) {
     __syncthreads();
-    for (int c = 2 * threadIdx.x; c < dim; c += 2 * blockDim.x) xprep_store2(xp, rows, blockIdx.x, c, yr[c], yr[c + 1]);
+    for (int c = 2 * threadIdx.x; c < dim; c += 2 * blockDim.x)
+      xprep_store2(xp, xpMap, rows, blockIdx.x, c, yr[c], yr[c + 1]);
   }
 }
 
@@ -196,8 +201,8 @@ __global__ void silu_mul_kernel(const float* __restrict__ gu, float* __restrict_
     const float* g = gu + r * 2 * inter + c;
     float* o = out + r * inter + c;
     if (VEC) {
-      const float4 a = __ldg(reinterpret_cast<const float4*>(g));
-      const float4 b = __ldg(reinterpret_cast<const float4*>(g + inter));
+      const float4 a = ld_prev(reinterpret_cast<const float4*>(g));
+      const float4 b = ld_prev(reinterpret_cast<const float4*>(g + inter));
       const float4 v = make_float4(silu_mul1(a.x, b.x), silu_mul1(a.y, b.y), silu_mul1(a.z, b.z), silu_mul1(a.w, b.w));
       *reinterpret_cast<float4*>(o) = v;
       if (xp) {
@@ -319,7 +324,7 @@ cudaError_t permute_xprep(const __half* xp, int m, int cols, const int32_t* perm
 }
 
 cudaError_t rmsnorm(float* x, const float* residual, const float* w, float* y, int rows, int dim, float eps,
-                    cudaStream_t stream, __half* xp) {
+                    cudaStream_t stream, __half* xp, const int32_t* xpMap) {
   if (rows < 0 || dim <= 0 || !(eps >= 0.f) || (rows > 0 && (!x || !w || !y))) return cudaErrorInvalidValue;
   if (xp && (rows > 16 || dim % 64 != 0)) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
@@ -330,22 +335,22 @@ cudaError_t rmsnorm(float* x, const float* residual, const float* w, float* y, i
     const int nv = (n4 + 1023) / 1024;
     const dim3 wide(1024);
     switch (nv) {
-      case 1: return launch_pdl(rmsnorm_vec_kernel<1, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, rows);
-      case 2: return launch_pdl(rmsnorm_vec_kernel<2, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, rows);
-      case 3: return launch_pdl(rmsnorm_vec_kernel<3, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, rows);
-      default: return launch_pdl(rmsnorm_vec_kernel<4, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+      case 1: return launch_pdl(rmsnorm_vec_kernel<1, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+      case 2: return launch_pdl(rmsnorm_vec_kernel<2, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+      case 3: return launch_pdl(rmsnorm_vec_kernel<3, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+      default: return launch_pdl(rmsnorm_vec_kernel<4, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
     }
   }
   const int nv = (n4 + kNormThreads - 1) / kNormThreads;
   if (vec && nv <= 4) {
     switch (nv) {
-      case 1: return launch_pdl(rmsnorm_vec_kernel<1, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
-      case 2: return launch_pdl(rmsnorm_vec_kernel<2, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
-      case 3: return launch_pdl(rmsnorm_vec_kernel<3, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
-      default: return launch_pdl(rmsnorm_vec_kernel<4, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+      case 1: return launch_pdl(rmsnorm_vec_kernel<1, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+      case 2: return launch_pdl(rmsnorm_vec_kernel<2, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+      case 3: return launch_pdl(rmsnorm_vec_kernel<3, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+      default: return launch_pdl(rmsnorm_vec_kernel<4, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
     }
   }
-  return launch_pdl(rmsnorm_generic_kernel, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, rows);
+  return launch_pdl(rmsnorm_generic_kernel, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
 }
 
 cudaError_t rope(float* q, float* k, const int32_t* positions, int tokens, int heads, int kvHeads, int headDim,

@@ -17,6 +17,18 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
   return v;
 }
 
+/**
+ * A load of data that an earlier kernel of the stream wrote, in a kernel launched with programmatic dependent launch
+ * (pdl.cuh), after its pdl_wait(): an ordinary cached load. Never ld.global.nc (__ldg, or what the compiler makes of
+ * a const __restrict__ pointer): an nc load promises that the data does not change while the kernel runs, which the
+ * previous kernel's writes break once this one starts early, and the compiler may then issue it before the wait
+ * (stale activations; docs/gpu-runs.md run 67).
+ */
+template <class T>
+__device__ __forceinline__ T ld_prev(const T* p) {
+  return __ldca(p);
+}
+
 /** 4-byte asynchronous copy global -> shared (no register holds the value; cp_async_wait_all() before reading). */
 __device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));

@@ -1,7 +1,8 @@
 // The RMSNorm tail that the row kernels share: rmsnorm_vec_kernel (ops.cu), all_reduce_rmsnorm_kernel
 // (allreduce.cu) and embed_rmsnorm_kernel (embed_norm.cu) promise each other's bits, so they end in this one
 // function: the sum of squares in one order (red::sumsq4, then the block sum), 1 / rms with round-to-nearest
-// intrinsics, then y = (x * inv) * w and, when xp is set, the next GEMV's prepared input of the same values.
+// intrinsics, then y = (x * inv) * w and, when xp is set, the next GEMV's prepared input of the same values (through
+// xpMap when the next weight is act-order, xprep.cuh).
 #pragma once
 #include <cuda_fp16.h>
 
@@ -17,7 +18,7 @@ namespace tpserve::cuda::red {
 template <int NV, int NT>
 __device__ __forceinline__ void rmsnorm_row_tail(const float4 (&v)[NV], int n4, int dim, float eps,
                                                  const float* __restrict__ w, float* __restrict__ y, __half* xp,
-                                                 int rows, int row, float* red) {
+                                                 const int32_t* xpMap, int rows, int row, float* red) {
   float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < NV; k++)
@@ -35,8 +36,8 @@ __device__ __forceinline__ void rmsnorm_row_tail(const float4 (&v)[NV], int n4, 
           make_float4((v[k].x * inv) * g.x, (v[k].y * inv) * g.y, (v[k].z * inv) * g.z, (v[k].w * inv) * g.w);
       y4[col] = o;
       if (xp) {
-        xprep_store2(xp, rows, row, 4 * col, o.x, o.y);
-        xprep_store2(xp, rows, row, 4 * col + 2, o.z, o.w);
+        xprep_store2(xp, xpMap, rows, row, 4 * col, o.x, o.y);
+        xprep_store2(xp, xpMap, rows, row, 4 * col + 2, o.z, o.w);
       }
     }
   }

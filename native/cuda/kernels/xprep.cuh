@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tpserve::cuda {
 
@@ -48,6 +49,23 @@ __device__ __forceinline__ void xprep_store1(__half* xp, int m, int token, int k
   } else {
     xp[xprep_index(nc, token, k)] = hi;
   }
+}
+
+// Act-order int4 weights (GPTQ desc_act) store their columns in group order: stored column i multiplies x[perm[i]].
+// A producer that knows its consumer's order writes x[k] at column map[k] (map: the inverse of perm), so the consumer
+// reads its input in place and no gather runs (docs/quantization.md). A null map is x's own order.
+
+/** xprep_store1 of column k, placed at map[k] when a map is given. */
+__device__ __forceinline__ void xprep_store1(__half* xp, const int32_t* map, int m, int token, int k, float v) {
+  xprep_store1(xp, m, token, map ? __ldg(map + k) : k, v);
+}
+
+/** xprep_store2 of columns k, k + 1, placed at map[k], map[k + 1] when a map is given (the same bits either way). */
+__device__ __forceinline__ void xprep_store2(__half* xp, const int32_t* map, int m, int token, int k, float v0,
+                                             float v1) {
+  if (!map) return xprep_store2(xp, m, token, k, v0, v1);
+  xprep_store1(xp, m, token, __ldg(map + k), v0);
+  xprep_store1(xp, m, token, __ldg(map + k + 1), v1);
 }
 
 }  // namespace tpserve::cuda
