@@ -111,6 +111,8 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
   constexpr int kStride = NW * kChunk;  // a warp's chunks: cFirst, cFirst + kStride, ...
   const int cFirst = start + warp * kChunk;
   if (cFirst < end) rows(cFirst);
+  // O's prepared input through an act-order map: this thread's first output column's place, a constant, read now.
+  const int xc0 = xpOut && xpMap && (int)threadIdx.x < HPB * D ? __ldg(xpMap + h0 * D + threadIdx.x) : -1;
   pdl_wait();
 
   float4 qv[HPB][NF4];
@@ -239,7 +241,10 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
     if (gridDim.x == 1) {
       const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
       out[((size_t)qs * heads + head) * D + d] = v;
-      if (xpOut) xprep_store1(xpOut, xpMap, gridDim.z, qs, head * D + d, v);
+      if (xpOut) {
+        const int col = head * D + d;  // = h0 * D + idx
+        xprep_store1(xpOut, gridDim.z, qs, !xpMap ? col : idx == (int)threadIdx.x ? xc0 : __ldg(xpMap + col), v);
+      }
     } else {
       const size_t r = ((size_t)seq * heads + head) * maxParts + part;
       ws.acc[r * D + d] = A;
@@ -261,6 +266,7 @@ __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __re
   if (queryStart[seq + 1] - qs != 1) return;
   const int ctx = min(contextLens[seq], maxBlocks * blockSize);
   const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
+  const int xcol = xpOut && xpMap ? __ldg(xpMap + head * D + d) : head * D + d;  // constant: read before the wait
   pdl_wait();
   const size_t r0 = ((size_t)seq * heads + head) * maxParts;
   // Partitions in batches of kRB: every load of a batch is issued before any is used (one round trip to memory for
@@ -300,7 +306,7 @@ __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __re
   }
   const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
   out[((size_t)qs * heads + head) * D + d] = v;
-  if (xpOut) xprep_store1(xpOut, xpMap, numSeqs, qs, head * D + d, v);
+  if (xpOut) xprep_store1(xpOut, numSeqs, qs, xcol, v);
 }
 
 // ---------------------------------------------------------------- prefill / mixed
