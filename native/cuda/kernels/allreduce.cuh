@@ -72,8 +72,9 @@ cudaError_t p2p_all_reduce_rmsnorm(const float* partial, float* x, const float* 
  * The first kernel of a step (embed_norm.cu): x (rows, dim) = the embedding rows of `ids` (this rank's vocab rows
  * [begin, begin + count) of `table`; other ids give zeros) summed over the ranks when g is set (the vocab-parallel
  * embedding's all-reduce), then y = rmsnorm(x) * w and the GEMV's prepared input when xp is set: the bits of
- * cuda::embedding, p2p_all_reduce and cuda::rmsnorm run apart (xpMap as rmsnorm's). Needs dim % 4 == 0, dim <= 16384, 16-byte aligned
- * table, w, x and y, rows * dim <= g's buffer (cudaErrorInvalidValue otherwise: run them apart).
+ * cuda::embedding, p2p_all_reduce and cuda::rmsnorm run apart (xpMap as rmsnorm's). Needs dim % 4 == 0,
+ * dim <= 16384, 16-byte aligned table, w, x and y, rows * dim <= g's buffer (cudaErrorInvalidValue otherwise: run
+ * them apart).
  */
 cudaError_t embed_rmsnorm(const int32_t* ids, int rows, const float* table, int begin, int count, const float* w,
                           float* x, float* y, __half* xp, int dim, float eps, const P2pGroup* g, cudaStream_t stream,

@@ -67,12 +67,15 @@ template <int NT, bool COMM>
 cudaError_t launch(int nv, const int32_t* ids, const float* table, int begin, int count, const float* w, float* x,
                    float* y, __half* xp, const int32_t* xpMap, int rows, int dim, float eps, const P2pGroup& g,
                    cudaStream_t stream) {
-  const dim3 grid(rows), block(NT);
+  const auto go = [&](auto kernel) {
+    return launch_pdl(kernel, dim3(rows), dim3(NT), 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim,
+                      eps, g);
+  };
   switch (nv) {
-    case 1: return launch_pdl(embed_rmsnorm_kernel<1, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, g);
-    case 2: return launch_pdl(embed_rmsnorm_kernel<2, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, g);
-    case 3: return launch_pdl(embed_rmsnorm_kernel<3, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, g);
-    default: return launch_pdl(embed_rmsnorm_kernel<4, NT, COMM>, grid, block, 0, stream, ids, table, begin, count, w, x, y, xp, xpMap, rows, dim, eps, g);
+    case 1: return go(embed_rmsnorm_kernel<1, NT, COMM>);
+    case 2: return go(embed_rmsnorm_kernel<2, NT, COMM>);
+    case 3: return go(embed_rmsnorm_kernel<3, NT, COMM>);
+    default: return go(embed_rmsnorm_kernel<4, NT, COMM>);
   }
 }
 

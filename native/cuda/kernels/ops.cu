@@ -331,26 +331,29 @@ cudaError_t rmsnorm(float* x, const float* residual, const float* w, float* y, i
   const bool vec = dim % 4 == 0 && aligned16(x) && aligned16(w) && aligned16(y) && (!residual || aligned16(residual));
   const int n4 = dim / 4;
   const dim3 grid(rows), block(kNormThreads);
+  const auto go = [&](auto kernel, dim3 threads) {
+    return launch_pdl(kernel, grid, threads, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+  };
   if (vec && n4 > kNormThreads && n4 <= 4 * 1024) {  // wide rows (dim > 1024): 1024 threads
     const int nv = (n4 + 1023) / 1024;
     const dim3 wide(1024);
     switch (nv) {
-      case 1: return launch_pdl(rmsnorm_vec_kernel<1, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
-      case 2: return launch_pdl(rmsnorm_vec_kernel<2, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
-      case 3: return launch_pdl(rmsnorm_vec_kernel<3, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
-      default: return launch_pdl(rmsnorm_vec_kernel<4, 1024>, grid, wide, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+      case 1: return go(rmsnorm_vec_kernel<1, 1024>, wide);
+      case 2: return go(rmsnorm_vec_kernel<2, 1024>, wide);
+      case 3: return go(rmsnorm_vec_kernel<3, 1024>, wide);
+      default: return go(rmsnorm_vec_kernel<4, 1024>, wide);
     }
   }
   const int nv = (n4 + kNormThreads - 1) / kNormThreads;
   if (vec && nv <= 4) {
     switch (nv) {
-      case 1: return launch_pdl(rmsnorm_vec_kernel<1, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
-      case 2: return launch_pdl(rmsnorm_vec_kernel<2, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
-      case 3: return launch_pdl(rmsnorm_vec_kernel<3, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
-      default: return launch_pdl(rmsnorm_vec_kernel<4, kNormThreads>, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+      case 1: return go(rmsnorm_vec_kernel<1, kNormThreads>, block);
+      case 2: return go(rmsnorm_vec_kernel<2, kNormThreads>, block);
+      case 3: return go(rmsnorm_vec_kernel<3, kNormThreads>, block);
+      default: return go(rmsnorm_vec_kernel<4, kNormThreads>, block);
     }
   }
-  return launch_pdl(rmsnorm_generic_kernel, grid, block, 0, stream, x, residual, w, y, dim, eps, xp, xpMap, rows);
+  return go(rmsnorm_generic_kernel, block);
 }
 
 cudaError_t rope(float* q, float* k, const int32_t* positions, int tokens, int heads, int kvHeads, int headDim,

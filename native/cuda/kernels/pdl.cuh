@@ -2,8 +2,8 @@
 // on the stream is still running. It must call pdl_wait() before it reads anything the previous kernel writes (or
 // writes anything that kernel reads), and read such data with ordinary loads (ld_prev in ptx.cuh), never
 // ld.global.nc (__ldg): an nc load may be issued before the wait (docs/gpu-runs.md run 67). Work before the wait
-// (index math, weight loads) overlaps the previous kernel's tail. pdl_trigger() lets the next kernel start launching early. Both are no-ops below sm_90 and for kernels
-// launched without the attribute. TPSERVE_PDL=0 turns the attribute off (for A/B measurements).
+// (index math, weight loads) overlaps the previous kernel's tail. pdl_trigger() lets the next kernel start launching
+// early. Both are no-ops below sm_90 and for kernels launched without the attribute. TPSERVE_PDL=0 turns the attribute off (for A/B measurements).
 #pragma once
 #include <cuda_runtime.h>
 
