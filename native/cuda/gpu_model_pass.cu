@@ -211,12 +211,13 @@ void CudaModel::matmul(const float* x, const DWeight& w, float* y, int m, bool x
   // decode-sized prepared input write it in that order (xpMap), so it is read as it is; in a group (whose
   // collectives write it in x's order) it is gathered first; without a prepared input x itself is gathered, and
   // the matmul prepares it. (Down's input comes in order from gate/up, whose rows take down's order at load.)
-  if (w.perm.p && xpReady && m <= 16 && xpMap(w)) {
-  } else if (w.perm.p && xpReady && m <= 16) {
+  const bool decodeInput = xpReady && m <= 16;
+  const bool gather = w.perm.p && !(decodeInput && xpMap(w));  // else the producers wrote w's order
+  if (gather && decodeInput) {
     if (cuda::xprep_halves(m, w.cols) > permXp_.n) fail("NATIVE_INTERNAL", "act-order input buffer too small");
     checkLaunch(cuda::permute_xprep(xpIn ? xpIn : xp_.p, m, w.cols, w.perm.p, permXp_.p, stream_), "permute_xprep");
     xpIn = permXp_.p;
-  } else if (w.perm.p) {
+  } else if (gather) {
     if ((size_t)m * w.cols > permX_.n) fail("NATIVE_INTERNAL", "act-order input buffer too small");
     checkLaunch(cuda::permute_cols(x, m, w.cols, w.perm.p, permX_.p, stream_), "permute_cols");
     x = permX_.p, xpReady = false;
