@@ -10,7 +10,9 @@
 // Each warp writes its partial sums ([KS][rows]); the variants whose sums are real are checked against the library's
 // int4_tiled_matmul (relative L2 1e-5) before anything is timed. Times: a graph of 20 launches over copies of the
 // weights that do not fit in L2, median of 50.
-//   check_stream [--json out.json] [--quick] [--shape RxC] [--only "variant name substring"] (the last two for ncu)
+// With --tma, only the TMA ring variants (stream_tma.cuh) and the engine-like baseline.
+//   check_stream [--json out.json] [--quick | --tma] [--shapes RxC,...] [--shape RxC] [--only "variant name substring"] (the last two
+//   for ncu)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -20,6 +22,7 @@
 
 #include "int4t_check.cuh"
 #include "kernels/int4_tiled_common.cuh"
+#include "stream_tma.cuh"
 
 using namespace tpserve::check;
 
@@ -339,6 +342,7 @@ struct Variant {
   bool persist;
   int occ;  // blocks an SM forced through dynamic shared memory (0: as the registers allow)
   size_t smemNeed = 0;  // dynamic shared memory the kernel itself uses
+  int threads = 0;      // a block's threads when not ks warps (a producer warp more)
 };
 
 // occ > 0: the registers capped (__launch_bounds__) and the blocks an SM forced to occ.
@@ -368,6 +372,15 @@ Variant cpa() {
           stream_gemv_cpa<D, KS, OCC ? OCC : 1>, KS, 1, false, OCC, (size_t)KS * D * 768};
 }
 
+template <int KS, int D, bool PERSIST, int MODE = 1, bool POL = true, int MINB = 1>
+Variant tma() {
+  return {std::string(MODE ? "unpack+mma" : "loads only") + ", TMA ring of " + std::to_string(D) + " x " +
+              std::to_string(KS) + " groups, " + std::to_string(KS) + "+1 warps" +
+              (PERSIST ? ", persistent" : ", block a tile") + (POL ? "" : ", no L2 hint") +
+              (MINB > 1 ? ", min " + std::to_string(MINB) + "/SM" : ""),
+          stream_gemv_tma<KS, D, PERSIST, MINB, MODE, POL>, KS, MODE, PERSIST, 0, tma_smem<KS, D>(), KS * 32 + 32};
+}
+
 template <int KS, int OCC>
 Variant imma() {
   return {"int8 mma (timing only), P 2, " + std::to_string(KS) + " warps" +
@@ -375,8 +388,12 @@ Variant imma() {
           stream_gemv_imma<KS, OCC ? OCC : 1>, KS, 9, false, OCC};
 }
 
-std::vector<Variant> variants(bool quick) {
+std::vector<Variant> variants(bool quick, bool tmaOnly) {
   std::vector<Variant> v = {
+      // the weights through a TMA ring in shared memory (--tma: these and the engine-like baseline)
+      tma<8, 2, true, 0>(), tma<8, 4, true, 0>(), tma<8, 8, true, 0>(), tma<8, 4, false, 0>(), tma<8, 4, true, 0, false>(),
+      tma<8, 4, true, 0, true, 6>(), tma<8, 2, true>(), tma<8, 4, true, 1, false>(), tma<8, 4, true, 1, true, 5>(),
+      tma<8, 3, true, 1, true, 6>(), tma<4, 4, true, 1, true, 10>(), variant<2, 8, 1, false>(), variant<2, 8, 0, false>(),
       // timing only (--quick: these seven): int8 mma; the unpack without its zero-point subtraction
       imma<8, 4>(), imma<16, 2>(), imma<8, 0>(), imma<4, 0>(),
       variant<2, 8, 7, false, 4>(), variant<2, 16, 7, false, 2>(), variant<2, 8, 7, false>(),
@@ -394,7 +411,8 @@ std::vector<Variant> variants(bool quick) {
       variant<2, 8, 0, false>(), variant<2, 8, 5, false>(), variant<3, 8, 3, false>(), variant<2, 8, 1, true>(),
       variant<2, 8, 3, true>(), variant<2, 4, 3, false>(), variant<2, 4, 1, false>(),
   };
-  if (quick) v.resize(7);
+  if (tmaOnly) v.resize(13);
+  else if (quick) v.erase(v.begin(), v.begin() + 13), v.resize(7);
   return v;
 }
 
@@ -423,7 +441,7 @@ using namespace stream_check;
 
 int main(int argc, char** argv) {
   const char* jsonPath = arg_value(argc, argv, "--json");
-  const bool quick = has_flag(argc, argv, "--quick");
+  const bool quick = has_flag(argc, argv, "--quick"), tmaOnly = has_flag(argc, argv, "--tma");
   const char* onlyShape = arg_value(argc, argv, "--shape");
   const char* onlyVariant = arg_value(argc, argv, "--only");
   cudaDeviceProp prop;
@@ -451,9 +469,22 @@ int main(int argc, char** argv) {
   Rng rng(20261127);
   std::vector<Row> rows;
   bool ok = true;
-  const int shapes[][2] = {{12288, 4096}, {4096, 4096}, {22016, 4096}, {4096, 11008}};
+  // Llama-2-7B's one-GPU shapes; --shapes adds others (e.g. TP = 2's 6144x4096,4096x2048,11008x4096,4096x5504).
+  std::vector<std::pair<int, int>> shapes = {{12288, 4096}, {4096, 4096}, {22016, 4096}, {4096, 11008}};
+  if (const char* more = arg_value(argc, argv, "--shapes")) {
+    for (const char* p = more; *p;) {
+      int r = 0, c = 0, n = 0;
+      if (std::sscanf(p, "%dx%d%n", &r, &c, &n) != 2 || r % 16 || c % 128) {
+        std::fprintf(stderr, "--shapes: expected RxC[,RxC...] with R a multiple of 16, C of 128, at '%s'\n", p);
+        return 2;
+      }
+      shapes.emplace_back(r, c);
+      p += n;
+      if (*p == ',') ++p;
+    }
+  }
   for (const auto& sh : shapes) {
-    const int R = sh[0], C = sh[1];
+    const int R = sh.first, C = sh.second;
     if (onlyShape && std::to_string(R) + "x" + std::to_string(C) != onlyShape) continue;
     HostW w = make_weight(rng, R, C, 128, false);
     const size_t wb = w.bytes();
@@ -476,14 +507,15 @@ int main(int argc, char** argv) {
     CUDA_CHECK(cudaMemcpy(ref.data(), dy, R * 4, cudaMemcpyDeviceToHost));
     char shape[32];
     std::snprintf(shape, sizeof shape, "%dx%d", R, C);
-    for (const Variant& v : variants(quick)) {
+    for (const Variant& v : variants(quick, tmaOnly)) {
       if (onlyVariant && v.name.find(onlyVariant) == std::string::npos) continue;
       size_t smem = v.smemNeed;
       if (v.occ > 0)
         smem = std::max(smem, prop.sharedMemPerMultiprocessor / v.occ - prop.reservedSharedMemPerBlock - 256);
       if (smem > 0) CUDA_CHECK(cudaFuncSetAttribute(v.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
       int perSm = 0;
-      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, v.kernel, v.ks * 32, smem));
+      const int threads = v.threads ? v.threads : v.ks * 32;
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, v.kernel, threads, smem));
       if (v.occ > 0 && perSm != v.occ) {
         std::printf("%-11s %-48s skipped: %d blocks an SM, not %d\n", shape, v.name.c_str(), perSm, v.occ);
         continue;
@@ -491,7 +523,7 @@ int main(int argc, char** argv) {
       const int grid = v.persist ? std::min(R / 16, sms * perSm) : R / 16;
       if (v.mode >= 1 && v.mode <= 3) {  // the partial sums against the library's result
         CUDA_CHECK(cudaMemset(dparts, 0, (size_t)16 * R * 4));
-        v.kernel<<<grid, v.ks * 32, smem>>>(dxp, d.t[0], dparts);
+        v.kernel<<<grid, threads, smem>>>(dxp, d.t[0], dparts);
         CUDA_CHECK(cudaDeviceSynchronize());
         std::vector<float> parts((size_t)v.ks * R);
         CUDA_CHECK(cudaMemcpy(parts.data(), dparts, parts.size() * 4, cudaMemcpyDeviceToHost));
@@ -514,7 +546,7 @@ int main(int argc, char** argv) {
       cudaGraph_t gr;
       cudaGraphExec_t ge;
       CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int i = 0; i < perGraph; ++i) v.kernel<<<grid, v.ks * 32, smem, s>>>(dxp, d.t[i % copies], dparts);
+      for (int i = 0; i < perGraph; ++i) v.kernel<<<grid, threads, smem, s>>>(dxp, d.t[i % copies], dparts);
       CUDA_CHECK(cudaStreamEndCapture(s, &gr));
       CUDA_CHECK(cudaGraphInstantiate(&ge, gr, 0));
       std::vector<float> ms;
