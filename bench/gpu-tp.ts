@@ -17,7 +17,7 @@
 // --variants (below).
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { Engine } from "../native/index.js";
@@ -33,6 +33,7 @@ import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, kvBytesPerPage } from "../services/worker/server.js";
 import { tpLoadedBarrier } from "../services/worker/tp.js";
+import { writeQuantCheckpoint } from "../test/helpers/quant-checkpoint.js";
 import { writeTinyLlama } from "../test/helpers/tiny-llama.js";
 import { batchOf, median } from "./batch.js";
 import { decodeSeqs, greedyOneByOne, prefillSeqs, timeDecodeSteps } from "./decode.js";
@@ -186,8 +187,15 @@ const paths: { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>;
   { allreduce: "nccl", label: "nccl" },
   { allreduce: "p2p", env: { TPSERVE_P2P_MAX_FLOATS: "4096" }, label: "p2p 16 KiB pieces" },
 ];
-async function equality(model: string, name: string, tpList: number[], groupSize: 64 | 128, withGolden: boolean) {
-  for (const quantization of ["none", "int4"] as const) {
+async function equality(
+  model: string,
+  name: string,
+  tpList: number[],
+  groupSize: 64 | 128,
+  withGolden: boolean,
+  quantizations: readonly ("none" | "int4")[] = ["none", "int4"],
+) {
+  for (const quantization of quantizations) {
     const ref: number[][] = [];
     const refScript: number[][] = [];
     for (const [tp, path] of tpList.flatMap((t) =>
@@ -235,6 +243,18 @@ async function equality(model: string, name: string, tpList: number[], groupSize
 }
 if (parts.has("equality")) {
   await equality(bundled, "bundled", tpsSmall, 64, true);
+  // A GPTQ checkpoint of the bundled model with act-order in every linear: o's and down's shards are ranges of whole
+  // groups of the stored order, their input gathered from every rank (docs/quantization.md).
+  const layers = Array.from({ length: 8 }, (_, l) => l);
+  const attn = ["q_proj", "k_proj", "v_proj", "o_proj"].map((m) => `self_attn.${m}`);
+  const mlp = ["gate_proj", "up_proj", "down_proj"].map((m) => `mlp.${m}`);
+  const allLinears = layers.flatMap((l) => [...attn, ...mlp].map((m) => `model.layers.${l}.${m}`));
+  const actOrder = writeQuantCheckpoint({ format: "gptq", groupSize: 64, actOrder: allLinears });
+  try {
+    await equality(actOrder, "gptq-g64-act-order", tpsSmall, 64, false, ["none"]);
+  } finally {
+    rmSync(actOrder, { recursive: true, force: true });
+  }
   // TP=8 (issue 9): the bundled model's 4 heads do not split 8 ways, so a seeded random Llama with 8 KV heads of
   // 128 (hidden 1024, MLP 4096: every int4 shard takes group 128 in the tiled layout), TP=8 against TP=1 on the
   // same weights.

@@ -141,9 +141,14 @@ export interface Int4Tensor {
   zeros?: Uint8Array;
   /**
    * Act-order (GPTQ desc_act): stored column i multiplies input x[perm[i]], so that groups stay contiguous in the
-   * stored order; a permutation of 0..cols-1. CPU engine only.
+   * stored order; a permutation of 0..cols-1, or of cols distinct columns of 0..permCols-1.
    */
   perm?: Int32Array;
+  /**
+   * The input width perm picks from (default cols). Wider only for a row-parallel (o, down) act-order shard at
+   * tp > 1: cols x tp, the whole layer input, which the engine gathers from every rank before the matmul.
+   */
+  permCols?: number;
 }
 
 /**

@@ -157,6 +157,9 @@ class CudaModel : public GpuModel {
 
   DWeight* target(const std::string& name);
 
+  /** x (T rows of this rank's input columns) as w takes it: as is, or gathered from every rank into whole rows for a
+   * row-parallel act-order shard (DWeight::wideInput). */
+  const float* gatherInput(const DWeight& w, const float* x, int T);
   /** y = x W^T (+ residual). xpReady: xp_ holds x prepared for the tiled int4 GEMV (written by its producer). */
   void matmul(const float* x, const DWeight& w, float* y, int m, bool xpReady = false,
               const float* residual = nullptr, const cuda::Int4Epilogue& ep = cuda::Int4Epilogue(),
@@ -185,6 +188,8 @@ class CudaModel : public GpuModel {
   // has a permutation.
   DevBuf<float> permX_;
   DevBuf<__half> permXp_;
+  // A row-parallel act-order shard's whole input, gathered from every rank, and the NCCL gather's scratch.
+  DevBuf<float> wideIn_, wideWs_;
   DevBuf<__half> xp_, xp2_;  // prepared GEMV inputs: xp_ from the norms (QKV, gate/up), xp2_ for O and down
   bool allLogits_ = false;  // the forward pass being enqueued wants every position (logits or hidden states)
   std::map<uint64_t, GraphExec> graphs_;

@@ -78,9 +78,12 @@ void uploadWeight(DWeight& d, const Weight& w, bool bf16, cuda::Int4RowOrder ord
     d.q.upload(w.q.data(), w.q.size()), d.scales.upload(w.scales.data(), w.scales.size());
     if (!w.perm.empty()) {
       d.perm.upload(w.perm.data(), w.perm.size());
-      std::vector<int32_t> inv(w.perm.size());
-      for (size_t i = 0; i < w.perm.size(); i++) inv[(size_t)w.perm[i]] = (int32_t)i;
-      d.invPerm.upload(inv.data(), inv.size());
+      d.permCols = w.permCols ? w.permCols : w.cols;
+      if (!d.wideInput()) {
+        std::vector<int32_t> inv(w.perm.size());
+        for (size_t i = 0; i < w.perm.size(); i++) inv[(size_t)w.perm[i]] = (int32_t)i;
+        d.invPerm.upload(inv.data(), inv.size());
+      }
     }
     if (!w.zeros.empty()) d.zeros.upload(w.zeros.data(), w.zeros.size());
     if (cuda::int4_tiled_supported(w.rows, w.cols, w.group)) {

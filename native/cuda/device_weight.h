@@ -84,6 +84,10 @@ struct DWeight {
   cuda::Int4RowOrder order = cuda::Int4RowOrder::kInOrder;  // kInt4Tiled: packed row order (fused epilogues)
   DevBuf<int32_t> perm;     // int4 act-order: stored column i multiplies x[perm[i]] (null: in order)
   DevBuf<int32_t> invPerm;  // its inverse: x[k] is stored column invPerm[k] (the producers' xpMap, xprep.cuh)
+  // The input width perm picks from: cols, or (a row-parallel act-order shard in a group, no invPerm) the whole
+  // input, which the pass gathers from every rank first.
+  int permCols = 0;
+  bool wideInput() const { return permCols > cols; }
   size_t bytes() const {
     return f.bytes() + scales.bytes() + b.bytes() + q.bytes() + zeros.bytes() + tq.bytes() + perm.bytes() +
            invPerm.bytes();

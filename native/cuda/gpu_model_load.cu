@@ -80,7 +80,7 @@ void CudaModel::upload(const std::string& name, const Weight& w, const std::stri
     st.bf16 = srcDtype == "bf16";
     return;
   }
-  if (name.rfind("layers.", 0) == 0 && part == "down" && !w.perm.empty()) {
+  if (name.rfind("layers.", 0) == 0 && part == "down" && !w.perm.empty() && w.permCols <= w.cols) {
     // Act-order down (GPTQ desc_act): its input SiLU(gate) * up comes out in down's stored column order once gate's
     // and up's rows take that order (finalize), so down reads it as it is and no pass gathers it.
     Weight d = w;
@@ -118,14 +118,19 @@ void CudaModel::finalize() {
     st = Staging();
   }
   // Act-order weights read their input permuted (matmul): room for one pass's tokens of the widest such input.
-  size_t permCols = lmHead_.perm.p ? (size_t)lmHead_.cols : 0;
+  // Row-parallel act-order shards in a group read the whole input, gathered from every rank (gatherInput).
+  size_t permCols = lmHead_.perm.p ? (size_t)lmHead_.cols : 0, wideCols = 0;
   for (const Layer& Ly : layers_)
-    for (const DWeight* w : {&Ly.qkv, &Ly.o, &Ly.gateUp, &Ly.down})
+    for (const DWeight* w : {&Ly.qkv, &Ly.o, &Ly.gateUp, &Ly.down}) {
       if (w->perm.p) permCols = std::max(permCols, (size_t)w->cols);
+      if (w->wideInput()) wideCols = std::max(wideCols, (size_t)w->permCols);
+    }
+  const size_t maxT = (size_t)std::max(o_.maxBatchTokens, 16);
   if (permCols) {
-    permX_.reserve((size_t)std::max(o_.maxBatchTokens, 16) * permCols);
+    permX_.reserve(maxT * permCols);
     permXp_.reserve(cuda::xprep_halves(16, (int)((permCols + 63) / 64 * 64)));
   }
+  if (wideCols) wideIn_.reserve(maxT * wideCols), wideWs_.reserve(maxT * wideCols);
   graphs_.clear();
   if (pages_ == 0) sizePool();
 }

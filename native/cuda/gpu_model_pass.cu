@@ -94,16 +94,18 @@ void CudaModel::enqueue(const Ptrs& p) {
     a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
     a.maxQueryLen = p.maxQ;
     // Decode: attention also writes O's prepared input.
-    const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled;
+    const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled && !Ly.o.wideInput();
     if (prepO) a.xpOut = xp2_.p, a.xpMap = xpMap(Ly.o);
     if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
     mark(Engine::kAttention);
-    if (foldHere) matmul(att_.p, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p, &Ly.gateUp), xp2_.p);
-    else if (!(ablate_ & kAblO)) matmul(att_.p, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
+    const float* oIn = gatherInput(Ly.o, att_.p, p.T);
+    if (foldHere) matmul(oIn, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p, &Ly.gateUp), xp2_.p);
+    else if (!(ablate_ & kAblO)) matmul(oIn, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
     if (fold && comm_ && !fuseAr) foldReduce(Ly.mlpNorm.f.p);
     mark(Engine::kOProj);
     const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
-    const bool prepDown = p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0;
+    const bool prepDown =
+        p.T <= 16 && Ly.down.kind == DWeight::kInt4Tiled && s.inter % 64 == 0 && !Ly.down.wideInput();
     if (!fold && !(ablate_ & kAblNorm))
       residualNorm(p.T, true, Ly.mlpNorm.f.p, prepGu ? xp_.p : nullptr, Engine::kRmsNorm, xpMap(Ly.gateUp));
     if (ablate_ & kAblGateUp) {
@@ -119,12 +121,13 @@ void CudaModel::enqueue(const Ptrs& p) {
       checkLaunch(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
       mark(Engine::kSilu);
     }
+    const float* downIn = gatherInput(Ly.down, act_.p, p.T);
     if (foldHere) {
       const bool last = l + 1 == s.layers;
-      matmul(act_.p, Ly.down, x_.p, p.T, prepDown, nullptr,
+      matmul(downIn, Ly.down, x_.p, p.T, prepDown, nullptr,
              foldOut(last ? nullptr : layers_[l + 1].attnNorm.f.p, last ? nullptr : &layers_[l + 1].qkv), xp2_.p);
     } else if (!(ablate_ & kAblDown)) {
-      matmul(act_.p, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
+      matmul(downIn, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
     }
     mark(Engine::kDown);
   }
@@ -189,6 +192,13 @@ void CudaModel::allReduce(float* x, size_t n) {
   mark(Engine::kTpComm);
 }
 
+const float* CudaModel::gatherInput(const DWeight& w, const float* x, int T) {
+  if (!w.wideInput()) return x;
+  comm_->gatherCols(x, T, w.cols, wideIn_.p, wideWs_.p, stream_);  // w.cols: this rank's input columns
+  mark(Engine::kTpComm);
+  return wideIn_.p;
+}
+
 void CudaModel::residualNorm(int T, bool residual, const float* w, __half* xp, int op, const int32_t* map) {
   const int H = o_.s.hidden;
   if (residual && comm_) {
@@ -211,6 +221,7 @@ void CudaModel::matmul(const float* x, const DWeight& w, float* y, int m, bool x
   // decode-sized prepared input write it in that order (xpMap), so it is read as it is; in a group (whose
   // collectives write it in x's order) it is gathered first; without a prepared input x itself is gathered, and
   // the matmul prepares it. (Down's input comes in order from gate/up, whose rows take down's order at load.)
+  if (w.wideInput() && xpReady) fail("NATIVE_INTERNAL", "a row-parallel act-order shard takes its input gathered");
   const bool decodeInput = xpReady && m <= 16;
   const bool gather = w.perm.p && !(decodeInput && xpMap(w));  // else the producers wrote w's order
   if (gather && decodeInput) {
@@ -219,8 +230,14 @@ void CudaModel::matmul(const float* x, const DWeight& w, float* y, int m, bool x
     xpIn = permXp_.p;
   } else if (gather) {
     if ((size_t)m * w.cols > permX_.n) fail("NATIVE_INTERNAL", "act-order input buffer too small");
-    checkLaunch(cuda::permute_cols(x, m, w.cols, w.perm.p, permX_.p, stream_), "permute_cols");
+    checkLaunch(cuda::permute_cols(x, m, w.cols, w.perm.p, permX_.p, stream_, w.permCols), "permute_cols");
     x = permX_.p, xpReady = false;
+    // A row-parallel act-order shard's decode input (gathered from every rank, then permuted) is prepared here, for
+    // the epilogues that take only a prepared input (the folded norm, the exchange inside the GEMV).
+    if (w.wideInput() && m <= 16 && w.kind == DWeight::kInt4Tiled && w.cols % 64 == 0) {
+      checkLaunch(cuda::xprep(x, m, w.cols, xpIn ? xpIn : xp_.p, stream_), "xprep");
+      xpReady = true;
+    }
   }
   switch (w.kind) {
     case DWeight::kInt4Tiled: {

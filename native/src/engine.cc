@@ -261,6 +261,13 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
     if (t.rows != r || t.cols != c)
       fail("NATIVE_SHAPE", "tensor '" + name + "' is " + shapeStr(t.rows, t.cols) + ", expected " + shapeStr(r, c));
     loadInt4(t, name, tmp);
+    if (tmp.permCols > tmp.cols) {  // a row-parallel act-order shard: its perm picks from the whole input
+      const bool rowParallel = name.size() > 5 && (name.compare(name.size() - 2, 2, ".o") == 0 ||
+                                                    name.compare(name.size() - 5, 5, ".down") == 0);
+      if (!rowParallel || world_ < 2 || tmp.permCols != c * world_)
+        fail("NATIVE_SHAPE", "tensor '" + name + "': permCols " + std::to_string(tmp.permCols) +
+                                 " is only for o and down at tp > 1, as cols x tp = " + std::to_string(c * world_));
+    }
   } else {
     const bool ok = matrix ? (t.shape.size() == 2 && t.shape[0] == r && t.shape[1] == c)
                            : (t.shape.size() == 1 && t.shape[0] == c);
@@ -281,6 +288,7 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
     gpu_->upload(name, tmp, t.int4 ? "int4" : t.dtype);  // nf4 was refused above
     Weight mark;  // host copy not kept: the shape is enough for finalize()'s checks
     mark.present = true, mark.int4 = tmp.int4, mark.rows = tmp.rows, mark.cols = tmp.cols, mark.group = tmp.group;
+    mark.permCols = tmp.permCols;
     tmp = std::move(mark);
   }
   *w = std::move(tmp);

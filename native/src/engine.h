@@ -93,6 +93,7 @@ struct Weight {
   std::vector<uint8_t> q, zeros;
   std::vector<float> scales;
   std::vector<int32_t> perm;  // int4 act-order: stored column i multiplies x[perm[i]] (empty: identity)
+  int permCols = 0;  // the input width perm picks from: cols, or the whole input of a row-parallel act-order shard
   Nf4Data nf4;                // NF4 weights (nf4.present); codes live in q (nf4.cc)
   Int4View view() const { return {q.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), rows, cols, group}; }
   size_t bytes() const {
@@ -116,6 +117,7 @@ struct TensorIn {
   size_t numZeros = 0;
   const int32_t* perm = nullptr;  // int4 act-order input permutation (cols entries), nullptr: none
   size_t numPerm = 0;
+  int permCols = 0;  // the input width perm picks from (0: cols); wider for a row-parallel act-order shard
   // NF4 (kind "nf4"): data = packed codes, rows/cols as int4; absmax or absq + absScale + nested + absOffset.
   bool nf4 = false;
   int block = 0;
@@ -164,7 +166,8 @@ struct BatchIn {
 int captureWidth(const ModelShape& s);
 /** Copies `width` floats per token of `src` (T rows) into column block `site` of a capture buffer. */
 void captureSite(const BatchIn& b, const ModelShape& s, int site, const float* src, int T);
-/** x permuted for an act-order int4 weight (x itself when it has no permutation); buf holds the copy. */
+/** x (m rows of permCols) permuted for an act-order int4 weight (x itself when it has no permutation); buf holds the
+ * copy (m rows of cols). */
 const float* permuteInput(const Weight& w, const float* x, int m, std::vector<float>& buf);
 
 /** Copies a bf16 tensor's raw values, checking that the byte length matches the shape. */
@@ -265,6 +268,9 @@ class Engine {
   void embedTokens(const BatchIn& b);
   /** LM head over this rank's vocab slice, gathered into out (rows, vocab) (engine_tp.cc). */
   void lmHead(int rows, float* out);
+  /** The input of a row-parallel weight, T rows of this rank's columns: as is, or for a row-parallel act-order shard
+   * (permCols wider than cols) every rank's columns gathered side by side into whole rows (engine_tp.cc). */
+  const float* gatherInput(const Weight& w, const float* local, int T);
   void matmuls(const float* x, int m, const Job* jobs, int n);
   void requireReady() const;
   /** int8 KV pool (kv_int8.cc): write one token's K and V at float offset `off` of layer l; a layer's view. */
@@ -290,6 +296,7 @@ class Engine {
   bool following_ = false;
   std::atomic<bool> stopped_{false};  // a follower received the leader's stop
   std::vector<float> lmLocal_, gathered_, followOut_;
+  std::vector<float> wideParts_, wideIn_;  // gatherInput()'s buffers (row-parallel act-order shards)
   std::vector<int32_t> followIds_;  // a GPU follower's argmax of a step the leader takes the argmax of
   Simd simd_;
   std::unique_ptr<GpuModel> gpu_;  // set when o_.device >= 0: weights and forward live on the GPU

@@ -273,7 +273,7 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
     tick(kAttention);
     if (l == b.captureLayer) captureSite(b, s, 1, att_.data(), T);
     const Job o[1] = {{&L.o, h2_.data()}};
-    matmuls(att_.data(), T, o, 1);
+    matmuls(gatherInput(L.o, att_.data(), T), T, o, 1);
     tick(kOProj);
     if (world_ > 1) comm_->allReduceSum(h2_.data(), (size_t)T * H), tick(kTpComm);  // row-parallel: sum partials
     rowsParallel(T, [&](int r0, int r1) {
@@ -294,7 +294,7 @@ void Engine::forwardLocal(const BatchIn& b, float* out) {
       return;
     }
     const Job d[1] = {{&L.down, h2_.data()}};
-    matmuls(gate_.data(), T, d, 1);
+    matmuls(gatherInput(L.down, gate_.data(), T), T, d, 1);
     tick(kDown);
     if (world_ > 1) comm_->allReduceSum(h2_.data(), (size_t)T * H), tick(kTpComm);
     rowsParallel(T, [&](int r0, int r1) {

@@ -10,27 +10,34 @@ namespace tpserve {
 
 void loadPerm(const TensorIn& t, const std::string& prefix, Weight& w) {
   w.perm.clear();
+  w.permCols = 0;
   if (!t.perm) return;
   if (t.numPerm != (size_t)t.cols)
     fail("NATIVE_SHAPE", prefix + "perm has " + std::to_string(t.numPerm) + " entries, expected cols = " +
                              std::to_string(t.cols));
-  std::vector<char> seen((size_t)t.cols, 0);
+  // A row-parallel act-order shard (tensor parallelism) keeps whole groups of the stored order, whose columns come
+  // from anywhere in the layer's input: its perm picks cols distinct columns of a permCols-wide input.
+  const int width = t.permCols ? t.permCols : t.cols;
+  if (width < t.cols)
+    fail("NATIVE_SHAPE", prefix + "permCols " + std::to_string(width) + " is below cols " + std::to_string(t.cols));
+  std::vector<char> seen((size_t)width, 0);
   for (size_t i = 0; i < t.numPerm; i++) {
     const int32_t p = t.perm[i];
-    if (p < 0 || p >= t.cols || seen[(size_t)p])
+    if (p < 0 || p >= width || seen[(size_t)p])
       fail("NATIVE_INVALID_ARG", prefix + "perm[" + std::to_string(i) + "] = " + std::to_string(p) +
-                                     ": perm must be a permutation of 0.." + std::to_string(t.cols - 1));
+                                     ": perm must hold distinct input columns in 0.." + std::to_string(width - 1));
     seen[(size_t)p] = 1;
   }
   w.perm.assign(t.perm, t.perm + t.numPerm);
+  w.permCols = width;
 }
 
 const float* permuteInput(const Weight& w, const float* x, int m, std::vector<float>& buf) {
   if (w.perm.empty()) return x;
-  const size_t k = (size_t)w.cols;
+  const size_t k = (size_t)w.cols, src = (size_t)(w.permCols ? w.permCols : w.cols);
   if (buf.size() < (size_t)m * k) buf.resize((size_t)m * k);
   for (int t = 0; t < m; t++) {
-    const float* xr = x + (size_t)t * k;
+    const float* xr = x + (size_t)t * src;
     float* dst = buf.data() + (size_t)t * k;
     for (size_t i = 0; i < k; i++) dst[i] = xr[w.perm[i]];
   }

@@ -162,4 +162,16 @@ void Engine::lmHead(int rows, float* out) {
   tick(kTpComm);
 }
 
+const float* Engine::gatherInput(const Weight& w, const float* local, int T) {
+  if (w.permCols <= w.cols) return local;
+  const size_t c = (size_t)w.cols, full = (size_t)w.permCols;
+  if (wideParts_.size() < (size_t)T * full) wideParts_.resize((size_t)T * full), wideIn_.resize((size_t)T * full);
+  comm_->allGather(local, (size_t)T * c * sizeof(float), wideParts_.data());  // (world, T, c)
+  for (int j = 0; j < world_; j++)
+    for (int t = 0; t < T; t++)
+      std::memcpy(&wideIn_[(size_t)t * full + (size_t)j * c], &wideParts_[((size_t)j * T + t) * c], c * sizeof(float));
+  tick(kTpComm);
+  return wideIn_.data();
+}
+
 }  // namespace tpserve

@@ -130,6 +130,8 @@ inline TensorIn parseTensor(const Napi::Value& v, const std::string& what) {
     if (!pm.IsUndefined() && !pm.IsNull()) {
       Napi::Int32Array pp = i32(pm, what + ".perm");
       t.perm = pp.Data(), t.numPerm = pp.ElementLength();
+      Napi::Value pc = o.Get("permCols");
+      if (!pc.IsUndefined() && !pc.IsNull()) t.permCols = getInt(o, "permCols", what, 1);
     }
   } else if (k == "nf4") {
     parseNf4(o, what, t);

@@ -4,9 +4,8 @@ import type { DType, Engine, Int4Tensor, WeightTensor } from "../../native/index
 import { ConfigError, ModelLoadError } from "../common/errors.js";
 import type { ModelConfig } from "../common/model/config.js";
 import { type Checkpoint, fromFloat32, openCheckpoint, type StDType, toFloat32 } from "../common/model/safetensors.js";
-import { type QuantConfig, readQuantConfig, readQuantLinear } from "./quant/checkpoint.js";
+import { type QuantConfig, readQuantConfig, readQuantInt4 } from "./quant/checkpoint.js";
 import { nf4Bytes, quantizeNf4 } from "./quant/nf4.js";
-import { toInt4Tensor } from "./quant/qlinear.js";
 import { checkGroupSize, quantizeRtn } from "./quant/rtn.js";
 import {
   checkCheckpointShards,
@@ -191,7 +190,7 @@ function fromCheckpoint(
     const [rows, cols] = spec.shape as [number, number];
     const prefix = spec.hf.replace(/\.weight$/, "");
     const shard = slice && { ...slice, world: opts.tp?.world ?? 1 };
-    return toInt4Tensor(readQuantLinear(ckpt, prefix, rows, cols, qc, shard), prefix);
+    return readQuantInt4(ckpt, prefix, rows, cols, qc, shard);
   }
   const info = ckpt.info(spec.hf);
   if (!info) {

@@ -1,22 +1,34 @@
 // Tensor parallelism on GPTQ and AWQ checkpoints end to end: a group of TP worker processes loading a checkpoint
 // written by the project's writer (RTN codes, group 64, so TP=4's 64 o_proj input columns per rank hold whole
 // groups) gives the same greedy ids over gRPC as one worker loading the same checkpoint, for every golden prompt;
-// checkpoints that cannot split make the group fail to start with the reason.
+// also GPTQ with act-order in every linear (o and down shards: ranges of whole groups of the stored order, their
+// input gathered from every rank); checkpoints that cannot split make the group fail to start with the reason.
 import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCluster } from "../helpers/cluster.js";
 import { greedyGoldenIds, loadGolden } from "../helpers/golden.js";
-import { writeQuantCheckpoint } from "../helpers/quant-checkpoint.js";
+import { type QuantCheckpointOptions, writeQuantCheckpoint } from "../helpers/quant-checkpoint.js";
 import { startTpCluster } from "../helpers/tp-cluster.js";
 
 const golden = loadGolden().golden;
 const MAX_TOKENS = 32;
 
-describe.each(["gptq", "awq"] as const)("%s checkpoint, group 64", (format) => {
+const allLinears = Array.from({ length: 8 }, (_, l) =>
+  ["q_proj", "k_proj", "v_proj", "o_proj"]
+    .map((m) => `model.layers.${l}.self_attn.${m}`)
+    .concat(["gate_proj", "up_proj", "down_proj"].map((m) => `model.layers.${l}.mlp.${m}`)),
+).flat();
+const checkpoints: { label: string; opts: QuantCheckpointOptions }[] = [
+  { label: "gptq", opts: { format: "gptq", groupSize: 64 } },
+  { label: "awq", opts: { format: "awq", groupSize: 64 } },
+  { label: "gptq with act-order in every linear", opts: { format: "gptq", groupSize: 64, actOrder: allLinears } },
+];
+
+describe.each(checkpoints)("$label checkpoint, group 64", ({ opts }) => {
   let dir = "";
   let tp1: number[][] = [];
   beforeAll(async () => {
-    dir = writeQuantCheckpoint({ format, groupSize: 64 });
+    dir = writeQuantCheckpoint(opts);
     const c = await startCluster({ model: dir, quantization: "none" });
     try {
       tp1 = await greedyGoldenIds(c.client, MAX_TOKENS);
@@ -51,12 +63,6 @@ describe("a group refuses a checkpoint that cannot split, at start and with the 
       ckpt: { format: "awq" as const, groupSize: 128 },
       tp: 4,
       message: /group size 128 .* cannot be split over --tp 4: o_proj .* use --tp 1 or 2 with this checkpoint/,
-    },
-    {
-      what: "act-order GPTQ (permuted g_idx in o_proj) at TP=2",
-      ckpt: { format: "gptq" as const, groupSize: 64, actOrder: ["model.layers.2.self_attn.o_proj"] },
-      tp: 2,
-      message: /o_proj: this GPTQ checkpoint uses act-order .* at --tp 2; use --tp 1/,
     },
   ])(
     "$what",

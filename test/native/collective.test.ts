@@ -142,6 +142,23 @@ describe("engines in a TP group", () => {
     expect(() =>
       e.setTensor("layers.0.q", { kind: "dense", dtype: "f32", shape: [64, 64], data: new Uint8Array(64 * 64 * 4) }),
     ).toThrow(/expected \[32, 64\]/);
+    // An act-order shard's perm may pick from the whole input (permCols = cols x tp) only in o and down.
+    const int4 = (rows: number, cols: number, permCols: number) => ({
+      kind: "int4" as const,
+      rows,
+      cols,
+      groupSize: 16,
+      qweight: new Uint8Array((rows * cols) / 2),
+      scales: new Float32Array((rows * cols) / 16),
+      perm: Int32Array.from({ length: cols }, (_, i) => 2 * i),
+      permCols,
+    });
+    expect(() => e.setTensor("layers.0.o", int4(64, 32, 64))).not.toThrow();
+    expect(() => e.setTensor("layers.0.o", int4(64, 32, 96))).toThrow(/permCols 96 is only for o and down at tp > 1/);
+    expect(() => e.setTensor("layers.0.q", int4(32, 64, 128))).toThrow(/permCols 128 is only for o and down/);
+    expect(() => e.setTensor("layers.0.o", { ...int4(64, 32, 64), perm: new Int32Array(32).fill(3) })).toThrow(
+      /perm must hold distinct input columns in 0\.\.63/,
+    );
     expect(e.info().tpSize).toBe(2);
     e.close();
   });

@@ -146,6 +146,32 @@ describe("GPTQ layout", () => {
     for (let i = 0; i < ref.length; i++) expect(got[i]).toBeCloseTo(ref[i]!, 4);
   });
 
+  it("act-order shard: a range of whole stored groups reads its columns from the whole input (permCols)", () => {
+    const gIdx = Array.from({ length: IN }, (_, i) => (i * 3) % NG);
+    const t = read(dirWith(handGptq(gIdx)), { ...GPTQ, descAct: true });
+    const want = expected((i) => gIdx[i]!);
+    const { kernels } = loadNative();
+    const x = Float32Array.from({ length: 3 * IN }, (_, i) => Math.cos(i * 0.3));
+    const sum = new Float32Array(3 * OUT);
+    for (const [b, e] of [
+      [0, IN / 2],
+      [IN / 2, IN],
+    ] as const) {
+      const shard = toInt4Tensor(t, "layer", { begin: b, end: e });
+      expect([shard.cols, shard.permCols, shard.perm?.length]).toEqual([e - b, IN, e - b]);
+      // The shard is the layer with the columns of its groups only (the others zero).
+      const mine = new Set(shard.perm);
+      const masked = want.map((v, k) => (mine.has(k % IN) ? v : 0));
+      const got = kernels.matmul(x, 3, shard);
+      const ref = kernels.matmul(x, 3, dense(masked, [OUT, IN]));
+      for (let i = 0; i < ref.length; i++) expect(got[i]).toBeCloseTo(ref[i]!, 4);
+      for (let i = 0; i < ref.length; i++) sum[i]! += got[i]!;
+    }
+    const whole = kernels.matmul(x, 3, dense(want, [OUT, IN]));
+    for (let i = 0; i < whole.length; i++) expect(sum[i]).toBeCloseTo(whole[i]!, 4);
+    expect(() => toInt4Tensor(t, "layer", { begin: 1, end: IN / 2 })).toThrow(/not whole groups/);
+  });
+
   it("gptq_v2 stores the zero itself", () => {
     const gIdx = Array.from({ length: IN }, (_, i) => Math.floor(i / G));
     const t = read(dirWith(handGptq(gIdx)), { ...GPTQ, v2: true });

@@ -239,19 +239,22 @@ void check_embedding(Rng& rng, int n, int vocab, int dim, int begin = 0, int cou
 }
 
 // The input of an act-order int4 weight: out[r][i] = x[r][perm[i]], a random permutation.
-void check_permute_cols(Rng& rng, int rows, int cols) {
-  std::vector<float> x((size_t)rows * cols);
+// xCols > cols: perm picks cols distinct columns of a wider input (a row-parallel act-order shard in a group).
+void check_permute_cols(Rng& rng, int rows, int cols, int xCols = 0) {
+  const int xc = xCols ? xCols : cols;
+  std::vector<float> x((size_t)rows * xc);
   rng.fill_normal(x);
-  const std::vector<int32_t> perm = random_perm(rng, cols);
-  Dev<float> dx(x.size()), d_o(x.size());
+  std::vector<int32_t> perm = random_perm(rng, xc);
+  perm.resize(cols);
+  Dev<float> dx(x.size()), d_o((size_t)rows * cols);
   Dev<int32_t> dp(cols);
   dx.up(x), dp.up(perm), d_o.poison();
-  if (!launch_ok(tc::permute_cols(dx.p, rows, cols, dp.p, d_o.p, 0), "permute_cols")) return;
+  if (!launch_ok(tc::permute_cols(dx.p, rows, cols, dp.p, d_o.p, 0, xCols), "permute_cols")) return;
   auto o = d_o.down();
   ErrStats st;
   for (int r = 0; r < rows; r++)
-    for (int i = 0; i < cols; i++) st.add(o[(size_t)r * cols + i], x[(size_t)r * cols + perm[i]]);
-  record("permute_cols", fmt("rows %d cols %d", rows, cols), st, 0.0);
+    for (int i = 0; i < cols; i++) st.add(o[(size_t)r * cols + i], x[(size_t)r * xc + perm[i]]);
+  record("permute_cols", fmt("rows %d cols %d of %d", rows, cols, xc), st, 0.0);
 }
 
 // The same permutation on a prepared decode input (xprep.cuh: hi/lo columns up to 8 tokens, one column up to 16).
@@ -583,6 +586,7 @@ int main(int argc, char** argv) {
   check_embedding(rng, 37, 1000, 4096), check_embedding(rng, 5, 100, 33);
   check_embedding(rng, 64, 1000, 4096, 500, 250), check_embedding(rng, 40, 100, 33, 0, 50);
   check_permute_cols(rng, 1, 4096), check_permute_cols(rng, 37, 11008), check_permute_cols(rng, 3, 33);
+  check_permute_cols(rng, 1, 2048, 4096), check_permute_cols(rng, 19, 2752, 11008);
   check_permute_xprep(rng, 1, 4096), check_permute_xprep(rng, 8, 11008), check_permute_xprep(rng, 13, 256);
   for (bool embed : {false, true})
     for (int dim : {256, 4096, 8192}) check_norm_xp_map(rng, dim == 256 ? 13 : 1, dim, embed);

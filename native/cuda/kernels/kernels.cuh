@@ -163,9 +163,11 @@ cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, fl
 
 /**
  * out (rows, cols) = x with its columns permuted: out[r][i] = x[r][perm[i]]. The input of an act-order int4 weight,
- * whose columns are stored in group order (perm: a permutation of 0..cols-1; out must not alias x).
+ * whose columns are stored in group order (perm: a permutation of 0..cols-1; out must not alias x). xCols (0: cols):
+ * x's row width when perm picks cols distinct columns of a wider input (a row-parallel act-order shard).
  */
-cudaError_t permute_cols(const float* x, int rows, int cols, const int32_t* perm, float* out, cudaStream_t stream);
+cudaError_t permute_cols(const float* x, int rows, int cols, const int32_t* perm, float* out, cudaStream_t stream,
+                         int xCols = 0);
 
 /**
  * The same permutation on a prepared input (xprep.cuh) of m <= 16 tokens: column i of out is column perm[i] of xp,

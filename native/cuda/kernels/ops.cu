@@ -43,10 +43,10 @@ __global__ void embedding_kernel(const int32_t* __restrict__ ids, const float* _
 
 // ---------------------------------------------------------------- permute_cols
 // Act-order int4 weights (GPTQ desc_act) store their columns in group order: their input is x gathered by perm.
-__global__ void permute_cols_kernel(const float* __restrict__ x, int rows, int cols, const int32_t* __restrict__ perm,
-                                    float* __restrict__ out) {
+__global__ void permute_cols_kernel(const float* __restrict__ x, int rows, int cols, int xCols,
+                                    const int32_t* __restrict__ perm, float* __restrict__ out) {
   for (int r = blockIdx.y; r < rows; r += gridDim.y) {
-    const float* src = x + (size_t)r * cols;
+    const float* src = x + (size_t)r * xCols;
     float* dst = out + (size_t)r * cols;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < cols; i += gridDim.x * blockDim.x)
       dst[i] = src[__ldg(perm + i)];
@@ -306,12 +306,15 @@ cudaError_t embedding(const int32_t* ids, int n, const float* table, int dim, fl
   return cudaGetLastError();
 }
 
-cudaError_t permute_cols(const float* x, int rows, int cols, const int32_t* perm, float* out, cudaStream_t stream) {
-  if (rows < 0 || cols <= 0 || (rows > 0 && (!x || !perm || !out || x == out))) return cudaErrorInvalidValue;
+cudaError_t permute_cols(const float* x, int rows, int cols, const int32_t* perm, float* out, cudaStream_t stream,
+                         int xCols) {
+  if (xCols == 0) xCols = cols;
+  if (rows < 0 || cols <= 0 || xCols < cols || (rows > 0 && (!x || !perm || !out || x == out)))
+    return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   constexpr int threads = 256;
   const dim3 grid((unsigned)std::min((cols + threads - 1) / threads, 64), (unsigned)std::min(rows, 65535));
-  permute_cols_kernel<<<grid, threads, 0, stream>>>(x, rows, cols, perm, out);
+  permute_cols_kernel<<<grid, threads, 0, stream>>>(x, rows, cols, xCols, perm, out);
   return cudaGetLastError();
 }
 

@@ -4,12 +4,13 @@
 // docs/quantization.md.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError, ModelLoadError } from "../../common/errors.js";
+import type { Int4Tensor } from "../../../native/index.js";
+import { ModelLoadError } from "../../common/errors.js";
 import type { Checkpoint } from "../../common/model/safetensors.js";
 import { unpackAwq } from "./formats/awq-format.js";
 import { unpackGptq } from "./formats/gptq-format.js";
 import { asFloat, asInt32 } from "./formats/packing.js";
-import { isTrivialGIdx, type QLinear, trivialGIdx } from "./qlinear.js";
+import { isTrivialGIdx, type QLinear, toInt4Tensor, trivialGIdx } from "./qlinear.js";
 
 export interface QuantConfig {
   method: "gptq" | "awq";
@@ -154,8 +155,27 @@ function parts(sh: QuantShard | undefined, G: number, method: "gptq" | "awq", pr
 
 /**
  * Reads `${prefix}.{qweight,qzeros,scales[,g_idx]}` of a linear with `out` outputs and `inF` inputs, or only the
- * bytes of one tensor-parallel shard of it (ranged reads; g_idx is read whole, it is one int32 per input).
+ * bytes of one tensor-parallel shard of it (ranged reads; g_idx is read whole, it is one int32 per input). A
+ * row-parallel shard of an act-order layer is read whole (readQuantInt4 keeps the rank's range).
  */
+/**
+ * readQuantLinear in the engine's int4 layout. A row-parallel (o, down) shard of an act-order GPTQ layer is the
+ * rank's range of whole groups in the stored (group-sorted) order: its columns come from anywhere in the input, so its perm indexes the whole input (permCols) and the engine gathers the input from every
+ * rank first. Each rank then holds 1 / tp of the layer, and the partial sums add up as for any row-parallel layer.
+ */
+export function readQuantInt4(
+  ckpt: Checkpoint,
+  prefix: string,
+  out: number,
+  inF: number,
+  qc: QuantConfig,
+  shard?: QuantShard,
+): Int4Tensor {
+  const t = readQuantLinear(ckpt, prefix, out, inF, qc, shard);
+  const keep = shard?.dim === 1 && shard.world > 1 && t.cols === inF && shard.end - shard.begin < inF;
+  return toInt4Tensor(t, prefix, keep ? { begin: shard.begin, end: shard.end } : undefined);
+}
+
 export function readQuantLinear(
   ckpt: Checkpoint,
   prefix: string,
@@ -183,9 +203,6 @@ export function readQuantLinear(
   const inS = shard?.dim === 1 ? shard.end - shard.begin : inF;
   if (qc.method === "gptq") {
     const why = `GPTQ 4-bit, group ${G}, ${out} outputs x ${inF} inputs`;
-    const qweight = asInt32(need(ckpt, `${prefix}.qweight`, ["I32"], [inF / 8, out], why, p.qweight));
-    const qzeros = asInt32(need(ckpt, `${prefix}.qzeros`, ["I32"], [groups, out / 8], why, p.qzeros));
-    const scales = readScales(ckpt, prefix, scaleShape, why, p.scales);
     let gIdx: Int32Array;
     if (ckpt.info(`${prefix}.g_idx`)) {
       gIdx = asInt32(need(ckpt, `${prefix}.g_idx`, ["I32"], [inF], why));
@@ -196,18 +213,16 @@ export function readQuantLinear(
     } else {
       gIdx = trivialGIdx(inF, G);
     }
-    if (shard?.dim === 1) {
-      // Row-parallel: each rank must hold whole groups of its own input columns. Act-order (a permuted g_idx)
-      // scatters a group's columns over the ranks; handling that (permuting the activations first) is not done.
-      if (!isTrivialGIdx(gIdx, G)) {
-        throw new ConfigError(
-          `${prefix}: this GPTQ checkpoint uses act-order (desc_act, a permuted g_idx), whose groups cannot be ` +
-            `split over the inputs of a row-parallel layer at --tp ${shard.world}; use --tp 1, or a checkpoint ` +
-            "quantized without act-order (desc_act false)",
-        );
-      }
-      gIdx = trivialGIdx(inS, G);
-    }
+    // Row-parallel act-order (a permuted g_idx): a group's columns are spread over the whole input, so the rank's
+    // share is a range of whole groups in the stored order instead (toInt4Tensor's keep, readQuantInt4), and the
+    // layer is read whole.
+    const wholeRows = shard?.dim === 1 && !isTrivialGIdx(gIdx, G);
+    const pr = wholeRows ? { qweight: undefined, qzeros: undefined, scales: undefined } : p;
+    const qweight = asInt32(need(ckpt, `${prefix}.qweight`, ["I32"], [inF / 8, out], why, pr.qweight));
+    const qzeros = asInt32(need(ckpt, `${prefix}.qzeros`, ["I32"], [groups, out / 8], why, pr.qzeros));
+    const scales = readScales(ckpt, prefix, scaleShape, why, pr.scales);
+    if (wholeRows) return unpackGptq({ qweight, qzeros, scales, gIdx }, outS, inF, G, qc.v2);
+    if (shard?.dim === 1) gIdx = trivialGIdx(inS, G); // whole groups of the rank's own columns
     return unpackGptq({ qweight, qzeros, scales, gIdx }, outS, inS, G, qc.v2);
   }
   const why = `AWQ gemm 4-bit, group ${G}, ${out} outputs x ${inF} inputs`;

@@ -75,30 +75,59 @@ export function groupOrder(t: QLinear, name: string): Int32Array | undefined {
   return perm;
 }
 
-/** The engine's int4 layout (native/index.ts); act-order layers carry the input permutation. */
-export function toInt4Tensor(t: QLinear, name: string): Int4Tensor {
+/** A range [begin, end) of whole groups of an act-order layer's stored (group-ordered) columns. */
+export interface StoredRange {
+  begin: number;
+  end: number;
+}
+
+/**
+ * The engine's int4 layout (native/index.ts); act-order layers carry the input permutation. With `keep`, only that
+ * range of the stored columns (a row-parallel act-order shard): its perm picks them from the whole input (permCols).
+ */
+export function toInt4Tensor(t: QLinear, name: string, keep?: StoredRange): Int4Tensor {
   const perm = groupOrder(t, name);
-  const qweight = new Uint8Array((t.rows * t.cols) / 2);
+  const G = t.groupSize;
+  const b = keep?.begin ?? 0;
+  const n = (keep?.end ?? t.cols) - b;
+  if (keep && (!perm || b % G !== 0 || n % G !== 0 || n <= 0 || b + n > t.cols)) {
+    throw new ModelLoadError(
+      `${name}: internal: stored columns [${b}, ${b + n}) are not whole groups of an act-order layer`,
+    );
+  }
+  const qweight = new Uint8Array((t.rows * n) / 2);
   for (let r = 0; r < t.rows; r++) {
     const src = r * t.cols;
-    for (let i = 0; i < t.cols; i += 2) {
-      const a = t.q[src + (perm ? perm[i]! : i)]!;
-      const b = t.q[src + (perm ? perm[i + 1]! : i + 1)]!;
-      qweight[(src + i) >> 1] = a | (b << 4);
+    const dst = r * n;
+    for (let i = 0; i < n; i += 2) {
+      const a = t.q[src + (perm ? perm[b + i]! : b + i)]!;
+      const c = t.q[src + (perm ? perm[b + i + 1]! : b + i + 1)]!;
+      qweight[(dst + i) >> 1] = a | (c << 4);
     }
   }
+  // Stored group j holds the columns of g_idx j (groupOrder sorts by it), so a range keeps groups b/G.. of each row.
+  const groups = t.cols / G;
+  const slice = <A extends Float32Array | Uint8Array>(v: A, make: (k: number) => A): A => {
+    if (!keep) return v;
+    const k = n / G;
+    const o = make(t.rows * k);
+    for (let r = 0; r < t.rows; r++) o.set(v.subarray(r * groups + b / G, r * groups + b / G + k), r * k);
+    return o;
+  };
+  const zeros = slice(t.zeros, (k) => new Uint8Array(k));
   let symmetric = true;
-  for (let i = 0; i < t.zeros.length && symmetric; i++) symmetric = t.zeros[i] === 8;
+  for (let i = 0; i < zeros.length && symmetric; i++) symmetric = zeros[i] === 8;
   const out: Int4Tensor = {
     kind: "int4",
     rows: t.rows,
-    cols: t.cols,
-    groupSize: t.groupSize,
+    cols: n,
+    groupSize: G,
     qweight,
-    scales: t.scales,
+    scales: slice(t.scales, (k) => new Float32Array(k)),
   };
-  if (!symmetric) out.zeros = t.zeros;
-  if (perm) out.perm = perm;
+  if (!symmetric) out.zeros = zeros;
+  if (perm) out.perm = keep ? perm.slice(b, b + n) : perm;
+  if (keep) out.permCols = t.cols;
   return out;
 }
 
