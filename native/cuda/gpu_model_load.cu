@@ -128,7 +128,8 @@ void CudaModel::finalize() {
   const size_t maxT = (size_t)std::max(o_.maxBatchTokens, 16);
   if (permCols) {
     permX_.reserve(maxT * permCols);
-    permXp_.reserve(cuda::xprep_halves(16, (int)((permCols + 63) / 64 * 64)));
+    // The prepared input is gathered only in a group: on one GPU its producers write it in the weight's order.
+    if (comm_) permXp_.reserve(cuda::xprep_halves(16, (int)((permCols + 63) / 64 * 64)));
   }
   if (wideCols) wideIn_.reserve(maxT * wideCols), wideWs_.reserve(maxT * wideCols);
   graphs_.clear();
