@@ -26,15 +26,6 @@ namespace tc = tpserve::cuda;
 
 namespace {
 
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char b[256];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(b, sizeof b, f, ap);
-  va_end(ap);
-  return b;
-}
 
 // ---------------------------------------------------------------- CPU port of sampler.ts
 uint64_t mix64(uint64_t z) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +15,17 @@
 #include "kernels/ptx.cuh"
 
 namespace tpserve::check {
+
+/** printf into a std::string (check names and shapes; 255 characters at most). */
+inline std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+inline std::string fmt(const char* f, ...) {
+  char b[256];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(b, sizeof b, f, ap);
+  va_end(ap);
+  return b;
+}
 
 /** Prints file:line and the CUDA error, then returns 1 from the enclosing function (int-returning). */
 #define CUDA_CHECK(expr)                                                                              \

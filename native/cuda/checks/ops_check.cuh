@@ -84,14 +84,5 @@ bool launch_ok(cudaError_t e, const char* what) {
   }
   return true;
 }
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char b[256];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(b, sizeof b, f, ap);
-  va_end(ap);
-  return b;
-}
 
 }  // namespace ops_check

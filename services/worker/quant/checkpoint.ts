@@ -154,14 +154,10 @@ function parts(sh: QuantShard | undefined, G: number, method: "gptq" | "awq", pr
 }
 
 /**
- * Reads `${prefix}.{qweight,qzeros,scales[,g_idx]}` of a linear with `out` outputs and `inF` inputs, or only the
- * bytes of one tensor-parallel shard of it (ranged reads; g_idx is read whole, it is one int32 per input). A
- * row-parallel shard of an act-order layer is read whole (readQuantInt4 keeps the rank's range).
- */
-/**
  * readQuantLinear in the engine's int4 layout. A row-parallel (o, down) shard of an act-order GPTQ layer is the
- * rank's range of whole groups in the stored (group-sorted) order: its columns come from anywhere in the input, so its perm indexes the whole input (permCols) and the engine gathers the input from every
- * rank first. Each rank then holds 1 / tp of the layer, and the partial sums add up as for any row-parallel layer.
+ * rank's range of whole groups in the stored (group-sorted) order: its columns come from anywhere in the input, so
+ * its perm indexes the whole input (permCols) and the engine gathers the input from every rank first. Each rank
+ * then holds 1 / tp of the layer, and the partial sums add up as for any row-parallel layer.
  */
 export function readQuantInt4(
   ckpt: Checkpoint,
@@ -176,6 +172,11 @@ export function readQuantInt4(
   return toInt4Tensor(t, prefix, keep ? { begin: shard.begin, end: shard.end } : undefined);
 }
 
+/**
+ * Reads `${prefix}.{qweight,qzeros,scales[,g_idx]}` of a linear with `out` outputs and `inF` inputs, or only the
+ * bytes of one tensor-parallel shard of it (ranged reads; g_idx is read whole, it is one int32 per input). A
+ * row-parallel shard of an act-order layer is read whole (readQuantInt4 keeps the rank's range).
+ */
 export function readQuantLinear(
   ckpt: Checkpoint,
   prefix: string,
