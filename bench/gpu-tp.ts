@@ -14,7 +14,9 @@
 // --tps 1,2 (default: 1, 2, 4, 8 up to the GPUs visible), --parts equality,decode,e2e,failure (default all),
 // --models llama-2-7b,llama-2-70b,llama-3-70b (the decode runs; default the first two), --paths auto,nccl,skip
 // (the decode runs' collectives: p2p and NCCL above its cap, NCCL alone, skipped; default all), --batches 1,32,
-// --variants (below).
+// --variants (below), --act-order (the decode runs' dummy decoder linears act-order: column-parallel ones with a
+// permutation of their input, o's and down's shards with their range of the whole layer's, their input gathered from
+// every rank first, as act-order GPTQ checkpoints load).
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
@@ -46,7 +48,7 @@ if (childArg) {
   process.exit(0);
 }
 
-const f = new Flags(process.argv.slice(2), ["quick"]);
+const f = new Flags(process.argv.slice(2), ["act-order", "quick"]);
 const bandwidth = f.float("bandwidth", 0, 0, 1e5);
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-tp-latest.json"));
 const quick = f.bool("quick");
@@ -61,6 +63,7 @@ const pathsFlag = new Set(f.string("paths", "auto,nccl,skip").split(","));
 // (after the runs above, in the same process).
 const variantsFlag = f.string("variants", "");
 const batches = f.string("batches", "1,32").split(",").map(Number);
+const actOrder = f.bool("act-order");
 f.rejectUnknown();
 
 function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
@@ -355,6 +358,7 @@ for (const run of parts.has("decode")
       groupSize: run.groupSize,
       numPages: 32 * 10 + 2,
       maxBatchTokens: 2048,
+      ...(actOrder ? { dummyActOrder: true } : {}),
     },
   });
   for (const row of r.rows) {

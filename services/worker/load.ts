@@ -153,7 +153,19 @@ class DummySource {
   }
 }
 
-function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySource, actOrder = false): Int4Tensor {
+/**
+ * Random int4 weights. actOrder: the fixed permutation of dummyPerm; for a row-parallel shard (`inputs`, at tp > 1)
+ * its range of the whole layer's permutation, which picks from the whole input (permCols), as an act-order
+ * checkpoint's o and down shards load (quant/checkpoint.ts, readQuantInt4).
+ */
+function dummyInt4(
+  rows: number,
+  cols: number,
+  opts: LoadOptions,
+  src: DummySource,
+  actOrder = false,
+  inputs?: { begin: number; end: number; whole: number },
+): Int4Tensor {
   const qweight = src.randomBytes((rows * cols) / 2);
   const groups = (rows * cols) / opts.groupSize;
   const scales = new Float32Array(groups);
@@ -161,7 +173,12 @@ function dummyInt4(rows: number, cols: number, opts: LoadOptions, src: DummySour
   for (let i = 0; i < groups; i++) scales[i] = (DUMMY_STD / 7) * (0.9 + (jitter[i]! / 255) * 0.2);
   const t: Int4Tensor = { kind: "int4", rows, cols, groupSize: opts.groupSize, qweight, scales };
   if (!opts.symmetric) t.zeros = new Uint8Array(groups).fill(8);
-  if (actOrder) t.perm = dummyPerm(cols);
+  if (actOrder && inputs && inputs.whole > cols) {
+    t.perm = dummyPerm(inputs.whole).slice(inputs.begin, inputs.end);
+    t.permCols = inputs.whole;
+  } else if (actOrder) {
+    t.perm = dummyPerm(cols);
+  }
   return t;
 }
 
@@ -220,7 +237,7 @@ function fromCheckpoint(
   return { kind: "dense", dtype: NATIVE_DTYPE[raw.dtype], shape: raw.shape, data: raw.data };
 }
 
-function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource, shape: number[]): WeightTensor {
+function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource, shape: number[], slice?: Slice): WeightTensor {
   const n = shape.reduce((a, b) => a * b, 1);
   if (spec.linear && opts.quantization === "nf4") {
     const [rows, cols] = shape as [number, number];
@@ -228,7 +245,8 @@ function dummy(spec: TensorSpec, opts: LoadOptions, src: DummySource, shape: num
   }
   if (spec.linear && opts.quantization === "int4") {
     const [rows, cols] = shape as [number, number];
-    return dummyInt4(rows, cols, opts, src, opts.dummyActOrder === true && spec.name.startsWith("layers."));
+    const inputs = slice?.dim === 1 ? { begin: slice.begin, end: slice.end, whole: spec.shape[1]! } : undefined;
+    return dummyInt4(rows, cols, opts, src, opts.dummyActOrder === true && spec.name.startsWith("layers."), inputs);
   }
   // Stored as bf16, like the checkpoints dummy weights stand in for (and half the bytes to hand over).
   const values = shape.length === 1 ? new Float32Array(n).fill(1) : src.normal(n);
@@ -267,7 +285,9 @@ export function loadWeights(engine: Engine, opts: LoadOptions): LoadSummary {
     for (let i = 0; i < specs.length; i++) {
       const spec = specs[i]!;
       const slice = shardSlice(spec, cfg, tp);
-      const t = ckpt ? fromCheckpoint(ckpt, spec, opts, slice, qc) : dummy(spec, opts, src!, sliceShape(spec, slice));
+      const t = ckpt
+        ? fromCheckpoint(ckpt, spec, opts, slice, qc)
+        : dummy(spec, opts, src!, sliceShape(spec, slice), slice);
       engine.setTensor(spec.name, t);
       tensors++;
       bytes += tensorBytes(t);

@@ -233,6 +233,39 @@ describe("loadWeights", () => {
     expect(t?.kind === "int4" && t.perm).toBeFalsy();
   });
 
+  it("at tp 2, dummy act-order o and down shards are ranges of the whole layer's permutation (permCols)", () => {
+    const c = small();
+    const perms = new Map<string, number[]>();
+    for (const rank of [0, 1]) {
+      const q = new FakeEngine();
+      const opts = {
+        loadFormat: "dummy",
+        quantization: "int4",
+        groupSize: 32,
+        dummyActOrder: true,
+        tp: { rank, world: 2 },
+      } as const;
+      loadWeights(q, asStored(c, opts));
+      for (const [name, whole] of [
+        ["layers.1.o", 64],
+        ["layers.1.down", 128],
+      ] as const) {
+        const t = q.tensors.get(name);
+        if (t?.kind !== "int4" || !t.perm) throw new Error(`${name}: expected an act-order int4 shard`);
+        expect([t.cols, t.permCols]).toEqual([whole / 2, whole]);
+        perms.set(name, [...(perms.get(name) ?? []), ...t.perm]);
+      }
+      const gate = q.tensors.get("layers.1.gate");
+      expect(gate?.kind === "int4" && gate.permCols).toBeFalsy(); // column-parallel: the whole input on every rank
+    }
+    for (const [name, p] of perms) {
+      expect(
+        [...p].sort((a, b) => a - b),
+        name,
+      ).toEqual(Array.from({ length: p.length }, (_, i) => i));
+    }
+  });
+
   it("needs a directory for safetensors", () => {
     expect(() => loadWeights(new FakeEngine(), asStored(small(), {}))).toThrow(ConfigError);
   });
