@@ -29,6 +29,7 @@ export class RouterMetrics {
   readonly stepDuration: Histogram<"phase">;
   readonly forward: Histogram<"phase">;
   readonly preemptions: Counter;
+  readonly retries: Counter;
   readonly prefixQueries: Counter;
   readonly prefixHits: Counter;
 
@@ -110,6 +111,11 @@ export class RouterMetrics {
     this.preemptions = new Counter({
       name: "tpserve_num_preemptions_total",
       help: "Sequences preempted (pages freed, recomputed later)",
+      registers,
+    });
+    this.retries = new Counter({
+      name: "tpserve_request_retries_total",
+      help: "Requests moved to another worker group after theirs went out of service before their first token",
       registers,
     });
     this.prefixQueries = new Counter({

@@ -47,6 +47,10 @@ interface ActiveRequest {
   completionTokens: number;
   preemptions: number;
   done: boolean;
+  /** What a retry on another group needs (retryElsewhere), and the retries so far. */
+  promptIds: readonly number[];
+  maxNewTokens: number;
+  retries: number;
   /** performance.now() at arrival, at the step that first ran it, at the last token. */
   arrival: number;
   scheduledAt?: number;
@@ -63,6 +67,8 @@ export interface RouterCounters {
   /** Prompt tokens looked up in the prefix cache, and of those found cached. */
   prefixQueryTokens: number;
   prefixHitTokens: number;
+  /** Requests moved to another group after theirs failed before their first token (retryElsewhere). */
+  requestsRetried: number;
 }
 
 export class Router {
@@ -73,6 +79,7 @@ export class Router {
     promptTokens: 0,
     prefixQueryTokens: 0,
     prefixHitTokens: 0,
+    requestsRetried: 0,
   };
   readonly metrics: RouterMetrics;
   /** Where prefixes are cached, cluster-wide (fed by KV events); prefix-aware routing reads it. */
@@ -337,6 +344,9 @@ export class Router {
         completionTokens: 0,
         preemptions: 0,
         done: false,
+        promptIds,
+        maxNewTokens: norm.maxNewTokens,
+        retries: 0,
         arrival: performance.now(),
         ...(this.cfg.logPrompts && req.prompt === "text" ? { promptText: req.text } : {}),
       };
@@ -507,6 +517,7 @@ export class Router {
     for (const id of ids) {
       const a = this.active.get(id);
       if (!a || a.done) continue;
+      if (code === "UNAVAILABLE" && this.retryElsewhere(a, message)) continue;
       a.done = true;
       this.release(a);
       this.metrics.requests.inc({ finished_reason: code });
@@ -516,6 +527,28 @@ export class Router {
       const grpcCode = retryable ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
       a.call.fail(grpcCode, `${code}: ${message}`);
     }
+  }
+
+  /**
+   * A request whose group went out of service (a dead or hung worker) before the request produced a token runs
+   * again on another healthy group: nothing reached the client yet, so the client sees one stream. At most once, and
+   * not when the group is only short of pages. A request that already streamed tokens fails with UNAVAILABLE as
+   * before (the client retries it).
+   */
+  private retryElsewhere(a: ActiveRequest, why: string): boolean {
+    if (a.completionTokens > 0 || a.retries > 0 || a.group.healthy || this.draining) return false;
+    const group = this.pickGroup(a.promptIds);
+    if (!group || group === a.group) return false;
+    const from = a.group.name;
+    a.group = group;
+    a.retries++;
+    a.scheduledAt = undefined;
+    this.counters.requestsRetried++;
+    this.metrics.retries.inc();
+    this.log.info({ request_id: a.requestId, from, to: group.name, why }, "request moved to another worker group");
+    group.scheduler.add({ id: a.seqId, promptTokens: a.promptIds, maxNewTokens: a.maxNewTokens });
+    group.kick();
+    return true;
   }
 }
 
