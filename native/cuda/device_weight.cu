@@ -78,7 +78,7 @@ void uploadWeight(DWeight& d, const Weight& w, bool bf16, cuda::Int4RowOrder ord
     d.q.upload(w.q.data(), w.q.size()), d.scales.upload(w.scales.data(), w.scales.size());
     if (!w.perm.empty()) {
       d.perm.upload(w.perm.data(), w.perm.size());
-      d.permCols = w.permCols ? w.permCols : w.cols;
+      d.permCols = w.inputCols();
       if (!d.wideInput()) {
         std::vector<int32_t> inv(w.perm.size());
         for (size_t i = 0; i < w.perm.size(); i++) inv[(size_t)w.perm[i]] = (int32_t)i;

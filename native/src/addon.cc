@@ -41,7 +41,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       else toFloat32(t, "matmul w", w.f);
       w.rows = (int)t.shape[0], w.cols = (int)t.shape[1];
     }
-    const size_t in = (size_t)(w.permCols ? w.permCols : w.cols);  // an act-order shard reads a wider input
+    const size_t in = (size_t)w.inputCols();
     if (x.ElementLength() != (size_t)m * in)
       fail("NATIVE_SHAPE", "matmul: x has " + std::to_string(x.ElementLength()) + " elements, expected m * in = " +
                                std::to_string((size_t)m * in));

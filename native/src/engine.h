@@ -95,6 +95,8 @@ struct Weight {
   std::vector<int32_t> perm;  // int4 act-order: stored column i multiplies x[perm[i]] (empty: identity)
   int permCols = 0;  // the input width perm picks from: cols, or the whole input of a row-parallel act-order shard
   Nf4Data nf4;                // NF4 weights (nf4.present); codes live in q (nf4.cc)
+  /** The width of the input this weight reads: permCols for an act-order shard that picks from a wider one. */
+  int inputCols() const { return permCols ? permCols : cols; }
   Int4View view() const { return {q.data(), scales.data(), zeros.empty() ? nullptr : zeros.data(), rows, cols, group}; }
   size_t bytes() const {
     return f.size() * 4 + b.size() * 2 + q.size() + scales.size() * 4 + zeros.size() + perm.size() * 4 + nf4.bytes();
@@ -271,6 +273,8 @@ class Engine {
   /** The input of a row-parallel weight, T rows of this rank's columns: as is, or for a row-parallel act-order shard
    * (permCols wider than cols) every rank's columns gathered side by side into whole rows (engine_tp.cc). */
   const float* gatherInput(const Weight& w, const float* local, int T);
+  /** out (rows, world * cols) = every rank's local (rows, cols) side by side; scratch holds world * rows * cols. */
+  void gatherCols(const float* local, int rows, size_t cols, float* out, float* scratch);
   void matmuls(const float* x, int m, const Job* jobs, int n);
   void requireReady() const;
   /** int8 KV pool (kv_int8.cc): write one token's K and V at float offset `off` of layer l; a layer's view. */

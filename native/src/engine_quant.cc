@@ -34,7 +34,7 @@ void loadPerm(const TensorIn& t, const std::string& prefix, Weight& w) {
 
 const float* permuteInput(const Weight& w, const float* x, int m, std::vector<float>& buf) {
   if (w.perm.empty()) return x;
-  const size_t k = (size_t)w.cols, src = (size_t)(w.permCols ? w.permCols : w.cols);
+  const size_t k = (size_t)w.cols, src = (size_t)w.inputCols();
   if (buf.size() < (size_t)m * k) buf.resize((size_t)m * k);
   for (int t = 0; t < m; t++) {
     const float* xr = x + (size_t)t * src;

@@ -154,23 +154,24 @@ void Engine::lmHead(int rows, float* out) {
   const Job head[1] = {{w, lmLocal_.data()}};  // (rows, vocab / world): this rank's logits columns
   matmuls(h_.data(), rows, head, 1);
   tick(kLmHead);
-  const size_t vl = (size_t)ls_.vocab, V = (size_t)o_.s.vocab;
-  comm_->allGather(lmLocal_.data(), (size_t)rows * vl * sizeof(float), gathered_.data());  // (world, rows, vl)
+  gatherCols(lmLocal_.data(), rows, (size_t)ls_.vocab, out, gathered_.data());
+}
+
+void Engine::gatherCols(const float* local, int rows, size_t cols, float* out, float* scratch) {
+  const size_t full = cols * (size_t)world_;
+  comm_->allGather(local, (size_t)rows * cols * sizeof(float), scratch);  // (world, rows, cols)
   for (int j = 0; j < world_; j++)
     for (int r = 0; r < rows; r++)
-      std::memcpy(out + (size_t)r * V + (size_t)j * vl, &gathered_[((size_t)j * rows + r) * vl], vl * sizeof(float));
+      std::memcpy(out + (size_t)r * full + (size_t)j * cols, scratch + ((size_t)j * rows + r) * cols,
+                  cols * sizeof(float));
   tick(kTpComm);
 }
 
 const float* Engine::gatherInput(const Weight& w, const float* local, int T) {
   if (w.permCols <= w.cols) return local;
-  const size_t c = (size_t)w.cols, full = (size_t)w.permCols;
-  if (wideParts_.size() < (size_t)T * full) wideParts_.resize((size_t)T * full), wideIn_.resize((size_t)T * full);
-  comm_->allGather(local, (size_t)T * c * sizeof(float), wideParts_.data());  // (world, T, c)
-  for (int j = 0; j < world_; j++)
-    for (int t = 0; t < T; t++)
-      std::memcpy(&wideIn_[(size_t)t * full + (size_t)j * c], &wideParts_[((size_t)j * T + t) * c], c * sizeof(float));
-  tick(kTpComm);
+  const size_t full = (size_t)T * (size_t)w.permCols;
+  if (wideParts_.size() < full) wideParts_.resize(full), wideIn_.resize(full);
+  gatherCols(local, T, (size_t)w.cols, wideIn_.data(), wideParts_.data());
   return wideIn_.data();
 }
 
