@@ -262,8 +262,8 @@ void Engine::setTensor(const std::string& name, const TensorIn& t) {
       fail("NATIVE_SHAPE", "tensor '" + name + "' is " + shapeStr(t.rows, t.cols) + ", expected " + shapeStr(r, c));
     loadInt4(t, name, tmp);
     if (tmp.permCols > tmp.cols) {  // a row-parallel act-order shard: its perm picks from the whole input
-      const bool rowParallel = name.size() > 5 && (name.compare(name.size() - 2, 2, ".o") == 0 ||
-                                                    name.compare(name.size() - 5, 5, ".down") == 0);
+      bool rowParallel = false;
+      for (const Layer& L : layers_) rowParallel = rowParallel || w == &L.o || w == &L.down;
       if (!rowParallel || world_ < 2 || tmp.permCols != c * world_)
         fail("NATIVE_SHAPE", "tensor '" + name + "': permCols " + std::to_string(tmp.permCols) +
                                  " is only for o and down at tp > 1, as cols x tp = " + std::to_string(c * world_));
