@@ -29,6 +29,15 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr unsigned kFull = 0xffffffffu;
 
+// K and V rows through L2 only (ld.global.cg): decode attention may read the older rows before pdl_wait()
+// (attention_decode_kernel's kvEarly), and a line it brought into L1 then could hold a stale copy of the newest row.
+__device__ __forceinline__ uint2 ld_kv4_l2(const kv_t* p) { return __ldcg(reinterpret_cast<const uint2*>(p)); }
+template <int VPL>
+__device__ __forceinline__ uint2 ld_v_l2(const kv_t* p) {
+  if constexpr (VPL == 4) return ld_kv4_l2(p);
+  else return make_uint2(__ldcg(reinterpret_cast<const uint32_t*>(p)), 0u);
+}
+
 // ---------------------------------------------------------------- decode
 constexpr int kDecWarps = 4;
 constexpr int kChunk = 16;                   // tokens per warp step
@@ -56,7 +65,7 @@ DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
   return {ws, ws + n * D, ws + n * D + n};
 }
 
-template <int D, int HPB, int NW = kDecWarps>
+template <int D, int HPB, int NW = kDecWarps, bool EARLY = false>
 __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
     const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
@@ -76,8 +85,9 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
 
   pdl_trigger();
   // The sequence layout and the block table come from the host copies at the start of the step, complete before
-  // any kernel of the step starts, so they are read before pdl_wait() (docs/gpu-runs.md run 40); after it only q and
-  // the cache rows (the QKV epilogue just wrote this step's row), K and V of a chunk together.
+  // any kernel of the step starts, so they are read before pdl_wait() (docs/gpu-runs.md run 40); after it q and the
+  // cache rows (the QKV epilogue just wrote this step's row), K and V of a chunk together, or with kvEarly the first
+  // chunk's rows before it and only the newest row after it (below).
   const int seq = blockIdx.z, part = blockIdx.x;
   const int qs = queryStart[seq];
   if (queryStart[seq + 1] - qs != 1) return;
@@ -113,6 +123,31 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
   if (cFirst < end) rows(cFirst);
   // O's prepared input through an act-order map: this thread's first output column's place, a constant, read now.
   const int xc0 = xpOut && xpMap && (int)threadIdx.x < HPB * D ? __ldg(xpMap + h0 * D + threadIdx.x) : -1;
+  // Every K and V load of chunk c0 (rows from the last rows() call; past the end zeroed by a select) is issued
+  // before any is converted.
+  const auto issue = [&](int c0, uint2 (&kr)[U][NF4], uint2 (&vr)[kChunk]) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const kv_t* kp = kCache + (size_t)kRow[u] * kvd + (size_t)kvh * D;
+#pragma unroll
+      for (int i = 0; i < NF4; i++) {
+        const uint2 r = ld_kv4_l2(kp + 4 * (sub + TPT * i));
+        kr[u][i] = c0 + u * TPI + ti < end ? r : make_uint2(0u, 0u);
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kChunk; t++) {
+      const kv_t* vp = vCache + (size_t)vRow[t] * kvd + (size_t)kvh * D + lane * VPL;
+      const uint2 r = ld_v_l2<VPL>(vp);
+      vr[t] = c0 + t < end ? r : make_uint2(0u, 0u);
+    }
+  };
+  // EARLY: the first chunk's loads go out before pdl_wait(): every row but the newest (position ctx - 1, which this
+  // step's QKV epilogue writes) comes from earlier steps. Those loads skip L1 (ld.global.cg), so the newest row,
+  // read again after the wait, cannot come from a line fetched before it.
+  uint2 kr[U][NF4], vr[kChunk];
+  const bool early = EARLY && cFirst < end;
+  if (early) issue(cFirst, kr, vr);
   pdl_wait();
 
   float4 qv[HPB][NF4];
@@ -133,27 +168,6 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
     for (int e = 0; e < VPL; e++) acc[h][e] = 0.f;
   }
 
-  // Every K and V load of chunk c0 (rows from the last rows() call; past the end zeroed by a select) is issued
-  // before any is converted.
-  const auto issue = [&](int c0, uint2 (&kr)[U][NF4], uint2 (&vr)[kChunk]) {
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const kv_t* kp = kCache + (size_t)kRow[u] * kvd + (size_t)kvh * D;
-#pragma unroll
-      for (int i = 0; i < NF4; i++) {
-        const uint2 r = ld_kv4_raw(kp + 4 * (sub + TPT * i));
-        kr[u][i] = c0 + u * TPI + ti < end ? r : make_uint2(0u, 0u);
-      }
-    }
-#pragma unroll
-    for (int t = 0; t < kChunk; t++) {
-      const kv_t* vp = vCache + (size_t)vRow[t] * kvd + (size_t)kvh * D + lane * VPL;
-      uint2 r;
-      if constexpr (VPL == 4) r = ld_kv4_raw(vp);
-      else r = make_uint2(ld_kv2_raw(vp), 0u);
-      vr[t] = c0 + t < end ? r : make_uint2(0u, 0u);
-    }
-  };
   // Scores of the chunk's 16 tokens, the online softmax (per warp), then P·V (lane owns VPL dims).
   const auto compute = [&](int c0, const uint2 (&kr)[U][NF4], const uint2 (&vr)[kChunk]) {
     float s[U][HPB];
@@ -207,8 +221,27 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
     }
   };
 
-  for (int c0 = cFirst; c0 < end; c0 += kStride) {
-    uint2 kr[U][NF4], vr[kChunk];
+  const int newest = ctx - 1;
+  if (early && newest < end && newest < cFirst + kChunk) {  // the newest row again, now that it is written
+    const size_t row = (size_t)__ldg(bt + newest / blockSize) * blockSize + newest % blockSize;
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      if (cFirst + u * TPI + ti == newest) {
+        const kv_t* kp = kCache + row * kvd + (size_t)kvh * D;
+#pragma unroll
+        for (int i = 0; i < NF4; i++) kr[u][i] = ld_kv4_l2(kp + 4 * (sub + TPT * i));
+      }
+#pragma unroll
+    for (int t = 0; t < kChunk; t++)
+      if (cFirst + t == newest) vr[t] = ld_v_l2<VPL>(vCache + row * kvd + (size_t)kvh * D + lane * VPL);
+  }
+  int c0 = cFirst;
+  if (early) {
+    if (c0 + kStride < end) rows(c0 + kStride);
+    compute(c0, kr, vr);
+    c0 += kStride;
+  }
+  for (; c0 < end; c0 += kStride) {
     issue(c0, kr, vr);
     if (c0 + kStride < end) rows(c0 + kStride);  // the next chunk's rows while this one computes
     compute(c0, kr, vr);
@@ -454,12 +487,20 @@ bool wide_on() {
   return on;
 }
 
-template <int D, int HPB, int NW = kDecWarps>
+// The one-pass (wide) decode attention with its first chunk of K/V rows loaded before pdl_wait()
+// (attention_decode_kernel's EARLY): Llama-2-7B's batch-1 step 0.016 ms shorter at TP = 1 on an H200, 0.003 at
+// TP = 2 (docs/gpu-runs.md run 71). TPSERVE_ATTN_EARLY=0 turns it off.
+bool kv_early_on() {
+  static const bool on = detail::env_on("TPSERVE_ATTN_EARLY");
+  return on;
+}
+
+template <int D, int HPB, int NW = kDecWarps, bool EARLY = false>
 cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
   dim3 grid(parts, a.heads / HPB, a.numSeqs);
-  return launch_pdl(attention_decode_kernel<D, HPB, NW>, grid, dim3(NW * 32), 0, stream, a.q, a.kCache, a.vCache,
-             a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks, a.blockSize, P,
-             parts, qScale, parts > 1 ? nullptr : a.xpOut, a.xpMap);
+  return launch_pdl(attention_decode_kernel<D, HPB, NW, EARLY>, grid, dim3(NW * 32), 0, stream, a.q, a.kCache,
+                    a.vCache, a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks,
+                    a.blockSize, P, parts, qScale, parts > 1 ? nullptr : a.xpOut, a.xpMap);
 }
 
 template <int D>
@@ -480,8 +521,10 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
         rows / hpbWide <= kWideMaxBlocks && wide_on()) {
       const DecodeWs none{};
       if constexpr (D == 64)
-        if (G % 2 == 0) return launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
-      return launch_decode<D, 1, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+        if (G % 2 == 0) return kv_early_on() ? launch_decode<D, 2, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
+                                             : launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+      return kv_early_on() ? launch_decode<D, 1, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
+                           : launch_decode<D, 1, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
     }
     const DecodeWs ws = decode_ws(a.workspace, rows, parts, D);
     const cudaError_t e = G % 4 == 0   ? launch_decode<D, 4>(a, P, parts, ws, qScale, stream)

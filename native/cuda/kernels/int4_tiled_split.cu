@@ -26,8 +26,9 @@ namespace {
 // One token (m = 1, x prepared as hi/lo columns), GC 64-column chunks a group, ZP: zero points present, KS warps:
 // this warp's sums over groups g0 + warp, g0 + warp + KS, ... < g0 + gn of tile rt into r4 (C fragment: rows g and
 // g + 8, columns 2t, 2t + 1; lane t = 0 holds the hi and lo columns). A two-slot register ring; the first group's
-// loads go out before pdl_wait(), then afterWait() runs (the caller's copies of inputs the previous kernel wrote).
-template <int GC, bool ZP, int KS, class AfterWait>
+// loads go out before pdl_wait() (with BOTH2, both slots': a warp of two groups then has its whole share in flight
+// before the wait), then afterWait() runs (the caller's copies of inputs the previous kernel wrote).
+template <int GC, bool ZP, int KS, bool BOTH2 = false, class AfterWait>
 __device__ __forceinline__ void one_token_groups(const __half* __restrict__ xp, const Int4Tiled& w, int rt, int g0,
                                                  int gn, float (&r4)[4], AfterWait&& afterWait) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -61,11 +62,13 @@ __device__ __forceinline__ void one_token_groups(const __half* __restrict__ xp, 
   using S0 = std::integral_constant<int, 0>;
   using S1 = std::integral_constant<int, 1>;
   if (U > 0) load(S0(), 0);
+  if constexpr (BOTH2)
+    if (U > 1) load(S1(), 1);
   pdl_trigger();
   pdl_wait();  // x comes from the previous kernel
   afterWait();
   for (int u = 0; u < U; u += 2) {
-    if (u + 1 < U) load(S1(), u + 1);
+    if (u + 1 < U && (!BOTH2 || u > 0)) load(S1(), u + 1);
     group(S0(), u);
     if (u + 1 < U) {
       if (u + 2 < U) load(S0(), u + 2);
@@ -106,7 +109,7 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restr
 //    RoPE factors) are read before the wait. 0.08 ms faster a Llama-2-7B step than the split halves and their finish
 //    kernel on an H200 (run 50).
 // The epilogue's inputs from the previous kernel (residual, y) are copied with cp.async while the main loop runs.
-template <int GC, bool ZP, int KS, bool PAIR, bool COMM>
+template <int GC, bool ZP, int KS, bool PAIR, bool COMM, bool B2 = false>
 __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, const Int4Tiled& w, float* __restrict__ y,
                                               const float* __restrict__ residual, const Int4Epilogue& ep) {
   __shared__ float red[KS][16];
@@ -124,7 +127,7 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
   // The exchange's slot, read by warp 1 while the main loop runs (the previous call's kernel is complete after
   // pdl_wait()), so warp 0 pushes as soon as the sums are in (docs/gpu-runs.md run 55).
   __shared__ Call commCall;
-  one_token_groups<GC, ZP, KS>(xp, w, rt, 0, (w.cols >> 6) / GC, r4, [&] {
+  one_token_groups<GC, ZP, KS, B2>(xp, w, rt, 0, (w.cols >> 6) / GC, r4, [&] {
     if (pair) {
       if (ep.ssqIn && warp == 0) rn = folded_rnorm(ep.ssqIn, ep.ssqParts, lane, ep.normCols, ep.eps);
       return;
@@ -188,11 +191,12 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
   }
 }
 
-template <int GC, bool ZP, int KS, bool PAIR, bool COMM = false>
+// B2: both ring slots loaded before pdl_wait() (one_token_groups' BOTH2; only the plain 16-warp form, TP = 1's O).
+template <int GC, bool ZP, int KS, bool PAIR, bool COMM = false, bool B2 = false>
 __global__ void __launch_bounds__(KS * 32) int4t_gemv_one(const __half* __restrict__ xp, Int4Tiled w,
                                                           float* __restrict__ y, const float* __restrict__ residual,
                                                           Int4Epilogue ep) {
-  gemv_one_body<GC, ZP, KS, PAIR, COMM>(xp, w, y, residual, ep);
+  gemv_one_body<GC, ZP, KS, PAIR, COMM, B2>(xp, w, y, residual, ep);
 }
 
 // The pair epilogue of a split GEMV: slot 0 + slot 1 of splitParts, times r of a folded norm, then pair_epilogue as
@@ -263,6 +267,13 @@ cudaError_t detail::gemv_one(const __half* xp, const Int4Tiled& w, float* y, con
   // Template arguments: group 64 (1 chunk) or 128 (2), zero points, warps, pair epilogue, the exchange (plain).
   const bool p = ep.kind != Int4Epilogue::kPlain, z = w.zeros != nullptr, g64 = w.group == 64;
   const bool c = !p && ep.comm.world > 1;
+  // Both ring slots' loads before pdl_wait() in the plain 16-warp form of group 128 (TP = 1's O: two groups a warp,
+  // its whole tile in flight while attention runs): Llama-2-7B's batch-1 step 0.008-0.012 ms shorter on an H200
+  // (docs/gpu-runs.md run 71). TPSERVE_T_EARLY2=0 turns it off.
+  static const bool both2 = detail::env_on("TPSERVE_T_EARLY2");
+  if (both2 && ks == 16 && !p && ep.comm.world <= 1 && !g64)
+    return z ? go(int4t_gemv_one<2, true, 16, false, false, true>, 16)
+             : go(int4t_gemv_one<2, false, 16, false, false, true>, 16);
 #define TPS_ONE(GC, KS)                                                                                     \
   return p ? (z ? go(int4t_gemv_one<GC, true, KS, true>, KS) : go(int4t_gemv_one<GC, false, KS, true>, KS)) \
          : c ? (z ? go(int4t_gemv_one<GC, true, KS, false, true>, KS)                                       \
