@@ -59,8 +59,8 @@ const parts = new Set(f.string("parts", "equality,decode,e2e,failure").split(","
 const models = new Set(f.string("models", "llama-2-7b,llama-2-70b").split(","));
 // Which decode runs: auto (p2p up to its cap, NCCL above), nccl (NCCL alone), skip (collectives skipped).
 const pathsFlag = new Set(f.string("paths", "auto,nccl,skip").split(","));
-// A/B settings: "label:ENV=v,ENV2=v;label2:..." runs Llama-2-7B at each TP > 1 of --tps again under each setting
-// (after the runs above, in the same process).
+// A/B settings: "label:ENV=v,ENV2=v;label2:..." runs Llama-2-7B at each TP of --tps (TP=1 too) again under each
+// setting (after the runs above, in the same process).
 const variantsFlag = f.string("variants", "");
 const batches = f.string("batches", "1,32").split(",").map(Number);
 const actOrder = f.bool("act-order");
@@ -334,7 +334,7 @@ for (const v of variantsFlag ? variantsFlag.split(";") : []) {
       .filter(Boolean)
       .map((kv) => kv.split(/=(.*)/s).slice(0, 2)),
   );
-  for (const tp of tpsSmall.filter((t) => t > 1))
+  for (const tp of tpsSmall)
     runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp), env, label: label! });
 }
 const speed: Record<string, unknown>[] = [];

@@ -157,9 +157,12 @@ class CudaModel : public GpuModel {
 
   DWeight* target(const std::string& name);
 
-  /** x (T rows of this rank's input columns) as w takes it: as is, or gathered from every rank into whole rows for a
-   * row-parallel act-order shard (DWeight::wideInput). */
-  const float* gatherInput(const DWeight& w, const float* x, int T);
+  /**
+   * x (T rows of this rank's input columns) as w takes it: as is, or, for a row-parallel act-order shard
+   * (DWeight::wideInput), gathered from every rank into whole rows (x then points at them). True when a decode
+   * input went instead straight into xp, gathered, in w's order and prepared (GpuComm::gatherPrepared).
+   */
+  bool gatherInput(const DWeight& w, const float*& x, int T, __half* xp);
   /** y = x W^T (+ residual). xpReady: xp_ holds x prepared for the tiled int4 GEMV (written by its producer). */
   void matmul(const float* x, const DWeight& w, float* y, int m, bool xpReady = false,
               const float* residual = nullptr, const cuda::Int4Epilogue& ep = cuda::Int4Epilogue(),

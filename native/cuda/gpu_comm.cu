@@ -244,6 +244,21 @@ void GpuComm::gatherCols(const float* local, int rows, int cols, float* out, flo
                          (size_t)cols * sizeof(float), (size_t)cols * sizeof(float), rows, cudaMemcpyDeviceToDevice, s));
 }
 
+bool GpuComm::gatherPrepared(const float* local, int rows, int cols, const int32_t* perm, int outCols, __half* xp,
+                             cudaStream_t s) {
+  const size_t n = (size_t)rows * cols;
+  // The three kernels of the unfused path in one: a Llama-2-7B act-order step at TP = 2 1.712 -> 1.372 ms on 2x H200
+  // (docs/gpu-runs.md run 71). TPSERVE_TP_GATHER_XPREP=0: the unfused path (A/B).
+  static const bool on = [] {
+    const char* e = std::getenv("TPSERVE_TP_GATHER_XPREP");
+    return !(e && e[0] == '0');
+  }();
+  if (!on || skip_ || !useP2p(n) || n > g_.cap || rows > 16 || outCols % 64) return false;
+  const cudaError_t e = cuda::p2p_gather_xprep(local, rows, cols, perm, outCols, xp, g_, s);
+  if (e != cudaSuccess) fail("NATIVE_CUDA", std::string("kernel p2p_gather_xprep failed: ") + cudaGetErrorString(e));
+  return true;
+}
+
 void GpuComm::wait(cudaStream_t s, cudaEvent_t until) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();

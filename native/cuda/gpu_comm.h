@@ -63,6 +63,14 @@ class GpuComm {
   }
   /** out (rows, world * cols) = every rank's `local` (rows, cols) side by side; `scratch` holds world*rows*cols. */
   void gatherCols(const float* local, int rows, int cols, float* out, float* scratch, cudaStream_t s);
+  /**
+   * A row-parallel act-order shard's decode input on the p2p path (cuda::p2p_gather_xprep): every rank's `local`
+   * (rows <= 16, cols) gathered, stored column i taking column perm[i] of the whole, into the prepared input xp
+   * (outCols columns). False, with nothing enqueued, where that path does not apply (NCCL, collectives skipped,
+   * larger messages, TPSERVE_TP_GATHER_XPREP=0): gatherCols and then the permute and prepare kernels.
+   */
+  bool gatherPrepared(const float* local, int rows, int cols, const int32_t* perm, int outCols, __half* xp,
+                      cudaStream_t s);
   /** Waits for `s` (or only until `until`, an event recorded on it) with the bounds described above. */
   void wait(cudaStream_t s, cudaEvent_t until = nullptr);
   /** "p2p (CUDA IPC) up to 2 MiB, NCCL 2.28.3 above". */

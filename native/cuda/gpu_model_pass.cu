@@ -98,9 +98,10 @@ void CudaModel::enqueue(const Ptrs& p) {
     if (prepO) a.xpOut = xp2_.p, a.xpMap = xpMap(Ly.o);
     if (!(ablate_ & kAblAttn)) checkLaunch(cuda::attention(a, stream_), "attention");
     mark(Engine::kAttention);
-    const float* oIn = gatherInput(Ly.o, att_.p, p.T);
-    if (foldHere) matmul(oIn, Ly.o, x_.p, p.T, prepO, nullptr, foldOut(Ly.mlpNorm.f.p, &Ly.gateUp), xp2_.p);
-    else if (!(ablate_ & kAblO)) matmul(oIn, Ly.o, tmp_.p, p.T, prepO, nullptr, cuda::Int4Epilogue(), xp2_.p);
+    const float* oIn = att_.p;
+    const bool oPrep = gatherInput(Ly.o, oIn, p.T, xp2_.p) || prepO;
+    if (foldHere) matmul(oIn, Ly.o, x_.p, p.T, oPrep, nullptr, foldOut(Ly.mlpNorm.f.p, &Ly.gateUp), xp2_.p);
+    else if (!(ablate_ & kAblO)) matmul(oIn, Ly.o, tmp_.p, p.T, oPrep, nullptr, cuda::Int4Epilogue(), xp2_.p);
     if (fold && comm_ && !fuseAr) foldReduce(Ly.mlpNorm.f.p);
     mark(Engine::kOProj);
     const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
@@ -121,13 +122,14 @@ void CudaModel::enqueue(const Ptrs& p) {
       checkLaunch(cuda::silu_mul(gu_.p, act_.p, p.T, s.inter, stream_, prepDown ? xp2_.p : nullptr), "silu_mul");
       mark(Engine::kSilu);
     }
-    const float* downIn = gatherInput(Ly.down, act_.p, p.T);
+    const float* downIn = act_.p;
+    const bool downPrep = gatherInput(Ly.down, downIn, p.T, xp2_.p) || prepDown;
     if (foldHere) {
       const bool last = l + 1 == s.layers;
-      matmul(downIn, Ly.down, x_.p, p.T, prepDown, nullptr,
+      matmul(downIn, Ly.down, x_.p, p.T, downPrep, nullptr,
              foldOut(last ? nullptr : layers_[l + 1].attnNorm.f.p, last ? nullptr : &layers_[l + 1].qkv), xp2_.p);
     } else if (!(ablate_ & kAblDown)) {
-      matmul(downIn, Ly.down, tmp_.p, p.T, prepDown, nullptr, cuda::Int4Epilogue(), xp2_.p);
+      matmul(downIn, Ly.down, tmp_.p, p.T, downPrep, nullptr, cuda::Int4Epilogue(), xp2_.p);
     }
     mark(Engine::kDown);
   }
@@ -192,11 +194,19 @@ void CudaModel::allReduce(float* x, size_t n) {
   mark(Engine::kTpComm);
 }
 
-const float* CudaModel::gatherInput(const DWeight& w, const float* x, int T) {
-  if (!w.wideInput()) return x;
+bool CudaModel::gatherInput(const DWeight& w, const float*& x, int T, __half* xp) {
+  if (!w.wideInput()) return false;
+  // Decode on the p2p path: gathered, permuted and prepared in one kernel, straight into xp (not for all-position
+  // passes, whose matmul reads x itself).
+  if (T <= 16 && !allLogits_ && w.kind == DWeight::kInt4Tiled && w.cols % 64 == 0 &&
+      comm_->gatherPrepared(x, T, w.cols, w.perm.p, w.cols, xp, stream_)) {
+    mark(Engine::kTpComm);
+    return true;
+  }
   comm_->gatherCols(x, T, w.cols, wideIn_.p, wideWs_.p, stream_);  // w.cols: this rank's input columns
   mark(Engine::kTpComm);
-  return wideIn_.p;
+  x = wideIn_.p;
+  return false;
 }
 
 void CudaModel::residualNorm(int T, bool residual, const float* w, __half* xp, int op, const int32_t* map) {
@@ -221,9 +231,10 @@ void CudaModel::matmul(const float* x, const DWeight& w, float* y, int m, bool x
   // decode-sized prepared input write it in that order (xpMap), so it is read as it is; in a group (whose
   // collectives write it in x's order) it is gathered first; without a prepared input x itself is gathered, and
   // the matmul prepares it. (Down's input comes in order from gate/up, whose rows take down's order at load.)
-  if (w.wideInput() && xpReady) fail("NATIVE_INTERNAL", "a row-parallel act-order shard takes its input gathered");
+  // A row-parallel act-order shard's prepared decode input comes in its order from gatherInput's fused kernel.
+  if (w.wideInput() && xpReady && m > 16) fail("NATIVE_INTERNAL", "a row-parallel act-order shard takes its input gathered");
   const bool decodeInput = xpReady && m <= 16;
-  const bool gather = w.perm.p && !(decodeInput && xpMap(w));  // else the producers wrote w's order
+  const bool gather = w.perm.p && !(decodeInput && (xpMap(w) || w.wideInput()));  // else already in w's order
   if (gather && decodeInput) {
     if (cuda::xprep_halves(m, w.cols) > permXp_.n) fail("NATIVE_INTERNAL", "act-order input buffer too small");
     checkLaunch(cuda::permute_xprep(xpIn ? xpIn : xp_.p, m, w.cols, w.perm.p, permXp_.p, stream_), "permute_xprep");

@@ -3,6 +3,8 @@
 // resets its share of the previous slot, then polls the other ranks' copies in its own buffer. The first polls of
 // all the copies a thread needs go out together (poll4_batch): one round trip to memory, not one per peer and
 // float4, which at 4 ranks and a 8192-wide row was six in a row.
+#include <algorithm>
+
 #include "allreduce.cuh"
 #include "block_reduce.cuh"
 #include "kernels.cuh"
@@ -81,6 +83,52 @@ __global__ void __launch_bounds__(kThreads) gather_cols_kernel(const float* loca
       }
       put(j, v);
     }
+  }
+  end_call(g, c, (uint32_t)n);
+}
+
+// p2p_gather_xprep: the push of gather_cols_kernel (grid-stride), then each thread's share of the (token, stored
+// column) entries, each read from its owner's copy (polled there) and prepared. perm is constant: its entries are
+// read before pdl_wait().
+__global__ void __launch_bounds__(kThreads) gather_xprep_kernel(const float* local, int rows, int cols,
+                                                                const int32_t* __restrict__ perm, int outCols,
+                                                                __half* xp, P2pGroup g) {
+  pdl_trigger();
+  const int stride = (int)(gridDim.x * blockDim.x), first = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+  const int total = rows * outCols;
+  const int src0 = first < total ? __ldg(perm + first % outCols) : 0;
+  pdl_wait();
+  const Call c = begin_call(g);
+  const size_t n = (size_t)rows * cols;
+  for (size_t idx = (size_t)first * 4; idx < n; idx += (size_t)stride * 4) {
+    const int cnt = (int)min((size_t)4, n - idx);
+    float mine[4] = {};
+    for (int i = 0; i < cnt; i++) mine[i] = local[idx + i];
+    push(g, c.slot, idx, mine, cnt);
+  }
+  reset_previous(g, c);
+  for (int e = first; e < total; e += stride) {
+    const int r = e / outCols, i = e % outCols;
+    const int src = e == first ? src0 : __ldg(perm + i);
+    const int owner = src / cols;
+    const size_t off = (size_t)r * cols + src % cols;
+    float v;
+    if (owner == g.rank) v = local[off];
+    else if (!poll(region_of(g.base[g.rank], c.slot, owner, g) + off, 1, &v, g)) break;
+    xprep_store1(xp, rows, r, i, v);
+  }
+  // Every peer's whole message has landed before the kernel ends, the values this rank did not need included (a
+  // shard's stored columns take only some of a peer's). The protocol resets this slot at the next call; a push
+  // still on the way would land after that and leave a stale value, which lets a later call finish without its
+  // peer, and then resets overtake pushes: without this wait the bundled model's act-order checkpoint hung at TP = 2
+  // (docs/gpu-runs.md run 71). Each thread waits for the peers' float4s at the places it pushed its own.
+  for (size_t idx = (size_t)first * 4; idx < n; idx += (size_t)stride * 4) {
+    const int cnt = (int)min((size_t)4, n - idx);
+    float in[4];
+    bool ok = true;
+    for (int j = 0; j < g.world && ok; j++)
+      if (j != g.rank) ok = poll(region_of(g.base[g.rank], c.slot, j, g) + idx, cnt, in, g);
+    if (!ok) break;
   }
   end_call(g, c, (uint32_t)n);
 }
@@ -214,6 +262,17 @@ cudaError_t p2p_gather_cols(const float* local, int rows, int cols, float* out, 
   if (n == 0) return cudaSuccess;
   const unsigned blocks = (unsigned)((n + kChunk - 1) / kChunk);
   return launch_pdl(gather_cols_kernel, dim3(blocks), dim3(kThreads), 0, stream, local, cols, out, n, g);
+}
+
+cudaError_t p2p_gather_xprep(const float* local, int rows, int cols, const int32_t* perm, int outCols, __half* xp,
+                             const P2pGroup& g, cudaStream_t stream) {
+  const size_t n = (size_t)rows * cols;
+  if (rows < 1 || rows > 16 || cols <= 0 || outCols <= 0 || outCols % 64 || !group_valid(g, n)) return cudaErrorInvalidValue;
+  if (!local || !perm || !xp) return cudaErrorInvalidValue;
+  const int total = rows * outCols;
+  const unsigned blocks = (unsigned)std::min((total + kThreads - 1) / kThreads, 64);
+  return launch_pdl(gather_xprep_kernel, dim3(blocks), dim3(kThreads), 0, stream, local, rows, cols, perm, outCols, xp,
+                    g);
 }
 
 cudaError_t p2p_all_reduce_rmsnorm(const float* partial, float* x, const float* w, float* y, __half* xp, int rows,

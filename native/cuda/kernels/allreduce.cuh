@@ -53,6 +53,16 @@ cudaError_t p2p_gather_cols(const float* local, int rows, int cols, float* out, 
                             cudaStream_t stream);
 
 /**
+ * A row-parallel act-order shard's decode input (rows <= 16): every rank's `local` (rows, cols) gathered as by
+ * p2p_gather_cols into the whole input (rows, world * cols), of which stored column i of this shard (i < outCols)
+ * takes column perm[i], written straight into the decode GEMV's prepared input xp (rows tokens, outCols columns;
+ * outCols % 64 == 0): the gather, permute_cols and xprep of the unfused path in one kernel, with the same bits.
+ * Each value is polled where it is read, so no block waits for the whole gather. rows * cols <= cap.
+ */
+cudaError_t p2p_gather_xprep(const float* local, int rows, int cols, const int32_t* perm, int outCols, __half* xp,
+                             const P2pGroup& g, cudaStream_t stream);
+
+/**
  * The all-reduce of a row-parallel layer's partial output fused with the residual add and RMSNorm that follow:
  * x += sum over ranks of `partial` (rows, dim), then y = rmsnorm(x) * w, and the decode GEMV's prepared input when
  * xp is set (as cuda::rmsnorm with residual = the reduced partial; same bits). Needs rows * dim <= cap, dim % 4 == 0
