@@ -42,6 +42,11 @@ export interface SchedulerOptions {
 export interface SequenceSpec {
   id: number;
   promptTokens: readonly number[];
+  /**
+   * Tokens already generated elsewhere (a request moved from a failed group): computed again with the prompt, as
+   * after a preemption, and counted against maxNewTokens.
+   */
+  generatedTokens?: readonly number[];
   /** The worker stops the sequence after this many generated tokens. */
   maxNewTokens: number;
 }
@@ -148,7 +153,7 @@ export class Scheduler {
     this.seqs.set(spec.id, {
       id: spec.id,
       numPrompt: spec.promptTokens.length,
-      tokens: [...spec.promptTokens],
+      tokens: [...spec.promptTokens, ...(spec.generatedTokens ?? [])],
       numComputed: 0,
       pages: [],
       status: "waiting",

@@ -47,8 +47,9 @@ interface ActiveRequest {
   completionTokens: number;
   preemptions: number;
   done: boolean;
-  /** What a retry on another group needs (retryElsewhere), and the retries so far. */
+  /** What a retry on another group needs (retryElsewhere): the prompt, the tokens streamed so far, the retries. */
   promptIds: readonly number[];
+  generatedIds: number[];
   maxNewTokens: number;
   retries: number;
   /** performance.now() at arrival, at the step that first ran it, at the last token. */
@@ -345,6 +346,7 @@ export class Router {
         preemptions: 0,
         done: false,
         promptIds,
+        generatedIds: [],
         maxNewTokens: norm.maxNewTokens,
         retries: 0,
         arrival: performance.now(),
@@ -433,6 +435,7 @@ export class Router {
     const a = this.active.get(seqId);
     if (!a || a.done) return;
     a.completionTokens++;
+    a.generatedIds.push(token);
     this.counters.tokensGenerated++;
     const now = performance.now();
     if (a.lastTokenAt === undefined) {
@@ -530,13 +533,14 @@ export class Router {
   }
 
   /**
-   * A request whose group went out of service (a dead or hung worker) before the request produced a token runs
-   * again on another healthy group: nothing reached the client yet, so the client sees one stream. At most once, and
-   * not when the group is only short of pages. A request that already streamed tokens fails with UNAVAILABLE as
-   * before (the client retries it).
+   * A request whose group went out of service (a dead or hung worker) runs on in another healthy group, and the
+   * client sees one stream. A request that had already streamed tokens continues from them: the new group computes
+   * the prompt and those tokens again, as after a preemption, and samples the next token at the same position (so
+   * greedy and seeded requests give the tokens they would have given). At most once, and not when the group is only
+   * short of pages or still in service (a step error).
    */
   private retryElsewhere(a: ActiveRequest, why: string): boolean {
-    if (a.completionTokens > 0 || a.retries > 0 || a.group.healthy || this.draining) return false;
+    if (a.retries > 0 || a.group.healthy || this.draining) return false;
     const group = this.pickGroup(a.promptIds);
     if (!group || group === a.group) return false;
     const from = a.group.name;
@@ -545,8 +549,16 @@ export class Router {
     a.scheduledAt = undefined;
     this.counters.requestsRetried++;
     this.metrics.retries.inc();
-    this.log.info({ request_id: a.requestId, from, to: group.name, why }, "request moved to another worker group");
-    group.scheduler.add({ id: a.seqId, promptTokens: a.promptIds, maxNewTokens: a.maxNewTokens });
+    this.log.info(
+      { request_id: a.requestId, from, to: group.name, generated: a.generatedIds.length, why },
+      "request moved to another worker group",
+    );
+    group.scheduler.add({
+      id: a.seqId,
+      promptTokens: a.promptIds,
+      generatedTokens: a.generatedIds,
+      maxNewTokens: a.maxNewTokens,
+    });
     group.kick();
     return true;
   }

@@ -1,6 +1,8 @@
-// A worker group that goes out of service before its requests produced a token: the router runs those requests
-// again on the other group, and each client sees one ordinary stream (the golden greedy ids). A request that already
-// streamed tokens still fails with UNAVAILABLE (tp-failure.test.ts). Real worker processes, an in-process router.
+// A worker group that goes out of service: the router runs its requests on in the other group, and each client sees
+// one ordinary stream (the golden greedy ids), whether the group failed before a request's first token or in the
+// middle of its generation (the other group computes the prompt and the streamed tokens again and goes on). A group
+// that stays in service but reports a step error (a dead TP rank) still fails its requests with UNAVAILABLE
+// (tp-failure.test.ts). Real worker processes, an in-process router.
 import { afterEach, describe, expect, it } from "vitest";
 import { generate, generationClient } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
@@ -49,5 +51,46 @@ describe("a group that fails before its requests' first token", () => {
     }
     expect(router.router.counters.requestsRetried).toBeGreaterThan(0);
     expect(router.router.counters.requestsRetried).toBeLessThan(golden.length);
+  }, 60_000);
+});
+
+describe("a group that fails in the middle of its requests' generation", () => {
+  it("has the other group go on from the streamed tokens, with the same tokens in the end", async () => {
+    const [a, b] = await Promise.all([startWorkerProcess(), startWorkerProcess()]);
+    procs.push(a!, b!);
+    const workers = [a!.address, b!.address];
+    router = await startRouter({
+      ...routerConfigFromFlags(new Flags([]), workers),
+      workers,
+      port: 0,
+      httpPort: 0,
+      logLevel: "silent",
+    });
+    client = generationClient(router.address);
+    const onA = router.router.groups.find((g) => g.name.includes(a!.address.split(":").pop()!))!;
+    // Sequence ids are 1..6 in submission order; a's scheduler holds those it runs, with the tokens streamed so far.
+    const generatedOnA = () =>
+      golden.map((g, i) => {
+        const s = onA.scheduler.get(i + 1);
+        return s ? s.tokens.length - g.prompt_ids.length : 0;
+      });
+    const outcomes = golden.map((g) =>
+      generate(client!, { tokenIds: { ids: g.prompt_ids }, maxTokens: 32, ignoreEos: true }).catch((e: Error) => e),
+    );
+    // Stop worker a as soon as one of its sequences has streamed a token, then check that one is midway.
+    const t0 = Date.now();
+    while (!generatedOnA().some((n) => n > 0) && Date.now() - t0 < 20_000) await new Promise((r) => setImmediate(r));
+    a!.child.kill("SIGSTOP");
+    await new Promise((r) => setTimeout(r, 200)); // tokens already on the wire arrive
+    const midway = generatedOnA().filter((n) => n > 0 && n < 32).length;
+    expect(midway).toBeGreaterThan(0);
+    a!.child.kill("SIGKILL");
+    const results = await Promise.all(outcomes);
+    for (const [i, r] of results.entries()) {
+      if (r instanceof Error) throw new Error(`prompt ${i} failed: ${r.message}`);
+      expect(r.ids, `prompt ${i}`).toEqual(golden[i]!.greedy_ids);
+      expect(r.completionTokens, `prompt ${i}`).toBe(32);
+    }
+    expect(router.router.counters.requestsRetried).toBeGreaterThanOrEqual(midway);
   }, 60_000);
 });
