@@ -23,51 +23,46 @@ afterEach(async () => {
   for (const p of procs.splice(0)) if (p.child.exitCode === null) p.child.kill("SIGKILL");
 });
 
+/** Two worker processes behind an in-process router; `onA` is the router's group of worker a. */
+async function twoWorkers() {
+  const [a, b] = await Promise.all([startWorkerProcess(), startWorkerProcess()]);
+  procs.push(a!, b!);
+  const workers = [a!.address, b!.address];
+  router = await startRouter({
+    ...routerConfigFromFlags(new Flags([]), workers),
+    workers,
+    port: 0,
+    httpPort: 0,
+    logLevel: "silent",
+  });
+  client = generationClient(router.address);
+  const onA = router.router.groups.find((g) => g.name.includes(a!.address.split(":").pop()!))!;
+  return { a: a!, onA, r: router.router };
+}
+
 describe("a group that fails before its requests' first token", () => {
   it("has those requests finished by the other group, with the same tokens", async () => {
-    const [a, b] = await Promise.all([startWorkerProcess(), startWorkerProcess()]);
-    procs.push(a!, b!);
-    const workers = [a!.address, b!.address];
-    router = await startRouter({
-      ...routerConfigFromFlags(new Flags([]), workers),
-      workers,
-      port: 0,
-      httpPort: 0,
-      logLevel: "silent",
-    });
-    client = generationClient(router.address);
-    a!.child.kill("SIGSTOP"); // worker a hangs: the requests the router sends it make no progress
+    const { a, onA, r: rt } = await twoWorkers();
+    a.child.kill("SIGSTOP"); // worker a hangs: the requests the router sends it make no progress
     const outcomes = golden.map((g) =>
       generate(client!, { tokenIds: { ids: g.prompt_ids }, maxTokens: 32, ignoreEos: true }).catch((e: Error) => e),
     );
     await new Promise((r) => setTimeout(r, 500));
-    const onA = router.router.groups.find((g) => g.name.includes(a!.address.split(":").pop()!));
-    expect(onA?.scheduler.stats().running ?? 0).toBeGreaterThan(0); // the least-loaded pick sent it some of them
-    a!.child.kill("SIGKILL"); // its step stream breaks: the group goes out of service
+    expect(onA.scheduler.stats().running).toBeGreaterThan(0); // the least-loaded pick sent it some of them
+    a.child.kill("SIGKILL"); // its step stream breaks: the group goes out of service
     const results = await Promise.all(outcomes);
     for (const [i, r] of results.entries()) {
       if (r instanceof Error) throw new Error(`prompt ${i} failed: ${r.message}`);
       expect(r.ids, `prompt ${i}`).toEqual(golden[i]!.greedy_ids);
     }
-    expect(router.router.counters.requestsRetried).toBeGreaterThan(0);
-    expect(router.router.counters.requestsRetried).toBeLessThan(golden.length);
+    expect(rt.counters.requestsRetried).toBeGreaterThan(0);
+    expect(rt.counters.requestsRetried).toBeLessThan(golden.length);
   }, 60_000);
 });
 
 describe("a group that fails in the middle of its requests' generation", () => {
   it("has the other group go on from the streamed tokens, with the same tokens in the end", async () => {
-    const [a, b] = await Promise.all([startWorkerProcess(), startWorkerProcess()]);
-    procs.push(a!, b!);
-    const workers = [a!.address, b!.address];
-    router = await startRouter({
-      ...routerConfigFromFlags(new Flags([]), workers),
-      workers,
-      port: 0,
-      httpPort: 0,
-      logLevel: "silent",
-    });
-    client = generationClient(router.address);
-    const onA = router.router.groups.find((g) => g.name.includes(a!.address.split(":").pop()!))!;
+    const { a, onA, r: rt } = await twoWorkers();
     // Sequence ids are 1..6 in submission order; a's scheduler holds those it runs, with the tokens streamed so far.
     const generatedOnA = () =>
       golden.map((g, i) => {
@@ -80,17 +75,17 @@ describe("a group that fails in the middle of its requests' generation", () => {
     // Stop worker a as soon as one of its sequences has streamed a token, then check that one is midway.
     const t0 = Date.now();
     while (!generatedOnA().some((n) => n > 0) && Date.now() - t0 < 20_000) await new Promise((r) => setImmediate(r));
-    a!.child.kill("SIGSTOP");
+    a.child.kill("SIGSTOP");
     await new Promise((r) => setTimeout(r, 200)); // tokens already on the wire arrive
     const midway = generatedOnA().filter((n) => n > 0 && n < 32).length;
     expect(midway).toBeGreaterThan(0);
-    a!.child.kill("SIGKILL");
+    a.child.kill("SIGKILL");
     const results = await Promise.all(outcomes);
     for (const [i, r] of results.entries()) {
       if (r instanceof Error) throw new Error(`prompt ${i} failed: ${r.message}`);
       expect(r.ids, `prompt ${i}`).toEqual(golden[i]!.greedy_ids);
       expect(r.completionTokens, `prompt ${i}`).toBe(32);
     }
-    expect(router.router.counters.requestsRetried).toBeGreaterThanOrEqual(midway);
+    expect(rt.counters.requestsRetried).toBeGreaterThanOrEqual(midway);
   }, 60_000);
 });
