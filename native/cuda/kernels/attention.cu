@@ -30,7 +30,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr unsigned kFull = 0xffffffffu;
 
 // K and V rows through L2 only (ld.global.cg): decode attention may read the older rows before pdl_wait()
-// (attention_decode_kernel's kvEarly), and a line it brought into L1 then could hold a stale copy of the newest row.
+// (attention_decode_kernel's EARLY), and a line it brought into L1 then could hold a stale copy of the newest row.
 __device__ __forceinline__ uint2 ld_kv4_l2(const kv_t* p) { return __ldcg(reinterpret_cast<const uint2*>(p)); }
 template <int VPL>
 __device__ __forceinline__ uint2 ld_v_l2(const kv_t* p) {
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
   pdl_trigger();
   // The sequence layout and the block table come from the host copies at the start of the step, complete before
   // any kernel of the step starts, so they are read before pdl_wait() (docs/gpu-runs.md run 40); after it q and the
-  // cache rows (the QKV epilogue just wrote this step's row), K and V of a chunk together, or with kvEarly the first
+  // cache rows (the QKV epilogue just wrote this step's row), K and V of a chunk together, or with EARLY the first
   // chunk's rows before it and only the newest row after it (below).
   const int seq = blockIdx.z, part = blockIdx.x;
   const int qs = queryStart[seq];
