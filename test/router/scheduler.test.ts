@@ -107,6 +107,33 @@ describe("scheduler", () => {
     expect(chunks).toEqual([31, 31, 31, 7]);
   });
 
+  it("takes a sequence with tokens generated elsewhere: computes them with the prompt and goes on from there", () => {
+    // A request moved from a failed group (Router.retryElsewhere): 7 of its 12 tokens were streamed already.
+    const s = createScheduler({ numPages: 32, blockSize: 4, maxBatchTokens: 64, maxRunning: 4, decodeSteps: 1 });
+    const w = new SimWorker(4);
+    const p = prompt(9, 5);
+    const all = expected(p, 12);
+    s.add({ id: 1, promptTokens: p, generatedTokens: all.slice(0, 7), maxNewTokens: 12 });
+    const first = s.schedule()!;
+    expect(first.newSequences).toEqual([
+      { seqId: 1, tokens: [...p, ...all.slice(0, 7)], numGenerated: 7, maxNewTokens: 12, numComputed: 0 },
+    ]);
+    expect(first.scheduled[0]!.numTokens).toBe(16); // prompt and generated tokens in one chunk
+    const got: number[] = [];
+    let plan: StepPlanData | null = first;
+    for (let i = 0; plan && i < 20; i++, plan = s.schedule()) {
+      for (const sub of w.run(plan)) {
+        for (const r of sub) {
+          s.onComputed(r.seqId, plan.scheduled.find((x) => x.seqId === r.seqId)!.numTokens, r.token);
+          got.push(r.token);
+          if (r.finished) s.finish(r.seqId, true);
+        }
+      }
+      expect(s.checkInvariants()).toBeNull();
+    }
+    expect(got).toEqual(all.slice(7)); // the 5 tokens left, as if it had never moved
+  });
+
   it("runs many sequences through a small pool with preemption: same tokens as alone, pages never shared", () => {
     // The last setting has the adaptive lookahead at its cap of 12 steps (1 ms steps, 20 ms aimed for).
     for (const [decodeSteps, adaptive] of [
