@@ -198,6 +198,12 @@ export class WorkerGroup {
         this.events.onStep(r.subStep === 0 ? entry.scheduled : r.tokens.length, prefill, now - mark, r.forwardMs);
         if (r.subStep > 0) this.scheduler.noteDecodeStep(now - mark);
         mark = now;
+        if (r.errorCode === "UNAVAILABLE") {
+          // The worker reports that the group itself failed (a tensor-parallel rank died or hung: its leader ends
+          // the stream next). Out of service first, so that its requests can run on in another group.
+          this.fail(r.errorMessage);
+          return;
+        }
         if (r.errorCode) {
           const ids = plan.scheduled.map((s) => s.seqId);
           for (const id of ids) this.scheduler.finish(id, true);

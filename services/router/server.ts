@@ -533,11 +533,12 @@ export class Router {
   }
 
   /**
-   * A request whose group went out of service (a dead or hung worker) runs on in another healthy group, and the
+   * A request whose group went out of service (a dead or hung worker or TP rank) runs on in another healthy group, and the
    * client sees one stream. A request that had already streamed tokens continues from them: the new group computes
    * the prompt and those tokens again, as after a preemption, and samples the next token at the same position (so
-   * greedy and seeded requests give the tokens they would have given). At most once, and not when the group is only
-   * short of pages or still in service (a step error).
+   * greedy requests give the tokens they would have given). At most once, and not when the group is only short of
+   * pages or still in service (a step error other than UNAVAILABLE, which takes the group out of service first:
+   * WorkerGroup).
    */
   private retryElsewhere(a: ActiveRequest, why: string): boolean {
     if (a.retries > 0 || a.group.healthy || this.draining) return false;

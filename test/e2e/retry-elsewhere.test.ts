@@ -1,8 +1,7 @@
 // A worker group that goes out of service: the router runs its requests on in the other group, and each client sees
 // one ordinary stream (the golden greedy ids), whether the group failed before a request's first token or in the
-// middle of its generation (the other group computes the prompt and the streamed tokens again and goes on). A group
-// that stays in service but reports a step error (a dead TP rank) still fails its requests with UNAVAILABLE
-// (tp-failure.test.ts). Real worker processes, an in-process router.
+// middle of its generation (the other group computes the prompt and the streamed tokens again and goes on). A
+// tensor-parallel group with a dead rank: tp-retry.test.ts. Real worker processes, an in-process router.
 import { afterEach, describe, expect, it } from "vitest";
 import { generate, generationClient } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
