@@ -3,12 +3,13 @@
 // middle of its generation (the other group computes the prompt and the streamed tokens again and goes on). A
 // tensor-parallel group with a dead rank: tp-retry.test.ts. Real worker processes, an in-process router.
 import { afterEach, describe, expect, it } from "vitest";
-import { generate, generationClient } from "../../services/common/client.js";
+import { generationClient } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { routerConfigFromFlags } from "../../services/router/config.js";
 import { type RouterHandle, startRouter } from "../../services/router/main.js";
 import { loadGolden } from "../helpers/golden.js";
+import { expectGoldenEnds, midwayIn, startGoldenStreams, untilOneStreamed } from "../helpers/moved-requests.js";
 import { type Proc, startWorkerProcess } from "../helpers/procs.js";
 
 const golden = loadGolden().golden;
@@ -43,17 +44,11 @@ describe("a group that fails before its requests' first token", () => {
   it("has those requests finished by the other group, with the same tokens", async () => {
     const { a, onA, r: rt } = await twoWorkers();
     a.child.kill("SIGSTOP"); // worker a hangs: the requests the router sends it make no progress
-    const outcomes = golden.map((g) =>
-      generate(client!, { tokenIds: { ids: g.prompt_ids }, maxTokens: 32, ignoreEos: true }).catch((e: Error) => e),
-    );
+    const outcomes = startGoldenStreams(client!);
     await new Promise((r) => setTimeout(r, 500));
     expect(onA.scheduler.stats().running).toBeGreaterThan(0); // the least-loaded pick sent it some of them
     a.child.kill("SIGKILL"); // its step stream breaks: the group goes out of service
-    const results = await Promise.all(outcomes);
-    for (const [i, r] of results.entries()) {
-      if (r instanceof Error) throw new Error(`prompt ${i} failed: ${r.message}`);
-      expect(r.ids, `prompt ${i}`).toEqual(golden[i]!.greedy_ids);
-    }
+    await expectGoldenEnds(outcomes);
     expect(rt.counters.requestsRetried).toBeGreaterThan(0);
     expect(rt.counters.requestsRetried).toBeLessThan(golden.length);
   }, 60_000);
@@ -62,29 +57,15 @@ describe("a group that fails before its requests' first token", () => {
 describe("a group that fails in the middle of its requests' generation", () => {
   it("has the other group go on from the streamed tokens, with the same tokens in the end", async () => {
     const { a, onA, r: rt } = await twoWorkers();
-    // Sequence ids are 1..6 in submission order; a's scheduler holds those it runs, with the tokens streamed so far.
-    const generatedOnA = () =>
-      golden.map((g, i) => {
-        const s = onA.scheduler.get(i + 1);
-        return s ? s.tokens.length - g.prompt_ids.length : 0;
-      });
-    const outcomes = golden.map((g) =>
-      generate(client!, { tokenIds: { ids: g.prompt_ids }, maxTokens: 32, ignoreEos: true }).catch((e: Error) => e),
-    );
+    const outcomes = startGoldenStreams(client!);
     // Stop worker a as soon as one of its sequences has streamed a token, then check that one is midway.
-    const t0 = Date.now();
-    while (!generatedOnA().some((n) => n > 0) && Date.now() - t0 < 20_000) await new Promise((r) => setImmediate(r));
+    await untilOneStreamed(onA);
     a.child.kill("SIGSTOP");
     await new Promise((r) => setTimeout(r, 200)); // tokens already on the wire arrive
-    const midway = generatedOnA().filter((n) => n > 0 && n < 32).length;
+    const midway = midwayIn(onA);
     expect(midway).toBeGreaterThan(0);
     a.child.kill("SIGKILL");
-    const results = await Promise.all(outcomes);
-    for (const [i, r] of results.entries()) {
-      if (r instanceof Error) throw new Error(`prompt ${i} failed: ${r.message}`);
-      expect(r.ids, `prompt ${i}`).toEqual(golden[i]!.greedy_ids);
-      expect(r.completionTokens, `prompt ${i}`).toBe(32);
-    }
+    await expectGoldenEnds(outcomes);
     expect(rt.counters.requestsRetried).toBeGreaterThanOrEqual(midway);
   }, 60_000);
 });
