@@ -4,12 +4,16 @@
 // tensor-parallel group with a dead rank: tp-retry.test.ts. Real worker processes, an in-process router.
 import { afterEach, describe, expect, it } from "vitest";
 import { generationClient } from "../../services/common/client.js";
-import { Flags } from "../../services/common/flags.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
-import { routerConfigFromFlags } from "../../services/router/config.js";
-import { type RouterHandle, startRouter } from "../../services/router/main.js";
+import type { RouterHandle } from "../../services/router/main.js";
 import { loadGolden } from "../helpers/golden.js";
-import { expectGoldenEnds, midwayIn, startGoldenStreams, untilOneStreamed } from "../helpers/moved-requests.js";
+import {
+  expectGoldenEnds,
+  midwayIn,
+  routerOver,
+  startGoldenStreams,
+  untilOneStreamed,
+} from "../helpers/moved-requests.js";
 import { type Proc, startWorkerProcess } from "../helpers/procs.js";
 
 const golden = loadGolden().golden;
@@ -27,17 +31,10 @@ afterEach(async () => {
 async function twoWorkers() {
   const [a, b] = await Promise.all([startWorkerProcess(), startWorkerProcess()]);
   procs.push(a!, b!);
-  const workers = [a!.address, b!.address];
-  router = await startRouter({
-    ...routerConfigFromFlags(new Flags([]), workers),
-    workers,
-    port: 0,
-    httpPort: 0,
-    logLevel: "silent",
-  });
-  client = generationClient(router.address);
-  const onA = router.router.groups.find((g) => g.name.includes(a!.address.split(":").pop()!))!;
-  return { a: a!, onA, r: router.router };
+  const { router: r, first: onA } = await routerOver([a!.address, b!.address]);
+  router = r;
+  client = generationClient(r.address);
+  return { a: a!, onA, r: r.router };
 }
 
 describe("a group that fails before its requests' first token", () => {

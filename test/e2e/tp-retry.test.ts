@@ -7,10 +7,15 @@ import { type RankProcess, startWorkerGroup, stopWorkerGroup } from "../../servi
 import { generationClient } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
-import { routerConfigFromFlags } from "../../services/router/config.js";
-import { type RouterHandle, startRouter } from "../../services/router/main.js";
+import type { RouterHandle } from "../../services/router/main.js";
 import { workerConfigFromFlags } from "../../services/worker/config.js";
-import { expectGoldenEnds, midwayIn, startGoldenStreams, untilOneStreamed } from "../helpers/moved-requests.js";
+import {
+  expectGoldenEnds,
+  midwayIn,
+  routerOver,
+  startGoldenStreams,
+  untilOneStreamed,
+} from "../helpers/moved-requests.js";
 import { type Proc, startWorkerProcess } from "../helpers/procs.js";
 
 let ranks: RankProcess[] = [];
@@ -38,17 +43,9 @@ describe("a tensor-parallel group whose rank dies, beside another group", () => 
       port: 0,
     }));
     single = await startWorkerProcess();
-    const leader = ranks[0]!.address!;
-    const workers = [leader, single.address];
-    router = await startRouter({
-      ...routerConfigFromFlags(new Flags([]), workers),
-      workers,
-      port: 0,
-      httpPort: 0,
-      logLevel: "silent",
-    });
-    client = generationClient(router.address);
-    const tpGroup = router.router.groups.find((g) => g.name.includes(leader.split(":").pop()!))!;
+    const { router: r, first: tpGroup } = await routerOver([ranks[0]!.address!, single.address]);
+    router = r;
+    client = generationClient(r.address);
     const outcomes = startGoldenStreams(client);
     await untilOneStreamed(tpGroup);
     const midway = midwayIn(tpGroup);

@@ -2,12 +2,28 @@
 // which of them the doomed group holds and how far they got, and the check that each ended with its golden ids.
 import { expect } from "vitest";
 import { type GenerateOutcome, generate } from "../../services/common/client.js";
+import { Flags } from "../../services/common/flags.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
+import { routerConfigFromFlags } from "../../services/router/config.js";
 import type { WorkerGroup } from "../../services/router/group.js";
+import { type RouterHandle, startRouter } from "../../services/router/main.js";
 import { loadGolden } from "./golden.js";
 
 const golden = loadGolden().golden;
 export const GOLDEN_TOKENS = 32;
+
+/** An in-process router (no HTTP, silent) over `workers`, and its group of the first of them, the one to take down. */
+export async function routerOver(workers: string[]): Promise<{ router: RouterHandle; first: WorkerGroup }> {
+  const router = await startRouter({
+    ...routerConfigFromFlags(new Flags([]), workers),
+    workers,
+    port: 0,
+    httpPort: 0,
+    logLevel: "silent",
+  });
+  const port = workers[0]!.split(":").pop()!;
+  return { router, first: router.router.groups.find((g) => g.name.includes(port))! };
+}
 
 /** Every golden prompt (32 tokens, EOS ignored), sent at once; a failed stream resolves to its error. */
 export function startGoldenStreams(client: GenerationClient): Promise<GenerateOutcome | Error>[] {
