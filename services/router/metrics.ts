@@ -115,7 +115,7 @@ export class RouterMetrics {
     });
     this.retries = new Counter({
       name: "tpserve_request_retries_total",
-      help: "Requests moved to another worker group after theirs went out of service before their first token",
+      help: "Requests moved to another worker group after theirs went out of service (from the tokens they had streamed)",
       registers,
     });
     this.prefixQueries = new Counter({

@@ -68,7 +68,7 @@ export interface RouterCounters {
   /** Prompt tokens looked up in the prefix cache, and of those found cached. */
   prefixQueryTokens: number;
   prefixHitTokens: number;
-  /** Requests moved to another group after theirs failed before their first token (retryElsewhere). */
+  /** Requests moved to another group after theirs went out of service (retryElsewhere). */
   requestsRetried: number;
 }
 
