@@ -39,6 +39,8 @@ GpuComm::GpuComm(std::shared_ptr<Collective> host, int device) : host_(std::move
   if (const char* m = std::getenv("TPSERVE_ALLREDUCE")) mode_ = m;
   // Benchmarks only: skip every collective (wrong results) to time a step without them.
   if (const char* k = std::getenv("TPSERVE_TP_SKIP_COLLECTIVES")) skip_ = k[0] == '1';
+  // A/B: an act-order shard's decode input gathered, permuted and prepared by three kernels (gatherPrepared).
+  if (const char* x = std::getenv("TPSERVE_TP_GATHER_XPREP")) gatherXprep_ = x[0] != '0';
   // Tests: a smaller p2p buffer, so that small models exercise the paths for messages larger than it.
   if (const char* c = std::getenv("TPSERVE_P2P_MAX_FLOATS")) {
     char* end = nullptr;
@@ -248,12 +250,8 @@ bool GpuComm::gatherPrepared(const float* local, int rows, int cols, const int32
                              cudaStream_t s) {
   const size_t n = (size_t)rows * cols;
   // The three kernels of the unfused path in one: a Llama-2-7B act-order step at TP = 2 1.712 -> 1.372 ms on 2x H200
-  // (docs/gpu-runs.md run 71). TPSERVE_TP_GATHER_XPREP=0: the unfused path (A/B).
-  static const bool on = [] {
-    const char* e = std::getenv("TPSERVE_TP_GATHER_XPREP");
-    return !(e && e[0] == '0');
-  }();
-  if (!on || skip_ || !useP2p(n) || n > g_.cap || rows > 16 || outCols % 64) return false;
+  // (docs/gpu-runs.md run 71).
+  if (!gatherXprep_ || skip_ || !useP2p(n) || n > g_.cap || rows > 16 || outCols % 64) return false;
   const cudaError_t e = cuda::p2p_gather_xprep(local, rows, cols, perm, outCols, xp, g_, s);
   if (e != cudaSuccess) fail("NATIVE_CUDA", std::string("kernel p2p_gather_xprep failed: ") + cudaGetErrorString(e));
   return true;

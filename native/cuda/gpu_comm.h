@@ -87,6 +87,7 @@ class GpuComm {
   int rank_ = 0, world_ = 1, dev_ = 0;
   std::string mode_ = "auto";
   bool skip_ = false;                // TPSERVE_TP_SKIP_COLLECTIVES=1 (benchmarks: the step without its collectives)
+  bool gatherXprep_ = true;          // TPSERVE_TP_GATHER_XPREP=0: gatherPrepared declines (A/B)
   size_t cap_ = (size_t)512 << 10;  // floats per rank and call on the p2p path: 2 MiB (TPSERVE_P2P_MAX_FLOATS)
   // p2p
   bool p2p_ = false;
