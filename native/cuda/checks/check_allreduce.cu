@@ -6,7 +6,8 @@
 // partial sums in its epilogue (Int4Epilogue::comm) against the GEMV then all_reduce_fold (bitwise), the step's first
 // kernel (embedding, its all-reduce and layer 0's norm) against the kernels apart (bitwise), reuse of the
 // three slots over many calls, replay inside CUDA graphs, and the timeout when a rank never arrives.
-// Then latency per call at decode sizes, and NCCL's in the same run when libnccl.so.2 loads.
+// Then latency per call at decode sizes, and NCCL's in the same run when libnccl.so.2 loads; at two ranks the
+// latency floor of one push (pingpong_bench.cuh).
 //   check_allreduce [--json out.json]      (needs 2+ GPUs with peer access; with fewer it says so and exits 0)
 #include <chrono>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "gather_xprep_check.cuh"
 #include "int4t_check.cuh"
 #include "p2p_check_group.cuh"
+#include "pingpong_bench.cuh"
 
 using namespace tpserve;
 using namespace tpserve::check;
@@ -535,6 +537,7 @@ int main(int argc, char** argv) {
       g_bench.push_back({"p2p_all_reduce_then_rmsnorm", W, n * 4, apart});
       if (folded > 0) g_bench.push_back({"p2p_all_reduce_fold", W, n * 4, folded});
     }
+    if (W == 2) pingpong_bench(G);
     check_timeout(G);  // last: it leaves rank 0 one epoch ahead
     G.destroy();
   }

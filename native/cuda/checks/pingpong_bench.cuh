@@ -1,0 +1,184 @@
+// check_allreduce's latency floor of the push protocol (benchmark only, no check): how long one store to a peer
+// GPU takes to be seen there, and what an exchange of the decode GEMV's form costs when both GPUs arrive together.
+//  - ping-pong: rank 0 stores k into rank 1's word and waits for k in its own; rank 1 answers. Half the time of a
+//    round is the one-way latency: the least an exchange can cost (docs/tensor-parallel.md).
+//  - exchange: `blocks` blocks of 16 threads on each GPU (the engine's O and down at TP = 2: 256 tiles of 16 rows)
+//    each store their 16 values into the peer's words and wait for the peer's 16, `iters` times in one kernel.
+// Values only grow, so no word is reset: a reader waiting for k takes k or more (the peer can be a round ahead).
+// Store/load forms: 0 st.volatile / ld.volatile (the engine's), 1 relaxed.sys, 2 release.sys / acquire.sys.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "../kernels/ptx.cuh"
+#include "p2p_check_group.cuh"
+
+namespace pingpong {
+
+template <int MODE>
+__device__ __forceinline__ void pp_store(float* p, float v) {
+  if constexpr (MODE == 0) asm volatile("st.volatile.global.f32 [%0], %1;" ::"l"(p), "f"(v) : "memory");
+  else if constexpr (MODE == 1) asm volatile("st.relaxed.sys.global.f32 [%0], %1;" ::"l"(p), "f"(v) : "memory");
+  else asm volatile("st.release.sys.global.f32 [%0], %1;" ::"l"(p), "f"(v) : "memory");
+}
+template <int MODE>
+__device__ __forceinline__ float pp_load(const float* p) {
+  float v;
+  if constexpr (MODE == 0) asm volatile("ld.volatile.global.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+  else if constexpr (MODE == 1) asm volatile("ld.relaxed.sys.global.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+  else asm volatile("ld.acquire.sys.global.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/** Waits until *p >= v (the peer may already be a round ahead; bounded: about 2 s, then gives up and marks *bad). */
+template <int MODE>
+__device__ __forceinline__ void pp_wait(const float* p, float v, int* bad) {
+  const long long t0 = tpserve::cuda::global_ns();
+  for (int k = 0; pp_load<MODE>(p) < v; k++)
+    if ((k & 1023) == 1023 && tpserve::cuda::global_ns() - t0 > 2'000'000'000LL) {
+      *bad = 1;
+      return;
+    }
+}
+
+/** One block; threads < lanes take part. Round 0 is not timed (the peer's kernel may start later). */
+template <int MODE>
+__global__ void pp_kernel(float* mine, float* peer, int iters, int role, int lanes, long long* ns, int* bad) {
+  const int t = threadIdx.x;
+  if (t >= lanes) return;
+  long long t0 = 0;
+  for (int k = 0; k <= iters; k++) {
+    const float v = (float)(k + 1);
+    if (role == 0) {
+      pp_store<MODE>(peer + t, v);
+      pp_wait<MODE>(mine + t, v, bad);
+    } else {
+      pp_wait<MODE>(mine + t, v, bad);
+      pp_store<MODE>(peer + t, v);
+    }
+    __syncwarp((unsigned)((1ull << lanes) - 1));
+    if (k == 0) t0 = tpserve::cuda::global_ns();
+  }
+  if (t == 0) ns[0] = tpserve::cuda::global_ns() - t0;
+}
+
+// POLL 0: each thread polls its own word; 1: the same with a 64 ns sleep after each miss; 2: lane 0 polls all 16
+// words (four 16-byte loads), the others wait for it.
+template <int MODE, int POLL>
+__global__ void exchange_kernel(float* mine, float* peer, int iters, long long* ns, int* bad) {
+  const int i = blockIdx.x * 16 + threadIdx.x;
+  long long t0 = 0;
+  for (int k = 0; k <= iters; k++) {
+    if (*reinterpret_cast<volatile int*>(bad)) break;  // one failed wait is enough to report
+    const float v = (float)(k + 1);
+    pp_store<MODE>(peer + i, v);
+    if constexpr (POLL == 0) {
+      pp_wait<MODE>(mine + i, v, bad);
+    } else if constexpr (POLL == 1) {
+      const long long w0 = tpserve::cuda::global_ns();
+      for (int n = 0; pp_load<MODE>(mine + i) < v; n++) {
+        __nanosleep(64);
+        if ((n & 255) == 255 && tpserve::cuda::global_ns() - w0 > 2'000'000'000LL) {
+          *bad = 1;
+          break;
+        }
+      }
+    } else if (threadIdx.x == 0) {
+      const float* base = mine + blockIdx.x * 16;
+      const long long w0 = tpserve::cuda::global_ns();
+      for (int n = 0;; n++) {
+        bool all = true;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+          float4 f;
+          asm volatile("ld.volatile.global.v4.f32 {%0, %1, %2, %3}, [%4];"
+                       : "=f"(f.x), "=f"(f.y), "=f"(f.z), "=f"(f.w)
+                       : "l"(base + 4 * q)
+                       : "memory");
+          all = all && f.x >= v && f.y >= v && f.z >= v && f.w >= v;
+        }
+        if (all) break;
+        if ((n & 255) == 255 && tpserve::cuda::global_ns() - w0 > 2'000'000'000LL) {
+          *bad = 1;
+          break;
+        }
+      }
+    }
+    __syncwarp(0xffffu);
+    if (k == 0) t0 = tpserve::cuda::global_ns();
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) ns[0] = tpserve::cuda::global_ns() - t0;
+}
+
+}  // namespace pingpong
+
+namespace {
+using pingpong::exchange_kernel;
+using pingpong::pp_kernel;
+
+/** Runs both ranks' kernels (GPUs 0 and 1) and returns microseconds per round on rank 0; -1 on a failed wait. */
+template <class Launch>
+double pp_run(Group& G, int words, Launch&& launch) {
+  float* buf[2];
+  long long* ns[2];
+  int* bad[2];
+  for (int r = 0; r < 2; r++) {
+    cudaSetDevice(r);
+    cudaMalloc(&buf[r], words * sizeof(float)), cudaMemset(buf[r], 0, words * sizeof(float));
+    cudaMalloc(&ns[r], sizeof(long long)), cudaMalloc(&bad[r], sizeof(int)), cudaMemset(bad[r], 0, sizeof(int));
+  }
+  G.syncAll();
+  for (int r = 0; r < 2; r++) cudaDeviceSynchronize();
+  for (int r = 0; r < 2; r++) cudaSetDevice(r), launch(r, buf[r], buf[1 - r], ns[r], bad[r], G.streams[r]);
+  G.syncAll();
+  long long t = 0;
+  int b0 = 0, b1 = 0;
+  cudaSetDevice(0), cudaMemcpy(&t, ns[0], sizeof t, cudaMemcpyDeviceToHost);
+  cudaMemcpy(&b0, bad[0], sizeof b0, cudaMemcpyDeviceToHost);
+  cudaSetDevice(1), cudaMemcpy(&b1, bad[1], sizeof b1, cudaMemcpyDeviceToHost);
+  for (int r = 0; r < 2; r++) cudaSetDevice(r), cudaFree(buf[r]), cudaFree(ns[r]), cudaFree(bad[r]);
+  return b0 || b1 ? -1.0 : (double)t / 1000.0;
+}
+
+template <int MODE, int POLL>
+void exchange_rounds(Group& G, const char* form) {
+  constexpr int xiters = 500;
+  static const char* polls[] = {"", "_sleep64", "_lane0"};
+  for (int blocks : {1, 16, 64, 256}) {
+    const double us = pp_run(G, blocks * 16, [&](int, float* mine, float* peer, long long* ns, int* bad, cudaStream_t s) {
+      exchange_kernel<MODE, POLL><<<blocks, 16, 0, s>>>(mine, peer, xiters, ns, bad);
+    });
+    const double per = us < 0 ? -1 : us / xiters;
+    std::printf("p2p exchange, both sides at once (%s%s, %3d blocks x 16 words): %6.3f us a round\n", form, polls[POLL],
+                blocks, per);
+    g_bench.push_back({std::string("p2p_exchange_round_") + form + polls[POLL] + "_" + std::to_string(blocks), 2,
+                       (size_t)blocks * 64, per});
+  }
+}
+
+template <int MODE>
+void pingpong_mode(Group& G, const char* form) {
+  constexpr int iters = 2000, xiters = 500;
+  for (int lanes : {1, 16}) {
+    const double us = pp_run(G, 32, [&](int r, float* mine, float* peer, long long* ns, int* bad, cudaStream_t s) {
+      pp_kernel<MODE><<<1, 32, 0, s>>>(mine, peer, iters, r, lanes, ns, bad);
+    });
+    const double oneway = us < 0 ? -1 : us / iters / 2;
+    std::printf("p2p one-way latency (%s, %2d words): %6.3f us\n", form, lanes, oneway);
+    g_bench.push_back({std::string("p2p_oneway_") + form + "_" + std::to_string(lanes), 2, (size_t)lanes * 4, oneway});
+  }
+  exchange_rounds<MODE, 0>(G, form);
+}
+
+/** The latency floor of an exchange between GPUs 0 and 1, in each store/load form. */
+void pingpong_bench(Group& G) {
+  exchange_rounds<0, 1>(G, "volatile");
+  exchange_rounds<0, 2>(G, "volatile");
+  pingpong_mode<0>(G, "volatile");
+  pingpong_mode<1>(G, "relaxed_sys");
+  pingpong_mode<2>(G, "release_acquire");
+}
+
+}  // namespace
