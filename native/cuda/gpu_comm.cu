@@ -2,9 +2,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "cuda_check.h"
 #include "gpu_comm.h"
@@ -71,6 +74,7 @@ GpuComm::GpuComm(std::shared_ptr<Collective> host, int device) : host_(std::move
 
 GpuComm::~GpuComm() {
   cudaSetDevice(dev_);
+  writeTrace();
   if (comm_) nccl_->commDestroy(comm_);
   for (void* p : opened_) cudaIpcCloseMemHandle(p);
   if (buf_) cudaFree(buf_);
@@ -153,6 +157,31 @@ void GpuComm::setupP2p(int device) {
   CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abortDev), hostFlags_ + 1, 0));
   g_.abortFlag = abortDev;
   g_.timeoutNs = (long long)host_->timeoutMs() * 1'000'000LL;
+  if (const char* dir = std::getenv("TPSERVE_TP_TRACE_DIR")) {
+    traceDir_ = dir;
+    const size_t bytes = traceBytes();
+    if (cudaMalloc(&g_.trace, bytes) != cudaSuccess || cudaMemset(g_.trace, 0, bytes) != cudaSuccess) g_.trace = nullptr;
+  }
+}
+
+size_t GpuComm::traceBytes() {
+  return (size_t)cuda::kExchangeTraceBlocks * (1 + (size_t)cuda::kExchangeTraceCalls * 4) * sizeof(unsigned long long);
+}
+
+// Diagnostics: the exchange trace as raw little-endian u64s (per-block counters, then kExchangeTraceCalls x
+// kExchangeTraceBlocks records of {loop start, push, peers in, grid size}, globaltimer ns).
+void GpuComm::writeTrace() {
+  if (!g_.trace) return;
+  std::vector<unsigned long long> h(traceBytes() / sizeof(unsigned long long));
+  if (cudaMemcpy(h.data(), g_.trace, traceBytes(), cudaMemcpyDeviceToHost) == cudaSuccess) {
+    const std::string path = traceDir_ + "/exchange-rank" + std::to_string(rank_) + ".bin";
+    if (FILE* f = std::fopen(path.c_str(), "wb")) {
+      std::fwrite(h.data(), sizeof(unsigned long long), h.size(), f);
+      std::fclose(f);
+    }
+  }
+  cudaFree(g_.trace);
+  g_.trace = nullptr;
 }
 
 void GpuComm::setupNccl() {

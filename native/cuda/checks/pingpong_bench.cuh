@@ -112,9 +112,38 @@ __global__ void exchange_kernel(float* mine, float* peer, int iters, long long* 
   if (blockIdx.x == 0 && threadIdx.x == 0) ns[0] = tpserve::cuda::global_ns() - t0;
 }
 
+// The engine's exchanges come 2-15 us apart, not back to back: each round here first waits gapNs (both GPUs idle on
+// the link), and with wakeNs > 0 block 0 stores one word into the peer's spare word wakeNs before the round's stores.
+// Microseconds a round are reported net of the gap.
+__global__ void exchange_gap_kernel(float* mine, float* peer, int iters, long long gapNs, long long wakeNs,
+                                    long long* ns, int* bad) {
+  const int i = blockIdx.x * 16 + threadIdx.x;
+  const int spare = gridDim.x * 16;  // the word after the blocks' words
+  long long total = 0;
+  for (int k = 0; k <= iters; k++) {
+    if (*reinterpret_cast<volatile int*>(bad)) break;
+    const long long g0 = tpserve::cuda::global_ns();
+    if (wakeNs > 0) {
+      while (tpserve::cuda::global_ns() - g0 < gapNs - wakeNs) {
+      }
+      if (i == 0) pp_store<0>(peer + spare, (float)k);
+    }
+    while (tpserve::cuda::global_ns() - g0 < gapNs) {
+    }
+    const long long t0 = tpserve::cuda::global_ns();
+    const float v = (float)(k + 1);
+    pp_store<0>(peer + i, v);
+    pp_wait<0>(mine + i, v, bad);
+    __syncwarp(0xffffu);
+    if (k > 0) total += tpserve::cuda::global_ns() - t0;
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) ns[0] = total;
+}
+
 }  // namespace pingpong
 
 namespace {
+using pingpong::exchange_gap_kernel;
 using pingpong::exchange_kernel;
 using pingpong::pp_kernel;
 
@@ -172,8 +201,26 @@ void pingpong_mode(Group& G, const char* form) {
   exchange_rounds<MODE, 0>(G, form);
 }
 
+/** Rounds of 256 blocks with the link idle gapUs before each, with and without a wake-up store wakeUs before. */
+void exchange_gaps(Group& G) {
+  constexpr int xiters = 300;
+  for (int gapUs : {0, 2, 5, 10, 20}) {
+    for (int wakeUs : {0, 1, 2}) {
+      if (wakeUs >= gapUs && wakeUs > 0) continue;
+      const double us = pp_run(G, 256 * 16 + 4, [&](int, float* mine, float* peer, long long* ns, int* bad, cudaStream_t s) {
+        exchange_gap_kernel<<<256, 16, 0, s>>>(mine, peer, xiters, gapUs * 1000LL, wakeUs * 1000LL, ns, bad);
+      });
+      const double per = us < 0 ? -1 : us / xiters;
+      std::printf("p2p exchange after %2d us idle, wake-up store %d us before: %6.3f us a round\n", gapUs, wakeUs, per);
+      g_bench.push_back({"p2p_exchange_round_idle" + std::to_string(gapUs) + "_wake" + std::to_string(wakeUs), 2,
+                         256 * 64, per});
+    }
+  }
+}
+
 /** The latency floor of an exchange between GPUs 0 and 1, in each store/load form. */
 void pingpong_bench(Group& G) {
+  exchange_gaps(G);
   exchange_rounds<0, 1>(G, "volatile");
   exchange_rounds<0, 2>(G, "volatile");
   pingpong_mode<0>(G, "volatile");

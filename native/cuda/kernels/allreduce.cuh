@@ -37,7 +37,13 @@ struct P2pGroup {
   int* err = nullptr;                 // host-mapped: set to 1 by a poll that timed out or was aborted
   const int* abortFlag = nullptr;     // host-mapped: the host sets it to stop every poll
   long long timeoutNs = 10'000'000'000LL;
+  // Diagnostics (TPSERVE_TP_TRACE_DIR): the one-token GEMV's exchange records, per call and block, when its loop
+  // began, when it pushed and when the peers' values were in (kExchangeTrace* below; gpu_comm.cu writes them out).
+  unsigned long long* trace = nullptr;
 };
+
+constexpr int kExchangeTraceBlocks = 1024;  // blocks a call at most
+constexpr int kExchangeTraceCalls = 8192;   // calls recorded (the first ones)
 
 /** Bytes of one rank's receive buffer; fill it with 0xFF bytes (the sentinel) before the first call. */
 size_t p2p_buffer_bytes(size_t cap, int world);

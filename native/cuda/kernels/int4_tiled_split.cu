@@ -27,8 +27,9 @@ namespace {
 // this warp's sums over groups g0 + warp, g0 + warp + KS, ... < g0 + gn of tile rt into r4 (C fragment: rows g and
 // g + 8, columns 2t, 2t + 1; lane t = 0 holds the hi and lo columns). A two-slot register ring; the first group's
 // loads go out before pdl_wait() (with BOTH2, both slots': a warp of two groups then has its whole share in flight
-// before the wait), then afterWait() runs (the caller's copies of inputs the previous kernel wrote).
-template <int GC, bool ZP, int KS, bool BOTH2 = false, class AfterWait>
+// before the wait), then afterWait() runs (the caller's copies of inputs the previous kernel wrote). Without TRIG the
+// caller triggers the next kernel's launch itself (the exchange's late trigger).
+template <int GC, bool ZP, int KS, bool BOTH2 = false, bool TRIG = true, class AfterWait>
 __device__ __forceinline__ void one_token_groups(const __half* __restrict__ xp, const Int4Tiled& w, int rt, int g0,
                                                  int gn, float (&r4)[4], AfterWait&& afterWait) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -64,7 +65,7 @@ __device__ __forceinline__ void one_token_groups(const __half* __restrict__ xp, 
   if (U > 0) load(S0(), 0);
   if constexpr (BOTH2)
     if (U > 1) load(S1(), 1);
-  pdl_trigger();
+  if constexpr (TRIG) pdl_trigger();
   pdl_wait();  // x comes from the previous kernel
   afterWait();
   for (int u = 0; u < U; u += 2) {
@@ -109,7 +110,7 @@ __global__ void __launch_bounds__(KS * 32) int4t_gemv_half(const __half* __restr
 //    RoPE factors) are read before the wait. 0.08 ms faster a Llama-2-7B step than the split halves and their finish
 //    kernel on an H200 (run 50).
 // The epilogue's inputs from the previous kernel (residual, y) are copied with cp.async while the main loop runs.
-template <int GC, bool ZP, int KS, bool PAIR, bool COMM, bool B2 = false>
+template <int GC, bool ZP, int KS, bool PAIR, bool COMM, bool B2 = false, bool LATE = false>
 __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, const Int4Tiled& w, float* __restrict__ y,
                                               const float* __restrict__ residual, const Int4Epilogue& ep) {
   __shared__ float red[KS][16];
@@ -127,7 +128,9 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
   // The exchange's slot, read by warp 1 while the main loop runs (the previous call's kernel is complete after
   // pdl_wait()), so warp 0 pushes as soon as the sums are in (docs/gpu-runs.md run 55).
   __shared__ Call commCall;
-  one_token_groups<GC, ZP, KS, B2>(xp, w, rt, 0, (w.cols >> 6) / GC, r4, [&] {
+  unsigned long long tLoop = 0;  // TPSERVE_TP_TRACE_DIR only (thread 0)
+  one_token_groups<GC, ZP, KS, B2, !LATE>(xp, w, rt, 0, (w.cols >> 6) / GC, r4, [&] {
+    if (COMM && ep.comm.trace && threadIdx.x == 0) tLoop = global_ns();
     if (pair) {
       if (ep.ssqIn && warp == 0) rn = folded_rnorm(ep.ssqIn, ep.ssqParts, lane, ep.normCols, ep.eps);
       return;
@@ -155,6 +158,7 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
     // push (reading the slot here and counting on warp 0, run 53's form, made the TP = 2 step 0.05 ms longer).
     if (threadIdx.x == 32) count_done(cg, call, (uint32_t)w.rows);
     float v = 0.f;
+    const unsigned long long tPush = cg.trace && threadIdx.x == 0 ? global_ns() : 0;
     if (mine) {
       for (int k = 0; k < KS; ++k) v += red[k][threadIdx.x];
       push(cg, call.slot, row, &v, 1);
@@ -164,6 +168,14 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
       if (mine) {
         float s;
         const bool ok = sum_ranks1(cg, call, row, v, s);
+        if (LATE && threadIdx.x == 0) pdl_trigger();  // the next kernel launches once the peers' sums are in
+        if (cg.trace && threadIdx.x == 0 && blockIdx.x < kExchangeTraceBlocks) {
+          const unsigned long long n = cg.trace[blockIdx.x]++;  // this block's calls so far
+          if (n < kExchangeTraceCalls) {
+            unsigned long long* r = cg.trace + kExchangeTraceBlocks + (n * kExchangeTraceBlocks + blockIdx.x) * 4;
+            r[0] = tLoop, r[1] = tPush, r[2] = global_ns(), r[3] = gridDim.x;
+          }
+        }
         v = ep.accumulate ? eAcc[threadIdx.x] + s : s;  // all_reduce_fold's x + s
         if (ok) y[row] = v;
         if (ep.normW) xprep_store1(ep.xpOut, 1, 0, xcol, v * eNorm[threadIdx.x]);
@@ -189,6 +201,15 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
       ep.ssqOut[blockIdx.x] = s;
     }
   }
+}
+
+// The exchange's 16-warp form with the next kernel's launch triggered late: by thread 0 of each block once the
+// peers' sums are in, not at the start (docs/gpu-runs.md run 74).
+template <int GC, bool ZP>
+__global__ void __launch_bounds__(16 * 32) int4t_gemv_one_late(const __half* __restrict__ xp, Int4Tiled w,
+                                                              float* __restrict__ y, const float* __restrict__ residual,
+                                                              Int4Epilogue ep) {
+  gemv_one_body<GC, ZP, 16, false, true, false, true>(xp, w, y, residual, ep);
 }
 
 // B2: both ring slots loaded before pdl_wait() (one_token_groups' BOTH2; only the plain 16-warp form, TP = 1's O).
@@ -274,6 +295,13 @@ cudaError_t detail::gemv_one(const __half* xp, const Int4Tiled& w, float* y, con
   if (both2 && ks == 16 && !p && ep.comm.world <= 1 && !g64)
     return z ? go(int4t_gemv_one<2, true, 16, false, false, true>, 16)
              : go(int4t_gemv_one<2, false, 16, false, false, true>, 16);
+  // The exchanging 16-warp form (O and down in a group, one token) lets the next kernel launch only once its peers'
+  // sums are in: Llama-2-7B's TP = 2 step at batch 1 about 0.01 ms shorter on 2x H200 (docs/gpu-runs.md run 74).
+  // TPSERVE_TP_LATE_TRIGGER=0 turns it off.
+  static const bool late = detail::env_on("TPSERVE_TP_LATE_TRIGGER");
+  if (late && c && ks == 16)
+    return g64 ? (z ? go(int4t_gemv_one_late<1, true>, 16) : go(int4t_gemv_one_late<1, false>, 16))
+               : (z ? go(int4t_gemv_one_late<2, true>, 16) : go(int4t_gemv_one_late<2, false>, 16));
 #define TPS_ONE(GC, KS)                                                                                     \
   return p ? (z ? go(int4t_gemv_one<GC, true, KS, true>, KS) : go(int4t_gemv_one<GC, false, KS, true>, KS)) \
          : c ? (z ? go(int4t_gemv_one<GC, true, KS, false, true>, KS)                                       \
