@@ -170,10 +170,11 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
         const bool ok = sum_ranks1(cg, call, row, v, s);
         if (LATE && threadIdx.x == 0) pdl_trigger();  // the next kernel launches once the peers' sums are in
         if (cg.trace && threadIdx.x == 0 && blockIdx.x < kExchangeTraceBlocks) {
+          const unsigned long long tIn = global_ns();  // before the counter's load, which may miss to DRAM
           const unsigned long long n = cg.trace[blockIdx.x]++;  // this block's calls so far
           if (n < kExchangeTraceCalls) {
             unsigned long long* r = cg.trace + kExchangeTraceBlocks + (n * kExchangeTraceBlocks + blockIdx.x) * 4;
-            r[0] = tLoop, r[1] = tPush, r[2] = global_ns(), r[3] = gridDim.x;
+            r[0] = tLoop, r[1] = tPush, r[2] = tIn, r[3] = gridDim.x;
           }
         }
         v = ep.accumulate ? eAcc[threadIdx.x] + s : s;  // all_reduce_fold's x + s
