@@ -1,5 +1,5 @@
 // `tpserve serve`: a worker (or a tensor-parallel group of --tp workers) as child processes plus the router in this
-// process, on this machine.
+// process, on this machine. A group that loses a rank or fails is started again on the same port (supervise.ts).
 import { type ChildProcess, fork } from "node:child_process";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -12,13 +12,17 @@ import { startRouter } from "../router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../worker/config.js";
 import { type LoadProgress, startWorker } from "../worker/server.js";
 import { progressBar } from "./progress.js";
-import { startWorkerGroup, stopWorkerGroup } from "./tp-group.js";
+import { GroupSupervisor } from "./supervise.js";
+import { startWorkerGroup } from "./tp-group.js";
 import { runWorkerGroup } from "./worker-group.js";
 
-type WorkerMessage =
+/** What a forked `tpserve worker` tells its parent over IPC. */
+export type WorkerMessage =
   | { type: "progress"; progress: LoadProgress }
   | { type: "ready"; address: string; backend: string; reason: string; quantization: string; kvPool?: string }
-  | { type: "error"; code?: string; message: string };
+  | { type: "error"; code?: string; message: string }
+  /** This rank's tensor-parallel group failed (a rank died or hung); the rank stays up, NOT_SERVING. */
+  | { type: "group-failed"; reason: string };
 
 /** The error's string code (NATIVE_*, CONFIG_*, ...), for the parent to report as its own. */
 function errorCode(err: unknown): { code?: string } {
@@ -91,11 +95,17 @@ export async function workerCommand(f: Flags): Promise<number> {
     quantization: handle.describe.quantization ?? "none",
     kvPool: handle.kvPool,
   });
+  let stopping = false;
+  // The launcher (serve, or `worker --tp N`) stops the group and starts another, or exits for its container to restart.
+  void handle.groupFailed.then((reason) => {
+    if (!stopping && process.send && process.connected) send({ type: "group-failed", reason });
+  });
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGTERM", () => resolve("SIGTERM"));
     process.once("SIGINT", () => resolve("SIGINT"));
     process.once("disconnect", () => resolve("disconnect"));
   });
+  stopping = true;
   if (signal !== "disconnect") {
     const out = await handle.drain(cfg.drainTimeoutMs);
     const held = out.sequences > 0 ? `, ${out.sequences} sequence(s) still held` : "";
@@ -120,7 +130,8 @@ export function startWorkerProcess(
     child.on("message", (m: WorkerMessage) => {
       if (m.type === "progress") bar(m.progress.done, m.progress.total, m.progress.name);
       else if (m.type === "ready") resolve({ child, ready: m });
-      else reject(new TpserveError(m.code ?? "WORKER_START_FAILED", `worker failed to start: ${m.message}`));
+      else if (m.type === "error")
+        reject(new TpserveError(m.code ?? "WORKER_START_FAILED", `worker failed to start: ${m.message}`));
     });
     child.on("exit", (code) =>
       reject(new TpserveError("WORKER_START_FAILED", `worker exited with code ${code} before it was ready`)),
@@ -150,29 +161,26 @@ export async function serveCommand(f: Flags): Promise<number> {
       `backend ${ready.backend} (${ready.reason}); worker at ${ready.address}` +
       (ready.kvPool ? `; ${ready.kvPool}` : "") +
       (ranks.length > 1
-        ? `; tensor-parallel group of ${ranks.length} CPU ranks (pids ${ranks.map((r) => r.pid)})`
+        ? `; tensor-parallel group of ${ranks.length} ${ready.backend === "cuda" ? "GPU" : "CPU"} ranks (pids ${ranks.map((r) => r.pid)})`
         : "") +
       (handle.httpPort !== null ? `; metrics at http://${routerCfg.host}:${handle.httpPort}/metrics` : ""),
   );
+  // A rank that exits or reports that its group failed: the group is stopped and started again on the same port,
+  // and the router puts it back in service once it serves (supervise.ts).
+  const supervisor = new GroupSupervisor(workerCfg, ranks);
   let stopping = false;
   const stopped = new Promise<void>((resolve) => {
     const stop = async () => {
       if (stopping) return;
       stopping = true;
+      supervisor.stopSupervising();
       console.error(`tpserve: draining (up to ${routerCfg.drainTimeoutMs / 1000} s for in-flight streams)...`);
       await handle.close(routerCfg.drainTimeoutMs);
-      await stopWorkerGroup(ranks);
+      await supervisor.stop();
       resolve();
     };
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
-    for (const r of ranks) {
-      r.child.once("exit", (code) => {
-        if (stopping) return;
-        const who = ranks.length > 1 ? `rank ${r.rank} of the worker group` : "the worker";
-        console.error(`tpserve: ${who} exited (code ${code}); requests will fail with UNAVAILABLE`);
-      });
-    }
   });
   if (demo && (routerCfg.apiKeys || routerCfg.tls)) {
     console.log("API keys or TLS are on: the demo completion is skipped");

@@ -3,7 +3,7 @@
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { WorkerConfig } from "../worker/config.js";
-import { startWorkerProcess } from "./serve.js";
+import { startWorkerProcess, type WorkerMessage } from "./serve.js";
 
 export interface RankProcess {
   rank: number;
@@ -51,12 +51,52 @@ export async function startWorkerGroup(cfg: WorkerConfig): Promise<{ ready: Read
   }
 }
 
-/** SIGTERM to every rank, the leader first (it tells its followers to stop); SIGKILL after 5 s. */
+/**
+ * Calls `onLost` once, for the first rank that exits or reports that its group failed (a "group-failed" message:
+ * a rank died or hung, and the ranks still alive cannot run another step). The returned function stops watching.
+ */
+export function watchWorkerGroup(ranks: RankProcess[], onLost: (rank: RankProcess, why: string) => void): () => void {
+  let watching = true;
+  const offs: (() => void)[] = [];
+  const stop = () => {
+    watching = false;
+    for (const off of offs.splice(0)) off();
+  };
+  const lost = (r: RankProcess, why: string) => {
+    if (!watching) return;
+    stop();
+    onLost(r, why);
+  };
+  for (const r of ranks) {
+    const { child } = r;
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
+      lost(r, `exited (${signal ?? `code ${code}`})`);
+    const onMessage = (m: WorkerMessage) => {
+      if (m.type === "group-failed") lost(r, `reports that its group failed: ${m.reason}`);
+    };
+    child.once("exit", onExit);
+    child.on("message", onMessage);
+    offs.push(() => {
+      child.off("exit", onExit);
+      child.off("message", onMessage);
+    });
+    if (child.exitCode !== null || child.signalCode !== null) {
+      queueMicrotask(() => lost(r, `exited (${child.signalCode ?? `code ${child.exitCode}`})`));
+    }
+  }
+  return stop;
+}
+
+/**
+ * SIGTERM to every rank, the leader first (it tells its followers to stop); SIGKILL after 5 s. A stopped rank
+ * (SIGSTOP) gets SIGCONT first, so that it can take the SIGTERM.
+ */
 export async function stopWorkerGroup(ranks: RankProcess[]): Promise<void> {
   await Promise.all(
     ranks.map(async ({ child }) => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const gone = new Promise((r) => child.once("exit", r));
+      child.kill("SIGCONT");
       child.kill("SIGTERM");
       await Promise.race([gone, new Promise((r) => setTimeout(r, 5000).unref())]);
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");

@@ -2,9 +2,10 @@
 // container. Every rank is a child process (tp-group.ts, as `serve --tp` starts them); rank 0 serves the given
 // --worker-host/--worker-port, its metrics and its ledger registration (--group), the others listen on loopback.
 // SIGTERM or SIGINT drains rank 0 (it finishes the sequences it holds) and then stops the followers; a rank that
-// exits on its own stops the group, and this process exits 1 so that the container restarts.
+// exits on its own, or reports that its group failed (a rank hung: every process is alive, none can run a step),
+// stops the group, and this process exits 1 so that the container restarts.
 import type { WorkerConfig } from "../worker/config.js";
-import { drainWorkerGroup, type RankProcess, startWorkerGroup, stopWorkerGroup } from "./tp-group.js";
+import { drainWorkerGroup, type RankProcess, startWorkerGroup, stopWorkerGroup, watchWorkerGroup } from "./tp-group.js";
 
 type Send = (m: { type: "ready"; address: string; backend: string; reason: string; quantization: string }) => void;
 
@@ -16,17 +17,16 @@ export async function runWorkerGroup(cfg: WorkerConfig, send: Send): Promise<num
       `rank 0 serves on ${ready.address}` +
       (cfg.group ? `, registered as group ${cfg.group}` : ""),
   );
-  const event = await new Promise<{ signal: string } | { lost: RankProcess; code: number | null }>((resolve) => {
+  let unwatch = () => {};
+  const event = await new Promise<{ signal: string } | { lost: RankProcess; why: string }>((resolve) => {
     process.once("SIGTERM", () => resolve({ signal: "SIGTERM" }));
     process.once("SIGINT", () => resolve({ signal: "SIGINT" }));
     process.once("disconnect", () => resolve({ signal: "disconnect" }));
-    for (const r of ranks) r.child.once("exit", (code) => resolve({ lost: r, code }));
+    unwatch = watchWorkerGroup(ranks, (lost, why) => resolve({ lost, why }));
   });
+  unwatch();
   if ("lost" in event) {
-    console.error(
-      `tpserve worker: rank ${event.lost.rank} (pid ${event.lost.pid}) exited (code ${event.code}); ` +
-        "stopping the group",
-    );
+    console.error(`tpserve worker: rank ${event.lost.rank} (pid ${event.lost.pid}) ${event.why}; stopping the group`);
     await stopWorkerGroup(ranks);
     return 1;
   }

@@ -5,18 +5,17 @@ import type { ControlBus } from "../cluster/bus.js";
 import type { PageLedger } from "../cluster/ledger.js";
 import { NatsBus } from "../cluster/nats-bus.js";
 import { RedisLedger } from "../cluster/redis-ledger.js";
-import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
 import { serveHttp } from "../common/http.js";
 import { loadTokenizer } from "../common/model/tokenizer.js";
 import { protos, shutdownServer } from "../common/proto.js";
 import { AUTH_HINT } from "./auth.js";
-import { RouterCluster } from "./cluster.js";
+import { describeWorker, RouterCluster, workerClient } from "./cluster.js";
 import type { RouterConfig } from "./config.js";
 import { embedStaticGroups } from "./embedded.js";
 import { OpenAiApi } from "./openai.js";
 import { generationServiceWithUtf8Check, Router } from "./server.js";
-import { watchWorkerHealth } from "./worker-health.js";
+import { StaticGroups } from "./static-groups.js";
 
 export interface RouterHandle {
   router: Router;
@@ -28,15 +27,6 @@ export interface RouterHandle {
   httpPort: number | null;
   /** Stops taking requests, waits up to `graceMs` for in-flight ones, then closes. */
   close(graceMs?: number): Promise<void>;
-}
-
-function describe(client: WorkerClient, deadlineMs: number): Promise<DescribeResponse__Output> {
-  return new Promise((resolve, reject) => {
-    client.waitForReady(Date.now() + deadlineMs, (err) => {
-      if (err) return reject(new Error(`worker not reachable: ${err.message}`));
-      client.Describe({}, (e, d) => (e || !d ? reject(e ?? new Error("empty Describe")) : resolve(d)));
-    });
-  });
 }
 
 /** Where the JSON logs go (stderr by default; tests pass their own stream). */
@@ -53,10 +43,11 @@ export interface RouterIo {
 export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise<RouterHandle> {
   const log = pino({ level: cfg.logLevel, base: { service: "tpserve-router" } }, io.logStream ?? pino.destination(2));
   const tokenizer = loadTokenizer(cfg.model);
-  const { worker, health } = protos();
+  const { health } = protos();
   let router: Router;
   let clients: WorkerClient[] = [];
   let cluster: RouterCluster | null = null;
+  let statics: StaticGroups | null = null;
   if (io.ledger || cfg.cluster.redisUrl) {
     // Cluster mode: groups register themselves in the ledger; this router finds them there at run time.
     const ledger = io.ledger ?? (await RedisLedger.connect(cfg.cluster));
@@ -67,29 +58,14 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
     router = new Router(cfg, tokenizer, desc, [], [desc], log);
     cluster.start(router);
   } else {
-    clients = cfg.workers.map(
-      (addr) =>
-        new worker.tpserve.worker.v1.Worker(addr, grpc.credentials.createInsecure(), {
-          "grpc.max_receive_message_length": 64 << 20,
-          "grpc.max_send_message_length": 64 << 20,
-        }),
-    );
-    const descs = await Promise.all(clients.map((c) => describe(c, 60_000)));
+    clients = cfg.workers.map(workerClient);
+    const descs = await Promise.all(clients.map((c) => describeWorker(c, 60_000)));
     router = new Router(cfg, tokenizer, descs[0]!, [], descs, log);
     await embedStaticGroups(router, cfg, clients, descs);
+    // Each worker's grpc.health.v1 status: a draining worker takes no new requests, a failed one that serves again
+    // is put back in service.
+    statics = new StaticGroups(router, cfg, clients, log);
   }
-  // Static workers: follow each one's grpc.health.v1 status; a draining worker takes no new requests.
-  const unwatch = cluster
-    ? []
-    : cfg.workers.map((addr, i) =>
-        watchWorkerHealth(addr, (serving) => {
-          const g = router.groups[i];
-          if (g && g.draining === serving) {
-            g.draining = !serving;
-            log.info({ worker: addr }, serving ? "worker serving again" : "worker draining: no new requests go to it");
-          }
-        }),
-      );
 
   const server = new grpc.Server();
   server.addService(generationServiceWithUtf8Check(), router.handlers() as grpc.UntypedServiceImplementation);
@@ -158,11 +134,11 @@ export async function startRouter(cfg: RouterConfig, io: RouterIo = {}): Promise
     address: `${cfg.host}:${port}`,
     httpPort: http?.port ?? null,
     async close(graceMs = 0) {
+      statics?.close();
       router.drain();
       const until = Date.now() + graceMs;
       while (router.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       router.close();
-      for (const stop of unwatch) stop();
       await cluster?.close();
       await shutdownServer(server, 1000);
       if (http) await new Promise<void>((r) => http.server.close(() => r()));

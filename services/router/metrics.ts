@@ -30,6 +30,7 @@ export class RouterMetrics {
   readonly forward: Histogram<"phase">;
   readonly preemptions: Counter;
   readonly retries: Counter;
+  readonly readmissions: Counter;
   readonly prefixQueries: Counter;
   readonly prefixHits: Counter;
 
@@ -116,6 +117,11 @@ export class RouterMetrics {
     this.retries = new Counter({
       name: "tpserve_request_retries_total",
       help: "Requests moved to another worker group after theirs went out of service (from the tokens they had streamed)",
+      registers,
+    });
+    this.readmissions = new Counter({
+      name: "tpserve_worker_group_readmissions_total",
+      help: "Failed worker groups (static workers) put back in service after their worker served again",
       registers,
     });
     this.prefixQueries = new Counter({

@@ -423,6 +423,11 @@ export class Router {
     return this.info.model;
   }
 
+  /** Tokens per KV page of the groups this router serves with. */
+  get blockSize(): number {
+    return this.info.blockSize;
+  }
+
   /** The group for a prompt (group-setup.ts: prefix-aware within the load bound, else least loaded). */
   private pickGroup(promptIds?: readonly number[]): WorkerGroup | undefined {
     const root = this.cfg.prefixRouting ? this.prefixRoot : undefined;

@@ -44,8 +44,13 @@ export interface WorkerHandle {
   follower: Follower | undefined;
   /** How the KV pool was sized ("KV pool: N pages = T tokens, ..."). */
   kvPool: string;
-  /** grpc.health.v1 status: SERVING once loaded, NOT_SERVING while draining. */
+  /** grpc.health.v1 status: SERVING once loaded; NOT_SERVING while draining, or once its tensor-parallel group failed. */
   health: WorkerHealth;
+  /**
+   * Resolves with the reason once this rank learns that its tensor-parallel group failed (a rank died or hung);
+   * the rank is NOT_SERVING from then on. Never resolves at --tp 1.
+   */
+  groupFailed: Promise<string>;
   /** The group's current epoch (it grows when the group re-registers in the cluster ledger). */
   readonly epoch: number;
   /**
@@ -225,7 +230,23 @@ export async function startWorker(
     },
     "worker ready",
   );
-  const follower = group && cfg.tpRank > 0 ? new Follower(engine, log) : undefined;
+  // A failed group cannot run another step: this rank goes NOT_SERVING (routers and readiness probes see it) and
+  // `groupFailed` tells whoever started it (the launcher restarts the group: services/cli/tp-group.ts).
+  const health = new WorkerHealth();
+  let failedGroup: string | undefined;
+  let closing = false; // a rank that closes ends its follower loop with a failure: not the group's
+  let resolveGroupFailed: (reason: string) => void = () => undefined;
+  const groupFailed = new Promise<string>((resolve) => {
+    resolveGroupFailed = resolve;
+  });
+  const onGroupFailure = (reason: string) => {
+    if (failedGroup !== undefined || closing) return;
+    failedGroup = reason;
+    health.set("NOT_SERVING");
+    log.warn({ tp_rank: cfg.tpRank, reason }, "the tensor-parallel group failed: this rank is NOT_SERVING");
+    resolveGroupFailed(reason);
+  };
+  const follower = group && cfg.tpRank > 0 ? new Follower(engine, log, onGroupFailure) : undefined;
   const metrics = new WorkerMetrics(() => ({
     sequences: executor.stats().sequences,
     weightBytes: info.weightBytes,
@@ -260,7 +281,6 @@ export async function startWorker(
     "grpc.max_receive_message_length": 64 << 20,
     "grpc.max_send_message_length": 64 << 20,
   });
-  const health = new WorkerHealth();
   let openStreams = 0; // Steps streams of live router sessions; with none, held sequences have no one to serve
 
   server.addService(protos().health.grpc.health.v1.Health.service, health.handlers());
@@ -271,6 +291,7 @@ export async function startWorker(
       embedder.embed(call.request.tokens).then(
         (values) => cb(null, { values: Array.from(values) }),
         (err: Error) => {
+          if (group && isTpFailure((err as { code?: string }).code)) onGroupFailure(group.failure() || err.message);
           log.error(
             { request_id: call.request.requestId, code: (err as { code?: string }).code },
             `embed failed: ${err.message}`,
@@ -317,7 +338,11 @@ export async function startWorker(
           .then(() => ex.execute(plan, (r) => call.write(r)))
           .then(() => {
             // A failed TP group cannot run another step: ending the stream tells the router the group is gone.
-            if (group && group.failure() !== "") call.end();
+            const failure = group?.failure() ?? "";
+            if (failure !== "") {
+              onGroupFailure(failure);
+              call.end();
+            }
           });
       });
       call.on("end", () => {
@@ -367,6 +392,7 @@ export async function startWorker(
     },
     follower,
     health,
+    groupFailed,
     get epoch() {
       return epoch;
     },
@@ -382,6 +408,7 @@ export async function startWorker(
       });
     },
     async close() {
+      closing = true;
       health.close();
       await membership?.leave();
       await shutdownServer(server, 1000);

@@ -53,13 +53,14 @@ export async function tpLoadedBarrier(group: TpGroup): Promise<void> {
 
 /**
  * A follower (rank > 0) runs the steps its leader broadcasts until the leader closes the group or the group fails.
- * It keeps its process (and its Describe endpoint) up after a failure; `failure` then says why.
+ * It keeps its process (and its Describe endpoint) up after a failure; `failure` then says why, and `onFailure`
+ * is called with it (not when the leader closed the group).
  */
 export class Follower {
   failure: string | undefined;
   readonly done: Promise<void>;
 
-  constructor(engine: Engine, log: Logger) {
+  constructor(engine: Engine, log: Logger, onFailure: (reason: string) => void = () => undefined) {
     const followLoop = engine.followLoop?.bind(engine);
     if (!followLoop) throw new Error("this engine has no followLoop(): not a tensor-parallel follower");
     // The steps run back to back in the addon (no return to JavaScript between them).
@@ -72,6 +73,7 @@ export class Follower {
         const e = err as { code?: string; message?: string };
         this.failure = `${e.code ?? "ERROR"}: ${e.message ?? String(err)}`;
         log.error({ code: e.code }, `tensor-parallel group failed: ${e.message}`);
+        onFailure(this.failure);
       }
     })();
   }

@@ -4,10 +4,9 @@
 // carrying out the sequences it holds until they finish, then exits 0. Real processes, as in containers.
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
-import { type GenerateOutcome, generate, generationClient, unary } from "../../services/common/client.js";
-import type { HealthCheckResponse__Output } from "../../services/common/generated/grpc/health/v1/HealthCheckResponse.js";
+import { type GenerateOutcome, generate, generationClient } from "../../services/common/client.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
-import { protos } from "../../services/common/proto.js";
+import { probe } from "../helpers/health.js";
 import { type Proc, startRouterProcess, startWorkerProcess } from "../helpers/procs.js";
 
 const MAX_TOKENS = 600;
@@ -47,19 +46,6 @@ async function streamsInFlight(client: GenerationClient, n: number) {
   for (const o of outcomes) void o.then((r) => finished.push(r));
   await allStarted;
   return { outcomes: Promise.all(outcomes), finishedSoFar: () => finished.length };
-}
-
-/** grpc.health.v1 Check as a Kubernetes gRPC probe sends it; resolves to the status. */
-async function probe(address: string, service: string): Promise<string> {
-  const health = new (protos().health.grpc.health.v1.Health)(address, grpc.credentials.createInsecure());
-  try {
-    const r = await unary<{ service: string }, HealthCheckResponse__Output>((req, cb) => health.Check(req, cb), {
-      service,
-    });
-    return r.status;
-  } finally {
-    health.close();
-  }
 }
 
 function expectUnavailable(client: GenerationClient): Promise<void> {

@@ -1,20 +1,9 @@
 // Structured logs: one JSON line per request at its end, with id, tokens, timings and status; never the prompt
 // text unless --log-prompts.
-import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { Client } from "../../services/client/index.js";
 import { startCluster } from "../helpers/cluster.js";
-
-function sink() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split("\n")) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { lines, stream };
-}
+import { logSink as sink } from "../helpers/log-sink.js";
 
 describe("request logs", () => {
   it.each([false, true])("one line per request; prompt text only with --log-prompts (%s)", async (logPrompts) => {

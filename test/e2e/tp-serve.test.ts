@@ -1,11 +1,14 @@
 // `tpserve serve --tp 2` as a user runs it: a group of two CPU worker processes behind the router, the golden
-// completion through `tpserve generate`, and a clean stop of every rank on SIGTERM.
+// completion through `tpserve generate`; a follower killed: the group is started again on the same worker port and
+// the router serves again; and a clean stop of every rank on SIGTERM.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { packageRoot } from "../../services/common/paths.js";
 import { loadGolden } from "../helpers/golden.js";
+import { probe } from "../helpers/health.js";
+import { waitFor } from "../helpers/multi-router.js";
 
 const run = promisify(execFile);
 const bin = join(packageRoot(), "bin", "tpserve.js");
@@ -24,6 +27,7 @@ describe("tpserve serve --tp 2", () => {
   let serve: ChildProcess;
   let output = "";
   let address = "";
+  let workerAddress = "";
   let pids: number[] = [];
   let exited: Promise<number | null>;
 
@@ -34,10 +38,13 @@ describe("tpserve serve --tp 2", () => {
     await new Promise<void>((resolve, reject) => {
       const onData = (d: Buffer) => {
         output += d.toString();
-        const m = /gRPC on (\S+) .*tensor-parallel group of 2 CPU ranks \(pids (\d+),(\d+)\)/.exec(output);
+        const m = /gRPC on (\S+) .*worker at (\S+?);.*tensor-parallel group of 2 CPU ranks \(pids (\d+),(\d+)\)/.exec(
+          output,
+        );
         if (m) {
           address = m[1]!;
-          pids = [Number(m[2]), Number(m[3])];
+          workerAddress = m[2]!;
+          pids = [Number(m[3]), Number(m[4])];
           resolve();
         }
       };
@@ -63,6 +70,24 @@ describe("tpserve serve --tp 2", () => {
     expect(out.ids).toEqual(g.greedy_ids);
     expect(out.text).toBe(g.text);
   });
+
+  it("starts the group again on the same worker port when a follower is killed, and serves again", async () => {
+    const t0 = Date.now();
+    process.kill(pids[1]!, "SIGKILL");
+    const restarted = /worker group restarted \(restart 1, epoch 2\): rank 0 serves on (\S+) \(pids (\d+),(\d+)\)/;
+    await waitFor(() => restarted.test(output), "the group to start again", 30_000);
+    const m = restarted.exec(output)!;
+    expect(m[1]).toBe(workerAddress);
+    expect(output).toMatch(/rank 1 of the worker group \(pid \d+\) exited \(SIGKILL\); restarting the group/);
+    expect(pids.some(alive)).toBe(false); // the old leader was stopped
+    pids = [Number(m[2]), Number(m[3])];
+    await waitFor(async () => (await probe(address, "")) === "SERVING", "the router to serve again", 30_000);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    const g = golden[1]!;
+    const args = ["generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"];
+    const { stdout } = await run(process.execPath, [bin, ...args]);
+    expect((JSON.parse(stdout.trim()) as { ids: number[] }).ids).toEqual(g.greedy_ids);
+  }, 60_000);
 
   it("stops every rank on SIGTERM and exits 0", async () => {
     serve.kill("SIGTERM");

@@ -1,14 +1,18 @@
 // `tpserve worker --tp 2` with no --tp-rank, as one container runs it: the command starts both CPU ranks itself,
 // registers the group in the Redis ledger under --group at --advertise-host, a `tpserve router` with REDIS_URL
 // (and no --workers) finds it there and serves the golden completion; SIGTERM drains rank 0 (a stream in flight
-// runs to its end on both ranks), stops rank 1 and the command exits 0, with the group gone from the ledger. A rank that dies stops the whole group (exit 1).
+// runs to its end on both ranks), stops rank 1 and the command exits 0, with the group gone from the ledger. A rank
+// that dies stops the whole group (exit 1), and so does a rank that hangs (SIGSTOP): every process is alive, but the
+// leader's next step times out and the leader reports the failed group to the command.
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RedisLedger } from "../../services/cluster/redis-ledger.js";
 import { generate, generationClient } from "../../services/common/client.js";
 import { packageRoot } from "../../services/common/paths.js";
 import { loadGolden } from "../helpers/golden.js";
+import { routerOver } from "../helpers/moved-requests.js";
 import { type RouterProcess, redisCluster, startRouterProcess, waitFor } from "../helpers/multi-router.js";
 import { type ServerProcess, startNats, startRedis } from "../helpers/servers.js";
 
@@ -71,6 +75,7 @@ describe("tpserve worker --tp 2 (the whole group from one command)", () => {
     for (const g of [group, ...spares]) {
       if (!g) continue;
       if (g.child.exitCode === null && g.child.pid) process.kill(g.child.pid, "SIGKILL");
+      for (const pid of g.pids) if (alive(pid)) process.kill(pid, "SIGCONT");
       for (const pid of g.pids) if (alive(pid)) process.kill(pid, "SIGKILL");
     }
     await router?.kill();
@@ -129,4 +134,26 @@ describe("tpserve worker --tp 2 (the whole group from one command)", () => {
     expect(g.stderr()).toMatch(/rank 1 \(pid \d+\) exited .*stopping the group/);
     await waitFor(() => !alive(g.pids[0]!), "rank 0 to exit", 10_000);
   }, 120_000);
+
+  it("stops the group and exits 1 when a rank hangs and the leader's step times out", async () => {
+    const g = await startGroupCommand(["--worker-port", "0", "--tp-timeout-ms", "1000"], {});
+    spares.push(g);
+    const { router: r } = await routerOver([g.address]);
+    const client = generationClient(r.address);
+    try {
+      process.kill(g.pids[1]!, "SIGSTOP"); // alive, but it takes no part in the next collective
+      const t0 = Date.now();
+      const err = (await generate(client, { text: "Hello", maxTokens: 8 }).catch((e) => e)) as grpc.ServiceError;
+      expect(err.code).toBe(grpc.status.UNAVAILABLE);
+      expect(err.details).toMatch(/NATIVE_TP_TIMEOUT/);
+      const late = new Promise<string>((r) => setTimeout(() => r("still running 20 s later"), 20_000).unref());
+      expect(await Promise.race([g.exited, late])).toBe(1);
+      expect(Date.now() - t0).toBeLessThan(10_000); // the 1 s timeout, then the ranks stop (a stopped one: SIGCONT)
+      expect(g.stderr()).toMatch(/rank 0 \(pid \d+\) reports that its group failed: .*; stopping the group/);
+      await waitFor(() => !g.pids.some(alive), "every rank to exit", 10_000);
+    } finally {
+      client.close();
+      await r.close();
+    }
+  }, 60_000);
 });

@@ -1,5 +1,6 @@
 // The six golden prompts as streams through a router with two worker groups, one of which the test then takes down:
 // which of them the doomed group holds and how far they got, and the check that each ended with its golden ids.
+import type { DestinationStream } from "pino";
 import { expect } from "vitest";
 import { type GenerateOutcome, generate } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
@@ -12,15 +13,18 @@ import { loadGolden } from "./golden.js";
 const golden = loadGolden().golden;
 export const GOLDEN_TOKENS = 32;
 
-/** An in-process router (no HTTP, silent) over `workers`, and its group of the first of them, the one to take down. */
-export async function routerOver(workers: string[]): Promise<{ router: RouterHandle; first: WorkerGroup }> {
-  const router = await startRouter({
-    ...routerConfigFromFlags(new Flags([]), workers),
-    workers,
-    port: 0,
-    httpPort: 0,
-    logLevel: "silent",
-  });
+/**
+ * An in-process router (no HTTP; silent, or info logs into `logStream`) over `workers`, and its group of the first of
+ * them, the one to take down.
+ */
+export async function routerOver(
+  workers: string[],
+  logStream?: DestinationStream,
+): Promise<{ router: RouterHandle; first: WorkerGroup }> {
+  const cfg = { ...routerConfigFromFlags(new Flags([]), workers), workers, port: 0, httpPort: 0 };
+  const router = logStream
+    ? await startRouter({ ...cfg, logLevel: "info" }, { logStream })
+    : await startRouter({ ...cfg, logLevel: "silent" });
   const port = workers[0]!.split(":").pop()!;
   return { router, first: router.router.groups.find((g) => g.name.includes(port))! };
 }
