@@ -9,6 +9,7 @@
 // Then latency per call at decode sizes, and NCCL's in the same run when libnccl.so.2 loads; at two ranks the
 // latency floor of one push (pingpong_bench.cuh).
 //   check_allreduce [--json out.json]      (needs 2+ GPUs with peer access; with fewer it says so and exits 0)
+//   check_allreduce --ipc-role 0|1 --ipc-dir DIR   (two processes at once: the exchange over a CUDA IPC mapping)
 #include <chrono>
 #include <thread>
 
@@ -480,6 +481,10 @@ double time_nccl(int W, size_t n) {
 
 int main(int argc, char** argv) {
   const char* json = arg_value(argc, argv, "--json");
+  if (const char* role = arg_value(argc, argv, "--ipc-role")) {
+    const char* dir = arg_value(argc, argv, "--ipc-dir");
+    return ipc_exchange(std::atoi(role), dir ? dir : "/tmp");
+  }
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
   if (count < 2) {

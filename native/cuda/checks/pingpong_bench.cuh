@@ -9,7 +9,10 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <chrono>
+#include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../kernels/ptx.cuh"
@@ -226,6 +229,81 @@ void pingpong_bench(Group& G) {
   pingpong_mode<0>(G, "volatile");
   pingpong_mode<1>(G, "relaxed_sys");
   pingpong_mode<2>(G, "release_acquire");
+}
+
+/** Waits up to 60 s for `path` to exist. */
+bool wait_file(const std::string& path) {
+  for (int i = 0; i < 6000; i++) {
+    if (FILE* f = std::fopen(path.c_str(), "rb")) {
+      std::fclose(f);
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+void touch(const std::string& path, const void* data = nullptr, size_t n = 0) {
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) return;
+  if (n) std::fwrite(data, 1, n, f);
+  std::fclose(f);
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+/**
+ * The exchange of pingpong_bench between two processes, the peer buffer mapped with CUDA IPC as the worker maps it
+ * (check_allreduce --ipc-role 0|1 --ipc-dir DIR, both started together; each uses GPU `role`). Prints us a round.
+ */
+int ipc_exchange(int role, const std::string& dir) {
+  constexpr int xiters = 500;
+  const int peerDev = 1 - role;
+  CUDA_CHECK(cudaSetDevice(role));
+  const cudaError_t pe = cudaDeviceEnablePeerAccess(peerDev, 0);
+  if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled) CUDA_CHECK(pe);
+  cudaGetLastError();
+  const int blocksList[2] = {1, 256};
+  const size_t words = 2 * (256 * 16 + 16);
+  float* buf = nullptr;
+  long long* ns = nullptr;
+  int* bad = nullptr;
+  CUDA_CHECK(cudaMalloc(&buf, words * sizeof(float)));
+  CUDA_CHECK(cudaMemset(buf, 0, words * sizeof(float)));
+  CUDA_CHECK(cudaMalloc(&ns, sizeof(long long)));
+  CUDA_CHECK(cudaMalloc(&bad, sizeof(int)));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  cudaIpcMemHandle_t h{};
+  CUDA_CHECK(cudaIpcGetMemHandle(&h, buf));
+  touch(dir + "/h" + std::to_string(role), &h, sizeof h);
+  const std::string other = dir + "/h" + std::to_string(peerDev);
+  if (!wait_file(other)) return std::printf("ipc: no handle from the other process\n"), 1;
+  cudaIpcMemHandle_t oh{};
+  FILE* f = std::fopen(other.c_str(), "rb");
+  if (!f || std::fread(&oh, sizeof oh, 1, f) != 1) return std::printf("ipc: bad handle file\n"), 1;
+  std::fclose(f);
+  void* peer = nullptr;
+  CUDA_CHECK(cudaIpcOpenMemHandle(&peer, oh, cudaIpcMemLazyEnablePeerAccess));
+  for (int c = 0; c < 2; c++) {
+    const int blocks = blocksList[c];
+    float* mine = buf + c * (256 * 16 + 16);
+    float* theirs = static_cast<float*>(peer) + c * (256 * 16 + 16);
+    CUDA_CHECK(cudaMemset(bad, 0, sizeof(int)));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    touch(dir + "/go" + std::to_string(c) + "-" + std::to_string(role));
+    if (!wait_file(dir + "/go" + std::to_string(c) + "-" + std::to_string(peerDev))) return 1;
+    exchange_kernel<0, 0><<<blocks, 16>>>(mine, theirs, xiters, ns, bad);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    long long t = 0;
+    int b = 0;
+    cudaMemcpy(&t, ns, sizeof t, cudaMemcpyDeviceToHost);
+    cudaMemcpy(&b, bad, sizeof b, cudaMemcpyDeviceToHost);
+    std::printf("ipc rank %d: p2p exchange over a CUDA IPC mapping, two processes (volatile, %3d blocks x 16 words): "
+                "%6.3f us a round%s\n", role, blocks, b ? -1.0 : (double)t / 1000.0 / xiters, b ? " (a wait failed)" : "");
+  }
+  cudaIpcCloseMemHandle(peer);
+  cudaFree(buf), cudaFree(ns), cudaFree(bad);
+  return 0;
 }
 
 }  // namespace
