@@ -204,21 +204,14 @@ __device__ __forceinline__ void gemv_one_body(const __half* __restrict__ xp, con
   }
 }
 
-// The exchange's 16-warp form with the next kernel's launch triggered late: by thread 0 of each block once the
-// peers' sums are in, not at the start (docs/gpu-runs.md run 74).
-template <int GC, bool ZP>
-__global__ void __launch_bounds__(16 * 32) int4t_gemv_one_late(const __half* __restrict__ xp, Int4Tiled w,
-                                                              float* __restrict__ y, const float* __restrict__ residual,
-                                                              Int4Epilogue ep) {
-  gemv_one_body<GC, ZP, 16, false, true, false, true>(xp, w, y, residual, ep);
-}
-
 // B2: both ring slots loaded before pdl_wait() (one_token_groups' BOTH2; only the plain 16-warp form, TP = 1's O).
-template <int GC, bool ZP, int KS, bool PAIR, bool COMM = false, bool B2 = false>
+// LATE: the exchange's form that triggers the next kernel's launch by thread 0 of each block once the peers' sums are
+// in, not at the start (docs/gpu-runs.md run 74).
+template <int GC, bool ZP, int KS, bool PAIR, bool COMM = false, bool B2 = false, bool LATE = false>
 __global__ void __launch_bounds__(KS * 32) int4t_gemv_one(const __half* __restrict__ xp, Int4Tiled w,
                                                           float* __restrict__ y, const float* __restrict__ residual,
                                                           Int4Epilogue ep) {
-  gemv_one_body<GC, ZP, KS, PAIR, COMM, B2>(xp, w, y, residual, ep);
+  gemv_one_body<GC, ZP, KS, PAIR, COMM, B2, LATE>(xp, w, y, residual, ep);
 }
 
 // The pair epilogue of a split GEMV: slot 0 + slot 1 of splitParts, times r of a folded norm, then pair_epilogue as
@@ -301,8 +294,10 @@ cudaError_t detail::gemv_one(const __half* xp, const Int4Tiled& w, float* y, con
   // TPSERVE_TP_LATE_TRIGGER=0 turns it off.
   static const bool late = detail::env_on("TPSERVE_TP_LATE_TRIGGER");
   if (late && c && ks == 16)
-    return g64 ? (z ? go(int4t_gemv_one_late<1, true>, 16) : go(int4t_gemv_one_late<1, false>, 16))
-               : (z ? go(int4t_gemv_one_late<2, true>, 16) : go(int4t_gemv_one_late<2, false>, 16));
+    return g64 ? (z ? go(int4t_gemv_one<1, true, 16, false, true, false, true>, 16)
+                    : go(int4t_gemv_one<1, false, 16, false, true, false, true>, 16))
+               : (z ? go(int4t_gemv_one<2, true, 16, false, true, false, true>, 16)
+                    : go(int4t_gemv_one<2, false, 16, false, true, false, true>, 16));
 #define TPS_ONE(GC, KS)                                                                                     \
   return p ? (z ? go(int4t_gemv_one<GC, true, KS, true>, KS) : go(int4t_gemv_one<GC, false, KS, true>, KS)) \
          : c ? (z ? go(int4t_gemv_one<GC, true, KS, false, true>, KS)                                       \
