@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { type GenerateOutcome, generate, generationClient } from "../../services/common/client.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { probe } from "../helpers/health.js";
-import { type Proc, startRouterProcess, startWorkerProcess } from "../helpers/procs.js";
+import { killAll, type Proc, startRouterProcess, startWorkerProcess } from "../helpers/procs.js";
 
 const MAX_TOKENS = 600;
 const procs: Proc[] = [];
@@ -15,7 +15,7 @@ const clients: GenerationClient[] = [];
 
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
-  for (const p of procs.splice(0)) if (p.child.exitCode === null) p.child.kill("SIGKILL");
+  killAll(procs);
 });
 
 async function cluster(routerArgs: string[] = []) {

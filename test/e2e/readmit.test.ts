@@ -13,7 +13,7 @@ import { probe } from "../helpers/health.js";
 import { logSink } from "../helpers/log-sink.js";
 import { routerOver } from "../helpers/moved-requests.js";
 import { waitFor } from "../helpers/multi-router.js";
-import { type Proc, startWorkerProcess } from "../helpers/procs.js";
+import { killAll, type Proc, startWorkerProcess } from "../helpers/procs.js";
 
 const golden = loadGolden().golden;
 const procs: Proc[] = [];
@@ -23,8 +23,7 @@ let client: GenerationClient | undefined;
 afterEach(async () => {
   client?.close();
   await router?.close();
-  for (const p of procs.splice(0))
-    if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+  killAll(procs);
 });
 
 async function worker(extra: string[] = []): Promise<Proc> {

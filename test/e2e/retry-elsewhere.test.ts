@@ -14,7 +14,7 @@ import {
   startGoldenStreams,
   untilOneStreamed,
 } from "../helpers/moved-requests.js";
-import { type Proc, startWorkerProcess } from "../helpers/procs.js";
+import { killAll, type Proc, startWorkerProcess } from "../helpers/procs.js";
 
 const golden = loadGolden().golden;
 const procs: Proc[] = [];
@@ -24,7 +24,7 @@ let client: GenerationClient | undefined;
 afterEach(async () => {
   client?.close();
   await router?.close();
-  for (const p of procs.splice(0)) if (p.child.exitCode === null) p.child.kill("SIGKILL");
+  killAll(procs);
 });
 
 /** Two worker processes behind an in-process router; `onA` is the router's group of worker a. */

@@ -74,3 +74,9 @@ export function startRouterProcess(workers: string[], extra: string[] = [], bin 
     bin,
   );
 }
+
+/** SIGKILL to every process of `procs` still running, and empties the list (tests' afterEach). */
+export function killAll(procs: Proc[]): void {
+  for (const p of procs.splice(0))
+    if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+}
