@@ -43,9 +43,17 @@ struct DevBuf {
   void reserve(size_t count) {
     if (count > n) alloc(count);
   }
+  /**
+   * A synchronous copy from pageable memory can return before its last piece lands (the legacy stream finishes it),
+   * and the engine's stream does not wait for the legacy stream (non-blocking): wait here, so the kernels that read
+   * the copy next on that stream (the repack at load) never see part of it.
+   */
   void upload(const T* src, size_t count) {
     alloc(count);
-    if (count) CK(cudaMemcpy(p, src, count * sizeof(T), cudaMemcpyHostToDevice));
+    if (count) {
+      CK(cudaMemcpy(p, src, count * sizeof(T), cudaMemcpyHostToDevice));
+      CK(cudaStreamSynchronize(cudaStreamLegacy));
+    }
   }
   size_t bytes() const { return n * sizeof(T); }
 };

@@ -57,7 +57,10 @@ struct Group {
       int* ab = nullptr;
       CUDA_CHECK(cudaHostGetDevicePointer((void**)&ab, flags[r] + 1, 0));
       g[r].abortFlag = ab;
-      CUDA_CHECK(cudaStreamCreateWithFlags(&streams[r], cudaStreamNonBlocking));
+      // A blocking stream: the checks fill their inputs with cudaMemcpy from pageable memory, which may return before
+      // the copy lands; the legacy stream finishes it, and only a blocking stream's kernels wait for that (with
+      // non-blocking streams the all-reduce of 512K floats once read half-copied inputs on 2x H200, session 23).
+      CUDA_CHECK(cudaStreamCreate(&streams[r]));
       g[r].rank = r, g[r].world = n, g[r].cap = kCap, g[r].timeoutNs = timeoutNs;
     }
     for (int r = 0; r < n; r++)
