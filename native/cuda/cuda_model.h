@@ -212,6 +212,10 @@ class CudaModel : public GpuModel {
   int tpFuse_ = -1;  // tpFuse(): -1 until asked
   // TPSERVE_TP_FUSE=all: the exchange in the GEMV at any group size, not only up to 4
   bool tpFuseAll_ = cuda::detail::env_is("TPSERVE_TP_FUSE", "all");
+  // Benchmarks only (results wrong): in a group, one-token O and down fold into x as at TP = 1, with no exchange
+  // (the other collectives run), so the step without the exchanges but with everything else (docs/gpu-runs.md run 77).
+  bool tpLocalFold_ = cuda::detail::env_is("TPSERVE_TP_DIAG_LOCAL_FOLD", "1");
+  bool attnEarlyGroup_ = cuda::detail::env_is("TPSERVE_ATTN_EARLY", "all");  // AttentionArgs::kvEarly in a group
   DevBuf<float> ssq_;
   bool embedNormOn_ = cuda::detail::env_on("TPSERVE_EMBED_NORM");  // one kernel for embedding (+ all-reduce) + norm
   // The one-token QKV and gate/up GEMVs with k split across two blocks a tile (Int4Epilogue::splitParts and

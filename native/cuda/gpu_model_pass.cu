@@ -43,8 +43,9 @@ void CudaModel::enqueue(const Ptrs& p) {
   // with TPSERVE_TP_FUSE=all (no 8-GPU machine has run it).
   const cuda::P2pGroup* arGroup =
       fold && comm_ && p.T == 1 && (comm_->world() <= 4 || tpFuseAll_) && tpFuse() ? comm_->p2pGroup(H) : nullptr;
-  const bool fuseAr = arGroup != nullptr;
-  const int ssqParts = comm_ && !fuseAr ? cuda::fold_parts(H) : H / 16;
+  const bool fuseAr = arGroup != nullptr && !tpLocalFold_;
+  const bool foldInGemv = fuseAr || (arGroup != nullptr && tpLocalFold_);  // O and down fold in their epilogue
+  const int ssqParts = comm_ && !foldInGemv ? cuda::fold_parts(H) : H / 16;
   const auto foldIn = [&](cuda::Int4Epilogue& ep) {
     ep.ssqIn = ssq_.p, ep.ssqParts = ssqParts, ep.normCols = H, ep.eps = s.eps;
   };
@@ -59,7 +60,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     if (fuseAr) ep.comm = *arGroup;
     return ep;
   };
-  const bool foldHere = fold && (!comm_ || fuseAr);  // O and down fold in their epilogue
+  const bool foldHere = fold && (!comm_ || foldInGemv);  // O and down fold in their epilogue
   for (int l = 0; l < s.layers; l++) {
     Layer& Ly = layers_[l];
     cuda::kv_t* kc = kv_.p + (size_t)2 * l * kvPerLayer_;
@@ -68,7 +69,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     const bool prepQkv = p.T <= 16 && Ly.qkv.kind == DWeight::kInt4Tiled;
     // Layers after the first add the previous down projection (summed over the ranks first) to x.
     const bool folded = fold && l > 0;  // this norm's input came prepared from the previous down GEMV
-    if (folded && comm_ && !fuseAr) foldReduce(Ly.attnNorm.f.p);
+    if (folded && comm_ && !foldInGemv) foldReduce(Ly.attnNorm.f.p);
     if (!folded && !(ablate_ & kAblNorm) && !(l == 0 && embedNorm))
       residualNorm(p.T, l > 0, Ly.attnNorm.f.p, prepQkv ? xp_.p : nullptr, Engine::kRmsNorm, xpMap(Ly.qkv));
     if (ablate_ & kAblQkv) {
@@ -93,6 +94,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     a.out = att_.p, a.workspace = attnWs_.p, a.numSeqs = p.S, a.maxBlocks = p.mb, a.heads = s.heads;
     a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
     a.maxQueryLen = p.maxQ;
+    a.kvEarly = !comm_ || attnEarlyGroup_;  // off in a group (kernels.cuh)
     // Decode: attention also writes O's prepared input.
     const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled && !Ly.o.wideInput();
     if (prepO) a.xpOut = xp2_.p, a.xpMap = xpMap(Ly.o);
@@ -102,7 +104,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     const bool oPrep = gatherInput(Ly.o, oIn, p.T, xp2_.p) || prepO;
     if (foldHere) matmul(oIn, Ly.o, x_.p, p.T, oPrep, nullptr, foldOut(Ly.mlpNorm.f.p, &Ly.gateUp), xp2_.p);
     else if (!(ablate_ & kAblO)) matmul(oIn, Ly.o, tmp_.p, p.T, oPrep, nullptr, cuda::Int4Epilogue(), xp2_.p);
-    if (fold && comm_ && !fuseAr) foldReduce(Ly.mlpNorm.f.p);
+    if (fold && comm_ && !foldInGemv) foldReduce(Ly.mlpNorm.f.p);
     mark(Engine::kOProj);
     const bool prepGu = p.T <= 16 && Ly.gateUp.kind == DWeight::kInt4Tiled;
     const bool prepDown =

@@ -10,6 +10,8 @@
 // latency floor of one push (pingpong_bench.cuh).
 //   check_allreduce [--json out.json]      (needs 2+ GPUs with peer access; with fewer it says so and exits 0)
 //   check_allreduce --ipc-role 0|1 --ipc-dir DIR   (two processes at once: the exchange over a CUDA IPC mapping)
+//   check_allreduce --chain [--layers N] [--json out.json]   (GPUs 0 and 1: the exchange in a chain of decode GEMVs,
+//                                                             gemv_chain_bench.cuh; nothing else)
 #include <chrono>
 #include <thread>
 
@@ -20,6 +22,7 @@
 #include "check_util.cuh"
 #include "embed_norm_check.cuh"
 #include "gather_xprep_check.cuh"
+#include "gemv_chain_bench.cuh"
 #include "int4t_check.cuh"
 #include "p2p_check_group.cuh"
 #include "pingpong_bench.cuh"
@@ -59,6 +62,14 @@ bool check_sum(Group& G, Rng& rng, size_t n, int iters) {
       cudaMemcpy(out.data(), d[r], n * sizeof(float), cudaMemcpyDeviceToHost);
       if (std::memcmp(out.data(), ref.data(), n * sizeof(float)) != 0) ok = false;
       if (G.flags[r][0]) ok = false;
+      if (!ok) {  // say how: a failed wait, or which values differ
+        size_t bad = 0, first = n;
+        for (size_t i = 0; i < n; i++)
+          if (std::memcmp(&out[i], &ref[i], 4) != 0) bad++, first = std::min(first, i);
+        std::printf("  call %d rank %d: wait failed %d, %zu of %zu values differ", it, r, G.flags[r][0], bad, n);
+        if (bad) std::printf(" (first at %zu: %a, expected %a)", first, out[first], ref[first]);
+        std::printf("\n");
+      }
     }
   }
   for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]);
@@ -502,11 +513,18 @@ int main(int argc, char** argv) {
     }
   std::printf("devices: %d x %s\n", count, device_name().c_str());
   Rng rng(7);
+  const bool chainOnly = has_flag(argc, argv, "--chain");
   std::vector<int> worlds;
-  for (int w = 2; w <= count; w *= 2) worlds.push_back(w);
+  for (int w = 2; w <= count && !(chainOnly && w > 2); w *= 2) worlds.push_back(w);
   for (int W : worlds) {
     Group G;
     if (G.init(W, 100'000'000LL)) return 1;  // 100 ms: the timeout check below
+    if (chainOnly) {
+      const char* layers = arg_value(argc, argv, "--layers");
+      if (gemv_chain_bench(G, rng, layers ? std::atoi(layers) : 32)) return 1;
+      G.destroy();
+      continue;
+    }
     for (size_t n : {(size_t)1, (size_t)1000, (size_t)4096, (size_t)4096 * 8 + 5, (size_t)4096 * 32, kCap})
       check_sum(G, rng, n, 3);
     check_gather(G, rng, 1, 16000), check_gather(G, rng, 8, 16000), check_gather(G, rng, 3, 4097);

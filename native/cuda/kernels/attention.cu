@@ -488,8 +488,10 @@ bool wide_on() {
 }
 
 // The one-pass (wide) decode attention with its first chunk of K/V rows loaded before pdl_wait()
-// (attention_decode_kernel's EARLY): Llama-2-7B's batch-1 step 0.016 ms shorter at TP = 1 on an H200, 0.003 at
-// TP = 2 (docs/gpu-runs.md run 71). TPSERVE_ATTN_EARLY=0 turns it off.
+// (attention_decode_kernel's EARLY): Llama-2-7B's batch-1 step 0.016 ms shorter at TP = 1 on an H200 (docs/gpu-runs.md
+// run 71). In a group it is off (AttentionArgs::kvEarly): each rank's attention gets shorter with it, but the O
+// GEMV's exchange right after it waits longer for the later rank, and Llama-2-7B's TP = 2 step was 0.007 ms longer
+// (run 77). TPSERVE_ATTN_EARLY=0 turns it off everywhere, =all on in groups too.
 bool kv_early_on() {
   static const bool on = detail::env_on("TPSERVE_ATTN_EARLY");
   return on;
@@ -520,11 +522,12 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
     if (parts > 1 && a.maxContext <= kWideWarps * kChunk && G % 4 != 0 && (D == 64 || G % 2 != 0) &&
         rows / hpbWide <= kWideMaxBlocks && wide_on()) {
       const DecodeWs none{};
+      const bool early = kv_early_on() && a.kvEarly;
       if constexpr (D == 64)
-        if (G % 2 == 0) return kv_early_on() ? launch_decode<D, 2, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
-                                             : launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
-      return kv_early_on() ? launch_decode<D, 1, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
-                           : launch_decode<D, 1, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+        if (G % 2 == 0) return early ? launch_decode<D, 2, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
+                                     : launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+      return early ? launch_decode<D, 1, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
+                   : launch_decode<D, 1, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
     }
     const DecodeWs ws = decode_ws(a.workspace, rows, parts, D);
     const cudaError_t e = G % 4 == 0   ? launch_decode<D, 4>(a, P, parts, ws, qScale, stream)

@@ -230,6 +230,9 @@ struct AttentionArgs {
   int maxQueryLen; // upper bound of queries per sequence in this batch
   __half* xpOut = nullptr;  // decode with numSeqs <= 16: out also in the GEMV's prepared layout (xprep.cuh)
   const int32_t* xpMap = nullptr;  // xpOut's column k at xpMap[k] (an act-order consumer's inverse permutation)
+  // One-pass decode: the first chunk of K/V rows loaded before pdl_wait() (attention.cu, kv_early_on). The engine
+  // turns it off in a tensor-parallel group (docs/gpu-runs.md run 77).
+  bool kvEarly = true;
 };
 
 /** Bytes of workspace attention() needs for these sizes. */
