@@ -14,6 +14,7 @@ import type { GroupInfo, PageLedger } from "../cluster/ledger.js";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
 import { protos } from "../common/proto.js";
+import { groupMismatch } from "./admission.js";
 import type { WorkerGroup } from "./group.js";
 import { LedgerPages } from "./leased-pages.js";
 import { groupKey, type KvEvent } from "./prefix-index.js";
@@ -64,6 +65,8 @@ export class RouterCluster {
   private generation = 0;
   routerId = "";
   private readonly members = new Map<string, Member>();
+  /** Groups refused at admission (groupMismatch), by id: the epoch refused. */
+  private readonly refused = new Map<string, number>();
   private router: Router | undefined;
   private timers: NodeJS.Timeout[] = [];
   private lastRenewOk = Date.now();
@@ -366,6 +369,7 @@ export class RouterCluster {
   }
 
   private async admit(router: Router, g: GroupInfo): Promise<void> {
+    if (this.refused.get(g.id) === g.epoch) return; // its Describe will not change before it restarts
     const client = workerClient(g.address);
     let desc: DescribeResponse__Output;
     try {
@@ -375,9 +379,20 @@ export class RouterCluster {
       this.log.warn({ group: g.id, error: (e as Error).message }, "worker group not reachable yet");
       return;
     }
-    if (desc.vocabSize !== router.vocabSize || desc.model !== router.modelName) {
+    const mismatch = groupMismatch(router, desc);
+    if (mismatch) {
       client.close();
-      this.log.error({ group: g.id, model: desc.model }, "worker group serves another model; not admitted");
+      this.refused.set(g.id, g.epoch);
+      this.log.error(
+        {
+          group: g.id,
+          model: desc.model,
+          vocab_size: desc.vocabSize,
+          block_size: desc.blockSize,
+          tp_rank: desc.tpRank,
+        },
+        `worker group ${g.id} cannot serve with this router: ${mismatch}; not admitted`,
+      );
       return;
     }
     const pages = new LedgerPages(this.ledger, () => this.routerId, g.id, g.epoch, this.opts);

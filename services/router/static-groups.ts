@@ -1,12 +1,13 @@
 // Static workers (--workers, --workers-dns, `tpserve serve`): the router follows each worker's grpc.health.v1 status,
 // by address. NOT_SERVING (a drain, or a failed tensor-parallel group) stops new requests going to it. SERVING while
 // the router's group for that address is out of service (its Steps stream broke, or a step said its tensor-parallel
-// group failed) means a worker serves there again, e.g. a restarted process or container: once it answers Describe
-// with the router's model, the failed group is replaced by a fresh one at the worker's epoch. The requests the
+// group failed) means a worker serves there again, e.g. a restarted process or container: once its Describe shows it
+// can serve with the router (admission.ts), the failed group is replaced by a fresh one at the worker's epoch. The requests the
 // failed group had are not touched: they ended or moved to another group when it failed.
 import type { Logger } from "pino";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
+import { groupMismatch } from "./admission.js";
 import { describeWorker } from "./cluster.js";
 import type { RouterConfig } from "./config.js";
 import { staticGroupName, staticGroupPages } from "./embedded.js";
@@ -27,21 +28,6 @@ interface StaticWorker {
   busy: boolean;
   retry?: NodeJS.Timeout;
   unwatch: () => void;
-}
-
-/** Why a worker that serves again cannot take the place of its failed group; undefined when it can. */
-export function readmissionMismatch(router: Router, d: DescribeResponse__Output): string | undefined {
-  if (d.model !== router.modelName) return `it serves model ${d.model}, the router ${router.modelName}`;
-  if (d.vocabSize !== router.vocabSize) {
-    return `its vocabulary has ${d.vocabSize} tokens, the router's ${router.vocabSize}`;
-  }
-  if (d.blockSize !== router.blockSize) return `its block size is ${d.blockSize}, the router's ${router.blockSize}`;
-  if (d.tpRank !== 0) return `it is rank ${d.tpRank} of a tensor-parallel group (the router talks to rank 0)`;
-  const tokens = (d.numPages - 1) * d.blockSize;
-  if (tokens < router.maxContext) {
-    return `its KV pool holds ${tokens} tokens, less than the router's context limit of ${router.maxContext}`;
-  }
-  return undefined;
 }
 
 export class StaticGroups {
@@ -105,7 +91,7 @@ export class StaticGroups {
         w.retry.unref();
         return;
       }
-      const mismatch = readmissionMismatch(this.router, d);
+      const mismatch = groupMismatch(this.router, d);
       if (mismatch) {
         this.log.error(
           { worker: w.address, model: d.model, vocab_size: d.vocabSize, block_size: d.blockSize, tp_rank: d.tpRank },
