@@ -22,7 +22,12 @@ export type WorkerMessage =
   | { type: "ready"; address: string; backend: string; reason: string; quantization: string; kvPool?: string }
   | { type: "error"; code?: string; message: string }
   /** This rank's tensor-parallel group failed (a rank died or hung); the rank stays up, NOT_SERVING. */
-  | { type: "group-failed"; reason: string };
+  | { type: "group-failed"; reason: string }
+  /** The answer to the launcher's heartbeat ping (tp-group.ts, watchWorkerGroup). */
+  | { type: "pong" };
+
+/** What the launcher sends a forked worker: a heartbeat ping, answered with "pong". */
+export type LauncherMessage = { type: "ping" };
 
 /** The error's string code (NATIVE_*, CONFIG_*, ...), for the parent to report as its own. */
 function errorCode(err: unknown): { code?: string } {
@@ -96,6 +101,9 @@ export async function workerCommand(f: Flags): Promise<number> {
     kvPool: handle.kvPool,
   });
   let stopping = false;
+  process.on("message", (m: LauncherMessage) => {
+    if (m?.type === "ping" && process.connected) send({ type: "pong" });
+  });
   // The launcher (serve, or `worker --tp N`) stops the group and starts another, or exits for its container to restart.
   void handle.groupFailed.then((reason) => {
     if (!stopping && process.send && process.connected) send({ type: "group-failed", reason });

@@ -1,9 +1,9 @@
-// `tpserve serve` keeps its worker group running: when a rank exits or reports that its group failed (a rank died or
-// hung), the other ranks are stopped and a new group starts with the same configuration on the same worker port,
+// `tpserve serve` keeps its worker group running: when a rank exits, reports that its group failed (a rank died or
+// hung), or answers no heartbeat (it hangs while the group is idle: tp-group.ts), the other ranks are stopped and a new group starts with the same configuration on the same worker port,
 // after a backoff (1 s, doubling up to 30 s; back to 1 s once a group has served for 60 s). The router puts the new
 // group in service when its health watch sees the port serve again (services/router/static-groups.ts).
 import type { WorkerConfig } from "../worker/config.js";
-import { type RankProcess, startWorkerGroup, stopWorkerGroup, watchWorkerGroup } from "./tp-group.js";
+import { heartbeatFor, type RankProcess, startWorkerGroup, stopWorkerGroup, watchWorkerGroup } from "./tp-group.js";
 
 export interface SuperviseOptions {
   firstDelayMs: number;
@@ -69,12 +69,16 @@ export class GroupSupervisor {
   }
 
   private watch(): void {
-    this.unwatch = watchWorkerGroup(this.ranksNow, (rank, why) => {
-      if (this.stopped) return;
-      const who = this.ranksNow.length > 1 ? `rank ${rank.rank} of the worker group` : "the worker";
-      this.opts.log(`tpserve: ${who} (pid ${rank.pid}) ${why}; restarting the group`);
-      this.restarting = this.restart();
-    });
+    this.unwatch = watchWorkerGroup(
+      this.ranksNow,
+      (rank, why) => {
+        if (this.stopped) return;
+        const who = this.ranksNow.length > 1 ? `rank ${rank.rank} of the worker group` : "the worker";
+        this.opts.log(`tpserve: ${who} (pid ${rank.pid}) ${why}; restarting the group`);
+        this.restarting = this.restart();
+      },
+      heartbeatFor(this.cfg),
+    );
   }
 
   private async restart(): Promise<void> {

@@ -3,7 +3,7 @@
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { WorkerConfig } from "../worker/config.js";
-import { startWorkerProcess, type WorkerMessage } from "./serve.js";
+import { type LauncherMessage, startWorkerProcess, type WorkerMessage } from "./serve.js";
 
 export interface RankProcess {
   rank: number;
@@ -51,11 +51,32 @@ export async function startWorkerGroup(cfg: WorkerConfig): Promise<{ ready: Read
   }
 }
 
+/** Heartbeats over each rank's IPC channel: a ping every `everyMs`; a rank silent for `timeoutMs` is lost. */
+export interface Heartbeat {
+  everyMs: number;
+  timeoutMs: number;
+}
+
 /**
- * Calls `onLost` once, for the first rank that exits or reports that its group failed (a "group-failed" message:
- * a rank died or hung, and the ranks still alive cannot run another step). The returned function stops watching.
+ * The heartbeat a group of this configuration gets: it finds a rank that hangs while the group is idle (no step
+ * runs into the collective timeout then). Three collective timeouts, at least 5 s: a rank that hangs during a step
+ * is found by the step's timeout first, and reported as such.
  */
-export function watchWorkerGroup(ranks: RankProcess[], onLost: (rank: RankProcess, why: string) => void): () => void {
+export function heartbeatFor(cfg: Pick<WorkerConfig, "tpTimeoutMs">): Heartbeat {
+  return { everyMs: 1000, timeoutMs: Math.max(5000, 3 * cfg.tpTimeoutMs) };
+}
+
+/**
+ * Calls `onLost` once, for the first rank that exits, reports that its group failed (a "group-failed" message:
+ * a rank died or hung, and the ranks still alive cannot run another step), or, with `heartbeat`, answers no ping for
+ * its timeout (the process is stopped or its event loop is blocked; ranks without an IPC channel are not pinged).
+ * The returned function stops watching.
+ */
+export function watchWorkerGroup(
+  ranks: RankProcess[],
+  onLost: (rank: RankProcess, why: string) => void,
+  heartbeat?: Heartbeat,
+): () => void {
   let watching = true;
   const offs: (() => void)[] = [];
   const stop = () => {
@@ -67,12 +88,14 @@ export function watchWorkerGroup(ranks: RankProcess[], onLost: (rank: RankProces
     stop();
     onLost(r, why);
   };
+  const lastHeard = new Map<RankProcess, number>();
   for (const r of ranks) {
     const { child } = r;
     const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
       lost(r, `exited (${signal ?? `code ${code}`})`);
     const onMessage = (m: WorkerMessage) => {
       if (m.type === "group-failed") lost(r, `reports that its group failed: ${m.reason}`);
+      if (m.type === "pong" && lastHeard.has(r)) lastHeard.set(r, Date.now());
     };
     child.once("exit", onExit);
     child.on("message", onMessage);
@@ -83,6 +106,21 @@ export function watchWorkerGroup(ranks: RankProcess[], onLost: (rank: RankProces
     if (child.exitCode !== null || child.signalCode !== null) {
       queueMicrotask(() => lost(r, `exited (${child.signalCode ?? `code ${child.exitCode}`})`));
     }
+    if (heartbeat && typeof child.send === "function" && child.connected) lastHeard.set(r, Date.now());
+  }
+  if (heartbeat && lastHeard.size > 0) {
+    const timer = setInterval(() => {
+      const now = Date.now();
+      for (const [r, at] of lastHeard) {
+        if (now - at > heartbeat.timeoutMs) {
+          lost(r, `answered no heartbeat for ${now - at} ms (stopped, or its event loop is blocked)`);
+          return;
+        }
+        if (r.child.connected) r.child.send({ type: "ping" } satisfies LauncherMessage, () => undefined);
+      }
+    }, heartbeat.everyMs);
+    timer.unref();
+    offs.push(() => clearInterval(timer));
   }
   return stop;
 }

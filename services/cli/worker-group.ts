@@ -2,10 +2,18 @@
 // container. Every rank is a child process (tp-group.ts, as `serve --tp` starts them); rank 0 serves the given
 // --worker-host/--worker-port, its metrics and its ledger registration (--group), the others listen on loopback.
 // SIGTERM or SIGINT drains rank 0 (it finishes the sequences it holds) and then stops the followers; a rank that
-// exits on its own, or reports that its group failed (a rank hung: every process is alive, none can run a step),
-// stops the group, and this process exits 1 so that the container restarts.
+// exits on its own, reports that its group failed (a rank hung: every process is alive, none can run a step), or
+// answers no heartbeat (it hangs while the group is idle), stops the group, and this process exits 1 so that the
+// container restarts.
 import type { WorkerConfig } from "../worker/config.js";
-import { drainWorkerGroup, type RankProcess, startWorkerGroup, stopWorkerGroup, watchWorkerGroup } from "./tp-group.js";
+import {
+  drainWorkerGroup,
+  heartbeatFor,
+  type RankProcess,
+  startWorkerGroup,
+  stopWorkerGroup,
+  watchWorkerGroup,
+} from "./tp-group.js";
 
 type Send = (m: { type: "ready"; address: string; backend: string; reason: string; quantization: string }) => void;
 
@@ -22,7 +30,7 @@ export async function runWorkerGroup(cfg: WorkerConfig, send: Send): Promise<num
     process.once("SIGTERM", () => resolve({ signal: "SIGTERM" }));
     process.once("SIGINT", () => resolve({ signal: "SIGINT" }));
     process.once("disconnect", () => resolve({ signal: "disconnect" }));
-    unwatch = watchWorkerGroup(ranks, (lost, why) => resolve({ lost, why }));
+    unwatch = watchWorkerGroup(ranks, (lost, why) => resolve({ lost, why }), heartbeatFor(cfg));
   });
   unwatch();
   if ("lost" in event) {

@@ -1,6 +1,7 @@
 // `tpserve serve --tp 2` as a user runs it: a group of two CPU worker processes behind the router, the golden
-// completion through `tpserve generate`; a follower killed: the group is started again on the same worker port and
-// the router serves again; and a clean stop of every rank on SIGTERM.
+// completion through `tpserve generate`; a follower killed, then one stopped (SIGSTOP) while the group is idle: each
+// time the group is started again on the same worker port and the router serves again; and a clean stop of every
+// rank on SIGTERM.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -33,6 +34,7 @@ describe("tpserve serve --tp 2", () => {
 
   beforeAll(async () => {
     const args = ["serve", "--tp", "2", "--no-demo", "--port", "0", "--no-http", "--kv-cache-mib", "16"];
+    args.push("--tp-timeout-ms", "1000"); // the heartbeat's bound: 5 s (tp-group.ts heartbeatFor)
     serve = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     exited = new Promise((resolve) => serve.once("exit", (code) => resolve(code)));
     await new Promise<void>((resolve, reject) => {
@@ -41,7 +43,8 @@ describe("tpserve serve --tp 2", () => {
         const m = /gRPC on (\S+) .*worker at (\S+?);.*tensor-parallel group of 2 CPU ranks \(pids (\d+),(\d+)\)/.exec(
           output,
         );
-        if (m) {
+        if (m && !address) {
+          // Only the first ready line: this listener stays on, and the tests below take the pids of later groups.
           address = m[1]!;
           workerAddress = m[2]!;
           pids = [Number(m[3]), Number(m[4])];
@@ -83,6 +86,24 @@ describe("tpserve serve --tp 2", () => {
     pids = [Number(m[2]), Number(m[3])];
     await waitFor(async () => (await probe(address, "")) === "SERVING", "the router to serve again", 30_000);
     expect(Date.now() - t0).toBeLessThan(30_000);
+    const g = golden[1]!;
+    const args = ["generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"];
+    const { stdout } = await run(process.execPath, [bin, ...args]);
+    expect((JSON.parse(stdout.trim()) as { ids: number[] }).ids).toEqual(g.greedy_ids);
+  }, 60_000);
+
+  it("starts the group again when a follower hangs while the group is idle (no heartbeat answered)", async () => {
+    const t0 = Date.now();
+    process.kill(pids[1]!, "SIGSTOP");
+    const restarted = /worker group restarted \(restart 2, epoch 3\): rank 0 serves on (\S+) \(pids (\d+),(\d+)\)/;
+    await waitFor(() => restarted.test(output), "the group to start again", 40_000);
+    const m = restarted.exec(output)!;
+    expect(m[1]).toBe(workerAddress);
+    expect(output).toMatch(/rank 1 of the worker group \(pid \d+\) answered no heartbeat for \d+ ms/);
+    await waitFor(() => !pids.some(alive), "the stopped group's ranks to exit", 10_000);
+    pids = [Number(m[2]), Number(m[3])];
+    await waitFor(async () => (await probe(address, "")) === "SERVING", "the router to serve again", 30_000);
+    expect(Date.now() - t0).toBeLessThan(40_000);
     const g = golden[1]!;
     const args = ["generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"];
     const { stdout } = await run(process.execPath, [bin, ...args]);

@@ -3,7 +3,8 @@
 // (and no --workers) finds it there and serves the golden completion; SIGTERM drains rank 0 (a stream in flight
 // runs to its end on both ranks), stops rank 1 and the command exits 0, with the group gone from the ledger. A rank
 // that dies stops the whole group (exit 1), and so does a rank that hangs (SIGSTOP): every process is alive, but the
-// leader's next step times out and the leader reports the failed group to the command.
+// leader's next step times out and the leader reports the failed group to the command; with no step to time out,
+// the command's heartbeat finds the stopped rank.
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -155,5 +156,18 @@ describe("tpserve worker --tp 2 (the whole group from one command)", () => {
       client.close();
       await r.close();
     }
+  }, 60_000);
+
+  it("stops the group and exits 1 when a rank hangs while the group is idle (no heartbeat answered)", async () => {
+    const g = await startGroupCommand(["--worker-port", "0", "--tp-timeout-ms", "1000"], {});
+    spares.push(g);
+    const t0 = Date.now();
+    process.kill(g.pids[1]!, "SIGSTOP"); // no request comes: no step can time out
+    const late = new Promise<string>((r) => setTimeout(() => r("still running 30 s later"), 30_000).unref());
+    expect(await Promise.race([g.exited, late])).toBe(1);
+    // heartbeatFor: 5 s of silence (at least three 1 s collective timeouts), pings every second, then the stop.
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(g.stderr()).toMatch(/rank 1 \(pid \d+\) answered no heartbeat for \d+ ms .*; stopping the group/);
+    await waitFor(() => !g.pids.some(alive), "every rank to exit", 10_000);
   }, 60_000);
 });
