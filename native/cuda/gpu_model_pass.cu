@@ -44,7 +44,7 @@ void CudaModel::enqueue(const Ptrs& p) {
   const cuda::P2pGroup* arGroup =
       fold && comm_ && p.T == 1 && (comm_->world() <= 4 || tpFuseAll_) && tpFuse() ? comm_->p2pGroup(H) : nullptr;
   const bool fuseAr = arGroup != nullptr && !tpLocalFold_;
-  const bool foldInGemv = fuseAr || (arGroup != nullptr && tpLocalFold_);  // O and down fold in their epilogue
+  const bool foldInGemv = arGroup != nullptr;  // O and down fold in their epilogue (exchanging, or the diagnostic)
   const int ssqParts = comm_ && !foldInGemv ? cuda::fold_parts(H) : H / 16;
   const auto foldIn = [&](cuda::Int4Epilogue& ep) {
     ep.ssqIn = ssq_.p, ep.ssqParts = ssqParts, ep.normCols = H, ep.eps = s.eps;
