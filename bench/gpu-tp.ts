@@ -60,8 +60,10 @@ const models = new Set(f.string("models", "llama-2-7b,llama-2-70b").split(","));
 // Which decode runs: auto (p2p up to its cap, NCCL above), nccl (NCCL alone), skip (collectives skipped).
 const pathsFlag = new Set(f.string("paths", "auto,nccl,skip").split(","));
 // A/B settings: "label:ENV=v,ENV2=v;label2:..." runs Llama-2-7B at each TP of --tps (TP=1 too) again under each
-// setting (after the runs above, in the same process).
+// setting (after the runs above, in the same process); --variant-models llama-2-7b,llama-2-70b,llama-3-70b also the
+// 70B shapes at the TPs they run at (those --models names too).
 const variantsFlag = f.string("variants", "");
+const variantModels = new Set(f.string("variant-models", "llama-2-7b").split(","));
 const batches = f.string("batches", "1,32").split(",").map(Number);
 const actOrder = f.bool("act-order");
 f.rejectUnknown();
@@ -334,8 +336,14 @@ for (const v of variantsFlag ? variantsFlag.split(";") : []) {
       .filter(Boolean)
       .map((kv) => kv.split(/=(.*)/s).slice(0, 2)),
   );
-  for (const tp of tpsSmall)
-    runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp), env, label: label! });
+  if (variantModels.has("llama-2-7b"))
+    for (const tp of tpsSmall)
+      runs.push({ model: "llama-2-7b", kvHeads: 32, tp, allreduce: "auto", groupSize: g7(tp), env, label: label! });
+  for (const model of ["llama-2-70b", "llama-3-70b"] as const) {
+    if (!variantModels.has(model)) continue;
+    for (const tp of tps.filter((t) => t >= (model === "llama-2-70b" ? 2 : 4)))
+      runs.push({ model, kvHeads: 8, tp, allreduce: "auto", groupSize: 128, env, label: label! });
+  }
 }
 const speed: Record<string, unknown>[] = [];
 const pathOf = (r: (typeof runs)[number]) =>
