@@ -26,3 +26,8 @@ export function groupMismatch(router: RouterShape, d: DescribeResponse__Output):
   }
   return undefined;
 }
+
+/** What a refusal's log line says of the group (beside the mismatch itself). */
+export function describeFields(d: DescribeResponse__Output) {
+  return { model: d.model, vocab_size: d.vocabSize, block_size: d.blockSize, tp_rank: d.tpRank };
+}

@@ -14,7 +14,7 @@ import type { GroupInfo, PageLedger } from "../cluster/ledger.js";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
 import { protos } from "../common/proto.js";
-import { groupMismatch } from "./admission.js";
+import { describeFields, groupMismatch } from "./admission.js";
 import type { WorkerGroup } from "./group.js";
 import { LedgerPages } from "./leased-pages.js";
 import { groupKey, type KvEvent } from "./prefix-index.js";
@@ -384,13 +384,7 @@ export class RouterCluster {
       client.close();
       this.refused.set(g.id, g.epoch);
       this.log.error(
-        {
-          group: g.id,
-          model: desc.model,
-          vocab_size: desc.vocabSize,
-          block_size: desc.blockSize,
-          tp_rank: desc.tpRank,
-        },
+        { group: g.id, ...describeFields(desc) },
         `worker group ${g.id} cannot serve with this router: ${mismatch}; not admitted`,
       );
       return;

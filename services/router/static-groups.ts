@@ -2,12 +2,12 @@
 // by address. NOT_SERVING (a drain, or a failed tensor-parallel group) stops new requests going to it. SERVING while
 // the router's group for that address is out of service (its Steps stream broke, or a step said its tensor-parallel
 // group failed) means a worker serves there again, e.g. a restarted process or container: once its Describe shows it
-// can serve with the router (admission.ts), the failed group is replaced by a fresh one at the worker's epoch. The requests the
-// failed group had are not touched: they ended or moved to another group when it failed.
+// can serve with the router (admission.ts), the failed group is replaced by a fresh one at the worker's epoch. The
+// requests the failed group had are not touched: they ended or moved to another group when it failed.
 import type { Logger } from "pino";
 import type { DescribeResponse__Output } from "../common/generated/tpserve/worker/v1/DescribeResponse.js";
 import type { WorkerClient } from "../common/generated/tpserve/worker/v1/Worker.js";
-import { groupMismatch } from "./admission.js";
+import { describeFields, groupMismatch } from "./admission.js";
 import { describeWorker } from "./cluster.js";
 import type { RouterConfig } from "./config.js";
 import { staticGroupName, staticGroupPages } from "./embedded.js";
@@ -94,7 +94,7 @@ export class StaticGroups {
       const mismatch = groupMismatch(this.router, d);
       if (mismatch) {
         this.log.error(
-          { worker: w.address, model: d.model, vocab_size: d.vocabSize, block_size: d.blockSize, tp_rank: d.tpRank },
+          { worker: w.address, ...describeFields(d) },
           `worker ${w.address} serves again, but ${mismatch}: not put back in service`,
         );
         return;

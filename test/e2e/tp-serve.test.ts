@@ -62,14 +62,38 @@ describe("tpserve serve --tp 2", () => {
     for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
   });
 
+  /** Golden prompt 1 through `tpserve generate` against the router. */
+  const generateGolden = async () => {
+    const g = golden[1]!;
+    const args = ["generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"];
+    const { stdout } = await run(process.execPath, [bin, ...args]);
+    return { g, out: JSON.parse(stdout.trim()) as { ids: number[]; text: string } };
+  };
+
+  /** Waits for serve's `restart`th new group (epoch restart + 1) and checks it took the same worker address. */
+  const waitRestart = async (restart: number, timeoutMs: number) => {
+    const re = new RegExp(
+      `worker group restarted \\(restart ${restart}, epoch ${restart + 1}\\): rank 0 serves on (\\S+) \\(pids (\\d+),(\\d+)\\)`,
+    );
+    await waitFor(() => re.test(output), "the group to start again", timeoutMs);
+    const m = re.exec(output)!;
+    expect(m[1]).toBe(workerAddress);
+    return [Number(m[2]), Number(m[3])];
+  };
+
+  /** The router serves again within `boundMs` of t0, and gives the golden ids. */
+  const servesGoldenAgain = async (t0: number, boundMs: number) => {
+    await waitFor(async () => (await probe(address, "")) === "SERVING", "the router to serve again", 30_000);
+    expect(Date.now() - t0).toBeLessThan(boundMs);
+    const { g, out } = await generateGolden();
+    expect(out.ids).toEqual(g.greedy_ids);
+  };
+
   it("starts two ranks and serves the golden greedy completion through rank 0", async () => {
     expect(output).toMatch(/loading shard 0 of 2/);
     expect(output).toMatch(/no CUDA device is visible|has no CUDA backend/); // --device auto: CPU ranks here
     expect(pids.every(alive)).toBe(true);
-    const g = golden[1]!;
-    const args = ["generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"];
-    const { stdout } = await run(process.execPath, [bin, ...args]);
-    const out = JSON.parse(stdout.trim()) as { ids: number[]; text: string };
+    const { g, out } = await generateGolden();
     expect(out.ids).toEqual(g.greedy_ids);
     expect(out.text).toBe(g.text);
   });
@@ -77,37 +101,21 @@ describe("tpserve serve --tp 2", () => {
   it("starts the group again on the same worker port when a follower is killed, and serves again", async () => {
     const t0 = Date.now();
     process.kill(pids[1]!, "SIGKILL");
-    const restarted = /worker group restarted \(restart 1, epoch 2\): rank 0 serves on (\S+) \(pids (\d+),(\d+)\)/;
-    await waitFor(() => restarted.test(output), "the group to start again", 30_000);
-    const m = restarted.exec(output)!;
-    expect(m[1]).toBe(workerAddress);
+    const next = await waitRestart(1, 30_000);
     expect(output).toMatch(/rank 1 of the worker group \(pid \d+\) exited \(SIGKILL\); restarting the group/);
     expect(pids.some(alive)).toBe(false); // the old leader was stopped
-    pids = [Number(m[2]), Number(m[3])];
-    await waitFor(async () => (await probe(address, "")) === "SERVING", "the router to serve again", 30_000);
-    expect(Date.now() - t0).toBeLessThan(30_000);
-    const g = golden[1]!;
-    const args = ["generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"];
-    const { stdout } = await run(process.execPath, [bin, ...args]);
-    expect((JSON.parse(stdout.trim()) as { ids: number[] }).ids).toEqual(g.greedy_ids);
+    pids = next;
+    await servesGoldenAgain(t0, 30_000);
   }, 60_000);
 
   it("starts the group again when a follower hangs while the group is idle (no heartbeat answered)", async () => {
     const t0 = Date.now();
     process.kill(pids[1]!, "SIGSTOP");
-    const restarted = /worker group restarted \(restart 2, epoch 3\): rank 0 serves on (\S+) \(pids (\d+),(\d+)\)/;
-    await waitFor(() => restarted.test(output), "the group to start again", 40_000);
-    const m = restarted.exec(output)!;
-    expect(m[1]).toBe(workerAddress);
+    const next = await waitRestart(2, 40_000);
     expect(output).toMatch(/rank 1 of the worker group \(pid \d+\) answered no heartbeat for \d+ ms/);
     await waitFor(() => !pids.some(alive), "the stopped group's ranks to exit", 10_000);
-    pids = [Number(m[2]), Number(m[3])];
-    await waitFor(async () => (await probe(address, "")) === "SERVING", "the router to serve again", 30_000);
-    expect(Date.now() - t0).toBeLessThan(40_000);
-    const g = golden[1]!;
-    const args = ["generate", "--address", address, "--prompt", g.prompt, "--max-tokens", "32", "--json"];
-    const { stdout } = await run(process.execPath, [bin, ...args]);
-    expect((JSON.parse(stdout.trim()) as { ids: number[] }).ids).toEqual(g.greedy_ids);
+    pids = next;
+    await servesGoldenAgain(t0, 40_000);
   }, 60_000);
 
   it("stops every rank on SIGTERM and exits 0", async () => {

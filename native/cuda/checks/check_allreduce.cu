@@ -351,18 +351,15 @@ bool check_gemv_fold(Group& G, Rng& rng, int rows, int cols) {
 bool check_graph(Group& G, Rng& rng, size_t n) {
   const int W = G.world;
   std::vector<float*> d(W);
-  std::vector<cudaGraphExec_t> ex(W);
-  bool ok = true;
-  for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
-    cudaMalloc(&d[r], n * sizeof(float));
-    cudaGraph_t g;
-    cudaStreamBeginCapture(G.streams[r], cudaStreamCaptureModeThreadLocal);
-    for (int k = 0; k < 3; k++) cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]);
-    if (cudaStreamEndCapture(G.streams[r], &g) != cudaSuccess || cudaGraphInstantiate(&ex[r], g, 0) != cudaSuccess)
-      ok = false;
-    cudaGraphDestroy(g);
-  }
+  std::vector<cudaGraphExec_t> ex;
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaMalloc(&d[r], n * sizeof(float));
+  bool ok = G.capture(
+      [&](int r) {
+        for (int k = 0; k < 3; k++)
+          if (cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]) != cudaSuccess) return false;
+        return true;
+      },
+      ex);
   for (int rep = 0; rep < 5 && ok; rep++) {
     std::vector<std::vector<float>> in(W, std::vector<float>(n));
     for (auto& v : in)
@@ -384,7 +381,8 @@ bool check_graph(Group& G, Rng& rng, size_t n) {
       }
     }
   }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaGraphExecDestroy(ex[r]), cudaFree(d[r]);
+  G.destroyGraphs(ex);
+  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]);
   report("all_reduce in a CUDA graph, world " + std::to_string(W) + " n " + std::to_string(n) + " x5 replays", ok);
   return ok;
 }
@@ -422,8 +420,9 @@ double time_p2p(Group& G, size_t n, int mode = 0, int dim = 4096) {
     cudaMalloc(&xp[r], cuda::xprep_halves(16, dim) * 2), cudaMalloc(&ss[r], 16 * 64 * 4);
     cudaMalloc(&x[r], n * 4), cudaMemset(x[r], 0, n * 4), cudaMalloc(&y[r], (n + dim) * 4);  // y: w, then the output
     cudaMemset(y[r], 0, (n + dim) * 4);
-    cudaGraph_t g;
-    cudaStreamBeginCapture(G.streams[r], cudaStreamCaptureModeThreadLocal);
+  }
+  // One rank's calls, captured into its graph.
+  const auto enqueue = [&](int r) {
     for (int k = 0; k < iters; k++) {
       if (mode == 3) {
         cuda::all_reduce_fold(d[r], x[r], y[r], xp[r], ss[r], rows, dim, &G.g[r], G.streams[r]);
@@ -434,23 +433,13 @@ double time_p2p(Group& G, size_t n, int mode = 0, int dim = 4096) {
         if (mode == 2) cuda::rmsnorm(x[r], d[r], y[r], y[r] + dim, rows, dim, 1e-5f, G.streams[r]);
       }
     }
-    cudaStreamEndCapture(G.streams[r], &g);
-    cudaGraphInstantiate(&ex[r], g, 0);
-    cudaGraphDestroy(g);
-  }
-  std::vector<double> per;
-  for (int rep = 0; rep < 6; rep++) {
-    G.syncAll();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int r = 0; r < W; r++) cudaSetDevice(r), cudaGraphLaunch(ex[r], G.streams[r]);
-    G.syncAll();
-    if (rep > 0) per.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters);
-  }
+    return true;
+  };
+  const double us = G.capture(enqueue, ex) ? G.replayMedianUs(ex, 1, 5, iters) : -1;
+  G.destroyGraphs(ex);
   for (int r = 0; r < W; r++)
-    cudaSetDevice(r), cudaFree(d[r]), cudaFree(x[r]), cudaFree(y[r]), cudaFree(xp[r]), cudaFree(ss[r]),
-        cudaGraphExecDestroy(ex[r]);
-  std::sort(per.begin(), per.end());
-  return per[per.size() / 2];
+    cudaSetDevice(r), cudaFree(d[r]), cudaFree(x[r]), cudaFree(y[r]), cudaFree(xp[r]), cudaFree(ss[r]);
+  return us;
 }
 
 /** The same with NCCL (eager, one group call per all-reduce over every rank); -1 when NCCL is unavailable. */

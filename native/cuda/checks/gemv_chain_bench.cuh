@@ -7,8 +7,6 @@
 // O GEMVs back to back. Microseconds per layer (two exchanges) with and without the exchange, median of replays.
 // Benchmark only; check_gemv_fold checks the same kernels' results.
 #pragma once
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <vector>
 
@@ -46,8 +44,9 @@ bool chain_enqueue(Group& G, int r, ChainRank& k, const std::vector<ChainShape>&
           ep.accumulate = true, ep.normW = k.w, ep.xpOut = k.xpOut, ep.ssqOut = k.ssq;
           if (comm) ep.comm = G.g[r];
         }
-        const cudaError_t e = tpserve::cuda::int4_tiled_matmul(nullptr, k.xpIn, true, tw, sh.fold ? k.x : k.y, 1, nullptr,
-                                                               G.streams[r], false, ep, nullptr, 0);
+        float* y = sh.fold ? k.x : k.y;
+        const cudaError_t e = tpserve::cuda::int4_tiled_matmul(nullptr, k.xpIn, true, tw, y, 1, nullptr, G.streams[r],
+                                                               false, ep, nullptr, 0);
         if (e != cudaSuccess) return false;
       }
     }
@@ -58,36 +57,20 @@ bool chain_enqueue(Group& G, int r, ChainRank& k, const std::vector<ChainShape>&
 /** Median microseconds per layer of the chain's graph replayed on both ranks at once; -1 on failure. */
 double chain_time(Group& G, std::vector<ChainRank>& R, const std::vector<ChainShape>& shapes, int layers, bool comm,
                   bool oOnly) {
-  const int W = G.world;
-  std::vector<cudaGraphExec_t> ex(W, nullptr);
-  for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
-    cudaGraph_t g;
-    if (cudaStreamBeginCapture(G.streams[r], cudaStreamCaptureModeThreadLocal) != cudaSuccess) return -1;
-    const bool ok = chain_enqueue(G, r, R[r], shapes, layers, comm, oOnly);
-    if (cudaStreamEndCapture(G.streams[r], &g) != cudaSuccess || !ok) return -1;
-    if (cudaGraphInstantiate(&ex[r], g, 0) != cudaSuccess) return -1;
-    cudaGraphDestroy(g);
-  }
-  std::vector<double> per;
-  for (int rep = 0; rep < 25; rep++) {
-    G.syncAll();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int r = 0; r < W; r++) cudaSetDevice(r), cudaGraphLaunch(ex[r], G.streams[r]);
-    if (!G.syncAll()) return -1;
-    if (rep >= 5)
-      per.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / layers);
-  }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaGraphExecDestroy(ex[r]);
-  for (int r = 0; r < W; r++)
+  std::vector<cudaGraphExec_t> ex;
+  const auto enqueue = [&](int r) { return chain_enqueue(G, r, R[r], shapes, layers, comm, oOnly); };
+  if (!G.capture(enqueue, ex)) return -1;
+  const double us = G.replayMedianUs(ex, 5, 20, layers);
+  G.destroyGraphs(ex);
+  for (int r = 0; r < G.world; r++)
     if (G.flags[r][0]) return -1;  // a wait failed
-  std::sort(per.begin(), per.end());
-  return per[per.size() / 2];
+  return us;
 }
 
 /** Sets up both ranks' weights and buffers, then times the chains; prints a table and records g_bench rows. */
 int gemv_chain_bench(Group& G, tpserve::check::Rng& rng, int layers) {
-  const std::vector<ChainShape> shapes = {{6144, 4096, false}, {4096, 2048, true}, {11008, 4096, false}, {4096, 5504, true}};
+  const std::vector<ChainShape> shapes = {
+      {6144, 4096, false}, {4096, 2048, true}, {11008, 4096, false}, {4096, 5504, true}};
   const int W = G.world, H = 4096;
   std::vector<ChainRank> R(W);
   for (int r = 0; r < W; r++) {

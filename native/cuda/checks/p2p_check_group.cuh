@@ -3,6 +3,9 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -80,6 +83,53 @@ struct Group {
       CUDA_CHECK_BOOL(cudaStreamSynchronize(streams[r]));
     }
     return true;
+  }
+
+  /**
+   * One CUDA graph per rank of what enqueue(r) puts on rank r's stream (false from enqueue, or a capture error: the
+   * graphs made so far are destroyed and ex is emptied).
+   */
+  template <class Enqueue>
+  bool capture(Enqueue&& enqueue, std::vector<cudaGraphExec_t>& ex) {
+    ex.assign(world, nullptr);
+    for (int r = 0; r < world; r++) {
+      cudaSetDevice(r);
+      cudaGraph_t g = nullptr;
+      bool ok = cudaStreamBeginCapture(streams[r], cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+      if (ok) ok = enqueue(r);
+      ok = cudaStreamEndCapture(streams[r], &g) == cudaSuccess && ok;
+      ok = ok && cudaGraphInstantiate(&ex[r], g, 0) == cudaSuccess;
+      if (g) cudaGraphDestroy(g);
+      if (!ok) {
+        destroyGraphs(ex);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  void destroyGraphs(std::vector<cudaGraphExec_t>& ex) {
+    for (int r = 0; r < (int)ex.size(); r++)
+      if (ex[r]) cudaSetDevice(r), cudaGraphExecDestroy(ex[r]);
+    ex.clear();
+  }
+
+  /**
+   * Launches every rank's graph together warmup + reps times (the host waits for all after each); the median of the
+   * last reps in microseconds, divided by `per` (the calls or layers in a graph). -1 when a synchronisation failed.
+   */
+  double replayMedianUs(const std::vector<cudaGraphExec_t>& ex, int warmup, int reps, double per) {
+    std::vector<double> t;
+    for (int rep = 0; rep < warmup + reps; rep++) {
+      if (!syncAll()) return -1;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int r = 0; r < world; r++) cudaSetDevice(r), cudaGraphLaunch(ex[r], streams[r]);
+      if (!syncAll()) return -1;
+      const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      if (rep >= warmup) t.push_back(us / per);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
   }
 };
 
