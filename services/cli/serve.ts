@@ -153,7 +153,8 @@ export async function serveCommand(f: Flags): Promise<number> {
   const group = base.group ?? (base.cluster.redisUrl ? `serve-${hostname()}-${process.pid}` : null);
   const workerCfg = { ...base, port: 0, group };
   const demo = !f.bool("no-demo");
-  const routerCfg = routerConfigFromFlags(f, ["pending"]);
+  // The supervisor restarts a failed group on the same port: requests wait for it (--group-wait-ms) by default.
+  const routerCfg = routerConfigFromFlags(f, ["pending"], { groupWaitMs: 30_000 });
   f.rejectUnknown();
   const t0 = performance.now();
   const { ready, ranks } = await startWorkerGroup(workerCfg);

@@ -47,6 +47,12 @@ export interface RouterConfig {
   pageExtent: number;
   /** How long a request may wait for pages the ledger cannot give before it fails with UNAVAILABLE. */
   pageStarveMs: number;
+  /**
+   * How long a request may wait for a worker group to come (back) into service when none is (a group restarting):
+   * new requests wait, and those of a failed group with no other group to move to go on in the next group that
+   * comes. 0: they fail with UNAVAILABLE at once.
+   */
+  groupWaitMs: number;
   /** Share full KV blocks between requests with the same prefix (docs/prefix-caching.md). */
   prefixCache: boolean;
   /** Cluster mode: unreferenced cached blocks an idle router keeps instead of handing them back to the ledger. */
@@ -79,12 +85,18 @@ export const ROUTER_FLAGS_HELP = `router options:
   --drain-timeout-s N      on SIGTERM, let in-flight streams finish for up to N s, then exit 0 (default 30)
   --page-extent N          pages claimed from the cluster ledger at a time (default 32; REDIS_URL set)
   --page-starve-ms N       a request waiting this long for pages the ledger cannot give fails (default 30000)
+  --group-wait-ms N        with no worker group in service, a request waits up to N ms for one to come back
+                           (a restarting group) before UNAVAILABLE (default 0; tpserve serve: 30000)
   --no-prefix-cache        do not share KV blocks between requests with the same prefix (default: share)
   --prefix-cache-keep N    cached blocks an idle router keeps leased from the ledger (default 64)
   --prefix-load-factor F   route to the group holding the longest prefix while its load <= F x average (default 1.25)
   --no-prefix-routing      route by load only (default: prefix-aware when there are several groups)`;
 
-export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig {
+export function routerConfigFromFlags(
+  f: Flags,
+  workers: string[],
+  defaults: { groupWaitMs?: number } = {},
+): RouterConfig {
   const cfg: RouterConfig = {
     host: f.string("host", "127.0.0.1"),
     port: f.int("port", 50051, 0, 65535),
@@ -108,6 +120,7 @@ export function routerConfigFromFlags(f: Flags, workers: string[]): RouterConfig
     cluster: clusterConfigFromEnv(),
     pageExtent: f.int("page-extent", 32, 1, 1 << 20),
     pageStarveMs: f.int("page-starve-ms", 30_000, 10, 3_600_000),
+    groupWaitMs: f.int("group-wait-ms", defaults.groupWaitMs ?? 0, 0, 3_600_000),
     prefixCache: !f.bool("no-prefix-cache"),
     prefixCacheKeepPages: f.int("prefix-cache-keep", 64, 0, 1 << 24),
     prefixRouting: !f.bool("no-prefix-routing"),

@@ -16,6 +16,7 @@ import type { RouterConfig } from "./config.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { type GroupEvents, type SequenceParams, WorkerGroup } from "./group.js";
 import { createGroupScheduler, pickGroup } from "./group-setup.js";
+import { Holding } from "./holding.js";
 import type { LedgerPages } from "./leased-pages.js";
 import { RouterMetrics } from "./metrics.js";
 import { rootHash } from "./prefix-cache.js";
@@ -61,6 +62,13 @@ interface ActiveRequest {
   promptText?: string;
 }
 
+/** A new request waiting for a worker group to come into service (--group-wait-ms), then its handle there. */
+interface HeldRequest {
+  req: GenerateRequest__Output;
+  sink: ChunkSink;
+  handle?: SubmittedRequest | null;
+}
+
 export interface RouterCounters {
   requestsFinished: number;
   tokensGenerated: number;
@@ -95,6 +103,12 @@ export class Router {
   private readonly limits: Limits;
   private nextSeqId = 1;
   private draining = false;
+  /**
+   * While no group is in service (--group-wait-ms): new requests, and requests of a failed group with nowhere to
+   * move, until a group comes (back) or their wait ends.
+   */
+  private readonly heldNew: Holding<HeldRequest>;
+  private readonly heldMoved: Holding<ActiveRequest>;
 
   constructor(
     private readonly cfg: RouterConfig,
@@ -105,6 +119,8 @@ export class Router {
     private readonly log: Logger = pino({ level: "silent" }),
   ) {
     this.metrics = new RouterMetrics(() => this.stats());
+    this.heldNew = new Holding(cfg.groupWaitMs);
+    this.heldMoved = new Holding(cfg.groupWaitMs);
     clients.forEach((client, i) => {
       this.addGroup(cfg.workers[i] ?? `worker-${i}`, client, descs[i]!, descs[i]!.epoch);
     });
@@ -148,7 +164,19 @@ export class Router {
     );
     group.connect();
     this.groups.push(group);
+    this.resumeHeld(group);
     return group;
+  }
+
+  /** The requests held while no group was in service go to the groups now in service (the new one among them). */
+  private resumeHeld(group: WorkerGroup): void {
+    for (const a of this.heldMoved.takeAll()) {
+      if (a.done) continue;
+      if (!this.retryElsewhere(a, `worker group ${group.name} came into service`)) {
+        this.failRequest(a, "UNAVAILABLE", "no worker group to move to");
+      }
+    }
+    for (const h of this.heldNew.takeAll()) h.handle = this.submit(h.req, h.sink);
   }
 
   /** Takes a group out of service (it left the cluster, restarted, or this router lost its lease). */
@@ -284,6 +312,13 @@ export class Router {
   /** Stops taking requests; in-flight ones go on. */
   drain(): void {
     this.draining = true;
+    this.dropHeld("the router is draining; retry elsewhere");
+  }
+
+  /** Requests still waiting for a group end with UNAVAILABLE (draining, closing). */
+  private dropHeld(why: string): void {
+    for (const a of this.heldMoved.takeAll()) if (!a.done) this.failRequest(a, "UNAVAILABLE", why);
+    for (const h of this.heldNew.takeAll()) this.refuse(h.req, h.sink, new RequestError(grpc.status.UNAVAILABLE, why));
   }
 
   get inFlight(): number {
@@ -291,6 +326,7 @@ export class Router {
   }
 
   close(): void {
+    this.dropHeld("the router is closing");
     for (const a of [...this.active.values()]) this.finish(a, "FINISH_REASON_CANCELLED");
     for (const g of this.groups) g.close();
   }
@@ -324,6 +360,7 @@ export class Router {
       const norm = validateRequest(req, promptIds, this.limits);
       const group = this.pickGroup(promptIds);
       if (!group) {
+        if (this.cfg.groupWaitMs > 0) return this.hold(req, sink);
         throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group (all failed or draining)");
       }
       const waiting = this.groups.reduce((n, g) => n + g.scheduler.stats().waiting, 0);
@@ -359,10 +396,7 @@ export class Router {
       group.scheduler.add({ id: seqId, promptTokens: promptIds, maxNewTokens: norm.maxNewTokens });
     } catch (err) {
       const e = err instanceof RequestError ? err : new RequestError(grpc.status.INTERNAL, (err as Error).message);
-      const status = grpc.status[e.grpcCode] ?? "UNKNOWN";
-      this.metrics.requests.inc({ finished_reason: status });
-      this.log.info({ request_id: req.requestId || null, status, error: e.message }, "request");
-      sink.fail(e.grpcCode, e.message);
+      this.refuse(req, sink, e);
       return null;
     }
     a.group.kick();
@@ -376,6 +410,33 @@ export class Router {
         this.release(a);
         a.group.scheduler.finish(a.seqId);
         a.group.kick();
+      },
+    };
+  }
+
+  private refuse(req: GenerateRequest__Output, sink: ChunkSink, e: RequestError): void {
+    const status = grpc.status[e.grpcCode] ?? "UNKNOWN";
+    this.metrics.requests.inc({ finished_reason: status });
+    this.log.info({ request_id: req.requestId || null, status, error: e.message }, "request");
+    sink.fail(e.grpcCode, e.message);
+  }
+
+  /** A valid request that arrived while no group is in service waits up to --group-wait-ms for one. */
+  private hold(req: GenerateRequest__Output, sink: ChunkSink): SubmittedRequest {
+    if (this.heldNew.size >= this.cfg.maxQueue) {
+      throw new RequestError(
+        grpc.status.RESOURCE_EXHAUSTED,
+        `the queue is full (max_queue ${this.cfg.maxQueue} requests waiting for a worker group); retry later`,
+      );
+    }
+    const held: HeldRequest = { req: { ...req, requestId: req.requestId || `req-${this.nextSeqId++}` }, sink };
+    const ms = this.cfg.groupWaitMs;
+    const why = `no healthy worker group came into service within ${ms} ms (--group-wait-ms)`;
+    this.heldNew.hold(held, (h) => this.refuse(h.req, h.sink, new RequestError(grpc.status.UNAVAILABLE, why)));
+    return {
+      requestId: held.req.requestId,
+      cancel: () => {
+        if (!this.heldNew.release(held)) held.handle?.cancel();
       },
     };
   }
@@ -526,15 +587,35 @@ export class Router {
       const a = this.active.get(id);
       if (!a || a.done) continue;
       if (code === "UNAVAILABLE" && this.retryElsewhere(a, message)) continue;
-      a.done = true;
-      this.release(a);
-      this.metrics.requests.inc({ finished_reason: code });
-      this.logRequest(a, code, message);
-      // A stale epoch means the group restarted under the plan: the request may be retried elsewhere.
-      const retryable = code === "UNAVAILABLE" || code === "WORKER_STALE_EPOCH";
-      const grpcCode = retryable ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
-      a.call.fail(grpcCode, `${code}: ${message}`);
+      if (code === "UNAVAILABLE" && this.holdMoved(a, message)) continue;
+      this.failRequest(a, code, message);
     }
+  }
+
+  /**
+   * A request of a failed group with no other group in service waits up to --group-wait-ms for one (a restarting
+   * group), then goes on there as retryElsewhere moves it; at most once, as a move.
+   */
+  private holdMoved(a: ActiveRequest, why: string): boolean {
+    if (this.cfg.groupWaitMs <= 0 || a.retries > 0 || a.group.healthy || this.draining) return false;
+    const ms = this.cfg.groupWaitMs;
+    this.heldMoved.hold(a, () => {
+      if (!a.done)
+        this.failRequest(a, "UNAVAILABLE", `${why}; no worker group came back within ${ms} ms (--group-wait-ms)`);
+    });
+    this.log.info({ request_id: a.requestId, from: a.group.name, why }, "request waits for a worker group");
+    return true;
+  }
+
+  private failRequest(a: ActiveRequest, code: string, message: string): void {
+    a.done = true;
+    this.release(a);
+    this.metrics.requests.inc({ finished_reason: code });
+    this.logRequest(a, code, message);
+    // A stale epoch means the group restarted under the plan: the request may be retried elsewhere.
+    const retryable = code === "UNAVAILABLE" || code === "WORKER_STALE_EPOCH";
+    const grpcCode = retryable ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
+    a.call.fail(grpcCode, `${code}: ${message}`);
   }
 
   /**

@@ -1,7 +1,7 @@
 // `tpserve serve --tp 2` as a user runs it: a group of two CPU worker processes behind the router, the golden
 // completion through `tpserve generate`; a follower killed, then one stopped (SIGSTOP) while the group is idle: each
-// time the group is started again on the same worker port and the router serves again; and a clean stop of every
-// rank on SIGTERM.
+// time the group is started again on the same worker port and the router serves again (a request sent while it is
+// down waits for it); and a clean stop of every rank on SIGTERM.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -101,10 +101,14 @@ describe("tpserve serve --tp 2", () => {
   it("starts the group again on the same worker port when a follower is killed, and serves again", async () => {
     const t0 = Date.now();
     process.kill(pids[1]!, "SIGKILL");
+    // Sent while the group is down: it waits for the restarted group (serve's --group-wait-ms) instead of failing.
+    const during = generateGolden();
     const next = await waitRestart(1, 30_000);
     expect(output).toMatch(/rank 1 of the worker group \(pid \d+\) exited \(SIGKILL\); restarting the group/);
     expect(pids.some(alive)).toBe(false); // the old leader was stopped
     pids = next;
+    const { g, out } = await during;
+    expect(out.ids).toEqual(g.greedy_ids);
     await servesGoldenAgain(t0, 30_000);
   }, 60_000);
 

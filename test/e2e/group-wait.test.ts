@@ -1,0 +1,105 @@
+// --group-wait-ms (the default of `tpserve serve`): while no worker group is in service (the only worker's process
+// died), requests wait for one to come back on the same port instead of failing at once. Those the dead group was
+// running go on from the tokens they had streamed, those that arrived meanwhile start there, and every client sees
+// one ordinary stream with the golden ids; a wait that ends first gives UNAVAILABLE naming the flag. Real worker
+// processes, an in-process router.
+import * as grpc from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import { generate, generationClient } from "../../services/common/client.js";
+import { Flags } from "../../services/common/flags.js";
+import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
+import { routerConfigFromFlags } from "../../services/router/config.js";
+import { type RouterHandle, startRouter } from "../../services/router/main.js";
+import { loadGolden } from "../helpers/golden.js";
+import {
+  expectGoldenEnds,
+  GOLDEN_TOKENS,
+  midwayIn,
+  startGoldenStreams,
+  untilOneStreamed,
+} from "../helpers/moved-requests.js";
+import { waitFor } from "../helpers/multi-router.js";
+import { killAll, type Proc, startWorkerProcess } from "../helpers/procs.js";
+
+const golden = loadGolden().golden;
+const procs: Proc[] = [];
+let router: RouterHandle | undefined;
+let client: GenerationClient | undefined;
+
+afterEach(async () => {
+  client?.close();
+  await router?.close();
+  killAll(procs);
+});
+
+async function worker(extra: string[] = []): Promise<Proc> {
+  const p = await startWorkerProcess(extra);
+  procs.push(p);
+  return p;
+}
+
+/** An in-process router over one worker with --group-wait-ms `ms`. */
+async function routerWaiting(address: string, ms: number): Promise<RouterHandle> {
+  const cfg = routerConfigFromFlags(new Flags(["--group-wait-ms", String(ms)]), [address]);
+  router = await startRouter({ ...cfg, workers: [address], port: 0, httpPort: 0, logLevel: "silent" });
+  client = generationClient(router.address);
+  return router;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("requests while the only worker group restarts (--group-wait-ms)", () => {
+  it("go on in the restarted group: those it was running from their streamed tokens, new ones from the start", async () => {
+    const first = await worker();
+    const port = first.address.split(":").pop()!;
+    const r = await routerWaiting(first.address, 30_000);
+    const dying = r.router.groups[0]!;
+    const outcomes = startGoldenStreams(client!);
+    await untilOneStreamed(dying);
+    first.child.kill("SIGSTOP");
+    await sleep(200); // tokens already on the wire arrive
+    const midway = midwayIn(dying);
+    expect(midway).toBeGreaterThan(0);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    await waitFor(() => !r.router.healthy, "the router to take the group out of service", 5000);
+    // Arrives while no group is in service: waits instead of UNAVAILABLE.
+    const late = generate(client!, {
+      tokenIds: { ids: golden[0]!.prompt_ids },
+      maxTokens: GOLDEN_TOKENS,
+      ignoreEos: true,
+    });
+    await sleep(300);
+    await worker(["--worker-port", port]);
+    await expectGoldenEnds(outcomes);
+    const l = await late;
+    expect(l.ids).toEqual(golden[0]!.greedy_ids);
+    expect(r.router.counters.requestsRetried).toBeGreaterThanOrEqual(midway);
+    expect(r.router.groups).toHaveLength(1);
+    expect(r.router.groups[0]).not.toBe(dying);
+  }, 60_000);
+
+  it("ends with UNAVAILABLE naming --group-wait-ms when no group comes back in time, and serves after", async () => {
+    const first = await worker();
+    const port = first.address.split(":").pop()!;
+    const r = await routerWaiting(first.address, 400);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    await waitFor(() => !r.router.healthy, "the router to take the group out of service", 5000);
+    const t0 = Date.now();
+    const err = (await generate(client!, { text: "Hello", maxTokens: 4 }).catch((e) => e)) as grpc.ServiceError;
+    const waited = Date.now() - t0;
+    expect(err.code).toBe(grpc.status.UNAVAILABLE);
+    expect(err.details).toMatch(/no healthy worker group came into service within 400 ms \(--group-wait-ms\)/);
+    expect(waited).toBeGreaterThanOrEqual(350);
+    expect(waited).toBeLessThan(5000);
+    await worker(["--worker-port", port]);
+    await waitFor(() => r.router.healthy, "the router to put the worker back in service", 10_000);
+    const ok = await generate(client!, {
+      tokenIds: { ids: golden[1]!.prompt_ids },
+      maxTokens: GOLDEN_TOKENS,
+      ignoreEos: true,
+    });
+    expect(ok.ids).toEqual(golden[1]!.greedy_ids);
+  }, 60_000);
+});
