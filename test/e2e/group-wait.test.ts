@@ -1,7 +1,8 @@
 // --group-wait-ms (the default of `tpserve serve`): while no worker group is in service (the only worker's process
 // died), requests wait for one to come back on the same port instead of failing at once. Those the dead group was
 // running go on from the tokens they had streamed, those that arrived meanwhile start there, and every client sees
-// one ordinary stream with the golden ids; a wait that ends first gives UNAVAILABLE naming the flag. Real worker
+// one ordinary stream with the golden ids; one cancelled while it waits never runs; a wait that ends first gives
+// UNAVAILABLE naming the flag. Real worker
 // processes, an in-process router.
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
@@ -77,6 +78,35 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
     expect(r.router.counters.requestsRetried).toBeGreaterThanOrEqual(midway);
     expect(r.router.groups).toHaveLength(1);
     expect(r.router.groups[0]).not.toBe(dying);
+  }, 60_000);
+
+  it("drops a request whose client cancels while it waits", async () => {
+    const first = await worker();
+    const port = first.address.split(":").pop()!;
+    const r = await routerWaiting(first.address, 30_000);
+    first.child.kill("SIGKILL");
+    await first.exited;
+    await waitFor(() => !r.router.healthy, "the router to take the group out of service", 5000);
+    const call = client!.Generate({ text: "Hello", maxTokens: 4 });
+    const ended = new Promise((resolve) => {
+      call.on("error", resolve);
+      call.on("end", resolve);
+    });
+    call.on("data", () => undefined);
+    await sleep(200);
+    call.cancel();
+    await ended;
+    await worker(["--worker-port", port]);
+    await waitFor(() => r.router.healthy, "the router to put the worker back in service", 10_000);
+    await sleep(300);
+    expect(r.router.counters.promptTokens).toBe(0); // the cancelled request never reached the group
+    expect(r.router.inFlight).toBe(0);
+    const ok = await generate(client!, {
+      tokenIds: { ids: golden[2]!.prompt_ids },
+      maxTokens: GOLDEN_TOKENS,
+      ignoreEos: true,
+    });
+    expect(ok.ids).toEqual(golden[2]!.greedy_ids);
   }, 60_000);
 
   it("ends with UNAVAILABLE naming --group-wait-ms when no group comes back in time, and serves after", async () => {
