@@ -2,8 +2,7 @@
 // died), requests wait for one to come back on the same port instead of failing at once. Those the dead group was
 // running go on from the tokens they had streamed, those that arrived meanwhile start there, and every client sees
 // one ordinary stream with the golden ids; one cancelled while it waits never runs; a wait that ends first gives
-// UNAVAILABLE naming the flag. Real worker
-// processes, an in-process router.
+// UNAVAILABLE naming the flag. Real worker processes, an in-process router.
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { generate, generationClient } from "../../services/common/client.js";
