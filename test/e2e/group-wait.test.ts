@@ -4,8 +4,8 @@
 // one ordinary stream with the golden ids; one cancelled while it waits never runs; a wait that ends first gives
 // UNAVAILABLE naming the flag. Real worker processes, an in-process router.
 import * as grpc from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
-import { generate, generationClient } from "../../services/common/client.js";
+import { describe, expect, it } from "vitest";
+import { generate } from "../../services/common/client.js";
 import { Flags } from "../../services/common/flags.js";
 import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
 import { routerConfigFromFlags } from "../../services/router/config.js";
@@ -19,32 +19,22 @@ import {
   untilOneStreamed,
 } from "../helpers/moved-requests.js";
 import { waitFor } from "../helpers/multi-router.js";
-import { killAll, type Proc, startWorkerProcess } from "../helpers/procs.js";
+import { killOutOfService, restartFixture } from "../helpers/worker-restarts.js";
 
 const golden = loadGolden().golden;
-const procs: Proc[] = [];
-let router: RouterHandle | undefined;
-let client: GenerationClient | undefined;
+const fx = restartFixture();
+const worker = fx.worker;
 
-afterEach(async () => {
-  client?.close();
-  await router?.close();
-  killAll(procs);
-});
-
-async function worker(extra: string[] = []): Promise<Proc> {
-  const p = await startWorkerProcess(extra);
-  procs.push(p);
-  return p;
-}
-
-/** An in-process router over one worker with --group-wait-ms `ms`. */
-async function routerWaiting(address: string, ms: number): Promise<RouterHandle> {
+/** An in-process router over one worker with --group-wait-ms `ms`, and its client. */
+async function routerWaiting(address: string, ms: number) {
   const cfg = routerConfigFromFlags(new Flags(["--group-wait-ms", String(ms)]), [address]);
-  router = await startRouter({ ...cfg, workers: [address], port: 0, httpPort: 0, logLevel: "silent" });
-  client = generationClient(router.address);
-  return router;
+  const r: RouterHandle = await startRouter({ ...cfg, workers: [address], port: 0, httpPort: 0, logLevel: "silent" });
+  return { r, client: fx.use(r) };
 }
+
+/** Golden prompt i, its 32 greedy tokens (EOS ignored). */
+const goldenGen = (client: GenerationClient, i: number) =>
+  generate(client, { tokenIds: { ids: golden[i]!.prompt_ids }, maxTokens: GOLDEN_TOKENS, ignoreEos: true });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -52,23 +42,17 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
   it("go on in the restarted group: those it was running from their streamed tokens, new ones from the start", async () => {
     const first = await worker();
     const port = first.address.split(":").pop()!;
-    const r = await routerWaiting(first.address, 30_000);
+    const { r, client } = await routerWaiting(first.address, 30_000);
     const dying = r.router.groups[0]!;
-    const outcomes = startGoldenStreams(client!);
+    const outcomes = startGoldenStreams(client);
     await untilOneStreamed(dying);
     first.child.kill("SIGSTOP");
     await sleep(200); // tokens already on the wire arrive
     const midway = midwayIn(dying);
     expect(midway).toBeGreaterThan(0);
-    first.child.kill("SIGKILL");
-    await first.exited;
-    await waitFor(() => !r.router.healthy, "the router to take the group out of service", 5000);
+    await killOutOfService(first, r);
     // Arrives while no group is in service: waits instead of UNAVAILABLE.
-    const late = generate(client!, {
-      tokenIds: { ids: golden[0]!.prompt_ids },
-      maxTokens: GOLDEN_TOKENS,
-      ignoreEos: true,
-    });
+    const late = goldenGen(client, 0);
     await sleep(300);
     await worker(["--worker-port", port]);
     await expectGoldenEnds(outcomes);
@@ -82,11 +66,9 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
   it("drops a request whose client cancels while it waits", async () => {
     const first = await worker();
     const port = first.address.split(":").pop()!;
-    const r = await routerWaiting(first.address, 30_000);
-    first.child.kill("SIGKILL");
-    await first.exited;
-    await waitFor(() => !r.router.healthy, "the router to take the group out of service", 5000);
-    const call = client!.Generate({ text: "Hello", maxTokens: 4 });
+    const { r, client } = await routerWaiting(first.address, 30_000);
+    await killOutOfService(first, r);
+    const call = client.Generate({ text: "Hello", maxTokens: 4 });
     const ended = new Promise((resolve) => {
       call.on("error", resolve);
       call.on("end", resolve);
@@ -100,23 +82,17 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
     await sleep(300);
     expect(r.router.counters.promptTokens).toBe(0); // the cancelled request never reached the group
     expect(r.router.inFlight).toBe(0);
-    const ok = await generate(client!, {
-      tokenIds: { ids: golden[2]!.prompt_ids },
-      maxTokens: GOLDEN_TOKENS,
-      ignoreEos: true,
-    });
+    const ok = await goldenGen(client, 2);
     expect(ok.ids).toEqual(golden[2]!.greedy_ids);
   }, 60_000);
 
   it("ends with UNAVAILABLE naming --group-wait-ms when no group comes back in time, and serves after", async () => {
     const first = await worker();
     const port = first.address.split(":").pop()!;
-    const r = await routerWaiting(first.address, 400);
-    first.child.kill("SIGKILL");
-    await first.exited;
-    await waitFor(() => !r.router.healthy, "the router to take the group out of service", 5000);
+    const { r, client } = await routerWaiting(first.address, 400);
+    await killOutOfService(first, r);
     const t0 = Date.now();
-    const err = (await generate(client!, { text: "Hello", maxTokens: 4 }).catch((e) => e)) as grpc.ServiceError;
+    const err = (await generate(client, { text: "Hello", maxTokens: 4 }).catch((e) => e)) as grpc.ServiceError;
     const waited = Date.now() - t0;
     expect(err.code).toBe(grpc.status.UNAVAILABLE);
     expect(err.details).toMatch(/no healthy worker group came into service within 400 ms \(--group-wait-ms\)/);
@@ -124,11 +100,7 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
     expect(waited).toBeLessThan(5000);
     await worker(["--worker-port", port]);
     await waitFor(() => r.router.healthy, "the router to put the worker back in service", 10_000);
-    const ok = await generate(client!, {
-      tokenIds: { ids: golden[1]!.prompt_ids },
-      maxTokens: GOLDEN_TOKENS,
-      ignoreEos: true,
-    });
+    const ok = await goldenGen(client, 1);
     expect(ok.ids).toEqual(golden[1]!.greedy_ids);
   }, 60_000);
 });

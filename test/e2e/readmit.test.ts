@@ -4,38 +4,18 @@
 // back in service (a fresh group at the worker's epoch) and gives the golden greedy ids. Real worker processes, an
 // in-process router.
 import * as grpc from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
-import { generate, generationClient } from "../../services/common/client.js";
-import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
-import type { RouterHandle } from "../../services/router/main.js";
+import { describe, expect, it } from "vitest";
+import { generate } from "../../services/common/client.js";
 import { greedyGoldenIds, loadGolden } from "../helpers/golden.js";
 import { probe } from "../helpers/health.js";
 import { logSink } from "../helpers/log-sink.js";
 import { routerOver } from "../helpers/moved-requests.js";
 import { waitFor } from "../helpers/multi-router.js";
-import { killAll, type Proc, startWorkerProcess } from "../helpers/procs.js";
+import { killOutOfService, restartFixture } from "../helpers/worker-restarts.js";
 
 const golden = loadGolden().golden;
-const procs: Proc[] = [];
-let router: RouterHandle | undefined;
-let client: GenerationClient | undefined;
-
-afterEach(async () => {
-  client?.close();
-  await router?.close();
-  killAll(procs);
-});
-
-async function worker(extra: string[] = []): Promise<Proc> {
-  const p = await startWorkerProcess(extra);
-  procs.push(p);
-  return p;
-}
-
-async function kill(p: Proc): Promise<void> {
-  p.child.kill("SIGKILL");
-  await p.exited;
-}
+const fx = restartFixture();
+const worker = fx.worker;
 
 describe("a static worker that serves again on the same port", () => {
   it("is refused with another block size, and put back in service with the router's model", async () => {
@@ -43,12 +23,10 @@ describe("a static worker that serves again on the same port", () => {
     const logged = (re: RegExp) => logs.lines.some((l) => re.test(String(l["msg"])));
     const first = await worker();
     const port = first.address.split(":").pop()!;
-    ({ router } = await routerOver([first.address], logs.stream));
-    const r = router;
-    client = generationClient(r.address);
+    const { router: r } = await routerOver([first.address], logs.stream);
+    const client = fx.use(r);
 
-    await kill(first);
-    await waitFor(() => !r.router.healthy, "the router to take the group out of service", 5000);
+    await killOutOfService(first, r);
     expect(await probe(r.address, "")).toBe("NOT_SERVING");
     const refused = (await generate(client, { text: "Hello", maxTokens: 4 }).catch((e) => e)) as grpc.ServiceError;
     expect(refused.code).toBe(grpc.status.UNAVAILABLE);
@@ -56,7 +34,8 @@ describe("a static worker that serves again on the same port", () => {
     const other = await worker(["--worker-port", port, "--block-size", "32"]);
     await waitFor(() => logged(/serves again, but its block size is 32, the router's 16/), "the refusal", 20_000);
     expect(r.router.healthy).toBe(false);
-    await kill(other);
+    other.child.kill("SIGKILL");
+    await other.exited;
 
     await worker(["--worker-port", port]);
     // The router's health watch opens again at most 2 s after it ended, and sees the new worker SERVING.

@@ -2,10 +2,7 @@
 // one ordinary stream (the golden greedy ids), whether the group failed before a request's first token or in the
 // middle of its generation (the other group computes the prompt and the streamed tokens again and goes on). A
 // tensor-parallel group with a dead rank: tp-retry.test.ts. Real worker processes, an in-process router.
-import { afterEach, describe, expect, it } from "vitest";
-import { generationClient } from "../../services/common/client.js";
-import type { GenerationClient } from "../../services/common/generated/tpserve/v1/Generation.js";
-import type { RouterHandle } from "../../services/router/main.js";
+import { describe, expect, it } from "vitest";
 import { loadGolden } from "../helpers/golden.js";
 import {
   expectGoldenEnds,
@@ -14,34 +11,23 @@ import {
   startGoldenStreams,
   untilOneStreamed,
 } from "../helpers/moved-requests.js";
-import { killAll, type Proc, startWorkerProcess } from "../helpers/procs.js";
+import { restartFixture } from "../helpers/worker-restarts.js";
 
 const golden = loadGolden().golden;
-const procs: Proc[] = [];
-let router: RouterHandle | undefined;
-let client: GenerationClient | undefined;
-
-afterEach(async () => {
-  client?.close();
-  await router?.close();
-  killAll(procs);
-});
+const fx = restartFixture();
 
 /** Two worker processes behind an in-process router; `onA` is the router's group of worker a. */
 async function twoWorkers() {
-  const [a, b] = await Promise.all([startWorkerProcess(), startWorkerProcess()]);
-  procs.push(a!, b!);
-  const { router: r, first: onA } = await routerOver([a!.address, b!.address]);
-  router = r;
-  client = generationClient(r.address);
-  return { a: a!, onA, r: r.router };
+  const [a, b] = await Promise.all([fx.worker(), fx.worker()]);
+  const { router: r, first: onA } = await routerOver([a.address, b.address]);
+  return { a, onA, r: r.router, client: fx.use(r) };
 }
 
 describe("a group that fails before its requests' first token", () => {
   it("has those requests finished by the other group, with the same tokens", async () => {
-    const { a, onA, r: rt } = await twoWorkers();
+    const { a, onA, r: rt, client } = await twoWorkers();
     a.child.kill("SIGSTOP"); // worker a hangs: the requests the router sends it make no progress
-    const outcomes = startGoldenStreams(client!);
+    const outcomes = startGoldenStreams(client);
     await new Promise((r) => setTimeout(r, 500));
     expect(onA.scheduler.stats().running).toBeGreaterThan(0); // the least-loaded pick sent it some of them
     a.child.kill("SIGKILL"); // its step stream breaks: the group goes out of service
@@ -53,8 +39,8 @@ describe("a group that fails before its requests' first token", () => {
 
 describe("a group that fails in the middle of its requests' generation", () => {
   it("has the other group go on from the streamed tokens, with the same tokens in the end", async () => {
-    const { a, onA, r: rt } = await twoWorkers();
-    const outcomes = startGoldenStreams(client!);
+    const { a, onA, r: rt, client } = await twoWorkers();
+    const outcomes = startGoldenStreams(client);
     // Stop worker a as soon as one of its sequences has streamed a token, then check that one is midway.
     await untilOneStreamed(onA);
     a.child.kill("SIGSTOP");
