@@ -10,8 +10,12 @@ export class Holding<T> {
     return this.items.size;
   }
 
-  /** Holds `item` until takeAll() or release(); after the wait, `expire(item)` runs and it is no longer held. */
+  /**
+   * Holds `item` until takeAll() or release(); after the wait, `expire(item)` runs and it is no longer held. Holding
+   * an item again starts its wait again.
+   */
   hold(item: T, expire: (item: T) => void): void {
+    this.release(item);
     const timer = setTimeout(() => {
       this.items.delete(item);
       expire(item);
