@@ -109,6 +109,8 @@ export class Router {
    */
   private readonly heldNew: Holding<HeldRequest>;
   private readonly heldMoved: Holding<ActiveRequest>;
+  /** Embedding requests waiting likewise: each resolves with the group to use, or undefined. */
+  private readonly heldEmbeds: Holding<(group: WorkerGroup | undefined) => void>;
 
   constructor(
     private readonly cfg: RouterConfig,
@@ -121,6 +123,7 @@ export class Router {
     this.metrics = new RouterMetrics(() => this.stats());
     this.heldNew = new Holding(cfg.groupWaitMs);
     this.heldMoved = new Holding(cfg.groupWaitMs);
+    this.heldEmbeds = new Holding(cfg.groupWaitMs);
     clients.forEach((client, i) => {
       this.addGroup(cfg.workers[i] ?? `worker-${i}`, client, descs[i]!, descs[i]!.epoch);
     });
@@ -177,6 +180,7 @@ export class Router {
       }
     }
     for (const h of this.heldNew.takeAll()) h.handle = this.submit(h.req, h.sink);
+    for (const resolve of this.heldEmbeds.takeAll()) resolve(this.pickGroup());
   }
 
   /** Takes a group out of service (it left the cluster, restarted, or this router lost its lease). */
@@ -319,6 +323,7 @@ export class Router {
   private dropHeld(why: string): void {
     for (const a of this.heldMoved.takeAll()) if (!a.done) this.failRequest(a, "UNAVAILABLE", why);
     for (const h of this.heldNew.takeAll()) this.refuse(h.req, h.sink, new RequestError(grpc.status.UNAVAILABLE, why));
+    for (const resolve of this.heldEmbeds.takeAll()) resolve(undefined);
   }
 
   get inFlight(): number {
@@ -461,11 +466,33 @@ export class Router {
     if (ids.length > this.info.maxContext) {
       throw bad(`embedding input has ${ids.length} tokens; the context limit is ${this.info.maxContext}`);
     }
-    const group = this.pickGroup();
-    if (!group) throw Object.assign(new Error("no healthy worker group"), { code: grpc.status.UNAVAILABLE });
+    let group = this.pickGroup();
+    const waitMs = this.draining ? 0 : this.cfg.groupWaitMs;
+    if (!group && waitMs > 0) {
+      if (this.heldEmbeds.size >= this.cfg.maxQueue) {
+        const details = `the queue is full (max_queue ${this.cfg.maxQueue} requests waiting for a worker group); retry later`;
+        throw Object.assign(new Error(details), { code: grpc.status.RESOURCE_EXHAUSTED, details });
+      }
+      group = await this.groupAfterWait();
+    }
+    if (!group) {
+      const details =
+        waitMs > 0
+          ? `no healthy worker group came into service within ${waitMs} ms (--group-wait-ms)`
+          : "no healthy worker group";
+      throw Object.assign(new Error(details), { code: grpc.status.UNAVAILABLE, details });
+    }
     const values = await group.embed(ids, requestId);
     this.metrics.promptTokens.inc(ids.length);
     return { values, promptTokens: ids.length };
+  }
+
+  /** With --group-wait-ms: the group that comes into service within the wait, else undefined. */
+  private groupAfterWait(): Promise<WorkerGroup | undefined> {
+    return new Promise((resolve) => {
+      const waiter = (g: WorkerGroup | undefined) => resolve(g);
+      this.heldEmbeds.hold(waiter, () => resolve(undefined));
+    });
   }
 
   /** The chat template of the served model, rendered for `messages` (OpenAI chat). */

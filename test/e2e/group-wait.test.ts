@@ -1,8 +1,8 @@
 // --group-wait-ms (the default of `tpserve serve`): while no worker group is in service (the only worker's process
 // died), requests wait for one to come back on the same port instead of failing at once. Those the dead group was
 // running go on from the tokens they had streamed, those that arrived meanwhile start there, and every client sees
-// one ordinary stream with the golden ids; one cancelled while it waits never runs; a wait that ends first gives
-// UNAVAILABLE naming the flag. Real worker processes, an in-process router.
+// one ordinary stream with the golden ids (an embedding request waits too); one cancelled while it waits never runs;
+// a wait that ends first gives UNAVAILABLE naming the flag. Real worker processes, an in-process router.
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { generate } from "../../services/common/client.js";
@@ -51,13 +51,15 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
     const midway = midwayIn(dying);
     expect(midway).toBeGreaterThan(0);
     await killOutOfService(first, r);
-    // Arrives while no group is in service: waits instead of UNAVAILABLE.
+    // Arrive while no group is in service: wait instead of UNAVAILABLE.
     const late = goldenGen(client, 0);
+    const embedding = r.router.embed({ text: golden[3]!.prompt });
     await sleep(300);
     await worker(["--worker-port", port]);
     await expectGoldenEnds(outcomes);
     const l = await late;
     expect(l.ids).toEqual(golden[0]!.greedy_ids);
+    expect((await embedding).values.length).toBeGreaterThan(0);
     expect(r.router.counters.requestsRetried).toBeGreaterThanOrEqual(midway);
     expect(r.router.groups).toHaveLength(1);
     expect(r.router.groups[0]).not.toBe(dying);
@@ -98,6 +100,10 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
     expect(err.details).toMatch(/no healthy worker group came into service within 400 ms \(--group-wait-ms\)/);
     expect(waited).toBeGreaterThanOrEqual(350);
     expect(waited).toBeLessThan(5000);
+    await expect(r.router.embed({ text: "Hello" })).rejects.toMatchObject({
+      code: grpc.status.UNAVAILABLE,
+      details: "no healthy worker group came into service within 400 ms (--group-wait-ms)",
+    });
     await worker(["--worker-port", port]);
     await waitFor(() => r.router.healthy, "the router to put the worker back in service", 10_000);
     const ok = await goldenGen(client, 1);
