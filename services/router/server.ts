@@ -16,7 +16,7 @@ import type { RouterConfig } from "./config.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import { type GroupEvents, type SequenceParams, WorkerGroup } from "./group.js";
 import { createGroupScheduler, pickGroup } from "./group-setup.js";
-import { Holding } from "./holding.js";
+import { GroupWait } from "./group-wait.js";
 import type { LedgerPages } from "./leased-pages.js";
 import { RouterMetrics } from "./metrics.js";
 import { rootHash } from "./prefix-cache.js";
@@ -62,13 +62,6 @@ interface ActiveRequest {
   promptText?: string;
 }
 
-/** A new request waiting for a worker group to come into service (--group-wait-ms), then its handle there. */
-interface HeldRequest {
-  req: GenerateRequest__Output;
-  sink: ChunkSink;
-  handle?: SubmittedRequest | null;
-}
-
 export interface RouterCounters {
   requestsFinished: number;
   tokensGenerated: number;
@@ -103,14 +96,8 @@ export class Router {
   private readonly limits: Limits;
   private nextSeqId = 1;
   private draining = false;
-  /**
-   * While no group is in service (--group-wait-ms): new requests, and requests of a failed group with nowhere to
-   * move, until a group comes (back) or their wait ends.
-   */
-  private readonly heldNew: Holding<HeldRequest>;
-  private readonly heldMoved: Holding<ActiveRequest>;
-  /** Embedding requests waiting likewise: each resolves with the group to use, or undefined. */
-  private readonly heldEmbeds: Holding<(group: WorkerGroup | undefined) => void>;
+  /** Requests waiting for a group while none is in service (--group-wait-ms). */
+  private readonly groupWait: GroupWait<ActiveRequest>;
 
   constructor(
     private readonly cfg: RouterConfig,
@@ -121,9 +108,18 @@ export class Router {
     private readonly log: Logger = pino({ level: "silent" }),
   ) {
     this.metrics = new RouterMetrics(() => this.stats());
-    this.heldNew = new Holding(cfg.groupWaitMs);
-    this.heldMoved = new Holding(cfg.groupWaitMs);
-    this.heldEmbeds = new Holding(cfg.groupWaitMs);
+    this.groupWait = new GroupWait(
+      cfg.groupWaitMs,
+      cfg.maxQueue,
+      {
+        pickGroup: () => this.pickGroup(),
+        submit: (req, sink) => this.submit(req, sink),
+        move: (a, why) => this.retryElsewhere(a, why),
+        fail: (a, message) => this.failRequest(a, "UNAVAILABLE", message),
+        refuse: (req, sink, e) => this.refuse(req, sink, e),
+      },
+      log,
+    );
     clients.forEach((client, i) => {
       this.addGroup(cfg.workers[i] ?? `worker-${i}`, client, descs[i]!, descs[i]!.epoch);
     });
@@ -167,20 +163,8 @@ export class Router {
     );
     group.connect();
     this.groups.push(group);
-    this.resumeHeld(group);
+    this.groupWait.resume(group);
     return group;
-  }
-
-  /** The requests held while no group was in service go to the groups now in service (the new one among them). */
-  private resumeHeld(group: WorkerGroup): void {
-    for (const a of this.heldMoved.takeAll()) {
-      if (a.done) continue;
-      if (!this.retryElsewhere(a, `worker group ${group.name} came into service`)) {
-        this.failRequest(a, "UNAVAILABLE", "no worker group to move to");
-      }
-    }
-    for (const h of this.heldNew.takeAll()) h.handle = this.submit(h.req, h.sink);
-    for (const resolve of this.heldEmbeds.takeAll()) resolve(this.pickGroup());
   }
 
   /** Takes a group out of service (it left the cluster, restarted, or this router lost its lease). */
@@ -316,14 +300,7 @@ export class Router {
   /** Stops taking requests; in-flight ones go on. */
   drain(): void {
     this.draining = true;
-    this.dropHeld("the router is draining; retry elsewhere");
-  }
-
-  /** Requests still waiting for a group end with UNAVAILABLE (draining, closing). */
-  private dropHeld(why: string): void {
-    for (const a of this.heldMoved.takeAll()) if (!a.done) this.failRequest(a, "UNAVAILABLE", why);
-    for (const h of this.heldNew.takeAll()) this.refuse(h.req, h.sink, new RequestError(grpc.status.UNAVAILABLE, why));
-    for (const resolve of this.heldEmbeds.takeAll()) resolve(undefined);
+    this.groupWait.drop("the router is draining; retry elsewhere");
   }
 
   get inFlight(): number {
@@ -331,7 +308,7 @@ export class Router {
   }
 
   close(): void {
-    this.dropHeld("the router is closing");
+    this.groupWait.drop("the router is closing");
     for (const a of [...this.active.values()]) this.finish(a, "FINISH_REASON_CANCELLED");
     for (const g of this.groups) g.close();
   }
@@ -365,7 +342,8 @@ export class Router {
       const norm = validateRequest(req, promptIds, this.limits);
       const group = this.pickGroup(promptIds);
       if (!group) {
-        if (this.cfg.groupWaitMs > 0) return this.hold(req, sink);
+        if (this.groupWait.enabled)
+          return this.groupWait.holdNew(req, sink, req.requestId || `req-${this.nextSeqId++}`);
         throw new RequestError(grpc.status.UNAVAILABLE, "no healthy worker group (all failed or draining)");
       }
       const waiting = this.groups.reduce((n, g) => n + g.scheduler.stats().waiting, 0);
@@ -426,26 +404,6 @@ export class Router {
     sink.fail(e.grpcCode, e.message);
   }
 
-  /** A valid request that arrived while no group is in service waits up to --group-wait-ms for one. */
-  private hold(req: GenerateRequest__Output, sink: ChunkSink): SubmittedRequest {
-    if (this.heldNew.size >= this.cfg.maxQueue) {
-      throw new RequestError(
-        grpc.status.RESOURCE_EXHAUSTED,
-        `the queue is full (max_queue ${this.cfg.maxQueue} requests waiting for a worker group); retry later`,
-      );
-    }
-    const held: HeldRequest = { req: { ...req, requestId: req.requestId || `req-${this.nextSeqId++}` }, sink };
-    const ms = this.cfg.groupWaitMs;
-    const why = `no healthy worker group came into service within ${ms} ms (--group-wait-ms)`;
-    this.heldNew.hold(held, (h) => this.refuse(h.req, h.sink, new RequestError(grpc.status.UNAVAILABLE, why)));
-    return {
-      requestId: held.req.requestId,
-      cancel: () => {
-        if (!this.heldNew.release(held)) held.handle?.cancel();
-      },
-    };
-  }
-
   /**
    * The embedding of a text (tokenized with BOS) or of token ids: the mean-pooled final hidden state, L2-normalized.
    * Rejects with a gRPC-style {code, details} naming the limit on bad input.
@@ -456,7 +414,7 @@ export class Router {
   ): Promise<{ values: number[]; promptTokens: number }> {
     const ids =
       "text" in input ? (input.text ? this.tokenizer.encode(input.text, { addSpecialTokens: true }) : []) : input.ids;
-    const bad = (details: string) => Object.assign(new Error(details), { code: grpc.status.INVALID_ARGUMENT, details });
+    const bad = (details: string) => reject(grpc.status.INVALID_ARGUMENT, details);
     if (ids.length === 0) throw bad("embedding input is empty: give text or at least one token id");
     for (const [i, t] of ids.entries()) {
       if (!Number.isInteger(t) || t < 0 || t >= this.limits.vocabSize) {
@@ -466,33 +424,20 @@ export class Router {
     if (ids.length > this.info.maxContext) {
       throw bad(`embedding input has ${ids.length} tokens; the context limit is ${this.info.maxContext}`);
     }
+    // With no group in service, wait for one (--group-wait-ms) unless draining.
+    const wait = this.groupWait.enabled && !this.draining;
     let group = this.pickGroup();
-    const waitMs = this.draining ? 0 : this.cfg.groupWaitMs;
-    if (!group && waitMs > 0) {
-      if (this.heldEmbeds.size >= this.cfg.maxQueue) {
-        const details = `the queue is full (max_queue ${this.cfg.maxQueue} requests waiting for a worker group); retry later`;
-        throw Object.assign(new Error(details), { code: grpc.status.RESOURCE_EXHAUSTED, details });
+    if (!group && wait) {
+      try {
+        group = await this.groupWait.group();
+      } catch (e) {
+        throw e instanceof RequestError ? reject(e.grpcCode, e.message) : e;
       }
-      group = await this.groupAfterWait();
     }
-    if (!group) {
-      const details =
-        waitMs > 0
-          ? `no healthy worker group came into service within ${waitMs} ms (--group-wait-ms)`
-          : "no healthy worker group";
-      throw Object.assign(new Error(details), { code: grpc.status.UNAVAILABLE, details });
-    }
+    if (!group) throw reject(grpc.status.UNAVAILABLE, wait ? this.groupWait.expired : "no healthy worker group");
     const values = await group.embed(ids, requestId);
     this.metrics.promptTokens.inc(ids.length);
     return { values, promptTokens: ids.length };
-  }
-
-  /** With --group-wait-ms: the group that comes into service within the wait, else undefined. */
-  private groupAfterWait(): Promise<WorkerGroup | undefined> {
-    return new Promise((resolve) => {
-      const waiter = (g: WorkerGroup | undefined) => resolve(g);
-      this.heldEmbeds.hold(waiter, () => resolve(undefined));
-    });
   }
 
   /** The chat template of the served model, rendered for `messages` (OpenAI chat). */
@@ -614,24 +559,9 @@ export class Router {
       const a = this.active.get(id);
       if (!a || a.done) continue;
       if (code === "UNAVAILABLE" && this.retryElsewhere(a, message)) continue;
-      if (code === "UNAVAILABLE" && this.holdMoved(a, message)) continue;
+      if (code === "UNAVAILABLE" && !this.draining && this.groupWait.holdMoved(a, message)) continue;
       this.failRequest(a, code, message);
     }
-  }
-
-  /**
-   * A request of a failed group with no other group in service waits up to --group-wait-ms for one (a restarting
-   * group), then goes on there as retryElsewhere moves it; at most once, as a move.
-   */
-  private holdMoved(a: ActiveRequest, why: string): boolean {
-    if (this.cfg.groupWaitMs <= 0 || a.retries > 0 || a.group.healthy || this.draining) return false;
-    const ms = this.cfg.groupWaitMs;
-    this.heldMoved.hold(a, () => {
-      if (!a.done)
-        this.failRequest(a, "UNAVAILABLE", `${why}; no worker group came back within ${ms} ms (--group-wait-ms)`);
-    });
-    this.log.info({ request_id: a.requestId, from: a.group.name, why }, "request waits for a worker group");
-    return true;
   }
 
   private failRequest(a: ActiveRequest, code: string, message: string): void {
@@ -676,6 +606,11 @@ export class Router {
     group.kick();
     return true;
   }
+}
+
+/** A gRPC-style rejection of embed(): {code, details}. */
+function reject(code: grpc.status, details: string): Error {
+  return Object.assign(new Error(details), { code, details });
 }
 
 /** The Generate method definition with a request deserializer that also flags invalid UTF-8 in text fields. */

@@ -25,11 +25,20 @@ const golden = loadGolden().golden;
 const fx = restartFixture();
 const worker = fx.worker;
 
-/** An in-process router over one worker with --group-wait-ms `ms`, and its client. */
-async function routerWaiting(address: string, ms: number) {
+/** A worker behind an in-process router with --group-wait-ms `ms`: the router, its client, the worker and its port. */
+async function routerWaiting(ms: number) {
+  const first = await worker();
+  const address = first.address;
   const cfg = routerConfigFromFlags(new Flags(["--group-wait-ms", String(ms)]), [address]);
   const r: RouterHandle = await startRouter({ ...cfg, workers: [address], port: 0, httpPort: 0, logLevel: "silent" });
-  return { r, client: fx.use(r) };
+  return { r, client: fx.use(r), first, port: address.split(":").pop()! };
+}
+
+/** routerWaiting, with its worker killed and its group out of service. */
+async function routerWithWorkerDown(ms: number) {
+  const setup = await routerWaiting(ms);
+  await killOutOfService(setup.first, setup.r);
+  return setup;
 }
 
 /** Golden prompt i, its 32 greedy tokens (EOS ignored). */
@@ -40,9 +49,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("requests while the only worker group restarts (--group-wait-ms)", () => {
   it("go on in the restarted group: those it was running from their streamed tokens, new ones from the start", async () => {
-    const first = await worker();
-    const port = first.address.split(":").pop()!;
-    const { r, client } = await routerWaiting(first.address, 30_000);
+    const { r, client, first, port } = await routerWaiting(30_000);
     const dying = r.router.groups[0]!;
     const outcomes = startGoldenStreams(client);
     await untilOneStreamed(dying);
@@ -66,10 +73,7 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
   }, 60_000);
 
   it("drops a request whose client cancels while it waits", async () => {
-    const first = await worker();
-    const port = first.address.split(":").pop()!;
-    const { r, client } = await routerWaiting(first.address, 30_000);
-    await killOutOfService(first, r);
+    const { r, client, port } = await routerWithWorkerDown(30_000);
     const call = client.Generate({ text: "Hello", maxTokens: 4 });
     const ended = new Promise((resolve) => {
       call.on("error", resolve);
@@ -89,10 +93,7 @@ describe("requests while the only worker group restarts (--group-wait-ms)", () =
   }, 60_000);
 
   it("ends with UNAVAILABLE naming --group-wait-ms when no group comes back in time, and serves after", async () => {
-    const first = await worker();
-    const port = first.address.split(":").pop()!;
-    const { r, client } = await routerWaiting(first.address, 400);
-    await killOutOfService(first, r);
+    const { r, client, port } = await routerWithWorkerDown(400);
     const t0 = Date.now();
     const err = (await generate(client, { text: "Hello", maxTokens: 4 }).catch((e) => e)) as grpc.ServiceError;
     const waited = Date.now() - t0;

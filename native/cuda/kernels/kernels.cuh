@@ -44,7 +44,7 @@ struct Int4Tiled {
   int rows;
   int cols;
   int group;
-  int l2First = 0;  // weight, scale and zero-point loads evict first from L2 (the launchers set it: l2_weights_first)
+  int l2First = 0;  // weight, scale and zero-point loads evict first from L2 (set by int4_tiled_matmul)
 };
 
 /**
