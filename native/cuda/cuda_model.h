@@ -231,7 +231,10 @@ class CudaModel : public GpuModel {
   PinnedBuf<int32_t> hostIds_;  // the step's ids
   DecodeAhead ahead_;  // the step enqueued after the last call's, which the next call takes if it asks for it
   bool aheadOn_ = cuda::detail::env_on("TPSERVE_DECODE_AHEAD");
-  static constexpr int kGroupAheadMaxSeqs = 1;  // decode ahead in a tensor-parallel group: steps of this many
+  // Decode ahead in a tensor-parallel group: steps of at most this many sequences; any number unless
+  // TPSERVE_GROUP_AHEAD_MAX=N caps it (A/B; 1 is the limit sessions 13-24 kept, docs/tensor-parallel.md).
+  int groupAheadMaxSeqs_ = cuda::detail::env_int("TPSERVE_GROUP_AHEAD_MAX") > 0
+                               ? cuda::detail::env_int("TPSERVE_GROUP_AHEAD_MAX") : 1 << 30;
   std::atomic<long long> aheadHits_{0}, aheadMisses_{0};  // info() reads them on the JavaScript thread
   cudaEvent_t idsDone_ = nullptr;
   StepTrace trace_;  // TPSERVE_TRACE_STEPS (step_trace.h)

@@ -79,6 +79,8 @@ GpuComm::~GpuComm() {
   for (void* p : opened_) cudaIpcCloseMemHandle(p);
   if (buf_) cudaFree(buf_);
   if (state_) cudaFree(state_);
+  if (abortStream_) cudaStreamSynchronize(abortStream_), cudaStreamDestroy(abortStream_);
+  if (abortDev_) cudaFree(abortDev_);
   if (hostFlags_) cudaFreeHost(hostFlags_);
 }
 
@@ -153,9 +155,20 @@ void GpuComm::setupP2p(int device) {
   }
   g_.rank = rank_, g_.world = world_, g_.cap = cap_, g_.state = state_;
   CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&g_.err), hostFlags_, 0));
-  int* abortDev = nullptr;
-  CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&abortDev), hostFlags_ + 1, 0));
-  g_.abortFlag = abortDev;
+  // The polls' abort flag in device memory, set through abortStream_. TPSERVE_P2P_HOST_ABORT=1 (A/B only) has them
+  // read the host-mapped word instead, as before session 25: with steps decoded ahead at batch 8 and 32 whole
+  // phases then ran 7-12x slower (docs/tensor-parallel.md, "Decoding ahead in a group").
+  CK(cudaMalloc(&abortDev_, sizeof(int)));
+  CK(cudaMemset(abortDev_, 0, sizeof(int)));
+  CK(cudaStreamCreateWithFlags(&abortStream_, cudaStreamNonBlocking));
+  CK(cudaDeviceSynchronize());
+  if (const char* h = std::getenv("TPSERVE_P2P_HOST_ABORT"); h && h[0] == '1') {
+    int* mapped = nullptr;
+    CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&mapped), hostFlags_ + 1, 0));
+    g_.abortFlag = mapped;
+  } else {
+    g_.abortFlag = abortDev_;
+  }
   g_.timeoutNs = (long long)host_->timeoutMs() * 1'000'000LL;
   if (const char* dir = std::getenv("TPSERVE_TP_TRACE_DIR")) {
     traceDir_ = dir;
@@ -322,6 +335,7 @@ void GpuComm::failGroup(const char* code, const std::string& why, cudaStream_t s
   host_->abort(why);
   // Stop every device wait of this rank: p2p kernels see the abort flag, NCCL kernels the abort.
   hostFlags_[1] = 1;
+  if (abortDev_) cudaMemcpyAsync(abortDev_, hostFlags_ + 1, sizeof(int), cudaMemcpyHostToDevice, abortStream_);
   if (comm_) {
     nccl_->commAbort(comm_);
     comm_ = nullptr;

@@ -99,7 +99,9 @@ class GpuComm {
   uint8_t* buf_ = nullptr;
   std::vector<void*> opened_;  // peer buffers opened with cudaIpcOpenMemHandle
   cuda::P2pState* state_ = nullptr;
-  int* hostFlags_ = nullptr;  // [0] err, [1] abort (mapped pinned memory)
+  int* hostFlags_ = nullptr;  // [0] err (mapped pinned memory, set by a failed poll), [1] the abort copy's source
+  int* abortDev_ = nullptr;   // the abort flag the polls read (device memory; TPSERVE_P2P_HOST_ABORT=1: hostFlags_[1])
+  cudaStream_t abortStream_ = nullptr;  // non-blocking: the abort's copy runs beside the spinning kernels
   // NCCL
   const nccl::Api* nccl_ = nullptr;
   nccl::Comm comm_ = nullptr;

@@ -92,9 +92,9 @@ void CudaModel::forward(const BatchIn& b, float* out, int32_t* ids, const Sample
 bool CudaModel::decideAhead(const BatchIn& b, bool ids, bool out, bool sampled) const {
   const int S = (int)b.seqLens.size();
   if (b.all || (int)b.tokens.size() != S || !b.continues || !ids || out || (comm_ && sampled)) return false;
-  // In a group, one sequence only: with 8 or 32 the replays of some batch phases ran 7-12x slower (every p2p
-  // collective late in proportion to its size; docs/tensor-parallel.md, "Decode ahead in a group"). Never at 1.
-  if (comm_ && S > kGroupAheadMaxSeqs) return false;
+  // In a group too, at any batch since the p2p polls read a device-memory abort flag (gpu_comm.cu): with the
+  // host-mapped one, phases at batch 32 ran 12x slower (docs/tensor-parallel.md, "Decoding ahead in a group").
+  if (comm_ && S > groupAheadMaxSeqs_) return false;
   const bool follower = comm_ && comm_->rank() > 0;
   if (!follower && (!aheadOn_ || !graphsOn_ || profiling_)) return false;
   if (!DecodeAhead::possible(b, o_.blockSize)) return false;

@@ -11,6 +11,9 @@
 // it only ever writes slot (e + 1) % 3 while this rank is in call e, and slot (e - 1) % 3 is free to reset.
 // The call number lives in device memory (P2pState), so a captured CUDA graph replays correctly; the last block
 // of a call advances it. Polls give up after `timeoutNs`, or when the host sets `*abortFlag`, and set `*err`.
+// The abort flag lives in device memory (GpuComm writes it with a copy on a stream of its own): every polling
+// thread reads it each 256 polls, and reads of host-mapped memory by thousands of threads at once queue on PCIe
+// for long enough to keep two ranks out of step (docs/tensor-parallel.md, "Decoding ahead in a group").
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -35,7 +38,7 @@ struct P2pGroup {
   size_t cap = 0;                     // floats per region: one call moves at most cap floats per rank
   P2pState* state = nullptr;          // this rank's
   int* err = nullptr;                 // host-mapped: set to 1 by a poll that timed out or was aborted
-  const int* abortFlag = nullptr;     // host-mapped: the host sets it to stop every poll
+  const int* abortFlag = nullptr;     // device memory (host-mapped in the checks): set to stop every poll
   long long timeoutNs = 10'000'000'000LL;
   // Diagnostics (TPSERVE_TP_TRACE_DIR): the one-token GEMV's exchange records, per call and block, when its loop
   // began, when it pushed and when the peers' values were in (kExchangeTrace* below; gpu_comm.cu writes them out).
