@@ -87,7 +87,8 @@ class CudaModel : public GpuModel {
    * The host side of a forward pass: b's positions, slots, context lengths, logits rows and block tables into a
    * pinned staging buffer, copied to ints_, then the kernels (a graph's replay for decode). ahead = 1 stages the
    * step after b instead (every sequence one position further, decode only); its tokens are this step's ids, copied
-   * on the device. Returns the logits rows.
+   * on the device. ahead = 2 does that without copies: advance_decode() turns ints_ (this step's) into the next
+   * step's and writes the ids to hostIds_, then idsDone_ is recorded (before the graph). Returns the logits rows.
    */
   int stage(const BatchIn& b, bool graph, int ahead);
 
@@ -231,6 +232,12 @@ class CudaModel : public GpuModel {
   PinnedBuf<int32_t> hostIds_;  // the step's ids
   DecodeAhead ahead_;  // the step enqueued after the last call's, which the next call takes if it asks for it
   bool aheadOn_ = cuda::detail::env_on("TPSERVE_DECODE_AHEAD");
+  bool advanceOn_ = cuda::detail::env_on("TPSERVE_AHEAD_ADVANCE");  // =0: the step ahead staged by copies (A/B)
+  struct IntsLayout {
+    int T = -1, S = -1, rows = -1, mb = -1;
+    bool operator==(const IntsLayout& o) const { return T == o.T && S == o.S && rows == o.rows && mb == o.mb; }
+  };
+  IntsLayout devInts_;  // the layout of the integers last staged into ints_
   // Decode ahead in a tensor-parallel group: steps of at most this many sequences; any number unless
   // TPSERVE_GROUP_AHEAD_MAX=N caps it (A/B; 1 is the limit sessions 13-24 kept, docs/tensor-parallel.md).
   int groupAheadMaxSeqs_ = cuda::detail::env_int("TPSERVE_GROUP_AHEAD_MAX") > 0

@@ -25,6 +25,8 @@ void CudaModel::forward(const BatchIn& b, float* out, int32_t* ids, const Sample
   // more sequences than b (some finished meanwhile), rowOf[i] is the logits row of b's sequence i in it; empty
   // rowOf: row i is sequence i.
   const bool ahead = decideAhead(b, ids != nullptr, out != nullptr, sampling != nullptr);
+  // The step ahead's integers made on the device from this step's (no copy between the two graphs; run 82).
+  const bool advance = ahead && advanceOn_ && S <= cuda::AdvanceStep::kMaxSeqs;
   std::vector<int> rowOf;
   const int bRows = b.all ? T : S;  // the rows b asks for
   int rows = 0;                     // the logits rows on the device
@@ -62,15 +64,17 @@ void CudaModel::forward(const BatchIn& b, float* out, int32_t* ids, const Sample
       checkLaunch(cuda::argmax_rows(logits_.p, rows, vocab_, ids_.p, stream_), "argmax_rows");
     }
     if ((size_t)rows > hostIds_.n) sync(), hostIds_.reserve(rows);
-    // Into pinned memory, so that the copy does not hold this thread while the next step is enqueued.
-    CK(cudaMemcpyAsync(hostIds_.p, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    // Into pinned memory, so that the copy does not hold this thread while the next step is enqueued; a step
+    // decoded ahead on the device's integers (advance_decode) writes them there itself instead.
+    if (!advance)
+      CK(cudaMemcpyAsync(hostIds_.p, ids_.p, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   }
   if (out)
     CK(cudaMemcpyAsync(out, logits_.p, (size_t)rows * vocab_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   if (ahead) {
     if (!idsDone_) CK(cudaEventCreateWithFlags(&idsDone_, cudaEventDisableTiming));
-    CK(cudaEventRecord(idsDone_, stream_));
-    stage(b, true, 1);
+    if (!advance) CK(cudaEventRecord(idsDone_, stream_));
+    stage(b, true, advance ? 2 : 1);  // 2: records idsDone_ itself, after the ids reach hostIds_
     sync(idsDone_);
   } else {
     sync();
@@ -104,7 +108,9 @@ bool CudaModel::decideAhead(const BatchIn& b, bool ids, bool out, bool sampled) 
            !rowOf.empty());
 }
 
-int CudaModel::stage(const BatchIn& b, bool graph, int ahead) {
+int CudaModel::stage(const BatchIn& b, bool graph, int aheadMode) {
+  const int ahead = aheadMode > 0 ? 1 : 0;
+  bool advance = aheadMode == 2;
   const ModelShape& s = o_.s;
   const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize;
   const int mb = graph ? (b.maxBlocksPerSeq + 15) / 16 * 16 : b.maxBlocksPerSeq;
@@ -122,15 +128,37 @@ int CudaModel::stage(const BatchIn& b, bool graph, int ahead) {
   const size_t wsFloats = (cuda::attention_workspace_bytes(T, s.heads, s.headDim, p.maxCtx) + 3) / 4;
   // The NCCL logits gather lands in a scratch buffer first (the p2p one writes the logits directly).
   const size_t gatherFloats = comm_ ? (size_t)rows * vocab_ : 0;
-  if (nInts > ints_.n || wsFloats > attnWs_.n || gatherFloats > gatherWs_.n) {
+  const bool grow = nInts > ints_.n || wsFloats > attnWs_.n || gatherFloats > gatherWs_.n;
+  // advance_decode needs ints_ to hold this step's integers in the next one's layout (a wider block-table bucket
+  // would not); otherwise the step is staged from the host after all, the ids copied out first.
+  const IntsLayout layout{T, S, rows, mb};
+  if (advance && (grow || !(devInts_ == layout))) {
+    CK(cudaMemcpyAsync(hostIds_.p, ids_.p, (size_t)S * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    CK(cudaEventRecord(idsDone_, stream_));
+    advance = false;
+  }
+  devInts_ = layout;
+  if (grow) {
     sync();
     graphs_.clear();
     ints_.reserve(std::max(nInts, ints_.n * 2));
     attnWs_.reserve(std::max(wsFloats, attnWs_.n * 2));
     if (gatherFloats > gatherWs_.n) gatherWs_.reserve(std::max(gatherFloats, gatherWs_.n * 2));
   }
-  CK(cudaMemcpyAsync(ints_.p, host.p, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  if (ahead) CK(cudaMemcpyAsync(ints_.p, ids_.p, (size_t)T * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream_));
+  if (advance) {
+    // ints_ still holds this step's integers (b's, staged or advanced): one kernel makes the next step's from them
+    // and hands the ids to the host; the entries come from b (its block table may have a page more since then).
+    cuda::AdvanceStep a;
+    a.S = S, a.mb = mb;
+    StepInts(host.p, T, S, rows).advanceEntries(S, mb, bs, a.slot, a.blk, a.page);
+    int32_t* hostIdsDev = nullptr;
+    CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&hostIdsDev), hostIds_.p, 0));
+    checkLaunch(cuda::advance_decode(ints_.p, ids_.p, hostIdsDev, a, stream_), "advance_decode");
+    CK(cudaEventRecord(idsDone_, stream_));
+  } else {
+    CK(cudaMemcpyAsync(ints_.p, host.p, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    if (ahead) CK(cudaMemcpyAsync(ints_.p, ids_.p, (size_t)T * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream_));
+  }
   const StepInts d(ints_.p, T, S, rows);
   p.tok = d.tok, p.pos = d.pos, p.slot = d.slot, p.qs = d.qs, p.ctx = d.ctx, p.rowIdx = d.rowIdx, p.bt = d.bt;
   if (graph) {

@@ -46,6 +46,17 @@ struct StepInts {
     if (b.all)
       for (int t = 0; t < (int)b.tokens.size(); t++) rowIdx[t] = t;
   }
+
+  /**
+   * For a decode step staged with ahead = 1 (S sequences, one token each): each sequence's KV slot, and the
+   * block-table entry of its position (block index, page), which cuda::advance_decode writes over the step before.
+   */
+  void advanceEntries(int S, int mb, int blockSize, int32_t* slotOut, int32_t* blkOut, int32_t* pageOut) const {
+    for (int i = 0; i < S; i++) {
+      const int blk = pos[i] / blockSize;
+      slotOut[i] = slot[i], blkOut[i] = blk, pageOut[i] = bt[(size_t)i * mb + blk];
+    }
+  }
 };
 
 }  // namespace tpserve

@@ -6,7 +6,7 @@
 //   embedding, permute_cols, permute_xprep: exact (copies). The producers' column map (rmsnorm, embed_rmsnorm,
 //   decode attention writing an act-order consumer's prepared input through xpMap): bitwise equal to the same
 //   output written in order, column k found at map[k]. kv_write: exact against each value rounded to fp16
-//   (the cache's type). argmax: exact index. attention reads fp16 caches filled with fp16-representable values, so its reference sees the same K/V.
+//   (the cache's type). argmax: exact index. advance_decode: exact against StepInts::fill of the next step. attention reads fp16 caches filled with fp16-representable values, so its reference sees the same K/V.
 //   qkv_rope's cache writes: 1e-3 (fp16 storage: each value's relative rounding is at most 2^-11).
 //   rmsnorm, silu_mul, rope, attention: 1e-5 (fp32 arithmetic lands near 1e-7..1e-6).
 //   rope's reference uses the CPU engine's fp32 angle (inv_freq = 1/theta^(2i/d) in fp32, pos*inv_freq in fp32)
@@ -26,6 +26,7 @@
 #include "kernels/kernels.cuh"
 #include "kernels/xprep.cuh"
 #include "ops_bench.cuh"
+#include "step_ints.h"
 #include "ops_check.cuh"
 #include "xp_map_check.cuh"
 
@@ -254,6 +255,51 @@ void check_argmax(Rng& rng, int rows, int vocab) {
   record_bool("argmax", fmt("rows %d vocab %d (ties)", rows, vocab), bad == 0, bad ? "wrong index" : "");
 }
 
+// advance_decode: a decode step's integers on the device, advanced, against StepInts::fill of the step after it
+// (exact). The step before lacks the page of its sequences' next position where that position opens a block, as
+// when the executor adds the page between the two steps.
+void check_advance(Rng& rng, int S, int mbUsed, int bs) {
+  const int mb = (mbUsed + 15) / 16 * 16;
+  tpserve::BatchIn b, before;
+  b.maxBlocksPerSeq = mbUsed;
+  for (int i = 0; i < S; i++) {
+    const int ctx = 1 + (int)rng.below(mbUsed * bs - 1);  // the next position, ctx, still has a block
+    b.seqLens.push_back(1), b.contextLens.push_back(ctx), b.tokens.push_back((int32_t)rng.below(32000));
+    for (int k = 0; k < mbUsed; k++) b.blockTables.push_back(k <= ctx / bs ? 1 + (int32_t)rng.below(100000) : 0);
+  }
+  before = b;
+  for (int i = 0; i < S; i++)
+    if (b.contextLens[i] % bs == 0) before.blockTables[(size_t)i * mbUsed + b.contextLens[i] / bs] = 0;
+  const size_t n = tpserve::StepInts::count(S, S, S, mb);
+  std::vector<int32_t> cur(n), next(n);
+  int maxCtx = 0, maxQ = 0;
+  tpserve::StepInts(cur.data(), S, S, S).fill(before, bs, mb, 0, maxCtx, maxQ);
+  const tpserve::StepInts ne(next.data(), S, S, S);
+  ne.fill(b, bs, mb, 1, maxCtx, maxQ);
+  std::vector<int32_t> ids(S);
+  for (int i = 0; i < S; i++) ids[i] = (int32_t)rng.below(128256), ne.tok[i] = ids[i];
+  tc::AdvanceStep a;
+  a.S = S, a.mb = mb;
+  ne.advanceEntries(S, mb, bs, a.slot, a.blk, a.page);
+  Dev<int32_t> di(n), dids(S);
+  int32_t* host = nullptr;
+  if (!di.up(cur) || !dids.up(ids) || cudaMallocHost(&host, S * sizeof(int32_t)) != cudaSuccess) {
+    record_bool("advance_decode", "setup", false, "allocation");
+    return;
+  }
+  std::fill(host, host + S, -1);
+  const bool launched = launch_ok(tc::advance_decode(di.p, dids.p, host, a, 0), "advance_decode");
+  if (launched) {
+    auto o = di.down();  // synchronous: the kernel's stores to host memory are in too
+    int bad = 0;
+    for (size_t k = 0; k < n; k++) bad += o[k] != next[k];
+    for (int i = 0; i < S; i++) bad += host[i] != ids[i];
+    record_bool("advance_decode", fmt("%d seqs, %d of %d blocks, block %d", S, mbUsed, mb, bs), bad == 0,
+                bad ? "integers differ from StepInts::fill(ahead = 1)" : "");
+  }
+  cudaFreeHost(host);
+}
+
 // ---------------------------------------------------------------- attention
 struct AttnCase {
   int heads, kvHeads, hd, bs;
@@ -360,6 +406,9 @@ void check_invalid_args() {
   ok = ok && tc::permute_cols(nullptr, 1, 8, nullptr, nullptr, 0) == cudaErrorInvalidValue;
   ok = ok && tc::permute_xprep(nullptr, 17, 64, nullptr, nullptr, 0) == cudaErrorInvalidValue;
   ok = ok && tc::kv_write(nullptr, nullptr, nullptr, 1, nullptr, nullptr, 1, 64, 0) == cudaErrorInvalidValue;
+  tc::AdvanceStep adv;
+  adv.S = tc::AdvanceStep::kMaxSeqs + 1, adv.mb = 16;
+  ok = ok && tc::advance_decode(nullptr, nullptr, nullptr, adv, 0) == cudaErrorInvalidValue;
   cudaGetLastError();
   record_bool("invalid", "bad arguments -> cudaErrorInvalidValue", ok);
 }
@@ -446,6 +495,8 @@ int main(int argc, char** argv) {
   check_kv_write(rng, 50, 8, 128, 9, 16), check_kv_write(rng, 23, 4, 64, 5, 16);
   check_qkv_rope_kv(rng, 41, 32, 8, 128, 9, 16, 5e5f), check_qkv_rope_kv(rng, 17, 4, 2, 64, 5, 16, 1e4f);
   check_argmax(rng, 7, 128256), check_argmax(rng, 3, 32000), check_argmax(rng, 2, 1001);
+  check_advance(rng, 1, 9, 16), check_advance(rng, 32, 20, 16), check_advance(rng, 128, 33, 16);
+  check_advance(rng, 7, 4, 8);
   check_invalid_args();
 
   const std::vector<int> dctx = {1, 17, 1000, 4097, 33, 512};

@@ -269,6 +269,25 @@ cudaError_t sample_rows(const float* logits, int rows, int vocab, const Sampling
 /** out[r] = argmax over logits (rows, vocab) of row r (ties: lowest id). */
 cudaError_t argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t stream);
 
+/**
+ * What advance_decode() writes for each sequence of a decode step taken ahead: its next position's KV slot, and
+ * the block-table entry that position's page has (block index, page), which the step staged before may lack.
+ */
+struct AdvanceStep {
+  static constexpr int kMaxSeqs = 128;  // kernel parameter space: 1.5 KiB of entries
+  int S = 0, mb = 0;
+  int32_t slot[kMaxSeqs], blk[kMaxSeqs], page[kMaxSeqs];
+};
+
+/**
+ * Turns a decode step's integers on the device (StepInts layout, one token per sequence: tok, pos, slot, qs, ctx,
+ * rowIdx, bt) into those of the step after it, as StepInts::fill(b, bs, mb, 1) would stage them: tok = ids, every
+ * position and context one further, the slots and block-table entries of a. Also copies the ids to hostIds (host
+ * memory mapped for the device), so that no copy runs between the two steps.
+ */
+cudaError_t advance_decode(int32_t* ints, const int32_t* ids, int32_t* hostIds, const AdvanceStep& a,
+                           cudaStream_t stream);
+
 namespace detail {
 /** Multiprocessors of the current device (132 if it cannot be read), for the launchers' grid rules. */
 int sm_count();
