@@ -5,7 +5,8 @@
 // fused all-reduce + residual + RMSNorm against the unfused kernels (bitwise), the one-token GEMV that exchanges its
 // partial sums in its epilogue (Int4Epilogue::comm) against the GEMV then all_reduce_fold (bitwise), the step's first
 // kernel (embedding, its all-reduce and layer 0's norm) against the kernels apart (bitwise), reuse of the
-// three slots over many calls, replay inside CUDA graphs, and the timeout when a rank never arrives.
+// three slots over many calls, replay inside CUDA graphs, and the timeout when a rank never arrives (and the abort
+// through a device-memory flag that GpuComm uses).
 // Then latency per call at decode sizes, and NCCL's in the same run when libnccl.so.2 loads; at two ranks the
 // latency floor of one push (pingpong_bench.cuh).
 //   check_allreduce [--json out.json]      (needs 2+ GPUs with peer access; with fewer it says so and exits 0)
@@ -405,6 +406,49 @@ bool check_timeout(Group& G) {
 }
 
 /**
+ * Rank 0 alone with a 10 s timeout, its abort flag in device memory as GpuComm has it: the host sets the flag with a
+ * copy on a non-blocking stream of its own (GpuComm::failGroup), and the waiting kernel must stop at once, not at the
+ * timeout, with err set.
+ */
+bool check_abort_device() {
+  Group A;
+  if (A.init(2, 10'000'000'000LL)) return false;
+  cudaSetDevice(0);
+  int *flag = nullptr, *one = nullptr;
+  float* d = nullptr;
+  cudaStream_t side = nullptr;
+  bool ok = cudaMalloc(&flag, sizeof(int)) == cudaSuccess && cudaMemset(flag, 0, sizeof(int)) == cudaSuccess &&
+            cudaMallocHost(&one, sizeof(int)) == cudaSuccess && cudaMalloc(&d, 4096 * sizeof(float)) == cudaSuccess &&
+            cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) == cudaSuccess &&
+            cudaDeviceSynchronize() == cudaSuccess;
+  double ms = -1;
+  bool waiting = false;
+  if (ok) {
+    *one = 1;
+    cuda::P2pGroup g = A.g[0];
+    g.abortFlag = flag;
+    const auto t0 = std::chrono::steady_clock::now();
+    ok = cuda::p2p_all_reduce(d, 4096, g, A.streams[0]) == cudaSuccess;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    waiting = cudaStreamQuery(A.streams[0]) == cudaErrorNotReady;  // spinning on rank 1, which never comes
+    ok = ok && cudaMemcpyAsync(flag, one, sizeof(int), cudaMemcpyHostToDevice, side) == cudaSuccess;
+    ok = ok && cudaStreamSynchronize(A.streams[0]) == cudaSuccess;
+    ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ok = ok && waiting && A.flags[0][0] == 1 && ms < 1000;
+  }
+  if (side) cudaStreamDestroy(side);
+  if (d) cudaFree(d);
+  if (one) cudaFreeHost(one);
+  if (flag) cudaFree(flag);
+  A.destroy();
+  char msg[160];
+  std::snprintf(msg, sizeof msg, "abort: a device flag set by a copy on another stream stops the wait after %.0f ms "
+                "(was waiting at 50 ms: %s; timeout 10 s, bound 1 s)", ms, waiting ? "yes" : "no");
+  report(msg, ok);
+  return ok;
+}
+
+/**
  * Median microseconds per call of `op` (mode 0: all-reduce of n floats; 1: all-reduce + rmsnorm of n / dim rows
  * of dim; 2: the same unfused, all-reduce then rmsnorm; 3: the folded norm, all_reduce_fold): 200 back-to-back
  * calls captured in one CUDA graph per
@@ -553,6 +597,7 @@ int main(int argc, char** argv) {
     check_timeout(G);  // last: it leaves rank 0 one epoch ahead
     G.destroy();
   }
+  if (!chainOnly) check_abort_device();
   if (json) {
     Json j;
     j.begin_obj().kv("device", device_name()).kv("gpus", (long long)count).kv("pass", !g_failed);
