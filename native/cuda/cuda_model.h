@@ -240,8 +240,10 @@ class CudaModel : public GpuModel {
   IntsLayout devInts_;  // the layout of the integers last staged into ints_
   // Decode ahead in a tensor-parallel group: steps of at most this many sequences; any number unless
   // TPSERVE_GROUP_AHEAD_MAX=N caps it (A/B; 1 is the limit sessions 13-24 kept, docs/tensor-parallel.md).
-  int groupAheadMaxSeqs_ = cuda::detail::env_int("TPSERVE_GROUP_AHEAD_MAX") > 0
-                               ? cuda::detail::env_int("TPSERVE_GROUP_AHEAD_MAX") : 1 << 30;
+  int groupAheadMaxSeqs_ = [] {
+    const int n = cuda::detail::env_int("TPSERVE_GROUP_AHEAD_MAX");
+    return n > 0 ? n : 1 << 30;
+  }();
   std::atomic<long long> aheadHits_{0}, aheadMisses_{0};  // info() reads them on the JavaScript thread
   cudaEvent_t idsDone_ = nullptr;
   StepTrace trace_;  // TPSERVE_TRACE_STEPS (step_trace.h)

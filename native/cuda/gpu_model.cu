@@ -151,9 +151,9 @@ int CudaModel::stage(const BatchIn& b, bool graph, int aheadMode) {
     cuda::AdvanceStep a;
     a.S = S, a.mb = mb;
     StepInts(host.p, T, S, rows).advanceEntries(S, mb, bs, a.slot, a.blk, a.page);
-    int32_t* hostIdsDev = nullptr;
-    CK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&hostIdsDev), hostIds_.p, 0));
-    checkLaunch(cuda::advance_decode(ints_.p, ids_.p, hostIdsDev, a, stream_), "advance_decode");
+    // hostIds_ is cudaMallocHost memory: with unified addressing (every 64-bit platform CUDA runs on) the device
+    // reaches it at its host address, as check_ops' case does.
+    checkLaunch(cuda::advance_decode(ints_.p, ids_.p, hostIds_.p, a, stream_), "advance_decode");
     CK(cudaEventRecord(idsDone_, stream_));
   } else {
     CK(cudaMemcpyAsync(ints_.p, host.p, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
