@@ -9,7 +9,7 @@ import { RequestError } from "../common/errors.js";
 import type { GenerateRequest__Output } from "../common/generated/tpserve/v1/GenerateRequest.js";
 import type { WorkerGroup } from "./group.js";
 import { Holding } from "./holding.js";
-import type { ChunkSink, SubmittedRequest } from "./server.js";
+import type { ChunkSink, SubmittedRequest } from "./request-stream.js";
 
 /** A running request of a failed group, as far as its wait needs it. */
 export interface MovableRequest {

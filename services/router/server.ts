@@ -21,46 +21,9 @@ import type { LedgerPages } from "./leased-pages.js";
 import { RouterMetrics } from "./metrics.js";
 import { rootHash } from "./prefix-cache.js";
 import { groupKey, type KvEvent, type KvEventKind, PrefixIndex } from "./prefix-index.js";
+import { type ChunkSink, RequestStream, type SubmittedRequest } from "./request-stream.js";
 import { StopMatcher } from "./stop.js";
 import { findInvalidUtf8, INVALID_UTF8, type Limits, validateRequest } from "./validate.js";
-
-/** Where a request's chunks go: a gRPC stream, or the OpenAI-compatible HTTP layer. */
-export interface ChunkSink {
-  write(chunk: GenerateChunk): void;
-  end(): void;
-  fail(code: grpc.status, message: string): void;
-}
-
-/** A submitted request: cancel() ends it and frees its pages (client gone). */
-export interface SubmittedRequest {
-  requestId: string;
-  cancel(): void;
-}
-
-interface ActiveRequest {
-  requestId: string;
-  seqId: number;
-  group: WorkerGroup;
-  call: ChunkSink;
-  detok: IncrementalDetokenizer;
-  stop: StopMatcher;
-  promptTokens: number;
-  completionTokens: number;
-  preemptions: number;
-  done: boolean;
-  /** What a retry on another group needs (retryElsewhere): the prompt, the tokens streamed so far, the retries. */
-  promptIds: readonly number[];
-  generatedIds: number[];
-  maxNewTokens: number;
-  retries: number;
-  /** performance.now() at arrival, at the step that first ran it, at the last token. */
-  arrival: number;
-  scheduledAt?: number;
-  firstTokenAt?: number;
-  lastTokenAt?: number;
-  /** Prompt text, kept only with --log-prompts. */
-  promptText?: string;
-}
 
 export interface RouterCounters {
   requestsFinished: number;
@@ -91,13 +54,13 @@ export class Router {
   /** Groups chosen because they held the longest prefix (vs. by load alone), for tests and logs. */
   readonly routing = { byPrefix: 0, byLoad: 0 };
   private prefixRoot: Buffer | undefined;
-  private readonly active = new Map<number, ActiveRequest>();
+  private readonly active = new Map<number, RequestStream>();
   private readonly params = new Map<number, SequenceParams>();
   private readonly limits: Limits;
   private nextSeqId = 1;
   private draining = false;
   /** Requests waiting for a group while none is in service (--group-wait-ms). */
-  private readonly groupWait: GroupWait<ActiveRequest>;
+  private readonly groupWait: GroupWait<RequestStream>;
 
   constructor(
     private readonly cfg: RouterConfig,
@@ -327,7 +290,7 @@ export class Router {
    * (the sink has been told why, with a gRPC status naming the limit).
    */
   submit(req: GenerateRequest__Output, sink: ChunkSink): SubmittedRequest | null {
-    let a: ActiveRequest;
+    let a: RequestStream;
     try {
       if (this.draining) throw new RequestError(grpc.status.UNAVAILABLE, "the router is draining; retry elsewhere");
       const bad = (req as unknown as Record<symbol, string | undefined>)[INVALID_UTF8];
@@ -354,24 +317,17 @@ export class Router {
         );
       }
       const seqId = this.nextSeqId++;
-      a = {
+      a = new RequestStream({
         requestId: req.requestId || `req-${seqId}`,
         seqId,
         group,
-        call: sink,
+        sink,
         detok: new IncrementalDetokenizer((ids) => this.tokenizer.decode(ids, { skipSpecialTokens: true }), promptIds),
         stop: new StopMatcher(norm.stop),
-        promptTokens: promptIds.length,
-        completionTokens: 0,
-        preemptions: 0,
-        done: false,
         promptIds,
-        generatedIds: [],
         maxNewTokens: norm.maxNewTokens,
-        retries: 0,
-        arrival: performance.now(),
-        ...(this.cfg.logPrompts && req.prompt === "text" ? { promptText: req.text } : {}),
-      };
+        promptText: this.cfg.logPrompts && req.prompt === "text" ? req.text : undefined,
+      });
       this.params.set(seqId, { sampling: norm.sampling, ignoreEos: norm.ignoreEos, requestId: a.requestId });
       this.active.set(seqId, a);
       this.counters.promptTokens += promptIds.length;
@@ -472,40 +428,16 @@ export class Router {
   private onToken(seqId: number, token: number, finished: boolean, eos: boolean): void {
     const a = this.active.get(seqId);
     if (!a || a.done) return;
-    a.completionTokens++;
-    a.generatedIds.push(token);
     this.counters.tokensGenerated++;
     const now = performance.now();
-    if (a.lastTokenAt === undefined) {
-      a.firstTokenAt = now;
-      this.metrics.ttft.observe((now - a.arrival) / 1000);
-    } else this.metrics.itl.observe((now - a.lastTokenAt) / 1000);
-    a.lastTokenAt = now;
+    if (a.lastTokenAt === undefined) this.metrics.ttft.observe((now - a.arrival) / 1000);
+    else this.metrics.itl.observe((now - a.lastTokenAt) / 1000);
     this.metrics.generationTokens.inc();
-    const delta = eos ? "" : a.detok.push([token]);
-    const r = a.stop.push(delta);
-    if (r.stopped) {
-      a.call.write({ requestId: a.requestId, tokenIds: [token], text: r.emit });
-      this.finish(a, "FINISH_REASON_STOP"); // ends the sequence at the scheduler (and kicks the group)
-      return;
-    }
-    if (finished) {
-      const tail = a.stop.push(a.detok.flush());
-      let text = r.emit + tail.emit;
-      if (tail.stopped) {
-        a.call.write({ requestId: a.requestId, tokenIds: [token], text });
-        this.finish(a, "FINISH_REASON_STOP");
-        return;
-      }
-      text += a.stop.flush();
-      a.call.write({ requestId: a.requestId, tokenIds: [token], text });
-      this.finish(a, eos ? "FINISH_REASON_EOS" : "FINISH_REASON_LENGTH");
-      return;
-    }
-    a.call.write({ requestId: a.requestId, tokenIds: [token], text: r.emit });
+    const end = a.token(token, finished, eos, now);
+    if (end) this.finish(a, end); // ends the sequence at the scheduler (and kicks the group)
   }
 
-  private finish(a: ActiveRequest, reason: FinishReason): void {
+  private finish(a: RequestStream, reason: FinishReason): void {
     if (a.done) return;
     a.done = true;
     this.metrics.e2e.observe((performance.now() - a.arrival) / 1000);
@@ -518,37 +450,15 @@ export class Router {
       a.group.scheduler.finish(a.seqId);
       a.group.kick(); // ends a multi-step plan early when this was its last sequence
     }
-    a.call.write({
-      requestId: a.requestId,
-      tokenIds: [],
-      text: "",
-      finishReason: reason,
-      usage: { promptTokens: a.promptTokens, completionTokens: a.completionTokens, preemptions: a.preemptions },
-    });
-    a.call.end();
+    a.close(reason);
   }
 
   /** One JSON line per request at its end: id, tokens, timings, status; the prompt only with --log-prompts. */
-  private logRequest(a: ActiveRequest, status: string, error?: string): void {
-    const ms = (t: number | undefined) => (t === undefined ? null : Math.round((t - a.arrival) * 100) / 100);
-    this.log.info(
-      {
-        request_id: a.requestId,
-        status,
-        ...(error ? { error } : {}),
-        prompt_tokens: a.promptTokens,
-        completion_tokens: a.completionTokens,
-        preemptions: a.preemptions,
-        queue_ms: ms(a.scheduledAt),
-        ttft_ms: ms(a.firstTokenAt),
-        e2e_ms: ms(performance.now()),
-        ...(a.promptText !== undefined ? { prompt: a.promptText } : {}),
-      },
-      "request",
-    );
+  private logRequest(a: RequestStream, status: string, error?: string): void {
+    this.log.info(a.logFields(status, error), "request");
   }
 
-  private release(a: ActiveRequest): void {
+  private release(a: RequestStream): void {
     this.active.delete(a.seqId);
     this.params.delete(a.seqId);
     this.counters.requestsFinished++;
@@ -564,7 +474,7 @@ export class Router {
     }
   }
 
-  private failRequest(a: ActiveRequest, code: string, message: string): void {
+  private failRequest(a: RequestStream, code: string, message: string): void {
     a.done = true;
     this.release(a);
     this.metrics.requests.inc({ finished_reason: code });
@@ -572,7 +482,7 @@ export class Router {
     // A stale epoch means the group restarted under the plan: the request may be retried elsewhere.
     const retryable = code === "UNAVAILABLE" || code === "WORKER_STALE_EPOCH";
     const grpcCode = retryable ? grpc.status.UNAVAILABLE : grpc.status.INTERNAL;
-    a.call.fail(grpcCode, `${code}: ${message}`);
+    a.sink.fail(grpcCode, `${code}: ${message}`);
   }
 
   /**
@@ -583,7 +493,7 @@ export class Router {
    * pages or still in service (a step error other than UNAVAILABLE, which takes the group out of service first:
    * WorkerGroup).
    */
-  private retryElsewhere(a: ActiveRequest, why: string): boolean {
+  private retryElsewhere(a: RequestStream, why: string): boolean {
     if (a.retries > 0 || a.group.healthy || this.draining) return false;
     const group = this.pickGroup(a.promptIds);
     if (!group || group === a.group) return false;
