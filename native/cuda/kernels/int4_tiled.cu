@@ -61,12 +61,11 @@ __global__ void __launch_bounds__(KSC ? KSC * 32 : kMaxKs * 32, KSC ? 1024 / ((K
 #define TPS_T_LOAD(slot, u)                                                    \
   do {                                                                         \
     const int gi_ = warp + (u) * ks;                                           \
-    const uint64_t pol = stream_policy(w.l2First);                             \
     _Pragma("unroll") for (int c_ = 0; c_ < GC; ++c_) q[slot][c_] =            \
-        ld_stream(wq + (size_t)(gi_ * GC + c_) * 32, pol);                     \
-    s0[slot] = ld_stream_f32(wsc + gi_ * 16 + g, pol);                         \
-    s1[slot] = ld_stream_f32(wsc + gi_ * 16 + g + 8, pol);                     \
-    if (ZP) z0[slot] = ld_stream_u8(wz + gi_ * 16 + g, pol), z1[slot] = ld_stream_u8(wz + gi_ * 16 + g + 8, pol); \
+        ld_stream(wq + (size_t)(gi_ * GC + c_) * 32);                          \
+    s0[slot] = __ldg(wsc + gi_ * 16 + g);                                      \
+    s1[slot] = __ldg(wsc + gi_ * 16 + g + 8);                                  \
+    if (ZP) z0[slot] = __ldg(wz + gi_ * 16 + g), z1[slot] = __ldg(wz + gi_ * 16 + g + 8); \
   } while (0)
 
 #pragma unroll
@@ -388,11 +387,6 @@ bool detail::env_on(const char* name) {
   return !(e && e[0] == '0');
 }
 
-bool detail::l2_weights_first() {
-  static const bool on = env_on("TPSERVE_L2_WEIGHTS");
-  return on;
-}
-
 int detail::env_int(const char* name) {
   const char* e = std::getenv(name);
   return e ? std::atoi(e) : 0;
@@ -488,12 +482,7 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
       (ep.kind != Int4Epilogue::kPlain || residual || !xpReady || ep.comm.world > kP2pMaxRanks || !ep.comm.state ||
        (size_t)w.rows > ep.comm.cap || !int4_gemv_allreduce_ok(w.rows, w.cols, w.group, w.zeros != nullptr, m)))
     return cudaErrorInvalidValue;
-  // One slice reads each weight byte once: its loads evict first from L2 (l2_weights_first; on an H200 0.01 ms off
-  // Llama-2-7B's batch-1 step at TP = 1 and 2, docs/gpu-runs.md run 78). Slices of a larger batch read the weight
-  // again, and L2 keeps part of it for the next slice (batch 32 was 1% slower with the hint).
-  Int4Tiled w1 = w;
-  w1.l2First = m <= 16 && detail::l2_weights_first();
-  if (m <= 16 && xpReady) return gemv_slice(xp, w1, y, residual, m, ep, stream);
+  if (m <= 16 && xpReady) return gemv_slice(xp, w, y, residual, m, ep, stream);
   if (!x) return cudaErrorInvalidValue;
   // The GEMM (int4_gemm.cu; its plan: k split across blocks, row tiles a warp, 32 or 64 tokens a block) from 24
   // tokens on matrices of 8192+ rows and from 33 on smaller ones, where 16-token slices were faster at 32 (H200,
@@ -527,7 +516,7 @@ cudaError_t int4_tiled_matmul(const float* x, __half* xp, bool xpReady, const In
     if (e2.xpOut && m > 16) e2.xpOut = nullptr;
     cudaError_t e = xprep(x + (size_t)t0 * w.cols, mm, w.cols, xp, stream);
     if (e == cudaSuccess)
-      e = gemv_slice(xp, w1, y ? y + (size_t)t0 * yStride : nullptr, residual ? residual + (size_t)t0 * w.rows : nullptr,
+      e = gemv_slice(xp, w, y ? y + (size_t)t0 * yStride : nullptr, residual ? residual + (size_t)t0 * w.rows : nullptr,
                      mm, e2, stream);
     if (e != cudaSuccess) return e;
   }

@@ -44,11 +44,10 @@ __device__ __forceinline__ void one_token_groups(const __half* __restrict__ xp, 
   const auto load = [&](auto S, int u) {
     constexpr int s = decltype(S)::value;
     const int gi = g0 + warp + u * KS;
-    const uint64_t pol = stream_policy(w.l2First);
 #pragma unroll
-    for (int c = 0; c < GC; ++c) q[s][c] = ld_stream(wq + (size_t)(gi * GC + c) * 32, pol);
-    s0[s] = ld_stream_f32(wsc + gi * 16 + g, pol), s1[s] = ld_stream_f32(wsc + gi * 16 + g + 8, pol);
-    if (ZP) z0[s] = ld_stream_u8(wz + gi * 16 + g, pol), z1[s] = ld_stream_u8(wz + gi * 16 + g + 8, pol);
+    for (int c = 0; c < GC; ++c) q[s][c] = ld_stream(wq + (size_t)(gi * GC + c) * 32);
+    s0[s] = __ldg(wsc + gi * 16 + g), s1[s] = __ldg(wsc + gi * 16 + g + 8);
+    if (ZP) z0[s] = __ldg(wz + gi * 16 + g), z1[s] = __ldg(wz + gi * 16 + g + 8);
   };
   r4[0] = r4[1] = r4[2] = r4[3] = 0.f;
   const auto group = [&](auto S, int u) {

@@ -44,7 +44,6 @@ struct Int4Tiled {
   int rows;
   int cols;
   int group;
-  int l2First = 0;  // weight, scale and zero-point loads evict first from L2 (set by int4_tiled_matmul)
 };
 
 /**
@@ -293,11 +292,6 @@ namespace detail {
 int sm_count();
 /** A switch from the environment (TPSERVE_...) that is on unless the variable starts with '0'. */
 bool env_on(const char* name);
-/**
- * Whether the GEMVs' weight, scale and zero-point loads carry an L2 evict_first policy (TPSERVE_L2_WEIGHTS=0: no
- * hint), so that the KV cache and activations stay in L2 between steps where they fit.
- */
-bool l2_weights_first();
 /** The integer in environment variable `name` (0 when unset). */
 int env_int(const char* name);
 /** Whether environment variable `name` is set to exactly `value`. */

@@ -138,7 +138,7 @@ struct F32Fmt {
 // Requirements (checked by the launcher): cols % Fmt::kCols == 0 and cols % 4 == 0, weight rows and x 16-byte aligned.
 template <class Fmt, int MB, int U, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_vec(const float* __restrict__ x, Fmt f, float* __restrict__ y,
-                                                            int m, int rows, int cols, int kt, bool l2First) {
+                                                            int m, int rows, int cols, int kt) {
   extern __shared__ float4 xs4[];
   constexpr int F4 = Fmt::kCols / 4;  // float4s of x per chunk
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -167,12 +167,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_vec(const float* __restr
     const int nch = kn / Fmt::kCols, c0 = k0 / Fmt::kCols;
     for (int c = lane; c < nch; c += 32 * U) {
       uint4 w[U][R];
-      const uint64_t pol = stream_policy(l2First);
 #pragma unroll
       for (int u = 0; u < U; ++u)
 #pragma unroll
         for (int r = 0; r < R; ++r)
-          if (c + 32 * u < nch) w[u][r] = ld_stream(f.chunk(rr[r], c0 + c + 32 * u), pol);
+          if (c + 32 * u < nch) w[u][r] = ld_stream(f.chunk(rr[r], c0 + c + 32 * u));
 #pragma unroll
       for (int u = 0; u < U; ++u)
 #pragma unroll
@@ -221,7 +220,7 @@ inline cudaError_t launch_gemv_vec(const float* x, const Fmt& f, float* y, int m
   if (ktc < kt) kt = ktc;
   size_t smem = (size_t)MB * kt * sizeof(float);
   dim3 grid((rows + kGemvWarps * R - 1) / (kGemvWarps * R));
-  gemv_vec<Fmt, MB, U, R><<<grid, kGemvWarps * 32, smem, s>>>(x, f, y, m, rows, cols, kt, detail::l2_weights_first());
+  gemv_vec<Fmt, MB, U, R><<<grid, kGemvWarps * 32, smem, s>>>(x, f, y, m, rows, cols, kt);
   return cudaGetLastError();
 }
 

@@ -18,40 +18,6 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
 }
 
 /**
- * The L2 eviction policy of the streamed weight loads below: evict_first when `first` (a weight byte is read once a
- * step, so its lines go before anyone else's and what the step reads again, the KV cache and the activations, can
- * stay in L2 from one step to the next), else evict_normal (as a load without a hint).
- */
-__device__ __forceinline__ uint64_t stream_policy(bool first) {
-  uint64_t f, n;
-  // volatile: made again at each use rather than kept in two registers across a loop (the 64-register GEMVs)
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(f));
-  asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(n));
-  return first ? f : n;
-}
-
-/** ld_stream with an L2 policy from stream_policy(). */
-__device__ __forceinline__ uint4 ld_stream(const void* p, uint64_t pol) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p), "l"(pol));
-  return v;
-}
-
-/** A weight's scale or zero point (read-only for the whole run, as __ldg) with an L2 policy from stream_policy(). */
-__device__ __forceinline__ float ld_stream_f32(const float* p, uint64_t pol) {
-  float v;
-  asm("ld.global.nc.L2::cache_hint.f32 %0, [%1], %2;" : "=f"(v) : "l"(p), "l"(pol));
-  return v;
-}
-__device__ __forceinline__ uint32_t ld_stream_u8(const uint8_t* p, uint64_t pol) {
-  uint32_t v;
-  asm("ld.global.nc.L2::cache_hint.u8 %0, [%1], %2;" : "=r"(v) : "l"(p), "l"(pol));
-  return v;
-}
-
-/**
  * A load of data that an earlier kernel of the stream wrote, in a kernel launched with programmatic dependent launch
  * (pdl.cuh), after its pdl_wait(): an ordinary cached load. Never ld.global.nc (__ldg, or what the compiler makes of
  * a const __restrict__ pointer): an nc load promises that the data does not change while the kernel runs, which the
