@@ -150,10 +150,12 @@ int CudaModel::stage(const BatchIn& b, bool graph, int aheadMode) {
     // and hands the ids to the host; the entries come from b (its block table may have a page more since then).
     cuda::AdvanceStep a;
     a.S = S, a.mb = mb;
+    const StepInts on(ints_.p, T, S, rows);
+    a.tok = on.tok, a.pos = on.pos, a.kvSlot = on.slot, a.ctx = on.ctx, a.bt = on.bt;
     StepInts(host.p, T, S, rows).advanceEntries(S, mb, bs, a.slot, a.blk, a.page);
     // hostIds_ is cudaMallocHost memory: with unified addressing (every 64-bit platform CUDA runs on) the device
     // reaches it at its host address, as check_ops' case does.
-    checkLaunch(cuda::advance_decode(ints_.p, ids_.p, hostIds_.p, a, stream_), "advance_decode");
+    checkLaunch(cuda::advance_decode(ids_.p, hostIds_.p, a, stream_), "advance_decode");
     CK(cudaEventRecord(idsDone_, stream_));
   } else {
     CK(cudaMemcpyAsync(ints_.p, host.p, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));

@@ -288,7 +288,9 @@ void check_advance(Rng& rng, int S, int mbUsed, int bs) {
     return;
   }
   std::fill(host, host + S, -1);
-  const bool launched = launch_ok(tc::advance_decode(di.p, dids.p, host, a, 0), "advance_decode");
+  const tpserve::StepInts on(di.p, S, S, S);
+  a.tok = on.tok, a.pos = on.pos, a.kvSlot = on.slot, a.ctx = on.ctx, a.bt = on.bt;
+  const bool launched = launch_ok(tc::advance_decode(dids.p, host, a, 0), "advance_decode");
   if (launched) {
     auto o = di.down();  // synchronous: the kernel's stores to host memory are in too
     int bad = 0;
@@ -408,7 +410,14 @@ void check_invalid_args() {
   ok = ok && tc::kv_write(nullptr, nullptr, nullptr, 1, nullptr, nullptr, 1, 64, 0) == cudaErrorInvalidValue;
   tc::AdvanceStep adv;
   adv.S = tc::AdvanceStep::kMaxSeqs + 1, adv.mb = 16;
-  ok = ok && tc::advance_decode(nullptr, nullptr, nullptr, adv, 0) == cudaErrorInvalidValue;
+  ok = ok && tc::advance_decode(nullptr, nullptr, adv, 0) == cudaErrorInvalidValue;
+  int32_t* anyDev = nullptr;  // a well-formed call but for one missing pointer
+  if (cudaMalloc(&anyDev, 64 * sizeof(int32_t)) == cudaSuccess) {
+    tc::AdvanceStep one;
+    one.S = 1, one.mb = 16, one.tok = one.pos = one.kvSlot = one.ctx = anyDev;  // bt missing
+    ok = ok && tc::advance_decode(anyDev, anyDev, one, 0) == cudaErrorInvalidValue;
+    cudaFree(anyDev);
+  }
   cudaGetLastError();
   record_bool("invalid", "bad arguments -> cudaErrorInvalidValue", ok);
 }

@@ -274,18 +274,19 @@ cudaError_t argmax_rows(const float* logits, int rows, int vocab, int32_t* out, 
  */
 struct AdvanceStep {
   static constexpr int kMaxSeqs = 128;  // kernel parameter space: 1.5 KiB of entries
+  /** The step's integers on the device, advanced in place: StepInts' parts (step_ints.h) tok, pos, slot, ctx, bt. */
+  int32_t *tok = nullptr, *pos = nullptr, *kvSlot = nullptr, *ctx = nullptr, *bt = nullptr;
   int S = 0, mb = 0;
   int32_t slot[kMaxSeqs], blk[kMaxSeqs], page[kMaxSeqs];
 };
 
 /**
- * Turns a decode step's integers on the device (StepInts layout, one token per sequence: tok, pos, slot, qs, ctx,
- * rowIdx, bt) into those of the step after it, as StepInts::fill(b, bs, mb, 1) would stage them: tok = ids, every
- * position and context one further, the slots and block-table entries of a. Also copies the ids to hostIds (host
- * memory mapped for the device), so that no copy runs between the two steps.
+ * Turns a decode step's integers on the device (a's pointers into its StepInts buffer, one token per sequence) into
+ * those of the step after it, as StepInts::fill(b, bs, mb, 1) would stage them: tok = ids, every position and
+ * context one further, the slots and block-table entries of a. Also copies the ids to hostIds (host memory mapped
+ * for the device), so that no copy runs between the two steps.
  */
-cudaError_t advance_decode(int32_t* ints, const int32_t* ids, int32_t* hostIds, const AdvanceStep& a,
-                           cudaStream_t stream);
+cudaError_t advance_decode(const int32_t* ids, int32_t* hostIds, const AdvanceStep& a, cudaStream_t stream);
 
 namespace detail {
 /** Multiprocessors of the current device (132 if it cannot be read), for the launchers' grid rules. */

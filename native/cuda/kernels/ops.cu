@@ -408,26 +408,22 @@ cudaError_t argmax_rows(const float* logits, int rows, int vocab, int32_t* out, 
 }
 
 namespace {
-__global__ void advance_decode_kernel(int32_t* __restrict__ ints, const int32_t* __restrict__ ids,
-                                      int32_t* __restrict__ hostIds, AdvanceStep a) {
-  const int S = a.S;
-  for (int i = threadIdx.x; i < S; i += blockDim.x) {
-    // StepInts(base, T = S, S, rows = S): tok, pos, slot (S each), qs (S + 1), ctx (S), rowIdx (S), bt (S x mb).
-    int32_t *tok = ints, *pos = tok + S, *slot = pos + S, *qs = slot + S, *ctx = qs + S + 1, *rowIdx = ctx + S,
-            *bt = rowIdx + S;
+__global__ void advance_decode_kernel(const int32_t* __restrict__ ids, int32_t* __restrict__ hostIds, AdvanceStep a) {
+  for (int i = threadIdx.x; i < a.S; i += blockDim.x) {
     const int32_t id = ids[i];
-    tok[i] = id, hostIds[i] = id;
-    pos[i] += 1, ctx[i] += 1;
-    slot[i] = a.slot[i];
-    bt[(size_t)i * a.mb + a.blk[i]] = a.page[i];
+    a.tok[i] = id, hostIds[i] = id;
+    a.pos[i] += 1, a.ctx[i] += 1;
+    a.kvSlot[i] = a.slot[i];
+    a.bt[(size_t)i * a.mb + a.blk[i]] = a.page[i];
   }
 }
 }  // namespace
 
-cudaError_t advance_decode(int32_t* ints, const int32_t* ids, int32_t* hostIds, const AdvanceStep& a,
-                           cudaStream_t stream) {
-  if (a.S <= 0 || a.S > AdvanceStep::kMaxSeqs || a.mb <= 0 || !ints || !ids || !hostIds) return cudaErrorInvalidValue;
-  advance_decode_kernel<<<1, 128, 0, stream>>>(ints, ids, hostIds, a);
+cudaError_t advance_decode(const int32_t* ids, int32_t* hostIds, const AdvanceStep& a, cudaStream_t stream) {
+  if (a.S <= 0 || a.S > AdvanceStep::kMaxSeqs || a.mb <= 0 || !ids || !hostIds || !a.tok || !a.pos || !a.kvSlot ||
+      !a.ctx || !a.bt)
+    return cudaErrorInvalidValue;
+  advance_decode_kernel<<<1, 128, 0, stream>>>(ids, hostIds, a);
   return cudaGetLastError();
 }
 
