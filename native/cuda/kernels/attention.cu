@@ -9,8 +9,9 @@
 // QK^T, TPT = headDim/16 lanes share a token (16 dims each, float4 loads, sector-complete), then an online
 // softmax per warp, then P·V with each lane owning headDim/32 output dims (coalesced V rows, 16 rows in flight).
 // The 4 warps merge in shared memory; with one partition the block writes the output, else (max, sum, acc) go to
-// the workspace and attention_reduce_kernel merges the partitions. Small grids over contexts of up to 256 tokens
-// take blocks of 16 warps instead, one partition (kWideWarps below: one kernel, no reduce).
+// the workspace and attention_reduce_kernel merges the partitions (in groups of threads when there are many). Small
+// grids over contexts of up to 256 tokens take blocks of 16 warps instead, one partition (kWideWarps below: one
+// kernel, no reduce).
 //
 // Prefill / mixed (maxQueryLen > 1): flash-attention tiling. Grid (row tile, kv head, sequence); the rows of a
 // block are 32 (query, head) pairs of one kv-head group, K/V tiles of 32 tokens go through shared memory, 4
@@ -342,6 +343,71 @@ __global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __re
   if (xpOut) xprep_store1(xpOut, numSeqs, qs, xcol, v);
 }
 
+// attention_reduce_kernel for many partitions (long contexts): G groups of D threads, group g taking a contiguous
+// range of them (the thread of dimension d its acc[d]). After pdl_wait() two rounds of loads: every partition's m at
+// once (one a thread) for the largest, then each group's m, l and acc in batches of kRB issued together; the groups'
+// sums are added in group order (the same bits every run). attention_reduce_kernel's one group went through the 52
+// partitions of a 3,072-token context in 13 rounds of loads, twice: Llama-2-7B's batch-1 step there 2.301 -> 2.002
+// ms on an H200 (docs/gpu-runs.md run 89).
+template <int D, int G>
+__global__ void __launch_bounds__(D * G) attention_reduce_groups_kernel(const int32_t* __restrict__ contextLens,
+                                                                        const int32_t* __restrict__ queryStart,
+                                                                        float* __restrict__ out, DecodeWs ws, int heads,
+                                                                        int maxBlocks, int blockSize, int P,
+                                                                        int maxParts, __half* __restrict__ xpOut,
+                                                                        const int32_t* __restrict__ xpMap,
+                                                                        int numSeqs) {
+  constexpr int NT = D * G, NW = NT / 32, kRB = 8;
+  __shared__ float sMax[NW], sL[G], sA[G][D];
+  pdl_trigger();
+  const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x % D, g = threadIdx.x / D;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int qs = queryStart[seq];  // host data, read before pdl_wait() (see attention_decode_kernel)
+  if (queryStart[seq + 1] - qs != 1) return;
+  const int ctx = min(contextLens[seq], maxBlocks * blockSize);
+  const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
+  const int xcol = xpOut && xpMap ? __ldg(xpMap + head * D + d) : head * D + d;  // constant: read before the wait
+  pdl_wait();
+  const size_t r0 = ((size_t)seq * heads + head) * maxParts;
+  float M = -INFINITY;
+  for (int p = threadIdx.x; p < parts; p += NT) M = fmaxf(M, ws.m[r0 + p]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(kFull, M, o));
+  if (lane == 0) sMax[warp] = M;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < NW; w++) M = fmaxf(M, sMax[w]);
+  // Group g's partitions [p0, p1), kRB loads of each kind in flight (indices past p1 clamped, not summed), summed in
+  // partition order.
+  const int p0 = (int)((long long)g * parts / G), p1 = (int)((long long)(g + 1) * parts / G);
+  float L = 0.f, A = 0.f;
+  for (int b0 = p0; b0 < p1; b0 += kRB) {
+    float mb[kRB], lb[kRB], ab[kRB];
+#pragma unroll
+    for (int b = 0; b < kRB; b++) {
+      const int p = min(b0 + b, p1 - 1);
+      mb[b] = ws.m[r0 + p], lb[b] = ws.l[r0 + p], ab[b] = ws.acc[(r0 + p) * D + d];
+    }
+#pragma unroll
+    for (int b = 0; b < kRB; b++) {
+      if (b0 + b >= p1) break;
+      const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
+      L += f * lb[b];
+      A += f * ab[b];
+    }
+  }
+  sA[g][d] = A;
+  if (d == 0) sL[g] = L;
+  __syncthreads();
+  if (g != 0) return;
+  L = 0.f, A = 0.f;
+#pragma unroll
+  for (int k = 0; k < G; k++) L += sL[k], A += sA[k][d];
+  const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
+  out[((size_t)qs * heads + head) * D + d] = v;
+  if (xpOut) xprep_store1(xpOut, numSeqs, qs, xcol, v);
+}
+
 // ---------------------------------------------------------------- prefill / mixed
 constexpr int kPreThreads = 128;
 constexpr int kRT = 32;  // (query, head) rows per block
@@ -497,6 +563,14 @@ bool kv_early_on() {
   return on;
 }
 
+// More partitions than this take attention_reduce_groups_kernel (fewer: one round of loads in the one-group kernel);
+// TPSERVE_ATTN_REDUCE_GROUPS=0: attention_reduce_kernel always (A/B, run 89).
+constexpr int kReduceGroupsFrom = 8;
+bool reduce_groups_on() {
+  static const bool on = detail::env_on("TPSERVE_ATTN_REDUCE_GROUPS");
+  return on;
+}
+
 template <int D, int HPB, int NW = kDecWarps, bool EARLY = false>
 cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
   dim3 grid(parts, a.heads / HPB, a.numSeqs);
@@ -535,6 +609,12 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
                                        : launch_decode<D, 1>(a, P, parts, ws, qScale, stream);
     if (e != cudaSuccess) return e;
     if (parts > 1) {
+      // parts is the grid's most (the bucket's context); a sequence's own count can only be smaller.
+      constexpr int G = 512 / D;
+      if (parts > kReduceGroupsFrom && reduce_groups_on())
+        return launch_pdl(attention_reduce_groups_kernel<D, G>, dim3(a.heads, a.numSeqs), dim3(D * G), 0, stream,
+                          a.contextLens, a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut,
+                          a.xpMap, a.numSeqs);
       return launch_pdl(attention_reduce_kernel<D>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
                         a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.xpMap,
                         a.numSeqs);
