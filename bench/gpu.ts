@@ -25,6 +25,7 @@ import { batchOf, median } from "./batch.js";
 import { decodeSeqs, dummyInt4Engine, floorBytes, greedyOneByOne, prefillSeqs, timeDecodeSteps } from "./decode.js";
 import { checkDecodeAhead } from "./decode-ahead.js";
 import { gpuMemoryPool } from "./gpu-memory.js";
+import { checkLongContext } from "./long-context.js";
 
 const f = new Flags(process.argv.slice(2), ["quick", "skip-golden", "skip-e2e", "golden-only"]);
 const bandwidth = f.float("bandwidth", 0, 0, 1e5); // GB/s
@@ -50,6 +51,10 @@ const goldenFile = JSON.parse(readText(join(bundledModelDir(), "golden.public.js
 const results: Record<string, unknown> = { date: new Date().toISOString(), device };
 const pct = (a: number[], p: number) =>
   [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(p * a.length))] ?? 0;
+
+// A long-context step's greedy id may differ from the CPU's where the CPU's two best logits are closer than this:
+// three times the golden prompts' first-step max |diff| on the GPU (1.6e-2, fp16 KV cache).
+const LONG_MARGIN = 0.05;
 
 /** The greedy ids a golden prompt must give: the golden ones unquantized, the CPU int4 path's in int4. */
 function refIds(g: GoldenPrompt, quantization: "none" | "int4"): number[] {
@@ -100,11 +105,15 @@ async function golden(): Promise<void> {
       4096,
     );
     const tok = loadTokenizer(bundledModelDir());
-    const ppl = await perplexity(
-      engine,
-      encodeDocuments(readText(join(packageRoot(), "data", "brown", "brown.test.txt")), tok, 2),
-      { window: 512, blockSize: 16, vocab: 4096 },
-    );
+    const testIds = encodeDocuments(readText(join(packageRoot(), "data", "brown", "brown.test.txt")), tok, 2);
+    const ppl = await perplexity(engine, testIds, { window: 512, blockSize: 16, vocab: 4096 });
+    // Decode at 300-900 tokens of context (the split attention path) against the CPU engine (bench/long-context.ts).
+    const longCfg: Partial<WorkerConfig> = { quantization, groupSize: 128, numPages: 200, maxBatchTokens: 1024 };
+    const longGpu = createEngine(cfg(longCfg)).engine;
+    const longCpu = createEngine(cfg({ ...longCfg, device: "cpu" })).engine;
+    const long = await checkLongContext(longGpu, longCpu, testIds, 4096, LONG_MARGIN);
+    longGpu.close();
+    longCpu.close();
     const ref = quantization === "none" ? goldenFile.ppl["float32"]! : goldenFile.ppl["rtn_int4_g128_sym"]!;
     engine.close();
     rows.push({
@@ -113,6 +122,7 @@ async function golden(): Promise<void> {
       aloneGreedyEqual: `${aloneEqual}/6`,
       aloneDecodeAhead: aloneAhead,
       decodeAheadCheck: ahead,
+      longContextCheck: long,
       diverged,
       firstStepMaxAbsDiff: quantization === "none" ? worst : null,
       perplexity: ppl.perplexity,
@@ -128,6 +138,11 @@ async function golden(): Promise<void> {
       `decode ahead ${quantization}: one at a time ${aloneAhead?.hits ?? 0} hits, ${aloneAhead?.misses ?? 0} misses; ` +
         `script ${ahead.equalSteps}/${ahead.steps} steps equal to TPSERVE_DECODE_AHEAD=0 (${ahead.hits} hits, ` +
         `${ahead.misses} misses)${ahead.firstDifference ? `; first difference ${ahead.firstDifference}` : ""}`,
+    );
+    console.log(
+      `long context ${quantization}: contexts ${long.contexts.join("/")} as a batch and alone, ${long.equal}/${long.steps} ` +
+        `greedy ids equal to the CPU engine's, ${long.explained} within a top-2 gap of ${LONG_MARGIN}, ` +
+        `${long.unexplained.length} not; max |diff| ${long.maxAbsDiff.toExponential(2)}${long.unexplained.length ? `: ${long.unexplained.slice(0, 3).join("; ")}` : ""}`,
     );
   }
   // Greedy ids over gRPC with the worker on the GPU: unquantized against the golden ids, int4 against the CPU
