@@ -38,15 +38,26 @@ interface Seq {
   pages: number[];
 }
 
-/** Logits of the prefill and of `steps` decode steps of `seqs` (batched), feeding `feed(seq, step)`. */
-async function run(engine: Engine, seqs: Seq[], steps: number, vocab: number, feed: (i: number, s: number) => number) {
+/**
+ * Logits of the prefill (each sequence alone, rows side by side) and of `steps` decode steps of `seqs` (batched), step
+ * s feeding sequence i the token feed(i, s, logits of the pass before).
+ */
+async function run(
+  engine: Engine,
+  seqs: Seq[],
+  steps: number,
+  vocab: number,
+  feed: (i: number, s: number, prev: Float32Array) => number,
+) {
   const rows: Float32Array[] = [];
   for (const q of seqs)
     rows.push(await engine.forward(batchOf([{ tokens: q.prompt, ctx: q.prompt.length, pages: q.pages }])));
-  const prefill = Float32Array.from(rows.flatMap((r) => [...r]));
-  const out: Float32Array[] = [prefill];
+  const out: Float32Array[] = [Float32Array.from(rows.flatMap((r) => [...r]))];
   for (let s = 0; s < steps; s++) {
-    const batch = batchOf(seqs.map((q, i) => ({ tokens: [feed(i, s)], ctx: q.prompt.length + s + 1, pages: q.pages })));
+    const prev = out[s]!;
+    const batch = batchOf(
+      seqs.map((q, i) => ({ tokens: [feed(i, s, prev)], ctx: q.prompt.length + s + 1, pages: q.pages })),
+    );
     out.push(await engine.forward(batch));
   }
   if (out.some((l) => l.length !== seqs.length * vocab)) throw new Error("long-context check: unexpected logits size");
@@ -76,20 +87,9 @@ export async function checkLongContext(
   });
   if (seqs.some((q, i) => q.prompt.length !== contexts[i]))
     throw new Error("long-context check: token stream too short");
-  // The CPU's greedy run, its own ids fed back: ids[i][s] is sequence i's id after step s (s = 0: the prefill).
-  const ids: number[][] = seqs.map(() => []);
-  const refLogits: Float32Array[] = [];
-  const prefill = await run(cpu, seqs, 0, vocab, () => 0);
-  for (const [i, row] of ids.entries()) row.push(top2(prefill[0]!, i, vocab).id);
-  refLogits.push(prefill[0]!);
-  for (let s = 0; s < steps; s++) {
-    const batch = batchOf(
-      seqs.map((q, i) => ({ tokens: [ids[i]![s]!], ctx: q.prompt.length + s + 1, pages: q.pages })),
-    );
-    const l = await cpu.forward(batch);
-    refLogits.push(l);
-    for (const [i, row] of ids.entries()) row.push(top2(l, i, vocab).id);
-  }
+  // The CPU's greedy run, its own ids fed back; idOf(i, s): sequence i's greedy id after pass s (0: the prefill).
+  const refLogits = await run(cpu, seqs, steps, vocab, (i, _s, prev) => top2(prev, i, vocab).id);
+  const idOf = (i: number, s: number) => top2(refLogits[s]!, i, vocab).id;
   const result: LongContextCheck = { contexts, steps: 0, equal: 0, explained: 0, unexplained: [], maxAbsDiff: 0 };
   const compare = (got: Float32Array[], which: number[], label: string) => {
     for (let s = 0; s < got.length; s++) {
@@ -111,8 +111,8 @@ export async function checkLongContext(
       }
     }
   };
-  compare(await run(engine, seqs, steps, vocab, (i, s) => ids[i]![s]!), [0, 1, 2], "batch of 3");
+  compare(await run(engine, seqs, steps, vocab, idOf), [0, 1, 2], "batch of 3");
   for (const [i, q] of seqs.entries())
-    compare(await run(engine, [q], steps, vocab, (_, s) => ids[i]![s]!), [i], "alone");
+    compare(await run(engine, [q], steps, vocab, (_, s) => idOf(i, s)), [i], "alone");
   return result;
 }

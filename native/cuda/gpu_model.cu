@@ -145,13 +145,13 @@ int CudaModel::stage(const BatchIn& b, bool graph, int aheadMode) {
     attnWs_.reserve(std::max(wsFloats, attnWs_.n * 2));
     if (gatherFloats > gatherWs_.n) gatherWs_.reserve(std::max(gatherFloats, gatherWs_.n * 2));
   }
+  const StepInts d(ints_.p, T, S, rows);  // the step's integers on the device (ints_ is not reallocated below)
   if (advance) {
     // ints_ still holds this step's integers (b's, staged or advanced): one kernel makes the next step's from them
     // and hands the ids to the host; the entries come from b (its block table may have a page more since then).
     cuda::AdvanceStep a;
     a.S = S, a.mb = mb;
-    const StepInts on(ints_.p, T, S, rows);
-    a.tok = on.tok, a.pos = on.pos, a.kvSlot = on.slot, a.ctx = on.ctx, a.bt = on.bt;
+    a.tok = d.tok, a.pos = d.pos, a.kvSlot = d.slot, a.ctx = d.ctx, a.bt = d.bt;
     StepInts(host.p, T, S, rows).advanceEntries(S, mb, bs, a.slot, a.blk, a.page);
     // hostIds_ is cudaMallocHost memory: with unified addressing (every 64-bit platform CUDA runs on) the device
     // reaches it at its host address, as check_ops' case does.
@@ -161,7 +161,6 @@ int CudaModel::stage(const BatchIn& b, bool graph, int aheadMode) {
     CK(cudaMemcpyAsync(ints_.p, host.p, nInts * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     if (ahead) CK(cudaMemcpyAsync(ints_.p, ids_.p, (size_t)T * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream_));
   }
-  const StepInts d(ints_.p, T, S, rows);
   p.tok = d.tok, p.pos = d.pos, p.slot = d.slot, p.qs = d.qs, p.ctx = d.ctx, p.rowIdx = d.rowIdx, p.bt = d.bt;
   if (graph) {
     const uint64_t key = ((uint64_t)S << 32) | (uint32_t)mb;

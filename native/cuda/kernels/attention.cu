@@ -11,14 +11,11 @@
 // The 4 warps merge in shared memory; with one partition the block writes the output, else (max, sum, acc) go to
 // the workspace and attention_reduce_kernel merges the partitions (in groups of threads when there are many). Small
 // grids over contexts of up to 256 tokens take blocks of 16 warps instead, one partition (kWideWarps below: one
-// kernel, no reduce).
-//
-// Prefill / mixed (maxQueryLen > 1): flash-attention tiling. Grid (row tile, kv head, sequence); the rows of a
-// block are 32 (query, head) pairs of one kv-head group, K/V tiles of 32 tokens go through shared memory, 4
-// threads per row, online softmax in registers, causal limits per row.
+// kernel, no reduce). Prefill and mixed batches: attention_prefill.cu.
 #include <algorithm>
 #include <cfloat>
 
+#include "attention_prefill.cuh"
 #include "kernels.cuh"
 #include "pdl.cuh"
 #include "ptx.cuh"
@@ -287,257 +284,106 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(D) attention_reduce_kernel(const int32_t* __restrict__ contextLens,
-                                                            const int32_t* __restrict__ queryStart,
-                                                            float* __restrict__ out, DecodeWs ws, int heads,
-                                                            int maxBlocks, int blockSize, int P, int maxParts,
-                                                            __half* __restrict__ xpOut,
-                                                            const int32_t* __restrict__ xpMap, int numSeqs) {
-  pdl_trigger();
-  const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
-  const int qs = queryStart[seq];  // host data, read before pdl_wait() (see attention_decode_kernel)
-  if (queryStart[seq + 1] - qs != 1) return;
-  const int ctx = min(contextLens[seq], maxBlocks * blockSize);
-  const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
-  const int xcol = xpOut && xpMap ? __ldg(xpMap + head * D + d) : head * D + d;  // constant: read before the wait
-  pdl_wait();
-  const size_t r0 = ((size_t)seq * heads + head) * maxParts;
-  // Partitions in batches of kRB: every load of a batch is issued before any is used (one round trip to memory for
-  // up to kRB partitions, where a loop that loads as it goes may wait once per partition). Indices past the last
-  // partition are clamped (a repeated m leaves the max as it is; the sums stop at `parts`). Sums in partition order.
-  constexpr int kRB = 4;
-  float mb[kRB], lb[kRB], ab[kRB];
-  const auto load = [&](int p0) {
-#pragma unroll
-    for (int b = 0; b < kRB; b++) {
-      const int p = min(p0 + b, parts - 1);
-      mb[b] = ws.m[r0 + p], lb[b] = ws.l[r0 + p], ab[b] = ws.acc[(r0 + p) * D + d];
-    }
-  };
-  float M = -INFINITY, L = 0.f, A = 0.f;
-  if (parts > 0) {
-    load(0);
-#pragma unroll
-    for (int b = 0; b < kRB; b++) M = fmaxf(M, mb[b]);
-    for (int p0 = kRB; p0 < parts; p0 += kRB) {
-      float x[kRB];
-#pragma unroll
-      for (int b = 0; b < kRB; b++) x[b] = ws.m[r0 + min(p0 + b, parts - 1)];
-#pragma unroll
-      for (int b = 0; b < kRB; b++) M = fmaxf(M, x[b]);
-    }
-  }
-  for (int p0 = 0; p0 < parts; p0 += kRB) {
-    if (p0 > 0) load(p0);
-#pragma unroll
-    for (int b = 0; b < kRB; b++) {
-      if (p0 + b >= parts) break;
-      const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
-      L += f * lb[b];
-      A += f * ab[b];
-    }
-  }
-  const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
-  out[((size_t)qs * heads + head) * D + d] = v;
-  if (xpOut) xprep_store1(xpOut, numSeqs, qs, xcol, v);
-}
-
-// attention_reduce_kernel for many partitions (long contexts): G groups of D threads, group g taking a contiguous
-// range of them (the thread of dimension d its acc[d]). After pdl_wait() two rounds of loads: every partition's m at
-// once (one a thread) for the largest, then each group's m, l and acc in batches of kRB issued together; the groups'
-// sums are added in group order (the same bits every run). attention_reduce_kernel's one group went through the 52
-// partitions of a 3,072-token context in 13 rounds of loads, twice: Llama-2-7B's batch-1 step there 2.301 -> 2.002
-// ms on an H200 (docs/gpu-runs.md run 89).
+// Merges the partitions of a (sequence, head) (m, l and acc in the workspace) into its output: one block of G groups
+// of D threads, the thread of dimension d taking acc[d]. The sequence layout is host data, read before pdl_wait()
+// (see attention_decode_kernel).
+//  - G = 1 (up to kReduceGroupsFrom partitions): the partitions in batches of kRB = 4, every load of a batch issued
+//    before any is used (one round trip to memory for up to 4 partitions, where a loop that loads as it goes may wait
+//    once per partition); indices past the last partition are clamped (a repeated m leaves the max as it is; the sums
+//    stop at `parts`); sums in partition order.
+//  - G = 512 / D (more partitions: long contexts): after pdl_wait() two rounds of loads, every partition's m at once
+//    (one a thread) for the largest, then each group's contiguous share of the partitions, kRB = 8 loads of each kind
+//    in flight; the groups' sums added in group order (the same bits every run). One group went through the 52
+//    partitions of a 3,072-token context in 13 rounds of loads, twice: Llama-2-7B's batch-1 step there 2.301 -> 2.002
+//    ms on an H200 (docs/gpu-runs.md run 89).
 template <int D, int G>
-__global__ void __launch_bounds__(D * G) attention_reduce_groups_kernel(const int32_t* __restrict__ contextLens,
-                                                                        const int32_t* __restrict__ queryStart,
-                                                                        float* __restrict__ out, DecodeWs ws, int heads,
-                                                                        int maxBlocks, int blockSize, int P,
-                                                                        int maxParts, __half* __restrict__ xpOut,
-                                                                        const int32_t* __restrict__ xpMap,
-                                                                        int numSeqs) {
-  constexpr int NT = D * G, NW = NT / 32, kRB = 8;
-  __shared__ float sMax[NW], sL[G], sA[G][D];
+__global__ void __launch_bounds__(D * G) attention_reduce_kernel(const int32_t* __restrict__ contextLens,
+                                                                 const int32_t* __restrict__ queryStart,
+                                                                 float* __restrict__ out, DecodeWs ws, int heads,
+                                                                 int maxBlocks, int blockSize, int P, int maxParts,
+                                                                 __half* __restrict__ xpOut,
+                                                                 const int32_t* __restrict__ xpMap, int numSeqs) {
   pdl_trigger();
-  const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x % D, g = threadIdx.x / D;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int qs = queryStart[seq];  // host data, read before pdl_wait() (see attention_decode_kernel)
+  const int head = blockIdx.x, seq = blockIdx.y, d = G == 1 ? threadIdx.x : threadIdx.x % D;
+  const int qs = queryStart[seq];
   if (queryStart[seq + 1] - qs != 1) return;
   const int ctx = min(contextLens[seq], maxBlocks * blockSize);
   const int parts = ctx > 0 ? min((ctx + P - 1) / P, maxParts) : 0;
   const int xcol = xpOut && xpMap ? __ldg(xpMap + head * D + d) : head * D + d;  // constant: read before the wait
   pdl_wait();
   const size_t r0 = ((size_t)seq * heads + head) * maxParts;
-  float M = -INFINITY;
-  for (int p = threadIdx.x; p < parts; p += NT) M = fmaxf(M, ws.m[r0 + p]);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(kFull, M, o));
-  if (lane == 0) sMax[warp] = M;
-  __syncthreads();
-#pragma unroll
-  for (int w = 0; w < NW; w++) M = fmaxf(M, sMax[w]);
-  // Group g's partitions [p0, p1), kRB loads of each kind in flight (indices past p1 clamped, not summed), summed in
-  // partition order.
-  const int p0 = (int)((long long)g * parts / G), p1 = (int)((long long)(g + 1) * parts / G);
-  float L = 0.f, A = 0.f;
-  for (int b0 = p0; b0 < p1; b0 += kRB) {
+  float M = -INFINITY, L = 0.f, A = 0.f;
+  if constexpr (G == 1) {
+    constexpr int kRB = 4;
     float mb[kRB], lb[kRB], ab[kRB];
+    const auto load = [&](int p0) {
 #pragma unroll
-    for (int b = 0; b < kRB; b++) {
-      const int p = min(b0 + b, p1 - 1);
-      mb[b] = ws.m[r0 + p], lb[b] = ws.l[r0 + p], ab[b] = ws.acc[(r0 + p) * D + d];
-    }
+      for (int b = 0; b < kRB; b++) {
+        const int p = min(p0 + b, parts - 1);
+        mb[b] = ws.m[r0 + p], lb[b] = ws.l[r0 + p], ab[b] = ws.acc[(r0 + p) * D + d];
+      }
+    };
+    if (parts > 0) {
+      load(0);
 #pragma unroll
-    for (int b = 0; b < kRB; b++) {
-      if (b0 + b >= p1) break;
-      const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
-      L += f * lb[b];
-      A += f * ab[b];
+      for (int b = 0; b < kRB; b++) M = fmaxf(M, mb[b]);
+      for (int p0 = kRB; p0 < parts; p0 += kRB) {
+        float x[kRB];
+#pragma unroll
+        for (int b = 0; b < kRB; b++) x[b] = ws.m[r0 + min(p0 + b, parts - 1)];
+#pragma unroll
+        for (int b = 0; b < kRB; b++) M = fmaxf(M, x[b]);
+      }
     }
+    for (int p0 = 0; p0 < parts; p0 += kRB) {
+      if (p0 > 0) load(p0);
+#pragma unroll
+      for (int b = 0; b < kRB; b++) {
+        if (p0 + b >= parts) break;
+        const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
+        L += f * lb[b];
+        A += f * ab[b];
+      }
+    }
+  } else {
+    constexpr int NT = D * G, NW = NT / 32, kRB = 8;
+    __shared__ float sMax[NW], sL[G], sA[G][D];
+    const int g = threadIdx.x / D, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int p = threadIdx.x; p < parts; p += NT) M = fmaxf(M, ws.m[r0 + p]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(kFull, M, o));
+    if (lane == 0) sMax[warp] = M;
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < NW; w++) M = fmaxf(M, sMax[w]);
+    // Group g's partitions [p0, p1) (indices past p1 clamped, not summed), in partition order.
+    const int p0 = (int)((long long)g * parts / G), p1 = (int)((long long)(g + 1) * parts / G);
+    for (int b0 = p0; b0 < p1; b0 += kRB) {
+      float mb[kRB], lb[kRB], ab[kRB];
+#pragma unroll
+      for (int b = 0; b < kRB; b++) {
+        const int p = min(b0 + b, p1 - 1);
+        mb[b] = ws.m[r0 + p], lb[b] = ws.l[r0 + p], ab[b] = ws.acc[(r0 + p) * D + d];
+      }
+#pragma unroll
+      for (int b = 0; b < kRB; b++) {
+        if (b0 + b >= p1) break;
+        const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
+        L += f * lb[b];
+        A += f * ab[b];
+      }
+    }
+    sA[g][d] = A;
+    if (d == 0) sL[g] = L;
+    __syncthreads();
+    if (g != 0) return;
+    L = 0.f, A = 0.f;
+#pragma unroll
+    for (int k = 0; k < G; k++) L += sL[k], A += sA[k][d];
   }
-  sA[g][d] = A;
-  if (d == 0) sL[g] = L;
-  __syncthreads();
-  if (g != 0) return;
-  L = 0.f, A = 0.f;
-#pragma unroll
-  for (int k = 0; k < G; k++) L += sL[k], A += sA[k][d];
   const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
   out[((size_t)qs * heads + head) * D + d] = v;
   if (xpOut) xprep_store1(xpOut, numSeqs, qs, xcol, v);
-}
-
-// ---------------------------------------------------------------- prefill / mixed
-constexpr int kPreThreads = 128;
-constexpr int kRT = 32;  // (query, head) rows per block
-constexpr int kBK = 32;  // kv tokens per tile
-
-template <int D>
-__global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
-    const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
-    const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
-    const int32_t* __restrict__ queryStart, float* __restrict__ out, int heads, int kvHeads, int maxBlocks,
-    int blockSize, float qScale) {
-  constexpr int D4 = D / 4;
-  constexpr int LD = D + 4;  // padded rows: conflict-free float4 reads of 8 rows / 4 rows
-  constexpr int NCH = D4 / 4;  // float4 output chunks per thread
-  __shared__ __align__(16) float Qs[kRT][LD];
-  __shared__ __align__(16) float KVs[kBK][LD];
-  __shared__ float Ps[kRT][kBK + 1];
-
-  const int seq = blockIdx.z, kvh = blockIdx.y;
-  const int qs = queryStart[seq], qLen = queryStart[seq + 1] - qs;
-  const int G = heads / kvHeads;
-  const int nrows = qLen * G, r0 = blockIdx.x * kRT;
-  if (r0 >= nrows) return;
-  const int ctx = contextLens[seq];
-  const int cap = min(ctx, maxBlocks * blockSize);  // never read past the block table
-  const size_t kvd = (size_t)kvHeads * D;
-  const int32_t* bt = blockTables + (size_t)seq * maxBlocks;
-  const int tid = threadIdx.x;
-
-  for (int idx = tid; idx < kRT * D4; idx += kPreThreads) {
-    const int r = idx / D4, c4 = idx % D4, row = r0 + r;
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (row < nrows) {
-      const int tok = row / G, h = kvh * G + row % G;
-      v = ld_prev(reinterpret_cast<const float4*>(q + ((size_t)(qs + tok) * heads + h) * D) + c4);
-      v.x *= qScale, v.y *= qScale, v.z *= qScale, v.w *= qScale;
-    }
-    *reinterpret_cast<float4*>(&Qs[r][c4 * 4]) = v;
-  }
-
-  const int r = tid >> 2, sub = tid & 3, row = r0 + r;
-  const int limit = row < nrows ? min(ctx - qLen + row / G + 1, cap) : 0;  // attends to positions < limit
-  const int lastRow = min(r0 + kRT, nrows) - 1;
-  const int kvEnd = max(0, min(ctx - qLen + lastRow / G + 1, cap));
-
-  float m = -INFINITY, l = 0.f;
-  float4 acc[NCH];
-#pragma unroll
-  for (int k = 0; k < NCH; k++) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
-
-  for (int kb = 0; kb < kvEnd; kb += kBK) {
-    __syncthreads();  // Qs written / KVs free
-    // K tile
-#pragma unroll
-    for (int it = 0; it < kBK * D4 / kPreThreads; it++) {
-      const int idx = tid + it * kPreThreads, c = idx / D4, c4 = idx % D4, j = kb + c;
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (j < kvEnd) {
-        const int page = __ldg(bt + j / blockSize);
-        v = ld_kv4(kCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
-      }
-      *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
-    }
-    __syncthreads();
-    float s[kBK / 4];
-#pragma unroll
-    for (int jj = 0; jj < kBK / 4; jj++) s[jj] = 0.f;
-#pragma unroll 4
-    for (int d4 = 0; d4 < D4; d4++) {
-      const float4 qv = *reinterpret_cast<const float4*>(&Qs[r][d4 * 4]);
-#pragma unroll
-      for (int jj = 0; jj < kBK / 4; jj++) {
-        const float4 kv = *reinterpret_cast<const float4*>(&KVs[sub + 4 * jj][d4 * 4]);
-        s[jj] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
-      }
-    }
-    float mx = -INFINITY;
-#pragma unroll
-    for (int jj = 0; jj < kBK / 4; jj++) {
-      if (kb + sub + 4 * jj >= limit) s[jj] = -INFINITY;
-      mx = fmaxf(mx, s[jj]);
-    }
-    mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
-    const float mn = fmaxf(m, mx);
-    const float alpha = m == -INFINITY ? 0.f : exp2f(m - mn);
-    float ps = 0.f;
-#pragma unroll
-    for (int jj = 0; jj < kBK / 4; jj++) {
-      const float p = s[jj] == -INFINITY ? 0.f : exp2f(s[jj] - mn);
-      Ps[r][sub + 4 * jj] = p;
-      ps += p;
-    }
-    ps += __shfl_xor_sync(kFull, ps, 1);
-    ps += __shfl_xor_sync(kFull, ps, 2);
-    l = l * alpha + ps;
-    m = mn;
-#pragma unroll
-    for (int k = 0; k < NCH; k++) acc[k].x *= alpha, acc[k].y *= alpha, acc[k].z *= alpha, acc[k].w *= alpha;
-    __syncthreads();  // done with K
-    // V tile
-#pragma unroll
-    for (int it = 0; it < kBK * D4 / kPreThreads; it++) {
-      const int idx = tid + it * kPreThreads, c = idx / D4, c4 = idx % D4, j = kb + c;
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (j < kvEnd) {
-        const int page = __ldg(bt + j / blockSize);
-        v = ld_kv4(vCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
-      }
-      *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
-    }
-    __syncthreads();
-    const int cn = min(kBK, kvEnd - kb);
-    for (int c = 0; c < cn; c++) {
-      const float p = Ps[r][c];
-#pragma unroll
-      for (int k = 0; k < NCH; k++) {
-        const float4 v = *reinterpret_cast<const float4*>(&KVs[c][(sub + 4 * k) * 4]);
-        acc[k].x += p * v.x, acc[k].y += p * v.y, acc[k].z += p * v.z, acc[k].w += p * v.w;
-      }
-    }
-  }
-  if (row < nrows) {
-    const int tok = row / G, h = kvh * G + row % G;
-    float4* o = reinterpret_cast<float4*>(out + ((size_t)(qs + tok) * heads + h) * D);
-    const float inv = l > 0.f ? __fdiv_rn(1.0f, l) : 0.f;
-#pragma unroll
-    for (int k = 0; k < NCH; k++)
-      o[sub + 4 * k] = make_float4(acc[k].x * inv, acc[k].y * inv, acc[k].z * inv, acc[k].w * inv);
-  }
 }
 
 using detail::aligned16;
@@ -563,8 +409,8 @@ bool kv_early_on() {
   return on;
 }
 
-// More partitions than this take attention_reduce_groups_kernel (fewer: one round of loads in the one-group kernel);
-// TPSERVE_ATTN_REDUCE_GROUPS=0: attention_reduce_kernel always (A/B, run 89).
+// More partitions than this take attention_reduce_kernel's groups (fewer: one round of loads in one group);
+// TPSERVE_ATTN_REDUCE_GROUPS=0: one group always (A/B, run 89).
 constexpr int kReduceGroupsFrom = 8;
 bool reduce_groups_on() {
   static const bool on = detail::env_on("TPSERVE_ATTN_REDUCE_GROUPS");
@@ -611,23 +457,14 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
     if (parts > 1) {
       // parts is the grid's most (the bucket's context); a sequence's own count can only be smaller.
       constexpr int G = 512 / D;
-      if (parts > kReduceGroupsFrom && reduce_groups_on())
-        return launch_pdl(attention_reduce_groups_kernel<D, G>, dim3(a.heads, a.numSeqs), dim3(D * G), 0, stream,
-                          a.contextLens, a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut,
-                          a.xpMap, a.numSeqs);
-      return launch_pdl(attention_reduce_kernel<D>, dim3(a.heads, a.numSeqs), dim3(D), 0, stream, a.contextLens,
-                        a.queryStart, a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.xpMap,
-                        a.numSeqs);
+      const bool groups = parts > kReduceGroupsFrom && reduce_groups_on();
+      return launch_pdl(groups ? attention_reduce_kernel<D, G> : attention_reduce_kernel<D, 1>,
+                        dim3(a.heads, a.numSeqs), dim3(groups ? D * G : D), 0, stream, a.contextLens, a.queryStart,
+                        a.out, ws, a.heads, a.maxBlocks, a.blockSize, P, parts, a.xpOut, a.xpMap, a.numSeqs);
     }
     return cudaGetLastError();
   }
-  const long long rowTiles = ((long long)a.maxQueryLen * (a.heads / a.kvHeads) + kRT - 1) / kRT;
-  if (rowTiles > 0x7fffffffLL) return cudaErrorInvalidValue;
-  dim3 grid((unsigned)rowTiles, a.kvHeads, a.numSeqs);
-  attention_prefill_kernel<D><<<grid, kPreThreads, 0, stream>>>(a.q, a.kCache, a.vCache, a.blockTables,
-                                                               a.contextLens, a.queryStart, a.out, a.heads,
-                                                               a.kvHeads, a.maxBlocks, a.blockSize, qScale);
-  return cudaGetLastError();
+  return attention_prefill(a, qScale, stream);
 }
 
 }  // namespace
