@@ -3,7 +3,7 @@
 // reads kv head h / (heads / kvHeads); scale 1/sqrt(headDim); softmax in fp32 (computed base 2: q is pre-scaled by
 // log2(e)/sqrt(d), so exp2 of the shifted score is the same weight).
 //
-// Decode (maxQueryLen == 1): flash-decoding. Grid (partition, head group, sequence); a block of 4 warps takes one
+// Decode (maxQueryLen == 1): flash-decoding. Grid (head group, partition, sequence); a block of 4 warps takes one
 // sequence, HPB query heads that share one kv head (GQA: K/V loaded once for all of them) and one partition of
 // the context (P tokens, P in 64..512 chosen so the grid fills the GPU). Warps take 16-token chunks in turn: for
 // QK^T, TPT = headDim/16 lanes share a token (16 dims each, float4 loads, sector-complete), then an online
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
   // any kernel of the step starts, so they are read before pdl_wait() (docs/gpu-runs.md run 40); after it q and the
   // cache rows (the QKV epilogue just wrote this step's row), K and V of a chunk together, or with EARLY the first
   // chunk's rows before it and only the newest row after it (below).
-  const int seq = blockIdx.z, part = blockIdx.x;
+  const int seq = blockIdx.z, part = blockIdx.y;
   const int qs = queryStart[seq];
   if (queryStart[seq + 1] - qs != 1) return;
   int ctx = contextLens[seq];
@@ -94,7 +94,9 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
   const int start = part * P;
   if (part > 0 && start >= ctx) return;
   const int end = min(ctx, start + P);
-  const int h0 = blockIdx.y * HPB;
+  // Head groups vary fastest in the grid: blocks dispatched together read the same tokens' rows of every head (0.5%
+  // off Llama-2-7B's batch-1 step at 3,072 tokens against partitions fastest, docs/gpu-runs.md run 94).
+  const int h0 = blockIdx.x * HPB;
   const int kvh = h0 / (heads / kvHeads);
   const size_t kvd = (size_t)kvHeads * D;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -269,7 +271,7 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
       A += f * sm_acc[w][h][d];
     }
     const int head = h0 + h;
-    if (gridDim.x == 1) {
+    if (gridDim.y == 1) {
       const float v = L > 0.f ? __fdiv_rn(A, L) : 0.f;
       out[((size_t)qs * heads + head) * D + d] = v;
       if (xpOut) {
@@ -419,7 +421,7 @@ bool reduce_groups_on() {
 
 template <int D, int HPB, int NW = kDecWarps, bool EARLY = false>
 cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws, float qScale, cudaStream_t stream) {
-  dim3 grid(parts, a.heads / HPB, a.numSeqs);
+  dim3 grid(a.heads / HPB, parts, a.numSeqs);
   return launch_pdl(attention_decode_kernel<D, HPB, NW, EARLY>, grid, dim3(NW * 32), 0, stream, a.q, a.kCache,
                     a.vCache, a.blockTables, a.contextLens, a.queryStart, a.out, ws, a.heads, a.kvHeads, a.maxBlocks,
                     a.blockSize, P, parts, qScale, parts > 1 ? nullptr : a.xpOut, a.xpMap);
