@@ -61,19 +61,22 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
 #pragma unroll
   for (int k = 0; k < NCH; k++) acc[k] = make_float4(0.f, 0.f, 0.f, 0.f);
 
-  for (int kb = 0; kb < kvEnd; kb += kBK) {
-    __syncthreads();  // Qs written / KVs free
-    // K tile
+  // Rows kb .. kb + kBK - 1 of a cache (K or V) into KVs, zeros past kvEnd.
+  const auto load_tile = [&](const kv_t* __restrict__ cache, int kb) {
 #pragma unroll
     for (int it = 0; it < kBK * D4 / kPreThreads; it++) {
       const int idx = tid + it * kPreThreads, c = idx / D4, c4 = idx % D4, j = kb + c;
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (j < kvEnd) {
         const int page = __ldg(bt + j / blockSize);
-        v = ld_kv4(kCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
+        v = ld_kv4(cache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
       }
       *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
     }
+  };
+  for (int kb = 0; kb < kvEnd; kb += kBK) {
+    __syncthreads();  // Qs written / KVs free
+    load_tile(kCache, kb);
     __syncthreads();
     float s[kBK / 4];
 #pragma unroll
@@ -111,17 +114,7 @@ __global__ void __launch_bounds__(kPreThreads) attention_prefill_kernel(
 #pragma unroll
     for (int k = 0; k < NCH; k++) acc[k].x *= alpha, acc[k].y *= alpha, acc[k].z *= alpha, acc[k].w *= alpha;
     __syncthreads();  // done with K
-    // V tile
-#pragma unroll
-    for (int it = 0; it < kBK * D4 / kPreThreads; it++) {
-      const int idx = tid + it * kPreThreads, c = idx / D4, c4 = idx % D4, j = kb + c;
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (j < kvEnd) {
-        const int page = __ldg(bt + j / blockSize);
-        v = ld_kv4(vCache + ((size_t)page * blockSize + j % blockSize) * kvd + (size_t)kvh * D + 4 * c4);
-      }
-      *reinterpret_cast<float4*>(&KVs[c][c4 * 4]) = v;
-    }
+    load_tile(vCache, kb);
     __syncthreads();
     const int cn = min(kBK, kvEnd - kb);
     for (int c = 0; c < cn; c++) {
