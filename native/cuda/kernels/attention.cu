@@ -286,6 +286,20 @@ __global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
   }
 }
 
+// Adds the first n (at most N) of N loaded partitions (max mb, sum lb, accumulator ab) into L and A, each scaled to
+// the common max M, in partition order.
+template <int N>
+__device__ __forceinline__ void add_partitions(const float (&mb)[N], const float (&lb)[N], const float (&ab)[N], int n,
+                                               float M, float& L, float& A) {
+#pragma unroll
+  for (int b = 0; b < N; b++) {
+    if (b >= n) break;
+    const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
+    L += f * lb[b];
+    A += f * ab[b];
+  }
+}
+
 // Merges the partitions of a (sequence, head) (m, l and acc in the workspace) into its output: one block of G groups
 // of D threads, the thread of dimension d taking acc[d]. The sequence layout is host data, read before pdl_wait()
 // (see attention_decode_kernel).
@@ -339,13 +353,7 @@ __global__ void __launch_bounds__(D * G) attention_reduce_kernel(const int32_t* 
     }
     for (int p0 = 0; p0 < parts; p0 += kRB) {
       if (p0 > 0) load(p0);
-#pragma unroll
-      for (int b = 0; b < kRB; b++) {
-        if (p0 + b >= parts) break;
-        const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
-        L += f * lb[b];
-        A += f * ab[b];
-      }
+      add_partitions(mb, lb, ab, parts - p0, M, L, A);
     }
   } else {
     constexpr int NT = D * G, NW = NT / 32, kRB = 8;
@@ -367,13 +375,7 @@ __global__ void __launch_bounds__(D * G) attention_reduce_kernel(const int32_t* 
         const int p = min(b0 + b, p1 - 1);
         mb[b] = ws.m[r0 + p], lb[b] = ws.l[r0 + p], ab[b] = ws.acc[(r0 + p) * D + d];
       }
-#pragma unroll
-      for (int b = 0; b < kRB; b++) {
-        if (b0 + b >= p1) break;
-        const float f = mb[b] == -INFINITY ? 0.f : exp2f(mb[b] - M);
-        L += f * lb[b];
-        A += f * ab[b];
-      }
+      add_partitions(mb, lb, ab, p1 - b0, M, L, A);
     }
     sA[g][d] = A;
     if (d == 0) sL[g] = L;
