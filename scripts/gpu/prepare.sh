@@ -6,9 +6,15 @@
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 bash ../shared/tools/gpu-bundle.sh >/dev/null
-npm run --silent build:native
+# The addon for the GPU machine only (H100 / H200: sm_90 machine code, no PTX, no sm_80), in its own build folder:
+# half the size of the default build's (80 and 90 with PTX), which the device tool's 64 MiB carry needs.
+npx cmake-js compile -d native -O .device/build-node --CDCMAKE_BUILD_TYPE=Release \
+  --CDCMAKE_CUDA_ARCHITECTURES=90-real >/dev/null
+rm -rf .device/stage && mkdir -p .device/stage/native/build/Release
+cp .device/build-node/Release/tpserve_native.node .device/stage/native/build/Release/
 npm run --silent build:ts
-cmake -S native/cuda -B .device/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+cmake -S native/cuda -B .device/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90-real \
+  >/dev/null
 cmake --build .device/build-cuda
 rm -rf .device/bin && mkdir -p .device/bin
 # Only this checkout's checks: the build folder keeps binaries of other branches' sources.
@@ -20,7 +26,9 @@ strip .device/bin/check_* 2>/dev/null || true
 tar cJf .device/bin.tar.xz -C .device bin  # fatbins compress 6x: the device tool carries at most 64 MiB
 rm -rf .device/prod && mkdir -p .device/prod && cp package.json package-lock.json .device/prod/
 (cd .device/prod && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --silent)
-# Source maps and typings are not needed to run and take a fifth of the archive.
-tar cJf .device/app.tar.xz --exclude='*.map' --exclude='*.d.ts' --exclude='node_modules/*/test' \
-  dist native/build/Release/tpserve_native.node -C .device/prod node_modules
+# Source maps and typings are not needed to run and take a fifth of the archive. A large xz dictionary keeps a second
+# addon (an A/B build staged beside the first by hand) at a few hundred KB.
+XZ_OPT="-9e --lzma2=preset=9e,dict=128MiB" tar cJf .device/app.tar.xz --exclude='*.map' --exclude='*.d.ts' \
+  --exclude='node_modules/*/test' dist -C .device/stage native/build/Release/tpserve_native.node \
+  -C "$PWD/.device/prod" node_modules
 du -sh .device/node.tar.xz .device/app.tar.xz .device/bin.tar.xz
