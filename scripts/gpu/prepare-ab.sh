@@ -8,6 +8,7 @@
 set -euo pipefail
 rev=${1:?usage: prepare-ab.sh REV}
 cd "$(git rev-parse --show-toplevel)"
+source scripts/gpu/device-build.sh
 root=$PWD
 wt=$root/.device/ab-src
 git worktree remove --force "$wt" 2>/dev/null || rm -rf "$wt"
@@ -15,11 +16,9 @@ git worktree add --detach "$wt" "$rev" >/dev/null
 trap 'cd "$root" && git worktree remove --force "$wt"' EXIT
 cd "$wt"
 ln -s "$root/node_modules" node_modules
-# sm_90 only, as prepare.sh builds the first addon (the carry's 64 MiB).
-npx cmake-js compile -d native -O native/build --CDCMAKE_BUILD_TYPE=Release --CDCMAKE_CUDA_ARCHITECTURES=90-real \
-  >/dev/null
+device_addon native/build
 npm run --silent build:ts
 echo "$(git rev-parse --short HEAD) $(git log -1 --format=%s | cut -c1-80)" > AB_REV
-XZ_OPT="-9e --lzma2=preset=9e,dict=128MiB" tar cJf "$root/.device/app-ab.tar.xz" AB_REV dist native/build/Release/tpserve_native.node package.json proto models/dummy \
-  $(ls -d bench/shapes 2>/dev/null)
+XZ_OPT=$XZ_APP tar cJf "$root/.device/app-ab.tar.xz" AB_REV dist native/build/Release/tpserve_native.node package.json \
+  proto models/dummy $(ls -d bench/shapes 2>/dev/null)
 du -sh "$root/.device/app-ab.tar.xz"

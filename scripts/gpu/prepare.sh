@@ -5,11 +5,9 @@
 # carry [".device/node.tar.xz", ".device/app.tar.xz", ".device/bin.tar.xz"].
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
+source scripts/gpu/device-build.sh
 bash ../shared/tools/gpu-bundle.sh >/dev/null
-# The addon for the GPU machine only (H100 / H200: sm_90 machine code, no PTX, no sm_80), in its own build folder:
-# half the size of the default build's (80 and 90 with PTX), which the device tool's 64 MiB carry needs.
-npx cmake-js compile -d native -O .device/build-node --CDCMAKE_BUILD_TYPE=Release \
-  --CDCMAKE_CUDA_ARCHITECTURES=90-real >/dev/null
+device_addon .device/build-node  # in its own build folder: the local one keeps the default architectures
 rm -rf .device/stage && mkdir -p .device/stage/native/build/Release
 cp .device/build-node/Release/tpserve_native.node .device/stage/native/build/Release/
 npm run --silent build:ts
@@ -28,9 +26,8 @@ strip .device/bin/check_* 2>/dev/null || true
 XZ_OPT="-9e --lzma2=preset=9e,dict=256MiB" tar cJf .device/bin.tar.xz -C .device bin
 rm -rf .device/prod && mkdir -p .device/prod && cp package.json package-lock.json .device/prod/
 (cd .device/prod && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --silent)
-# Source maps and typings are not needed to run and take a fifth of the archive. A large xz dictionary makes a second
-# addon (an A/B build staged beside the first by hand) add under 0.1 MB.
-XZ_OPT="-9e --lzma2=preset=9e,dict=128MiB" tar cJf .device/app.tar.xz --exclude='*.map' --exclude='*.d.ts' \
+# Source maps and typings are not needed to run and take a fifth of the archive.
+XZ_OPT=$XZ_APP tar cJf .device/app.tar.xz --exclude='*.map' --exclude='*.d.ts' \
   --exclude='node_modules/*/test' dist -C .device/stage native/build/Release/tpserve_native.node \
   -C "$PWD/.device/prod" node_modules
 du -sh .device/node.tar.xz .device/app.tar.xz .device/bin.tar.xz
