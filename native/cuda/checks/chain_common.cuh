@@ -26,6 +26,8 @@ struct Mat {
   const __half* xp;  // m = 1 prepared input (hi/lo columns)
   float* y;
   int rows, cols;
+  const uint4* xq;  // chain_tma.cuh's int8 consumer: x's s8 pieces (int8_pieces.cuh, engine order)
+  const float* sx;  // and their scale per group
 };
 
 struct Bar {
@@ -36,14 +38,30 @@ struct Bar {
   int* smids = nullptr;        // chain_kernel_bal: when set, block b writes the SM it runs on
 };
 
+/** One persistent variant of check_chain: its kernel, dynamic shared memory, block size and checks. */
+struct ChainVariant {
+  const char* how;
+  void* fn;
+  int smem;
+  bool zeroY = false;     // partial tiles add into y
+  bool counters = false;  // tiles claimed through per-matrix counters
+  bool flow = false;      // dataflow counters instead of barriers
+  int threads = kThreads, perSmCap = kBlocksPerSm;
+  bool timingOnly = false;  // wrong sums by design (loads only)
+  bool otherOrder = false;  // O and down summed in another order than the graph's (relative check only)
+};
+
 /**
  * Grid barrier number `n` (from 0) over counters that only grow; 1 s without progress sets timedOut. Spread = 1:
  * one counter. Spread = S > 1: block b arrives on counter b % S (each in its own 128-byte line), and the first S
  * lanes of warp 0 poll one counter each and sum them, so no counter takes more than gridDim / S arrivals.
  */
+/** The kThreads computing threads of a block (named barrier 1: chain_kernel's extra prefetch warp, PF, stays out). */
+__device__ __forceinline__ void block_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kThreads) : "memory"); }
+
 template <int Spread>
 __device__ __forceinline__ void grid_barrier(const Bar& b, unsigned n) {
-  __syncthreads();
+  block_sync();
   const unsigned target = (n + 1) * gridDim.x;
   if (Spread == 1) {
     if (threadIdx.x == 0) {
@@ -69,7 +87,7 @@ __device__ __forceinline__ void grid_barrier(const Bar& b, unsigned n) {
       }
     }
   }
-  __syncthreads();
+  block_sync();
 }
 
 /** This warp's groups of a tile of matrix m: warp, warp + kWarps, ... */
@@ -109,11 +127,11 @@ __device__ __forceinline__ void ring_items(Item&& item, int U, int& par) {
   if (U & 1) par ^= 1;
 }
 
-/** Each warp's sums of a tile's 16 rows into red[buf], then one __syncthreads. */
+/** Each warp's sums of a tile's 16 rows into red[buf], then one block_sync. */
 __device__ __forceinline__ void tile_to_red(float (&red)[2][kWarps][16], int buf, int warp, int g, int t,
                                             const float (&acc)[4]) {
   if (t == 0) red[buf][warp][g] = acc[0] + acc[1], red[buf][warp][g + 8] = acc[2] + acc[3];
-  __syncthreads();
+  block_sync();
 }
 
 /** Row threadIdx.x's (< 16) total over the warps in red[buf], in warp order. */

@@ -19,7 +19,10 @@
 // (correlation across blocks). From the balanced run's per-block speeds it derives weighted shares (slower blocks
 // get fewer groups) and times them. Every matrix's y is checked against the graph's (O and
 // down bit for bit where k is split the same way; within 1e-5 relative otherwise).
-//   check_chain [--json out.json] [--layers N]
+//  - the deep-ring variant (chain_tma.cuh, run 106): one block an SM, a producer warp streaming every matrix's weights
+//    through a ring of bulk copies in shared memory, consumer warps waiting at the grid barriers.
+//   check_chain [--json out.json] [--layers N] [--tma [--only TEXT]] (--tma: only the graph, the register-ring
+//   persistent kernels and the deep-ring variants; --only: those whose name contains TEXT)
 // The persistent kernels are in chain_kernels.cuh, the pieces they share with this file in chain_common.cuh.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -27,6 +30,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -34,6 +38,7 @@
 #include <vector>
 
 #include "chain_kernels.cuh"
+#include "chain_tma.cuh"
 #include "check_util.cuh"
 #include "kernels/kernels.cuh"
 #include "kernels/pdl.cuh"
@@ -166,6 +171,8 @@ int time_best(cudaStream_t st, Launch&& launch, double& bestMs) {
 int main(int argc, char** argv) {
   const char* json = arg_value(argc, argv, "--json");
   const int layers = std::atoi(arg_value(argc, argv, "--layers", "32"));
+  const bool tmaOnly = has_flag(argc, argv, "--tma");
+  const char* only = arg_value(argc, argv, "--only");  // with --tma: the variants whose name contains this
   if (layers < 1 || layers * 4 > kMaxMats) {
     std::printf("--layers must be 1..%d\n", kMaxMats / 4);
     return 1;
@@ -185,6 +192,8 @@ int main(int argc, char** argv) {
   std::vector<Mat> mats;
   std::vector<void*> allocs;
   __half* xps[4];
+  uint4* xqs[4];  // x's int8 pieces and scales (chain_tma.cuh's int8 consumer)
+  float* sxs[4];
   float* ys[4];
   size_t bytes = 0;
   Rng rng(7);
@@ -197,6 +206,11 @@ int main(int argc, char** argv) {
     CUDA_CHECK(cudaMemcpy(dx, x.data(), cols * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMalloc(&xps[r], tc::xprep_halves(1, cols) * 2));
     CUDA_CHECK_LAUNCH(tc::xprep(dx, 1, cols, xps[r], 0));
+    CUDA_CHECK(cudaMalloc(&xqs[r], (size_t)cols * int8_check::kPieces));
+    CUDA_CHECK(cudaMalloc(&sxs[r], (size_t)cols / kGroup * 4));
+    CUDA_CHECK_LAUNCH((int8_check::quantize_x<true><<<(cols / kGroup * 32 + 255) / 256, 256>>>(
+                           dx, cols, reinterpret_cast<int8_t*>(xqs[r]), sxs[r]),
+                       cudaGetLastError()));
     cudaFree(dx);
     CUDA_CHECK(cudaMalloc(&ys[r], (size_t)2 * layers * rows * 4));  // per layer: graph's y, then the kernel's
   }
@@ -214,7 +228,8 @@ int main(int argc, char** argv) {
       fill_scales<<<256, 256>>>(sc, entries, 0x9876u + 31u * (l * 4 + r));
       CUDA_CHECK(cudaGetLastError());
       bytes += words * 4 + entries * 4;
-      mats.push_back(Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols});
+      mats.push_back(
+          Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols, xqs[r], sxs[r]});
     }
   CUDA_CHECK(cudaDeviceSynchronize());
   const int nMats = (int)mats.size();
@@ -240,7 +255,7 @@ int main(int argc, char** argv) {
   // split across two blocks a tile (Int4Epilogue::splitParts and its finishing kernel), and mixed with split_gemv
   // (below) to tell which half of a difference is whose: timing only. split_gemv adds both halves into slot 0
   // (slot 1 stays zero for int4_pair_finish to add).
-  {
+  if (!tmaOnly) {
     float *pairY, *parts;
     __half2* tailOut0;
     const size_t rowsMax = shapes[2][0];
@@ -347,6 +362,7 @@ int main(int argc, char** argv) {
   __half2* tailOut;
   CUDA_CHECK(cudaMalloc(&tailOut, (size_t)shapes[2][0] * sizeof(__half2)));
   for (const SplitVariant& v : splits) {
+    if (tmaOnly) break;
     cudaGraph_t sg;
     cudaGraphExec_t sx;
     CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
@@ -380,14 +396,8 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaMalloc(&bar.count, 32 * 32 * sizeof(unsigned)));  // up to 32 counters, one per 128 bytes
   CUDA_CHECK(cudaMalloc(&bar.timedOut, sizeof(int)));
   CUDA_CHECK(cudaMemset(bar.timedOut, 0, sizeof(int)));
-  struct Variant {
-    const char* how;
-    void* fn;
-    int smem;
-    bool zeroY = false;  // partial tiles add into y
-    bool counters = false;  // tiles claimed through per-matrix counters
-    bool flow = false;      // dataflow counters instead of barriers
-  };
+  using Variant = ChainVariant;
+  const std::vector<Variant> tmaVariants = deep_ring_variants();
   const Variant variants[] = {
       {"persistent, grid barriers", reinterpret_cast<void*>(chain_kernel<true>), 0},
       {"persistent, no barriers", reinterpret_cast<void*>(chain_kernel<false>), 0},
@@ -412,8 +422,8 @@ int main(int argc, char** argv) {
     void* args[] = {&dm, const_cast<int*>(&nMats), &vb, v.flow ? &ddone : &dctr};
     int per = 0;
     if (v.smem) CUDA_CHECK(cudaFuncSetAttribute(v.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, v.smem));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, v.fn, kThreads, v.smem));
-    const int vBlocks = sms * std::min(per, kBlocksPerSm);
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, v.fn, v.threads, v.smem));
+    const int vBlocks = sms * std::min(per, v.perSmCap);
     if (per < 1) {
       std::printf("FAIL  %s: does not fit on an SM\n", v.how);
       failed++;
@@ -421,7 +431,7 @@ int main(int argc, char** argv) {
     }
     for (int r = 0; r < 4; r++)
       CUDA_CHECK(poison_nan(ys[r] + (size_t)layers * shapes[r][0], (size_t)layers * shapes[r][0] * 4, st));
-    Timing tp{std::string(v.how) + " (" + std::to_string(vBlocks) + " blocks)"};
+    Timing tp{std::string(v.how) + " (" + std::to_string(vBlocks) + " blocks)" + (v.timingOnly ? ", timing only" : "")};
     const auto launch = [&]() -> cudaError_t {
       cudaError_t e = cudaMemsetAsync(bar.count, 0, 32 * 32 * sizeof(unsigned), st);
       if (e == cudaSuccess && v.counters) e = cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st);
@@ -429,7 +439,7 @@ int main(int argc, char** argv) {
       for (int r = 0; r < 4 && v.zeroY && e == cudaSuccess; r++)
         e = cudaMemsetAsync(ys[r] + (size_t)layers * shapes[r][0], 0, (size_t)layers * shapes[r][0] * 4, st);
       if (e != cudaSuccess) return e;
-      return cudaLaunchCooperativeKernel(v.fn, dim3(vBlocks), dim3(kThreads), args, v.smem, st);
+      return cudaLaunchCooperativeKernel(v.fn, dim3(vBlocks), dim3(v.threads), args, v.smem, st);
     };
     if (time_best(st, launch, tp.ms)) return 1;
     int to = 0;
@@ -438,18 +448,25 @@ int main(int argc, char** argv) {
     YDiff d;
     if (y_diff(ys, shapes, layers, d)) return 1;
     for (int r = 0; r < 4; r++) {
-      const bool sameSplit = (r == 1 || r == 3) && !v.zeroY;  // the graph's O and down also split k 16 ways
+      // the graph's O and down also split k 16 ways
+      const bool sameSplit = (r == 1 || r == 3) && !v.zeroY && !v.otherOrder;
       if (!(d.rel[r] <= 1e-5) || (sameSplit && d.differ[r] != 0)) tp.ok = false;
     }
     if (to) tp.ok = false;
+    if (v.timingOnly) tp.ok = !to;
     std::printf("  y vs graph: QKV rel %.2e (%llu differ), O %llu differ, gate/up rel %.2e, down %llu differ%s\n",
                 d.rel[0], d.differ[0], d.differ[1], d.rel[2], d.differ[3], to ? "; a barrier timed out" : "");
     failed += !tp.ok;
     out.push_back(tp);
     return 0;
   };
-  for (const Variant& v : variants)
-    if (timeVariant(v, nullptr)) return 1;
+  if (tmaOnly) {
+    for (const Variant& v : tmaVariants)
+      if ((!only || std::strstr(v.how, only)) && timeVariant(v, nullptr)) return 1;
+  } else {
+    for (const Variant& v : variants)
+      if (timeVariant(v, nullptr)) return 1;
+  }
   // Where a barrier's time goes (register ring, one counter): per matrix that just ended, the spread of the blocks'
   // arrivals (work imbalance and stragglers), the last arrival to the first departure (the barrier itself), and
   // the mean wait of a block.
@@ -459,7 +476,7 @@ int main(int argc, char** argv) {
   int* dsm;
   CUDA_CHECK(cudaMalloc(&dcum, (nbAll + 1) * sizeof(float)));
   CUDA_CHECK(cudaMalloc(&dsm, 2 * nbAll * sizeof(int)));
-  for (int bal = 0; bal < 4; bal++) {
+  for (int bal = 0; bal < 4 && !tmaOnly; bal++) {
     const int nb = nbAll;
     std::printf("%s:\n", bal == 3   ? "balanced, shares weighted by each block's speed in the balanced run"
                          : bal == 2 ? "tiles claimed"
@@ -557,9 +574,9 @@ int main(int argc, char** argv) {
   }
   // The weighted shares timed and checked like the other persistent variants (a fresh launch: the weights hold only
   // if the blocks land on the same SMs again, which the stamps run above reports).
-  if (timeVariant({"balanced, shares weighted by block speed, grid barriers", reinterpret_cast<void*>(chain_kernel_bal<true>),
-                   0, true},
-                  dcum))
+  if (!tmaOnly && timeVariant({"balanced, shares weighted by block speed, grid barriers",
+                               reinterpret_cast<void*>(chain_kernel_bal<true>), 0, true},
+                              dcum))
     return 1;
   cudaFree(dcum), cudaFree(dsm);
   for (const Timing& t : out)

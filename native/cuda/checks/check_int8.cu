@@ -24,55 +24,11 @@
 #include "int4t_check.cuh"
 #include "kernels/int4_tiled_common.cuh"
 #include "kernels/pdl.cuh"
+#include "int8_pieces.cuh"
 
 using namespace tpserve::check;
 
-namespace int8_check {  // named: nvcc's stubs cannot tell kernel templates in two anonymous namespaces apart
-
-constexpr int kGroup = 128, kPieces = 3;
-constexpr float kPieceMul = 254.f;
-
-__device__ __forceinline__ void mma_s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/** Byte offset of x's piece p at k in the B-fragment layout (one token). ENG: the engine's Int4Tiled layout, whose
- * byte i of word j (lane t) holds column 2t, 2t + 8, 2t + 1, 2t + 9 of the 16-column step j: read as the s8 mma's
- * k = 4t + i, so x's bytes follow the same order. */
-template <bool ENG>
-__host__ __device__ inline size_t xq_offset(int k, int p) {
-  const int kb = k >> 6, r = k & 63, s = r >> 5, h = (r >> 4) & 1, c = r & 15;
-  const int t = ENG ? (c & 7) >> 1 : c >> 2, i = ENG ? (c & 1) * 2 + (c >> 3) : c & 3;
-  return ((size_t)(kb * kPieces + p) * 4 + t) * 16 + (s * 2 + h) * 4 + i;
-}
-
-// One warp a group of 128: the group's largest |x| (butterfly), its scale, each lane's 4 values into 3 pieces.
-template <bool ENG>
-__global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __restrict__ xq, float* __restrict__ sx) {
-  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-  if (warp >= cols / kGroup) return;
-  const int k0 = warp * kGroup + lane * 4;
-  const float4 v = *reinterpret_cast<const float4*>(x + k0);
-  float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-  const float s = m > 0.f ? m / 127.f : 1.f;
-  if (lane == 0) sx[warp] = s;
-  const float vals[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float r = vals[i] / s;
-#pragma unroll
-    for (int p = 0; p < kPieces; ++p) {
-      const float q = fminf(fmaxf(rintf(r), -127.f), 127.f);
-      xq[xq_offset<ENG>(k0 + i, p)] = (int8_t)q;
-      r = (r - q) * kPieceMul;
-    }
-  }
-}
+namespace int8_check {
 
 // y = W x for one token: a block a 16-row tile, KS warps taking its groups round-robin (a two-slot register ring of
 // groups, as the engine's one-token GEMV), the pieces' int32 sums per group scaled into float. ENG: the engine's
