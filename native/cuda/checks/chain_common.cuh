@@ -28,6 +28,7 @@ struct Mat {
   int rows, cols;
   const uint4* xq;  // chain_tma.cuh's int8 consumer: x's s8 pieces (int8_pieces.cuh, engine order)
   const float* sx;  // and their scale per group
+  const int* ps;    // and their sums per group (8 ints: pieces 0-2, then 0)
 };
 
 struct Bar {

@@ -27,8 +27,8 @@ template <int CW, int GPW, int D>
 constexpr int tma_ring_bytes() {
   return D * CW * GPW * kTmaGroupBytes;
 }
-constexpr int kTmaXsCols = 11008;  // the widest input of the chain
-constexpr int tma_xs_bytes() { return kTmaXsCols * 3 + 512; }
+constexpr int kTmaXsCols = 11008, kTmaXsGroups = kTmaXsCols / 128;  // the widest input of the chain
+constexpr int tma_xs_bytes() { return kTmaXsCols * 3 + kTmaXsGroups * 36 + 64; }  // pieces, scales, sums
 
 /** Block's groups [lo, hi) of matrix m (tile-major group index). */
 __device__ __forceinline__ int2 tma_span(const Mat& m) {
@@ -83,6 +83,57 @@ __device__ __forceinline__ void group_int8(const uint4& q0, const uint4& q1, flo
   acc[2] = fmaf(s1 * xs, fmaf((float)d[3], w1, (float)d[2] * w0), acc[2]);
 }
 
+/**
+ * group_int8 with the nibbles taken as they are, as u8 (the u8 x s8 mma): one AND a register (row g: q; row g + 8:
+ * 16 q), the zero point 8 taken off the int32 sums with the pieces' group sums (m.ps), and each 64-column chunk on
+ * its own accumulator chain. Same rows in acc as group_int8.
+ */
+__device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// X: where x's pieces, sums and scale come from: 0 global memory (m's), 1 made up in registers (no loads; wrong
+// sums: timing), 2 shared memory (xq, ps, sx: copied there at the matrix's start).
+template <int X = 0>
+__device__ __forceinline__ void group_u8(const uint4& q0, const uint4& q1, float s0, float s1, const uint4* xq,
+                                         const int* psum, const float* sx, int gi, int g, int t, float (&acc)[4]) {
+  constexpr bool NOX = X == 1;
+  int d[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+  const uint4 qq[2] = {q0, q1};
+  uint4 b[2] = {make_uint4(0u, 0u, 0u, 0u), make_uint4(0u, 0u, 0u, 0u)};
+  if (NOX) {
+    b[0] = make_uint4((uint32_t)gi, (uint32_t)g, (uint32_t)t, 7u), b[1] = make_uint4(3u, (uint32_t)gi, 5u, (uint32_t)g);
+  } else if (g < int8_check::kPieces) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const uint4* p = xq + (size_t)((gi * 2 + c) * int8_check::kPieces + g) * 4 + t;
+      b[c] = X == 2 ? *p : tc::ld_prev(p);
+    }
+  }
+  const int2* pp = reinterpret_cast<const int2*>(psum + gi * 8) + t;  // columns 2t, 2t + 1
+  const int2 ps = NOX ? make_int2(gi, t) : X == 2 ? *pp : tc::ld_prev(pp);
+  const float xs = NOX ? 1.f : X == 2 ? sx[gi] : tc::ld_prev(sx + gi);
+#pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const uint32_t w[4] = {qq[c].x, qq[c].y, qq[c].z, qq[c].w}, bw[4] = {b[c].x, b[c].y, b[c].z, b[c].w};
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      const uint32_t lo = w[2 * s], hi = w[2 * s + 1];
+      const uint32_t a[4] = {lo & 0x0f0f0f0fu, lo & 0xf0f0f0f0u, hi & 0x0f0f0f0fu, hi & 0xf0f0f0f0u};
+      mma_u8s8(d[c], a, bw[2 * s], bw[2 * s + 1]);
+    }
+  }
+  const int r0 = d[0][0] + d[1][0] - 8 * ps.x, r1 = d[0][1] + d[1][1] - 8 * ps.y;
+  const int r2 = d[0][2] + d[1][2] - 128 * ps.x, r3 = d[0][3] + d[1][3] - 128 * ps.y;
+  constexpr float m1 = 1.f / int8_check::kPieceMul, m2 = m1 * m1;
+  const float w0 = t == 0 ? 1.f : m2, w1 = t == 0 ? m1 : 0.f;
+  acc[0] = fmaf(s0 * xs, fmaf((float)r1, w1, (float)r0 * w0), acc[0]);
+  acc[2] = fmaf(s1 * xs * (1.f / 16.f), fmaf((float)r3, w1, (float)r2 * w0), acc[2]);
+}
+
 /** group_int8's rows: lanes t = 0 and 1 add their parts (every lane takes part in the shuffles). */
 __device__ __forceinline__ void int8_rows(float (&acc)[4]) {
   acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], 1);
@@ -127,6 +178,9 @@ __device__ __forceinline__ void hold_groups(const uint8_t* st, int wb, int gn, i
       h.q[k][0] = qs[0], h.q[k][1] = qs[32];
       const float* ss = reinterpret_cast<const float*>(st + wb + i * 64);
       h.s0[k] = ss[g], h.s1[k] = ss[g + 8];
+    } else {  // absent: zero scales, so that MODE 6 can multiply it without a branch
+      h.q[k][0] = h.q[k][1] = make_uint4(0u, 0u, 0u, 0u);
+      h.s0[k] = h.s1[k] = 0.f;
     }
   }
 }
@@ -135,10 +189,16 @@ __device__ __forceinline__ void hold_groups(const uint8_t* st, int wb, int gn, i
 template <int CW, int GPW, int MODE>
 __device__ __forceinline__ void use_groups(const HeldGroups<GPW>& h, int gn, int gi0, int warp, int g, int t,
                                            const Mat& m, const uint4* xsq, const float* xss, float (&acc)[4],
-                                           uint32_t& xo) {
+                                           uint32_t& xo, const int* xps = nullptr) {
 #pragma unroll
   for (int k = 0; k < GPW; ++k) {
     const int i = warp + k * CW;
+    if (MODE >= 6) {  // no branch: an absent group (zero scales) reads group gi0's x
+      const int gi = gi0 + (i < gn ? i : 0);
+      if (MODE == 8) group_u8<2>(h.q[k][0], h.q[k][1], h.s0[k], h.s1[k], xsq, xps, xss, gi, g, t, acc);
+      else group_u8<MODE == 7 ? 1 : 0>(h.q[k][0], h.q[k][1], h.s0[k], h.s1[k], m.xq, m.ps, m.sx, gi, g, t, acc);
+      continue;
+    }
     if (i >= gn) continue;
     const uint4 &q0 = h.q[k][0], &q1 = h.q[k][1];
     if (MODE == 0)
@@ -155,7 +215,7 @@ template <int MODE, int CW>
 __device__ __forceinline__ void sums_to_red(float (&red)[CW][16], int warp, int g, int t, float (&acc)[4],
                                             uint32_t& xo) {
   if (MODE == 0) acc[0] = __uint_as_float(xo & 0x3fffffffu), xo = 0u;
-  if (MODE == 3 || MODE == 5) int8_rows(acc);
+  if (MODE >= 3 && MODE != 4) int8_rows(acc);
   if (t == 0) red[warp][g] = acc[0] + acc[1], red[warp][g + 8] = acc[2] + acc[3];
 }
 
@@ -188,13 +248,15 @@ __device__ __forceinline__ void last_warp_sums(float (&red)[CW][16], unsigned* a
 // consumer waits at a named barrier at each tile's end. MODE 0: loads only (words xor-ed, wrong sums: timing); MODE
 // 2: a group's two chunks on two accumulator chains (other sums' order than the graph's); MODE 3: the s8 mma on x's
 // int8 pieces (group_int8); MODE 5: the same with x's pieces copied into shared memory at each matrix's start
-// (after the ring: tma_xs_bytes). MINB: blocks an SM.
+// (after the ring: tma_xs_bytes); MODE 6: the u8 x s8 mma (group_u8); MODE 7: the same without x's loads (wrong
+// sums: timing); MODE 8: MODE 6 with x's pieces, sums and scales copied into shared memory at each matrix's start.
+// MINB: blocks an SM.
 template <bool Barrier, int CW, int GPW, int D, bool LAST = false, int MODE = 1, int MINB = 1>
 __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Mat* __restrict__ gmats, int nMats,
                                                                      Bar bar) {
   constexpr int S = CW * GPW, WB = S * 1024, STB = S * kTmaGroupBytes, NC = CW * 32;
   constexpr int TS = LAST ? D + 2 : 2;
-  extern __shared__ __align__(128) uint8_t ring[];
+  extern __shared__ __align__(128) uint8_t tmaRing[];
   __shared__ __align__(8) uint64_t full[D], empty[D];
   __shared__ Mat mats[kMaxMats];
   __shared__ float red[TS][CW][16];
@@ -215,7 +277,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
         for (int g0 = sp.x; g0 < sp.y;) {
           const int te = min(sp.y, (g0 / NG + 1) * NG), gn = min(S, te - g0), s = u % D;
           tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
-          uint8_t* st = ring + (size_t)s * STB;
+          uint8_t* st = tmaRing + (size_t)s * STB;
           tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
           tc::bulk_load(st, m.q + (size_t)g0 * 64, gn * 1024, &full[s]);
           tc::bulk_load(st + WB, m.scales + (size_t)g0 * 16, gn * 64, &full[s]);
@@ -233,12 +295,15 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
     const Mat& m = mats[j];
     const int NG = m.cols / kGroup;
     const int2 sp = tma_span(m);
-    uint4* xsq = reinterpret_cast<uint4*>(ring + (size_t)D * STB);
-    float* xss = reinterpret_cast<float*>(ring + (size_t)D * STB + kTmaXsCols * 3);
-    if (MODE == 5) {  // x's pieces and scales into shared memory (the ring keeps filling meanwhile)
+    uint4* xsq = reinterpret_cast<uint4*>(tmaRing + (size_t)D * STB);
+    float* xss = reinterpret_cast<float*>(tmaRing + (size_t)D * STB + kTmaXsCols * 3);
+    int* xps = reinterpret_cast<int*>(tmaRing + (size_t)D * STB + kTmaXsCols * 3 + kTmaXsGroups * 4 + 16);
+    if (MODE == 5 || MODE == 8) {  // x's pieces, scales (and sums) into shared memory (the ring keeps filling)
       consumers_sync(NC);  // every warp is done with the previous matrix's
       for (int i = threadIdx.x; i < m.cols * 3 / 16; i += NC) xsq[i] = tc::ld_prev(m.xq + i);
       for (int i = threadIdx.x; i < NG; i += NC) xss[i] = tc::ld_prev(m.sx + i);
+      if (MODE == 8)
+        for (int i = threadIdx.x; i < NG * 8; i += NC) xps[i] = tc::ld_prev(m.ps + i);
       consumers_sync(NC);
     }
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -246,10 +311,10 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
       const int rt = g0 / NG, te = min(sp.y, (rt + 1) * NG), gn = min(S, te - g0), s = u % D;
       tc::mbar_wait(&full[s], (u / D) & 1);
       HeldGroups<GPW> h;
-      hold_groups<CW>(ring + (size_t)s * STB, WB, gn, warp, lane, g, h);
+      hold_groups<CW>(tmaRing + (size_t)s * STB, WB, gn, warp, lane, g, h);
       __syncwarp();
       if (lane == 0) tc::mbar_arrive(&empty[s]);
-      use_groups<CW, GPW, MODE>(h, gn, g0 - rt * NG, warp, g, t, m, xsq, xss, acc, xo);
+      use_groups<CW, GPW, MODE>(h, gn, g0 - rt * NG, warp, g, t, m, xsq, xss, acc, xo, xps);
       g0 += gn, ++u;
       if (g0 == te) {  // this block's part of tile rt is done: the warps' sums meet
         sums_to_red<MODE>(red[par], warp, g, t, acc, xo);
@@ -290,7 +355,7 @@ template <int CW, int GPW, int D, int MODE = 1>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const Mat* __restrict__ gmats, int nMats,
                                                                          Bar bar, unsigned* __restrict__ ctr) {
   constexpr int S = CW * GPW, WB = S * 1024, STB = S * kTmaGroupBytes, NC = CW * 32, TS = D + 2;
-  extern __shared__ __align__(128) uint8_t ring[];
+  extern __shared__ __align__(128) uint8_t tmaRing[];
   __shared__ __align__(8) uint64_t full[D], empty[D];
   __shared__ Mat mats[kMaxMats];
   __shared__ int cum[kMaxMats + 1];
@@ -323,7 +388,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const M
           const int gn = min(S, NG - g0), s = u % D;
           tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
           meta[s] = TmaStage{j, rt, g0, gn};
-          uint8_t* st = ring + (size_t)s * STB;
+          uint8_t* st = tmaRing + (size_t)s * STB;
           const size_t gg = (size_t)rt * NG + g0;
           tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
           tc::bulk_load(st, m.q + gg * 64, gn * 1024, &full[s]);
@@ -351,7 +416,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const M
     if (me.j >= nMats) break;
     const Mat& m = mats[me.j];
     HeldGroups<GPW> h;
-    hold_groups<CW>(ring + (size_t)s * STB, WB, me.gn, warp, lane, g, h);
+    hold_groups<CW>(tmaRing + (size_t)s * STB, WB, me.gn, warp, lane, g, h);
     __syncwarp();
     if (lane == 0) tc::mbar_arrive(&empty[s]);
     use_groups<CW, GPW, MODE>(h, me.gn, me.g0, warp, g, t, m, nullptr, nullptr, acc, xo);
@@ -368,7 +433,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const M
 
 namespace {
 
-/** check_chain --tma: runs 106-113 (docs/gpu-runs.md), the register-ring references first. */
+/** check_chain --tma: runs 106-117 (docs/gpu-runs.md), the register-ring references first. */
 inline std::vector<ChainVariant> deep_ring_variants() {
   using V = ChainVariant;
   const auto fn = [](auto f) { return reinterpret_cast<void*>(f); };
@@ -458,6 +523,37 @@ inline std::vector<ChainVariant> deep_ring_variants() {
                  fn(chain_kernel_tma<true, 16, 1, 5, true, 3, 2>), R16x1x5, 16, 2)),
       order(claimed("deep ring claimed int8 16w x2 D6, grid barriers", fn(chain_kernel_tma_dyn<16, 2, 6, 3>), R16x2x6,
                     16)),
+      // run 115: the u8 x s8 mma (one AND a register, zero points off the int32 sums), no branch per group
+      order(ring("deep ring u8 16w x2 D6, grid barriers", fn(chain_kernel_tma<true, 16, 2, 6, true, 6>), R16x2x6, 16)),
+      order(ring("deep ring u8 16w x2 D6, no barriers", fn(chain_kernel_tma<false, 16, 2, 6, true, 6>), R16x2x6, 16)),
+      order(ring("deep ring u8 16w x2 D3, grid barriers", fn(chain_kernel_tma<true, 16, 2, 3, true, 6>),
+                 tma_ring_bytes<16, 2, 3>(), 16)),
+      order(ring("deep ring u8 16w x2 D3, no barriers", fn(chain_kernel_tma<false, 16, 2, 3, true, 6>),
+                 tma_ring_bytes<16, 2, 3>(), 16)),
+      order(ring("deep ring u8 16w x1 D12, grid barriers", fn(chain_kernel_tma<true, 16, 1, 12, true, 6>), R16x1x12,
+                 16)),
+      order(ring("deep ring u8 2 blocks/SM 16w x1 D5, grid barriers", fn(chain_kernel_tma<true, 16, 1, 5, true, 6, 2>),
+                 R16x1x5, 16, 2)),
+      order(claimed("deep ring claimed u8 16w x2 D6, grid barriers", fn(chain_kernel_tma_dyn<16, 2, 6, 6>), R16x2x6,
+                    16)),
+      order(claimed("deep ring claimed u8 16w x2 D3, grid barriers", fn(chain_kernel_tma_dyn<16, 2, 3, 6>),
+                    tma_ring_bytes<16, 2, 3>(), 16)),
+      order(ring("deep ring u8 x in smem 16w x2 D5, grid barriers", fn(chain_kernel_tma<true, 16, 2, 5, true, 8>),
+                 tma_ring_bytes<16, 2, 5>() + XS, 16)),
+      order(ring("deep ring u8 x in smem 16w x2 D5, no barriers", fn(chain_kernel_tma<false, 16, 2, 5, true, 8>),
+                 tma_ring_bytes<16, 2, 5>() + XS, 16)),
+      order(ring("deep ring u8 x in smem 16w x2 D3, grid barriers", fn(chain_kernel_tma<true, 16, 2, 3, true, 8>),
+                 tma_ring_bytes<16, 2, 3>() + XS, 16)),
+      order(ring("deep ring u8 x in smem 16w x2 D3, no barriers", fn(chain_kernel_tma<false, 16, 2, 3, true, 8>),
+                 tma_ring_bytes<16, 2, 3>() + XS, 16)),
+      timing(ring("deep ring u8 16w x2 D3, x made up, no barriers", fn(chain_kernel_tma<false, 16, 2, 3, true, 7>),
+                  tma_ring_bytes<16, 2, 3>(), 16)),
+      timing(ring("deep ring u8 16w x2 D6, x made up, no barriers", fn(chain_kernel_tma<false, 16, 2, 6, true, 7>),
+                  R16x2x6, 16)),
+      timing(ring("deep ring u8 16w x2 D3, x made up, grid barriers", fn(chain_kernel_tma<true, 16, 2, 3, true, 7>),
+                  tma_ring_bytes<16, 2, 3>(), 16)),
+      timing(claimed("deep ring claimed u8 16w x2 D3, x made up, grid barriers",
+                     fn(chain_kernel_tma_dyn<16, 2, 3, 7>), tma_ring_bytes<16, 2, 3>(), 16)),
       // run 112: the register ring with a warp that prefetches its block's next tiles into L2
       pf("persistent + L2 prefetch 1 tile ahead, grid barriers", fn(chain_kernel<true, 1, false, 1>)),
       pf("persistent + L2 prefetch 2 tiles ahead, grid barriers", fn(chain_kernel<true, 1, false, 2>)),

@@ -19,7 +19,7 @@
 // (correlation across blocks). From the balanced run's per-block speeds it derives weighted shares (slower blocks
 // get fewer groups) and times them. Every matrix's y is checked against the graph's (O and
 // down bit for bit where k is split the same way; within 1e-5 relative otherwise).
-//  - the deep-ring variant (chain_tma.cuh, run 106): one block an SM, a producer warp streaming every matrix's weights
+//  - the deep-ring variants (chain_tma.cuh, runs 106-117): one block an SM, a producer warp streaming every matrix's weights
 //    through a ring of bulk copies in shared memory, consumer warps waiting at the grid barriers.
 //   check_chain [--json out.json] [--layers N] [--tma [--only TEXT]] (--tma: only the graph, the register-ring
 //   persistent kernels and the deep-ring variants; --only: those whose name contains TEXT)
@@ -194,6 +194,7 @@ int main(int argc, char** argv) {
   __half* xps[4];
   uint4* xqs[4];  // x's int8 pieces and scales (chain_tma.cuh's int8 consumer)
   float* sxs[4];
+  int* pss[4];
   float* ys[4];
   size_t bytes = 0;
   Rng rng(7);
@@ -208,8 +209,9 @@ int main(int argc, char** argv) {
     CUDA_CHECK_LAUNCH(tc::xprep(dx, 1, cols, xps[r], 0));
     CUDA_CHECK(cudaMalloc(&xqs[r], (size_t)cols * int8_check::kPieces));
     CUDA_CHECK(cudaMalloc(&sxs[r], (size_t)cols / kGroup * 4));
+    CUDA_CHECK(cudaMalloc(&pss[r], (size_t)cols / kGroup * 8 * 4));
     CUDA_CHECK_LAUNCH((int8_check::quantize_x<true><<<(cols / kGroup * 32 + 255) / 256, 256>>>(
-                           dx, cols, reinterpret_cast<int8_t*>(xqs[r]), sxs[r]),
+                           dx, cols, reinterpret_cast<int8_t*>(xqs[r]), sxs[r], pss[r]),
                        cudaGetLastError()));
     cudaFree(dx);
     CUDA_CHECK(cudaMalloc(&ys[r], (size_t)2 * layers * rows * 4));  // per layer: graph's y, then the kernel's
@@ -229,7 +231,7 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaGetLastError());
       bytes += words * 4 + entries * 4;
       mats.push_back(
-          Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols, xqs[r], sxs[r]});
+          Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols, xqs[r], sxs[r], pss[r]});
     }
   CUDA_CHECK(cudaDeviceSynchronize());
   const int nMats = (int)mats.size();

@@ -30,7 +30,8 @@ __host__ __device__ inline size_t xq_offset(int k, int p) {
 
 // One warp a group of 128: the group's largest |x| (butterfly), its scale, each lane's 4 values into 3 pieces.
 template <bool ENG>
-__global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __restrict__ xq, float* __restrict__ sx) {
+__global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __restrict__ xq, float* __restrict__ sx,
+                           int* __restrict__ psum = nullptr) {
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
   if (warp >= cols / kGroup) return;
   const int k0 = warp * kGroup + lane * 4;
@@ -41,6 +42,7 @@ __global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __rest
   const float s = m > 0.f ? m / 127.f : 1.f;
   if (lane == 0) sx[warp] = s;
   const float vals[4] = {v.x, v.y, v.z, v.w};
+  int sums[kPieces] = {};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     float r = vals[i] / s;
@@ -48,9 +50,17 @@ __global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __rest
     for (int p = 0; p < kPieces; ++p) {
       const float q = fminf(fmaxf(rintf(r), -127.f), 127.f);
       xq[xq_offset<ENG>(k0 + i, p)] = (int8_t)q;
+      sums[p] += (int)q;
       r = (r - q) * kPieceMul;
     }
   }
+  if (!psum) return;
+  // psum: 8 ints a group, the group's sum of each piece (entries 3-7 zero): the mma's columns, for zero points
+#pragma unroll
+  for (int p = 0; p < kPieces; ++p)
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sums[p] += __shfl_xor_sync(0xffffffffu, sums[p], o);
+  if (lane < 8) psum[warp * 8 + lane] = lane < kPieces ? sums[lane == 0 ? 0 : lane == 1 ? 1 : 2] : 0;
 }
 
 }  // namespace int8_check
