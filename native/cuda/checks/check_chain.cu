@@ -19,8 +19,8 @@
 // (correlation across blocks). From the balanced run's per-block speeds it derives weighted shares (slower blocks
 // get fewer groups) and times them. Every matrix's y is checked against the graph's (O and
 // down bit for bit where k is split the same way; within 1e-5 relative otherwise).
-//  - the deep-ring variants (chain_tma.cuh, runs 106-117): one block an SM, a producer warp streaming every matrix's weights
-//    through a ring of bulk copies in shared memory, consumer warps waiting at the grid barriers.
+//  - the deep-ring variants (chain_tma.cuh, runs 106-117): one block an SM, a producer warp streaming every matrix's
+//    weights through a ring of bulk copies in shared memory, consumer warps waiting at the grid barriers.
 //   check_chain [--json out.json] [--layers N] [--tma [--only TEXT]] (--tma: only the graph, the register-ring
 //   persistent kernels and the deep-ring variants; --only: those whose name contains TEXT)
 // The persistent kernels are in chain_kernels.cuh, the pieces they share with this file in chain_common.cuh.
@@ -230,8 +230,8 @@ int main(int argc, char** argv) {
       fill_scales<<<256, 256>>>(sc, entries, 0x9876u + 31u * (l * 4 + r));
       CUDA_CHECK(cudaGetLastError());
       bytes += words * 4 + entries * 4;
-      mats.push_back(
-          Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols, xqs[r], sxs[r], pss[r]});
+      mats.push_back(Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols, xqs[r],
+                         sxs[r], pss[r]});
     }
   CUDA_CHECK(cudaDeviceSynchronize());
   const int nMats = (int)mats.size();
