@@ -13,8 +13,6 @@
 // w takes groups w, w + CW, ... of it. At a tile's (or the span's) end the warps' sums meet in shared memory; a
 // tile split between two blocks is added into y (zeroed first).
 #pragma once
-#include <vector>
-
 #include "chain_kernels.cuh"
 #include "int8_pieces.cuh"
 #include "kernels/tma.cuh"
@@ -347,9 +345,44 @@ namespace {
 // faster takes more tiles; each stage carries its (matrix, tile, groups) in meta. Whole tiles, so y is stored, never
 // added. Consumers pass the grid barrier of every matrix they move past, with or without tiles of it; a stage with
 // matrix nMats ends the stream.
-struct TmaStage {
-  int j, rt, g0, gn;
-};
+// A stage's descriptor: matrix j, tile rt, its first group g0 and gn groups (.x, .y, .z, .w); j = nMats ends.
+using TmaStage = int4;
+
+/**
+ * The claiming producer (one thread): tiles taken in order from ctr (every matrix's tiles numbered one after another,
+ * cum[j] the first of matrix j; two claims in flight), each as stages of up to S groups into the ring of D stages,
+ * the descriptor in meta[s]; then a stage of matrix nMats.
+ */
+template <int S, int D>
+__device__ __forceinline__ void produce_claimed(const Mat* mats, const int* cum, int nMats, unsigned* ctr,
+                                                uint64_t* full, uint64_t* empty, TmaStage* meta, uint8_t* ring) {
+  constexpr int WB = S * 1024, STB = S * kTmaGroupBytes;
+  unsigned c0 = atomicAdd(ctr, 1u), c1 = atomicAdd(ctr, 1u);
+  int j = 0, u = 0;
+  for (;;) {
+    const int idx = (int)c0;
+    c0 = c1, c1 = atomicAdd(ctr, 1u);
+    while (j < nMats && idx >= cum[j + 1]) ++j;
+    if (j == nMats) break;
+    const Mat& m = mats[j];
+    const int NG = m.cols / kGroup, rt = idx - cum[j];
+    for (int g0 = 0; g0 < NG;) {
+      const int gn = min(S, NG - g0), s = u % D;
+      tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
+      meta[s] = make_int4(j, rt, g0, gn);
+      uint8_t* st = ring + (size_t)s * STB;
+      const size_t gg = (size_t)rt * NG + g0;
+      tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
+      tc::bulk_load(st, m.q + gg * 64, gn * 1024, &full[s]);
+      tc::bulk_load(st + WB, m.scales + gg * 16, gn * 64, &full[s]);
+      g0 += gn, ++u;
+    }
+  }
+  const int s = u % D;  // the end of the stream
+  tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
+  meta[s] = make_int4(nMats, 0, 0, 0);
+  tc::mbar_arrive(&full[s]);
+}
 
 template <int CW, int GPW, int D, int MODE = 1>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const Mat* __restrict__ gmats, int nMats,
@@ -359,7 +392,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const M
   __shared__ __align__(8) uint64_t full[D], empty[D];
   __shared__ Mat mats[kMaxMats];
   __shared__ int cum[kMaxMats + 1];
-  __shared__ TmaStage meta[D];
+  __shared__ __align__(16) TmaStage meta[D];
   __shared__ float red[TS][CW][16];
   __shared__ unsigned arrived[TS];
   if (threadIdx.x < TS) arrived[threadIdx.x] = 0u;
@@ -374,33 +407,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const M
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
   if (warp == CW) {
-    if (lane == 0) {
-      unsigned c0 = atomicAdd(ctr, 1u), c1 = atomicAdd(ctr, 1u);
-      int j = 0, u = 0;
-      for (;;) {
-        const int idx = (int)c0;
-        c0 = c1, c1 = atomicAdd(ctr, 1u);
-        while (j < nMats && idx >= cum[j + 1]) ++j;
-        if (j == nMats) break;
-        const Mat& m = mats[j];
-        const int NG = m.cols / kGroup, rt = idx - cum[j];
-        for (int g0 = 0; g0 < NG;) {
-          const int gn = min(S, NG - g0), s = u % D;
-          tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
-          meta[s] = TmaStage{j, rt, g0, gn};
-          uint8_t* st = tmaRing + (size_t)s * STB;
-          const size_t gg = (size_t)rt * NG + g0;
-          tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
-          tc::bulk_load(st, m.q + gg * 64, gn * 1024, &full[s]);
-          tc::bulk_load(st + WB, m.scales + gg * 16, gn * 64, &full[s]);
-          g0 += gn, ++u;
-        }
-      }
-      const int s = u % D;  // the end of the stream
-      tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
-      meta[s] = TmaStage{nMats, 0, 0, 0};
-      tc::mbar_arrive(&full[s]);
-    }
+    if (lane == 0) produce_claimed<S, D>(mats, cum, nMats, ctr, full, empty, meta, tmaRing);
     return;
   }
 
@@ -411,163 +418,22 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const M
     const int s = u % D;
     tc::mbar_wait(&full[s], (u / D) & 1);
     const TmaStage me = meta[s];
-    for (; curJ < me.j; ++curJ)  // barrier k: matrix k - 1's y is everywhere
+    for (; curJ < me.x; ++curJ)  // barrier k: matrix k - 1's y is everywhere
       if (curJ + 1 < nMats) consumers_grid_barrier(bar, (unsigned)(curJ + 1), NC);
-    if (me.j >= nMats) break;
-    const Mat& m = mats[me.j];
+    if (me.x >= nMats) break;
+    const Mat& m = mats[me.x];
     HeldGroups<GPW> h;
-    hold_groups<CW>(tmaRing + (size_t)s * STB, WB, me.gn, warp, lane, g, h);
+    hold_groups<CW>(tmaRing + (size_t)s * STB, WB, me.w, warp, lane, g, h);
     __syncwarp();
     if (lane == 0) tc::mbar_arrive(&empty[s]);
-    use_groups<CW, GPW, MODE>(h, me.gn, me.g0, warp, g, t, m, nullptr, nullptr, acc, xo);
-    if (me.g0 + me.gn == m.cols / kGroup) {  // the tile's last stage: the warps' sums meet (last warp stores)
+    use_groups<CW, GPW, MODE>(h, me.w, me.z, warp, g, t, m, nullptr, nullptr, acc, xo);
+    if (me.z + me.w == m.cols / kGroup) {  // the tile's last stage: the warps' sums meet (last warp stores)
       sums_to_red<MODE>(red[par], warp, g, t, acc, xo);
-      last_warp_sums(red[par], &arrived[par], lane, m, me.rt, true);
+      last_warp_sums(red[par], &arrived[par], lane, m, me.y, true);
       par = par + 1 == TS ? 0 : par + 1;
       acc[0] = acc[1] = acc[2] = acc[3] = 0.f;
     }
   }
-}
-
-}  // namespace
-
-namespace {
-
-/** check_chain --tma: runs 106-117 (docs/gpu-runs.md), the register-ring references first. */
-inline std::vector<ChainVariant> deep_ring_variants() {
-  using V = ChainVariant;
-  const auto fn = [](auto f) { return reinterpret_cast<void*>(f); };
-  const auto ring = [](const char* how, void* f, int smem, int cw, int perSm = 1) {  // a deep-ring block
-    V v{how, f, smem, true};
-    v.threads = (cw + 1) * 32, v.perSmCap = perSm;
-    return v;
-  };
-  const auto claimed = [&](const char* how, void* f, int smem, int cw) {  // whole tiles: y stored, not added
-    V v = ring(how, f, smem, cw);
-    v.zeroY = false, v.counters = true;
-    return v;
-  };
-  const auto timing = [](V v) {
-    v.timingOnly = true;
-    return v;
-  };
-  const auto order = [](V v) {  // O and down summed in another order (int8, two chains, other warp counts)
-    v.otherOrder = true;
-    return v;
-  };
-  const auto pf = [](const char* how, void* f) {  // the register ring and one prefetch warp
-    V v{how, f, 0};
-    v.threads = kThreads + 32;
-    return v;
-  };
-  constexpr int R16x1x12 = tma_ring_bytes<16, 1, 12>(), R16x2x6 = tma_ring_bytes<16, 2, 6>(),
-                R16x1x5 = tma_ring_bytes<16, 1, 5>(), XS = tma_xs_bytes();
-  return {
-      // references: the register ring (chain_kernels.cuh)
-      {"persistent, grid barriers", fn(chain_kernel<true>), 0},
-      {"persistent, no barriers", fn(chain_kernel<false>), 0},
-      {"balanced, grid barriers", fn(chain_kernel_bal<true>), 0, true},
-      {"tiles claimed, grid barriers", fn(chain_kernel_dyn<true>), 0, false, true},
-      // run 106: fixed shares, a named barrier at each tile's end
-      ring("deep ring 16w x1 D12, grid barriers", fn(chain_kernel_tma<true, 16, 1, 12>), R16x1x12, 16),
-      ring("deep ring 16w x1 D12, no barriers", fn(chain_kernel_tma<false, 16, 1, 12>), R16x1x12, 16),
-      ring("deep ring 16w x1 D4, grid barriers", fn(chain_kernel_tma<true, 16, 1, 4>), tma_ring_bytes<16, 1, 4>(), 16),
-      ring("deep ring 16w x2 D6, grid barriers", fn(chain_kernel_tma<true, 16, 2, 6>), R16x2x6, 16),
-      order(ring("deep ring 24w x1 D8, grid barriers", fn(chain_kernel_tma<true, 24, 1, 8>), tma_ring_bytes<24, 1, 8>(),
-                 24)),
-      order(ring("deep ring 8w x2 D12, grid barriers", fn(chain_kernel_tma<true, 8, 2, 12>), tma_ring_bytes<8, 2, 12>(),
-                 8)),
-      order(ring("deep ring 8w x1 D24, grid barriers", fn(chain_kernel_tma<true, 8, 1, 24>), tma_ring_bytes<8, 1, 24>(),
-                 8)),
-      // run 107: the last warp of a tile adds the sums (no block-wide wait); loads only
-      ring("deep ring 16w x2 D6 last-warp sums, grid barriers", fn(chain_kernel_tma<true, 16, 2, 6, true>), R16x2x6,
-           16),
-      ring("deep ring 16w x2 D6 last-warp sums, no barriers", fn(chain_kernel_tma<false, 16, 2, 6, true>), R16x2x6, 16),
-      ring("deep ring 16w x1 D12 last-warp sums, grid barriers", fn(chain_kernel_tma<true, 16, 1, 12, true>), R16x1x12,
-           16),
-      order(ring("deep ring 8w x4 D6 last-warp sums, grid barriers", fn(chain_kernel_tma<true, 8, 4, 6, true>),
-                 tma_ring_bytes<8, 4, 6>(), 8)),
-      order(ring("deep ring 16w x4 D3 last-warp sums, grid barriers", fn(chain_kernel_tma<true, 16, 4, 3, true>),
-                 tma_ring_bytes<16, 4, 3>(), 16)),
-      timing(ring("deep ring 16w x2 D6, loads only, no barriers", fn(chain_kernel_tma<false, 16, 2, 6, true, 0>),
-                  R16x2x6, 16)),
-      timing(ring("deep ring 16w x2 D6, loads only, grid barriers", fn(chain_kernel_tma<true, 16, 2, 6, true, 0>),
-                  R16x2x6, 16)),
-      // run 108: tiles claimed by the producers
-      claimed("deep ring claimed 16w x2 D6, grid barriers", fn(chain_kernel_tma_dyn<16, 2, 6>), R16x2x6, 16),
-      claimed("deep ring claimed 16w x1 D12, grid barriers", fn(chain_kernel_tma_dyn<16, 1, 12>), R16x1x12, 16),
-      timing(claimed("deep ring claimed 16w x2 D6, loads only, grid barriers", fn(chain_kernel_tma_dyn<16, 2, 6, 0>),
-                     R16x2x6, 16)),
-      timing(claimed("deep ring claimed 16w x1 D12, loads only, grid barriers", fn(chain_kernel_tma_dyn<16, 1, 12, 0>),
-                     R16x1x12, 16)),
-      // run 109: two accumulator chains; two or three blocks an SM
-      order(ring("deep ring 16w x2 D6 last-warp sums, 2 chains, grid barriers",
-                 fn(chain_kernel_tma<true, 16, 2, 6, true, 2>), R16x2x6, 16)),
-      ring("deep ring 2 blocks/SM 16w x1 D5, grid barriers", fn(chain_kernel_tma<true, 16, 1, 5, true, 1, 2>), R16x1x5,
-           16, 2),
-      ring("deep ring 2 blocks/SM 16w x1 D5, no barriers", fn(chain_kernel_tma<false, 16, 1, 5, true, 1, 2>), R16x1x5,
-           16, 2),
-      ring("deep ring 2 blocks/SM 16w x2 D2, grid barriers", fn(chain_kernel_tma<true, 16, 2, 2, true, 1, 2>),
-           tma_ring_bytes<16, 2, 2>(), 16, 2),
-      ring("deep ring 3 blocks/SM 16w x1 D3, grid barriers", fn(chain_kernel_tma<true, 16, 1, 3, true, 1, 3>),
-           tma_ring_bytes<16, 1, 3>(), 16, 3),
-      timing(ring("deep ring 2 blocks/SM 16w x1 D5, loads only, grid barriers",
-                  fn(chain_kernel_tma<true, 16, 1, 5, true, 0, 2>), R16x1x5, 16, 2)),
-      // run 110: the s8 mma on x's int8 pieces
-      order(ring("deep ring int8 16w x2 D6, grid barriers", fn(chain_kernel_tma<true, 16, 2, 6, true, 3>), R16x2x6,
-                 16)),
-      order(ring("deep ring int8 16w x2 D6, no barriers", fn(chain_kernel_tma<false, 16, 2, 6, true, 3>), R16x2x6, 16)),
-      order(ring("deep ring int8 16w x1 D12, grid barriers", fn(chain_kernel_tma<true, 16, 1, 12, true, 3>), R16x1x12,
-                 16)),
-      order(ring("deep ring int8 2 blocks/SM 16w x1 D5, grid barriers",
-                 fn(chain_kernel_tma<true, 16, 1, 5, true, 3, 2>), R16x1x5, 16, 2)),
-      order(claimed("deep ring claimed int8 16w x2 D6, grid barriers", fn(chain_kernel_tma_dyn<16, 2, 6, 3>), R16x2x6,
-                    16)),
-      // run 115: the u8 x s8 mma (one AND a register, zero points off the int32 sums), no branch per group
-      order(ring("deep ring u8 16w x2 D6, grid barriers", fn(chain_kernel_tma<true, 16, 2, 6, true, 6>), R16x2x6, 16)),
-      order(ring("deep ring u8 16w x2 D6, no barriers", fn(chain_kernel_tma<false, 16, 2, 6, true, 6>), R16x2x6, 16)),
-      order(ring("deep ring u8 16w x2 D3, grid barriers", fn(chain_kernel_tma<true, 16, 2, 3, true, 6>),
-                 tma_ring_bytes<16, 2, 3>(), 16)),
-      order(ring("deep ring u8 16w x2 D3, no barriers", fn(chain_kernel_tma<false, 16, 2, 3, true, 6>),
-                 tma_ring_bytes<16, 2, 3>(), 16)),
-      order(ring("deep ring u8 16w x1 D12, grid barriers", fn(chain_kernel_tma<true, 16, 1, 12, true, 6>), R16x1x12,
-                 16)),
-      order(ring("deep ring u8 2 blocks/SM 16w x1 D5, grid barriers", fn(chain_kernel_tma<true, 16, 1, 5, true, 6, 2>),
-                 R16x1x5, 16, 2)),
-      order(claimed("deep ring claimed u8 16w x2 D6, grid barriers", fn(chain_kernel_tma_dyn<16, 2, 6, 6>), R16x2x6,
-                    16)),
-      order(claimed("deep ring claimed u8 16w x2 D3, grid barriers", fn(chain_kernel_tma_dyn<16, 2, 3, 6>),
-                    tma_ring_bytes<16, 2, 3>(), 16)),
-      order(ring("deep ring u8 x in smem 16w x2 D5, grid barriers", fn(chain_kernel_tma<true, 16, 2, 5, true, 8>),
-                 tma_ring_bytes<16, 2, 5>() + XS, 16)),
-      order(ring("deep ring u8 x in smem 16w x2 D5, no barriers", fn(chain_kernel_tma<false, 16, 2, 5, true, 8>),
-                 tma_ring_bytes<16, 2, 5>() + XS, 16)),
-      order(ring("deep ring u8 x in smem 16w x2 D3, grid barriers", fn(chain_kernel_tma<true, 16, 2, 3, true, 8>),
-                 tma_ring_bytes<16, 2, 3>() + XS, 16)),
-      order(ring("deep ring u8 x in smem 16w x2 D3, no barriers", fn(chain_kernel_tma<false, 16, 2, 3, true, 8>),
-                 tma_ring_bytes<16, 2, 3>() + XS, 16)),
-      timing(ring("deep ring u8 16w x2 D3, x made up, no barriers", fn(chain_kernel_tma<false, 16, 2, 3, true, 7>),
-                  tma_ring_bytes<16, 2, 3>(), 16)),
-      timing(ring("deep ring u8 16w x2 D6, x made up, no barriers", fn(chain_kernel_tma<false, 16, 2, 6, true, 7>),
-                  R16x2x6, 16)),
-      timing(ring("deep ring u8 16w x2 D3, x made up, grid barriers", fn(chain_kernel_tma<true, 16, 2, 3, true, 7>),
-                  tma_ring_bytes<16, 2, 3>(), 16)),
-      timing(claimed("deep ring claimed u8 16w x2 D3, x made up, grid barriers",
-                     fn(chain_kernel_tma_dyn<16, 2, 3, 7>), tma_ring_bytes<16, 2, 3>(), 16)),
-      // run 112: the register ring with a warp that prefetches its block's next tiles into L2
-      pf("persistent + L2 prefetch 1 tile ahead, grid barriers", fn(chain_kernel<true, 1, false, 1>)),
-      pf("persistent + L2 prefetch 2 tiles ahead, grid barriers", fn(chain_kernel<true, 1, false, 2>)),
-      pf("persistent + L2 prefetch 4 tiles ahead, grid barriers", fn(chain_kernel<true, 1, false, 4>)),
-      pf("persistent + L2 prefetch 8 tiles ahead, grid barriers", fn(chain_kernel<true, 1, false, 8>)),
-      pf("persistent + L2 prefetch 2 tiles ahead, no barriers", fn(chain_kernel<false, 1, false, 2>)),
-      // run 113: x's pieces in shared memory; a shallower ring that leaves L1 room for x
-      order(ring("deep ring int8 x in smem 16w x2 D5, grid barriers", fn(chain_kernel_tma<true, 16, 2, 5, true, 5>),
-                 tma_ring_bytes<16, 2, 5>() + XS, 16)),
-      order(ring("deep ring int8 x in smem 16w x2 D5, no barriers", fn(chain_kernel_tma<false, 16, 2, 5, true, 5>),
-                 tma_ring_bytes<16, 2, 5>() + XS, 16)),
-      order(ring("deep ring int8 16w x2 D3, no barriers (L1 room)", fn(chain_kernel_tma<false, 16, 2, 3, true, 3>),
-                 tma_ring_bytes<16, 2, 3>(), 16)),
-  };
 }
 
 }  // namespace

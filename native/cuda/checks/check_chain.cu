@@ -19,7 +19,7 @@
 // (correlation across blocks). From the balanced run's per-block speeds it derives weighted shares (slower blocks
 // get fewer groups) and times them. Every matrix's y is checked against the graph's (O and
 // down bit for bit where k is split the same way; within 1e-5 relative otherwise).
-//  - the deep-ring variants (chain_tma.cuh, runs 106-117): one block an SM, a producer warp streaming every matrix's
+//  - the deep-ring variants (chain_tma.cuh, chain_lean.cuh; runs 106-118): one block an SM, a producer warp streaming every matrix's
 //    weights through a ring of bulk copies in shared memory, consumer warps waiting at the grid barriers.
 //   check_chain [--json out.json] [--layers N] [--tma [--only TEXT]] (--tma: only the graph, the register-ring
 //   persistent kernels and the deep-ring variants; --only: those whose name contains TEXT)
@@ -38,7 +38,7 @@
 #include <vector>
 
 #include "chain_kernels.cuh"
-#include "chain_tma.cuh"
+#include "chain_variants.cuh"
 #include "check_util.cuh"
 #include "kernels/kernels.cuh"
 #include "kernels/pdl.cuh"

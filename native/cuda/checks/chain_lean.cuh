@@ -1,0 +1,191 @@
+// check_chain's lean deep-ring consumer (docs/gpu-runs.md run 118). Run 117 found the deep ring's consumer warps
+// issuing a steady 0.57 instructions a cycle a scheduler, so that their time follows their instruction count, and
+// most of the count outside the multiply itself. This form keeps the multiply of run 115 (u8 x s8 mma, zero points
+// off the int32 sums) and cuts the rest:
+//  - shared-memory addresses as 32-bit values computed once (no generic-to-shared conversion in the loop), the
+//    slot and its phase advanced rather than divided, a stage's descriptor read as one 16-byte load;
+//  - one lane of a warp arrives on a slot's barrier after a __syncwarp (every lane arriving made no difference);
+//  - x's pointers offset per lane once a matrix, so a group's loads take one multiply-add each;
+//  - the tile's sums handed to a reducer warp through a ring of TS slots with their own barriers, instead of the
+//    consumers counting themselves in and the last one adding (the reducer stores y and, at a grid barrier, the
+//    consumers' thread 0 first waits for it to be done: its y stores, seen through that barrier, go out with the
+//    release of the arrival (a fence in the reducer after every tile made it the bottleneck, 1.37-1.42 ms; the
+//    reducer arriving itself after the block's last tile of a matrix, marked by the producer, was 1-5% slower);
+//  - two groups a warp a stage (S = 2 CW), with a branch only for a stage that holds fewer (down's last).
+// Tiles are claimed by the producer as in chain_kernel_tma_dyn. MODE 6: x's pieces, sums and scales loaded through
+// L1; MODE 7: made up in registers (wrong sums: timing).
+#pragma once
+#include "chain_tma.cuh"
+
+namespace {
+
+__device__ __forceinline__ bool lean_try(uint32_t bar, uint32_t parity) {
+  uint32_t ok;
+  asm volatile(
+      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+      : "=r"(ok)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return ok != 0;
+}
+__device__ __forceinline__ void lean_wait(uint32_t bar, uint32_t parity) {
+  while (!lean_try(bar, parity)) {
+  }
+}
+__device__ __forceinline__ void lean_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ uint4 lean_lds128(uint32_t a) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
+  return v;
+}
+__device__ __forceinline__ float lean_lds32(uint32_t a) {
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(a));
+  return v;
+}
+
+/** One group through the u8 x s8 mma (group_u8's sums) into rows g (aG) and g + 8 (aG8); w0, w1 weigh the pieces of
+ * this lane's columns, w0b, w1b the same over 16 (row g + 8's nibbles are 16 q). */
+template <bool NOX>
+__device__ __forceinline__ void lean_group(const uint4& q0, const uint4& q1, float s0, float s1, const uint4* xqLane,
+                                           const int2* psLane, const float* sx, int gi, bool xl, int g, int t,
+                                           float w0, float w1, float w0b, float w1b, float& aG, float& aG8) {
+  uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
+  int2 ps;
+  float xs;
+  if (NOX) {
+    b0 = make_uint4((uint32_t)gi, (uint32_t)g, (uint32_t)t, 7u), b1 = make_uint4(3u, (uint32_t)gi, 5u, (uint32_t)g);
+    ps = make_int2(gi, t), xs = 1.f;
+  } else {
+    if (xl) b0 = tc::ld_prev(xqLane + gi * 24), b1 = tc::ld_prev(xqLane + gi * 24 + 12);
+    ps = tc::ld_prev(psLane + gi * 4), xs = tc::ld_prev(sx + gi);
+  }
+  constexpr uint32_t L = 0x0f0f0f0fu, H = 0xf0f0f0f0u;
+  int d[4] = {0, 0, 0, 0}, e[4] = {0, 0, 0, 0};
+  mma_u8s8(d, {q0.x & L, q0.x & H, q0.y & L, q0.y & H}, b0.x, b0.y);
+  mma_u8s8(e, {q1.x & L, q1.x & H, q1.y & L, q1.y & H}, b1.x, b1.y);
+  mma_u8s8(d, {q0.z & L, q0.z & H, q0.w & L, q0.w & H}, b0.z, b0.w);
+  mma_u8s8(e, {q1.z & L, q1.z & H, q1.w & L, q1.w & H}, b1.z, b1.w);
+  const int r0 = d[0] + e[0] - 8 * ps.x, r1 = d[1] + e[1] - 8 * ps.y;
+  const int r2 = d[2] + e[2] - 128 * ps.x, r3 = d[3] + e[3] - 128 * ps.y;
+  aG = fmaf(s0 * xs, fmaf((float)r1, w1, (float)r0 * w0), aG);
+  aG8 = fmaf(s1 * xs, fmaf((float)r3, w1b, (float)r2 * w0b), aG8);
+}
+
+template <int CW, int D, int MODE, bool Barrier = true>
+__global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat* __restrict__ gmats, int nMats,
+                                                                      Bar bar, unsigned* __restrict__ ctr) {
+  constexpr int S = 2 * CW, WB = S * 1024, STB = S * kTmaGroupBytes, NC = CW * 32, TS = 4;
+  extern __shared__ __align__(128) uint8_t leanRing[];
+  __shared__ __align__(8) uint64_t full[D], empty[D], redFull[TS], redEmpty[TS];
+  __shared__ Mat mats[kMaxMats];
+  __shared__ int cum[kMaxMats + 1];
+  __shared__ __align__(16) TmaStage meta[D];
+  __shared__ float red[TS][CW][16];
+  __shared__ int2 redMeta[TS];            // matrix, tile of the sums in red[p]
+  for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i];
+  if (threadIdx.x == 0) {
+    int c = 0;
+    for (int i = 0; i < nMats; ++i) cum[i] = c, c += (gmats[i].rows + 15) / 16;
+    cum[nMats] = c;
+    for (int s = 0; s < D; ++s) tc::mbar_init(&full[s], 1), tc::mbar_init(&empty[s], CW);
+    for (int p = 0; p < TS; ++p) tc::mbar_init(&redFull[p], CW), tc::mbar_init(&redEmpty[p], 1);
+    tc::mbar_init_fence();
+  }
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+  if (warp == CW) {  // the producer, as chain_kernel_tma_dyn's
+    if (lane == 0) produce_claimed<S, D>(mats, cum, nMats, ctr, full, empty, meta, leanRing);
+    return;
+  }
+  if (warp == CW + 1) {  // the reducer: each handed tile's sums, in warp order, into y
+    for (int ti = 0;; ++ti) {
+      const int p = ti & (TS - 1);
+      tc::mbar_wait(&redFull[p], (ti / TS) & 1);
+      const int2 rm = redMeta[p];
+      if (rm.x >= nMats) break;
+      const Mat& m = mats[rm.x];
+      if (lane < 16 && rm.y * 16 + lane < m.rows) {
+        float v = 0.f;
+#pragma unroll
+        for (int k = 0; k < CW; ++k) v += red[p][k][lane];
+        m.y[rm.y * 16 + lane] = v;
+      }
+      __syncwarp();
+      if (lane == 0) tc::mbar_arrive(&redEmpty[p]);
+    }
+    return;
+  }
+
+  constexpr float m1 = 1.f / int8_check::kPieceMul, m2 = m1 * m1;
+  const float w0 = t == 0 ? 1.f : m2, w1 = t == 0 ? m1 : 0.f, w0b = w0 * (1.f / 16.f), w1b = w1 * (1.f / 16.f);
+  const bool xl = g < int8_check::kPieces;
+  const uint32_t ringA = tc::smem_u32(leanRing), fullA = tc::smem_u32(full), emptyA = tc::smem_u32(empty);
+  const uint32_t redFullA = tc::smem_u32(redFull), redEmptyA = tc::smem_u32(redEmpty);
+  const uint32_t qOff = warp * 1024 + lane * 16, sOff = WB + warp * 64 + g * 4;
+  const uint4* xqLane = nullptr;
+  const int2* psLane = nullptr;
+  const float* sxp = nullptr;
+  int NG = 0, curJ = 0, loadedJ = -1, s = 0, ti = 0;
+  uint32_t ph = 0;
+  float aG = 0.f, aG8 = 0.f;
+  for (;;) {
+    lean_wait(fullA + s * 8, ph);
+    const int4 me = meta[s];
+    if (me.x != curJ) {
+      for (; curJ < me.x; ++curJ) {  // grid barrier k = curJ + 1: matrix curJ's y is everywhere
+        if (!Barrier || curJ + 1 >= nMats) continue;
+        consumers_sync(NC);
+        if (threadIdx.x == 0) {
+          if (ti > 0) lean_wait(redEmptyA + ((ti - 1) & (TS - 1)) * 8, ((ti - 1) / TS) & 1);  // the reducer is done
+          asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar.count) : "memory");
+          wait_at_least(bar.count, (unsigned)(curJ + 1) * gridDim.x, bar.timedOut);
+        }
+        consumers_sync(NC);
+      }
+      if (me.x >= nMats) break;
+    }
+    if (me.x != loadedJ) {
+      const Mat& m = mats[me.x];
+      xqLane = m.xq + g * 4 + t, psLane = reinterpret_cast<const int2*>(m.ps) + t, sxp = m.sx;
+      NG = m.cols / kGroup, loadedJ = me.x;
+    }
+    const uint32_t st = ringA + s * STB;
+    uint4 q00 = lean_lds128(st + qOff), q01 = lean_lds128(st + qOff + 512);
+    uint4 q10 = lean_lds128(st + qOff + CW * 1024), q11 = lean_lds128(st + qOff + CW * 1024 + 512);
+    float s00 = lean_lds32(st + sOff), s01 = lean_lds32(st + sOff + 32);
+    float s10 = lean_lds32(st + sOff + CW * 64), s11 = lean_lds32(st + sOff + CW * 64 + 32);
+    __syncwarp();
+    if (lane == 0) lean_arrive(emptyA + s * 8);
+    const int gn = me.w;
+    int gi0 = me.z + warp, gi1 = gi0 + CW;
+    if (gn != S) {  // fewer groups than warps x 2: absent ones weigh 0 and read a present group's x
+      if (warp >= gn) s00 = s01 = 0.f, gi0 = me.z, q00 = q01 = make_uint4(0u, 0u, 0u, 0u);
+      if (warp + CW >= gn) s10 = s11 = 0.f, gi1 = me.z, q10 = q11 = make_uint4(0u, 0u, 0u, 0u);
+    }
+    lean_group<MODE == 7>(q00, q01, s00, s01, xqLane, psLane, sxp, gi0, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
+    lean_group<MODE == 7>(q10, q11, s10, s11, xqLane, psLane, sxp, gi1, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
+    if (++s == D) s = 0, ph ^= 1u;
+    if (me.z + gn == NG) {  // the tile's last stage: its sums to the reducer
+      const int p = ti & (TS - 1);
+      lean_wait(redEmptyA + p * 8, ((ti / TS) & 1) ^ 1);
+      aG += __shfl_xor_sync(0xffffffffu, aG, 1);
+      aG8 += __shfl_xor_sync(0xffffffffu, aG8, 1);
+      if (t == 0) red[p][warp][g] = aG, red[p][warp][g + 8] = aG8;
+      if (threadIdx.x == 0) redMeta[p] = make_int2(me.x, me.y);
+      __syncwarp();
+      if (lane == 0) lean_arrive(redFullA + p * 8);
+      aG = aG8 = 0.f, ++ti;
+    }
+  }
+  const int p = ti & (TS - 1);  // the end, for the reducer
+  lean_wait(redEmptyA + p * 8, ((ti / TS) & 1) ^ 1);
+  if (threadIdx.x == 0) redMeta[p] = make_int2(nMats, 0);
+  __syncwarp();
+  if (lane == 0) lean_arrive(redFullA + p * 8);
+}
+
+}  // namespace
