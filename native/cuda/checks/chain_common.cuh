@@ -37,6 +37,7 @@ struct Bar {
   long long* stamps;  // when set: (barrier, block) -> arrival and departure times (globaltimer, ns)
   const float* cum = nullptr;  // chain_kernel_bal: block b's share of every matrix is [cum[b], cum[b + 1]) (0 to 1)
   int* smids = nullptr;        // chain_kernel_bal: when set, block b writes the SM it runs on
+  long long* stamps3 = nullptr;  // chain_kernel_lean: (barrier, block) -> entry, arrival, departure (globaltimer, ns)
 };
 
 /** One persistent variant of check_chain: its kernel, dynamic shared memory, block size and checks. */

@@ -12,6 +12,7 @@
 //    release of the arrival (a fence in the reducer after every tile made it the bottleneck, 1.37-1.42 ms; the
 //    reducer arriving itself after the block's last tile of a matrix, marked by the producer, was 1-5% slower);
 //  - two groups a warp a stage (S = 2 CW), with a branch only for a stage that holds fewer (down's last).
+// With bar.stamps3 set, thread 0 stamps each grid barrier's entry, arrival (the reducer done) and departure.
 // Tiles are claimed by the producer as in chain_kernel_tma_dyn. MODE 6: x's pieces, sums and scales loaded through
 // L1; MODE 7: made up in registers (wrong sums: timing).
 #pragma once
@@ -74,7 +75,39 @@ __device__ __forceinline__ void lean_group(const uint4& q0, const uint4& q1, flo
   aG8 = fmaf(s1 * xs, fmaf((float)r3, w1b, (float)r2 * w0b), aG8);
 }
 
-template <int CW, int D, int MODE, bool Barrier = true>
+/**
+ * The per-matrix producer (run 119): claims from one counter per matrix (ctr[j]), one claim ahead, and at most K
+ * tiles of a matrix that the consumers have not reached yet (*consumerJ: the matrix they are in). The pacing was
+ * meant to stop the blocks whose rings have room during a barrier from taking the next matrix's tiles (run 118's
+ * stamps: the blocks' ends spread over 2-5 us a matrix); at K = 1-3 it cost more than it saved, while the counters
+ * per matrix alone (K = 1000) took 7% off the chain against produce_claimed's single counter.
+ */
+template <int S, int D, int K>
+__device__ __forceinline__ void produce_paced(const Mat* mats, int nMats, unsigned* ctr, const volatile int* consumerJ,
+                                              uint64_t* full, uint64_t* empty, TmaStage* meta, uint8_t* ring) {
+  int j = 0, u = 0, mine = 0;
+  unsigned c = atomicAdd(ctr, 1u);
+  for (;;) {
+    const Mat& m = mats[j];
+    const int idx = (int)c;
+    if (idx >= (m.rows + 15) / 16) {  // matrix j is all taken: the next one
+      if (++j == nMats) break;
+      mine = 0, c = atomicAdd(ctr + j, 1u);
+      continue;
+    }
+    ++mine;
+    const bool pace = j > *consumerJ && mine >= K;
+    if (!pace) c = atomicAdd(ctr + j, 1u);  // the next claim, while this tile's copies go out
+    emit_tile<S, D>(m, j, idx, u, full, empty, meta, ring);
+    if (pace) {
+      while (*consumerJ < j) __nanosleep(64);
+      c = atomicAdd(ctr + j, 1u);
+    }
+  }
+  emit_end<D>(nMats, u, full, empty, meta);
+}
+
+template <int CW, int D, int MODE, bool Barrier = true, int K = 0>
 __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat* __restrict__ gmats, int nMats,
                                                                       Bar bar, unsigned* __restrict__ ctr) {
   constexpr int S = 2 * CW, WB = S * 1024, STB = S * kTmaGroupBytes, NC = CW * 32, TS = 4;
@@ -85,8 +118,10 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
   __shared__ __align__(16) TmaStage meta[D];
   __shared__ float red[TS][CW][16];
   __shared__ int2 redMeta[TS];            // matrix, tile of the sums in red[p]
+  __shared__ int consumerJ;               // K > 0: the matrix the consumers are in
   for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i];
   if (threadIdx.x == 0) {
+    consumerJ = 0;
     int c = 0;
     for (int i = 0; i < nMats; ++i) cum[i] = c, c += (gmats[i].rows + 15) / 16;
     cum[nMats] = c;
@@ -98,7 +133,8 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
   if (warp == CW) {  // the producer, as chain_kernel_tma_dyn's
-    if (lane == 0) produce_claimed<S, D>(mats, cum, nMats, ctr, full, empty, meta, leanRing);
+    if (lane == 0 && K > 0) produce_paced<S, D, K>(mats, nMats, ctr, &consumerJ, full, empty, meta, leanRing);
+    else if (lane == 0) produce_claimed<S, D>(mats, cum, nMats, ctr, full, empty, meta, leanRing);
     return;
   }
   if (warp == CW + 1) {  // the reducer: each handed tile's sums, in warp order, into y
@@ -140,12 +176,17 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
         if (!Barrier || curJ + 1 >= nMats) continue;
         consumers_sync(NC);
         if (threadIdx.x == 0) {
+          long long* st3 = bar.stamps3 ? bar.stamps3 + ((size_t)curJ * gridDim.x + blockIdx.x) * 3 : nullptr;
+          if (st3) st3[0] = global_ns();
           if (ti > 0) lean_wait(redEmptyA + ((ti - 1) & (TS - 1)) * 8, ((ti - 1) / TS) & 1);  // the reducer is done
+          if (st3) st3[1] = global_ns();
           asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar.count) : "memory");
           wait_at_least(bar.count, (unsigned)(curJ + 1) * gridDim.x, bar.timedOut);
+          if (st3) st3[2] = global_ns();
         }
         consumers_sync(NC);
       }
+      if (K > 0 && threadIdx.x == 0) *reinterpret_cast<volatile int*>(&consumerJ) = curJ;
       if (me.x >= nMats) break;
     }
     if (me.x != loadedJ) {

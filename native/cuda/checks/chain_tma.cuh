@@ -348,6 +348,34 @@ namespace {
 // A stage's descriptor: matrix j, tile rt, its first group g0 and gn groups (.x, .y, .z, .w); j = nMats ends.
 using TmaStage = int4;
 
+/** Tile rt of matrix m (index j) as stages of up to S groups into the ring of D stages; u: the stage count so far. */
+template <int S, int D>
+__device__ __forceinline__ void emit_tile(const Mat& m, int j, int rt, int& u, uint64_t* full, uint64_t* empty,
+                                          TmaStage* meta, uint8_t* ring) {
+  constexpr int WB = S * 1024, STB = S * kTmaGroupBytes;
+  const int NG = m.cols / kGroup;
+  for (int g0 = 0; g0 < NG;) {
+    const int gn = min(S, NG - g0), s = u % D;
+    tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
+    meta[s] = make_int4(j, rt, g0, gn);
+    uint8_t* st = ring + (size_t)s * STB;
+    const size_t gg = (size_t)rt * NG + g0;
+    tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
+    tc::bulk_load(st, m.q + gg * 64, gn * 1024, &full[s]);
+    tc::bulk_load(st + WB, m.scales + gg * 16, gn * 64, &full[s]);
+    g0 += gn, ++u;
+  }
+}
+
+/** The stream's end: a stage of matrix nMats, after the last one. */
+template <int D>
+__device__ __forceinline__ void emit_end(int nMats, int u, uint64_t* full, uint64_t* empty, TmaStage* meta) {
+  const int s = u % D;
+  tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
+  meta[s] = make_int4(nMats, 0, 0, 0);
+  tc::mbar_arrive(&full[s]);
+}
+
 /**
  * The claiming producer (one thread): tiles taken in order from ctr (every matrix's tiles numbered one after another,
  * cum[j] the first of matrix j; two claims in flight), each as stages of up to S groups into the ring of D stages,
@@ -356,7 +384,6 @@ using TmaStage = int4;
 template <int S, int D>
 __device__ __forceinline__ void produce_claimed(const Mat* mats, const int* cum, int nMats, unsigned* ctr,
                                                 uint64_t* full, uint64_t* empty, TmaStage* meta, uint8_t* ring) {
-  constexpr int WB = S * 1024, STB = S * kTmaGroupBytes;
   unsigned c0 = atomicAdd(ctr, 1u), c1 = atomicAdd(ctr, 1u);
   int j = 0, u = 0;
   for (;;) {
@@ -364,24 +391,9 @@ __device__ __forceinline__ void produce_claimed(const Mat* mats, const int* cum,
     c0 = c1, c1 = atomicAdd(ctr, 1u);
     while (j < nMats && idx >= cum[j + 1]) ++j;
     if (j == nMats) break;
-    const Mat& m = mats[j];
-    const int NG = m.cols / kGroup, rt = idx - cum[j];
-    for (int g0 = 0; g0 < NG;) {
-      const int gn = min(S, NG - g0), s = u % D;
-      tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
-      meta[s] = make_int4(j, rt, g0, gn);
-      uint8_t* st = ring + (size_t)s * STB;
-      const size_t gg = (size_t)rt * NG + g0;
-      tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
-      tc::bulk_load(st, m.q + gg * 64, gn * 1024, &full[s]);
-      tc::bulk_load(st + WB, m.scales + gg * 16, gn * 64, &full[s]);
-      g0 += gn, ++u;
-    }
+    emit_tile<S, D>(mats[j], j, idx - cum[j], u, full, empty, meta, ring);
   }
-  const int s = u % D;  // the end of the stream
-  tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
-  meta[s] = make_int4(nMats, 0, 0, 0);
-  tc::mbar_arrive(&full[s]);
+  emit_end<D>(nMats, u, full, empty, meta);
 }
 
 template <int CW, int GPW, int D, int MODE = 1>

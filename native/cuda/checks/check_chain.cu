@@ -166,6 +166,54 @@ int time_best(cudaStream_t st, Launch&& launch, double& bestMs) {
   return 0;
 }
 
+/**
+ * Where the lean consumer's grid barriers go (runs 118-119): one launch of a chain_kernel_lean (fn) with stamps; per matrix role just finished, the mean over its barriers of: the spread of the blocks'
+ * entries (work imbalance, the claims' tail), the wait for the reducer's last tile, the spread of the arrivals, the
+ * last arrival to the first departure (the counter's round trip), and a block's mean wait from arrival to departure.
+ */
+int lean_barrier_report(void* fn, const char* how, Mat* dm, int nMats, const Bar& bar, unsigned* dctr, int sms,
+                        cudaStream_t st) {
+  const int smem = tma_ring_bytes<16, 2, 4>(), threads = 18 * 32, nb = sms;
+  long long* d;
+  const size_t n = (size_t)(nMats - 1) * nb * 3;
+  CUDA_CHECK(cudaMalloc(&d, n * sizeof(long long)));
+  CUDA_CHECK(cudaMemset(d, 0, n * sizeof(long long)));
+  Bar sb = bar;
+  sb.stamps3 = d;
+  void* args[] = {&dm, &nMats, &sb, &dctr};
+  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  CUDA_CHECK(cudaMemsetAsync(bar.count, 0, 32 * 32 * sizeof(unsigned), st));
+  CUDA_CHECK(cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st));
+  CUDA_CHECK(cudaLaunchCooperativeKernel(fn, dim3(nb), dim3(threads), args, smem, st));
+  CUDA_CHECK(cudaStreamSynchronize(st));
+  std::vector<long long> h(n);
+  CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(long long), cudaMemcpyDeviceToHost));
+  cudaFree(d);
+  const char* names[4] = {"QKV", "O", "gate/up", "down"};
+  double entry[4] = {}, drain[4] = {}, arrive[4] = {}, release[4] = {}, wait[4] = {};
+  int cnt[4] = {};
+  for (int j = 0; j + 1 < nMats; j++) {
+    long long e0 = LLONG_MAX, e1 = LLONG_MIN, a0 = LLONG_MAX, a1 = LLONG_MIN, d0 = LLONG_MAX;
+    double dr = 0, w = 0;
+    for (int b = 0; b < nb; b++) {
+      const long long* s3 = &h[((size_t)j * nb + b) * 3];
+      e0 = std::min(e0, s3[0]), e1 = std::max(e1, s3[0]), a0 = std::min(a0, s3[1]), a1 = std::max(a1, s3[1]);
+      d0 = std::min(d0, s3[2]), dr += (double)(s3[1] - s3[0]), w += (double)(s3[2] - s3[1]);
+    }
+    const int r = j % 4;
+    entry[r] += (double)(e1 - e0), drain[r] += dr / nb, arrive[r] += (double)(a1 - a0);
+    release[r] += (double)(d0 - a1), wait[r] += w / nb, cnt[r]++;
+  }
+  std::printf("%s, its grid barriers, us (mean over the barriers after each matrix):\n", how);
+  for (int r = 0; r < 4; r++)
+    if (cnt[r])
+      std::printf("after %-8s entries spread %5.2f, reducer's last tile %5.2f, arrivals spread %5.2f, last arrival to "
+                  "first departure %5.2f, mean wait %5.2f (%d barriers)\n",
+                  names[r], entry[r] / cnt[r] / 1e3, drain[r] / cnt[r] / 1e3, arrive[r] / cnt[r] / 1e3,
+                  release[r] / cnt[r] / 1e3, wait[r] / cnt[r] / 1e3, cnt[r]);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -465,6 +513,15 @@ int main(int argc, char** argv) {
   if (tmaOnly) {
     for (const Variant& v : tmaVariants)
       if ((!only || std::strstr(v.how, only)) && timeVariant(v, nullptr)) return 1;
+    if (lean_barrier_report(reinterpret_cast<void*>(chain_kernel_lean<16, 4, 6>), "lean, 16 warps, 4 stages", dm,
+                            nMats, bar, dctr, sms, st) ||
+        lean_barrier_report(reinterpret_cast<void*>(chain_kernel_lean<16, 4, 6, true, 1>),
+                            "lean, 16 warps, 4 stages, claims paced (K = 1)", dm, nMats, bar, dctr, sms, st) ||
+        lean_barrier_report(reinterpret_cast<void*>(chain_kernel_lean<16, 4, 6, true, 2>),
+                            "lean, 16 warps, 4 stages, claims paced (K = 2)", dm, nMats, bar, dctr, sms, st) ||
+        lean_barrier_report(reinterpret_cast<void*>(chain_kernel_lean<16, 4, 6, true, 4>),
+                            "lean, 16 warps, 4 stages, claims paced (K = 4)", dm, nMats, bar, dctr, sms, st))
+      return 1;
   } else {
     for (const Variant& v : variants)
       if (timeVariant(v, nullptr)) return 1;
