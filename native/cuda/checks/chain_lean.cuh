@@ -1,4 +1,4 @@
-// check_chain's lean deep-ring consumer (docs/gpu-runs.md run 118). Run 117 found the deep ring's consumer warps
+// check_chain's lean deep-ring consumer (docs/gpu-runs.md runs 118-119). Run 117 found the deep ring's consumer warps
 // issuing a steady 0.57 instructions a cycle a scheduler, so that their time follows their instruction count, and
 // most of the count outside the multiply itself. This form keeps the multiply of run 115 (u8 x s8 mma, zero points
 // off the int32 sums) and cuts the rest:
@@ -13,8 +13,9 @@
 //    reducer arriving itself after the block's last tile of a matrix, marked by the producer, was 1-5% slower);
 //  - two groups a warp a stage (S = 2 CW), with a branch only for a stage that holds fewer (down's last).
 // With bar.stamps3 set, thread 0 stamps each grid barrier's entry, arrival (the reducer done) and departure.
-// Tiles are claimed by the producer as in chain_kernel_tma_dyn. MODE 6: x's pieces, sums and scales loaded through
-// L1; MODE 7: made up in registers (wrong sums: timing).
+// Tiles are claimed by the producer: from one counter, as chain_kernel_tma_dyn (K = 0), or from one counter per
+// matrix (produce_paced, K > 0; 9-10% faster than the engine's graph through the barriers, run 119). MODE 6: x's
+// pieces, sums and scales loaded through L1; MODE 7: made up in registers (wrong sums: timing).
 #pragma once
 #include "chain_tma.cuh"
 
