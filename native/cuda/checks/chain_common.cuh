@@ -29,6 +29,7 @@ struct Mat {
   const uint4* xq;  // chain_tma.cuh's int8 consumer: x's s8 pieces (int8_pieces.cuh, engine order)
   const float* sx;  // and their scale per group
   const int* ps;    // and their sums per group (8 ints: pieces 0-2, then 0)
+  const float* xf;  // x itself (chain_lean.cuh's MODE 9 makes the pieces from it in every block)
 };
 
 struct Bar {

@@ -15,7 +15,8 @@
 // With bar.stamps3 set, thread 0 stamps each grid barrier's entry, arrival (the reducer done) and departure.
 // Tiles are claimed by the producer: from one counter, as chain_kernel_tma_dyn (K = 0), or from one counter per
 // matrix (produce_paced, K > 0; 9-10% faster than the engine's graph through the barriers, run 119). MODE 6: x's
-// pieces, sums and scales loaded through L1; MODE 7: made up in registers (wrong sums: timing).
+// pieces, sums and scales loaded through L1; MODE 7: made up in registers (wrong sums: timing); MODE 9: made by
+// every block from x itself at each matrix's start, as a persistent step would from y after each barrier.
 #pragma once
 #include "chain_tma.cuh"
 
@@ -50,16 +51,24 @@ __device__ __forceinline__ float lean_lds32(uint32_t a) {
 
 /** One group through the u8 x s8 mma (group_u8's sums) into rows g (aG) and g + 8 (aG8); w0, w1 weigh the pieces of
  * this lane's columns, w0b, w1b the same over 16 (row g + 8's nibbles are 16 q). */
-template <bool NOX>
+// X: 0 x's pieces, sums and scales through L1 (xqLane, psLane, sx); 1 made up (wrong sums: timing); 2 from this
+// block's shared memory (xsA: the pieces at the same offsets, the scales at kXsScales, the sums at kXsSums).
+template <int X>
 __device__ __forceinline__ void lean_group(const uint4& q0, const uint4& q1, float s0, float s1, const uint4* xqLane,
-                                           const int2* psLane, const float* sx, int gi, bool xl, int g, int t,
-                                           float w0, float w1, float w0b, float w1b, float& aG, float& aG8) {
+                                           const int2* psLane, const float* sx, uint32_t xsA, int gi, bool xl, int g,
+                                           int t, float w0, float w1, float w0b, float w1b, float& aG, float& aG8) {
   uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
   int2 ps;
   float xs;
-  if (NOX) {
+  if (X == 1) {
     b0 = make_uint4((uint32_t)gi, (uint32_t)g, (uint32_t)t, 7u), b1 = make_uint4(3u, (uint32_t)gi, 5u, (uint32_t)g);
     ps = make_int2(gi, t), xs = 1.f;
+  } else if (X == 2) {
+    const uint32_t a = xsA + (uint32_t)(gi * 24 + g * 4 + t) * 16;
+    if (xl) b0 = lean_lds128(a), b1 = lean_lds128(a + 12 * 16);
+    xs = lean_lds32(xsA + kXsScales + gi * 4);
+    const uint4 p4 = lean_lds128(xsA + kXsSums + (gi * 8 + (t & 2) * 2) * 4);
+    ps = (t & 1) ? make_int2((int)p4.z, (int)p4.w) : make_int2((int)p4.x, (int)p4.y);
   } else {
     if (xl) b0 = tc::ld_prev(xqLane + gi * 24), b1 = tc::ld_prev(xqLane + gi * 24 + 12);
     ps = tc::ld_prev(psLane + gi * 4), xs = tc::ld_prev(sx + gi);
@@ -74,6 +83,33 @@ __device__ __forceinline__ void lean_group(const uint4& q0, const uint4& q1, flo
   const int r2 = d[2] + e[2] - 128 * ps.x, r3 = d[3] + e[3] - 128 * ps.y;
   aG = fmaf(s0 * xs, fmaf((float)r1, w1, (float)r0 * w0), aG);
   aG8 = fmaf(s1 * xs, fmaf((float)r3, w1b, (float)r2 * w0b), aG8);
+}
+
+/**
+ * x's pieces (int8_pieces.cuh's quantize_x, engine order), scales and piece sums into shared memory at xs: the
+ * pieces at their global offsets, the scales at kXsScales, the sums (8 ints a group) at kXsSums. Warp w of CW
+ * takes groups w, w + CW, ... (a lane 4 values of each), all of whose loads go out first.
+ */
+template <int CW>
+__device__ __forceinline__ void quantize_into_smem(const float* __restrict__ x, int NG, int warp, int lane,
+                                                   uint8_t* xs) {
+  constexpr int kMaxG = (kTmaXsGroups + CW - 1) / CW;
+  int8_t* xq = reinterpret_cast<int8_t*>(xs);
+  float* sx = reinterpret_cast<float*>(xs + kXsScales);
+  int* psum = reinterpret_cast<int*>(xs + kXsSums);
+  float4 vs[kMaxG];
+#pragma unroll
+  for (int k = 0; k < kMaxG; ++k) {
+    const int gq = warp + k * CW;
+    if (gq < NG) vs[k] = tc::ld_prev(reinterpret_cast<const float4*>(x + gq * int8_check::kGroup + lane * 4));
+  }
+#pragma unroll
+  for (int k = 0; k < kMaxG; ++k) {
+    const int gq = warp + k * CW;
+    if (gq >= NG) break;
+    const int k0 = gq * int8_check::kGroup + lane * 4;
+    int8_check::quantize_group<true>(vs[k], k0, lane, xq, sx + gq, psum + gq * 8);
+  }
 }
 
 /**
@@ -162,7 +198,7 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
   const bool xl = g < int8_check::kPieces;
   const uint32_t ringA = tc::smem_u32(leanRing), fullA = tc::smem_u32(full), emptyA = tc::smem_u32(empty);
   const uint32_t redFullA = tc::smem_u32(redFull), redEmptyA = tc::smem_u32(redEmpty);
-  const uint32_t qOff = warp * 1024 + lane * 16, sOff = WB + warp * 64 + g * 4;
+  const uint32_t qOff = warp * 1024 + lane * 16, sOff = WB + warp * 64 + g * 4, xsA = ringA + D * STB;
   const uint4* xqLane = nullptr;
   const int2* psLane = nullptr;
   const float* sxp = nullptr;
@@ -194,6 +230,11 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
       const Mat& m = mats[me.x];
       xqLane = m.xq + g * 4 + t, psLane = reinterpret_cast<const int2*>(m.ps) + t, sxp = m.sx;
       NG = m.cols / kGroup, loadedJ = me.x;
+      if (MODE == 9) {  // x's pieces made here from x itself, as each block would from y after the barrier
+        consumers_sync(NC);  // every warp is done with the previous matrix's
+        quantize_into_smem<CW>(m.xf, NG, warp, lane, leanRing + (size_t)D * STB);
+        consumers_sync(NC);
+      }
     }
     const uint32_t st = ringA + s * STB;
     uint4 q00 = lean_lds128(st + qOff), q01 = lean_lds128(st + qOff + 512);
@@ -208,8 +249,9 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
       if (warp >= gn) s00 = s01 = 0.f, gi0 = me.z, q00 = q01 = make_uint4(0u, 0u, 0u, 0u);
       if (warp + CW >= gn) s10 = s11 = 0.f, gi1 = me.z, q10 = q11 = make_uint4(0u, 0u, 0u, 0u);
     }
-    lean_group<MODE == 7>(q00, q01, s00, s01, xqLane, psLane, sxp, gi0, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
-    lean_group<MODE == 7>(q10, q11, s10, s11, xqLane, psLane, sxp, gi1, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
+    constexpr int X = MODE == 7 ? 1 : MODE == 9 ? 2 : 0;
+    lean_group<X>(q00, q01, s00, s01, xqLane, psLane, sxp, xsA, gi0, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
+    lean_group<X>(q10, q11, s10, s11, xqLane, psLane, sxp, xsA, gi1, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
     if (++s == D) s = 0, ph ^= 1u;
     if (me.z + gn == NG) {  // the tile's last stage: its sums to the reducer
       const int p = ti & (TS - 1);

@@ -25,8 +25,11 @@ template <int CW, int GPW, int D>
 constexpr int tma_ring_bytes() {
   return D * CW * GPW * kTmaGroupBytes;
 }
+// x in shared memory (MODES 5 and 8 here, 9 in chain_lean.cuh): the pieces, then the scales at kXsScales, then the
+// piece sums (8 ints a group) at kXsSums, 16-byte aligned.
 constexpr int kTmaXsCols = 11008, kTmaXsGroups = kTmaXsCols / 128;  // the widest input of the chain
-constexpr int tma_xs_bytes() { return kTmaXsCols * 3 + kTmaXsGroups * 36 + 64; }  // pieces, scales, sums
+constexpr int kXsScales = kTmaXsCols * 3, kXsSums = (kXsScales + kTmaXsGroups * 4 + 15) / 16 * 16;
+constexpr int tma_xs_bytes() { return kXsSums + kTmaXsGroups * 32; }
 
 /** Block's groups [lo, hi) of matrix m (tile-major group index). */
 __device__ __forceinline__ int2 tma_span(const Mat& m) {
@@ -294,8 +297,8 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
     const int NG = m.cols / kGroup;
     const int2 sp = tma_span(m);
     uint4* xsq = reinterpret_cast<uint4*>(tmaRing + (size_t)D * STB);
-    float* xss = reinterpret_cast<float*>(tmaRing + (size_t)D * STB + kTmaXsCols * 3);
-    int* xps = reinterpret_cast<int*>(tmaRing + (size_t)D * STB + kTmaXsCols * 3 + kTmaXsGroups * 4 + 16);
+    float* xss = reinterpret_cast<float*>(tmaRing + (size_t)D * STB + kXsScales);
+    int* xps = reinterpret_cast<int*>(tmaRing + (size_t)D * STB + kXsSums);
     if (MODE == 5 || MODE == 8) {  // x's pieces, scales (and sums) into shared memory (the ring keeps filling)
       consumers_sync(NC);  // every warp is done with the previous matrix's
       for (int i = threadIdx.x; i < m.cols * 3 / 16; i += NC) xsq[i] = tc::ld_prev(m.xq + i);

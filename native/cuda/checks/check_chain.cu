@@ -243,6 +243,7 @@ int main(int argc, char** argv) {
   uint4* xqs[4];  // x's int8 pieces and scales (chain_tma.cuh's int8 consumer)
   float* sxs[4];
   int* pss[4];
+  float* xfs[4];
   float* ys[4];
   size_t bytes = 0;
   Rng rng(7);
@@ -261,7 +262,7 @@ int main(int argc, char** argv) {
     CUDA_CHECK_LAUNCH((int8_check::quantize_x<true><<<(cols / kGroup * 32 + 255) / 256, 256>>>(
                            dx, cols, reinterpret_cast<int8_t*>(xqs[r]), sxs[r], pss[r]),
                        cudaGetLastError()));
-    cudaFree(dx);
+    xfs[r] = dx;
     CUDA_CHECK(cudaMalloc(&ys[r], (size_t)2 * layers * rows * 4));  // per layer: graph's y, then the kernel's
   }
   for (int l = 0; l < layers; l++)
@@ -279,7 +280,7 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaGetLastError());
       bytes += words * 4 + entries * 4;
       mats.push_back(Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols, xqs[r],
-                         sxs[r], pss[r]});
+                         sxs[r], pss[r], xfs[r]});
     }
   CUDA_CHECK(cudaDeviceSynchronize());
   const int nMats = (int)mats.size();

@@ -28,19 +28,19 @@ __host__ __device__ inline size_t xq_offset(int k, int p) {
   return ((size_t)(kb * kPieces + p) * 4 + t) * 16 + (s * 2 + h) * 4 + i;
 }
 
-// One warp a group of 128: the group's largest |x| (butterfly), its scale, each lane's 4 values into 3 pieces.
+/**
+ * One group of 128 of x, a lane's 4 values (v, at k0 = group * 128 + lane * 4), the whole warp taking part: the
+ * group's scale s = max|x| / 127 into *sx (lane 0), the lane's values as 3 pieces at xq_offset<ENG>(k, p) of xq, and
+ * when psum is set the group's sum of each piece into psum[0..7] (entries 3-7 zero; the mma's columns, for zero
+ * points). xq, sx and psum may be global or shared memory.
+ */
 template <bool ENG>
-__global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __restrict__ xq, float* __restrict__ sx,
-                           int* __restrict__ psum = nullptr) {
-  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-  if (warp >= cols / kGroup) return;
-  const int k0 = warp * kGroup + lane * 4;
-  const float4 v = *reinterpret_cast<const float4*>(x + k0);
+__device__ __forceinline__ void quantize_group(float4 v, int k0, int lane, int8_t* xq, float* sx, int* psum) {
   float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
   const float s = m > 0.f ? m / 127.f : 1.f;
-  if (lane == 0) sx[warp] = s;
+  if (lane == 0) *sx = s;
   const float vals[4] = {v.x, v.y, v.z, v.w};
   int sums[kPieces] = {};
 #pragma unroll
@@ -55,12 +55,22 @@ __global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __rest
     }
   }
   if (!psum) return;
-  // psum: 8 ints a group, the group's sum of each piece (entries 3-7 zero): the mma's columns, for zero points
 #pragma unroll
   for (int p = 0; p < kPieces; ++p)
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) sums[p] += __shfl_xor_sync(0xffffffffu, sums[p], o);
-  if (lane < 8) psum[warp * 8 + lane] = lane < kPieces ? sums[lane == 0 ? 0 : lane == 1 ? 1 : 2] : 0;
+  if (lane < 8) psum[lane] = lane < kPieces ? sums[lane == 0 ? 0 : lane == 1 ? 1 : 2] : 0;
+}
+
+// One warp a group of 128: quantize_group on the group's 128 values.
+template <bool ENG>
+__global__ void quantize_x(const float* __restrict__ x, int cols, int8_t* __restrict__ xq, float* __restrict__ sx,
+                           int* __restrict__ psum = nullptr) {
+  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+  if (warp >= cols / kGroup) return;
+  const int k0 = warp * kGroup + lane * 4;
+  quantize_group<ENG>(*reinterpret_cast<const float4*>(x + k0), k0, lane, xq, sx + warp,
+                      psum ? psum + warp * 8 : nullptr);
 }
 
 }  // namespace int8_check
