@@ -16,7 +16,8 @@
 // Tiles are claimed by the producer: from one counter, as chain_kernel_tma_dyn (K = 0), or from one counter per
 // matrix (produce_paced, K > 0; 9-10% faster than the engine's graph through the barriers, run 119). MODE 6: x's
 // pieces, sums and scales loaded through L1; MODE 7: made up in registers (wrong sums: timing); MODE 9: made by
-// every block from x itself at each matrix's start, as a persistent step would from y after each barrier.
+// every block from x itself at each matrix's start, as a persistent step would from y after each barrier; MODE 10:
+// the engine's fp16 multiply on x's hi/lo columns, which the tile writing y could prepare itself (run 121).
 #pragma once
 #include "chain_tma.cuh"
 
@@ -83,6 +84,19 @@ __device__ __forceinline__ void lean_group(const uint4& q0, const uint4& q1, flo
   const int r2 = d[2] + e[2] - 128 * ps.x, r3 = d[3] + e[3] - 128 * ps.y;
   aG = fmaf(s0 * xs, fmaf((float)r1, w1, (float)r0 * w0), aG);
   aG8 = fmaf(s1 * xs, fmaf((float)r3, w1b, (float)r2 * w0b), aG8);
+}
+
+/** One group through the engine's fp16 unpack and mma on x's hi/lo columns (group_mma's products), two chains; the
+ * row sums land in lane t = 0 (columns hi and lo; t = 1's are zero, so int8's pairwise shuffle at the end holds). */
+__device__ __forceinline__ void lean_group_f16(const uint4& q0, const uint4& q1, float s0, float s1,
+                                               const __half* __restrict__ xp, int gi, int g, int t, float& aG,
+                                               float& aG8) {
+  const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);
+  float d[4] = {0.f, 0.f, 0.f, 0.f}, e[4] = {0.f, 0.f, 0.f, 0.f};
+  tc::one_token_chunk(q0, xp, gi * 2, g, t, zlo, zhi, d);
+  tc::one_token_chunk(q1, xp, gi * 2 + 1, g, t, zlo, zhi, e);
+  aG = fmaf(s0, (d[0] + e[0]) + (d[1] + e[1]), aG);
+  aG8 = fmaf(s1, (d[2] + e[2]) + (d[3] + e[3]), aG8);
 }
 
 /**
@@ -202,6 +216,7 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
   const uint4* xqLane = nullptr;
   const int2* psLane = nullptr;
   const float* sxp = nullptr;
+  const __half* xpm = nullptr;
   int NG = 0, curJ = 0, loadedJ = -1, s = 0, ti = 0;
   uint32_t ph = 0;
   float aG = 0.f, aG8 = 0.f;
@@ -228,7 +243,7 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
     }
     if (me.x != loadedJ) {
       const Mat& m = mats[me.x];
-      xqLane = m.xq + g * 4 + t, psLane = reinterpret_cast<const int2*>(m.ps) + t, sxp = m.sx;
+      xqLane = m.xq + g * 4 + t, psLane = reinterpret_cast<const int2*>(m.ps) + t, sxp = m.sx, xpm = m.xp;
       NG = m.cols / kGroup, loadedJ = me.x;
       if (MODE == 9) {  // x's pieces made here from x itself, as each block would from y after the barrier
         consumers_sync(NC);  // every warp is done with the previous matrix's
@@ -249,9 +264,14 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
       if (warp >= gn) s00 = s01 = 0.f, gi0 = me.z, q00 = q01 = make_uint4(0u, 0u, 0u, 0u);
       if (warp + CW >= gn) s10 = s11 = 0.f, gi1 = me.z, q10 = q11 = make_uint4(0u, 0u, 0u, 0u);
     }
-    constexpr int X = MODE == 7 ? 1 : MODE == 9 ? 2 : 0;
-    lean_group<X>(q00, q01, s00, s01, xqLane, psLane, sxp, xsA, gi0, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
-    lean_group<X>(q10, q11, s10, s11, xqLane, psLane, sxp, xsA, gi1, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
+    if (MODE == 10) {  // the engine's fp16 unpack and mma on the hi/lo x
+      lean_group_f16(q00, q01, s00, s01, xpm, gi0, g, t, aG, aG8);
+      lean_group_f16(q10, q11, s10, s11, xpm, gi1, g, t, aG, aG8);
+    } else {
+      constexpr int X = MODE == 7 ? 1 : MODE == 9 ? 2 : 0;
+      lean_group<X>(q00, q01, s00, s01, xqLane, psLane, sxp, xsA, gi0, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
+      lean_group<X>(q10, q11, s10, s11, xqLane, psLane, sxp, xsA, gi1, xl, g, t, w0, w1, w0b, w1b, aG, aG8);
+    }
     if (++s == D) s = 0, ph ^= 1u;
     if (me.z + gn == NG) {  // the tile's last stage: its sums to the reducer
       const int p = ti & (TS - 1);

@@ -158,6 +158,13 @@ inline std::vector<ChainVariant> deep_ring_variants() {
            fn(chain_kernel_lean<16, 4, 9, false, 4>), tma_ring_bytes<16, 2, 4>() + XS, 16),
       lean("deep ring lean u8 16w D4, x quantized here, grid barriers", fn(chain_kernel_lean<16, 4, 9>),
            tma_ring_bytes<16, 2, 4>() + XS, 16),
+      // run 121: the lean kernel with the engine's fp16 multiply on x's hi/lo columns
+      lean("deep ring lean paced K4 fp16 16w D4, grid barriers", fn(chain_kernel_lean<16, 4, 10, true, 4>),
+           tma_ring_bytes<16, 2, 4>(), 16),
+      lean("deep ring lean paced K4 fp16 16w D4, no barriers", fn(chain_kernel_lean<16, 4, 10, false, 4>),
+           tma_ring_bytes<16, 2, 4>(), 16),
+      lean("deep ring lean paced K4 fp16 16w D3, grid barriers", fn(chain_kernel_lean<16, 3, 10, true, 4>),
+           tma_ring_bytes<16, 2, 3>(), 16),
       lean("deep ring lean paced K4 u8 16w D4, grid barriers (again)", fn(chain_kernel_lean<16, 4, 6, true, 4>),
            tma_ring_bytes<16, 2, 4>(), 16),
       lean("deep ring lean paced K4 u8 16w D3, grid barriers", fn(chain_kernel_lean<16, 3, 6, true, 4>),
