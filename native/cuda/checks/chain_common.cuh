@@ -26,10 +26,19 @@ struct Mat {
   const __half* xp;  // m = 1 prepared input (hi/lo columns)
   float* y;
   int rows, cols;
-  const uint4* xq;  // chain_tma.cuh's int8 consumer: x's s8 pieces (int8_pieces.cuh, engine order)
-  const float* sx;  // and their scale per group
-  const int* ps;    // and their sums per group (8 ints: pieces 0-2, then 0)
-  const float* xf;  // x itself (chain_lean.cuh's MODE 9 makes the pieces from it in every block)
+};
+
+/**
+ * The int8 consumers' x (chain_tma.cuh, chain_lean.cuh) for one matrix role: its s8 pieces (int8_pieces.cuh, engine
+ * order), their scale and their sums per group (8 ints: pieces 0-2, then 0), and x itself (chain_lean.cuh's MODE 9
+ * makes the pieces from it in every block). Per role rather than in Mat, whose copies fill the kernels' shared
+ * memory: Bar::pieces[j % 4] is matrix j's (the chain is layer after layer of QKV, O, gate/up, down).
+ */
+struct XPieces {
+  const uint4* xq;
+  const float* sx;
+  const int* ps;
+  const float* xf;
 };
 
 struct Bar {
@@ -39,6 +48,7 @@ struct Bar {
   const float* cum = nullptr;  // chain_kernel_bal: block b's share of every matrix is [cum[b], cum[b + 1]) (0 to 1)
   int* smids = nullptr;        // chain_kernel_bal: when set, block b writes the SM it runs on
   long long* stamps3 = nullptr;  // chain_kernel_lean: (barrier, block) -> entry, arrival, departure (globaltimer, ns)
+  const XPieces* pieces = nullptr;  // the int8 consumers' x, by matrix role
 };
 
 /** One persistent variant of check_chain: its kernel, dynamic shared memory, block size and checks. */

@@ -74,16 +74,10 @@ __device__ __forceinline__ void lean_group(const uint4& q0, const uint4& q1, flo
     if (xl) b0 = tc::ld_prev(xqLane + gi * 24), b1 = tc::ld_prev(xqLane + gi * 24 + 12);
     ps = tc::ld_prev(psLane + gi * 4), xs = tc::ld_prev(sx + gi);
   }
-  constexpr uint32_t L = 0x0f0f0f0fu, H = 0xf0f0f0f0u;
-  int d[4] = {0, 0, 0, 0}, e[4] = {0, 0, 0, 0};
-  mma_u8s8(d, {q0.x & L, q0.x & H, q0.y & L, q0.y & H}, b0.x, b0.y);
-  mma_u8s8(e, {q1.x & L, q1.x & H, q1.y & L, q1.y & H}, b1.x, b1.y);
-  mma_u8s8(d, {q0.z & L, q0.z & H, q0.w & L, q0.w & H}, b0.z, b0.w);
-  mma_u8s8(e, {q1.z & L, q1.z & H, q1.w & L, q1.w & H}, b1.z, b1.w);
-  const int r0 = d[0] + e[0] - 8 * ps.x, r1 = d[1] + e[1] - 8 * ps.y;
-  const int r2 = d[2] + e[2] - 128 * ps.x, r3 = d[3] + e[3] - 128 * ps.y;
-  aG = fmaf(s0 * xs, fmaf((float)r1, w1, (float)r0 * w0), aG);
-  aG8 = fmaf(s1 * xs, fmaf((float)r3, w1b, (float)r2 * w0b), aG8);
+  int r[4];
+  int8_check::u8_group_sums(q0, q1, b0, b1, ps, r);
+  aG = fmaf(s0 * xs, fmaf((float)r[1], w1, (float)r[0] * w0), aG);
+  aG8 = fmaf(s1 * xs, fmaf((float)r[3], w1b, (float)r[2] * w0b), aG8);
 }
 
 /** One group through the engine's fp16 unpack and mma on x's hi/lo columns (group_mma's products), two chains; the
@@ -226,28 +220,21 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
     if (me.x != curJ) {
       for (; curJ < me.x; ++curJ) {  // grid barrier k = curJ + 1: matrix curJ's y is everywhere
         if (!Barrier || curJ + 1 >= nMats) continue;
-        consumers_sync(NC);
-        if (threadIdx.x == 0) {
-          long long* st3 = bar.stamps3 ? bar.stamps3 + ((size_t)curJ * gridDim.x + blockIdx.x) * 3 : nullptr;
-          if (st3) st3[0] = global_ns();
-          if (ti > 0) lean_wait(redEmptyA + ((ti - 1) & (TS - 1)) * 8, ((ti - 1) / TS) & 1);  // the reducer is done
-          if (st3) st3[1] = global_ns();
-          asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar.count) : "memory");
-          wait_at_least(bar.count, (unsigned)(curJ + 1) * gridDim.x, bar.timedOut);
-          if (st3) st3[2] = global_ns();
-        }
-        consumers_sync(NC);
+        consumers_grid_barrier(bar, (unsigned)(curJ + 1), NC, [&] {  // once the reducer is done
+          if (ti > 0) lean_wait(redEmptyA + ((ti - 1) & (TS - 1)) * 8, ((ti - 1) / TS) & 1);
+        });
       }
       if (K > 0 && threadIdx.x == 0) *reinterpret_cast<volatile int*>(&consumerJ) = curJ;
       if (me.x >= nMats) break;
     }
     if (me.x != loadedJ) {
       const Mat& m = mats[me.x];
-      xqLane = m.xq + g * 4 + t, psLane = reinterpret_cast<const int2*>(m.ps) + t, sxp = m.sx, xpm = m.xp;
+      const XPieces xr = bar.pieces[me.x % 4];  // once a matrix, into registers
+      xqLane = xr.xq + g * 4 + t, psLane = reinterpret_cast<const int2*>(xr.ps) + t, sxp = xr.sx, xpm = m.xp;
       NG = m.cols / kGroup, loadedJ = me.x;
       if (MODE == 9) {  // x's pieces made here from x itself, as each block would from y after the barrier
         consumers_sync(NC);  // every warp is done with the previous matrix's
-        quantize_into_smem<CW>(m.xf, NG, warp, lane, leanRing + (size_t)D * STB);
+        quantize_into_smem<CW>(xr.xf, NG, warp, lane, leanRing + (size_t)D * STB);
         consumers_sync(NC);
       }
     }

@@ -1,11 +1,12 @@
-// check_chain's deep-ring variants (docs/gpu-runs.md, session 31: runs 106-114): one persistent block an SM whose
-// producer warp streams the weights of every matrix of the chain, in order, through a ring of D stages in shared
-// memory (Hopper bulk copies, kernels/tma.cuh), never waiting for a matrix's input: only for a free slot. CW consumer
-// warps wait at the grid barrier between matrices, as a decode step's kernels wait for their input, while the ring
-// keeps filling with the next matrix's weights (up to D x 17 KB an SM, 27 MB on an H200 at D = 12). The question:
-// whether weights streaming across the matrices' boundaries make the 128 one-token GEMVs faster than the engine's
-// graph. The answer on an H200: the bytes do stream (0.92 ms through every barrier with claimed tiles and nothing to
-// compute, against the graph's 1.19), but no consumer here multiplies them fast enough to use it.
+// check_chain's deep-ring variants (docs/gpu-runs.md, session 31: runs 106-117; the lean one is chain_lean.cuh): one
+// persistent block an SM whose producer warp streams the weights of every matrix of the chain, in order, through a
+// ring of D stages in shared memory (Hopper bulk copies, kernels/tma.cuh), never waiting for a matrix's input: only
+// for a free slot. CW consumer warps wait at the grid barrier between matrices, as a decode step's kernels wait for
+// their input, while the ring keeps filling with the next matrix's weights (up to D x 17 KB an SM, 27 MB on an H200
+// at D = 12). The question: whether weights streaming across the matrices' boundaries make the 128 one-token GEMVs
+// faster than the engine's graph. The answer on an H200: the bytes do stream (0.92 ms through every barrier with
+// claimed tiles and nothing to compute, against the graph's 1.19), but no consumer here multiplies them fast enough
+// to use it.
 //
 // Work: block b takes groups [T b / B, T (b + 1) / B) of a matrix's T = tiles x groups-a-row in tile-major order
 // (the balanced split of chain_kernel_bal); in the Int4Tiled layout such a span is one contiguous run of weights
@@ -68,14 +69,7 @@ __device__ __forceinline__ void group_int8(const uint4& q0, const uint4& q1, flo
       const uint4* p = xq + (size_t)(kb * int8_check::kPieces + g) * 4 + t;
       b = XS ? *p : tc::ld_prev(p);
     }
-    const uint32_t w[4] = {qq[c].x, qq[c].y, qq[c].z, qq[c].w}, bw[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-    for (int s = 0; s < 2; ++s) {
-      const uint32_t lo = w[2 * s], hi = w[2 * s + 1];
-      const uint32_t a[4] = {((lo << 4) & 0xf0f0f0f0u) ^ 0x80808080u, (lo & 0xf0f0f0f0u) ^ 0x80808080u,
-                             ((hi << 4) & 0xf0f0f0f0u) ^ 0x80808080u, (hi & 0xf0f0f0f0u) ^ 0x80808080u};
-      int8_check::mma_s8(d, a, bw[2 * s], bw[2 * s + 1]);
-    }
+    int8_check::s8_chunk_mma<true>(qq[c], b, d);
   }
   constexpr float m1 = 1.f / int8_check::kPieceMul, m2 = m1 * m1;
   const float w0 = t == 0 ? 1.f : m2, w1 = t == 0 ? m1 : 0.f;
@@ -85,25 +79,15 @@ __device__ __forceinline__ void group_int8(const uint4& q0, const uint4& q1, flo
 }
 
 /**
- * group_int8 with the nibbles taken as they are, as u8 (the u8 x s8 mma): one AND a register (row g: q; row g + 8:
- * 16 q), the zero point 8 taken off the int32 sums with the pieces' group sums (m.ps), and each 64-column chunk on
- * its own accumulator chain. Same rows in acc as group_int8.
+ * group_int8 with the nibbles taken as they are, as u8 (int8_pieces.cuh's u8_group_sums: one AND a register, the
+ * zero point off the int32 sums with the pieces' group sums, two accumulator chains). Same rows in acc as
+ * group_int8. X: where x's pieces, sums and scale come from: 0 global memory (m's), 1 made up in registers (no
+ * loads; wrong sums: timing), 2 shared memory (xq, ps, sx: copied there at the matrix's start).
  */
-__device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// X: where x's pieces, sums and scale come from: 0 global memory (m's), 1 made up in registers (no loads; wrong
-// sums: timing), 2 shared memory (xq, ps, sx: copied there at the matrix's start).
 template <int X = 0>
 __device__ __forceinline__ void group_u8(const uint4& q0, const uint4& q1, float s0, float s1, const uint4* xq,
                                          const int* psum, const float* sx, int gi, int g, int t, float (&acc)[4]) {
   constexpr bool NOX = X == 1;
-  int d[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-  const uint4 qq[2] = {q0, q1};
   uint4 b[2] = {make_uint4(0u, 0u, 0u, 0u), make_uint4(0u, 0u, 0u, 0u)};
   if (NOX) {
     b[0] = make_uint4((uint32_t)gi, (uint32_t)g, (uint32_t)t, 7u), b[1] = make_uint4(3u, (uint32_t)gi, 5u, (uint32_t)g);
@@ -117,22 +101,12 @@ __device__ __forceinline__ void group_u8(const uint4& q0, const uint4& q1, float
   const int2* pp = reinterpret_cast<const int2*>(psum + gi * 8) + t;  // columns 2t, 2t + 1
   const int2 ps = NOX ? make_int2(gi, t) : X == 2 ? *pp : tc::ld_prev(pp);
   const float xs = NOX ? 1.f : X == 2 ? sx[gi] : tc::ld_prev(sx + gi);
-#pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const uint32_t w[4] = {qq[c].x, qq[c].y, qq[c].z, qq[c].w}, bw[4] = {b[c].x, b[c].y, b[c].z, b[c].w};
-#pragma unroll
-    for (int s = 0; s < 2; ++s) {
-      const uint32_t lo = w[2 * s], hi = w[2 * s + 1];
-      const uint32_t a[4] = {lo & 0x0f0f0f0fu, lo & 0xf0f0f0f0u, hi & 0x0f0f0f0fu, hi & 0xf0f0f0f0u};
-      mma_u8s8(d[c], a, bw[2 * s], bw[2 * s + 1]);
-    }
-  }
-  const int r0 = d[0][0] + d[1][0] - 8 * ps.x, r1 = d[0][1] + d[1][1] - 8 * ps.y;
-  const int r2 = d[0][2] + d[1][2] - 128 * ps.x, r3 = d[0][3] + d[1][3] - 128 * ps.y;
+  int r[4];
+  int8_check::u8_group_sums(q0, q1, b[0], b[1], ps, r);
   constexpr float m1 = 1.f / int8_check::kPieceMul, m2 = m1 * m1;
   const float w0 = t == 0 ? 1.f : m2, w1 = t == 0 ? m1 : 0.f;
-  acc[0] = fmaf(s0 * xs, fmaf((float)r1, w1, (float)r0 * w0), acc[0]);
-  acc[2] = fmaf(s1 * xs * (1.f / 16.f), fmaf((float)r3, w1, (float)r2 * w0), acc[2]);
+  acc[0] = fmaf(s0 * xs, fmaf((float)r[1], w1, (float)r[0] * w0), acc[0]);
+  acc[2] = fmaf(s1 * xs * (1.f / 16.f), fmaf((float)r[3], w1, (float)r[2] * w0), acc[2]);
 }
 
 /** group_int8's rows: lanes t = 0 and 1 add their parts (every lane takes part in the shuffles). */
@@ -151,14 +125,27 @@ __device__ __forceinline__ void init_ring(uint64_t (&full)[D], uint64_t (&empty)
   tc::mbar_init_fence();
 }
 
-/** Grid barrier k between matrices, consumer warps only (nc threads; the producer is already ahead). */
-__device__ __forceinline__ void consumers_grid_barrier(const Bar& bar, unsigned k, int nc) {
+/**
+ * Grid barrier k (from 1) between matrices, consumer warps only (nc threads; the producer is already ahead). Thread
+ * 0 runs beforeArrival() first; with bar.stamps3 set it stamps barrier k - 1's entry, arrival and departure.
+ */
+template <class BeforeArrival>
+__device__ __forceinline__ void consumers_grid_barrier(const Bar& bar, unsigned k, int nc,
+                                                       BeforeArrival&& beforeArrival) {
   consumers_sync(nc);
   if (threadIdx.x == 0) {
+    long long* st3 = bar.stamps3 ? bar.stamps3 + ((size_t)(k - 1) * gridDim.x + blockIdx.x) * 3 : nullptr;
+    if (st3) st3[0] = global_ns();
+    beforeArrival();
+    if (st3) st3[1] = global_ns();
     asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar.count) : "memory");
     wait_at_least(bar.count, k * gridDim.x, bar.timedOut);
+    if (st3) st3[2] = global_ns();
   }
   consumers_sync(nc);
+}
+__device__ __forceinline__ void consumers_grid_barrier(const Bar& bar, unsigned k, int nc) {
+  consumers_grid_barrier(bar, k, nc, [] {});
 }
 
 /** A consumer warp's groups of one stage (groups warp, warp + CW, ... of its gn), in registers. */
@@ -189,22 +176,22 @@ __device__ __forceinline__ void hold_groups(const uint8_t* st, int wb, int gn, i
 /** The held groups times x (gi0: the tile's group index of the stage's first group), by MODE; loads only xor-s. */
 template <int CW, int GPW, int MODE>
 __device__ __forceinline__ void use_groups(const HeldGroups<GPW>& h, int gn, int gi0, int warp, int g, int t,
-                                           const Mat& m, const uint4* xsq, const float* xss, float (&acc)[4],
-                                           uint32_t& xo, const int* xps = nullptr) {
+                                           const Mat& m, const XPieces& xr, const uint4* xsq, const float* xss,
+                                           float (&acc)[4], uint32_t& xo, const int* xps = nullptr) {
 #pragma unroll
   for (int k = 0; k < GPW; ++k) {
     const int i = warp + k * CW;
     if (MODE >= 6) {  // no branch: an absent group (zero scales) reads group gi0's x
       const int gi = gi0 + (i < gn ? i : 0);
       if (MODE == 8) group_u8<2>(h.q[k][0], h.q[k][1], h.s0[k], h.s1[k], xsq, xps, xss, gi, g, t, acc);
-      else group_u8<MODE == 7 ? 1 : 0>(h.q[k][0], h.q[k][1], h.s0[k], h.s1[k], m.xq, m.ps, m.sx, gi, g, t, acc);
+      else group_u8<MODE == 7 ? 1 : 0>(h.q[k][0], h.q[k][1], h.s0[k], h.s1[k], xr.xq, xr.ps, xr.sx, gi, g, t, acc);
       continue;
     }
     if (i >= gn) continue;
     const uint4 &q0 = h.q[k][0], &q1 = h.q[k][1];
     if (MODE == 0)
       xo ^= q0.x ^ q0.y ^ q0.z ^ q0.w ^ q1.x ^ q1.y ^ q1.z ^ q1.w ^ __float_as_uint(h.s0[k]) ^ __float_as_uint(h.s1[k]);
-    else if (MODE == 3) group_int8(q0, q1, h.s0[k], h.s1[k], m.xq, m.sx, gi0 + i, g, t, acc);
+    else if (MODE == 3) group_int8(q0, q1, h.s0[k], h.s1[k], xr.xq, xr.sx, gi0 + i, g, t, acc);
     else if (MODE == 5) group_int8<true>(q0, q1, h.s0[k], h.s1[k], xsq, xss, gi0 + i, g, t, acc);
     else if (MODE == 2) group_mma2(q0, q1, h.s0[k], h.s1[k], m.xp, gi0 + i, g, t, acc);
     else group_mma(q0, q1, h.s0[k], h.s1[k], m.xp, gi0 + i, g, t, acc);
@@ -243,6 +230,45 @@ __device__ __forceinline__ void last_warp_sums(float (&red)[CW][16], unsigned* a
   if (lane == 0) *arrived = 0u;
 }
 
+// A stage's descriptor: matrix j, tile rt, its first group g0 and gn groups (.x, .y, .z, .w); j = nMats ends.
+using TmaStage = int4;
+
+/**
+ * Groups [ga, gb) of tile rt of matrix m (index j) as stages of up to S groups into the ring of D stages, each
+ * stage's descriptor in meta (when set); u: the stage count so far. emit_tile: the whole tile.
+ */
+template <int S, int D>
+__device__ __forceinline__ void emit_groups(const Mat& m, int j, int rt, int ga, int gb, int& u, uint64_t* full,
+                                            uint64_t* empty, TmaStage* meta, uint8_t* ring) {
+  constexpr int WB = S * 1024, STB = S * kTmaGroupBytes;
+  const int NG = m.cols / kGroup;
+  for (int g0 = ga; g0 < gb;) {
+    const int gn = min(S, gb - g0), s = u % D;
+    tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
+    if (meta) meta[s] = make_int4(j, rt, g0, gn);
+    uint8_t* st = ring + (size_t)s * STB;
+    const size_t gg = (size_t)rt * NG + g0;
+    tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
+    tc::bulk_load(st, m.q + gg * 64, gn * 1024, &full[s]);
+    tc::bulk_load(st + WB, m.scales + gg * 16, gn * 64, &full[s]);
+    g0 += gn, ++u;
+  }
+}
+template <int S, int D>
+__device__ __forceinline__ void emit_tile(const Mat& m, int j, int rt, int& u, uint64_t* full, uint64_t* empty,
+                                          TmaStage* meta, uint8_t* ring) {
+  emit_groups<S, D>(m, j, rt, 0, m.cols / kGroup, u, full, empty, meta, ring);
+}
+
+/** The stream's end: a stage of matrix nMats, after the last one. */
+template <int D>
+__device__ __forceinline__ void emit_end(int nMats, int u, uint64_t* full, uint64_t* empty, TmaStage* meta) {
+  const int s = u % D;
+  tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
+  meta[s] = make_int4(nMats, 0, 0, 0);
+  tc::mbar_arrive(&full[s]);
+}
+
 // LAST: a tile's sums meet without stopping the block: each warp leaves its 16 sums in slot n % TS of red and counts
 // itself in; the last warp to arrive adds them (in warp order) and stores y. Warps drift at most D stages apart (a
 // slot is refilled only once every warp has released it), so TS = D + 2 slots never collide. Otherwise every
@@ -260,10 +286,12 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
   extern __shared__ __align__(128) uint8_t tmaRing[];
   __shared__ __align__(8) uint64_t full[D], empty[D];
   __shared__ Mat mats[kMaxMats];
+  __shared__ XPieces pieces[4];  // bar.pieces, read where used as mats are
   __shared__ float red[TS][CW][16];
   __shared__ unsigned arrived[TS];
   if (threadIdx.x < TS) arrived[threadIdx.x] = 0u;
   for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i];
+  if (threadIdx.x < 4) pieces[threadIdx.x] = bar.pieces[threadIdx.x];
   if (threadIdx.x == 0) init_ring(full, empty, CW);
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -275,15 +303,9 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
         const Mat& m = mats[j];
         const int NG = m.cols / kGroup;
         const int2 sp = tma_span(m);
-        for (int g0 = sp.x; g0 < sp.y;) {
-          const int te = min(sp.y, (g0 / NG + 1) * NG), gn = min(S, te - g0), s = u % D;
-          tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
-          uint8_t* st = tmaRing + (size_t)s * STB;
-          tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
-          tc::bulk_load(st, m.q + (size_t)g0 * 64, gn * 1024, &full[s]);
-          tc::bulk_load(st + WB, m.scales + (size_t)g0 * 16, gn * 64, &full[s]);
-          g0 += gn, ++u;
-        }
+        for (int rt = sp.x / NG; rt * NG < sp.y; ++rt)  // the span's part of each tile it touches
+          emit_groups<S, D>(m, j, rt, max(sp.x - rt * NG, 0), min(sp.y - rt * NG, NG), u, full, empty, nullptr,
+                            tmaRing);
       }
     }
     return;
@@ -294,6 +316,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
   for (int j = 0; j < nMats; ++j) {
     if (Barrier && j > 0) consumers_grid_barrier(bar, (unsigned)j, NC);
     const Mat& m = mats[j];
+    const XPieces& xr = pieces[j % 4];
     const int NG = m.cols / kGroup;
     const int2 sp = tma_span(m);
     uint4* xsq = reinterpret_cast<uint4*>(tmaRing + (size_t)D * STB);
@@ -301,10 +324,10 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
     int* xps = reinterpret_cast<int*>(tmaRing + (size_t)D * STB + kXsSums);
     if (MODE == 5 || MODE == 8) {  // x's pieces, scales (and sums) into shared memory (the ring keeps filling)
       consumers_sync(NC);  // every warp is done with the previous matrix's
-      for (int i = threadIdx.x; i < m.cols * 3 / 16; i += NC) xsq[i] = tc::ld_prev(m.xq + i);
-      for (int i = threadIdx.x; i < NG; i += NC) xss[i] = tc::ld_prev(m.sx + i);
+      for (int i = threadIdx.x; i < m.cols * 3 / 16; i += NC) xsq[i] = tc::ld_prev(xr.xq + i);
+      for (int i = threadIdx.x; i < NG; i += NC) xss[i] = tc::ld_prev(xr.sx + i);
       if (MODE == 8)
-        for (int i = threadIdx.x; i < NG * 8; i += NC) xps[i] = tc::ld_prev(m.ps + i);
+        for (int i = threadIdx.x; i < NG * 8; i += NC) xps[i] = tc::ld_prev(xr.ps + i);
       consumers_sync(NC);
     }
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -315,7 +338,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
       hold_groups<CW>(tmaRing + (size_t)s * STB, WB, gn, warp, lane, g, h);
       __syncwarp();
       if (lane == 0) tc::mbar_arrive(&empty[s]);
-      use_groups<CW, GPW, MODE>(h, gn, g0 - rt * NG, warp, g, t, m, xsq, xss, acc, xo, xps);
+      use_groups<CW, GPW, MODE>(h, gn, g0 - rt * NG, warp, g, t, m, xr, xsq, xss, acc, xo, xps);
       g0 += gn, ++u;
       if (g0 == te) {  // this block's part of tile rt is done: the warps' sums meet
         sums_to_red<MODE>(red[par], warp, g, t, acc, xo);
@@ -339,46 +362,6 @@ __global__ void __launch_bounds__((CW + 1) * 32, MINB) chain_kernel_tma(const Ma
   }
 }
 
-}  // namespace
-
-namespace {
-
-// The deep ring with tiles claimed instead of a fixed share: the producer takes the chain's tiles in order from one
-// counter (every matrix's tiles numbered one after another; two claims in flight), so a block whose copies land
-// faster takes more tiles; each stage carries its (matrix, tile, groups) in meta. Whole tiles, so y is stored, never
-// added. Consumers pass the grid barrier of every matrix they move past, with or without tiles of it; a stage with
-// matrix nMats ends the stream.
-// A stage's descriptor: matrix j, tile rt, its first group g0 and gn groups (.x, .y, .z, .w); j = nMats ends.
-using TmaStage = int4;
-
-/** Tile rt of matrix m (index j) as stages of up to S groups into the ring of D stages; u: the stage count so far. */
-template <int S, int D>
-__device__ __forceinline__ void emit_tile(const Mat& m, int j, int rt, int& u, uint64_t* full, uint64_t* empty,
-                                          TmaStage* meta, uint8_t* ring) {
-  constexpr int WB = S * 1024, STB = S * kTmaGroupBytes;
-  const int NG = m.cols / kGroup;
-  for (int g0 = 0; g0 < NG;) {
-    const int gn = min(S, NG - g0), s = u % D;
-    tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
-    meta[s] = make_int4(j, rt, g0, gn);
-    uint8_t* st = ring + (size_t)s * STB;
-    const size_t gg = (size_t)rt * NG + g0;
-    tc::mbar_arrive_expect_tx(&full[s], gn * kTmaGroupBytes);
-    tc::bulk_load(st, m.q + gg * 64, gn * 1024, &full[s]);
-    tc::bulk_load(st + WB, m.scales + gg * 16, gn * 64, &full[s]);
-    g0 += gn, ++u;
-  }
-}
-
-/** The stream's end: a stage of matrix nMats, after the last one. */
-template <int D>
-__device__ __forceinline__ void emit_end(int nMats, int u, uint64_t* full, uint64_t* empty, TmaStage* meta) {
-  const int s = u % D;
-  tc::mbar_wait(&empty[s], ((u / D) & 1) ^ 1);
-  meta[s] = make_int4(nMats, 0, 0, 0);
-  tc::mbar_arrive(&full[s]);
-}
-
 /**
  * The claiming producer (one thread): tiles taken in order from ctr (every matrix's tiles numbered one after another,
  * cum[j] the first of matrix j; two claims in flight), each as stages of up to S groups into the ring of D stages,
@@ -399,6 +382,10 @@ __device__ __forceinline__ void produce_claimed(const Mat* mats, const int* cum,
   emit_end<D>(nMats, u, full, empty, meta);
 }
 
+// The deep ring with tiles claimed instead of a fixed share: the producer takes the chain's tiles in order from one
+// counter (produce_claimed), so a block whose copies land faster takes more tiles; each stage carries its (matrix,
+// tile, groups) in meta. Whole tiles, so y is stored, never added. Consumers pass the grid barrier of every matrix
+// they move past, with or without tiles of it; a stage with matrix nMats ends the stream.
 template <int CW, int GPW, int D, int MODE = 1>
 __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const Mat* __restrict__ gmats, int nMats,
                                                                          Bar bar, unsigned* __restrict__ ctr) {
@@ -406,12 +393,14 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const M
   extern __shared__ __align__(128) uint8_t tmaRing[];
   __shared__ __align__(8) uint64_t full[D], empty[D];
   __shared__ Mat mats[kMaxMats];
+  __shared__ XPieces pieces[4];  // bar.pieces, read where used as mats are
   __shared__ int cum[kMaxMats + 1];
   __shared__ __align__(16) TmaStage meta[D];
   __shared__ float red[TS][CW][16];
   __shared__ unsigned arrived[TS];
   if (threadIdx.x < TS) arrived[threadIdx.x] = 0u;
   for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i];
+  if (threadIdx.x < 4) pieces[threadIdx.x] = bar.pieces[threadIdx.x];
   if (threadIdx.x == 0) {
     int c = 0;
     for (int i = 0; i < nMats; ++i) cum[i] = c, c += (gmats[i].rows + 15) / 16;
@@ -441,7 +430,7 @@ __global__ void __launch_bounds__((CW + 1) * 32, 1) chain_kernel_tma_dyn(const M
     hold_groups<CW>(tmaRing + (size_t)s * STB, WB, me.w, warp, lane, g, h);
     __syncwarp();
     if (lane == 0) tc::mbar_arrive(&empty[s]);
-    use_groups<CW, GPW, MODE>(h, me.w, me.z, warp, g, t, m, nullptr, nullptr, acc, xo);
+    use_groups<CW, GPW, MODE>(h, me.w, me.z, warp, g, t, m, pieces[me.x % 4], nullptr, nullptr, acc, xo);
     if (me.z + me.w == m.cols / kGroup) {  // the tile's last stage: the warps' sums meet (last warp stores)
       sums_to_red<MODE>(red[par], warp, g, t, acc, xo);
       last_warp_sums(red[par], &arrived[par], lane, m, me.y, true);

@@ -19,8 +19,9 @@
 // (correlation across blocks). From the balanced run's per-block speeds it derives weighted shares (slower blocks
 // get fewer groups) and times them. Every matrix's y is checked against the graph's (O and
 // down bit for bit where k is split the same way; within 1e-5 relative otherwise).
-//  - the deep-ring variants (chain_tma.cuh, chain_lean.cuh; runs 106-118): one block an SM, a producer warp streaming every matrix's
-//    weights through a ring of bulk copies in shared memory, consumer warps waiting at the grid barriers.
+//  - the deep-ring variants (chain_tma.cuh, chain_lean.cuh; runs 106-121): one block an SM, a producer warp
+//    streaming every matrix's weights through a ring of bulk copies in shared memory, consumer warps waiting at the
+//    grid barriers; chain_stamps.cuh reads their barriers' time stamps back.
 //   check_chain [--json out.json] [--layers N] [--tma [--only TEXT]] (--tma: only the graph, the register-ring
 //   persistent kernels and the deep-ring variants; --only: those whose name contains TEXT)
 // The persistent kernels are in chain_kernels.cuh, the pieces they share with this file in chain_common.cuh.
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "chain_kernels.cuh"
+#include "chain_stamps.cuh"
 #include "chain_variants.cuh"
 #include "check_util.cuh"
 #include "kernels/kernels.cuh"
@@ -166,54 +168,6 @@ int time_best(cudaStream_t st, Launch&& launch, double& bestMs) {
   return 0;
 }
 
-/**
- * Where the lean consumer's grid barriers go (runs 118-119): one launch of a chain_kernel_lean (fn) with stamps; per matrix role just finished, the mean over its barriers of: the spread of the blocks'
- * entries (work imbalance, the claims' tail), the wait for the reducer's last tile, the spread of the arrivals, the
- * last arrival to the first departure (the counter's round trip), and a block's mean wait from arrival to departure.
- */
-int lean_barrier_report(void* fn, const char* how, Mat* dm, int nMats, const Bar& bar, unsigned* dctr, int sms,
-                        cudaStream_t st) {
-  const int smem = tma_ring_bytes<16, 2, 4>(), threads = 18 * 32, nb = sms;
-  long long* d;
-  const size_t n = (size_t)(nMats - 1) * nb * 3;
-  CUDA_CHECK(cudaMalloc(&d, n * sizeof(long long)));
-  CUDA_CHECK(cudaMemset(d, 0, n * sizeof(long long)));
-  Bar sb = bar;
-  sb.stamps3 = d;
-  void* args[] = {&dm, &nMats, &sb, &dctr};
-  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  CUDA_CHECK(cudaMemsetAsync(bar.count, 0, 32 * 32 * sizeof(unsigned), st));
-  CUDA_CHECK(cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st));
-  CUDA_CHECK(cudaLaunchCooperativeKernel(fn, dim3(nb), dim3(threads), args, smem, st));
-  CUDA_CHECK(cudaStreamSynchronize(st));
-  std::vector<long long> h(n);
-  CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(long long), cudaMemcpyDeviceToHost));
-  cudaFree(d);
-  const char* names[4] = {"QKV", "O", "gate/up", "down"};
-  double entry[4] = {}, drain[4] = {}, arrive[4] = {}, release[4] = {}, wait[4] = {};
-  int cnt[4] = {};
-  for (int j = 0; j + 1 < nMats; j++) {
-    long long e0 = LLONG_MAX, e1 = LLONG_MIN, a0 = LLONG_MAX, a1 = LLONG_MIN, d0 = LLONG_MAX;
-    double dr = 0, w = 0;
-    for (int b = 0; b < nb; b++) {
-      const long long* s3 = &h[((size_t)j * nb + b) * 3];
-      e0 = std::min(e0, s3[0]), e1 = std::max(e1, s3[0]), a0 = std::min(a0, s3[1]), a1 = std::max(a1, s3[1]);
-      d0 = std::min(d0, s3[2]), dr += (double)(s3[1] - s3[0]), w += (double)(s3[2] - s3[1]);
-    }
-    const int r = j % 4;
-    entry[r] += (double)(e1 - e0), drain[r] += dr / nb, arrive[r] += (double)(a1 - a0);
-    release[r] += (double)(d0 - a1), wait[r] += w / nb, cnt[r]++;
-  }
-  std::printf("%s, its grid barriers, us (mean over the barriers after each matrix):\n", how);
-  for (int r = 0; r < 4; r++)
-    if (cnt[r])
-      std::printf("after %-8s entries spread %5.2f, reducer's last tile %5.2f, arrivals spread %5.2f, last arrival to "
-                  "first departure %5.2f, mean wait %5.2f (%d barriers)\n",
-                  names[r], entry[r] / cnt[r] / 1e3, drain[r] / cnt[r] / 1e3, arrive[r] / cnt[r] / 1e3,
-                  release[r] / cnt[r] / 1e3, wait[r] / cnt[r] / 1e3, cnt[r]);
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -240,7 +194,7 @@ int main(int argc, char** argv) {
   std::vector<Mat> mats;
   std::vector<void*> allocs;
   __half* xps[4];
-  uint4* xqs[4];  // x's int8 pieces and scales (chain_tma.cuh's int8 consumer)
+  uint4* xqs[4];  // x's int8 pieces, scales, piece sums and x itself (XPieces: the int8 consumers)
   float* sxs[4];
   int* pss[4];
   float* xfs[4];
@@ -279,8 +233,7 @@ int main(int argc, char** argv) {
       fill_scales<<<256, 256>>>(sc, entries, 0x9876u + 31u * (l * 4 + r));
       CUDA_CHECK(cudaGetLastError());
       bytes += words * 4 + entries * 4;
-      mats.push_back(Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols, xqs[r],
-                         sxs[r], pss[r], xfs[r]});
+      mats.push_back(Mat{reinterpret_cast<const uint4*>(q), sc, xps[r], ys[r] + (size_t)l * rows, rows, cols});
     }
   CUDA_CHECK(cudaDeviceSynchronize());
   const int nMats = (int)mats.size();
@@ -447,6 +400,16 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaMalloc(&bar.count, 32 * 32 * sizeof(unsigned)));  // up to 32 counters, one per 128 bytes
   CUDA_CHECK(cudaMalloc(&bar.timedOut, sizeof(int)));
   CUDA_CHECK(cudaMemset(bar.timedOut, 0, sizeof(int)));
+  {
+    const XPieces hp[4] = {{xqs[0], sxs[0], pss[0], xfs[0]},
+                           {xqs[1], sxs[1], pss[1], xfs[1]},
+                           {xqs[2], sxs[2], pss[2], xfs[2]},
+                           {xqs[3], sxs[3], pss[3], xfs[3]}};
+    XPieces* dp;
+    CUDA_CHECK(cudaMalloc(&dp, sizeof hp));
+    CUDA_CHECK(cudaMemcpy(dp, hp, sizeof hp, cudaMemcpyHostToDevice));
+    bar.pieces = dp;
+  }
   using Variant = ChainVariant;
   const std::vector<Variant> tmaVariants = deep_ring_variants();
   const Variant variants[] = {
@@ -560,24 +523,12 @@ int main(int argc, char** argv) {
     std::vector<long long> h((size_t)nMats * nb * 2);
     CUDA_CHECK(cudaMemcpy(h.data(), dst, h.size() * sizeof(long long), cudaMemcpyDeviceToHost));
     cudaFree(dst);
-    const char* names[4] = {"QKV", "O", "gate/up", "down"};
-    double spread[4] = {}, release[4] = {}, wait[4] = {};
-    int cnt[4] = {};
-    for (int j = 0; j + 1 < nMats; j++) {
-      long long amin = LLONG_MAX, amax = LLONG_MIN, dmin = LLONG_MAX;
-      double w = 0;
-      for (int b = 0; b < nb; b++) {
-        const long long a = h[((size_t)j * nb + b) * 2], d = h[((size_t)j * nb + b) * 2 + 1];
-        amin = std::min(amin, a), amax = std::max(amax, a), dmin = std::min(dmin, d), w += (double)(d - a);
-      }
-      const int r = j % 4;
-      spread[r] += (double)(amax - amin), release[r] += (double)(dmin - amax), wait[r] += w / nb, cnt[r]++;
-    }
+    const BarrierStats bs = barrier_stats(h, nMats, nb, 2);
     for (int r = 0; r < 4; r++)
-      if (cnt[r])
+      if (bs.cnt[r])
         std::printf("barrier after %-8s arrivals spread %6.2f us, last arrival to first departure %5.2f us, mean wait "
                     "%5.2f us (%d barriers)\n",
-                    names[r], spread[r] / cnt[r] / 1e3, release[r] / cnt[r] / 1e3, wait[r] / cnt[r] / 1e3, cnt[r]);
+                    kRoleNames[r], bs.mean(bs.arrive, r), bs.mean(bs.release, r), bs.mean(bs.wait, r), bs.cnt[r]);
     // Are the late blocks the same ones each time? A block stays on its SM for the whole kernel, so a lateness that
     // persists from one layer to the next (same matrix role) points at slower SMs, which a static weighting of the
     // shares could offset; a correlation near 0 means the stragglers are random.

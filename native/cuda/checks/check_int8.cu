@@ -63,16 +63,7 @@ __global__ void __launch_bounds__(KS * 32) int8_gemv(const uint4* __restrict__ w
       const int kb = gi * GC + c;
       uint4 b = make_uint4(0u, 0u, 0u, 0u);
       if (g < kPieces) b = __ldg(xq + (size_t)(kb * kPieces + g) * 4 + t);
-      const uint32_t w[4] = {q[slot][c].x, q[slot][c].y, q[slot][c].z, q[slot][c].w};
-      const uint32_t bw[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-      for (int s = 0; s < 2; ++s) {
-        const uint32_t lo = w[2 * s], hi = w[2 * s + 1];
-        constexpr uint32_t f = ENG ? 0x80808080u : 0u;
-        const uint32_t a[4] = {((lo << 4) & 0xf0f0f0f0u) ^ f, (lo & 0xf0f0f0f0u) ^ f, ((hi << 4) & 0xf0f0f0f0u) ^ f,
-                               (hi & 0xf0f0f0f0u) ^ f};
-        mma_s8(d, a, bw[2 * s], bw[2 * s + 1]);
-      }
+      s8_chunk_mma<ENG>(q[slot][c], b, d);
     }
     const float xs = __ldg(sx + gi) * (1.f / 16.f);
     acc0 = fmaf(s0[slot] * xs, fmaf((float)d[1], w1, (float)d[0] * w0), acc0);

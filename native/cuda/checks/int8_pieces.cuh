@@ -1,6 +1,6 @@
 // The int8 pieces of check_int8.cu (docs/gpu.md, "An int8 tensor-core GEMV"), shared with check_chain's deep ring:
-// the s8 mma, x's three s8 pieces per value with a scale per group of 128 in the B-fragment layout, and the kernel
-// that makes them. The layouts are described in check_int8.cu.
+// the s8 and u8 x s8 mma on a chunk of int4 words, x's three s8 pieces per value with a scale per group of 128 in
+// the B-fragment layout, and the code that makes them. The layouts are described in check_int8.cu.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -16,6 +16,49 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], const uint32_t (&a)[4], uint
       "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
       : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/**
+ * One 64-column chunk (this lane's four words w) times x's pieces (b: this lane's B fragment) through the s8 mma,
+ * added into d: each byte's nibbles as s8 16 (q - 8). ENG: the engine's nibbles q (the top bit of each byte
+ * flipped); otherwise stored as q ^ 8.
+ */
+template <bool ENG>
+__device__ __forceinline__ void s8_chunk_mma(const uint4& w, const uint4& b, int (&d)[4]) {
+  constexpr uint32_t f = ENG ? 0x80808080u : 0u;
+  const uint32_t ws[4] = {w.x, w.y, w.z, w.w}, bw[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+  for (int s = 0; s < 2; ++s) {
+    const uint32_t lo = ws[2 * s], hi = ws[2 * s + 1];
+    const uint32_t a[4] = {((lo << 4) & 0xf0f0f0f0u) ^ f, (lo & 0xf0f0f0f0u) ^ f, ((hi << 4) & 0xf0f0f0f0u) ^ f,
+                           (hi & 0xf0f0f0f0u) ^ f};
+    mma_s8(d, a, bw[2 * s], bw[2 * s + 1]);
+  }
+}
+
+/**
+ * One group (chunks q0, q1 of the engine's words; b0, b1 x's pieces for them) through the u8 x s8 mma, the nibbles
+ * as they are (row g: q, row g + 8: 16 q), each chunk on its own accumulator chain; the zero point 8 comes off the
+ * int32 sums with the pieces' group sums ps (columns 2t, 2t + 1): r = rows g (r[0], r[1]) and g + 8 (16x: r[2],
+ * r[3]) of this lane's two columns, exact.
+ */
+__device__ __forceinline__ void u8_group_sums(const uint4& q0, const uint4& q1, const uint4& b0, const uint4& b1,
+                                              int2 ps, int (&r)[4]) {
+  constexpr uint32_t L = 0x0f0f0f0fu, H = 0xf0f0f0f0u;
+  int d[4] = {0, 0, 0, 0}, e[4] = {0, 0, 0, 0};
+  mma_u8s8(d, {q0.x & L, q0.x & H, q0.y & L, q0.y & H}, b0.x, b0.y);
+  mma_u8s8(e, {q1.x & L, q1.x & H, q1.y & L, q1.y & H}, b1.x, b1.y);
+  mma_u8s8(d, {q0.z & L, q0.z & H, q0.w & L, q0.w & H}, b0.z, b0.w);
+  mma_u8s8(e, {q1.z & L, q1.z & H, q1.w & L, q1.w & H}, b1.z, b1.w);
+  r[0] = d[0] + e[0] - 8 * ps.x, r[1] = d[1] + e[1] - 8 * ps.y;
+  r[2] = d[2] + e[2] - 128 * ps.x, r[3] = d[3] + e[3] - 128 * ps.y;
 }
 
 /** Byte offset of x's piece p at k in the B-fragment layout (one token). ENG: the engine's Int4Tiled layout, whose

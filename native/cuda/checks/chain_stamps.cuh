@@ -1,0 +1,79 @@
+// check_chain's barrier time stamps, read back: per matrix role, where a grid barrier's time goes (used for the
+// register ring's stamps, Bar::stamps, and the lean kernel's, Bar::stamps3), and the lean kernel's report.
+#pragma once
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <vector>
+
+#include "chain_variants.cuh"
+
+namespace {
+
+const char* const kRoleNames[4] = {"QKV", "O", "gate/up", "down"};
+
+/**
+ * Means in us per matrix role (barrier j follows matrix j, role j % 4) over the barriers: the spread of the blocks'
+ * entries (work imbalance, the claims' tail), a block's time from entry to arrival, the spread of the arrivals, the
+ * last arrival to the first departure (the counter's round trip), and a block's wait from arrival to departure.
+ */
+struct BarrierStats {
+  double entry[4] = {}, drain[4] = {}, arrive[4] = {}, release[4] = {}, wait[4] = {};
+  int cnt[4] = {};
+  double mean(const double (&v)[4], int r) const { return cnt[r] ? v[r] / cnt[r] / 1e3 : 0.0; }
+};
+
+/** From stamps h of `per` entries a (barrier, block), nb blocks: per 2 = arrival, departure (entry = arrival);
+ * per 3 = entry, arrival, departure. */
+inline BarrierStats barrier_stats(const std::vector<long long>& h, int nMats, int nb, int per) {
+  BarrierStats bs;
+  const int ai = per - 2, di = per - 1;
+  for (int j = 0; j + 1 < nMats; j++) {
+    long long e0 = LLONG_MAX, e1 = LLONG_MIN, a0 = LLONG_MAX, a1 = LLONG_MIN, d0 = LLONG_MAX;
+    double dr = 0, w = 0;
+    for (int b = 0; b < nb; b++) {
+      const long long* s = &h[((size_t)j * nb + b) * per];
+      e0 = std::min(e0, s[0]), e1 = std::max(e1, s[0]), a0 = std::min(a0, s[ai]), a1 = std::max(a1, s[ai]);
+      d0 = std::min(d0, s[di]), dr += (double)(s[ai] - s[0]), w += (double)(s[di] - s[ai]);
+    }
+    const int r = j % 4;
+    bs.entry[r] += (double)(e1 - e0), bs.drain[r] += dr / nb, bs.arrive[r] += (double)(a1 - a0);
+    bs.release[r] += (double)(d0 - a1), bs.wait[r] += w / nb, bs.cnt[r]++;
+  }
+  return bs;
+}
+
+/**
+ * Where the lean consumer's grid barriers go (runs 118-119): one launch of a chain_kernel_lean (fn) with stamps,
+ * and barrier_stats' means per matrix role.
+ */
+int lean_barrier_report(void* fn, const char* how, Mat* dm, int nMats, const Bar& bar, unsigned* dctr, int sms,
+                        cudaStream_t st) {
+  const int smem = tma_ring_bytes<16, 2, 4>(), threads = 18 * 32, nb = sms;
+  long long* d;
+  const size_t n = (size_t)(nMats - 1) * nb * 3;
+  CUDA_CHECK(cudaMalloc(&d, n * sizeof(long long)));
+  CUDA_CHECK(cudaMemset(d, 0, n * sizeof(long long)));
+  Bar sb = bar;
+  sb.stamps3 = d;
+  void* args[] = {&dm, &nMats, &sb, &dctr};
+  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  CUDA_CHECK(cudaMemsetAsync(bar.count, 0, 32 * 32 * sizeof(unsigned), st));
+  CUDA_CHECK(cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st));
+  CUDA_CHECK(cudaLaunchCooperativeKernel(fn, dim3(nb), dim3(threads), args, smem, st));
+  CUDA_CHECK(cudaStreamSynchronize(st));
+  std::vector<long long> h(n);
+  CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(long long), cudaMemcpyDeviceToHost));
+  cudaFree(d);
+  const BarrierStats bs = barrier_stats(h, nMats, nb, 3);
+  std::printf("%s, its grid barriers, us (mean over the barriers after each matrix):\n", how);
+  for (int r = 0; r < 4; r++)
+    if (bs.cnt[r])
+      std::printf("after %-8s entries spread %5.2f, reducer's last tile %5.2f, arrivals spread %5.2f, last arrival to "
+                  "first departure %5.2f, mean wait %5.2f (%d barriers)\n",
+                  kRoleNames[r], bs.mean(bs.entry, r), bs.mean(bs.drain, r), bs.mean(bs.arrive, r),
+                  bs.mean(bs.release, r), bs.mean(bs.wait, r), bs.cnt[r]);
+  return 0;
+}
+
+}  // namespace
