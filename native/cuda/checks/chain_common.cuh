@@ -49,6 +49,8 @@ struct Bar {
   int* smids = nullptr;        // chain_kernel_bal: when set, block b writes the SM it runs on
   long long* stamps3 = nullptr;  // chain_kernel_lean: (barrier, block) -> entry, arrival, departure (globaltimer, ns)
   const XPieces* pieces = nullptr;  // the int8 consumers' x, by matrix role
+  unsigned* chunks = nullptr;  // chain_kernel_lean's dataflow: matrix j's input chunk c counts [j * kChunkStride + c]
+  long long* sigStats = nullptr;  // chain_kernel_lean's signaller, per block: fences, their ns, tiles released
 };
 
 /** One persistent variant of check_chain: its kernel, dynamic shared memory, block size and checks. */
@@ -62,6 +64,7 @@ struct ChainVariant {
   int threads = kThreads, perSmCap = kBlocksPerSm;
   bool timingOnly = false;  // wrong sums by design (loads only)
   bool otherOrder = false;  // O and down summed in another order than the graph's (relative check only)
+  bool chunks = false;      // Bar::chunks zeroed before each launch (chain_kernel_lean's dataflow)
 };
 
 /**

@@ -18,143 +18,17 @@
 // pieces, sums and scales loaded through L1; MODE 7: made up in registers (wrong sums: timing); MODE 9: made by
 // every block from x itself at each matrix's start, as a persistent step would from y after each barrier; MODE 10:
 // the engine's fp16 multiply on x's hi/lo columns, which the tile writing y could prepare itself (run 121).
+// FLOW (run 122, LeanFlow): dependencies per input chunk instead of grid barriers.
 #pragma once
-#include "chain_tma.cuh"
+#include "chain_lean_parts.cuh"
 
 namespace {
 
-__device__ __forceinline__ bool lean_try(uint32_t bar, uint32_t parity) {
-  uint32_t ok;
-  asm volatile(
-      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
-      : "=r"(ok)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return ok != 0;
-}
-__device__ __forceinline__ void lean_wait(uint32_t bar, uint32_t parity) {
-  while (!lean_try(bar, parity)) {
-  }
-}
-__device__ __forceinline__ void lean_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ uint4 lean_lds128(uint32_t a) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
-  return v;
-}
-__device__ __forceinline__ float lean_lds32(uint32_t a) {
-  float v;
-  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(a));
-  return v;
-}
-
-/** One group through the u8 x s8 mma (group_u8's sums) into rows g (aG) and g + 8 (aG8); w0, w1 weigh the pieces of
- * this lane's columns, w0b, w1b the same over 16 (row g + 8's nibbles are 16 q). */
-// X: 0 x's pieces, sums and scales through L1 (xqLane, psLane, sx); 1 made up (wrong sums: timing); 2 from this
-// block's shared memory (xsA: the pieces at the same offsets, the scales at kXsScales, the sums at kXsSums).
-template <int X>
-__device__ __forceinline__ void lean_group(const uint4& q0, const uint4& q1, float s0, float s1, const uint4* xqLane,
-                                           const int2* psLane, const float* sx, uint32_t xsA, int gi, bool xl, int g,
-                                           int t, float w0, float w1, float w0b, float w1b, float& aG, float& aG8) {
-  uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
-  int2 ps;
-  float xs;
-  if (X == 1) {
-    b0 = make_uint4((uint32_t)gi, (uint32_t)g, (uint32_t)t, 7u), b1 = make_uint4(3u, (uint32_t)gi, 5u, (uint32_t)g);
-    ps = make_int2(gi, t), xs = 1.f;
-  } else if (X == 2) {
-    const uint32_t a = xsA + (uint32_t)(gi * 24 + g * 4 + t) * 16;
-    if (xl) b0 = lean_lds128(a), b1 = lean_lds128(a + 12 * 16);
-    xs = lean_lds32(xsA + kXsScales + gi * 4);
-    const uint4 p4 = lean_lds128(xsA + kXsSums + (gi * 8 + (t & 2) * 2) * 4);
-    ps = (t & 1) ? make_int2((int)p4.z, (int)p4.w) : make_int2((int)p4.x, (int)p4.y);
-  } else {
-    if (xl) b0 = tc::ld_prev(xqLane + gi * 24), b1 = tc::ld_prev(xqLane + gi * 24 + 12);
-    ps = tc::ld_prev(psLane + gi * 4), xs = tc::ld_prev(sx + gi);
-  }
-  int r[4];
-  int8_check::u8_group_sums(q0, q1, b0, b1, ps, r);
-  aG = fmaf(s0 * xs, fmaf((float)r[1], w1, (float)r[0] * w0), aG);
-  aG8 = fmaf(s1 * xs, fmaf((float)r[3], w1b, (float)r[2] * w0b), aG8);
-}
-
-/** One group through the engine's fp16 unpack and mma on x's hi/lo columns (group_mma's products), two chains; the
- * row sums land in lane t = 0 (columns hi and lo; t = 1's are zero, so int8's pairwise shuffle at the end holds). */
-__device__ __forceinline__ void lean_group_f16(const uint4& q0, const uint4& q1, float s0, float s1,
-                                               const __half* __restrict__ xp, int gi, int g, int t, float& aG,
-                                               float& aG8) {
-  const uint32_t zlo = tc::zero_lo(8u), zhi = tc::zero_hi(8u);
-  float d[4] = {0.f, 0.f, 0.f, 0.f}, e[4] = {0.f, 0.f, 0.f, 0.f};
-  tc::one_token_chunk(q0, xp, gi * 2, g, t, zlo, zhi, d);
-  tc::one_token_chunk(q1, xp, gi * 2 + 1, g, t, zlo, zhi, e);
-  aG = fmaf(s0, (d[0] + e[0]) + (d[1] + e[1]), aG);
-  aG8 = fmaf(s1, (d[2] + e[2]) + (d[3] + e[3]), aG8);
-}
-
-/**
- * x's pieces (int8_pieces.cuh's quantize_x, engine order), scales and piece sums into shared memory at xs: the
- * pieces at their global offsets, the scales at kXsScales, the sums (8 ints a group) at kXsSums. Warp w of CW
- * takes groups w, w + CW, ... (a lane 4 values of each), all of whose loads go out first.
- */
-template <int CW>
-__device__ __forceinline__ void quantize_into_smem(const float* __restrict__ x, int NG, int warp, int lane,
-                                                   uint8_t* xs) {
-  constexpr int kMaxG = (kTmaXsGroups + CW - 1) / CW;
-  int8_t* xq = reinterpret_cast<int8_t*>(xs);
-  float* sx = reinterpret_cast<float*>(xs + kXsScales);
-  int* psum = reinterpret_cast<int*>(xs + kXsSums);
-  float4 vs[kMaxG];
-#pragma unroll
-  for (int k = 0; k < kMaxG; ++k) {
-    const int gq = warp + k * CW;
-    if (gq < NG) vs[k] = tc::ld_prev(reinterpret_cast<const float4*>(x + gq * int8_check::kGroup + lane * 4));
-  }
-#pragma unroll
-  for (int k = 0; k < kMaxG; ++k) {
-    const int gq = warp + k * CW;
-    if (gq >= NG) break;
-    const int k0 = gq * int8_check::kGroup + lane * 4;
-    int8_check::quantize_group<true>(vs[k], k0, lane, xq, sx + gq, psum + gq * 8);
-  }
-}
-
-/**
- * The per-matrix producer (run 119): claims from one counter per matrix (ctr[j]), one claim ahead, and at most K
- * tiles of a matrix that the consumers have not reached yet (*consumerJ: the matrix they are in). The pacing was
- * meant to stop the blocks whose rings have room during a barrier from taking the next matrix's tiles (run 118's
- * stamps: the blocks' ends spread over 2-5 us a matrix); at K = 1-3 it cost more than it saved, while the counters
- * per matrix alone (K = 1000) took 7% off the chain against produce_claimed's single counter.
- */
-template <int S, int D, int K>
-__device__ __forceinline__ void produce_paced(const Mat* mats, int nMats, unsigned* ctr, const volatile int* consumerJ,
-                                              uint64_t* full, uint64_t* empty, TmaStage* meta, uint8_t* ring) {
-  int j = 0, u = 0, mine = 0;
-  unsigned c = atomicAdd(ctr, 1u);
-  for (;;) {
-    const Mat& m = mats[j];
-    const int idx = (int)c;
-    if (idx >= (m.rows + 15) / 16) {  // matrix j is all taken: the next one
-      if (++j == nMats) break;
-      mine = 0, c = atomicAdd(ctr + j, 1u);
-      continue;
-    }
-    ++mine;
-    const bool pace = j > *consumerJ && mine >= K;
-    if (!pace) c = atomicAdd(ctr + j, 1u);  // the next claim, while this tile's copies go out
-    emit_tile<S, D>(m, j, idx, u, full, empty, meta, ring);
-    if (pace) {
-      while (*consumerJ < j) __nanosleep(64);
-      c = atomicAdd(ctr + j, 1u);
-    }
-  }
-  emit_end<D>(nMats, u, full, empty, meta);
-}
-
-template <int CW, int D, int MODE, bool Barrier = true, int K = 0>
-__global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat* __restrict__ gmats, int nMats,
-                                                                      Bar bar, unsigned* __restrict__ ctr) {
+template <int CW, int D, int MODE, bool Barrier = true, int K = 0, int FLOW = 0>
+__global__ void __launch_bounds__(lean_threads<CW, FLOW>(), 1) chain_kernel_lean(const Mat* __restrict__ gmats,
+                                                                                 int nMats, Bar bar,
+                                                                                 unsigned* __restrict__ ctr) {
+  using F = LeanFlow<FLOW>;
   constexpr int S = 2 * CW, WB = S * 1024, STB = S * kTmaGroupBytes, NC = CW * 32, TS = 4;
   extern __shared__ __align__(128) uint8_t leanRing[];
   __shared__ __align__(8) uint64_t full[D], empty[D], redFull[TS], redEmpty[TS];
@@ -164,9 +38,14 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
   __shared__ float red[TS][CW][16];
   __shared__ int2 redMeta[TS];            // matrix, tile of the sums in red[p]
   __shared__ int consumerJ;               // K > 0: the matrix the consumers are in
+  __shared__ int sigQ[F::signaller ? 2 * kSigQ : 2];  // (matrix, tile) the reducer stored, for the signaller
+  __shared__ int sigHead, sigDone;                      // tiles queued, tiles released
+  __shared__ int waitFlag[F::waiter ? kWaitRing : 1][F::waiter ? kChunkStride : 1];  // the waiter's published chunks
   for (int i = threadIdx.x; i < nMats; i += blockDim.x) mats[i] = gmats[i];
   if (threadIdx.x == 0) {
-    consumerJ = 0;
+    consumerJ = 0, sigHead = 0, sigDone = 0;
+    for (int r = 0; r < (F::waiter ? kWaitRing : 1); ++r)
+      for (int c = 0; c < (F::waiter ? kChunkStride : 1); ++c) waitFlag[r][c] = 0;
     int c = 0;
     for (int i = 0; i < nMats; ++i) cum[i] = c, c += (gmats[i].rows + 15) / 16;
     cum[nMats] = c;
@@ -182,12 +61,25 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
     else if (lane == 0) produce_claimed<S, D>(mats, cum, nMats, ctr, full, empty, meta, leanRing);
     return;
   }
+  volatile int* vq = sigQ;
+  volatile int *vHead = &sigHead, *vDone = &sigDone;
+  // F::signaller: (matrix, tile) into the queue once its y is stored, and the queue's head moved (CTA scope).
+  const auto queue_tile = [&](int ti, int j, int tile) {
+    while (ti - *vDone >= kSigQ) {
+    }
+    vq[2 * (ti & (kSigQ - 1))] = j, vq[2 * (ti & (kSigQ - 1)) + 1] = tile;
+    __threadfence_block();
+    *vHead = ti + 1;
+  };
   if (warp == CW + 1) {  // the reducer: each handed tile's sums, in warp order, into y
     for (int ti = 0;; ++ti) {
       const int p = ti & (TS - 1);
       tc::mbar_wait(&redFull[p], (ti / TS) & 1);
       const int2 rm = redMeta[p];
-      if (rm.x >= nMats) break;
+      if (rm.x >= nMats) {
+        if (F::signaller && lane == 0) queue_tile(ti, nMats, 0);  // the end, for the signaller
+        break;
+      }
       const Mat& m = mats[rm.x];
       if (lane < 16 && rm.y * 16 + lane < m.rows) {
         float v = 0.f;
@@ -197,6 +89,51 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
       }
       __syncwarp();
       if (lane == 0) tc::mbar_arrive(&redEmpty[p]);
+      if (F::signaller && lane == 0) queue_tile(ti, rm.x, rm.y);
+      else if (F::wait && lane == 0) flow_signal(mats, nMats, bar.chunks, rm.x, rm.y, true);
+    }
+    return;
+  }
+  if (F::waiter && warp == CW + 3) {  // the waiter: matrix j's chunks (a lane each) once they are in, in order
+    volatile int* vf = &waitFlag[0][0];
+    for (int j = 1; j < nMats; ++j) {
+      const int T = (mats[j - 1].rows + 15) / 16, G = mats[j].cols / kGroup, r = j % kWaitRing;
+      // A flag only grows (j + 1, then j + 1 + kWaitRing, ...), and the consumers wait for at least their matrix's.
+      if (F::wholeMatrix) wait_relaxed(bar.chunks + (size_t)j * kChunkStride + kChunkStride - 1, T, bar.timedOut);
+      for (int c = lane; c < G; c += 32) {
+        const unsigned need = (unsigned)(chunk_lo(c + 1, T, G) - chunk_lo(c, T, G));
+        if (!F::wholeMatrix) wait_relaxed(bar.chunks + (size_t)j * kChunkStride + c, need, bar.timedOut);
+        vf[r * kChunkStride + c] = j + 1;
+      }
+      __syncwarp();
+    }
+    return;
+  }
+  if (F::signaller && warp == CW + 2) {  // the signaller: one fence, then the counts of every tile queued before it
+    if (lane == 0) {
+      long long fences = 0, fenceNs = 0;
+      for (int done = 0, end = 0; !end;) {
+        int h;
+        while ((h = *vHead) == done) {
+        }
+        __threadfence_block();
+        const long long t0 = bar.sigStats ? global_ns() : 0;
+        asm volatile("fence.acq_rel.gpu;" ::: "memory");
+        if (bar.sigStats) fenceNs += global_ns() - t0, ++fences;
+        for (; done < h; ++done) {
+          const int j = vq[2 * (done & (kSigQ - 1))], tile = vq[2 * (done & (kSigQ - 1)) + 1];
+          if (j >= nMats) {
+            end = 1, ++done;
+            break;
+          }
+          flow_signal(mats, nMats, bar.chunks, j, tile, false);
+        }
+        *vDone = done;
+        if (end && bar.sigStats) {
+          long long* st = bar.sigStats + blockIdx.x * 3;
+          st[0] = fences, st[1] = fenceNs, st[2] = done - 1;
+        }
+      }
     }
     return;
   }
@@ -206,7 +143,38 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
   const bool xl = g < int8_check::kPieces;
   const uint32_t ringA = tc::smem_u32(leanRing), fullA = tc::smem_u32(full), emptyA = tc::smem_u32(empty);
   const uint32_t redFullA = tc::smem_u32(redFull), redEmptyA = tc::smem_u32(redEmpty);
-  const uint32_t qOff = warp * 1024 + lane * 16, sOff = WB + warp * 64 + g * 4, xsA = ringA + D * STB;
+  const int slot0 = F::pair ? 2 * warp : warp, slot1 = F::pair ? 2 * warp + 1 : warp + CW;  // the stage's groups
+  const uint32_t qOff0 = slot0 * 1024 + lane * 16, qOff1 = slot1 * 1024 + lane * 16;
+  const uint32_t sOff0 = WB + slot0 * 64 + g * 4, sOff1 = WB + slot1 * 64 + g * 4, xsA = ringA + D * STB;
+  // MODE 11/12: this warp's region of x's pieces (after the ring), and MODE 12's fragments in registers
+  const uint32_t wxA = xsA + (uint32_t)(warp * ((kTmaXsGroups + CW - 1) / CW) * kWarpXsGroupBytes);
+  uint4 fa0 = make_uint4(0u, 0u, 0u, 0u), fa1 = fa0, fb0 = fa0, fb1 = fa0;  // MODE 12: groups k = 0 (a), 1 (b)
+  float fxa = 0.f, fxb = 0.f;
+  int2 fpa = make_int2(0, 0), fpb = fpa;
+  unsigned long long ready = 0ull;  // dataflow: bit b = this warp's b-th group of matrix readyJ has its input
+  int readyJ = -1;
+  // Dataflow: group gi (this warp's b-th of the matrix) of matrix me.x waits for its input chunk the first time.
+  const auto ensure_ready = [&](int j, int gi, int b, int NGj) {
+    if ((ready >> b) & 1ull) return;
+    if (F::waiter) {
+      if (lane == 0)
+        while (reinterpret_cast<volatile int*>(&waitFlag[0][0])[(j % kWaitRing) * kChunkStride + gi] < j + 1) {
+        }
+      __syncwarp();
+      __threadfence_block();
+      ready |= 1ull << b;
+      return;
+    }
+    if (lane == 0) {
+      const int T = (mats[j - 1].rows + 15) / 16;
+      const unsigned need = F::wholeMatrix ? (unsigned)T : (unsigned)(chunk_lo(gi + 1, T, NGj) - chunk_lo(gi, T, NGj));
+      const unsigned* c = bar.chunks + (size_t)j * kChunkStride + (F::wholeMatrix ? kChunkStride - 1 : gi);
+      if (F::relaxedPoll) wait_relaxed(c, need, bar.timedOut);
+      else wait_at_least(c, need, bar.timedOut);
+    }
+    __syncwarp();
+    ready |= F::wholeMatrix ? ~0ull : 1ull << b;
+  };
   const uint4* xqLane = nullptr;
   const int2* psLane = nullptr;
   const float* sxp = nullptr;
@@ -232,6 +200,14 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
       const XPieces xr = bar.pieces[me.x % 4];  // once a matrix, into registers
       xqLane = xr.xq + g * 4 + t, psLane = reinterpret_cast<const int2*>(xr.ps) + t, sxp = xr.sx, xpm = m.xp;
       NG = m.cols / kGroup, loadedJ = me.x;
+      if (MODE == 11 || MODE == 12) {  // this warp's groups of x, into its region (and registers: MODE 12)
+        for (int k = 0; k * CW + warp < NG; ++k) warp_quantize_group(xr.xf, k * CW + warp, lane, wxA + k * kWarpXsGroupBytes);
+        __syncwarp();
+        if (MODE == 12 && NG <= S) {
+          warp_group_frag(wxA, xl, g, t, fa0, fa1, fxa, fpa);
+          warp_group_frag(wxA + (warp + CW < NG ? kWarpXsGroupBytes : 0), xl, g, t, fb0, fb1, fxb, fpb);
+        }
+      }
       if (MODE == 9) {  // x's pieces made here from x itself, as each block would from y after the barrier
         consumers_sync(NC);  // every warp is done with the previous matrix's
         quantize_into_smem<CW>(xr.xf, NG, warp, lane, leanRing + (size_t)D * STB);
@@ -239,19 +215,40 @@ __global__ void __launch_bounds__((CW + 2) * 32, 1) chain_kernel_lean(const Mat*
       }
     }
     const uint32_t st = ringA + s * STB;
-    uint4 q00 = lean_lds128(st + qOff), q01 = lean_lds128(st + qOff + 512);
-    uint4 q10 = lean_lds128(st + qOff + CW * 1024), q11 = lean_lds128(st + qOff + CW * 1024 + 512);
-    float s00 = lean_lds32(st + sOff), s01 = lean_lds32(st + sOff + 32);
-    float s10 = lean_lds32(st + sOff + CW * 64), s11 = lean_lds32(st + sOff + CW * 64 + 32);
+    uint4 q00 = lean_lds128(st + qOff0), q01 = lean_lds128(st + qOff0 + 512);
+    uint4 q10 = lean_lds128(st + qOff1), q11 = lean_lds128(st + qOff1 + 512);
+    float s00 = lean_lds32(st + sOff0), s01 = lean_lds32(st + sOff0 + 32);
+    float s10 = lean_lds32(st + sOff1), s11 = lean_lds32(st + sOff1 + 32);
     __syncwarp();
     if (lane == 0) lean_arrive(emptyA + s * 8);
     const int gn = me.w;
-    int gi0 = me.z + warp, gi1 = gi0 + CW;
-    if (gn != S) {  // fewer groups than warps x 2: absent ones weigh 0 and read a present group's x
-      if (warp >= gn) s00 = s01 = 0.f, gi0 = me.z, q00 = q01 = make_uint4(0u, 0u, 0u, 0u);
-      if (warp + CW >= gn) s10 = s11 = 0.f, gi1 = me.z, q10 = q11 = make_uint4(0u, 0u, 0u, 0u);
+    int gi0 = me.z + slot0, gi1 = me.z + slot1;
+    if (F::wait && me.x > 0) {  // before the absent groups below take a present one's index
+      if (me.x != readyJ) readyJ = me.x, ready = 0ull;
+      const int b0 = F::pair ? me.z / S * 2 : gi0 / CW, b1 = F::pair ? b0 + 1 : gi1 / CW;
+      if (slot0 < gn) ensure_ready(me.x, gi0, b0, NG);
+      if (slot1 < gn) ensure_ready(me.x, gi1, b1, NG);
     }
-    if (MODE == 10) {  // the engine's fp16 unpack and mma on the hi/lo x
+    if (gn != S) {  // fewer groups than warps x 2: absent ones weigh 0 and read a present group's x
+      if (slot0 >= gn) s00 = s01 = 0.f, gi0 = me.z, q00 = q01 = make_uint4(0u, 0u, 0u, 0u);
+      if (slot1 >= gn) s10 = s11 = 0.f, gi1 = me.z, q10 = q11 = make_uint4(0u, 0u, 0u, 0u);
+    }
+    if (MODE == 11 || MODE == 12) {  // this warp's k-th groups: 2 (z / S) and 2 (z / S) + 1; absent ones read k = 0
+      const int k0 = 2 * (me.z / S), ka = slot0 < gn ? k0 : 0, kc = slot1 < gn ? k0 + 1 : 0;
+      uint4 b0, b1;
+      float xs;
+      int2 ps;
+      if (MODE == 12 && NG <= S) {
+        lean_group_frag(q00, q01, s00, s01, fa0, fa1, fpa, fxa, w0, w1, w0b, w1b, aG, aG8);
+        if (kc == 1) lean_group_frag(q10, q11, s10, s11, fb0, fb1, fpb, fxb, w0, w1, w0b, w1b, aG, aG8);
+        else lean_group_frag(q10, q11, s10, s11, fa0, fa1, fpa, fxa, w0, w1, w0b, w1b, aG, aG8);
+      } else {
+        warp_group_frag(wxA + ka * kWarpXsGroupBytes, xl, g, t, b0, b1, xs, ps);
+        lean_group_frag(q00, q01, s00, s01, b0, b1, ps, xs, w0, w1, w0b, w1b, aG, aG8);
+        warp_group_frag(wxA + kc * kWarpXsGroupBytes, xl, g, t, b0, b1, xs, ps);
+        lean_group_frag(q10, q11, s10, s11, b0, b1, ps, xs, w0, w1, w0b, w1b, aG, aG8);
+      }
+    } else if (MODE == 10) {  // the engine's fp16 unpack and mma on the hi/lo x
       lean_group_f16(q00, q01, s00, s01, xpm, gi0, g, t, aG, aG8);
       lean_group_f16(q10, q11, s10, s11, xpm, gi1, g, t, aG, aG8);
     } else {

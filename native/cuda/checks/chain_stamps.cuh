@@ -76,4 +76,30 @@ int lean_barrier_report(void* fn, const char* how, Mat* dm, int nMats, const Bar
   return 0;
 }
 
+/** chain_kernel_lean's signaller (run 122): how long its fence.acq_rel.gpu takes while the ring streams. */
+inline int lean_signal_report(void* fn, int threads, const char* how, Mat* dm, int nMats, const Bar& bar,
+                              unsigned* dctr, int sms, cudaStream_t st) {
+  const int smem = tma_ring_bytes<16, 2, 4>(), nb = sms;
+  long long* d;
+  CUDA_CHECK(cudaMalloc(&d, (size_t)nb * 3 * sizeof(long long)));
+  CUDA_CHECK(cudaMemset(d, 0, (size_t)nb * 3 * sizeof(long long)));
+  Bar sb = bar;
+  sb.sigStats = d;
+  void* args[] = {&dm, &nMats, &sb, &dctr};
+  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  CUDA_CHECK(cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st));
+  CUDA_CHECK(cudaMemsetAsync(bar.chunks, 0, (size_t)kMaxMats * kChunkStride * sizeof(unsigned), st));
+  CUDA_CHECK(cudaLaunchCooperativeKernel(fn, dim3(nb), dim3(threads), args, smem, st));
+  CUDA_CHECK(cudaStreamSynchronize(st));
+  std::vector<long long> h((size_t)nb * 3);
+  CUDA_CHECK(cudaMemcpy(h.data(), d, h.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+  cudaFree(d);
+  double fences = 0, ns = 0, tiles = 0;
+  for (int b = 0; b < nb; b++) fences += (double)h[b * 3], ns += (double)h[b * 3 + 1], tiles += (double)h[b * 3 + 2];
+  std::printf("%s: the signaller's fence.acq_rel.gpu takes %.2f us on average (%.0f fences, %.1f tiles a fence, "
+              "%.0f us a block in all)\n",
+              how, fences > 0 ? ns / fences / 1e3 : 0.0, fences, fences > 0 ? tiles / fences : 0.0, ns / nb / 1e3);
+  return 0;
+}
+
 }  // namespace

@@ -35,6 +35,12 @@ inline std::vector<ChainVariant> deep_ring_variants() {
     v.threads = (cw + 2) * 32;
     return v;
   };
+  const auto flow = [&](const char* how, void* f, int smem, int cw, bool signaller, bool waiter = false) {  // run 122
+    V v = lean(how, f, smem, cw);
+    v.chunks = true;
+    v.threads = (cw + 2 + signaller + waiter) * 32;
+    return v;
+  };
   const auto pf = [](const char* how, void* f) {  // the register ring and one prefetch warp
     V v{how, f, 0};
     v.threads = kThreads + 32;
@@ -201,6 +207,40 @@ inline std::vector<ChainVariant> deep_ring_variants() {
                   tma_ring_bytes<16, 2, 4>(), 16)),
       lean("deep ring lean u8 16w D4, no barriers", fn(chain_kernel_lean<16, 4, 6, false>), tma_ring_bytes<16, 2, 4>(),
            16),
+      // run 122: dependencies per input chunk instead of grid barriers (LeanFlow, chain_lean.cuh)
+      flow("deep ring lean paced K4 u8 16w D4, dataflow, signaller", fn(chain_kernel_lean<16, 4, 6, false, 4, 1>),
+           tma_ring_bytes<16, 2, 4>(), 16, true),
+      flow("deep ring lean paced K4 u8 16w D4, dataflow paired, signaller",
+           fn(chain_kernel_lean<16, 4, 6, false, 4, 2>), tma_ring_bytes<16, 2, 4>(), 16, true),
+      flow("deep ring lean paced K4 u8 16w D6, dataflow paired, signaller",
+           fn(chain_kernel_lean<16, 6, 6, false, 4, 2>), R16x2x6, 16, true),
+      flow("deep ring lean unpaced u8 16w D4, dataflow paired, signaller",
+           fn(chain_kernel_lean<16, 4, 6, false, 1000, 2>), tma_ring_bytes<16, 2, 4>(), 16, true),
+      flow("deep ring lean paced K4 u8 16w D4, dataflow paired, signaller, relaxed polls",
+           fn(chain_kernel_lean<16, 4, 6, false, 4, 5>), tma_ring_bytes<16, 2, 4>(), 16, true),
+      flow("deep ring lean paced K4 u8 16w D4, dataflow whole matrix, signaller, relaxed polls",
+           fn(chain_kernel_lean<16, 4, 6, false, 4, 6>), tma_ring_bytes<16, 2, 4>(), 16, true),
+      flow("deep ring lean paced K4 u8 16w D4, dataflow paired, signaller, waiter warp",
+           fn(chain_kernel_lean<16, 4, 6, false, 4, 7>), tma_ring_bytes<16, 2, 4>(), 16, true, true),
+      flow("deep ring lean paced K4 u8 16w D4, dataflow whole matrix, signaller, waiter warp",
+           fn(chain_kernel_lean<16, 4, 6, false, 4, 8>), tma_ring_bytes<16, 2, 4>(), 16, true, true),
+      flow("deep ring lean paced K4 u8 16w D4, dataflow paired, reducer releases",
+           fn(chain_kernel_lean<16, 4, 6, false, 4, 4>), tma_ring_bytes<16, 2, 4>(), 16, false),
+      lean("deep ring lean paced K4 u8 16w D4, paired, grid barriers", fn(chain_kernel_lean<16, 4, 6, true, 4, 3>),
+           tma_ring_bytes<16, 2, 4>(), 16),
+      lean("deep ring lean paced K4 u8 16w D4, paired, no barriers", fn(chain_kernel_lean<16, 4, 6, false, 4, 3>),
+           tma_ring_bytes<16, 2, 4>(), 16),
+      // run 123: each warp makes the pieces of its own groups (MODE 11; MODE 12 keeps two groups in registers)
+      lean("deep ring lean paced K4 u8 16w D4, x quantized by each warp, grid barriers",
+           fn(chain_kernel_lean<16, 4, 11, true, 4>), tma_ring_bytes<16, 2, 4>() + warp_xs_bytes<16>(), 16),
+      lean("deep ring lean paced K4 u8 16w D4, x quantized by each warp, no barriers",
+           fn(chain_kernel_lean<16, 4, 11, false, 4>), tma_ring_bytes<16, 2, 4>() + warp_xs_bytes<16>(), 16),
+      lean("deep ring lean paced K4 u8 16w D4, x quantized by each warp, in registers, grid barriers",
+           fn(chain_kernel_lean<16, 4, 12, true, 4>), tma_ring_bytes<16, 2, 4>() + warp_xs_bytes<16>(), 16),
+      lean("deep ring lean paced K4 u8 16w D4, x quantized by each warp, in registers, no barriers",
+           fn(chain_kernel_lean<16, 4, 12, false, 4>), tma_ring_bytes<16, 2, 4>() + warp_xs_bytes<16>(), 16),
+      lean("deep ring lean paced K4 u8 16w D3, x quantized by each warp, in registers, grid barriers",
+           fn(chain_kernel_lean<16, 3, 12, true, 4>), tma_ring_bytes<16, 2, 3>() + warp_xs_bytes<16>(), 16),
       // run 112: the register ring with a warp that prefetches its block's next tiles into L2
       pf("persistent + L2 prefetch 1 tile ahead, grid barriers", fn(chain_kernel<true, 1, false, 1>)),
       pf("persistent + L2 prefetch 2 tiles ahead, grid barriers", fn(chain_kernel<true, 1, false, 2>)),

@@ -428,6 +428,7 @@ int main(int argc, char** argv) {
   unsigned *dctr, *ddone;
   CUDA_CHECK(cudaMalloc(&dctr, kMaxMats * sizeof(unsigned)));
   CUDA_CHECK(cudaMalloc(&ddone, (size_t)kMaxMats * kChunkStride * sizeof(unsigned)));
+  bar.chunks = ddone;  // chain_kernel_lean's dataflow (its ctr argument stays the claim counters)
   // Times one persistent variant (cum: chain_kernel_bal's weighted shares, or null) and checks its y against the
   // graph's; 1 only on a CUDA error.
   const auto timeVariant = [&](const Variant& v, const float* cum) -> int {
@@ -449,7 +450,7 @@ int main(int argc, char** argv) {
     const auto launch = [&]() -> cudaError_t {
       cudaError_t e = cudaMemsetAsync(bar.count, 0, 32 * 32 * sizeof(unsigned), st);
       if (e == cudaSuccess && v.counters) e = cudaMemsetAsync(dctr, 0, kMaxMats * sizeof(unsigned), st);
-      if (e == cudaSuccess && v.flow) e = cudaMemsetAsync(ddone, 0, (size_t)kMaxMats * kChunkStride * 4, st);
+      if (e == cudaSuccess && (v.flow || v.chunks)) e = cudaMemsetAsync(ddone, 0, (size_t)kMaxMats * kChunkStride * 4, st);
       for (int r = 0; r < 4 && v.zeroY && e == cudaSuccess; r++)
         e = cudaMemsetAsync(ys[r] + (size_t)layers * shapes[r][0], 0, (size_t)layers * shapes[r][0] * 4, st);
       if (e != cudaSuccess) return e;
@@ -484,7 +485,11 @@ int main(int argc, char** argv) {
         lean_barrier_report(reinterpret_cast<void*>(chain_kernel_lean<16, 4, 6, true, 2>),
                             "lean, 16 warps, 4 stages, claims paced (K = 2)", dm, nMats, bar, dctr, sms, st) ||
         lean_barrier_report(reinterpret_cast<void*>(chain_kernel_lean<16, 4, 6, true, 4>),
-                            "lean, 16 warps, 4 stages, claims paced (K = 4)", dm, nMats, bar, dctr, sms, st))
+                            "lean, 16 warps, 4 stages, claims paced (K = 4)", dm, nMats, bar, dctr, sms, st) ||
+        lean_signal_report(reinterpret_cast<void*>(chain_kernel_lean<16, 4, 6, false, 4, 2>), 19 * 32,
+                           "lean dataflow paired (FLOW 2)", dm, nMats, bar, dctr, sms, st) ||
+        lean_signal_report(reinterpret_cast<void*>(chain_kernel_lean<16, 4, 6, false, 4, 6>), 19 * 32,
+                           "lean dataflow whole matrix (FLOW 6)", dm, nMats, bar, dctr, sms, st))
       return 1;
   } else {
     for (const Variant& v : variants)
