@@ -16,7 +16,8 @@
 // (the decode runs' collectives: p2p and NCCL above its cap, NCCL alone, skipped; default all), --batches 1,32,
 // --variants (below), --act-order (the decode runs' dummy decoder linears act-order: column-parallel ones with a
 // permutation of their input, o's and down's shards with their range of the whole layer's, their input gathered from
-// every rank first, as act-order GPTQ checkpoints load).
+// every rank first, as act-order GPTQ checkpoints load), --shared-gpu (every rank on GPU 0, for the equality part of
+// groups larger than the machine's GPUs; needs MPS; below), --equality-only NAMES (the equality part's models).
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
@@ -48,7 +49,7 @@ if (childArg) {
   process.exit(0);
 }
 
-const f = new Flags(process.argv.slice(2), ["act-order", "quick"]);
+const f = new Flags(process.argv.slice(2), ["act-order", "quick", "shared-gpu"]);
 const bandwidth = f.float("bandwidth", 0, 0, 1e5);
 const out = f.string("out", join(packageRoot(), "bench", "results", "gpu-tp-latest.json"));
 const quick = f.bool("quick");
@@ -66,6 +67,17 @@ const variantsFlag = f.string("variants", "");
 const variantModels = new Set(f.string("variant-models", "llama-2-7b").split(","));
 const batches = f.string("batches", "1,32").split(",").map(Number);
 const actOrder = f.bool("act-order");
+// --shared-gpu: every rank of a group on GPU 0 (TPSERVE_TP_SHARED_GPU=1, inherited by the ranks' processes), so that
+// --tps can name groups larger than the machine's GPUs. Only the equality part means something there (the ranks
+// share one GPU's bandwidth). It needs MPS (nvidia-cuda-mps-control -d) for the ranks' kernels to run at once, takes
+// the p2p paths only (NCCL refuses two ranks on one GPU), and turns programmatic dependent launch off (TPSERVE_PDL=0):
+// with it a rank's next kernel becomes resident while the one before waits for a peer, and its blocks (the int4
+// GEMM's large ones) can hold the SMs that the peer's kernels need, so int4 groups hung at random (2026-11-29, one
+// H200, docs/tensor-parallel.md).
+const sharedGpu = f.bool("shared-gpu");
+// --equality-only bundled,gptq-g64-act-order,tiny-8kv: the equality part's models to run (default all).
+const equalityOnly = new Set(f.string("equality-only", "bundled,gptq-g64-act-order,tiny-8kv").split(","));
+if (sharedGpu) Object.assign(process.env, { TPSERVE_TP_SHARED_GPU: "1", TPSERVE_PDL: "0" });
 f.rejectUnknown();
 
 function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
@@ -187,11 +199,16 @@ const bundled = bundledModelDir();
 const eq: Record<string, unknown>[] = [];
 // Every path: p2p (the default for these small messages), NCCL alone, and p2p with a 4096-float buffer, which sends
 // the prefill's and the logits' larger messages in pieces and takes the unfused all-reduce + RMSNorm.
-const paths: { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>; label: string }[] = [
-  { allreduce: "auto", label: "auto" },
-  { allreduce: "nccl", label: "nccl" },
-  { allreduce: "p2p", env: { TPSERVE_P2P_MAX_FLOATS: "4096" }, label: "p2p 16 KiB pieces" },
-];
+const paths: { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>; label: string }[] = sharedGpu
+  ? [
+      { allreduce: "p2p", label: "p2p" },
+      { allreduce: "p2p", env: { TPSERVE_P2P_MAX_FLOATS: "4096" }, label: "p2p 16 KiB pieces" },
+    ]
+  : [
+      { allreduce: "auto", label: "auto" },
+      { allreduce: "nccl", label: "nccl" },
+      { allreduce: "p2p", env: { TPSERVE_P2P_MAX_FLOATS: "4096" }, label: "p2p 16 KiB pieces" },
+    ];
 async function equality(
   model: string,
   name: string,
@@ -200,12 +217,14 @@ async function equality(
   withGolden: boolean,
   quantizations: readonly ("none" | "int4")[] = ["none", "int4"],
 ) {
+  if (!equalityOnly.has(name)) return;
   for (const quantization of quantizations) {
     const ref: number[][] = [];
     const refScript: number[][] = [];
     for (const [tp, path] of tpList.flatMap((t) =>
       t === 1 ? [[t, paths[0]!] as const] : paths.map((p) => [t, p] as const),
     )) {
+      // A group that fails (a rank exits, a collective times out) is recorded and the next one runs.
       const r = await runGroup({
         tp,
         mode: "greedy",
@@ -215,7 +234,12 @@ async function equality(
         kvHeadsLocal: 0,
         headDim: 0,
         cfg: { model, quantization, groupSize, numPages: 64, maxBatchTokens: 512 },
-      });
+      }).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+      if (r instanceof Error) {
+        eq.push({ model: name, quantization, tp, path: path.label, error: r.message });
+        console.log(`greedy ${name} ${quantization} tp ${tp} ${path.label}: FAILED: ${r.message}`);
+        continue;
+      }
       const ids = r.greedy!;
       if (tp === 1) {
         ref.push(...ids);

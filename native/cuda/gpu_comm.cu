@@ -84,6 +84,13 @@ GpuComm::~GpuComm() {
   if (hostFlags_) cudaFreeHost(hostFlags_);
 }
 
+namespace {
+bool sharedGpuAllowed() {
+  const char* v = std::getenv("TPSERVE_TP_SHARED_GPU");
+  return v && v[0] == '1';
+}
+}  // namespace
+
 void GpuComm::setupP2p(int device) {
   PeerInfo mine{};
   mine.pid = (int32_t)getpid();
@@ -118,11 +125,21 @@ void GpuComm::setupP2p(int device) {
       ok = false, p2pWhy_ = std::string("GPU ") + all[j].bus + " of rank " + std::to_string(j) + " is not visible here";
       break;
     }
-    if (peerDev == device) {
-      ok = false, p2pWhy_ = "ranks " + std::to_string(rank_) + " and " + std::to_string(j) + " share one GPU";
+    // Ranks sharing a GPU: refused, unless TPSERVE_TP_SHARED_GPU=1 (tests of a group larger than the machine's
+    // GPUs, which then need MPS for the ranks' kernels to run at once): the buffer is mapped through CUDA IPC on
+    // the same device, or used as it is by ranks in one process.
+    const bool sameGpu = peerDev == device;
+    if (sameGpu && !sharedGpuAllowed()) {
+      ok = false, p2pWhy_ = "ranks " + std::to_string(rank_) + " and " + std::to_string(j) +
+                            " share one GPU (TPSERVE_TP_SHARED_GPU=1 allows it, for tests)";
       break;
     }
-    cudaDeviceCanAccessPeer(&can, device, peerDev);
+    if (sameGpu && all[j].pid == mine.pid) {
+      g_.base[j] = reinterpret_cast<uint8_t*>(all[j].ptr);
+      continue;
+    }
+    if (!sameGpu) cudaDeviceCanAccessPeer(&can, device, peerDev);
+    else can = 1;
     if (!can) {
       ok = false, p2pWhy_ = "GPU " + std::to_string(device) + " cannot access GPU " + std::to_string(peerDev) +
                             " peer to peer (no NVLink or PCIe P2P)";

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On the GPU machine (after scripts/gpu/prepare.sh here): the kernel checks, the PyTorch peer and bench/gpu in one
-# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp|steps] [extra flags for bench/gpu.js, gpu-tp.js or
-# gpu-step.js].
+# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp|tp-shared|steps] [extra flags for bench/gpu.js,
+# gpu-tp.js or gpu-step.js].
 # Results go to $OUT (run.log, check_*.json, peer.json, gpu.json, gpu-quant.json). `tp` (a machine with 2+ GPUs):
 # check_allreduce and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json).
+# `tp-shared` (any machine, one GPU is enough): groups of up to 8 ranks all on GPU 0, for correctness only:
+# check_allreduce --virtual-ranks 8, then under MPS bench/gpu-tp.js --shared-gpu --parts equality (gpu-tp-shared.json).
 # CHECKS="a b" limits the checks to those programs.
 set -uo pipefail
 stage=${1:-all}
@@ -46,6 +48,17 @@ if [[ $stage == tp ]]; then
   node dist/bench/gpu-tp.js --bandwidth "$bw" --out "$OUT/gpu-tp.json" "$@" || rc=1
   # The single-GPU engine steps and the KV pool sized from --gpu-memory-utilization, on GPU 0 of the same machine.
   [[ -n ${TP_WITH_SINGLE:-} ]] && { node dist/bench/gpu.js --quick --skip-golden --skip-e2e --bandwidth "$bw" --out "$OUT/gpu.json" || rc=1; }
+fi
+if [[ $stage == tp-shared ]]; then
+  CUDA_MODULE_LOADING=EAGER .device/bin/check_allreduce --virtual-ranks 8 --json "$OUT/check_allreduce-virtual.json" \
+    > "$OUT/check_allreduce-virtual.log" 2>&1 || rc=1
+  grep -E "FAIL|passed|FAILED" "$OUT/check_allreduce-virtual.log" | tail -5
+  # MPS lets the ranks' processes run kernels at the same time, which the p2p waits between ranks need.
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/tpserve-mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/tpserve-mps-log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  nvidia-cuda-mps-control -d || rc=1
+  node dist/bench/gpu-tp.js --shared-gpu --tps 1,2,4,8 --parts equality --out "$OUT/gpu-tp-shared.json" "$@" || rc=1
+  echo quit | nvidia-cuda-mps-control
 fi
 if [[ $stage == steps ]]; then
   # The decode step under each setting of VARIANTS ("label:ENV=v,ENV2=v;label2:..."; empty settings: the default),

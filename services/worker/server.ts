@@ -84,18 +84,30 @@ export function quantizationLabel(cfg: WorkerConfig): string {
 /**
  * Which device `--device` means on this machine, and why (the worker says so at start). Rank r of a tensor-parallel
  * group of `world` takes GPU r (GPU N + r with --device cuda:N); auto picks the GPUs when there are `world` of them.
+ * With `sharedGpu` (TPSERVE_TP_SHARED_GPU=1, for tests: a group larger than the machine's GPUs, all on GPU N, which
+ * needs MPS for the ranks' kernels to run at once) every rank takes the same GPU.
  */
-export function resolveDevice(wanted: string, rank = 0, world = 1): { device: string; reason: string } {
+export function resolveDevice(
+  wanted: string,
+  rank = 0,
+  world = 1,
+  sharedGpu = process.env["TPSERVE_TP_SHARED_GPU"] === "1",
+): { device: string; reason: string } {
   const build = loadNative().buildInfo();
   if (wanted === "cpu") return { device: "cpu", reason: "--device cpu" };
-  const tp = world > 1 ? `, tp rank ${rank} of ${world}` : "";
+  const tp =
+    world > 1
+      ? `, tp rank ${rank} of ${world}${sharedGpu ? ", every rank on one GPU (TPSERVE_TP_SHARED_GPU=1)" : ""}`
+      : "";
+  const step = sharedGpu ? 0 : rank;
   if (wanted !== "auto") {
     const base = wanted === "cuda" ? 0 : Number(wanted.slice(5));
-    return { device: `cuda:${base + rank}`, reason: `--device ${wanted}${tp}` };
+    return { device: `cuda:${base + step}`, reason: `--device ${wanted}${tp}` };
   }
   if (!build.cuda)
     return { device: "cpu", reason: "this build has no CUDA backend (nvcc was not found at build time)" };
   if (build.cudaDevices === 0) return { device: "cpu", reason: "no CUDA device is visible" };
+  if (sharedGpu) return { device: "cuda:0", reason: `${build.cudaDevices} CUDA device(s) visible${tp}` };
   if (build.cudaDevices < world)
     return {
       device: "cpu",

@@ -11,6 +11,19 @@ describe("resolveDevice", () => {
     expect(resolveDevice("cpu", 1, 2)).toEqual({ device: "cpu", reason: "--device cpu" });
   });
 
+  it("with a shared GPU (TPSERVE_TP_SHARED_GPU=1, tests) gives every rank the same GPU and says so", () => {
+    expect(resolveDevice("cuda", 3, 8, true)).toEqual({
+      device: "cuda:0",
+      reason: "--device cuda, tp rank 3 of 8, every rank on one GPU (TPSERVE_TP_SHARED_GPU=1)",
+    });
+    expect(resolveDevice("cuda:1", 2, 4, true).device).toBe("cuda:1");
+    expect(resolveDevice("cpu", 2, 4, true).device).toBe("cpu");
+    const gpus = loadNative().buildInfo().cudaDevices;
+    const auto = resolveDevice("auto", 5, 8, true);
+    if (gpus === 0) expect(auto.device).toBe("cpu");
+    else expect(auto.device).toBe("cuda:0");
+  });
+
   it("auto falls back to the CPU and says why when there are fewer GPUs than ranks", () => {
     const gpus = loadNative().buildInfo().cudaDevices;
     const one = resolveDevice("auto", 0, 1);

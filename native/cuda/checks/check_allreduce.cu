@@ -13,6 +13,9 @@
 //   check_allreduce --ipc-role 0|1 --ipc-dir DIR   (two processes at once: the exchange over a CUDA IPC mapping)
 //   check_allreduce --chain [--layers N] [--json out.json]   (GPUs 0 and 1: the exchange in a chain of decode GEMVs,
 //                                                             gemv_chain_bench.cuh; nothing else)
+//   check_allreduce --virtual-ranks N [--json out.json]   (groups of 2, 4 .. N ranks all on GPU 0, in this process:
+//       the kernels' logic at more ranks than the machine has GPUs, checked as above; every rank's kernels of a call
+//       must be resident together, so the shapes are smaller (virtual_checks below), and nothing is timed)
 #include <chrono>
 #include <thread>
 
@@ -38,18 +41,18 @@ namespace {
 bool check_sum(Group& G, Rng& rng, size_t n, int iters) {
   const int W = G.world;
   std::vector<float*> d(W);
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaMalloc(&d[r], n * sizeof(float));
+  for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaMalloc(&d[r], n * sizeof(float));
   bool ok = true;
   for (int it = 0; it < iters && ok; it++) {
     std::vector<std::vector<float>> in(W, std::vector<float>(n));
     for (auto& v : in)
       for (auto& x : v) x = rng.uniform(-4.f, 4.f);
     for (int r = 0; r < W; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       cudaMemcpy(d[r], in[r].data(), n * sizeof(float), cudaMemcpyHostToDevice);
     }
     for (int r = 0; r < W; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       if (cuda::p2p_all_reduce(d[r], n, G.g[r], G.streams[r]) != cudaSuccess) ok = false;
     }
     if (!G.syncAll()) ok = false;
@@ -60,7 +63,7 @@ bool check_sum(Group& G, Rng& rng, size_t n, int iters) {
       ref[i] = s;
     }
     for (int r = 0; r < W && ok; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       cudaMemcpy(out.data(), d[r], n * sizeof(float), cudaMemcpyDeviceToHost);
       if (std::memcmp(out.data(), ref.data(), n * sizeof(float)) != 0) ok = false;
       if (G.flags[r][0]) ok = false;
@@ -74,7 +77,7 @@ bool check_sum(Group& G, Rng& rng, size_t n, int iters) {
       }
     }
   }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]);
+  for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaFree(d[r]);
   report("all_reduce world " + std::to_string(W) + " n " + std::to_string(n) + " x" + std::to_string(iters) +
              " (bitwise vs rank-order sum)",
          ok);
@@ -89,26 +92,26 @@ bool check_gather(Group& G, Rng& rng, int rows, int cols) {
   for (auto& v : in)
     for (auto& x : v) x = rng.uniform(-1.f, 1.f);
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMalloc(&d[r], n * sizeof(float)), cudaMalloc(&o[r], n * W * sizeof(float));
     cudaMemcpy(d[r], in[r].data(), n * sizeof(float), cudaMemcpyHostToDevice);
   }
   bool ok = true;
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     if (cuda::p2p_gather_cols(d[r], rows, cols, o[r], G.g[r], G.streams[r]) != cudaSuccess) ok = false;
   }
   if (!G.syncAll()) ok = false;
   std::vector<float> out(n * W);
   for (int r = 0; r < W && ok; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMemcpy(out.data(), o[r], out.size() * sizeof(float), cudaMemcpyDeviceToHost);
     for (int i = 0; i < rows && ok; i++)
       for (int j = 0; j < W && ok; j++)
         if (std::memcmp(&out[(size_t)i * W * cols + (size_t)j * cols], &in[j][(size_t)i * cols], cols * sizeof(float)))
           ok = false;
   }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaFree(o[r]);
+  for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaFree(d[r]), cudaFree(o[r]);
   report("gather_cols world " + std::to_string(W) + " rows " + std::to_string(rows) + " cols " + std::to_string(cols),
          ok);
   return ok;
@@ -148,7 +151,7 @@ bool check_fused(Group& G, Rng& rng, int rows, int dim) {
   std::vector<float*> dp(W), dx(W), dw(W), dy(W);
   std::vector<__half*> dxp(W, nullptr);
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMalloc(&dp[r], n * 4), cudaMalloc(&dx[r], n * 4), cudaMalloc(&dw[r], dim * 4), cudaMalloc(&dy[r], n * 4);
     if (prep) cudaMalloc(&dxp[r], nxp * 2);
     cudaMemcpy(dp[r], part[r].data(), n * 4, cudaMemcpyHostToDevice);
@@ -156,7 +159,7 @@ bool check_fused(Group& G, Rng& rng, int rows, int dim) {
     cudaMemcpy(dw[r], w.data(), dim * 4, cudaMemcpyHostToDevice);
   }
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     if (cuda::p2p_all_reduce_rmsnorm(dp[r], dx[r], dw[r], dy[r], dxp[r], rows, dim, 1e-5f, G.g[r], G.streams[r]) !=
         cudaSuccess)
       ok = false;
@@ -165,13 +168,13 @@ bool check_fused(Group& G, Rng& rng, int rows, int dim) {
   std::vector<float> ox(n), oy(n);
   std::vector<__half> oxp(nxp);
   for (int r = 0; r < W && ok; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMemcpy(ox.data(), dx[r], n * 4, cudaMemcpyDeviceToHost), cudaMemcpy(oy.data(), dy[r], n * 4, cudaMemcpyDeviceToHost);
     if (prep) cudaMemcpy(oxp.data(), dxp[r], nxp * 2, cudaMemcpyDeviceToHost);
     ok = std::memcmp(ox.data(), ex.data(), n * 4) == 0 && std::memcmp(oy.data(), ey.data(), n * 4) == 0 &&
          (!prep || std::memcmp(oxp.data(), exp_.data(), nxp * 2) == 0) && !G.flags[r][0];
   }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(dp[r]), cudaFree(dx[r]), cudaFree(dw[r]), cudaFree(dy[r]), cudaFree(dxp[r]);
+  for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaFree(dp[r]), cudaFree(dx[r]), cudaFree(dw[r]), cudaFree(dy[r]), cudaFree(dxp[r]);
   report("all_reduce_rmsnorm world " + std::to_string(W) + " rows " + std::to_string(rows) + " dim " +
              std::to_string(dim) + (prep ? " +xprep" : "") + " (bitwise vs reduce, then rmsnorm)",
          ok);
@@ -217,7 +220,7 @@ bool check_fold(Group& G, Rng& rng, int rows, int dim) {
   std::vector<float*> dp(W + 1), dx(W + 1), dw(W + 1), dss(W + 1);
   std::vector<__half*> dxp(W + 1);
   for (int r = 0; r <= W; r++) {
-    cudaSetDevice(r < W ? r : 0);
+    cudaSetDevice(rank_dev(r < W ? r : 0));
     cudaMalloc(&dp[r], n * 4), cudaMalloc(&dx[r], n * 4), cudaMalloc(&dw[r], dim * 4), cudaMalloc(&dxp[r], nxp * 2);
     cudaMalloc(&dss[r], (size_t)rows * parts * 4 + 4);
     cudaMemcpy(dp[r], r < W ? part[r].data() : sum.data(), n * 4, cudaMemcpyHostToDevice);
@@ -225,7 +228,7 @@ bool check_fold(Group& G, Rng& rng, int rows, int dim) {
     cudaMemcpy(dw[r], w.data(), dim * 4, cudaMemcpyHostToDevice);
   }
   for (int r = 0; r <= W && ok; r++) {
-    cudaSetDevice(r < W ? r : 0);
+    cudaSetDevice(rank_dev(r < W ? r : 0));
     if (cuda::all_reduce_fold(dp[r], dx[r], dw[r], dxp[r], dss[r], rows, dim, r < W ? &G.g[r] : nullptr,
                               r < W ? G.streams[r] : G.streams[0]) != cudaSuccess)
       ok = false;
@@ -235,7 +238,7 @@ bool check_fold(Group& G, Rng& rng, int rows, int dim) {
   std::vector<__half> oxp(nxp);
   double worst = 0;
   for (int r = 0; r <= W && ok; r++) {
-    cudaSetDevice(r < W ? r : 0);
+    cudaSetDevice(rank_dev(r < W ? r : 0));
     cudaMemcpy(ox.data(), dx[r], n * 4, cudaMemcpyDeviceToHost), cudaMemcpy(oxp.data(), dxp[r], nxp * 2, cudaMemcpyDeviceToHost);
     cudaMemcpy(oss.data(), dss[r], oss.size() * 4, cudaMemcpyDeviceToHost);
     ok = std::memcmp(ox.data(), ex.data(), n * 4) == 0 && std::memcmp(oxp.data(), exp_.data(), nxp * 2) == 0 &&
@@ -244,7 +247,7 @@ bool check_fold(Group& G, Rng& rng, int rows, int dim) {
   }
   ok = ok && worst <= 1e-5;
   for (int r = 0; r <= W; r++) {
-    cudaSetDevice(r < W ? r : 0);
+    cudaSetDevice(rank_dev(r < W ? r : 0));
     cudaFree(dp[r]), cudaFree(dx[r]), cudaFree(dw[r]), cudaFree(dxp[r]), cudaFree(dss[r]);
   }
   char msg[160];
@@ -281,7 +284,7 @@ bool check_gemv_fold(Group& G, Rng& rng, int rows, int cols) {
   std::vector<Rank> R(W);
   bool ok = true;
   for (int r = 0; r < W && ok; r++) {
-    CUDA_CHECK_BOOL(cudaSetDevice(r));
+    CUDA_CHECK_BOOL(cudaSetDevice(rank_dev(r)));
     check::HostW hw = check::make_weight(rng, rows, cols, 128, false);
     if (check::upload(hw, R[r].d, 1)) return false;
     std::vector<float> xin(cols);
@@ -299,12 +302,12 @@ bool check_gemv_fold(Group& G, Rng& rng, int rows, int cols) {
   double worst = 0;
   for (int round = 0; round < 2 && ok; round++) {
     for (int r = 0; r < W; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       CUDA_CHECK_BOOL(cudaMemcpy(R[r].xa, x0.data(), rows * 4, cudaMemcpyHostToDevice));
       CUDA_CHECK_BOOL(cudaMemcpy(R[r].xb, x0.data(), rows * 4, cudaMemcpyHostToDevice));
     }
     for (int r = 0; r < W && ok; r++) {  // fused: every rank's kernel must run at once (they wait for each other)
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       cuda::Int4Epilogue ep;
       ep.accumulate = true, ep.normW = R[r].w, ep.xpOut = R[r].xpa, ep.ssqOut = R[r].ssa, ep.comm = G.g[r];
       ok = cuda::int4_tiled_matmul(nullptr, R[r].xpin, true, R[r].d.t[0], R[r].xa, 1, nullptr, G.streams[r], false,
@@ -312,7 +315,7 @@ bool check_gemv_fold(Group& G, Rng& rng, int rows, int cols) {
     }
     if (!G.syncAll()) ok = false;
     for (int r = 0; r < W && ok; r++) {  // unfused: the plain GEMV, then the fold with its exchange
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       ok = cuda::int4_tiled_matmul(nullptr, R[r].xpin, true, R[r].d.t[0], R[r].part, 1, nullptr, G.streams[r], false,
                                    cuda::Int4Epilogue(), nullptr, 0) == cudaSuccess &&
            cuda::all_reduce_fold(R[r].part, R[r].xb, R[r].w, R[r].xpb, R[r].ssb, 1, rows, &G.g[r], G.streams[r]) ==
@@ -322,7 +325,7 @@ bool check_gemv_fold(Group& G, Rng& rng, int rows, int cols) {
     std::vector<float> xa(rows), xb(rows), ssa(tiles), ssb(parts);
     std::vector<__half> pa(nxp), pb(nxp);
     for (int r = 0; r < W && ok; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       cudaMemcpy(xa.data(), R[r].xa, rows * 4, cudaMemcpyDeviceToHost), cudaMemcpy(xb.data(), R[r].xb, rows * 4, cudaMemcpyDeviceToHost);
       cudaMemcpy(pa.data(), R[r].xpa, nxp * 2, cudaMemcpyDeviceToHost), cudaMemcpy(pb.data(), R[r].xpb, nxp * 2, cudaMemcpyDeviceToHost);
       cudaMemcpy(ssa.data(), R[r].ssa, tiles * 4, cudaMemcpyDeviceToHost), cudaMemcpy(ssb.data(), R[r].ssb, parts * 4, cudaMemcpyDeviceToHost);
@@ -354,7 +357,7 @@ bool check_graph(Group& G, Rng& rng, size_t n) {
   const int W = G.world;
   std::vector<float*> d(W);
   std::vector<cudaGraphExec_t> ex;
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaMalloc(&d[r], n * sizeof(float));
+  for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaMalloc(&d[r], n * sizeof(float));
   bool ok = G.capture(
       [&](int r) {
         for (int k = 0; k < 3; k++)
@@ -366,15 +369,14 @@ bool check_graph(Group& G, Rng& rng, size_t n) {
     std::vector<std::vector<float>> in(W, std::vector<float>(n));
     for (auto& v : in)
       for (auto& x : v) x = (float)(int)rng.uniform(-8.f, 8.f);  // integers: three rounds of sums stay exact
-    for (int r = 0; r < W; r++) {
-      cudaSetDevice(r);
-      cudaMemcpy(d[r], in[r].data(), n * sizeof(float), cudaMemcpyHostToDevice);
-      cudaGraphLaunch(ex[r], G.streams[r]);
-    }
+    // Every input first: a synchronous copy between the launches would wait, on a GPU that holds several ranks
+    // (--virtual-ranks), for the graph of a rank that waits for this one.
+    for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaMemcpy(d[r], in[r].data(), n * sizeof(float), cudaMemcpyHostToDevice);
+    for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaGraphLaunch(ex[r], G.streams[r]);
     if (!G.syncAll()) ok = false;
     std::vector<float> out(n);
     for (int r = 0; r < W && ok; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       cudaMemcpy(out.data(), d[r], n * sizeof(float), cudaMemcpyDeviceToHost);
       for (size_t i = 0; i < n && ok; i++) {
         float s = 0.f;
@@ -384,7 +386,7 @@ bool check_graph(Group& G, Rng& rng, size_t n) {
     }
   }
   G.destroyGraphs(ex);
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]);
+  for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaFree(d[r]);
   report("all_reduce in a CUDA graph, world " + std::to_string(W) + " n " + std::to_string(n) + " x5 replays", ok);
   return ok;
 }
@@ -401,7 +403,7 @@ double time_p2p(Group& G, size_t n, int mode = 0, int dim = 4096) {
   std::vector<__half*> xp(W);
   std::vector<cudaGraphExec_t> ex(W);
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r), cudaMalloc(&d[r], n * sizeof(float)), cudaMemset(d[r], 0, n * 4);
+    cudaSetDevice(rank_dev(r)), cudaMalloc(&d[r], n * sizeof(float)), cudaMemset(d[r], 0, n * 4);
     cudaMalloc(&xp[r], cuda::xprep_halves(16, dim) * 2), cudaMalloc(&ss[r], 16 * 64 * 4);
     cudaMalloc(&x[r], n * 4), cudaMemset(x[r], 0, n * 4), cudaMalloc(&y[r], (n + dim) * 4);  // y: w, then the output
     cudaMemset(y[r], 0, (n + dim) * 4);
@@ -423,7 +425,7 @@ double time_p2p(Group& G, size_t n, int mode = 0, int dim = 4096) {
   const double us = G.capture(enqueue, ex) ? G.replayMedianUs(ex, 1, 5, iters) : -1;
   G.destroyGraphs(ex);
   for (int r = 0; r < W; r++)
-    cudaSetDevice(r), cudaFree(d[r]), cudaFree(x[r]), cudaFree(y[r]), cudaFree(xp[r]), cudaFree(ss[r]);
+    cudaSetDevice(rank_dev(r)), cudaFree(d[r]), cudaFree(x[r]), cudaFree(y[r]), cudaFree(xp[r]), cudaFree(ss[r]);
   return us;
 }
 
@@ -439,14 +441,14 @@ double time_nccl(int W, size_t n) {
   std::vector<float*> d(W);
   std::vector<cudaStream_t> s(W);
   for (int r = 0; r < W; r++)
-    cudaSetDevice(r), cudaMalloc(&d[r], n * 4), cudaMemset(d[r], 0, n * 4), cudaStreamCreate(&s[r]);
+    cudaSetDevice(rank_dev(r)), cudaMalloc(&d[r], n * 4), cudaMemset(d[r], 0, n * 4), cudaStreamCreate(&s[r]);
   auto one = [&] {
     api->groupStart();
     for (int r = 0; r < W; r++) api->allReduce(d[r], d[r], n, nccl::kFloat32, nccl::kSum, comms[r], s[r]);
     api->groupEnd();
   };
   auto syncAll = [&] {
-    for (int r = 0; r < W; r++) cudaSetDevice(r), cudaStreamSynchronize(s[r]);
+    for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaStreamSynchronize(s[r]);
   };
   for (int k = 0; k < 20; k++) one();
   syncAll();
@@ -457,12 +459,33 @@ double time_nccl(int W, size_t n) {
     syncAll();
     per.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 100);
   }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaStreamDestroy(s[r]), api->commDestroy(comms[r]);
+  for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaFree(d[r]), cudaStreamDestroy(s[r]), api->commDestroy(comms[r]);
   std::sort(per.begin(), per.end());
   return per[per.size() / 2];
 }
 
 }  // namespace
+
+/**
+ * --virtual-ranks: the checks above at shapes whose blocks, times the W ranks sharing GPU 0, are all resident at once
+ * (a rank's blocks poll for their peers' blocks, which must be able to run beside them): at most about 128 blocks of
+ * 512-1024 threads, or 1,000 of 256, a call. The real models' widths stay (4096, 8192, down's 5504 shard columns).
+ */
+void virtual_checks(Group& G, Rng& rng) {
+  for (size_t n : {(size_t)1, (size_t)1000, (size_t)4096, (size_t)4096 * 8 + 5}) check_sum(G, rng, n, 3);
+  check_gather(G, rng, 1, 16000), check_gather(G, rng, 3, 4097);
+  check_gather_xprep(G, rng, 1, 2048), check_gather_xprep(G, rng, 1, 5504), check_gather_xprep(G, rng, 3, 2048);
+  check_gather_xprep(G, rng, 9, 5504);
+  check_gather_xprep_stream(G, rng, 128, 256, 200), check_gather_xprep_stream(G, rng, 2048, 4096, 50);
+  check_graph(G, rng, 4096 * 4);
+  check_fused(G, rng, 1, 4096), check_fused(G, rng, 8, 4096), check_fused(G, rng, 16, 8192), check_fused(G, rng, 3, 256);
+  check_fold(G, rng, 1, 4096), check_fold(G, rng, 1, 8192), check_fold(G, rng, 8, 4096), check_fold(G, rng, 3, 5120);
+  check_fold(G, rng, 2, 256), check_fold(G, rng, 16, 1024);
+  check_gemv_fold(G, rng, 256, 2048), check_gemv_fold(G, rng, 256, 5504), check_gemv_fold(G, rng, 128, 8192);
+  check_embed_norm(G, rng, 1, 4096, 16000), check_embed_norm(G, rng, 1, 8192, 1000);
+  check_embed_norm(G, rng, 16, 4096, 1000), check_embed_norm(G, rng, 3, 256, 50), check_embed_norm(G, rng, 40, 256, 300);
+  for (size_t n : {(size_t)4096, (size_t)3}) check_sum(G, rng, n, 4);  // slots still in step after the above
+}
 
 int main(int argc, char** argv) {
   const char* json = arg_value(argc, argv, "--json");
@@ -472,6 +495,33 @@ int main(int argc, char** argv) {
   }
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (const char* v = arg_value(argc, argv, "--virtual-ranks")) {
+    g_virtualRanks = std::atoi(v);
+    if (g_virtualRanks < 2 || g_virtualRanks > cuda::kP2pMaxRanks) {
+      std::printf("check_allreduce: --virtual-ranks takes 2 to %d, not %s\n", cuda::kP2pMaxRanks, v);
+      return 2;
+    }
+    std::printf("devices: %d x %s; ranks of up to %d, all on GPU 0\n", count, device_name().c_str(), g_virtualRanks);
+    Rng rng(7);
+    for (int W = 2; W <= g_virtualRanks; W *= 2) {
+      Group G;
+      if (G.init(W, 100'000'000LL)) return 1;
+      virtual_checks(G, rng);
+      check_timeout(G);
+      G.destroy();
+    }
+    check_abort_device();
+    if (json) {
+      Json j;
+      j.begin_obj().kv("device", device_name()).kv("virtualRanks", (long long)g_virtualRanks).kv("pass", !g_failed);
+      j.key("checks").begin_arr();
+      for (auto& c : g_checks) j.begin_obj().kv("name", c.first).kv("pass", c.second).end_obj();
+      j.end_arr().end_obj();
+      if (!j.write(json)) g_failed = true;
+    }
+    std::printf("%s\n", g_failed ? "check_allreduce: FAILED" : "check_allreduce: all passed");
+    return g_failed ? 1 : 0;
+  }
   if (count < 2) {
     std::printf("check_allreduce: %d GPU(s) visible; the p2p collectives need 2 or more: nothing checked\n", count);
     return 0;

@@ -66,7 +66,7 @@ bool check_embed_norm(Group& G, tpserve::check::Rng& rng, int rows, int dim, int
   std::vector<__half*> dxp(W, nullptr);
   const size_t shard = (size_t)vocabPerRank * dim;
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMalloc(&dt[r], shard * 4), cudaMalloc(&dw[r], dim * 4), cudaMalloc(&dx[r], n * 4), cudaMalloc(&dy[r], n * 4);
     cudaMalloc(&did[r], rows * 4);
     if (prep) cudaMalloc(&dxp[r], nxp * 2);
@@ -76,19 +76,19 @@ bool check_embed_norm(Group& G, tpserve::check::Rng& rng, int rows, int dim, int
   }
   bool group = ok;
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     if (cuda::embed_rmsnorm(did[r], rows, dt[r], r * vocabPerRank, vocabPerRank, dw[r], dx[r], dy[r], dxp[r], dim,
                             1e-5f, &G.g[r], G.streams[r]) != cudaSuccess)
       group = false;
   }
   if (!G.syncAll()) group = false;
   for (int r = 0; r < W && group; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     group = same(dx[r], dy[r], dxp[r]) && !G.flags[r][0];
     if (G.flags[r][0]) std::printf("  rank %d: a poll timed out\n", r);
   }
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaFree(dt[r]), cudaFree(dw[r]), cudaFree(dx[r]), cudaFree(dy[r]), cudaFree(did[r]), cudaFree(dxp[r]);
   }
   const std::string shape = " rows " + std::to_string(rows) + " dim " + std::to_string(dim) + (prep ? " +xprep" : "");

@@ -35,7 +35,7 @@ bool check_gather_xprep(Group& G, tpserve::check::Rng& rng, int rows, int cols) 
   std::vector<int32_t*> pm(W);
   std::vector<__half*> got(W), want(W);
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMalloc(&d[r], n * sizeof(float)), cudaMalloc(&xs[r], n * sizeof(float)), cudaMalloc(&pm[r], cols * 4);
     cudaMalloc(&got[r], halves * 2), cudaMalloc(&want[r], halves * 2);
     cudaMemcpy(d[r], in[r].data(), n * sizeof(float), cudaMemcpyHostToDevice);
@@ -52,18 +52,18 @@ bool check_gather_xprep(Group& G, tpserve::check::Rng& rng, int rows, int cols) 
   // Every rank's gather first: a reference kernel launched between them could keep the host (lazy module loading)
   // past the group's 100 ms timeout while rank 0 waits for rank 1.
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     if (cuda::p2p_gather_xprep(d[r], rows, cols, pm[r], cols, got[r], G.g[r], G.streams[r]) != cudaSuccess) ok = false;
   }
   if (!G.syncAll()) ok = false;
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     if (cuda::xprep(xs[r], rows, cols, want[r], G.streams[r]) != cudaSuccess) ok = false;
   }
   if (!G.syncAll()) ok = false;
   std::vector<uint16_t> a(halves), b(halves);
   for (int r = 0; r < W && ok; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMemcpy(a.data(), got[r], halves * 2, cudaMemcpyDeviceToHost);
     cudaMemcpy(b.data(), want[r], halves * 2, cudaMemcpyDeviceToHost);
     if (G.flags[r][0]) std::printf("  rank %d: a poll timed out\n", r), ok = false;
@@ -75,7 +75,7 @@ bool check_gather_xprep(Group& G, tpserve::check::Rng& rng, int rows, int cols) 
       }
   }
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaFree(d[r]), cudaFree(xs[r]), cudaFree(pm[r]), cudaFree(got[r]), cudaFree(want[r]);
   }
   report("gather_xprep world " + std::to_string(W) + " rows " + std::to_string(rows) + " cols " + std::to_string(cols) +
@@ -105,7 +105,7 @@ bool check_gather_xprep_stream(Group& G, tpserve::check::Rng& rng, int cols, siz
   std::vector<int32_t*> pm(W);
   std::vector<__half*> xp(W);
   for (int r = 0; r < W; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMalloc(&d[r], in[r].size() * sizeof(float)), cudaMalloc(&l[r], cols * sizeof(float));
     cudaMalloc(&pm[r], cols * 4), cudaMalloc(&xp[r], cuda::xprep_halves(1, cols) * 2);
     cudaMemcpy(d[r], in[r].data(), in[r].size() * sizeof(float), cudaMemcpyHostToDevice);
@@ -115,7 +115,7 @@ bool check_gather_xprep_stream(Group& G, tpserve::check::Rng& rng, int cols, siz
   bool ok = true;
   for (int k = 0; k < rounds; k++)
     for (int r = 0; r < W; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       if (cuda::p2p_gather_xprep(l[r], 1, cols, pm[r], cols, xp[r], G.g[r], G.streams[r]) != cudaSuccess) ok = false;
       if (cuda::p2p_all_reduce(d[r] + (size_t)k * n, n, G.g[r], G.streams[r]) != cudaSuccess) ok = false;
     }
@@ -127,12 +127,12 @@ bool check_gather_xprep_stream(Group& G, tpserve::check::Rng& rng, int cols, siz
     ref[i] = s;
   }
   for (int r = 0; r < W && ok; r++) {
-    cudaSetDevice(r);
+    cudaSetDevice(rank_dev(r));
     cudaMemcpy(out.data(), d[r], out.size() * sizeof(float), cudaMemcpyDeviceToHost);
     if (std::memcmp(out.data(), ref.data(), out.size() * sizeof(float)) != 0) ok = false;
     if (G.flags[r][0]) std::printf("  rank %d: a poll timed out\n", r), ok = false;
   }
-  for (int r = 0; r < W; r++) cudaSetDevice(r), cudaFree(d[r]), cudaFree(l[r]), cudaFree(pm[r]), cudaFree(xp[r]);
+  for (int r = 0; r < W; r++) cudaSetDevice(rank_dev(r)), cudaFree(d[r]), cudaFree(l[r]), cudaFree(pm[r]), cudaFree(xp[r]);
   report("gather_xprep + all_reduce back to back, world " + std::to_string(W) + " cols " + std::to_string(cols) +
              " n " + std::to_string(n) + " x" + std::to_string(rounds),
          ok);

@@ -17,6 +17,10 @@ namespace {
 
 constexpr size_t kCap = (size_t)512 << 10;
 bool g_failed = false;
+/** check_allreduce --virtual-ranks N: every rank on GPU 0 (the kernels' logic at N ranks on a machine with fewer
+ * GPUs; all of a check's kernels must then be resident at once, so the shapes are smaller, and nothing is timed). */
+int g_virtualRanks = 0;
+inline int rank_dev(int r) { return g_virtualRanks ? 0 : r; }
 struct Bench {
   std::string name;
   int world;
@@ -43,9 +47,9 @@ struct Group {
     world = n;
     g.resize(n), bufs.resize(n), flags.resize(n), streams.resize(n);
     for (int r = 0; r < n; r++) {
-      CUDA_CHECK(cudaSetDevice(r));
+      CUDA_CHECK(cudaSetDevice(rank_dev(r)));
       for (int j = 0; j < n; j++) {
-        if (j == r) continue;
+        if (rank_dev(j) == rank_dev(r)) continue;
         const cudaError_t e = cudaDeviceEnablePeerAccess(j, 0);
         if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) CUDA_CHECK(e);
         cudaGetLastError();
@@ -72,14 +76,14 @@ struct Group {
   }
   void destroy() {
     for (int r = 0; r < world; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       cudaStreamSynchronize(streams[r]);
       cudaFree(bufs[r]), cudaFree(g[r].state), cudaFreeHost(flags[r]), cudaStreamDestroy(streams[r]);
     }
   }
   bool syncAll() {
     for (int r = 0; r < world; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       CUDA_CHECK_BOOL(cudaStreamSynchronize(streams[r]));
     }
     return true;
@@ -93,7 +97,7 @@ struct Group {
   bool capture(Enqueue&& enqueue, std::vector<cudaGraphExec_t>& ex) {
     ex.assign(world, nullptr);
     for (int r = 0; r < world; r++) {
-      cudaSetDevice(r);
+      cudaSetDevice(rank_dev(r));
       cudaGraph_t g = nullptr;
       bool ok = cudaStreamBeginCapture(streams[r], cudaStreamCaptureModeThreadLocal) == cudaSuccess;
       if (ok) ok = enqueue(r);
@@ -110,7 +114,7 @@ struct Group {
 
   void destroyGraphs(std::vector<cudaGraphExec_t>& ex) {
     for (int r = 0; r < (int)ex.size(); r++)
-      if (ex[r]) cudaSetDevice(r), cudaGraphExecDestroy(ex[r]);
+      if (ex[r]) cudaSetDevice(rank_dev(r)), cudaGraphExecDestroy(ex[r]);
     ex.clear();
   }
 
@@ -123,7 +127,7 @@ struct Group {
     for (int rep = 0; rep < warmup + reps; rep++) {
       if (!syncAll()) return -1;
       const auto t0 = std::chrono::steady_clock::now();
-      for (int r = 0; r < world; r++) cudaSetDevice(r), cudaGraphLaunch(ex[r], streams[r]);
+      for (int r = 0; r < world; r++) cudaSetDevice(rank_dev(r)), cudaGraphLaunch(ex[r], streams[r]);
       if (!syncAll()) return -1;
       const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
       if (rep >= warmup) t.push_back(us / per);
