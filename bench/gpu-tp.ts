@@ -238,6 +238,7 @@ async function equality(
       if (r instanceof Error) {
         eq.push({ model: name, quantization, tp, path: path.label, error: r.message });
         console.log(`greedy ${name} ${quantization} tp ${tp} ${path.label}: FAILED: ${r.message}`);
+        process.exitCode = 1; // the run goes on, and still ends in failure
         continue;
       }
       const ids = r.greedy!;
