@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(lean_threads<CW, FLOW>(), 1) chain_kernel_lean
   const uint32_t qOff0 = slot0 * 1024 + lane * 16, qOff1 = slot1 * 1024 + lane * 16;
   const uint32_t sOff0 = WB + slot0 * 64 + g * 4, sOff1 = WB + slot1 * 64 + g * 4, xsA = ringA + D * STB;
   // MODE 11/12: this warp's region of x's pieces (after the ring), and MODE 12's fragments in registers
-  const uint32_t wxA = xsA + (uint32_t)(warp * ((kTmaXsGroups + CW - 1) / CW) * kWarpXsGroupBytes);
+  const uint32_t wxA = xsA + (uint32_t)(warp * warp_xs_region_bytes<CW>());
   uint4 fa0 = make_uint4(0u, 0u, 0u, 0u), fa1 = fa0, fb0 = fa0, fb1 = fa0;  // MODE 12: groups k = 0 (a), 1 (b)
   float fxa = 0.f, fxb = 0.f;
   int2 fpa = make_int2(0, 0), fpb = fpa;

@@ -148,11 +148,15 @@ __device__ __forceinline__ void lean_group_f16(const uint4& q0, const uint4& q1,
 // group's largest |x| and the pieces' sums by redux.sync, a reciprocal instead of a division, rounding by the
 // 1.5 * 2^23 trick (whose low byte is the piece). MODE 12 also keeps the fragments in registers when the warp has
 // at most two groups (every 4096-column input), so the multiply loads no x at all there.
-constexpr int kWarpXsGroups = (kTmaXsGroups + 15) / 16;  // a warp's groups at 16 consumer warps (down: 6)
-constexpr int kWarpXsGroupBytes = 384 + 16;              // the pieces in fragment order, then scale and 3 sums
+constexpr int kWarpXsGroupBytes = 384 + 16;  // the pieces in fragment order, then scale and 3 sums
+/** One warp's region: its groups of the widest input (down's: 6 at 16 consumer warps). */
+template <int CW>
+__host__ __device__ constexpr int warp_xs_region_bytes() {
+  return (kTmaXsGroups + CW - 1) / CW * kWarpXsGroupBytes;
+}
 template <int CW>
 constexpr int warp_xs_bytes() {
-  return CW * ((kTmaXsGroups + CW - 1) / CW) * kWarpXsGroupBytes;
+  return CW * warp_xs_region_bytes<CW>();
 }
 
 /** Group gi of x (fp32) as three s8 pieces in fragment order at region (shared, 32-bit address), its scale and the

@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -74,6 +75,40 @@ int lean_barrier_report(void* fn, const char* how, Mat* dm, int nMats, const Bar
                   kRoleNames[r], bs.mean(bs.entry, r), bs.mean(bs.drain, r), bs.mean(bs.arrive, r),
                   bs.mean(bs.release, r), bs.mean(bs.wait, r), bs.cnt[r]);
   return 0;
+}
+
+/**
+ * Are the late blocks the same ones each time (stamps of 2 a barrier and block, arrival first)? A block stays on its
+ * SM for the whole kernel, so a lateness that persists from one layer to the next (same matrix role) points at slower
+ * SMs, which a static weighting of the shares could offset; a correlation near 0 means the stragglers are random.
+ */
+inline void lateness_report(const std::vector<long long>& h, int nMats, int nb) {
+  const auto lateness = [&](int j) {
+    std::vector<double> v(nb);
+    long long amin = LLONG_MAX;
+    for (int b = 0; b < nb; b++) amin = std::min(amin, h[((size_t)j * nb + b) * 2]);
+    for (int b = 0; b < nb; b++) v[b] = (double)(h[((size_t)j * nb + b) * 2] - amin);
+    return v;
+  };
+  const auto corr = [](const std::vector<double>& x, const std::vector<double>& y) {
+    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (size_t i = 0; i < x.size(); i++) mx += x[i], my += y[i];
+    mx /= (double)x.size(), my /= (double)y.size();
+    for (size_t i = 0; i < x.size(); i++)
+      sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
+    return sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : 0.0;
+  };
+  double cSame[4] = {}, cNext = 0;
+  int nSame[4] = {}, nNext = 0;
+  for (int j = 0; j + 1 < nMats; j++) {
+    if (j + 4 + 1 < nMats) cSame[j % 4] += corr(lateness(j), lateness(j + 4)), nSame[j % 4]++;
+    if (j + 2 < nMats) cNext += corr(lateness(j), lateness(j + 1)), nNext++;
+  }
+  std::printf("lateness correlation across blocks, next layer same matrix: QKV %.2f, O %.2f, gate/up %.2f, down %.2f; "
+              "next barrier %.2f\n",
+              nSame[0] ? cSame[0] / nSame[0] : 0.0, nSame[1] ? cSame[1] / nSame[1] : 0.0,
+              nSame[2] ? cSame[2] / nSame[2] : 0.0, nSame[3] ? cSame[3] / nSame[3] : 0.0,
+              nNext ? cNext / nNext : 0.0);
 }
 
 /** chain_kernel_lean's signaller (run 122): how long its fence.acq_rel.gpu takes while the ring streams. */

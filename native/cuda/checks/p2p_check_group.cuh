@@ -50,7 +50,7 @@ struct Group {
       CUDA_CHECK(cudaSetDevice(rank_dev(r)));
       for (int j = 0; j < n; j++) {
         if (rank_dev(j) == rank_dev(r)) continue;
-        const cudaError_t e = cudaDeviceEnablePeerAccess(j, 0);
+        const cudaError_t e = cudaDeviceEnablePeerAccess(rank_dev(j), 0);
         if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) CUDA_CHECK(e);
         cudaGetLastError();
       }
