@@ -134,19 +134,15 @@ void GpuComm::setupP2p(int device) {
                             " share one GPU (TPSERVE_TP_SHARED_GPU=1 allows it, for tests)";
       break;
     }
-    if (sameGpu && all[j].pid == mine.pid) {
-      g_.base[j] = reinterpret_cast<uint8_t*>(all[j].ptr);
-      continue;
-    }
-    if (!sameGpu) cudaDeviceCanAccessPeer(&can, device, peerDev);
-    else can = 1;
+    if (sameGpu) can = 1;  // one device needs no peer access
+    else cudaDeviceCanAccessPeer(&can, device, peerDev);
     if (!can) {
       ok = false, p2pWhy_ = "GPU " + std::to_string(device) + " cannot access GPU " + std::to_string(peerDev) +
                             " peer to peer (no NVLink or PCIe P2P)";
       break;
     }
-    if (all[j].pid == mine.pid) {  // ranks in one process (tests): plain peer pointers
-      cudaError_t pe = cudaDeviceEnablePeerAccess(peerDev, 0);
+    if (all[j].pid == mine.pid) {  // ranks in one process (tests): plain pointers, to a peer GPU or this one
+      cudaError_t pe = sameGpu ? cudaSuccess : cudaDeviceEnablePeerAccess(peerDev, 0);
       if (pe != cudaSuccess && pe != cudaErrorPeerAccessAlreadyEnabled) {
         ok = false, p2pWhy_ = std::string("cudaDeviceEnablePeerAccess: ") + cudaGetErrorString(pe);
       }

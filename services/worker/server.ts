@@ -107,13 +107,12 @@ export function resolveDevice(
   if (!build.cuda)
     return { device: "cpu", reason: "this build has no CUDA backend (nvcc was not found at build time)" };
   if (build.cudaDevices === 0) return { device: "cpu", reason: "no CUDA device is visible" };
-  if (sharedGpu) return { device: "cuda:0", reason: `${build.cudaDevices} CUDA device(s) visible${tp}` };
-  if (build.cudaDevices < world)
+  if (!sharedGpu && build.cudaDevices < world)
     return {
       device: "cpu",
       reason: `--tp ${world} needs ${world} GPUs and ${build.cudaDevices} are visible: the group runs on the CPU`,
     };
-  return { device: `cuda:${rank}`, reason: `${build.cudaDevices} CUDA device(s) visible${tp}` };
+  return { device: `cuda:${step}`, reason: `${build.cudaDevices} CUDA device(s) visible${tp}` };
 }
 
 /**
