@@ -22,17 +22,12 @@ import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import * as grpc from "@grpc/grpc-js";
 import type { Engine } from "../native/index.js";
 import { loadNative } from "../native/index.js";
-import { startWorkerGroup, stopWorkerGroup } from "../services/cli/tp-group.js";
-import { generate, generationClient, unary } from "../services/common/client.js";
+import { stopWorkerGroup } from "../services/cli/tp-group.js";
+import { generate } from "../services/common/client.js";
 import { Flags } from "../services/common/flags.js";
-import type { WorkerClient } from "../services/common/generated/tpserve/worker/v1/Worker.js";
 import { bundledModelDir, packageRoot } from "../services/common/paths.js";
-import { protos } from "../services/common/proto.js";
-import { routerConfigFromFlags } from "../services/router/config.js";
-import { startRouter } from "../services/router/main.js";
 import { type WorkerConfig, workerConfigFromFlags } from "../services/worker/config.js";
 import { createEngine, kvBytesPerPage } from "../services/worker/server.js";
 import { tpLoadedBarrier } from "../services/worker/tp.js";
@@ -42,6 +37,7 @@ import { batchOf, median } from "./batch.js";
 import { decodeSeqs, greedyOneByOne, prefillSeqs, timeDecodeSteps } from "./decode.js";
 import { decodeAheadScript } from "./decode-ahead.js";
 import { golden, type RankResult, type RankSpec } from "./gpu-tp-common.js";
+import { failureRow, groupBehindRouter } from "./gpu-tp-group.js";
 
 const childArg = process.argv.find((a) => a.startsWith("--rank-spec="));
 if (childArg) {
@@ -199,16 +195,11 @@ const bundled = bundledModelDir();
 const eq: Record<string, unknown>[] = [];
 // Every path: p2p (the default for these small messages), NCCL alone, and p2p with a 4096-float buffer, which sends
 // the prefill's and the logits' larger messages in pieces and takes the unfused all-reduce + RMSNorm.
-const paths: { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>; label: string }[] = sharedGpu
-  ? [
-      { allreduce: "p2p", label: "p2p" },
-      { allreduce: "p2p", env: { TPSERVE_P2P_MAX_FLOATS: "4096" }, label: "p2p 16 KiB pieces" },
-    ]
-  : [
-      { allreduce: "auto", label: "auto" },
-      { allreduce: "nccl", label: "nccl" },
-      { allreduce: "p2p", env: { TPSERVE_P2P_MAX_FLOATS: "4096" }, label: "p2p 16 KiB pieces" },
-    ];
+type EqPath = { allreduce: "auto" | "nccl" | "p2p"; env?: Record<string, string>; label: string };
+const pieces: EqPath = { allreduce: "p2p", env: { TPSERVE_P2P_MAX_FLOATS: "4096" }, label: "p2p 16 KiB pieces" };
+const paths: EqPath[] = sharedGpu
+  ? [{ allreduce: "p2p", label: "p2p" }, pieces]
+  : [{ allreduce: "auto", label: "auto" }, { allreduce: "nccl", label: "nccl" }, pieces];
 async function equality(
   model: string,
   name: string,
@@ -470,7 +461,7 @@ if (!quick && parts.has("e2e") && tps.includes(2)) {
     maxBatchTokens: 4096,
     tp: 2,
   });
-  const { ranks, router, client } = await groupBehindRouter(cfg, { maxRunning: 32, maxBatchTokens: 4096 });
+  const { ranks, router, client } = await groupBehindRouter(cfg, { maxRunning: 32, maxBatchTokens: 4096 }, bundled);
   const e2e: Record<string, unknown>[] = [];
   try {
     // Warm-up, untimed: the first requests pay for the decode graphs' capture and the first launches of the prefill's
@@ -524,23 +515,8 @@ if (parts.has("failure") && tps.includes(2)) {
 save();
 console.log(`wrote ${out}`);
 
-/** The ranks of `cfg` as worker processes (the `serve --tp` layout) behind a router on this process. */
-async function groupBehindRouter(cfg: WorkerConfig, over: { maxRunning?: number; maxBatchTokens?: number }) {
-  const { ranks, ready } = await startWorkerGroup(cfg);
-  const router = await startRouter({
-    ...routerConfigFromFlags(new Flags([]), [ready.address]),
-    httpPort: null,
-    logLevel: "silent",
-    model: bundled,
-    ...over,
-    port: 0,
-  });
-  return { ranks, ready, router, client: generationClient(router.address) };
-}
-
 /** A TP=2 group on GPUs 0-1 behind a router; rank 1 gets `signal` once a long generation has streamed 3 tokens. */
-async function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, unknown>> {
-  const tpTimeoutMs = 3000;
+function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, unknown>> {
   const cfg = baseCfg({
     model: failureModel || dummy("llama-2-7b"),
     loadFormat: failureModel ? "safetensors" : "dummy",
@@ -548,61 +524,10 @@ async function failure(signal: "SIGKILL" | "SIGSTOP"): Promise<Record<string, un
     groupSize: 64,
     maxBatchTokens: 2048,
     tp: 2,
-    tpTimeoutMs,
+    tpTimeoutMs: 3000,
     // No pool size: each rank sizes its KV pool from --gpu-memory-utilization, and the group agrees on the smallest.
   });
-  const { ranks, ready, router, client } = await groupBehindRouter(cfg, {});
-  const victim = ranks[1]!.child;
-  try {
-    let chunks = 0;
-    let hurtAt = 0;
-    const err = (await generate(client, { tokenIds: { ids: [1, 450, 12] }, maxTokens: 900, ignoreEos: true }, () => {
-      if (++chunks === 3) {
-        hurtAt = performance.now();
-        victim.kill(signal);
-      }
-    }).then(
-      () => ({ code: -1, details: "the generation finished although a rank was gone" }),
-      (e: { code: number; details: string }) => e,
-    )) as { code: number; details: string };
-    const ms = performance.now() - hurtAt;
-    // The leader process must still answer on its own endpoint.
-    const wc = new (protos().worker.tpserve.worker.v1.Worker)(
-      ready.address,
-      grpc.credentials.createInsecure(),
-    ) as unknown as WorkerClient;
-    const described = await unary(wc.Describe.bind(wc), {}).then(
-      (d) => d as { tpRank?: number; numPages?: number },
-      () => undefined,
-    );
-    const leaderAlive = described?.tpRank === 0;
-    wc.close();
-    const next = (await generate(client, { tokenIds: { ids: [1, 2, 3] }, maxTokens: 2 }).then(
-      () => ({ code: 0, details: "served" }),
-      (e: { code: number; details: string }) => e,
-    )) as { code: number; details: string };
-    const row = {
-      signal,
-      tpTimeoutMs,
-      chunksBefore: chunks,
-      code: err.code,
-      unavailable: err.code === 14,
-      details: err.details,
-      msToError: ms,
-      leaderProcessAlive: leaderAlive,
-      numPages: described?.numPages,
-      nextRequestCode: next.code,
-    };
-    console.log(
-      `failure ${signal} of rank 1: request ended with code ${err.code} after ${ms.toFixed(0)} ms (${err.details}); leader answers Describe: ${leaderAlive} (${described?.numPages} KV pages); next request code ${next.code}`,
-    );
-    return row;
-  } finally {
-    if (signal === "SIGSTOP") victim.kill("SIGCONT");
-    client.close();
-    await router.close(1000);
-    await stopWorkerGroup(ranks);
-  }
+  return failureRow(signal, cfg, bundled);
 }
 
 /** Written after every part, so a run cut short keeps what it measured. */
