@@ -69,11 +69,11 @@ const actOrder = f.bool("act-order");
 // the p2p paths only (NCCL refuses two ranks on one GPU), and turns programmatic dependent launch off (TPSERVE_PDL=0):
 // with it a rank's next kernel becomes resident while the one before waits for a peer, and its blocks (the int4
 // GEMM's large ones) can hold the SMs that the peer's kernels need, so int4 groups hung at random (2026-11-29, one
-// H200, docs/tensor-parallel.md).
+// H200, docs/tensor-parallel.md). There the "p2p" path sends 64 KiB a call, not 2 MiB (GpuComm's shared-GPU cap).
 const sharedGpu = f.bool("shared-gpu");
 // --equality-only bundled,gptq-g64-act-order,tiny-8kv: the equality part's models to run (default all).
 const equalityOnly = new Set(f.string("equality-only", "bundled,gptq-g64-act-order,tiny-8kv").split(","));
-if (sharedGpu) Object.assign(process.env, { TPSERVE_TP_SHARED_GPU: "1", TPSERVE_PDL: "0" });
+if (sharedGpu) Object.assign(process.env, { TPSERVE_TP_SHARED_GPU: "1", TPSERVE_PDL: process.env["TPSERVE_PDL"] ?? "0" });
 f.rejectUnknown();
 
 function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {

@@ -32,6 +32,18 @@ bool allOk(Collective& host, int32_t mine) {
   return true;
 }
 
+bool sharedGpuAllowed() {
+  const char* v = std::getenv("TPSERVE_TP_SHARED_GPU");
+  return v && v[0] == '1';
+}
+
+// With every rank on one GPU (TPSERVE_TP_SHARED_GPU=1) a p2p call completes only once every rank's blocks of it
+// have been resident: a rank's block waits for the peers' blocks of the same index, and on one GPU the ranks' kernels
+// compete for the same SMs. At 2 MiB a call has up to 512 blocks a rank (one a row in the fused all-reduce + RMSNorm
+// at width 1,024), 4,096 at eight ranks, more than an H200 holds; session 32's int4 TP=8 runs hung there. 64 KiB a
+// call keeps eight ranks' blocks to a wave (16 a rank for the plain kernels).
+constexpr size_t kSharedGpuCapFloats = (size_t)16 << 10;
+
 }  // namespace
 
 GpuComm::GpuComm(std::shared_ptr<Collective> host, int device) : host_(std::move(host)), dev_(device) {
@@ -44,6 +56,7 @@ GpuComm::GpuComm(std::shared_ptr<Collective> host, int device) : host_(std::move
   if (const char* k = std::getenv("TPSERVE_TP_SKIP_COLLECTIVES")) skip_ = k[0] == '1';
   // A/B: an act-order shard's decode input gathered, permuted and prepared by three kernels (gatherPrepared).
   if (const char* x = std::getenv("TPSERVE_TP_GATHER_XPREP")) gatherXprep_ = x[0] != '0';
+  if (sharedGpuAllowed()) cap_ = kSharedGpuCapFloats;
   // Tests: a smaller p2p buffer, so that small models exercise the paths for messages larger than it.
   if (const char* c = std::getenv("TPSERVE_P2P_MAX_FLOATS")) {
     char* end = nullptr;
@@ -83,13 +96,6 @@ GpuComm::~GpuComm() {
   if (abortDev_) cudaFree(abortDev_);
   if (hostFlags_) cudaFreeHost(hostFlags_);
 }
-
-namespace {
-bool sharedGpuAllowed() {
-  const char* v = std::getenv("TPSERVE_TP_SHARED_GPU");
-  return v && v[0] == '1';
-}
-}  // namespace
 
 void GpuComm::setupP2p(int device) {
   PeerInfo mine{};
