@@ -71,9 +71,11 @@ const actOrder = f.bool("act-order");
 // GEMM's large ones) can hold the SMs that the peer's kernels need, so int4 groups hung at random (2026-11-29, one
 // H200, docs/tensor-parallel.md). There the "p2p" path sends 64 KiB a call, not 2 MiB (GpuComm's shared-GPU cap).
 const sharedGpu = f.bool("shared-gpu");
-// --equality-only bundled,gptq-g64-act-order,tiny-8kv: the equality part's models to run (default all).
+// --equality-only bundled,gptq-g64-act-order,tiny-8kv: the equality part's models to run (default these three).
+// llama-70b-layer (only when named, at --tps with 8): one decoder layer at Llama-2-70B's widths, TP=8 against TP=1.
 const equalityOnly = new Set(f.string("equality-only", "bundled,gptq-g64-act-order,tiny-8kv").split(","));
-if (sharedGpu) Object.assign(process.env, { TPSERVE_TP_SHARED_GPU: "1", TPSERVE_PDL: process.env["TPSERVE_PDL"] ?? "0" });
+if (sharedGpu)
+  Object.assign(process.env, { TPSERVE_TP_SHARED_GPU: "1", TPSERVE_PDL: process.env["TPSERVE_PDL"] ?? "0" });
 f.rejectUnknown();
 
 function baseCfg(over: Partial<WorkerConfig>): WorkerConfig {
@@ -207,13 +209,14 @@ async function equality(
   groupSize: 64 | 128,
   withGolden: boolean,
   quantizations: readonly ("none" | "int4")[] = ["none", "int4"],
+  groupPaths: readonly EqPath[] = paths,
 ) {
   if (!equalityOnly.has(name)) return;
   for (const quantization of quantizations) {
     const ref: number[][] = [];
     const refScript: number[][] = [];
     for (const [tp, path] of tpList.flatMap((t) =>
-      t === 1 ? [[t, paths[0]!] as const] : paths.map((p) => [t, p] as const),
+      t === 1 ? [[t, groupPaths[0]!] as const] : groupPaths.map((p) => [t, p] as const),
     )) {
       // A group that fails (a rank exits, a collective times out) is recorded and the next one runs.
       const r = await runGroup({
@@ -294,6 +297,26 @@ if (parts.has("equality")) {
       await equality(tiny.dir, "tiny-8kv", [1, 8], 128, false);
     } finally {
       tiny.remove();
+    }
+  }
+  // The TP=8 shard shapes of Llama-2-70B (8 of its 64 heads and 1 of its 8 KV heads a rank, MLP 3,584 rows, o and
+  // down 1,024 and 3,584 columns), one layer of them (a 2.8 GB file; two would pass the 4 GiB one-buffer writer), on
+  // the first path only.
+  if (tps.includes(8) && equalityOnly.has("llama-70b-layer")) {
+    const w70 = writeTinyLlama({
+      hidden: 8192,
+      heads: 64,
+      kvHeads: 8,
+      headDim: 128,
+      intermediate: 28672,
+      layers: 1,
+      vocab: 32000,
+      tied: false,
+    });
+    try {
+      await equality(w70.dir, "llama-70b-layer", [1, 8], 128, false, ["none", "int4"], paths.slice(0, 1));
+    } finally {
+      w70.remove();
     }
   }
 }

@@ -5,7 +5,8 @@
 # Results go to $OUT (run.log, check_*.json, peer.json, gpu.json, gpu-quant.json). `tp` (a machine with 2+ GPUs):
 # check_allreduce and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json).
 # `tp-shared` (any machine, one GPU is enough): groups of up to 8 ranks all on GPU 0, for correctness only:
-# check_allreduce --virtual-ranks 8, then under MPS bench/gpu-tp.js --shared-gpu --parts equality (gpu-tp-shared.json).
+# check_allreduce --virtual-ranks 8, then under MPS bench/gpu-tp.js --shared-gpu --parts equality (gpu-tp-shared.json;
+# add --equality-only llama-70b-layer for one layer at Llama-2-70B's widths, about 3 minutes more).
 # CHECKS="a b" limits the checks to those programs.
 set -uo pipefail
 stage=${1:-all}

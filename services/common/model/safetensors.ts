@@ -1,6 +1,6 @@
 // Safetensors checkpoints (one file or sharded with model.safetensors.index.json): header parsing and validation,
 // on-demand reads of one tensor's bytes, float conversions, and a writer for tests and tools.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
 import { basename, join } from "node:path";
 import { ModelLoadError } from "../errors.js";
 
@@ -308,16 +308,26 @@ export function writeSafetensors(
   let json = JSON.stringify(header);
   json += " ".repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
   const hBytes = Buffer.from(json, "utf8");
-  const out = Buffer.alloc(8 + hBytes.length + offset);
-  out.writeBigUInt64LE(BigInt(hBytes.length), 0);
-  hBytes.copy(out, 8);
-  let pos = 8 + hBytes.length;
-  for (const [, t] of entries) {
-    out.set(t.data, pos);
-    pos += t.data.byteLength;
+  const head = Buffer.alloc(8 + hBytes.length);
+  head.writeBigUInt64LE(BigInt(hBytes.length), 0);
+  hBytes.copy(head, 8);
+  // Written tensor by tensor, in pieces of at most 1 GiB: one buffer for the whole file stops at 4 GiB, one write
+  // at 2 GiB.
+  const fd = openSync(path, "w");
+  try {
+    writeSync(fd, head);
+    for (const [, t] of entries) {
+      for (let at = 0; at < t.data.byteLength; at += WRITE_PIECE) {
+        const piece = t.data.subarray(at, Math.min(at + WRITE_PIECE, t.data.byteLength));
+        for (let done = 0; done < piece.byteLength; ) done += writeSync(fd, piece, done);
+      }
+    }
+  } finally {
+    closeSync(fd);
   }
-  writeFileSync(path, out);
 }
+
+const WRITE_PIECE = 1 << 30;
 
 // ---- float conversions (little-endian hosts) ----
 
