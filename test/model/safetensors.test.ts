@@ -106,6 +106,20 @@ describe("safetensors", () => {
     ck.close();
   });
 
+  it("writes the same bytes in small pieces as in one", () => {
+    const dir = tmp();
+    const tensors = {
+      a: { dtype: "F32" as const, shape: [7], data: fromFloat32([1, 2, 3, 4, 5, 6, 7], "F32") },
+      b: { dtype: "BF16" as const, shape: [3], data: fromFloat32([0.5, -1, 2], "BF16") },
+    };
+    writeSafetensors(join(dir, "one.safetensors"), tensors);
+    writeSafetensors(join(dir, "model.safetensors"), tensors, undefined, 5);
+    expect(readFileSync(join(dir, "model.safetensors")).equals(readFileSync(join(dir, "one.safetensors")))).toBe(true);
+    const ck = openCheckpoint(dir);
+    expect(Array.from(toFloat32(ck.read("a").data, "F32"))).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    ck.close();
+  });
+
   it("rejects corrupt and truncated files", () => {
     const dir = tmp();
     const path = join(dir, "model.safetensors");

@@ -287,11 +287,16 @@ export interface WriteTensor {
   data: Uint8Array;
 }
 
-/** Writes one safetensors file (header padded to 8 bytes with spaces, as the reference writer does). */
+/**
+ * Writes one safetensors file (header padded to 8 bytes with spaces, as the reference writer does), tensor by
+ * tensor in writes of at most `pieceBytes` (1 GiB; tests set less): one buffer for the whole file would stop at
+ * 4 GiB, one write at 2 GiB.
+ */
 export function writeSafetensors(
   path: string,
   tensors: Record<string, WriteTensor>,
   metadata?: Record<string, string>,
+  pieceBytes = 1 << 30,
 ): void {
   const header: Record<string, unknown> = {};
   if (metadata) header["__metadata__"] = metadata;
@@ -311,14 +316,12 @@ export function writeSafetensors(
   const head = Buffer.alloc(8 + hBytes.length);
   head.writeBigUInt64LE(BigInt(hBytes.length), 0);
   hBytes.copy(head, 8);
-  // Written tensor by tensor, in pieces of at most 1 GiB: one buffer for the whole file stops at 4 GiB, one write
-  // at 2 GiB.
   const fd = openSync(path, "w");
   try {
     writeSync(fd, head);
     for (const [, t] of entries) {
-      for (let at = 0; at < t.data.byteLength; at += WRITE_PIECE) {
-        const piece = t.data.subarray(at, Math.min(at + WRITE_PIECE, t.data.byteLength));
+      for (let at = 0; at < t.data.byteLength; at += pieceBytes) {
+        const piece = t.data.subarray(at, Math.min(at + pieceBytes, t.data.byteLength));
         for (let done = 0; done < piece.byteLength; ) done += writeSync(fd, piece, done);
       }
     }
@@ -326,8 +329,6 @@ export function writeSafetensors(
     closeSync(fd);
   }
 }
-
-const WRITE_PIECE = 1 << 30;
 
 // ---- float conversions (little-endian hosts) ----
 
