@@ -72,7 +72,8 @@ const actOrder = f.bool("act-order");
 // H200, docs/tensor-parallel.md). There the "p2p" path sends 64 KiB a call, not 2 MiB (GpuComm's shared-GPU cap).
 const sharedGpu = f.bool("shared-gpu");
 // --equality-only bundled,gptq-g64-act-order,tiny-8kv: the equality part's models to run (default these three).
-// llama-70b-layer (only when named, at --tps with 8): one decoder layer at Llama-2-70B's widths, TP=8 against TP=1.
+// llama-70b-layer, llama-3-70b-layer (only when named, at --tps with 8): one decoder layer at Llama-2-70B's widths
+// (with Llama-3-70B's vocabulary), TP=8 against TP=1.
 const equalityOnly = new Set(f.string("equality-only", "bundled,gptq-g64-act-order,tiny-8kv").split(","));
 if (sharedGpu)
   Object.assign(process.env, { TPSERVE_TP_SHARED_GPU: "1", TPSERVE_PDL: process.env["TPSERVE_PDL"] ?? "0" });
@@ -300,23 +301,29 @@ if (parts.has("equality")) {
     }
   }
   // The TP=8 shard shapes of Llama-2-70B (8 of its 64 heads and 1 of its 8 KV heads a rank, MLP 3,584 rows, o and
-  // down 1,024 and 3,584 columns), one layer of them (a 2.8 GB file; two would pass the 4 GiB one-buffer writer), on
-  // the first path only.
-  if (tps.includes(8) && equalityOnly.has("llama-70b-layer")) {
-    const w70 = writeTinyLlama({
+  // down 1,024 and 3,584 columns), one layer of them (the checkpoint is written in each run: 2.8 GB, a minute), on
+  // the first path only; llama-3-70b-layer the same with Llama-3-70B's vocabulary (16,032 rows of the embedding and
+  // the LM head a rank; tied, to keep the file at 3.8 GB), int4 only.
+  const layers70: [string, number, boolean, ("none" | "int4")[]][] = [
+    ["llama-70b-layer", 32000, false, ["none", "int4"]],
+    ["llama-3-70b-layer", 128256, true, ["int4"]],
+  ];
+  for (const [name, vocab, tied, quantizations] of layers70) {
+    if (!tps.includes(8) || !equalityOnly.has(name)) continue;
+    const w = writeTinyLlama({
       hidden: 8192,
       heads: 64,
       kvHeads: 8,
       headDim: 128,
       intermediate: 28672,
       layers: 1,
-      vocab: 32000,
-      tied: false,
+      vocab,
+      tied,
     });
     try {
-      await equality(w70.dir, "llama-70b-layer", [1, 8], 128, false, ["none", "int4"], paths.slice(0, 1));
+      await equality(w.dir, name, [1, 8], 128, false, quantizations, paths.slice(0, 1));
     } finally {
-      w70.remove();
+      w.remove();
     }
   }
 }

@@ -6,7 +6,7 @@
 # check_allreduce and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json).
 # `tp-shared` (any machine, one GPU is enough): groups of up to 8 ranks all on GPU 0, for correctness only:
 # check_allreduce --virtual-ranks 8, then under MPS bench/gpu-tp.js --shared-gpu --parts equality (gpu-tp-shared.json;
-# add --equality-only llama-70b-layer for one layer at Llama-2-70B's widths, about 3 minutes more).
+# --equality-only llama-70b-layer,llama-3-70b-layer: one layer at the 70B models' widths, about 3 minutes each).
 # CHECKS="a b" limits the checks to those programs.
 set -uo pipefail
 stage=${1:-all}
