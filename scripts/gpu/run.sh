@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # On the GPU machine (after scripts/gpu/prepare.sh here): the kernel checks, the PyTorch peer and bench/gpu in one
-# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp|tp-shared|steps] [extra flags for bench/gpu.js,
+# run. Usage: bash scripts/gpu/run.sh [checks|peer|bench|all|tp|tp-quick|tp-shared|steps] [extra flags for bench/gpu.js,
 # gpu-tp.js or gpu-step.js].
 # Results go to $OUT (run.log, check_*.json, peer.json, gpu.json, gpu-quant.json). `tp` (a machine with 2+ GPUs):
 # check_allreduce and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json).
+# `tp-quick` (4 or 8 GPUs lent briefly; about 3 minutes): the copy bandwidth from one torch copy, check_allreduce,
+# then gpu-tp.js --quick for the 70B shapes at TP=4 and 8 (those the machine holds), batch 1 and 32, and the TP=8
+# greedy equality (issue 9).
 # `tp-shared` (any machine, one GPU is enough): groups of up to 8 ranks all on GPU 0, for correctness only:
 # check_allreduce --virtual-ranks 8, then under MPS bench/gpu-tp.js --shared-gpu --parts equality (gpu-tp-shared.json;
 # --equality-only llama-70b-layer,llama-3-70b-layer: one layer at the 70B models' widths, about 3 minutes each).
@@ -49,6 +52,23 @@ if [[ $stage == tp ]]; then
   node dist/bench/gpu-tp.js --bandwidth "$bw" --out "$OUT/gpu-tp.json" "$@" || rc=1
   # The single-GPU engine steps and the KV pool sized from --gpu-memory-utilization, on GPU 0 of the same machine.
   [[ -n ${TP_WITH_SINGLE:-} ]] && { node dist/bench/gpu.js --quick --skip-golden --skip-e2e --bandwidth "$bw" --out "$OUT/gpu.json" || rc=1; }
+fi
+if [[ $stage == tp-quick ]]; then
+  bw=$(python3 -c "
+import torch, time
+n = 1 << 30; a = torch.empty(n, dtype=torch.uint8, device='cuda'); b = torch.empty_like(a)
+for _ in range(3): b.copy_(a)
+torch.cuda.synchronize(); t = time.perf_counter()
+for _ in range(20): b.copy_(a)
+torch.cuda.synchronize(); print(round(2 * n / ((time.perf_counter() - t) / 20) / 1e9))" 2>/dev/null || echo 0)
+  echo "copy bandwidth (read + write) ${bw} GB/s"
+  nvidia-smi topo -m
+  .device/bin/check_allreduce --json "$OUT/check_allreduce.json" > "$OUT/check_allreduce.log" 2>&1 || rc=1
+  grep -E "FAIL|passed|FAILED" "$OUT/check_allreduce.log" | tail -5
+  gpus=$(nvidia-smi -L | wc -l)
+  tps=4; [[ $gpus -ge 8 ]] && tps=4,8
+  node dist/bench/gpu-tp.js --bandwidth "$bw" --tps "$tps" --parts decode,equality --quick \
+    --models llama-2-70b,llama-3-70b --batches 1,32 --equality-only tiny-8kv --out "$OUT/gpu-tp.json" "$@" || rc=1
 fi
 if [[ $stage == tp-shared ]]; then
   CUDA_MODULE_LOADING=EAGER .device/bin/check_allreduce --virtual-ranks 8 --json "$OUT/check_allreduce-virtual.json" \
