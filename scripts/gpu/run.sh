@@ -4,9 +4,9 @@
 # gpu-tp.js or gpu-step.js].
 # Results go to $OUT (run.log, check_*.json, peer.json, gpu.json, gpu-quant.json). `tp` (a machine with 2+ GPUs):
 # check_allreduce and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json).
-# `tp-quick` (4 or 8 GPUs lent briefly; not run yet, meant to take a few minutes): the copy bandwidth from one torch copy, check_allreduce,
-# then gpu-tp.js --quick for the 70B shapes at TP=4 and 8 (those the machine holds), batch 1 and 32, and the TP=8
-# greedy equality (issue 9).
+# `tp-quick` (4 or 8 GPUs lent briefly; not run yet, meant to take a few minutes): the copy bandwidth from one torch
+# copy, check_allreduce, then gpu-tp.js --quick for the 70B shapes at TP=4 and 8 (those the machine holds), batch 1
+# and 32, and the TP=8 greedy equality (issue 9).
 # `tp-shared` (any machine, one GPU is enough): groups of up to 8 ranks all on GPU 0, for correctness only:
 # check_allreduce --virtual-ranks 8, then under MPS bench/gpu-tp.js --shared-gpu --parts equality (gpu-tp-shared.json;
 # --equality-only llama-70b-layer,llama-3-70b-layer: one layer at the 70B models' widths, about 3 minutes each).
