@@ -32,11 +32,6 @@ bool allOk(Collective& host, int32_t mine) {
   return true;
 }
 
-bool sharedGpuAllowed() {
-  const char* v = std::getenv("TPSERVE_TP_SHARED_GPU");
-  return v && v[0] == '1';
-}
-
 // With every rank on one GPU (TPSERVE_TP_SHARED_GPU=1) a p2p call completes only once every rank's blocks of it
 // have been resident: a rank's block waits for the peers' blocks of the same index, and on one GPU the ranks' kernels
 // compete for the same SMs. At 2 MiB a call has up to 512 blocks a rank (one a row in the fused all-reduce + RMSNorm
@@ -56,7 +51,8 @@ GpuComm::GpuComm(std::shared_ptr<Collective> host, int device) : host_(std::move
   if (const char* k = std::getenv("TPSERVE_TP_SKIP_COLLECTIVES")) skip_ = k[0] == '1';
   // A/B: an act-order shard's decode input gathered, permuted and prepared by three kernels (gatherPrepared).
   if (const char* x = std::getenv("TPSERVE_TP_GATHER_XPREP")) gatherXprep_ = x[0] != '0';
-  if (sharedGpuAllowed()) cap_ = kSharedGpuCapFloats;
+  if (const char* v = std::getenv("TPSERVE_TP_SHARED_GPU")) sharedGpu_ = v[0] == '1';
+  if (sharedGpu_) cap_ = kSharedGpuCapFloats;
   // Tests: a smaller p2p buffer, so that small models exercise the paths for messages larger than it.
   if (const char* c = std::getenv("TPSERVE_P2P_MAX_FLOATS")) {
     char* end = nullptr;
@@ -135,7 +131,7 @@ void GpuComm::setupP2p(int device) {
     // GPUs, which then need MPS for the ranks' kernels to run at once): the buffer is mapped through CUDA IPC on
     // the same device, or used as it is by ranks in one process.
     const bool sameGpu = peerDev == device;
-    if (sameGpu && !sharedGpuAllowed()) {
+    if (sameGpu && !sharedGpu_) {
       ok = false, p2pWhy_ = "ranks " + std::to_string(rank_) + " and " + std::to_string(j) +
                             " share one GPU (TPSERVE_TP_SHARED_GPU=1 allows it, for tests)";
       break;

@@ -90,6 +90,7 @@ class GpuComm {
   std::string mode_ = "auto";
   bool skip_ = false;                // TPSERVE_TP_SKIP_COLLECTIVES=1 (benchmarks: the step without its collectives)
   bool gatherXprep_ = true;          // TPSERVE_TP_GATHER_XPREP=0: gatherPrepared declines (A/B)
+  bool sharedGpu_ = false;           // TPSERVE_TP_SHARED_GPU=1 (tests): ranks may share a GPU, 64 KiB p2p calls
   std::string traceDir_;             // TPSERVE_TP_TRACE_DIR (diagnostics): where writeTrace() puts the exchange trace
   size_t cap_ = (size_t)512 << 10;  // floats per rank and call on the p2p path: 2 MiB (TPSERVE_P2P_MAX_FLOATS)
   // p2p

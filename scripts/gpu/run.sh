@@ -4,9 +4,9 @@
 # gpu-tp.js or gpu-step.js].
 # Results go to $OUT (run.log, check_*.json, peer.json, gpu.json, gpu-quant.json). `tp` (a machine with 2+ GPUs):
 # check_allreduce and check_ops, the peer's kernels and copy bandwidth, then bench/gpu-tp.js (gpu-tp.json).
-# `tp-quick` (4 or 8 GPUs lent briefly; not run yet, meant to take a few minutes): the copy bandwidth from one torch
-# copy, check_allreduce, then gpu-tp.js --quick for the 70B shapes at TP=4 and 8 (those the machine holds), batch 1
-# and 32, and the TP=8 greedy equality (issue 9).
+# `tp-quick` (4 or 8 GPUs lent briefly; not run yet, meant to take a few minutes): the copy bandwidth alone
+# (peer.py --copy-only), check_allreduce, then gpu-tp.js --quick for the 70B shapes at TP=4 and 8 (those the machine
+# holds), batch 1 and 32, and the TP=8 greedy equality (issue 9).
 # `tp-shared` (any machine, one GPU is enough): groups of up to 8 ranks all on GPU 0, for correctness only:
 # check_allreduce --virtual-ranks 8, then under MPS bench/gpu-tp.js --shared-gpu --parts equality (gpu-tp-shared.json;
 # --equality-only llama-70b-layer,llama-3-70b-layer: one layer at the 70B models' widths, about 3 minutes each).
@@ -24,6 +24,8 @@ tar xJf .device/app.tar.xz
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
 echo "node $(node --version); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 rc=0
+# The copy bandwidth peer.py measured (the floors' denominator), 0 when it did not run.
+peer_bw() { python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0; }
 [[ $stage == tp ]] && CHECKS=${CHECKS:-check_allreduce check_ops}
 if [[ $stage == all || $stage == checks || $stage == tp ]]; then
   for c in .device/bin/check_*; do
@@ -47,21 +49,15 @@ if [[ $stage == all || $stage == peer || $stage == tp ]]; then
   grep -v "attention mask" /tmp/peer.log | tail -24
 fi
 if [[ $stage == tp ]]; then
-  bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)
+  bw=$(peer_bw)
   nvidia-smi topo -m
   node dist/bench/gpu-tp.js --bandwidth "$bw" --out "$OUT/gpu-tp.json" "$@" || rc=1
   # The single-GPU engine steps and the KV pool sized from --gpu-memory-utilization, on GPU 0 of the same machine.
   [[ -n ${TP_WITH_SINGLE:-} ]] && { node dist/bench/gpu.js --quick --skip-golden --skip-e2e --bandwidth "$bw" --out "$OUT/gpu.json" || rc=1; }
 fi
 if [[ $stage == tp-quick ]]; then
-  bw=$(python3 -c "
-import torch, time
-n = 1 << 30; a = torch.empty(n, dtype=torch.uint8, device='cuda'); b = torch.empty_like(a)
-for _ in range(3): b.copy_(a)
-torch.cuda.synchronize(); t = time.perf_counter()
-for _ in range(20): b.copy_(a)
-torch.cuda.synchronize(); print(round(2 * n / ((time.perf_counter() - t) / 20) / 1e9))" 2>/dev/null || echo 0)
-  echo "copy bandwidth (read + write) ${bw} GB/s"
+  python3 bench/gpu/peer.py --copy-only --json "$OUT/peer.json" || rc=1
+  bw=$(peer_bw)
   nvidia-smi topo -m
   .device/bin/check_allreduce --json "$OUT/check_allreduce.json" > "$OUT/check_allreduce.log" 2>&1 || rc=1
   grep -E "FAIL|passed|FAILED" "$OUT/check_allreduce.log" | tail -5
@@ -93,7 +89,7 @@ if [[ $stage == steps ]]; then
   done
 fi
 if [[ $stage == all || $stage == bench ]]; then
-  bw=$(python3 -c "import json;print(json.load(open('$OUT/peer.json'))['copy_GBps'])" 2>/dev/null || echo 0)
+  bw=$(peer_bw)
   node dist/bench/gpu.js --bandwidth "$bw" --out "$OUT/gpu.json" "$@" || rc=1
   # GPTQ (act-order too) and AWQ checkpoints on the GPU against the CPU engine on the same files.
   [[ $stage == all ]] && { node dist/bench/gpu-quant.js --out "$OUT/gpu-quant.json" | grep -v '^loading' || rc=1; }
