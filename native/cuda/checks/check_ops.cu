@@ -515,10 +515,13 @@ int main(int argc, char** argv) {
     }
   // Decode, short contexts of a small batch (the serving benchmarks' case): up to 256 tokens one block of 16 warps a
   // head group where it has at most two heads a kv head (32/32, 6/2, 4/2), else 64-token partitions and the reduce.
+  // Up to 192 tokens, one query head a kv head: 12 warps a head instead (attention_short_context()).
   for (auto hk : {std::pair<int, int>{32, 32}, {32, 8}, {6, 2}, {4, 2}})
     for (int hd : {128, 64})
-      check_attention(rng, {hk.first, hk.second, hd, 16, {145, 1, 256, 17}, {1, 1, 1, 1}}, "decode short");
+      for (int longest : {256, 192})
+        check_attention(rng, {hk.first, hk.second, hd, 16, {145, 1, longest, 17}, {1, 1, 1, 1}}, "decode short");
   check_attention(rng, {32, 32, 128, 16, {200}, {1}}, "decode short 1 seq");
+  check_attention(rng, {32, 32, 128, 16, {150}, {1}}, "decode short 1 seq");
   // Decode, one long sequence: many partitions + reduce.
   check_attention(rng, {32, 8, 128, 16, {4097}, {1}}, "decode 1 seq");
   check_attention(rng, {4, 4, 64, 16, {3000, 64, 65}, {1, 1, 1}}, "decode");

@@ -63,8 +63,10 @@ DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
   return {ws, ws + n * D, ws + n * D + n};
 }
 
+// Blocks of more than 8 warps are bounded as 16-warp blocks: at most 128 registers a thread, so a 12-warp block
+// leaves a quarter of the SM's registers free (left to the compiler it takes 168, the whole SM).
 template <int D, int HPB, int NW = kDecWarps, bool EARLY = false>
-__global__ void __launch_bounds__(NW * 32) attention_decode_kernel(
+__global__ void __launch_bounds__(NW > 8 ? 512 : NW * 32) attention_decode_kernel(
     const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
@@ -402,6 +404,15 @@ bool wide_on() {
   static const bool on = detail::env_on("TPSERVE_ATTN_WIDE");
   return on;
 }
+// Up to kShortWarps chunks (attention_short_context() tokens) the one-pass kernel takes 12 warps, still one chunk a
+// warp: a block then leaves a quarter of the SM's registers to the QKV GEMV's last blocks, so it starts sooner
+// (Llama-2-7B's batch-1 step at 129-168 tokens 0.008 ms shorter on an H200, docs/gpu-runs.md runs 97 and 126). Past
+// it, 12 warps would take two chunks a warp and lose (0.028 ms at 200-240 tokens). TPSERVE_ATTN_SHORT=0: 16 always.
+constexpr int kShortWarps = 12;
+bool short_on() {
+  static const bool on = detail::env_on("TPSERVE_ATTN_SHORT");
+  return on;
+}
 
 // The one-pass (wide) decode attention with its first chunk of K/V rows loaded before pdl_wait()
 // (attention_decode_kernel's EARLY): Llama-2-7B's batch-1 step 0.016 ms shorter at TP = 1 on an H200 (docs/gpu-runs.md
@@ -450,6 +461,9 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
       if constexpr (D == 64)
         if (G % 2 == 0) return early ? launch_decode<D, 2, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
                                      : launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+      if (a.maxContext <= kShortWarps * kChunk && short_on())
+        return early ? launch_decode<D, 1, kShortWarps, true>(a, 1 << 30, 1, none, qScale, stream)
+                     : launch_decode<D, 1, kShortWarps>(a, 1 << 30, 1, none, qScale, stream);
       return early ? launch_decode<D, 1, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
                    : launch_decode<D, 1, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
     }
@@ -472,6 +486,8 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
 }
 
 }  // namespace
+
+int attention_short_context() { return short_on() && wide_on() ? kShortWarps * kChunk : 0; }
 
 size_t attention_workspace_bytes(int tokens, int heads, int headDim, int maxContext) {
   if (tokens <= 0 || heads <= 0 || headDim <= 0 || maxContext <= 0) return 0;

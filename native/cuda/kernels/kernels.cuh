@@ -237,6 +237,9 @@ struct AttentionArgs {
 
 /** Bytes of workspace attention() needs for these sizes. */
 size_t attention_workspace_bytes(int tokens, int heads, int headDim, int maxContext);
+/** The longest context (tokens) that decode attention's short one-pass form takes; 0 when that form is off. Decode
+ * graphs size their block-table bucket to it (CudaModel::stage) so that such contexts get that form. */
+int attention_short_context();
 
 /**
  * Causal attention of each sequence's queries (at positions contextLen - qLen .. contextLen - 1) over its paged
