@@ -95,6 +95,7 @@ void CudaModel::enqueue(const Ptrs& p) {
     a.kvHeads = s.kvHeads, a.headDim = s.headDim, a.blockSize = o_.blockSize, a.maxContext = p.maxCtx;
     a.maxQueryLen = p.maxQ;
     a.kvEarly = !comm_ || attnEarlyGroup_;  // off in a group (kernels.cuh)
+    a.group = comm_ != nullptr;
     // Decode: attention also writes O's prepared input.
     const bool prepO = p.maxQ == 1 && p.T <= 16 && Ly.o.kind == DWeight::kInt4Tiled && !Ly.o.wideInput();
     if (prepO) a.xpOut = xp2_.p, a.xpMap = xpMap(Ly.o);

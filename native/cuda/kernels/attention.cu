@@ -407,11 +407,20 @@ bool wide_on() {
 // Up to kShortWarps chunks (attention_short_context() tokens) the one-pass kernel takes 12 warps, still one chunk a
 // warp: a block then leaves a quarter of the SM's registers to the QKV GEMV's last blocks, so it starts sooner
 // (Llama-2-7B's batch-1 step at 129-168 tokens 0.008 ms shorter on an H200, docs/gpu-runs.md runs 97 and 126). Past
-// it, 12 warps would take two chunks a warp and lose (0.028 ms at 200-240 tokens). TPSERVE_ATTN_SHORT=0: 16 always.
+// it, 12 warps would take two chunks a warp and lose (0.028 ms at 200-240 tokens). TPSERVE_ATTN_SHORT=0: 16 always;
+// in a tensor-parallel group (AttentionArgs::group) only with TPSERVE_ATTN_SHORT=all.
 constexpr int kShortWarps = 12;
-bool short_on() {
-  static const bool on = detail::env_on("TPSERVE_ATTN_SHORT");
-  return on;
+bool short_on(const AttentionArgs& a) {
+  static const bool on = detail::env_on("TPSERVE_ATTN_SHORT"), all = detail::env_is("TPSERVE_ATTN_SHORT", "all");
+  return on && (!a.group || all);
+}
+// GQA at headDim 128 (Llama-3-8B: 4 query heads a kv head) in the one-pass form too, one query head a block: the
+// heads of a kv head read its K/V rows each (the later ones from L2) instead of one 4-warp block a partition loading
+// them once for all, plus the reduce kernel. TPSERVE_ATTN_WIDE_GQA=0: the split path; in a group only with =all.
+bool wide_gqa_on(const AttentionArgs& a) {
+  static const bool on = detail::env_on("TPSERVE_ATTN_WIDE_GQA");
+  static const bool all = detail::env_is("TPSERVE_ATTN_WIDE_GQA", "all");
+  return on && (!a.group || all);
 }
 
 // The one-pass (wide) decode attention with its first chunk of K/V rows loaded before pdl_wait()
@@ -454,14 +463,15 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
     const int G = a.heads / a.kvHeads;
     // (Two heads a block only at headDim 64: at 128 the 16-warp kernel would spill 188 bytes a thread.)
     const int hpbWide = D == 64 && G % 2 == 0 ? 2 : 1;
-    if (parts > 1 && a.maxContext <= kWideWarps * kChunk && G % 4 != 0 && (D == 64 || G % 2 != 0) &&
-        rows / hpbWide <= kWideMaxBlocks && wide_on()) {
+    const bool wideShape = (G % 4 != 0 && (D == 64 || G % 2 != 0)) || (D == 128 && wide_gqa_on(a));
+    if (parts > 1 && a.maxContext <= kWideWarps * kChunk && wideShape && rows / hpbWide <= kWideMaxBlocks &&
+        wide_on()) {
       const DecodeWs none{};
       const bool early = kv_early_on() && a.kvEarly;
       if constexpr (D == 64)
         if (G % 2 == 0) return early ? launch_decode<D, 2, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
                                      : launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
-      if (a.maxContext <= kShortWarps * kChunk && short_on())
+      if (a.maxContext <= kShortWarps * kChunk && short_on(a))
         return early ? launch_decode<D, 1, kShortWarps, true>(a, 1 << 30, 1, none, qScale, stream)
                      : launch_decode<D, 1, kShortWarps>(a, 1 << 30, 1, none, qScale, stream);
       return early ? launch_decode<D, 1, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
@@ -487,7 +497,10 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-int attention_short_context() { return short_on() && wide_on() ? kShortWarps * kChunk : 0; }
+int attention_short_context() {
+  AttentionArgs one{};  // the form as one GPU takes it (a group's graphs keep the same buckets)
+  return short_on(one) && wide_on() ? kShortWarps * kChunk : 0;
+}
 
 size_t attention_workspace_bytes(int tokens, int heads, int headDim, int maxContext) {
   if (tokens <= 0 || heads <= 0 || headDim <= 0 || maxContext <= 0) return 0;

@@ -233,6 +233,9 @@ struct AttentionArgs {
   // One-pass decode: the first chunk of K/V rows loaded before pdl_wait() (attention.cu, kv_early_on). The engine
   // turns it off in a tensor-parallel group (docs/gpu-runs.md run 77).
   bool kvEarly = true;
+  // Set by the engine in a tensor-parallel group: the decode forms measured on one GPU only (attention.cu: 12 warps
+  // a head at short contexts, GQA in one pass) stay off there unless their variable says `all`.
+  bool group = false;
 };
 
 /** Bytes of workspace attention() needs for these sizes. */
