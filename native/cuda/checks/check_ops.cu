@@ -514,8 +514,8 @@ int main(int argc, char** argv) {
       check_attention(rng, {hk.first, hk.second, hd, 16, dctx, std::vector<int>(dctx.size(), 1)}, "decode");
     }
   // Decode, short contexts of a small batch (the serving benchmarks' case): up to 256 tokens one block of 16 warps a
-  // head group where it has at most two heads a kv head (32/32, 6/2, 4/2), else 64-token partitions and the reduce.
-  // Up to 192 tokens, one query head a kv head: 12 warps a head instead (attention_short_context()).
+  // head (at headDim 64 two heads of a kv head a block, and 32/8 takes 64-token partitions and the reduce); up to 192
+  // tokens, one head a block, 12 warps instead (attention_short_context()).
   for (auto hk : {std::pair<int, int>{32, 32}, {32, 8}, {6, 2}, {4, 2}})
     for (int hd : {128, 64})
       for (int longest : {256, 192})

@@ -10,8 +10,8 @@
 // softmax per warp, then P·V with each lane owning headDim/32 output dims (coalesced V rows, 16 rows in flight).
 // The 4 warps merge in shared memory; with one partition the block writes the output, else (max, sum, acc) go to
 // the workspace and attention_reduce_kernel merges the partitions (in groups of threads when there are many). Small
-// grids over contexts of up to 256 tokens take blocks of 16 warps instead, one partition (kWideWarps below: one
-// kernel, no reduce). Prefill and mixed batches: attention_prefill.cu.
+// grids over contexts of up to 256 tokens take blocks of 16 warps instead (12 up to 192 tokens), one partition
+// (kWideWarps below: one kernel, no reduce). Prefill and mixed batches: attention_prefill.cu.
 #include <algorithm>
 #include <cfloat>
 
@@ -395,9 +395,10 @@ __global__ void __launch_bounds__(D * G) attention_reduce_kernel(const int32_t* 
 using detail::aligned16;
 
 // Short contexts that the split would cut into partitions, in grids of at most about one block an SM (small
-// batches), with one query head a kv head (two at headDim 64): one block of kWideWarps warps a head group takes the
-// whole context in one pass (a 16-token chunk a warp), so there is no reduce kernel (docs/gpu-runs.md run 59; with
-// more blocks, batch 32, the 4-warp blocks are faster). TPSERVE_ATTN_WIDE=0: the split path.
+// batches): one block of kWideWarps warps a head group takes the whole context in one pass (a 16-token chunk a
+// warp), so there is no reduce kernel (docs/gpu-runs.md run 59; with more blocks, batch 32, the 4-warp blocks are
+// faster). A head group is one query head, or two at headDim 64 where two share a kv head; GQA at headDim 128 too
+// since run 127 (wide_gqa_on). TPSERVE_ATTN_WIDE=0: the split path.
 constexpr int kWideWarps = 16;
 constexpr long long kWideMaxBlocks = 128;  // about one block an SM: more (Llama-2-7B at TP=2, batch 32) ran slower
 bool wide_on() {
