@@ -113,11 +113,13 @@ int CudaModel::stage(const BatchIn& b, bool graph, int aheadMode) {
   bool advance = aheadMode == 2;
   const ModelShape& s = o_.s;
   const int T = (int)b.tokens.size(), S = (int)b.seqLens.size(), bs = o_.blockSize;
-  // Graph buckets: 16 blocks wide, and below the first one a bucket of exactly the contexts that decode attention's
-  // short one-pass form takes (192 tokens at block size 16; cuda::attention_short_context).
-  const int shortBlocks = graph ? cuda::attention_short_context() / bs : 0;
+  // Graph buckets: 16 blocks wide, and below the first one buckets of exactly the contexts that decode attention's
+  // short one-pass forms take (128 and 192 tokens at block size 16; cuda::attention_short_bucket).
   int mb = b.maxBlocksPerSeq;
-  if (graph) mb = shortBlocks > 0 && mb <= shortBlocks ? shortBlocks : (mb + 15) / 16 * 16;
+  if (graph) {
+    const int shortBlocks = cuda::attention_short_bucket(mb * bs) / bs;
+    mb = shortBlocks >= mb ? shortBlocks : (mb + 15) / 16 * 16;
+  }
   const int rows = b.all ? T : S;
   const size_t nInts = StepInts::count(T, S, rows, mb);
   // Two staging buffers in turn: the copy from the other one may still be queued behind the step in flight.

@@ -515,13 +515,14 @@ int main(int argc, char** argv) {
     }
   // Decode, short contexts of a small batch (the serving benchmarks' case): up to 256 tokens one block of 16 warps a
   // head (at headDim 64 two heads of a kv head a block, and 32/8 takes 64-token partitions and the reduce); up to 192
-  // tokens, one head a block, 12 warps instead (attention_short_context()).
+  // tokens, one head a block, 12 warps instead, and up to 128 tokens 8 (attention_short_bucket()).
   for (auto hk : {std::pair<int, int>{32, 32}, {32, 8}, {6, 2}, {4, 2}})
     for (int hd : {128, 64})
-      for (int longest : {256, 192})
+      for (int longest : {256, 192, 128})
         check_attention(rng, {hk.first, hk.second, hd, 16, {145, 1, longest, 17}, {1, 1, 1, 1}}, "decode short");
   check_attention(rng, {32, 32, 128, 16, {200}, {1}}, "decode short 1 seq");
   check_attention(rng, {32, 32, 128, 16, {150}, {1}}, "decode short 1 seq");
+  check_attention(rng, {32, 32, 128, 16, {100}, {1}}, "decode short 1 seq");
   // Decode, one long sequence: many partitions + reduce.
   check_attention(rng, {32, 8, 128, 16, {4097}, {1}}, "decode 1 seq");
   check_attention(rng, {4, 4, 64, 16, {3000, 64, 65}, {1, 1, 1}}, "decode");

@@ -63,10 +63,10 @@ DecodeWs decode_ws(float* ws, long long rows, int maxParts, int D) {
   return {ws, ws + n * D, ws + n * D + n};
 }
 
-// Blocks of more than 8 warps are bounded as 16-warp blocks: at most 128 registers a thread, so a 12-warp block
-// leaves a quarter of the SM's registers free (left to the compiler it takes 168, the whole SM).
+// Blocks of 8 warps or more are bounded as 16-warp blocks: at most 128 registers a thread, so a 12-warp block leaves
+// a quarter of the SM's registers free (left to the compiler it takes 168, the whole SM), an 8-warp block half.
 template <int D, int HPB, int NW = kDecWarps, bool EARLY = false>
-__global__ void __launch_bounds__(NW > 8 ? 512 : NW * 32) attention_decode_kernel(
+__global__ void __launch_bounds__(NW >= 8 ? 512 : NW * 32) attention_decode_kernel(
     const float* __restrict__ q, const kv_t* __restrict__ kCache, const kv_t* __restrict__ vCache,
     const int32_t* __restrict__ blockTables, const int32_t* __restrict__ contextLens,
     const int32_t* __restrict__ queryStart, float* __restrict__ out, DecodeWs ws, int heads, int kvHeads,
@@ -405,7 +405,7 @@ bool wide_on() {
   static const bool on = detail::env_on("TPSERVE_ATTN_WIDE");
   return on;
 }
-// Up to kShortWarps chunks (attention_short_context() tokens) the one-pass kernel takes 12 warps, still one chunk a
+// Up to kShortWarps chunks (192 tokens) the one-pass kernel takes 12 warps, still one chunk a
 // warp: a block then leaves a quarter of the SM's registers to the QKV GEMV's last blocks, so it starts sooner
 // (Llama-2-7B's batch-1 step at 129-168 tokens 0.008 ms shorter on an H200, docs/gpu-runs.md runs 97 and 126). Past
 // it, 12 warps would take two chunks a warp and lose (0.028 ms at 200-240 tokens). TPSERVE_ATTN_SHORT=0: 16 always;
@@ -414,6 +414,12 @@ constexpr int kShortWarps = 12;
 bool short_on(const AttentionArgs& a) {
   static const bool on = detail::env_on("TPSERVE_ATTN_SHORT"), all = detail::env_is("TPSERVE_ATTN_SHORT", "all");
   return on && (!a.group || all);
+}
+// Up to 128 tokens, 8 warps (half the SM's registers), in a graph bucket of its own too. TPSERVE_ATTN_SHORT8=0: 12.
+constexpr int kShortWarps8 = 8;
+bool short8_on() {
+  static const bool on = detail::env_on("TPSERVE_ATTN_SHORT8");
+  return on;
 }
 // GQA at headDim 128 (Llama-3-8B: 4 query heads a kv head) in the one-pass form too, one query head a block: the
 // heads of a kv head read its K/V rows each (the later ones from L2) instead of one 4-warp block a partition loading
@@ -472,6 +478,9 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
       if constexpr (D == 64)
         if (G % 2 == 0) return early ? launch_decode<D, 2, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
                                      : launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+      if (a.maxContext <= kShortWarps8 * kChunk && short_on(a) && short8_on())
+        return early ? launch_decode<D, 1, kShortWarps8, true>(a, 1 << 30, 1, none, qScale, stream)
+                     : launch_decode<D, 1, kShortWarps8>(a, 1 << 30, 1, none, qScale, stream);
       if (a.maxContext <= kShortWarps * kChunk && short_on(a))
         return early ? launch_decode<D, 1, kShortWarps, true>(a, 1 << 30, 1, none, qScale, stream)
                      : launch_decode<D, 1, kShortWarps>(a, 1 << 30, 1, none, qScale, stream);
@@ -498,9 +507,11 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-int attention_short_context() {
+int attention_short_bucket(int context) {
   AttentionArgs one{};  // the form as one GPU takes it (a group's graphs keep the same buckets)
-  return short_on(one) && wide_on() ? kShortWarps * kChunk : 0;
+  if (!short_on(one) || !wide_on()) return 0;
+  if (context <= kShortWarps8 * kChunk && short8_on()) return kShortWarps8 * kChunk;
+  return context <= kShortWarps * kChunk ? kShortWarps * kChunk : 0;
 }
 
 size_t attention_workspace_bytes(int tokens, int heads, int headDim, int maxContext) {

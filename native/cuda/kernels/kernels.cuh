@@ -240,9 +240,10 @@ struct AttentionArgs {
 
 /** Bytes of workspace attention() needs for these sizes. */
 size_t attention_workspace_bytes(int tokens, int heads, int headDim, int maxContext);
-/** The longest context (tokens) that decode attention's short one-pass form takes; 0 when that form is off. Decode
- * graphs size their block-table bucket to it (CudaModel::stage) so that such contexts get that form. */
-int attention_short_context();
+/** The context (tokens) of the decode graph bucket whose attention takes a short one-pass form (12 warps up to 192
+ * tokens, 8 up to 128) for a step of this longest context; 0 above them or with those forms off. CudaModel::stage
+ * sizes its bucket to it, so that such contexts get those forms. */
+int attention_short_bucket(int context);
 
 /**
  * Causal attention of each sequence's queries (at positions contextLen - qLen .. contextLen - 1) over its paged
