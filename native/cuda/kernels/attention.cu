@@ -10,7 +10,7 @@
 // softmax per warp, then P·V with each lane owning headDim/32 output dims (coalesced V rows, 16 rows in flight).
 // The 4 warps merge in shared memory; with one partition the block writes the output, else (max, sum, acc) go to
 // the workspace and attention_reduce_kernel merges the partitions (in groups of threads when there are many). Small
-// grids over contexts of up to 256 tokens take blocks of 16 warps instead (12 up to 192 tokens), one partition
+// grids over contexts of up to 256 tokens take blocks of 16 warps instead (12 up to 192 tokens, 8 up to 128), one partition
 // (kWideWarps below: one kernel, no reduce). Prefill and mixed batches: attention_prefill.cu.
 #include <algorithm>
 #include <cfloat>
