@@ -405,11 +405,11 @@ bool wide_on() {
   static const bool on = detail::env_on("TPSERVE_ATTN_WIDE");
   return on;
 }
-// Up to kShortWarps chunks (192 tokens) the one-pass kernel takes 12 warps, still one chunk a
-// warp: a block then leaves a quarter of the SM's registers to the QKV GEMV's last blocks, so it starts sooner
-// (Llama-2-7B's batch-1 step at 129-168 tokens 0.008 ms shorter on an H200, docs/gpu-runs.md runs 97 and 126). Past
-// it, 12 warps would take two chunks a warp and lose (0.028 ms at 200-240 tokens). TPSERVE_ATTN_SHORT=0: 16 always;
-// in a tensor-parallel group (AttentionArgs::group) only with TPSERVE_ATTN_SHORT=all.
+// Up to kShortWarps chunks (192 tokens) the one-pass kernel takes 12 warps, still one chunk a warp: a block then
+// leaves a quarter of the SM's registers to the QKV GEMV's last blocks, so it starts sooner (Llama-2-7B's batch-1
+// step at 129-168 tokens 0.008 ms shorter on an H200, docs/gpu-runs.md runs 97 and 126). Past it, 12 warps would
+// take two chunks a warp and lose (0.028 ms at 200-240 tokens). TPSERVE_ATTN_SHORT=0: 16 always; in a
+// tensor-parallel group (AttentionArgs::group) only with TPSERVE_ATTN_SHORT=all.
 constexpr int kShortWarps = 12;
 bool short_on(const AttentionArgs& a) {
   static const bool on = detail::env_on("TPSERVE_ATTN_SHORT"), all = detail::env_is("TPSERVE_ATTN_SHORT", "all");
@@ -456,6 +456,21 @@ cudaError_t launch_decode(const AttentionArgs& a, int P, int parts, DecodeWs ws,
                     a.blockSize, P, parts, qScale, parts > 1 ? nullptr : a.xpOut, a.xpMap);
 }
 
+// The one-pass kernel's warps a block for contexts of at most `context` tokens (one head a block): 8, 12 or
+// kWideWarps. The launch below and the decode graphs' buckets (attention_short_bucket) both follow it.
+int one_pass_warps(int context, const AttentionArgs& a) {
+  if (!short_on(a)) return kWideWarps;
+  if (context <= kShortWarps8 * kChunk && short8_on()) return kShortWarps8;
+  return context <= kShortWarps * kChunk ? kShortWarps : kWideWarps;
+}
+
+template <int D, int HPB, int NW>
+cudaError_t launch_one_pass(const AttentionArgs& a, bool early, float qScale, cudaStream_t stream) {
+  const DecodeWs none{};
+  return early ? launch_decode<D, HPB, NW, true>(a, 1 << 30, 1, none, qScale, stream)
+               : launch_decode<D, HPB, NW>(a, 1 << 30, 1, none, qScale, stream);
+}
+
 template <int D>
 cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
   const float qScale = kLog2e / sqrtf((float)D);
@@ -473,19 +488,14 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
     const bool wideShape = (G % 4 != 0 && (D == 64 || G % 2 != 0)) || (D == 128 && wide_gqa_on(a));
     if (parts > 1 && a.maxContext <= kWideWarps * kChunk && wideShape && rows / hpbWide <= kWideMaxBlocks &&
         wide_on()) {
-      const DecodeWs none{};
       const bool early = kv_early_on() && a.kvEarly;
       if constexpr (D == 64)
-        if (G % 2 == 0) return early ? launch_decode<D, 2, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
-                                     : launch_decode<D, 2, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
-      if (a.maxContext <= kShortWarps8 * kChunk && short_on(a) && short8_on())
-        return early ? launch_decode<D, 1, kShortWarps8, true>(a, 1 << 30, 1, none, qScale, stream)
-                     : launch_decode<D, 1, kShortWarps8>(a, 1 << 30, 1, none, qScale, stream);
-      if (a.maxContext <= kShortWarps * kChunk && short_on(a))
-        return early ? launch_decode<D, 1, kShortWarps, true>(a, 1 << 30, 1, none, qScale, stream)
-                     : launch_decode<D, 1, kShortWarps>(a, 1 << 30, 1, none, qScale, stream);
-      return early ? launch_decode<D, 1, kWideWarps, true>(a, 1 << 30, 1, none, qScale, stream)
-                   : launch_decode<D, 1, kWideWarps>(a, 1 << 30, 1, none, qScale, stream);
+        if (G % 2 == 0) return launch_one_pass<D, 2, kWideWarps>(a, early, qScale, stream);
+      switch (one_pass_warps(a.maxContext, a)) {
+        case kShortWarps8: return launch_one_pass<D, 1, kShortWarps8>(a, early, qScale, stream);
+        case kShortWarps: return launch_one_pass<D, 1, kShortWarps>(a, early, qScale, stream);
+        default: return launch_one_pass<D, 1, kWideWarps>(a, early, qScale, stream);
+      }
     }
     const DecodeWs ws = decode_ws(a.workspace, rows, parts, D);
     const cudaError_t e = G % 4 == 0   ? launch_decode<D, 4>(a, P, parts, ws, qScale, stream)
@@ -508,10 +518,9 @@ cudaError_t attention_d(const AttentionArgs& a, cudaStream_t stream) {
 }  // namespace
 
 int attention_short_bucket(int context) {
-  AttentionArgs one{};  // the form as one GPU takes it (a group's graphs keep the same buckets)
-  if (!short_on(one) || !wide_on()) return 0;
-  if (context <= kShortWarps8 * kChunk && short8_on()) return kShortWarps8 * kChunk;
-  return context <= kShortWarps * kChunk ? kShortWarps * kChunk : 0;
+  const AttentionArgs one{};  // the form as one GPU takes it (a group's graphs keep the same buckets)
+  const int warps = wide_on() ? one_pass_warps(context, one) : kWideWarps;
+  return warps < kWideWarps ? warps * kChunk : 0;
 }
 
 size_t attention_workspace_bytes(int tokens, int heads, int headDim, int maxContext) {
